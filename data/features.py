@@ -1,0 +1,255 @@
+"""From prices to model inputs and targets: features, scaler, splits, batches.
+
+Row ``t`` of a series is the trading day ``t`` (the first day of each ticker is
+dropped: it has no return). Its inputs use bars ``t-1`` and ``t`` only:
+
+- ``returns``: log(close_t / close_{t-1}), the target variable;
+- ``range``:   log(high_t / low_t), a volatility proxy;
+- ``volume``:  log((volume_t + 1) / (volume_{t-1} + 1)).
+
+Its targets are, for h = 1..H, the cumulative log return from t to t+h,
+log(close_{t+h} / close_t). The same function computes the features for a whole
+history and for one new observation in a live session, so both agree exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data.errors import ConfigError, DataError
+
+FEATURES = ("returns", "range", "volume")
+FIELDS_NEEDED = {"returns": ("close",), "range": ("high", "low"), "volume": ("volume",)}
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+
+
+def check_features(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate a feature list: known names, no repeats, ``returns`` first."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise ConfigError(f"unknown feature {unknown[0]!r}; valid features: {', '.join(FEATURES)}")
+    if not names or names[0] != "returns" or len(set(names)) != len(names):
+        raise ConfigError(f"features must start with 'returns' and not repeat, got {list(names)}")
+    return names
+
+
+def fields_needed(names: Sequence[str]) -> tuple[str, ...]:
+    """The observation fields (close, high, low, volume) that ``names`` read."""
+    needed: list[str] = []
+    for name in names:
+        needed += [f for f in FIELDS_NEEDED[name] if f not in needed]
+    return tuple(needed)
+
+
+def feature_rows(
+    names: Sequence[str],
+    close: np.ndarray,
+    prev_close: float,
+    high: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+    volume: np.ndarray | None = None,
+    prev_volume: float | None = None,
+) -> np.ndarray:
+    """Features of ``len(close)`` consecutive bars, given the bar before them.
+
+    Returns an array of shape (T, F), F = len(names), float64.
+    """
+    close = np.asarray(close, dtype=np.float64)
+    previous = np.concatenate([[prev_close], close[:-1]])
+    columns = []
+    for name in names:
+        if name == "returns":
+            columns.append(np.log(close / previous))
+        elif name == "range":
+            assert high is not None and low is not None
+            columns.append(np.log(np.asarray(high, np.float64) / np.asarray(low, np.float64)))
+        else:
+            assert volume is not None and prev_volume is not None
+            vol = np.asarray(volume, dtype=np.float64)
+            prev_vol = np.concatenate([[prev_volume], vol[:-1]])
+            columns.append(np.log1p(vol) - np.log1p(prev_vol))
+    return np.stack(columns, axis=1)
+
+
+def cumulative_targets(returns: np.ndarray, horizon: int) -> np.ndarray:
+    """(T,) log returns -> (T, H) sums of the next 1..H returns; NaN past the end."""
+    padded = np.concatenate([[0.0], np.cumsum(returns)])
+    out = np.full((len(returns), horizon), np.nan)
+    for h in range(1, horizon + 1):
+        out[: len(returns) - h, h - 1] = padded[1 + h :] - padded[1 : len(returns) + 1 - h]
+    return out
+
+
+@dataclass(frozen=True)
+class Series:
+    """One ticker's rows: dates, adjusted close, raw features and targets."""
+
+    ticker: str
+    dates: np.ndarray  # (T,) datetime64[ns]
+    close: np.ndarray  # (T,) adjusted close of day t
+    features: np.ndarray  # (T, F) unscaled
+    targets: np.ndarray  # (T, H) unscaled cumulative log returns, NaN past the end
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+
+def build_series(frame: pd.DataFrame, names: Sequence[str], horizon: int) -> list[Series]:
+    """Features and targets for every ticker of a tidy frame, ticker order kept."""
+    names = check_features(names)
+    out = []
+    for ticker, rows in frame.groupby("ticker", sort=True):
+        if len(rows) < 2:
+            raise DataError(f"{ticker}: too few rows, {len(rows)} < 2 needed (one return)")
+        close = rows["close"].to_numpy(np.float64)
+        volume = rows["volume"].to_numpy(np.float64)
+        feats = feature_rows(
+            names,
+            close[1:],
+            close[0],
+            high=rows["high"].to_numpy(np.float64)[1:],
+            low=rows["low"].to_numpy(np.float64)[1:],
+            volume=volume[1:],
+            prev_volume=volume[0],
+        )
+        out.append(
+            Series(
+                ticker=str(ticker),
+                dates=rows["date"].to_numpy()[1:],
+                close=close[1:],
+                features=feats,
+                targets=cumulative_targets(feats[:, 0], horizon),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Split:
+    """Chronological split by date: train < validation_start <= val < test_start <= test."""
+
+    validation_start: np.datetime64
+    test_start: np.datetime64
+
+    def bounds(self, series: Series) -> tuple[int, int]:
+        """Row indices (validation_start, test_start) within ``series``."""
+        v = int(np.searchsorted(series.dates, self.validation_start))
+        t = int(np.searchsorted(series.dates, self.test_start))
+        return v, t
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "validation_start": str(np.datetime_as_string(self.validation_start, unit="D")),
+            "test_start": str(np.datetime_as_string(self.test_start, unit="D")),
+        }
+
+
+def split_dates(series: Sequence[Series], fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> Split:
+    """Cut the pooled trading days at the given fractions (default 70/15/15)."""
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise ConfigError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    days = np.unique(np.concatenate([s.dates for s in series]))
+    if len(days) < 3:
+        raise DataError(f"too few trading days to split: {len(days)}")
+    v = max(1, round(len(days) * fractions[0]))
+    t = max(v + 1, round(len(days) * (fractions[0] + fractions[1])))
+    return Split(days[v], days[min(t, len(days) - 1)])
+
+
+@dataclass
+class Scaler:
+    """Standardises features; scales targets by the std of training returns.
+
+    Fit on training rows only. Scaled inputs are clipped to ``±clip`` so that a
+    freak day (a zero-volume print, a bad tick) cannot blow up the state.
+    """
+
+    features: tuple[str, ...]
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    std: np.ndarray = field(default_factory=lambda: np.ones(0))
+    target_scale: float = 1.0
+    clip: float = 10.0
+
+    @classmethod
+    def fit(cls, rows: np.ndarray, features: Sequence[str], clip: float = 10.0) -> Scaler:
+        """Fit on (N, F) unscaled training rows."""
+        if len(rows) < 2:
+            raise DataError(f"cannot fit a scaler on {len(rows)} rows")
+        std = rows.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return cls(tuple(features), rows.mean(axis=0), std, float(std[0]), clip)
+
+    def transform(self, rows: np.ndarray) -> np.ndarray:
+        """(..., F) unscaled -> (..., F) float32 scaled and clipped."""
+        scaled = (rows - self.mean) / self.std
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "target_scale": self.target_scale,
+            "clip": self.clip,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Scaler:
+        try:
+            features = check_features(raw["features"])
+            mean = np.asarray(raw["mean"], dtype=np.float64)
+            std = np.asarray(raw["std"], dtype=np.float64)
+            scale, clip = float(raw["target_scale"]), float(raw["clip"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"malformed scaler: {exc}") from exc
+        if mean.shape != (len(features),) or std.shape != mean.shape or (std <= 0).any() or scale <= 0:
+            raise ConfigError("malformed scaler: mean/std do not match the features or are not positive")
+        return cls(features, mean, std, scale, clip)
+
+
+def fit_scaler(series: Sequence[Series], split: Split, features: Sequence[str]) -> Scaler:
+    """A scaler fit on the rows before ``split.validation_start`` of every series."""
+    rows = [s.features[: split.bounds(s)[0]] for s in series]
+    return Scaler.fit(np.concatenate(rows), features)
+
+
+def mask_after(targets: np.ndarray, stop: int) -> np.ndarray:
+    """Targets of rows [0, stop) with every entry reaching row ``stop`` or later set to NaN.
+
+    A training target must not read a validation price: row t's horizon h needs
+    row t+h, so it is kept only when t + h < stop.
+    """
+    out = targets[:stop].copy()
+    for h in range(1, out.shape[1] + 1):
+        out[max(stop - h, 0) :, h - 1] = np.nan
+    return out
+
+
+def batchify(x: np.ndarray, length: int) -> np.ndarray:
+    """Cut (T, ...) into contiguous streams of ``length`` steps: (T // length, length, ...).
+
+    The oldest ``T % length`` rows are dropped so that the newest data is kept.
+    As in word_language_model's ``batchify``, the streams are read in
+    parallel and the state is carried along each one.
+    """
+    n = len(x) // length
+    if n == 0:
+        return x[:0].reshape(0, length, *x.shape[1:])
+    return x[len(x) - n * length :].reshape(n, length, *x.shape[1:])
+
+
+def window_ends(start: int, stop: int, window: int) -> np.ndarray:
+    """Indices t in [start, stop) that have ``window`` rows ending at t (t >= window - 1)."""
+    return np.arange(max(start, window - 1), stop)
+
+
+def windows(x: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """(T, F) and window ends (N,) -> (N, window, F), rows ends-window+1 .. ends."""
+    offsets = np.arange(-window + 1, 1)
+    return x[ends[:, None] + offsets[None, :]]
