@@ -1,0 +1,88 @@
+"""Checkpoints: plain dicts of tensors and builtins, never a pickled module.
+
+    {"format": 1, "config": {...}, "state_dict": {...}, "scaler": {...},
+     "metrics": {...}, "data_span": {...}}
+
+They load with ``torch.load(path, weights_only=True)``; the model is rebuilt
+from the config and the weights are checked against it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.errors import CheckpointError, ConfigError
+from data.features import Scaler
+from models.config import ModelConfig
+from models.forecaster import Forecaster
+
+CHECKPOINT_FORMAT = 1
+
+
+def make_checkpoint(
+    model: Forecaster,
+    scaler: Scaler,
+    metrics: dict[str, Any] | None = None,
+    data_span: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The plain dict that ``save_checkpoint`` writes."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "scaler": scaler.to_dict(),
+        "metrics": metrics or {},
+        "data_span": data_span or {},
+    }
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; ``CheckpointError`` if unreadable."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: no such checkpoint") from exc
+    except Exception as exc:  # torch raises many types for a truncated or tampered file
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT}")
+    return checkpoint
+
+
+def build_from_checkpoint(checkpoint: dict[str, Any], origin: str = "checkpoint") -> tuple[Forecaster, Scaler]:
+    """Rebuild the model (in eval mode) and its scaler; ``CheckpointError`` if they do not fit."""
+    try:
+        config = ModelConfig.from_dict(checkpoint["config"])
+        scaler = Scaler.from_dict(checkpoint["scaler"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{origin}: bad config or scaler ({exc})") from exc
+    if len(scaler.features) != config.n_features:
+        raise CheckpointError(f"{origin}: scaler has {len(scaler.features)} features, model config {config.n_features}")
+    model = Forecaster(config)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{origin}: weights do not fit the config ({exc})") from exc
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise CheckpointError(f"{origin}: weights contain NaN or infinity")
+    return model.eval(), scaler

@@ -1,0 +1,80 @@
+"""``ModelConfig``: everything needed to rebuild a forecaster, saved beside its weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import nn
+
+from data.errors import ConfigError
+
+MODES = ("ar", "latent")
+CELLS = ("RNN", "LSTM", "GRU")
+
+
+def cell_class(name: str) -> type[nn.RNN | nn.LSTM | nn.GRU]:
+    """The torch recurrent module called ``name`` (one of ``CELLS``)."""
+    if name not in CELLS:
+        raise ConfigError(f"unknown cell {name!r}; valid cells: {', '.join(CELLS)}")
+    cls: type[nn.RNN | nn.LSTM | nn.GRU] = getattr(nn, name)
+    return cls
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and usage of one forecaster.
+
+    ``mode`` says how it is trained and served: ``ar`` reads the last
+    ``window`` rows from a zero state; ``latent`` carries its state over the
+    whole history (``window`` is then unused at inference).
+    """
+
+    mode: str = "latent"
+    cell: str = "GRU"
+    n_features: int = 1
+    conv_channels: int = 32
+    conv_kernel: int = 5
+    hidden_size: int = 64
+    num_layers: int = 1
+    dropout: float = 0.0
+    horizon: int = 5
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    window: int = 60
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        cell_class(self.cell)
+        for name in ("n_features", "conv_channels", "conv_kernel", "hidden_size", "num_layers", "horizon", "window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        qs = tuple(float(q) for q in self.quantiles)
+        if not qs or any(not 0.0 < q < 1.0 for q in qs) or list(qs) != sorted(set(qs)):
+            raise ConfigError(f"quantiles must be increasing, distinct and in (0, 1), got {list(self.quantiles)}")
+        if 0.5 not in qs:
+            raise ConfigError(f"quantiles must include the median 0.5, got {list(qs)}")
+        object.__setattr__(self, "quantiles", qs)
+
+    @property
+    def median_index(self) -> int:
+        return self.quantiles.index(0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["quantiles"] = list(self.quantiles)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config fields: {', '.join(unknown)}")
+        values = dict(raw)
+        if "quantiles" in values:
+            values["quantiles"] = tuple(values["quantiles"])
+        return cls(**values)

@@ -1,0 +1,86 @@
+"""The forecaster: a causal Conv1d front end, a recurrent core, a quantile head.
+
+    x (B, T, F) -> causal conv (B, C, T) -> RNN/LSTM/GRU (B, T, Hd)
+      -> head (B, T, H, Q): for h = 1..H, quantiles of log(close_{t+h} / close_t)
+
+The conv has no padding of its own: its left context is the ``kernel - 1``
+inputs carried in ``StreamState`` (zeros at the start of a stream). So running
+a sequence in one call equals running it in pieces with the state carried, and
+no output at t ever reads an input after t.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.config import ModelConfig, cell_class
+from models.state import StreamState
+
+
+class Forecaster(nn.Module):
+    """Conv1d + recurrent quantile forecaster, built only from its ``ModelConfig``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.conv = nn.Conv1d(config.n_features, config.conv_channels, config.conv_kernel)
+        self.rnn = cell_class(config.cell)(
+            input_size=config.conv_channels,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.horizon * len(config.quantiles))
+
+    def initial_state(self, batch_size: int) -> StreamState:
+        """The zero state of ``batch_size`` fresh streams."""
+        c = self.config
+        conv = torch.zeros(batch_size, c.n_features, c.conv_kernel - 1)
+        hidden = torch.zeros(c.num_layers, batch_size, c.hidden_size)
+        if c.cell == "LSTM":
+            return StreamState(conv, (hidden, torch.zeros_like(hidden)))
+        return StreamState(conv, hidden)
+
+    def forward(self, x: Tensor, state: StreamState | None = None) -> tuple[Tensor, StreamState]:
+        """Forecast after every step of ``x``.
+
+        x: (B, T, F) scaled features; state: carried from the previous call, or
+        None for a zero state. Returns (out, state): out is (B, T, H, Q) scaled
+        cumulative log-return quantiles, increasing along Q.
+        """
+        c = self.config
+        batch, steps, n_features = x.shape
+        assert n_features == c.n_features, f"expected {c.n_features} features, got {n_features}"
+        if state is None:
+            state = self.initial_state(batch)
+        assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
+        seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F, k-1+T)
+        conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
+        z = self.drop(F.relu(self.conv(seq)))  # (B, C, T)
+        y, hidden = self.rnn(z.transpose(1, 2), state.hidden)  # (B, T, Hd)
+        raw = self.head(self.drop(y)).view(batch, steps, c.horizon, len(c.quantiles))
+        return monotone_quantiles(raw, c.median_index), StreamState(conv_buffer, hidden)
+
+
+def monotone_quantiles(raw: Tensor, median: int) -> Tensor:
+    """(..., Q) unconstrained -> (..., Q) increasing: the median, then softplus gaps either side."""
+    centre = raw[..., median : median + 1]
+    above = centre + torch.cumsum(F.softplus(raw[..., median + 1 :]), dim=-1)
+    below = centre - torch.cumsum(F.softplus(raw[..., :median]).flip(-1), dim=-1).flip(-1)
+    return torch.cat([below, centre, above], dim=-1)
+
+
+def pinball_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
+    """Mean pinball loss over the finite targets.
+
+    pred: (..., H, Q); target: (..., H) with NaN where unknown; quantiles: (Q,).
+    """
+    mask = torch.isfinite(target)
+    diff = torch.nan_to_num(target).unsqueeze(-1) - pred  # (..., H, Q)
+    loss = torch.maximum(quantiles * diff, (quantiles - 1) * diff)
+    weights = mask.unsqueeze(-1).to(loss.dtype)
+    return (loss * weights).sum() / (weights.sum() * len(quantiles)).clamp_min(1.0)

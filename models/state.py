@@ -1,0 +1,124 @@
+"""``StreamState``: what a forecaster carries from one call to the next.
+
+It holds the causal conv's last ``kernel - 1`` inputs and the recurrent hidden
+state (``(h, c)`` for an LSTM), for a batch of B independent streams. It
+serialises to compact bytes (float32) behind a versioned header that records
+the architecture, so that a state is never fed to a model it does not fit.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from data.errors import StateError
+from models.config import CELLS, ModelConfig
+
+MAGIC = b"LCSS"
+FORMAT_VERSION = 1
+# magic, version, cell, n_features, conv_kernel, hidden_size, num_layers, batch
+_HEADER = struct.Struct("<4sBBHHIHI")
+
+Hidden = Tensor | tuple[Tensor, Tensor]
+
+
+@dataclass
+class StreamState:
+    """Carried state of B streams.
+
+    conv:   (B, F, kernel - 1) last inputs of the causal conv, oldest first
+    hidden: (num_layers, B, hidden_size), or a pair of them for an LSTM
+    """
+
+    conv: Tensor
+    hidden: Hidden
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.conv.shape[0])
+
+    def tensors(self) -> list[Tensor]:
+        return [self.conv, *self.hidden] if isinstance(self.hidden, tuple) else [self.conv, self.hidden]
+
+    def detach(self) -> StreamState:
+        """The same values cut from the autograd graph (the TBPTT boundary)."""
+        hidden = self.hidden
+        detached = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+        return StreamState(self.conv.detach(), detached)  # type: ignore[arg-type]
+
+    @staticmethod
+    def stack(states: Sequence[StreamState]) -> StreamState:
+        """Concatenate states along the batch dimension."""
+        conv = torch.cat([s.conv for s in states], dim=0)
+        first = states[0].hidden
+        if isinstance(first, tuple):
+            pairs = [s.hidden for s in states]
+            h = torch.cat([p[0] for p in pairs], dim=1)
+            c = torch.cat([p[1] for p in pairs], dim=1)
+            return StreamState(conv, (h, c))
+        return StreamState(conv, torch.cat([s.hidden for s in states], dim=1))  # type: ignore[misc]
+
+    def unstack(self) -> list[StreamState]:
+        """Split into B states of batch size 1 (inverse of ``stack``)."""
+        out = []
+        for i in range(self.batch_size):
+            conv = self.conv[i : i + 1]
+            if isinstance(self.hidden, tuple):
+                out.append(StreamState(conv, (self.hidden[0][:, i : i + 1], self.hidden[1][:, i : i + 1])))
+            else:
+                out.append(StreamState(conv, self.hidden[:, i : i + 1]))
+        return out
+
+    def to_bytes(self, config: ModelConfig) -> bytes:
+        """Serialise: a header naming the architecture, then float32 values."""
+        header = _HEADER.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            CELLS.index(config.cell),
+            config.n_features,
+            config.conv_kernel,
+            config.hidden_size,
+            config.num_layers,
+            self.batch_size,
+        )
+        body = b"".join(t.detach().to(torch.float32).contiguous().numpy().tobytes() for t in self.tensors())
+        return header + body
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, config: ModelConfig) -> StreamState:
+        """Rebuild a state serialised by ``to_bytes``; ``StateError`` if it does not fit ``config``."""
+        if len(blob) < _HEADER.size:
+            raise StateError(f"stream state too short: {len(blob)} bytes, header needs {_HEADER.size}")
+        magic, version, cell, n_features, kernel, hidden, layers, batch = _HEADER.unpack_from(blob)
+        if magic != MAGIC:
+            raise StateError("not a stream state: bad magic bytes")
+        if version != FORMAT_VERSION:
+            raise StateError(f"stream state format {version} is not supported (this build reads {FORMAT_VERSION})")
+        found = {
+            "cell": CELLS[cell] if cell < len(CELLS) else f"#{cell}",
+            "n_features": n_features,
+            "conv_kernel": kernel,
+            "hidden_size": hidden,
+            "num_layers": layers,
+        }
+        wrong = [f"{k} {v} (model has {getattr(config, k)})" for k, v in found.items() if getattr(config, k) != v]
+        if wrong:
+            raise StateError(f"stream state does not fit this model: {', '.join(wrong)}")
+        shapes = [(batch, n_features, kernel - 1)] + [(layers, batch, hidden)] * (2 if config.cell == "LSTM" else 1)
+        expected = _HEADER.size + 4 * sum(int(np.prod(s)) for s in shapes)
+        if len(blob) != expected:
+            raise StateError(f"stream state has {len(blob)} bytes, expected {expected}")
+        values = np.frombuffer(blob, dtype="<f4", offset=_HEADER.size)
+        tensors, at = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            tensors.append(torch.from_numpy(values[at : at + size].copy()).reshape(shape))
+            at += size
+        if config.cell == "LSTM":
+            return cls(tensors[0], (tensors[1], tensors[2]))
+        return cls(tensors[0], tensors[1])

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from data.errors import ConfigError
+from models.config import ModelConfig, cell_class
+
+
+def test_round_trips_through_a_dict():
+    config = ModelConfig(mode="ar", cell="LSTM", n_features=3, quantiles=(0.05, 0.5, 0.95), window=20)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert config.to_dict()["quantiles"] == [0.05, 0.5, 0.95]
+
+
+def test_unknown_cell_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        cell_class("Transformer")
+    assert str(err.value) == "unknown cell 'Transformer'; valid cells: RNN, LSTM, GRU"
+    with pytest.raises(ConfigError):
+        ModelConfig(cell="lstm")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mode": "seq2seq"}, "unknown mode 'seq2seq'; valid modes: ar, latent"),
+        ({"hidden_size": 0}, "hidden_size must be a positive integer, got 0"),
+        ({"window": 2.5}, "window must be a positive integer, got 2.5"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+        ({"quantiles": (0.9, 0.5)}, "quantiles must be increasing, distinct and in (0, 1), got [0.9, 0.5]"),
+        ({"quantiles": (0.1, 0.9)}, "quantiles must include the median 0.5, got [0.1, 0.9]"),
+    ],
+)
+def test_invalid_values_are_refused(fields, message):
+    with pytest.raises(ConfigError) as err:
+        ModelConfig(**fields)
+    assert str(err.value) == message
+
+
+def test_unknown_fields_are_refused():
+    with pytest.raises(ConfigError) as err:
+        ModelConfig.from_dict({"mode": "ar", "layers": 2})
+    assert str(err.value) == "unknown model config fields: layers"

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.config import CELLS, ModelConfig
+from models.forecaster import Forecaster, monotone_quantiles, pinball_loss
+
+
+def tiny(cell: str = "GRU", **fields) -> Forecaster:
+    torch.manual_seed(0)
+    config = ModelConfig(cell=cell, n_features=2, conv_channels=4, conv_kernel=3, hidden_size=8, **fields)
+    return Forecaster(config).eval()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_output_shape_and_non_crossing_quantiles(cell):
+    model = tiny(cell, horizon=4, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95))
+    out, state = model(torch.randn(3, 11, 2) * 5)
+    assert out.shape == (3, 11, 4, 5)
+    assert (out.diff(dim=-1) > 0).all()
+    assert state.conv.shape == (3, 2, 2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_conv_front_end_is_causal(cell):
+    model = tiny(cell, num_layers=2)
+    x = torch.randn(2, 20, 2)
+    out, _ = model(x)
+    for t in (0, 7, 18):
+        changed = x.clone()
+        changed[:, t + 1 :] = torch.randn_like(changed[:, t + 1 :]) * 100
+        out_changed, _ = model(changed)
+        torch.testing.assert_close(out_changed[:, : t + 1], out[:, : t + 1], rtol=0, atol=0)
+        assert not torch.allclose(out_changed[:, t + 1 :], out[:, t + 1 :])
+
+
+def test_monotone_quantiles_keeps_the_median_and_orders_the_rest():
+    raw = torch.tensor([[3.0, -1.0, 2.0, -5.0, 0.0]])
+    out = monotone_quantiles(raw, median=2)
+    assert out[0, 2] == 2.0
+    assert (out.diff(dim=-1) > 0).all()
+
+
+def test_pinball_loss_ignores_unknown_targets():
+    quantiles = torch.tensor([0.1, 0.5, 0.9])
+    pred = torch.zeros(2, 3)  # (H, Q)
+    target = torch.tensor([1.0, float("nan")])
+    # only horizon 1 counts: losses 0.1, 0.5, 0.9 averaged over 3 quantiles
+    assert pinball_loss(pred, target, quantiles).item() == pytest.approx(0.5)
+    assert pinball_loss(pred, torch.tensor([float("nan")] * 2), quantiles).item() == 0.0

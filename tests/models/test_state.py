@@ -1,0 +1,96 @@
+"""The streaming invariant: one call equals any split into pieces, state carried."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data.errors import StateError
+from models.config import CELLS, ModelConfig
+from models.forecaster import Forecaster
+from models.state import StreamState
+
+MODELS: dict[tuple[str, int, int], Forecaster] = {}
+
+
+def model_for(cell: str, kernel: int, layers: int) -> Forecaster:
+    key = (cell, kernel, layers)
+    if key not in MODELS:
+        torch.manual_seed(1)
+        config = ModelConfig(
+            cell=cell, n_features=3, conv_channels=6, conv_kernel=kernel, hidden_size=10, num_layers=layers
+        )
+        MODELS[key] = Forecaster(config).eval()
+    return MODELS[key]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cell=st.sampled_from(CELLS),
+    kernel=st.integers(1, 5),
+    layers=st.integers(1, 2),
+    length=st.integers(1, 80),
+    data=st.data(),
+)
+def test_one_call_equals_pieces_with_state_carried_through_bytes(cell, kernel, layers, length, data):
+    model = model_for(cell, kernel, layers)
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    x = torch.randn(2, length, 3, generator=torch.Generator().manual_seed(seed)) * 2
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(length - 1, 1)), max_size=6)) - {length})
+    with torch.no_grad():
+        whole, _ = model(x)
+        pieces, state, start = [], None, 0
+        for stop in [*cuts, length]:
+            out, state = model(x[:, start:stop], state)
+            state = StreamState.from_bytes(state.to_bytes(model.config), model.config)
+            pieces.append(out)
+            start = stop
+    assert (torch.cat(pieces, dim=1) - whole).abs().max().item() <= 1e-5
+
+
+def test_stack_and_unstack_are_inverse():
+    model = model_for("LSTM", 3, 2)
+    _, state = model(torch.randn(3, 5, 3))
+    parts = state.unstack()
+    assert [p.batch_size for p in parts] == [1, 1, 1]
+    again = StreamState.stack(parts)
+    for a, b in zip(again.tensors(), state.tensors(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_bytes_are_compact_float32():
+    model = model_for("GRU", 3, 1)
+    _, state = model(torch.randn(1, 4, 3))
+    blob = state.to_bytes(model.config)
+    assert len(blob) == 20 + 4 * (3 * 2 + 10)
+
+
+def test_state_from_another_architecture_is_refused():
+    gru = model_for("GRU", 3, 1)
+    _, state = gru(torch.randn(1, 4, 3))
+    blob = state.to_bytes(gru.config)
+    lstm = model_for("LSTM", 3, 2)
+    with pytest.raises(StateError) as err:
+        StreamState.from_bytes(blob, lstm.config)
+    assert (
+        str(err.value) == "stream state does not fit this model: cell GRU (model has LSTM), num_layers 1 (model has 2)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b[:10], "stream state too short: 10 bytes, header needs 20"),
+        (lambda b: b"XXXX" + b[4:], "not a stream state: bad magic bytes"),
+        (lambda b: b[:4] + bytes([9]) + b[5:], "stream state format 9 is not supported (this build reads 1)"),
+        (lambda b: b[:-4], "stream state has 80 bytes, expected 84"),
+    ],
+)
+def test_malformed_bytes_are_refused(mutate, message):
+    model = model_for("GRU", 3, 1)
+    _, state = model(torch.randn(1, 4, 3))
+    with pytest.raises(StateError) as err:
+        StreamState.from_bytes(mutate(state.to_bytes(model.config)), model.config)
+    assert str(err.value) == message
