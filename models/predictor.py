@@ -1,0 +1,260 @@
+"""Forecasting from raw observations, one batch at a time, with the state carried.
+
+A ``Predictor`` wraps a trained forecaster and its scaler. ``advance`` takes a
+``SeriesState`` and new observations (prices as they arrive) and returns the
+next state; ``forecast`` reads the forecast after the last observation. The
+state serialises to compact bytes, so a service can keep it between requests:
+
+- latent mode carries the model's ``StreamState``: one new observation costs
+  one step, whatever the length of the history;
+- ar mode carries its last ``window`` scaled feature rows and re-reads them
+  from a zero state at every forecast.
+
+Feeding observations one at a time gives the same forecasts as one call over
+the whole history (to float32 rounding).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.errors import DataError, StateError
+from data.features import Scaler, feature_rows, fields_needed
+from models.checkpoint import build_from_checkpoint
+from models.config import MODES, ModelConfig
+from models.forecaster import Forecaster
+from models.state import StreamState
+
+SERIES_MAGIC = b"LCSE"
+SERIES_FORMAT = 1
+# magic, version, mode, n_obs, last_close, last_volume, has_output, window rows
+_SERIES_HEADER = struct.Struct("<4sBBQddBI")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One bar as a client sends it; only ``close`` is always needed."""
+
+    close: float
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    volume: float | None = None
+    time: str | None = None
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Quantiles of the cumulative log return (and price) for horizons 1..H."""
+
+    as_of_seq: int
+    horizons: list[int]
+    quantiles: list[float]
+    log_return: list[list[float]]  # [horizon][quantile]
+    price: list[list[float]]  # [horizon][quantile]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "as_of_seq": self.as_of_seq,
+            "horizons": self.horizons,
+            "quantiles": self.quantiles,
+            "log_return": self.log_return,
+            "price": self.price,
+        }
+
+
+@dataclass(frozen=True)
+class SeriesState:
+    """Everything a stream of observations leaves behind for the next call.
+
+    n_obs:      observations applied so far (the next one has index n_obs)
+    last_close / last_volume: the last bar's values (features need the previous bar)
+    output:     (H, Q) unscaled quantiles after the last observation, or None
+    stream:     latent mode's model state (None before the first return)
+    window:     ar mode's last scaled feature rows, (<= window, F)
+    """
+
+    n_obs: int = 0
+    last_close: float | None = None
+    last_volume: float | None = None
+    output: np.ndarray | None = None
+    stream: StreamState | None = None
+    window: np.ndarray | None = None
+
+
+class Predictor:
+    """A trained forecaster ready to serve: thread-safe, no autograd, eval mode."""
+
+    def __init__(self, model: Forecaster, scaler: Scaler, version: str = "") -> None:
+        config = model.config
+        if len(scaler.features) != config.n_features:
+            raise StateError(f"scaler has {len(scaler.features)} features, model {config.n_features}")
+        self.model = model.eval()
+        self.config: ModelConfig = config
+        self.scaler = scaler
+        self.version = version
+        self.fields = fields_needed(scaler.features)
+        self._scale = scaler.target_scale
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any], version: str = "") -> Predictor:
+        model, scaler = build_from_checkpoint(checkpoint, version or "checkpoint")
+        return cls(model, scaler, version)
+
+    @property
+    def min_observations(self) -> int:
+        """Observations needed before the first forecast."""
+        return 2 if self.config.mode == "latent" else self.config.window + 1
+
+    def validate(self, observations: Sequence[Observation], first_seq: int = 0) -> None:
+        """Raise ``DataError`` naming the first bad observation by its seq."""
+        for i, obs in enumerate(observations):
+            where = f"observation {first_seq + i}"
+            for name in self.fields:
+                value = getattr(obs, name)
+                if value is None:
+                    needed = ", ".join(self.fields)
+                    raise DataError(f"{where}: {name} is missing; this model needs {needed}", seq=first_seq + i)
+                if not math.isfinite(value):
+                    raise DataError(f"{where}: {name} is {value}; values must be finite", seq=first_seq + i)
+                if value < 0 or (value == 0 and name != "volume"):
+                    kind = "volume must not be negative" if name == "volume" else "prices must be positive"
+                    raise DataError(f"{where}: {name} is {value}; {kind}", seq=first_seq + i)
+            if obs.high is not None and obs.low is not None and obs.high < obs.low:
+                raise DataError(f"{where}: high {obs.high} is below low {obs.low}", seq=first_seq + i)
+
+    def advance(self, state: SeriesState, observations: Sequence[Observation]) -> SeriesState:
+        """The state after ``observations``; ``state`` itself is not changed."""
+        self.validate(observations, state.n_obs)
+        if not observations:
+            return state
+        new = observations if state.last_close is not None else observations[1:]
+        prev = state if state.last_close is not None else _primed(observations[0])
+        output, stream, window = state.output, state.stream, state.window
+        if new:
+            rows = self.scaler.transform(self._features(new, prev))  # (T, F)
+            with torch.inference_mode():
+                if self.config.mode == "latent":
+                    out, stream = self.model(torch.from_numpy(rows)[None], stream)
+                    output = out[0, -1].numpy().copy()
+                else:
+                    kept = rows if window is None else np.concatenate([window, rows])
+                    window = kept[-self.config.window :]
+                    if len(window) == self.config.window:
+                        out, _ = self.model(torch.from_numpy(np.ascontiguousarray(window))[None])
+                        output = out[0, -1].numpy().copy()
+        last = observations[-1]
+        return SeriesState(
+            n_obs=state.n_obs + len(observations),
+            last_close=float(last.close),
+            last_volume=None if last.volume is None else float(last.volume),
+            output=output,
+            stream=stream,
+            window=window,
+        )
+
+    def _features(self, new: Sequence[Observation], prev: SeriesState) -> np.ndarray:
+        def column(name: str) -> np.ndarray | None:
+            return np.array([getattr(o, name) for o in new], dtype=np.float64) if name in self.fields else None
+
+        assert prev.last_close is not None
+        return feature_rows(
+            self.scaler.features,
+            column("close"),  # type: ignore[arg-type]
+            prev.last_close,
+            high=column("high"),
+            low=column("low"),
+            volume=column("volume"),
+            prev_volume=prev.last_volume,
+        )
+
+    def forecast(self, state: SeriesState) -> Forecast | None:
+        """The forecast after the last observation, or None with too little history."""
+        if state.output is None or state.last_close is None:
+            return None
+        log_return = state.output.astype(np.float64) * self._scale  # (H, Q)
+        price = state.last_close * np.exp(log_return)
+        return Forecast(
+            as_of_seq=state.n_obs - 1,
+            horizons=list(range(1, self.config.horizon + 1)),
+            quantiles=list(self.config.quantiles),
+            log_return=log_return.tolist(),
+            price=price.tolist(),
+        )
+
+    def run(self, observations: Sequence[Observation]) -> Forecast | None:
+        """Stateless: the forecast after a whole history, in one call."""
+        return self.forecast(self.advance(SeriesState(), observations))
+
+    # serialisation -------------------------------------------------------
+
+    def state_to_bytes(self, state: SeriesState) -> bytes:
+        """Compact bytes: a header, the output, then the stream state or window."""
+        window_rows = 0 if state.window is None else len(state.window)
+        header = _SERIES_HEADER.pack(
+            SERIES_MAGIC,
+            SERIES_FORMAT,
+            MODES.index(self.config.mode),
+            state.n_obs,
+            math.nan if state.last_close is None else state.last_close,
+            math.nan if state.last_volume is None else state.last_volume,
+            state.output is not None,
+            window_rows,
+        )
+        parts = [header]
+        if state.output is not None:
+            parts.append(state.output.astype("<f4").tobytes())
+        if state.window is not None:
+            parts.append(state.window.astype("<f4").tobytes())
+        if state.stream is not None:
+            parts.append(state.stream.to_bytes(self.config))
+        return b"".join(parts)
+
+    def state_from_bytes(self, blob: bytes) -> SeriesState:
+        """Inverse of ``state_to_bytes``; ``StateError`` if the bytes do not fit this model."""
+        if len(blob) < _SERIES_HEADER.size or blob[:4] != SERIES_MAGIC:
+            raise StateError("not a series state: bad or missing header")
+        _magic, version, mode, n_obs, close, volume, has_output, rows = _SERIES_HEADER.unpack_from(blob)
+        if version != SERIES_FORMAT:
+            raise StateError(f"series state format {version} is not supported (this build reads {SERIES_FORMAT})")
+        if mode >= len(MODES) or MODES[mode] != self.config.mode:
+            raise StateError(
+                f"series state is for mode {MODES[mode] if mode < len(MODES) else mode}, model is {self.config.mode}"
+            )
+        at = _SERIES_HEADER.size
+        output = None
+        if has_output:
+            size = self.config.horizon * len(self.config.quantiles)
+            output = _floats(blob, at, size).reshape(self.config.horizon, len(self.config.quantiles))
+            at += 4 * size
+        window = None
+        if self.config.mode == "ar" and rows:
+            window = _floats(blob, at, rows * self.config.n_features).reshape(rows, self.config.n_features)
+            at += 4 * rows * self.config.n_features
+        stream = StreamState.from_bytes(blob[at:], self.config) if at < len(blob) else None
+        return SeriesState(
+            n_obs=n_obs,
+            last_close=None if math.isnan(close) else close,
+            last_volume=None if math.isnan(volume) else volume,
+            output=output,
+            stream=stream,
+            window=window,
+        )
+
+
+def _primed(first: Observation) -> SeriesState:
+    """The state after a first observation: no return yet, only its prices."""
+    return SeriesState(last_close=float(first.close), last_volume=first.volume)
+
+
+def _floats(blob: bytes, offset: int, count: int) -> np.ndarray:
+    if offset + 4 * count > len(blob):
+        raise StateError(f"series state truncated: needs {offset + 4 * count} bytes, has {len(blob)}")
+    return np.frombuffer(blob, dtype="<f4", count=count, offset=offset).copy()

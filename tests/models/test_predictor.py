@@ -1,0 +1,132 @@
+"""Streaming observations through a Predictor equals one call over the history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data import sources
+from data.errors import DataError, StateError
+from data.features import Scaler, build_series
+from models.config import ModelConfig
+from models.forecaster import Forecaster
+from models.predictor import Observation, Predictor, SeriesState
+
+FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
+
+
+def predictor(mode: str, cell: str = "GRU", n_features: int = 3, window: int = 12) -> Predictor:
+    torch.manual_seed(3)
+    config = ModelConfig(
+        mode=mode, cell=cell, n_features=n_features, conv_channels=8, hidden_size=16, horizon=3, window=window
+    )
+    prices = sources.bundled(["IBM"])
+    [series] = build_series(prices, FEATURES[n_features], horizon=3)
+    scaler = Scaler.fit(series.features[:1000], FEATURES[n_features])
+    return Predictor(Forecaster(config), scaler, version="test")
+
+
+def observations(n: int, start: int = 0) -> list[Observation]:
+    rows = sources.bundled(["IBM"]).iloc[start : start + n]
+    return [
+        Observation(
+            close=float(r["close"]),
+            open=float(r["open"]),
+            high=float(r["high"]),
+            low=float(r["low"]),
+            volume=float(r["volume"]),
+            time=r["date"].date().isoformat(),
+        )
+        for r in rows.to_dict("records")
+    ]
+
+
+@pytest.mark.parametrize(("mode", "cell"), [("latent", "GRU"), ("latent", "LSTM"), ("ar", "RNN"), ("ar", "GRU")])
+def test_one_observation_per_call_equals_the_whole_history(mode, cell):
+    p = predictor(mode, cell)
+    history = observations(200)
+    whole = p.run(history)
+    state = SeriesState()
+    for obs in history:
+        state = p.state_from_bytes(p.state_to_bytes(p.advance(state, [obs])))
+    streamed = p.forecast(state)
+    assert whole is not None and streamed is not None
+    assert streamed.as_of_seq == whole.as_of_seq == 199
+    np.testing.assert_allclose(streamed.log_return, whole.log_return, atol=1e-6)
+    np.testing.assert_allclose(streamed.price, whole.price, rtol=1e-6)
+
+
+def test_forecast_is_quantiles_of_cumulative_returns_and_prices():
+    p = predictor("latent")
+    history = observations(30)
+    forecast = p.run(history)
+    assert forecast is not None
+    assert forecast.horizons == [1, 2, 3] and forecast.quantiles == [0.1, 0.5, 0.9]
+    log_return = np.array(forecast.log_return)
+    assert log_return.shape == (3, 3) and (np.diff(log_return, axis=1) > 0).all()
+    np.testing.assert_allclose(forecast.price, history[-1].close * np.exp(log_return))
+
+
+def test_too_little_history_gives_no_forecast_yet():
+    latent, ar = predictor("latent"), predictor("ar", window=12)
+    assert latent.min_observations == 2 and ar.min_observations == 13
+    assert latent.run(observations(1)) is None
+    assert latent.run(observations(2)) is not None
+    assert ar.run(observations(12)) is None
+    assert ar.run(observations(13)) is not None
+
+
+def test_advance_does_not_change_the_state_it_is_given():
+    p = predictor("latent")
+    state = p.advance(SeriesState(), observations(10))
+    blob = p.state_to_bytes(state)
+    p.advance(state, observations(5, start=10))
+    assert p.state_to_bytes(state) == blob
+
+
+@pytest.mark.parametrize(
+    ("obs", "message"),
+    [
+        (
+            Observation(close=float("nan"), high=1, low=1, volume=1),
+            "observation 7: close is nan; values must be finite",
+        ),
+        (Observation(close=-2.0, high=1, low=1, volume=1), "observation 7: close is -2.0; prices must be positive"),
+        (
+            Observation(close=2.0, high=1, low=1),
+            "observation 7: volume is missing; this model needs close, high, low, volume",
+        ),
+        (Observation(close=2.0, high=1, low=1, volume=-1), "observation 7: volume is -1; volume must not be negative"),
+        (Observation(close=2.0, high=1, low=3, volume=1), "observation 7: high 1 is below low 3"),
+        (
+            Observation(close=2.0, high=float("inf"), low=3, volume=1),
+            "observation 7: high is inf; values must be finite",
+        ),
+    ],
+)
+def test_bad_observations_are_refused_by_seq_before_anything_is_applied(obs, message):
+    p = predictor("latent")
+    state = p.advance(SeriesState(), observations(5))
+    batch = [*observations(2, start=5), obs]
+    with pytest.raises(DataError) as err:
+        p.advance(state, batch)
+    assert str(err.value) == message
+    assert err.value.details == {"seq": 7}
+
+
+def test_close_only_model_accepts_bare_prices():
+    p = predictor("latent", n_features=1)
+    assert p.fields == ("close",)
+    assert p.run([Observation(close=c) for c in (10.0, 10.5, 10.2)]) is not None
+
+
+def test_state_bytes_from_another_mode_are_refused():
+    latent, ar = predictor("latent"), predictor("ar")
+    blob = latent.state_to_bytes(latent.advance(SeriesState(), observations(5)))
+    with pytest.raises(StateError) as err:
+        ar.state_from_bytes(blob)
+    assert str(err.value) == "series state is for mode latent, model is ar"
+    with pytest.raises(StateError) as err:
+        latent.state_from_bytes(b"junk")
+    assert str(err.value) == "not a series state: bad or missing header"
