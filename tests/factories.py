@@ -1,0 +1,43 @@
+"""Small real objects for tests: tiny models with scalers fit on the bundled prices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from data import sources
+from data.features import build_series, fit_scaler, split_dates
+from models.checkpoint import make_checkpoint
+from models.config import ModelConfig
+from models.forecaster import Forecaster
+
+FEATURES: dict[int, tuple[str, ...]] = {1: ("returns",), 2: ("returns", "range"), 3: ("returns", "range", "volume")}
+
+
+def tiny_config(mode: str = "latent", **fields: Any) -> ModelConfig:
+    values: dict[str, Any] = {
+        "mode": mode,
+        "cell": "GRU",
+        "n_features": 1,
+        "conv_channels": 4,
+        "conv_kernel": 3,
+        "hidden_size": 8,
+        "horizon": 3,
+        "window": 10,
+    }
+    values.update(fields)
+    return ModelConfig(**values)
+
+
+def tiny_checkpoint(
+    mode: str = "latent", seed: int = 0, metrics: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
+    """An untrained tiny model with a scaler fit on the bundled training span."""
+    config = tiny_config(mode, **fields)
+    features = FEATURES[config.n_features]
+    series = build_series(sources.bundled(), features, config.horizon)
+    scaler = fit_scaler(series, split_dates(series), features)
+    torch.manual_seed(seed)
+    span = {"source": "bundled", "first": "2000-03-01", "last": "2013-03-01"}
+    return make_checkpoint(Forecaster(config), scaler, metrics or {"val_loss": 1.0}, span)

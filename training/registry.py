@@ -1,0 +1,230 @@
+"""The model registry: immutable versions per mode and a champion pointer per mode.
+
+    ARTIFACTS/<mode>/<version>/   model.pt, config.json, scaler.json, metrics.json,
+                                  data.json, manifest.json (sha256 of each file)
+    ARTIFACTS/<mode>/champion.json {"version": ..., "promoted_at": ...}
+
+A version is written into a hidden ``.tmp-*`` folder and renamed into place, so
+a half-written version is never visible. The champion pointer is replaced by
+atomic rename and only ever names a version that loaded and verified. Version
+ids start with their mode (``latent-20261125T101530-3fa2c1``), so a version
+alone says where it lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from data.errors import CheckpointError, NotFoundError
+from models.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+from models.config import MODES
+from models.predictor import Predictor
+
+CHAMPION_FILE = "champion.json"
+MANIFEST_FILE = "manifest.json"
+VERSION_PATTERN = re.compile(r"^(ar|latent)-\d{8}T\d{6}-[0-9a-f]{6}$")
+STALE_TMP_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered version: its id, mode, folder and the metadata saved with it."""
+
+    version: str
+    mode: str
+    path: Path
+    created: str
+    metrics: dict[str, Any]
+    data_span: dict[str, Any]
+    config: dict[str, Any]
+
+
+class Registry:
+    """Versions of trained models under one artifacts folder."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    # writing -----------------------------------------------------------------
+
+    def register(self, checkpoint: dict[str, Any]) -> ModelVersion:
+        """Store ``checkpoint`` as a new version of its mode; returns it.
+
+        The checkpoint must rebuild into a model (``CheckpointError`` otherwise).
+        """
+        model, _ = build_from_checkpoint(checkpoint, "new version")
+        mode = model.config.mode
+        folder = self.root / mode
+        folder.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_tmp(folder)
+        created = datetime.now(UTC)
+        version = f"{mode}-{created:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".tmp-{version}-"))
+        try:
+            save_checkpoint(checkpoint, tmp / "model.pt")
+            meta = {"version": version, "mode": mode, "created": created.isoformat(timespec="microseconds")}
+            _write_json(tmp / "config.json", checkpoint["config"])
+            _write_json(tmp / "scaler.json", checkpoint["scaler"])
+            _write_json(tmp / "metrics.json", checkpoint.get("metrics", {}))
+            _write_json(tmp / "data.json", checkpoint.get("data_span", {}))
+            files = sorted(p.name for p in tmp.iterdir())
+            _write_json(tmp / MANIFEST_FILE, {**meta, "files": {name: _sha256(tmp / name) for name in files}})
+            _fsync_dir(tmp)
+            os.rename(tmp, folder / version)
+            _fsync_dir(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.get(version)
+
+    def promote(self, version: str) -> None:
+        """Make ``version`` the champion of its mode, after verifying it loads."""
+        self.load(version)
+        mode = _mode_of(version)
+        pointer = {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        folder = self.root / mode
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".champion.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(pointer, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, folder / CHAMPION_FILE)
+            _fsync_dir(folder)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    # reading -----------------------------------------------------------------
+
+    def versions(self, mode: str | None = None) -> list[ModelVersion]:
+        """Every complete version (of ``mode``, or of all modes), oldest first."""
+        out = []
+        for m in [mode] if mode else list(MODES):
+            folder = self.root / _check_mode(m)
+            if folder.is_dir():
+                out += [self.get(p.name) for p in sorted(folder.iterdir()) if VERSION_PATTERN.match(p.name)]
+        return sorted(out, key=lambda v: (v.created, v.version))
+
+    def get(self, version: str) -> ModelVersion:
+        """The metadata of ``version`` (cheap: no weights are read)."""
+        path = self.path(version)
+        manifest = _read_json(path / MANIFEST_FILE, version)
+        return ModelVersion(
+            version=version,
+            mode=_mode_of(version),
+            path=path,
+            created=str(manifest.get("created", "")),
+            metrics=_read_json(path / "metrics.json", version),
+            data_span=_read_json(path / "data.json", version),
+            config=_read_json(path / "config.json", version),
+        )
+
+    def path(self, version: str) -> Path:
+        """The folder of ``version``; ``NotFoundError`` if there is none."""
+        if not VERSION_PATTERN.match(version):
+            raise NotFoundError(f"no model version {version!r} (versions look like latent-20260101T000000-a1b2c3)")
+        path = self.root / _mode_of(version) / version
+        if not path.is_dir():
+            raise NotFoundError(f"no model version {version!r}")
+        return path
+
+    def load(self, version: str) -> dict[str, Any]:
+        """The verified checkpoint of ``version``.
+
+        Every file must match the sha256 in its manifest and the weights must
+        rebuild into the saved config; ``CheckpointError`` otherwise.
+        """
+        path = self.path(version)
+        manifest = _read_json(path / MANIFEST_FILE, version)
+        for name, digest in dict(manifest.get("files", {})).items():
+            file = path / name
+            if not file.is_file():
+                raise CheckpointError(f"version {version}: {name} is missing")
+            if _sha256(file) != digest:
+                raise CheckpointError(f"version {version}: {name} does not match its manifest (corrupt or tampered)")
+        checkpoint = load_checkpoint(path / "model.pt")
+        if checkpoint.get("config") != _read_json(path / "config.json", version):
+            raise CheckpointError(f"version {version}: config.json differs from the checkpoint's config")
+        build_from_checkpoint(checkpoint, f"version {version}")
+        return checkpoint
+
+    def predictor(self, version: str) -> Predictor:
+        """A ready-to-serve predictor of ``version``."""
+        return Predictor.from_checkpoint(self.load(version), version)
+
+    def champion(self, mode: str) -> str | None:
+        """The champion version of ``mode``, or None if none was promoted."""
+        pointer = self.root / _check_mode(mode) / CHAMPION_FILE
+        if not pointer.exists():
+            return None
+        version = _read_json(pointer, f"{mode} champion").get("version")
+        if not isinstance(version, str):
+            raise CheckpointError(f"{pointer}: champion pointer names no version")
+        return version
+
+    def champions(self) -> dict[str, str | None]:
+        return {mode: self.champion(mode) for mode in MODES}
+
+    def _remove_stale_tmp(self, folder: Path) -> None:
+        """Remove folders left by writers that crashed more than an hour ago."""
+        for leftover in folder.glob(".tmp-*"):
+            if time.time() - leftover.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise NotFoundError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+    return mode
+
+
+def _mode_of(version: str) -> str:
+    return version.split("-", 1)[0]
+
+
+def _write_json(path: Path, value: Any) -> None:
+    with open(path, "w") as handle:
+        json.dump(value, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{what}: {path.name} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{what}: {path.name} is unreadable ({exc})") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{what}: {path.name} is not a JSON object")
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
