@@ -24,6 +24,8 @@ import pandas as pd
 from data.errors import ConfigError, DataError
 
 FEATURES = ("returns", "range", "volume")
+# Closes alone, so that a client can send bare prices; add "range" for bars.
+DEFAULT_FEATURES = ("returns",)
 FIELDS_NEEDED = {"returns": ("close",), "range": ("high", "low"), "volume": ("volume",)}
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 

@@ -1,0 +1,119 @@
+"""The training loop: a quantile forecaster, a batch source, a ``TrainConfig``.
+
+It does not know which mode it trains. Each ``Batch`` says whether to start
+from a zero state; otherwise the state of the previous batch is carried in,
+detached (word_language_model's ``repackage_hidden``), so gradients stop at
+every chunk boundary while the values flow on along the stream.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from data.errors import ConfigError
+from models.forecaster import Forecaster
+from models.state import StreamState
+from training.config import TrainConfig
+from training.dataset import Batch, BatchSource
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What happened during training; the model holds the best weights."""
+
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    steps: int  # optimiser steps
+    rows: int  # training rows that carried a loss
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def loss_sum(out: Tensor, target: Tensor, levels: Tensor) -> tuple[Tensor, int]:
+    """Summed pinball loss over finite targets and their count.
+
+    out: (B, T, H, Q); target: (B, T, H) with NaN where no loss is due.
+    """
+    mask = torch.isfinite(target)
+    diff = torch.nan_to_num(target).unsqueeze(-1) - out  # (B, T, H, Q)
+    loss = torch.maximum(levels * diff, (levels - 1) * diff).mean(dim=-1)  # (B, T, H)
+    return (loss * mask).sum(), int(mask.sum())
+
+
+def evaluate_loss(model: Forecaster, batches: Iterable[Batch]) -> float:
+    """Mean pinball loss over every finite target of ``batches`` (no gradients)."""
+    levels = torch.tensor(model.config.quantiles)
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            out, _ = model(batch.x)
+            batch_sum, batch_count = loss_sum(out, batch.y, levels)
+            total, count = total + float(batch_sum), count + batch_count
+    model.train(was_training)
+    return total / count if count else math.nan
+
+
+def train(model: Forecaster, source: BatchSource, config: TrainConfig, desc: str = "train") -> TrainResult:
+    """Fit ``model`` in place with Adam, clipping and early stopping; restore the best weights."""
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    levels = torch.tensor(model.config.quantiles)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best_loss, best_epoch, best_weights = math.inf, 0, copy.deepcopy(model.state_dict())
+    history: list[dict[str, float]] = []
+    steps = rows = waited = 0
+    started = time.perf_counter()
+    bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not config.progress, leave=False)
+    for epoch in bar:
+        model.train()
+        state: StreamState | None = None
+        epoch_sum, epoch_count = 0.0, 0
+        for batch in source.epoch(rng):
+            state = None if batch.reset or state is None else state.detach()
+            out, state = model(batch.x, state)
+            batch_sum, batch_count = loss_sum(out, batch.y, levels)
+            if batch_count == 0:
+                continue
+            loss = batch_sum / batch_count
+            if not torch.isfinite(loss):
+                raise ConfigError(f"training diverged: loss is {loss.item()} at epoch {epoch}; lower the lr")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            optimiser.step()
+            steps, rows = steps + 1, rows + batch_count
+            epoch_sum, epoch_count = epoch_sum + float(batch_sum.detach()), epoch_count + batch_count
+        val_loss = evaluate_loss(model, source.validation())
+        if not math.isfinite(val_loss):
+            raise ConfigError(f"validation loss is {val_loss} at epoch {epoch}: no validation rows, or diverged")
+        train_loss = epoch_sum / max(epoch_count, 1)
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=f"{min(best_loss, val_loss):.4f}")
+        if val_loss < best_loss - config.min_delta:
+            best_loss, best_epoch, waited = val_loss, epoch, 0
+            best_weights = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if waited >= config.patience:
+                logger.info("%s: early stop at epoch %d, best epoch %d", desc, epoch, best_epoch)
+                break
+    model.load_state_dict(best_weights)
+    model.eval()
+    seconds = time.perf_counter() - started
+    return TrainResult(best_epoch, best_loss, len(history), steps, rows, seconds, history)
