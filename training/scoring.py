@@ -1,0 +1,75 @@
+"""Scores of rolling forecasts: per ticker and pooled over tickers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data.features import build_series
+from models.checkpoint import build_from_checkpoint
+from training.evaluate import SpanForecasts, model_forecasts
+from training.metrics import evaluate_forecasts
+from training.registry import Registry
+
+Scores = dict[str, dict[str, float | None]]
+
+
+def pooled(spans: Sequence[SpanForecasts]) -> SpanForecasts:
+    """All tickers' forecasts as one span (for pooled metrics)."""
+    quantiles = None
+    if all(s.quantiles is not None for s in spans):
+        quantiles = np.concatenate([s.quantiles for s in spans if s.quantiles is not None])
+    return SpanForecasts(
+        ticker="pooled",
+        dates=np.concatenate([s.dates for s in spans]),
+        close=np.concatenate([s.close for s in spans]),
+        actual=np.concatenate([s.actual for s in spans]),
+        point=np.concatenate([s.point for s in spans]),
+        quantiles=quantiles,
+    )
+
+
+def score(span: SpanForecasts, levels: Sequence[float]) -> Scores:
+    """One-step and H-step metrics of one span."""
+    return evaluate_forecasts(span.actual, span.point, span.quantiles, np.asarray(levels, dtype=np.float64))
+
+
+def pooled_metrics(spans: Sequence[SpanForecasts], levels: Sequence[float]) -> dict[str, Any]:
+    """Pooled metrics, with the span they cover (for a version's ``metrics.json``)."""
+    everything = pooled(spans)
+    first, last = everything.dates.min(), everything.dates.max()
+    return {
+        "first": str(np.datetime_as_string(first, unit="D")),
+        "last": str(np.datetime_as_string(last, unit="D")),
+        "forecasts": len(everything),
+        **score(everything, levels),
+    }
+
+
+def score_by_ticker(spans: Sequence[SpanForecasts], levels: Sequence[float]) -> dict[str, Scores]:
+    """Metrics of each ticker and of all of them pooled (key ``"pooled"``)."""
+    out = {span.ticker: score(span, levels) for span in spans}
+    out["pooled"] = score(pooled(spans), levels)
+    return out
+
+
+def score_version(registry: Registry, version: str, prices: pd.DataFrame) -> dict[str, Any]:
+    """Score ``version`` on ``prices`` from its own test cut-off to the end of the data.
+
+    The model's state is warmed on every earlier row; the features and scaler
+    are the version's own.
+    """
+    model, scaler = build_from_checkpoint(registry.load(version), version)
+    span = registry.get(version).data_span
+    series = build_series(prices, scaler.features, model.config.horizon)
+    cut = np.datetime64(span.get("test_start", "1900-01-01"))
+    starts = [int(np.searchsorted(s.dates, cut)) for s in series]
+    spans = model_forecasts(model, scaler, series, starts)
+    return {
+        "version": version,
+        "from": str(np.datetime_as_string(cut, unit="D")),
+        "metrics": score_by_ticker(spans, model.config.quantiles),
+    }
