@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from data import sources
+from tests.factories import tiny_config
+from training.config import TrainConfig
+from training.pipeline import train_and_register
+from training.registry import Registry
+
+FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, progress=False)
+
+
+@pytest.fixture(scope="module")
+def prices():
+    return sources.load("bundled", tickers=["IBM", "MSFT"], start="2005-01-01", end="2009-01-01")
+
+
+def test_train_and_register_promotes_only_the_first_unless_asked(tmp_path, prices):
+    registry = Registry(tmp_path)
+    first = train_and_register(registry, prices, "bundled", tiny_config("latent"), FAST)
+    assert registry.champion("latent") == first.version
+    second = train_and_register(registry, prices, "bundled", tiny_config("latent"), FAST)
+    assert registry.champion("latent") == first.version
+    third = train_and_register(registry, prices, "bundled", tiny_config("latent"), FAST, promote=True)
+    assert registry.champion("latent") == third.version
+    assert [v.version for v in registry.versions("latent")] == [first.version, second.version, third.version]
+
+
+def test_registered_metrics_and_span_describe_the_training(tmp_path, prices):
+    registry = Registry(tmp_path)
+    version = train_and_register(
+        registry, prices, "bundled", tiny_config("ar", n_features=2), FAST, features=("returns", "range")
+    )
+    metrics, span = version.metrics, version.data_span
+    assert metrics["epochs_run"] == 2 and metrics["train_config"]["epochs"] == 2
+    assert metrics["val_loss"] > 0
+    test = metrics["test"]
+    assert test["first"] >= span["test_start"] and test["last"] <= span["last"]
+    assert 0 < test["h1"]["mae"] < 0.1 and 0 <= test["h1"]["coverage"] <= 1
+    assert test["h3"]["count"] > 0
+    assert span["tickers"] == ["IBM", "MSFT"] and span["features"] == ["returns", "range"]
+    assert span["source"] == "bundled" and span["first"] >= "2005-01-01"
+    assert registry.predictor(version.version).fields == ("close", "high", "low")

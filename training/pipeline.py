@@ -1,0 +1,99 @@
+"""From prices to a registered version: prepare, fit, evaluate, checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from data.features import DEFAULT_FEATURES
+from models.checkpoint import make_checkpoint
+from models.config import ModelConfig
+from models.forecaster import Forecaster
+from training.config import TrainConfig
+from training.dataset import TrainingData, batches_for
+from training.evaluate import model_forecasts
+from training.loop import TrainResult, train
+from training.registry import ModelVersion, Registry
+from training.scoring import pooled_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Trained:
+    """A fitted model with what it was trained on and how it went."""
+
+    model: Forecaster
+    data: TrainingData
+    result: TrainResult
+    train_config: TrainConfig
+
+
+def fit(model_config: ModelConfig, data: TrainingData, train_config: TrainConfig) -> Trained:
+    """Build ``model_config`` from a fixed seed and train it on ``data``."""
+    if model_config.n_features != len(data.features):
+        model_config = ModelConfig.from_dict({**model_config.to_dict(), "n_features": len(data.features)})
+    if model_config.horizon != data.horizon:
+        raise ValueError(f"model horizon {model_config.horizon} != data horizon {data.horizon}")
+    torch.manual_seed(train_config.seed)
+    model = Forecaster(model_config)
+    source = batches_for(model_config, data, train_config)
+    result = train(model, source, train_config, desc=f"train {model_config.mode}")
+    logger.info(
+        "trained %s: best val loss %.4f at epoch %d of %d, %.1fs",
+        model_config.mode,
+        result.best_val_loss,
+        result.best_epoch,
+        result.epochs_run,
+        result.seconds,
+    )
+    return Trained(model, data, result, train_config)
+
+
+def holdout_metrics(trained: Trained) -> dict[str, Any]:
+    """Pooled metrics of the model's rolling forecasts over the test span."""
+    data = trained.data
+    starts = [data.split.bounds(s)[1] for s in data.series]
+    spans = model_forecasts(trained.model, data.scaler, data.series, starts)
+    return pooled_metrics(spans, trained.model.config.quantiles)
+
+
+def checkpoint(trained: Trained, source: str) -> dict[str, Any]:
+    """The registry checkpoint: weights, config, scaler, metrics and data span."""
+    result = trained.result
+    metrics = {
+        "val_loss": result.best_val_loss,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "train_seconds": round(result.seconds, 2),
+        "train_config": trained.train_config.to_dict(),
+        "test": holdout_metrics(trained),
+    }
+    return make_checkpoint(trained.model, trained.data.scaler, metrics, trained.data.span(source))
+
+
+def train_and_register(
+    registry: Registry,
+    prices: pd.DataFrame,
+    source: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    promote: bool = False,
+) -> ModelVersion:
+    """Train one mode on ``prices`` and register it (promoted when asked or when no champion exists)."""
+    started = time.perf_counter()
+    data = TrainingData.prepare(prices, features, model_config.horizon)
+    trained = fit(model_config, data, train_config)
+    version = registry.register(checkpoint(trained, source))
+    if promote or registry.champion(model_config.mode) is None:
+        registry.promote(version.version)
+        logger.info("%s is now the %s champion", version.version, model_config.mode)
+    logger.info("registered %s in %.1fs", version.version, time.perf_counter() - started)
+    return version
