@@ -1,0 +1,188 @@
+"""ar against latent against honest baselines, on the same data and split.
+
+``compare`` trains (or loads) both modes, rolls every method over the test
+span of every ticker without refitting, scores them per ticker and pooled,
+times the cost of one more forecast against history length, and writes
+``report.json``, ``report.md`` and PNG plots to one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data.features import Scaler, build_series
+from models.checkpoint import build_from_checkpoint
+from models.config import MODES, ModelConfig
+from models.forecaster import Forecaster
+from models.predictor import Predictor
+from training import baselines
+from training.config import TrainConfig
+from training.costs import Cost, forecast_costs
+from training.dataset import TrainingData
+from training.evaluate import SpanForecasts, model_forecasts
+from training.pipeline import fit
+from training.registry import Registry
+from training.report import write_markdown, write_plots
+from training.scoring import score_by_ticker
+
+logger = logging.getLogger(__name__)
+
+BASELINES: dict[str, baselines.Baseline] = {
+    "random_walk": baselines.random_walk,
+    "previous_return": baselines.previous_return,
+    "linear_ar": baselines.linear_ar,
+    "garch_t": baselines.garch_t,
+}
+
+
+@dataclass
+class Contender:
+    """A model in the comparison: trained here or loaded from the registry."""
+
+    mode: str
+    model: Forecaster
+    scaler: Scaler
+    version: str | None
+    training: dict[str, Any]
+
+
+@dataclass
+class Comparison:
+    """Everything the report shows."""
+
+    created: str
+    data: dict[str, Any]
+    levels: list[float]
+    horizon: int
+    contenders: dict[str, dict[str, Any]]
+    spans: dict[str, list[SpanForecasts]]  # method -> per-ticker forecasts
+    metrics: dict[str, dict[str, dict[str, dict[str, float | None]]]]  # method -> ticker -> h -> metric
+    costs: list[Cost]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "data": self.data,
+            "horizon": self.horizon,
+            "quantiles": self.levels,
+            "protocol": (
+                "rolling forecasts over the test span, one per day after its close, no refitting; "
+                "model state warmed on train+validation; baselines fit on the training span only"
+            ),
+            "models": self.contenders,
+            "metrics": self.metrics,
+            "cost_per_forecast_us": [asdict(c) for c in self.costs],
+            "machine": {
+                "cores": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            },
+        }
+
+
+def train_contenders(
+    data: TrainingData, model_config: ModelConfig, train_config: TrainConfig, modes: Sequence[str] = MODES
+) -> list[Contender]:
+    """``modes`` trained on the same data, split and seed."""
+    out = []
+    for mode in modes:
+        config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode})
+        trained = fit(config, data, train_config)
+        result = trained.result
+        training = {
+            "val_loss": result.best_val_loss,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "seconds": round(result.seconds, 1),
+        }
+        out.append(Contender(mode, trained.model, data.scaler, None, training))
+    return out
+
+
+def load_contender(registry: Registry, version: str) -> Contender:
+    """A registered version, scored with its own scaler on this comparison's data."""
+    model, scaler = build_from_checkpoint(registry.load(version), version)
+    meta = registry.get(version)
+    training = {"val_loss": meta.metrics.get("val_loss"), "data_span": meta.data_span}
+    return Contender(model.config.mode, model, scaler, version, training)
+
+
+def baseline_spans(data: TrainingData, levels: np.ndarray) -> dict[str, list[SpanForecasts]]:
+    """Each baseline's forecasts over each ticker's test span (fit on its training span)."""
+    out: dict[str, list[SpanForecasts]] = {name: [] for name in BASELINES}
+    for series in data.series:
+        valid, test = data.split.bounds(series)
+        returns = series.features[:, 0]
+        origins = np.arange(test, len(series))
+        for name, baseline in BASELINES.items():
+            forecast = baseline(returns, valid, origins, data.horizon, levels)
+            out[name].append(
+                SpanForecasts(
+                    series.ticker,
+                    series.dates[origins],
+                    series.close[origins],
+                    series.targets[origins],
+                    forecast.point,
+                    forecast.quantiles,
+                )
+            )
+    return out
+
+
+def compare(
+    data: TrainingData,
+    contenders: list[Contender],
+    source: str,
+    prices: pd.DataFrame,
+    cost_lengths: tuple[int, ...],
+) -> Comparison:
+    """Score every contender and baseline on the test span of ``data``."""
+    levels = list(contenders[0].model.config.quantiles)
+    spans: dict[str, list[SpanForecasts]] = {}
+    described: dict[str, dict[str, Any]] = {}
+    for c in contenders:
+        series = build_series(prices, c.scaler.features, data.horizon) if c.version else data.series
+        starts = [data.split.bounds(s)[1] for s in series]
+        spans[c.mode] = model_forecasts(c.model, c.scaler, series, starts)
+        described[c.mode] = {"version": c.version, "config": c.model.config.to_dict(), "training": c.training}
+    spans.update(baseline_spans(data, np.asarray(levels)))
+    metrics = {method: score_by_ticker(s, levels) for method, s in spans.items()}
+    by_mode = {c.mode: Predictor(c.model, c.scaler) for c in contenders}
+    longest = max(data.series, key=len).ticker
+    costs = forecast_costs(by_mode["latent"], by_mode["ar"], prices[prices["ticker"] == longest], cost_lengths)
+    return Comparison(
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        data=data.span(source),
+        levels=levels,
+        horizon=data.horizon,
+        contenders=described,
+        spans=spans,
+        metrics=metrics,
+        costs=costs,
+    )
+
+
+def write_report(comparison: Comparison, out: Path, plot_ticker: str | None = None) -> list[Path]:
+    """``report.json``, ``report.md`` and the PNG plots in ``out``; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = comparison.to_json()
+    json_path = out / "report.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    tmp.replace(json_path)
+    plots = write_plots(comparison.spans, comparison.costs, out, plot_ticker)
+    md_path = write_markdown(payload, plots, out)
+    return [json_path, md_path, *plots]
