@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from data import sources
 from data.errors import ForecastError
+from data.features import DEFAULT_FEATURES
+from models.config import CELLS, MODES, ModelConfig
+from training.compare import compare, load_contender, train_contenders, write_report
+from training.config import TrainConfig
+from training.costs import DEFAULT_LENGTHS
+from training.dataset import TrainingData
+from training.pipeline import train_and_register
+from training.registry import Registry
+from training.scoring import score_version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,6 +43,31 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="list the tickers, rows and date spans of a price source")
     add_source_arguments(data)
     data.set_defaults(handler=run_data)
+
+    train = commands.add_parser("train", help="train a model, register it as a new version")
+    add_source_arguments(train)
+    add_model_arguments(train)
+    train.add_argument("--mode", choices=[*MODES, "both"], default="both", help="which mode to train")
+    train.add_argument("--promote", action="store_true", help="make it the champion (default: only if none)")
+    train.add_argument("--if-missing", action="store_true", help="skip a mode that already has a champion")
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a version on the test span of its data")
+    add_source_arguments(evaluate)
+    evaluate.add_argument("--version", required=True, help="a version id, or a mode for its champion")
+    add_artifacts_argument(evaluate)
+    evaluate.set_defaults(handler=run_evaluate)
+    compare = commands.add_parser("compare", help="ar vs latent vs baselines: report.json, report.md, plots")
+    add_source_arguments(compare)
+    add_model_arguments(compare)
+    compare.add_argument("--ar-version", help="score this registered ar version instead of training one")
+    compare.add_argument("--latent-version", help="score this registered latent version instead of training one")
+    compare.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/compare)")
+    compare.add_argument("--plot-ticker", help="ticker of the forecast plot (default: the first)")
+    compare.add_argument(
+        "--cost-lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths to time"
+    )
+    compare.set_defaults(handler=run_compare)
     return parser
 
 
@@ -42,9 +79,99 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end", help="end date (exclusive), YYYY-MM-DD")
 
 
+def add_artifacts_argument(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get("LATENTCAST_ARTIFACTS_DIR", "artifacts")
+    parser.add_argument("--artifacts", type=Path, default=Path(default), help=f"registry folder ({default})")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    model, train = ModelConfig(), TrainConfig()
+    parser.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="comma list of returns,range,volume")
+    parser.add_argument("--cell", choices=CELLS, default=model.cell)
+    parser.add_argument("--hidden", type=int, default=model.hidden_size, help="hidden units of the recurrent core")
+    parser.add_argument("--layers", type=int, default=model.num_layers)
+    parser.add_argument("--window", type=int, default=model.window, help="ar mode's window")
+    parser.add_argument("--horizon", type=int, default=model.horizon)
+    parser.add_argument("--epochs", type=int, default=train.epochs)
+    parser.add_argument("--seed", type=int, default=train.seed)
+    parser.add_argument("--threads", type=int, default=train.threads, help="torch threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_artifacts_argument(parser)
+
+
+def load_prices(args: argparse.Namespace) -> sources.pd.DataFrame:
+    return sources.load(args.source, tickers=args.tickers, path=args.path, start=args.start, end=args.end)
+
+
+def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
+    return ModelConfig(
+        mode=mode,
+        cell=args.cell,
+        n_features=len(args.features.split(",")),
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        window=args.window,
+        horizon=args.horizon,
+    )
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, progress=not args.no_progress)
+
+
 def run_data(args: argparse.Namespace) -> int:
-    frame = sources.load(args.source, tickers=args.tickers, path=args.path, start=args.start, end=args.end)
-    print(sources.summary(frame).to_string())
+    print(sources.summary(load_prices(args)).to_string())
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    registry = Registry(args.artifacts)
+    modes = list(MODES) if args.mode == "both" else [args.mode]
+    if args.if_missing:
+        modes = [m for m in modes if registry.champion(m) is None]
+        if not modes:
+            print(f"every mode has a champion in {args.artifacts}; nothing to train")
+            return 0
+    prices = load_prices(args)
+    for mode in modes:
+        version = train_and_register(
+            registry,
+            prices,
+            args.source,
+            model_config(args, mode),
+            train_config(args),
+            features=tuple(args.features.split(",")),
+            promote=args.promote,
+        )
+        champion = " (champion)" if registry.champion(mode) == version.version else ""
+        print(f"{version.version}{champion}: val loss {version.metrics['val_loss']:.4f}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    registry = Registry(args.artifacts)
+    version = registry.champion(args.version) if args.version in MODES else args.version
+    if version is None:
+        print(f"latentcast evaluate: error: no {args.version} champion in {args.artifacts}", file=sys.stderr)
+        return 2
+    report = score_version(registry, version, load_prices(args))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    prices = load_prices(args)
+    features = tuple(args.features.split(","))
+    data = TrainingData.prepare(prices, features, args.horizon)
+    registry = Registry(args.artifacts)
+    given = {"ar": args.ar_version, "latent": args.latent_version}
+    to_train = [m for m in MODES if given[m] is None]
+    trained = {c.mode: c for c in train_contenders(data, model_config(args, "latent"), train_config(args), to_train)}
+    contenders = [trained[m] if m in trained else load_contender(registry, str(given[m])) for m in MODES]
+    comparison = compare(data, contenders, args.source, prices, tuple(args.cost_lengths))
+    out = args.out or args.artifacts / "reports" / "compare"
+    for path in write_report(comparison, out, args.plot_ticker):
+        print(path)
     return 0
 
 

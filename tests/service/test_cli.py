@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.cli import main
+from training.registry import Registry
+
+TINY = [
+    "--tickers",
+    "IBM",
+    "--start",
+    "2006-01-01",
+    "--end",
+    "2009-01-01",
+    "--epochs",
+    "1",
+    "--hidden",
+    "8",
+    "--window",
+    "10",
+    "--horizon",
+    "2",
+    "--no-progress",
+]
+
+
+def test_data_lists_tickers_rows_and_spans(capsys):
+    assert main(["data"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["rows", "first", "last"]
+    assert out[2].split() == ["AAPL", "3270", "2000-03-01", "2013-03-01"]
+    assert [line.split()[0] for line in out[2:]] == ["AAPL", "GOOG", "IBM", "MSFT"]
+
+
+def test_bad_input_exits_2_with_the_error(capsys, tmp_path):
+    assert main(["data", "--tickers", "TSLA"]) == 2
+    assert capsys.readouterr().err == (
+        "latentcast data: error: bundled: no prices for TSLA; available: AAPL, GOOG, IBM, MSFT\n"
+    )
+    assert main(["data", "--source", "csv", "--path", str(tmp_path / "none.csv")]) == 2
+    assert capsys.readouterr().err == f"latentcast data: error: {tmp_path / 'none.csv'}: no such file or folder\n"
+
+
+def test_train_registers_and_promotes_then_skips_when_asked(capsys, tmp_path):
+    artifacts = ["--artifacts", str(tmp_path)]
+    assert main(["train", "--mode", "both", *TINY, *artifacts]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("-")[0] for line in lines] == ["ar", "latent"]
+    assert all("(champion): val loss" in line for line in lines)
+    registry = Registry(tmp_path)
+    assert registry.champions() == {m: v.version for m, v in zip(["ar", "latent"], registry.versions(), strict=True)}
+    assert main(["train", "--if-missing", *TINY, *artifacts]) == 0
+    assert capsys.readouterr().out == f"every mode has a champion in {tmp_path}; nothing to train\n"
+    assert len(registry.versions()) == 2
+
+
+def test_evaluate_scores_the_champion_from_its_test_cut(capsys, tmp_path):
+    assert main(["train", "--mode", "latent", *TINY, "--artifacts", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--version", "latent", "--tickers", "IBM", "--artifacts", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["version"] == Registry(tmp_path).champion("latent")
+    assert set(report["metrics"]) == {"IBM", "pooled"}
+    # scored from the version's own test cut-off to the end of the bundled data (2013)
+    assert report["metrics"]["IBM"]["h1"]["count"] > 1000
+
+
+def test_evaluate_without_a_champion_is_an_error(capsys, tmp_path):
+    assert main(["evaluate", "--version", "ar", "--artifacts", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"latentcast evaluate: error: no ar champion in {tmp_path}\n"
+    with pytest.raises(SystemExit):
+        main(["train", "--mode", "arima"])
