@@ -172,8 +172,13 @@ class WindowBatches:
             valid, test = data.split.bounds(series)
             x, y = data.scaled(series)
             self.rows.append(
-                _Rows(x, mask_after(y, valid), mask_after(y, test), window_ends(0, valid, window),
-                      window_ends(valid, test, window))
+                _Rows(
+                    x,
+                    mask_after(y, valid),
+                    mask_after(y, test),
+                    window_ends(0, valid, window),
+                    window_ends(valid, test, window),
+                )
             )
         self.owner = np.concatenate([np.full(len(r.train_ends), i) for i, r in enumerate(self.rows)])
         self.ends = np.concatenate([r.train_ends for r in self.rows])
