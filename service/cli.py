@@ -20,6 +20,7 @@ from training.costs import DEFAULT_LENGTHS
 from training.dataset import TrainingData
 from training.pipeline import train_and_register
 from training.registry import Registry
+from training.retrain import RetrainConfig, run_retrain
 from training.scoring import score_version
 
 
@@ -68,6 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--cost-lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths to time"
     )
     compare.set_defaults(handler=run_compare)
+
+    retrain = commands.add_parser("retrain", help="fetch fresh prices, train challengers, promote the better")
+    retrain.add_argument(
+        "--source",
+        choices=sources.SOURCES,
+        default="yfinance",
+        help="yfinance falls back to the disk cache, then to the bundled prices",
+    )
+    retrain.add_argument("--path", help="CSV file or folder (source csv)")
+    retrain.add_argument("--tickers", nargs="+", default=list(RetrainConfig.tickers))
+    retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
+    retrain.add_argument(
+        "--margin", type=float, default=RetrainConfig.margin, help="relative loss improvement a challenger needs"
+    )
+    retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
+    add_model_arguments(retrain)
+    retrain.set_defaults(handler=run_retrain_command)
     return parser
 
 
@@ -173,6 +191,23 @@ def run_compare(args: argparse.Namespace) -> int:
     for path in write_report(comparison, out, args.plot_ticker):
         print(path)
     return 0
+
+
+def run_retrain_command(args: argparse.Namespace) -> int:
+    config = RetrainConfig(
+        artifacts=args.artifacts,
+        tickers=tuple(t.upper() for t in args.tickers),
+        source=args.source,
+        path=args.path,
+        modes=tuple(MODES) if args.mode == "both" else (args.mode,),
+        margin=args.margin,
+        features=tuple(args.features.split(",")),
+        model=model_config(args, "latent"),
+        train=train_config(args),
+    )
+    job = run_retrain(config, args.job_id)
+    print(json.dumps(job.to_dict(), indent=2))
+    return 0 if job.status in ("succeeded", "skipped") else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data import sources
+from tests.factories import tiny_config
+from training.config import TrainConfig
+from training.jobs import JobStore
+from training.lock import JobLock
+from training.registry import Registry
+from training.retrain import RetrainConfig, run_retrain
+
+FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, progress=False)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config(tmp_path, **fields) -> RetrainConfig:
+    values = {
+        "artifacts": tmp_path,
+        "tickers": ("IBM", "MSFT"),
+        "source": "bundled",
+        "model": tiny_config(),
+        "train": FAST,
+    }
+    values.update(fields)
+    return RetrainConfig(**values)
+
+
+def test_first_retrain_promotes_both_modes_and_reports(tmp_path):
+    job = run_retrain(config(tmp_path))
+    assert job.status == "succeeded" and job.error is None
+    registry = Registry(tmp_path)
+    assert [m["mode"] for m in job.modes] == ["ar", "latent"]
+    for outcome in job.modes:
+        assert outcome["promoted"] and outcome["reason"] == "no champion yet"
+        assert outcome["champion_before"] is None
+        assert registry.champion(outcome["mode"]) == outcome["challenger"] == outcome["champion_after"]
+        assert outcome["challenger_loss"] > 0
+    assert job.data["source"] == "bundled" and job.data["tickers"] == ["IBM", "MSFT"]
+    assert job.data["holdout_start"] == job.data["test_start"]
+    assert JobStore(tmp_path / "jobs").get(job.job_id).to_dict() == job.to_dict()
+
+
+def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
+    strong = TrainConfig(**{**FAST.to_dict(), "epochs": 8})
+    first = run_retrain(config(tmp_path, train=strong, modes=("latent",)))
+    champion = first.modes[0]["challenger"]
+    # a challenger that barely moves from its random start
+    weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7, "seed": 3})
+    job = run_retrain(config(tmp_path, train=weak, modes=("latent",), margin=0.0))
+    [outcome] = job.modes
+    assert job.status == "succeeded"
+    assert not outcome["promoted"]
+    assert outcome["challenger_loss"] > outcome["champion_loss"]
+    assert outcome["reason"] == (
+        f"challenger loss {outcome['challenger_loss']:.6f} is not below champion loss "
+        f"{outcome['champion_loss']:.6f} x (1 - margin 0.0) = {outcome['champion_loss']:.6f}"
+    )
+    registry = Registry(tmp_path)
+    assert registry.champion("latent") == champion == outcome["champion_after"]
+    assert outcome["challenger"] in [v.version for v in registry.versions("latent")]
+
+
+def test_a_better_challenger_is_promoted_past_the_margin(tmp_path):
+    weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7})
+    run_retrain(config(tmp_path, train=weak, modes=("ar",)))
+    strong = TrainConfig(**{**FAST.to_dict(), "epochs": 6})
+    job = run_retrain(config(tmp_path, train=strong, modes=("ar",), margin=0.001))
+    [outcome] = job.modes
+    assert outcome["promoted"], outcome["reason"]
+    assert Registry(tmp_path).champion("ar") == outcome["challenger"]
+
+
+def test_a_job_is_skipped_while_another_holds_the_lock(tmp_path):
+    with JobLock(tmp_path / "retrain.lock", "other"):
+        job = run_retrain(config(tmp_path))
+    assert job.status == "skipped"
+    assert job.error is not None and job.error.startswith("another retrain is running: job other")
+    assert Registry(tmp_path).versions() == []
+
+
+def test_yfinance_falls_back_to_the_cache_then_to_bundled(tmp_path):
+    def offline(tickers, start, end):
+        raise ConnectionError("network is unreachable")
+
+    job = run_retrain(config(tmp_path, source="yfinance", modes=("latent",)), download=offline)
+    assert job.status == "succeeded"
+    assert job.data["source"] == "bundled"
+    assert job.data["reason"].startswith("yfinance failed: ConnectionError: network is unreachable; ")
+
+    cache = RetrainConfig(artifacts=tmp_path).cache_dir
+    sources.PriceCache(cache).save(sources.bundled(["IBM", "MSFT"]).query("date < '2012-01-01'"))
+    job = run_retrain(config(tmp_path, source="yfinance", modes=("latent",)), download=offline)
+    assert job.data["source"] == "cache" and job.data["last"] == "2011-12-30"
+
+
+def test_yfinance_download_refreshes_the_cache(tmp_path):
+    def online(tickers, start, end):
+        return sources.bundled(list(tickers))  # stands in for a download of the same shape
+
+    job = run_retrain(config(tmp_path, source="yfinance", modes=("ar",)), download=online)
+    assert job.data["source"] == "yfinance" and job.data["reason"].startswith("downloaded ")
+    assert sources.PriceCache(RetrainConfig(artifacts=tmp_path).cache_dir).load(["IBM"]).shape[0] == 3270
+
+
+def test_sigkill_mid_training_leaves_the_champion_and_the_next_run_succeeds(tmp_path):
+    first = run_retrain(config(tmp_path, modes=("latent",)))
+    champion = first.modes[0]["challenger"]
+    job_id = "20260101T000000-dead00"
+    slow = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "retrain",
+        "--source",
+        "bundled",
+        "--tickers",
+        "IBM",
+        "MSFT",
+        "--mode",
+        "latent",
+        "--epochs",
+        "500",
+        "--hidden",
+        "32",
+        "--no-progress",
+        "--artifacts",
+        str(tmp_path),
+        "--job-id",
+        job_id,
+    ]
+    process = subprocess.Popen(slow, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report = tmp_path / "jobs" / f"{job_id}.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if report.exists() and json.loads(report.read_text())["stage"] == "training latent":
+            break
+        time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("the retrain never reached its training stage")
+    time.sleep(0.5)  # well inside the training loop
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    registry = Registry(tmp_path)
+    assert registry.champion("latent") == champion
+    assert [v.version for v in registry.versions("latent")] == [champion]
+    crashed = JobStore(tmp_path / "jobs").get(job_id)
+    assert crashed.status == "crashed"
+    job = run_retrain(config(tmp_path, modes=("latent",)))
+    assert job.status == "succeeded"
+    assert job.recovered_lock is not None and job.recovered_lock["job"] == job_id
