@@ -11,6 +11,8 @@ no output at t ever reads an input after t.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,6 +60,8 @@ class Forecaster(nn.Module):
         if state is None:
             state = self.initial_state(batch)
         assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
+        if steps == 1 and not self.training:
+            return self._step(x[:, 0], state)
         seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F, k-1+T)
         conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
         z = self.drop(F.relu(self.conv(seq)))  # (B, C, T)
@@ -65,13 +69,60 @@ class Forecaster(nn.Module):
         raw = self.head(self.drop(y)).view(batch, steps, c.horizon, len(c.quantiles))
         return monotone_quantiles(raw, c.median_index), StreamState(conv_buffer, hidden)
 
+    def _step(self, x: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
+        """One step at inference, the same arithmetic as ``forward`` with less overhead.
+
+        A live session advances one observation at a time; there the generic
+        path spends most of its time in module dispatch. x: (B, F).
+        """
+        c = self.config
+        seq = torch.cat([state.conv, x.unsqueeze(2)], dim=2)  # (B, F, k)
+        weight = self.conv.weight.view(c.conv_channels, -1)  # (C, F*k), same (F, k) order as seq
+        assert self.conv.bias is not None
+        z = F.relu(torch.addmm(self.conv.bias, seq.flatten(1), weight.t()))  # (B, C)
+        hidden = state.hidden
+        layers = []
+        for layer in range(c.num_layers):
+            weights = [
+                getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            if isinstance(hidden, tuple):
+                h, cell = torch.lstm_cell(z, (hidden[0][layer], hidden[1][layer]), *weights)
+                layers.append((h, cell))
+            elif c.cell == "GRU":
+                h = torch.gru_cell(z, hidden[layer], *weights)
+                layers.append((h, h))
+            else:
+                h = torch.rnn_tanh_cell(z, hidden[layer], *weights)
+                layers.append((h, h))
+            z = h
+        h_all = torch.stack([h for h, _ in layers])  # (L, B, Hd)
+        new_hidden: Tensor | tuple[Tensor, Tensor] = h_all
+        if isinstance(hidden, tuple):
+            new_hidden = (h_all, torch.stack([cell for _, cell in layers]))
+        raw = torch.addmm(self.head.bias, z, self.head.weight.t()).view(-1, 1, c.horizon, len(c.quantiles))
+        return monotone_quantiles(raw, c.median_index), StreamState(seq[:, :, 1:], new_hidden)
+
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:
-    """(..., Q) unconstrained -> (..., Q) increasing: the median, then softplus gaps either side."""
-    centre = raw[..., median : median + 1]
-    above = centre + torch.cumsum(F.softplus(raw[..., median + 1 :]), dim=-1)
-    below = centre - torch.cumsum(F.softplus(raw[..., :median]).flip(-1), dim=-1).flip(-1)
-    return torch.cat([below, centre, above], dim=-1)
+    """(..., Q) unconstrained -> (..., Q) increasing: the median, then softplus gaps either side.
+
+    out_j = raw_m + sum of softplus(raw_i) for m < i <= j, and
+    out_j = raw_m - sum of softplus(raw_i) for j <= i < m,
+    written as one product with a signed triangular matrix (one op, not a
+    loop of cumulative sums: this runs at every step of every session).
+    """
+    signs = _gap_signs(raw.shape[-1], median).to(raw.dtype)  # (Q, Q)
+    return raw[..., median : median + 1] + F.softplus(raw) @ signs
+
+
+@functools.cache
+def _gap_signs(q: int, median: int) -> Tensor:
+    """(Q, Q): +1 where gap i adds to output j above the median, -1 below, else 0."""
+    with torch.inference_mode(False):  # a normal tensor: training saves it for backward
+        i = torch.arange(q).unsqueeze(1)
+        j = torch.arange(q).unsqueeze(0)
+        return ((median < i) & (i <= j)).float() - ((j <= i) & (i < median)).float()
 
 
 def pinball_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:

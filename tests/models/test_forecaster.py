@@ -49,3 +49,29 @@ def test_pinball_loss_ignores_unknown_targets():
     # only horizon 1 counts: losses 0.1, 0.5, 0.9 averaged over 3 quantiles
     assert pinball_loss(pred, target, quantiles).item() == pytest.approx(0.5)
     assert pinball_loss(pred, torch.tensor([float("nan")] * 2), quantiles).item() == 0.0
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_single_step_fast_path_equals_the_generic_path(cell):
+    model = tiny(cell, num_layers=2, quantiles=(0.05, 0.25, 0.5, 0.75, 0.95))
+    x = torch.randn(3, 12, 2)
+    with torch.no_grad():
+        whole, whole_state = model(x)  # T > 1: the generic path
+        state, outs = None, []
+        for t in range(12):
+            out, state = model(x[:, t : t + 1], state)  # T == 1 in eval mode: the fast path
+            outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, dim=1), whole, rtol=0, atol=1e-5)
+    assert state is not None
+    for a, b in zip(state.tensors(), whole_state.tensors(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_training_mode_takes_the_generic_path_with_dropout():
+    model = tiny("GRU", num_layers=2, dropout=0.5).train()
+    x = torch.randn(1, 1, 2)
+    torch.manual_seed(0)
+    first, _ = model(x)
+    torch.manual_seed(1)
+    second, _ = model(x)
+    assert not torch.equal(first, second)  # dropout is live, so this is not the inference step
