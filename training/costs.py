@@ -4,6 +4,8 @@ After a history of L observations, one new observation arrives. Three ways to
 produce the next forecast, timed side by side in one run:
 
 - ``latent_step``: the latent model steps its carried state once;
+- ``latent_session``: the same, with the state read from and written back to
+  bytes, as a session store keeps it between requests;
 - ``ar_window``: the ar model re-reads its last ``window`` rows from zero;
 - ``full_rerun``: the latent model re-reads the whole history from zero, as a
   stateless forecaster without carried state would.
@@ -70,6 +72,12 @@ def _step(predictor: Predictor, state: SeriesState, new: list[Observation]) -> o
     return predictor.forecast(predictor.advance(state, new))
 
 
+def _session_step(predictor: Predictor, blob: bytes, new: list[Observation]) -> object:
+    state = predictor.advance(predictor.state_from_bytes(blob), new)
+    predictor.state_to_bytes(state)
+    return predictor.forecast(state)
+
+
 def forecast_costs(
     latent: Predictor,
     ar: Predictor,
@@ -86,6 +94,7 @@ def forecast_costs(
         ar_state = ar.advance(SeriesState(), past)
         methods: dict[str, Callable[[], object]] = {
             "latent_step": partial(_step, latent, latent_state, new),
+            "latent_session": partial(_session_step, latent, latent.state_to_bytes(latent_state), new),
             "ar_window": partial(_step, ar, ar_state, new),
             "full_rerun": partial(latent.run, [*past, *new]),
         }

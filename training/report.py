@@ -225,7 +225,12 @@ def _cumulative_error_plot(spans: dict[str, list[SpanForecasts]], path: Path) ->
 
 def _cost_plot(costs: Sequence[Cost], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 5))
-    names = {"latent_step": "latent: one step", "ar_window": "ar: re-read window", "full_rerun": "re-run history"}
+    names = {
+        "latent_step": "latent: one step",
+        "latent_session": "latent: one step, state from/to bytes",
+        "ar_window": "ar: re-read window",
+        "full_rerun": "re-run history",
+    }
     for method, label in names.items():
         points = sorted((c.history, c.median_us) for c in costs if c.method == method)
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=label)

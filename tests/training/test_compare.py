@@ -45,7 +45,12 @@ def test_report_holds_every_method_ticker_and_horizon(report):
     assert rw["mae_ratio"] == pytest.approx(1.0)
     assert payload["metrics"]["previous_return"]["pooled"]["h1"]["pinball"] is None
     assert payload["data"]["tickers"] == ["AAPL", "IBM"]
-    assert {c["method"] for c in payload["cost_per_forecast_us"]} == {"latent_step", "ar_window", "full_rerun"}
+    assert {c["method"] for c in payload["cost_per_forecast_us"]} == {
+        "latent_step",
+        "latent_session",
+        "ar_window",
+        "full_rerun",
+    }
 
 
 def test_every_method_is_scored_on_the_same_forecasts(report):

@@ -28,6 +28,8 @@ def test_every_method_is_timed_at_every_length():
         ("ar_window", 200),
         ("full_rerun", 20),
         ("full_rerun", 200),
+        ("latent_session", 20),
+        ("latent_session", 200),
         ("latent_step", 20),
         ("latent_step", 200),
     ]
