@@ -1,4 +1,4 @@
-"""Service test setup: a real redis-server."""
+"""Service test setup: a registry of tiny champions, real prices, and a real redis-server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,47 @@ from pathlib import Path
 import pytest
 import redis
 
+from data import sources
+from models.predictor import Observation
+from tests.factories import tiny_checkpoint
 from tests.service.servers import free_port, wait_until
+from training.registry import Registry
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """Champions of both modes (tiny, closes only), and a bar-reading latent version that is not."""
+    registry = Registry(tmp_path_factory.mktemp("artifacts"))
+    for mode in ("latent", "ar"):
+        registry.promote(registry.register(tiny_checkpoint(mode, seed=1)).version)
+    registry.register(tiny_checkpoint("latent", seed=2, n_features=3))
+    return registry
+
+
+def versions(registry: Registry, mode: str) -> list[str]:
+    return [v.version for v in registry.versions(mode)]
+
+
+@pytest.fixture(scope="session")
+def bars() -> list[Observation]:
+    """400 real daily bars of IBM, from 2000-03-01."""
+    frame = sources.bundled(["IBM"]).iloc[:400]
+    return [
+        Observation(
+            close=float(r["close"]),
+            open=float(r["open"]),
+            high=float(r["high"]),
+            low=float(r["low"]),
+            volume=float(r["volume"]),
+            time=r["date"].date().isoformat(),
+        )
+        for r in frame.to_dict("records")
+    ]
+
+
+@pytest.fixture(scope="session")
+def closes(bars: list[Observation]) -> list[float]:
+    return [b.close for b in bars]
 
 
 def redis_server_binary() -> str:
