@@ -254,5 +254,5 @@ async def _available(url: str) -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError) as exc:
-        where = url.rsplit("@", 1)[-1]
+        where = url.split("://", 1)[-1].rsplit("@", 1)[-1]
         raise UnavailableError(f"session store is unavailable: redis at {where}: {exc}") from exc
