@@ -1,21 +1,27 @@
-"""Service test setup: a registry of tiny champions, real prices, and a real redis-server."""
+"""Service test setup: a registry of tiny champions, real prices, apps, and a real redis-server."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from data import sources
 from models.predictor import Observation
+from service.app import create_app
+from service.config import Settings
 from tests.factories import tiny_checkpoint
 from tests.service.servers import free_port, wait_until
 from training.registry import Registry
+
+MakeSettings = Callable[..., Settings]
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +58,24 @@ def bars() -> list[Observation]:
 @pytest.fixture(scope="session")
 def closes(bars: list[Observation]) -> list[float]:
     return [b.close for b in bars]
+
+
+@pytest.fixture
+def make_settings(registry: Registry) -> MakeSettings:
+    """Settings on the shared registry, no polling, overridable per test."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"artifacts": registry.root, "registry_poll_seconds": 0}
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def client(make_settings: MakeSettings) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings())) as client:
+        yield client
 
 
 def redis_server_binary() -> str:
