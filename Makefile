@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/latentcast data
+	$(BIN)/latentcast serve
 
 lint: setup
 	$(BIN)/ruff check .
