@@ -76,7 +76,7 @@ class ServiceProcess:
                 self.process.wait(timeout=10)
 
     def __enter__(self) -> ServiceProcess:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
