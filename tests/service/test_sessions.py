@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -206,3 +207,33 @@ async def test_sessions_stay_on_their_version_until_migrated(tmp_path, obs):
 
     same = await service.migrate(OWNER, opened.session_id, version=new)
     assert (same.replayed, same.first_replayed_seq, same.reply) == (0, 52, after)
+
+
+async def test_posts_to_one_session_run_one_at_a_time_and_to_different_sessions_together(
+    service: SessionService, obs, monkeypatch
+):
+    a, b = await service.open(OWNER, obs[:10]), await service.open(OWNER, obs[:10])
+    predictor = service.pool.get(a.model.version)
+    original = predictor.advance
+    spans: list[tuple[float, float]] = []
+
+    def slow_advance(state, observations):
+        start = time.perf_counter()
+        time.sleep(0.2)  # in a worker thread: the event loop stays free
+        result = original(state, observations)
+        spans.append((start, time.perf_counter()))
+        return result
+
+    monkeypatch.setattr(predictor, "advance", slow_advance)
+    same = await asyncio.gather(
+        service.append(OWNER, a.session_id, 10, obs[10:12]), service.append(OWNER, a.session_id, 12, obs[12:13])
+    )
+    assert [r.next_seq for r in same] == [12, 13]
+    first, second = spans
+    assert second[0] >= first[1]  # serialised
+    spans.clear()
+    await asyncio.gather(
+        service.append(OWNER, a.session_id, 13, obs[13:14]), service.append(OWNER, b.session_id, 10, obs[10:11])
+    )
+    first, second = sorted(spans)
+    assert second[0] < first[1]  # overlapping
