@@ -59,16 +59,22 @@ class ModelPool:
             raise NotFoundError(f"no champion for mode {mode!r}: no {mode} model has been promoted yet")
         return self.get(champion)
 
+    def get_loaded(self, version: str) -> Predictor | None:
+        """The predictor of ``version`` if it is loaded already (never reads the registry)."""
+        with self._lock:
+            predictor = self._loaded.get(version)
+            if predictor is not None:
+                self._last_used[version] = self._clock()
+            return predictor
+
     def get(self, version: str) -> Predictor:
         """The predictor of ``version``, loaded from the registry on first use.
 
         ``NotFoundError`` for an unknown version; ``CheckpointError`` if it does not load.
         """
-        with self._lock:
-            predictor = self._loaded.get(version)
-            if predictor is not None:
-                self._last_used[version] = self._clock()
-                return predictor
+        predictor = self.get_loaded(version)
+        if predictor is not None:
+            return predictor
         # loaded outside the lock, so that the versions already loaded keep serving meanwhile
         predictor = self.registry.predictor(version)
         with self._lock:

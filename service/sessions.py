@@ -187,7 +187,7 @@ class SessionService:
         async with self.locks.hold(session_id):
             while True:
                 record = await self._record(owner, session_id)
-                predictor = await in_thread(self.pool.get, record.version)
+                predictor = await self._predictor(record.version)
                 step = await in_thread(self._plan_append, predictor, record, seq, observations)
                 if isinstance(step, SessionReply):
                     return step
@@ -198,7 +198,7 @@ class SessionService:
 
     async def read(self, owner: str, session_id: str) -> SessionInfo:
         record = await self._record(owner, session_id)
-        predictor = await in_thread(self.pool.get, record.version)
+        predictor = await self._predictor(record.version)
         state = await in_thread(_state_of, predictor, record)
         reply = SessionReply(session_id, ModelRef.of(predictor), record.next_seq, predictor.forecast(state))
         return SessionInfo(reply, record.ticker, record.created, record.updated, len(record.retained))
@@ -263,6 +263,11 @@ class SessionService:
             clear_replies=True,  # the stored replies came from the previous model
         )
         return _Step(update, reply, len(record.retained))
+
+    async def _predictor(self, version: str) -> Predictor:
+        # a thread only when the version must be read from disk (pinned, after a restart or an unload)
+        predictor = self.pool.get_loaded(version)
+        return predictor if predictor is not None else await in_thread(self.pool.get, version)
 
     async def _record(self, owner: str, session_id: str) -> SessionRecord:
         record = await self.store.get(session_id) if SESSION_ID_PATTERN.match(session_id) else None
