@@ -187,6 +187,11 @@ class SessionService:
         async with self.locks.hold(session_id):
             while True:
                 record = await self._record(owner, session_id)
+                while (
+                    record.first_retained_seq <= seq < record.next_seq and len(record.retained) < record.next_seq - seq
+                ):
+                    # a retry or an overlap: read the observations it overlaps, with the record they belong to
+                    record = await self._record(owner, session_id, record.next_seq - seq)
                 predictor = await self._predictor(record.version)
                 step = await in_thread(self._plan_append, predictor, record, seq, observations)
                 if isinstance(step, SessionReply):
@@ -201,7 +206,7 @@ class SessionService:
         predictor = await self._predictor(record.version)
         state = await in_thread(_state_of, predictor, record)
         reply = SessionReply(session_id, ModelRef.of(predictor), record.next_seq, predictor.forecast(state))
-        return SessionInfo(reply, record.ticker, record.created, record.updated, len(record.retained))
+        return SessionInfo(reply, record.ticker, record.created, record.updated, record.retained_count)
 
     async def delete(self, owner: str, session_id: str) -> None:
         async with self.locks.hold(session_id):
@@ -215,7 +220,7 @@ class SessionService:
         """Move the session to ``version`` (default: its mode's champion) by replaying what it retained."""
         async with self.locks.hold(session_id):
             while True:
-                record = await self._record(owner, session_id)
+                record = await self._record(owner, session_id, observations=None)
                 target = await in_thread(self.pool.resolve, mode or record.mode, version)
                 previous = ModelRef(record.mode, record.version)
                 if target.version == record.version:
@@ -269,8 +274,10 @@ class SessionService:
         predictor = self.pool.get_loaded(version)
         return predictor if predictor is not None else await in_thread(self.pool.get, version)
 
-    async def _record(self, owner: str, session_id: str) -> SessionRecord:
-        record = await self.store.get(session_id) if SESSION_ID_PATTERN.match(session_id) else None
+    async def _record(self, owner: str, session_id: str, observations: int | None = 0) -> SessionRecord:
+        """The caller's session, with its last ``observations`` retained (all for None)."""
+        valid = SESSION_ID_PATTERN.match(session_id)
+        record = await self.store.get(session_id, observations) if valid else None
         # a session of another key is answered exactly as one that does not exist
         if record is None or not hmac.compare_digest(record.owner, owner):
             raise _not_found(session_id)
@@ -290,8 +297,7 @@ def new_observations(record: SessionRecord, seq: int, batch: Sequence[Observatio
             expected,
         )
     for i in range(min(overlap, len(batch))):
-        applied = record.retained[seq - record.first_retained_seq + i]
-        if observation_to_bytes(batch[i]) != observation_to_bytes(applied):
+        if observation_to_bytes(batch[i]) != observation_to_bytes(record.observation(seq + i)):
             raise _conflict(
                 f"observation {seq + i} differs from the one already applied; the session expects seq {expected}",
                 expected,

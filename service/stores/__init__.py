@@ -28,8 +28,12 @@ class SessionStore(Protocol):
     async def create(self, record: SessionRecord) -> None:
         """Store a new record, dropping the least recently used ones beyond the bound."""
 
-    async def get(self, session_id: str) -> SessionRecord | None:
-        """The record, or None if there is none (or it expired); counts as a use."""
+    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
+        """The record, or None if there is none (or it expired); counts as a use.
+
+        Its ``retained`` holds the last ``observations`` kept (all of them for
+        None), read in the same atomic step as the rest of the record.
+        """
 
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
         """Apply ``update`` if the record's ``next_seq`` is ``expected_seq``; False otherwise."""

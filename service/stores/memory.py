@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from models.predictor import Observation
 from service.stores import EvictionListener
 from service.stores.records import SessionRecord, SessionUpdate, StoreLimits
 
@@ -45,11 +46,16 @@ class MemorySessionStore:
             self._entries.popitem(last=False)
             dropped += 1
         self._notify("capacity", dropped)
+        kept = _last(record.retained, self.limits.retained_observations)
+        record = replace(record, retained=kept, retained_count=len(kept))
         self._entries[record.session_id] = _Entry(record, self._clock() + self.limits.ttl_seconds)
 
-    async def get(self, session_id: str) -> SessionRecord | None:
+    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
         entry = self._touch(session_id)
-        return None if entry is None else entry.record
+        if entry is None:
+            return None
+        record = entry.record
+        return record if observations is None else replace(record, retained=_last(record.retained, observations))
 
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
         entry = self._touch(session_id)
@@ -99,8 +105,7 @@ class MemorySessionStore:
 
 def applied(record: SessionRecord, update: SessionUpdate, limits: StoreLimits) -> SessionRecord:
     """``record`` after ``update``, keeping the configured number of observations and replies."""
-    retained = record.retained + update.appended
-    retained = retained[-limits.retained_observations :] if limits.retained_observations else ()
+    retained = _last(record.retained + update.appended, limits.retained_observations)
     replies = (() if update.clear_replies else record.replies) + ((update.reply,) if update.reply else ())
     return replace(
         record,
@@ -109,6 +114,11 @@ def applied(record: SessionRecord, update: SessionUpdate, limits: StoreLimits) -
         mode=update.mode,
         version=update.version,
         retained=retained,
+        retained_count=len(retained),
         replies=replies[-limits.retained_replies :],
         updated=update.updated,
     )
+
+
+def _last(observations: tuple[Observation, ...], count: int) -> tuple[Observation, ...]:
+    return observations[-count:] if count > 0 else ()

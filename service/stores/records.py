@@ -50,7 +50,10 @@ class SessionRecord:
     owner:     a hash of the API key that opened it ("" without keys)
     next_seq:  the number of observations applied (the seq the next batch must carry)
     state:     ``Predictor.state_to_bytes`` of the session's model
-    retained:  the last raw observations, oldest first (to migrate to another model)
+    retained:  the last raw observations read from the store, oldest first; a store
+               keeps up to its bound (to check overlaps, to migrate to another model)
+               and returns only as many as ``get`` asks for
+    retained_count: how many observations the store keeps
     replies:   the last replies, oldest first (to answer retried batches)
     created, updated: seconds since the epoch
     """
@@ -63,13 +66,21 @@ class SessionRecord:
     next_seq: int
     state: bytes
     retained: tuple[Observation, ...] = ()
+    retained_count: int = 0
     replies: tuple[StoredReply, ...] = ()
     created: float = 0.0
     updated: float = 0.0
 
     @property
     def first_retained_seq(self) -> int:
-        return self.next_seq - len(self.retained)
+        """The seq of the oldest observation the store keeps."""
+        return self.next_seq - self.retained_count
+
+    def observation(self, seq: int) -> Observation:
+        """The retained observation ``seq``, which must be among those read."""
+        first_read = self.next_seq - len(self.retained)
+        assert first_read <= seq < self.next_seq, (seq, first_read)
+        return self.retained[seq - first_read]
 
 
 @dataclass(frozen=True)

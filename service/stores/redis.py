@@ -88,14 +88,22 @@ return {expired, over}
 """
 )
 
-# KEYS: hash, obs, replies, index; ARGV: id, ttl_ms. Returns nil or {hash, obs, replies}.
+# KEYS: hash, obs, replies, index; ARGV: id, ttl_ms, observations to read (-1: all).
+# Returns nil or {hash, observations kept, the last observations asked for, replies}.
 _GET = (
     _NOW
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
-return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), redis.call('LRANGE', KEYS[3], 0, -1)}
+local wanted = tonumber(ARGV[3])
+local observations = {}
+if wanted < 0 then
+  observations = redis.call('LRANGE', KEYS[2], 0, -1)
+elseif wanted > 0 then
+  observations = redis.call('LRANGE', KEYS[2], -wanted, -1)
+end
+return {redis.call('HGETALL', KEYS[1]), redis.call('LLEN', KEYS[2]), observations, redis.call('LRANGE', KEYS[3], 0, -1)}
 """
 )
 
@@ -180,12 +188,13 @@ class RedisSessionStore:
         self._notify("ttl", int(expired))
         self._notify("capacity", int(evicted))
 
-    async def get(self, session_id: str) -> SessionRecord | None:
+    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
+        wanted = -1 if observations is None else max(observations, 0)
         async with _available(self.url):
-            found = await self._get(keys=self._keys(session_id), args=[session_id, self._ttl_ms])
+            found = await self._get(keys=self._keys(session_id), args=[session_id, self._ttl_ms, wanted])
         if not found:
             return None
-        flat, observations, replies = found
+        flat, kept, read, replies = found
         fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
         return SessionRecord(
             session_id=session_id,
@@ -195,7 +204,8 @@ class RedisSessionStore:
             ticker=fields["ticker"].decode() or None,
             next_seq=int(fields["next_seq"]),
             state=fields["state"],
-            retained=tuple(observation_from_bytes(b) for b in observations),
+            retained=tuple(observation_from_bytes(b) for b in read),
+            retained_count=int(kept),
             replies=tuple(StoredReply.from_bytes(b) for b in replies),
             created=float(fields["created"]),
             updated=float(fields["updated"]),

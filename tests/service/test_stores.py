@@ -93,7 +93,9 @@ def test_observations_round_trip_through_bytes_exactly():
 async def test_a_record_reads_back_as_it_was_written(make_store: MakeStore):
     store = make_store()
     await store.create(record())
-    assert await store.get("s1") == record()
+    assert await store.get("s1", observations=None) == record(retained_count=3)
+    assert await store.get("s1") == record(retained=(), retained_count=3)
+    assert await store.get("s1", observations=2) == record(retained=tuple(BARS[1:]), retained_count=3)
     assert await store.get("nope") is None
 
 
@@ -101,9 +103,9 @@ async def test_commit_applies_only_on_the_expected_seq(make_store: MakeStore):
     store = make_store()
     await store.create(record())
     assert not await store.commit("s1", 2, update(4, (BARS[0],)))
-    assert await store.get("s1") == record()
+    assert await store.get("s1", None) == record(retained_count=3)
     assert await store.commit("s1", 3, update(4, (BARS[0],), reply_seq=3))
-    stored = await store.get("s1")
+    stored = await store.get("s1", None)
     assert stored is not None
     assert (stored.next_seq, stored.state, stored.version, stored.updated) == (4, b"state-4", "latent-v", 2.5)
     assert stored.retained == (*BARS, BARS[0])
@@ -117,21 +119,27 @@ async def test_only_the_last_observations_and_replies_are_kept(make_store: MakeS
     await store.create(record())
     for seq in range(3, 7):
         assert await store.commit("s1", seq, update(seq + 1, (Observation(close=float(seq)),), reply_seq=seq))
-    stored = await store.get("s1")
+    stored = await store.get("s1", None)
     assert stored is not None
     assert [o.close for o in stored.retained] == [99.0, 3.0, 4.0, 5.0, 6.0]
     assert [r.seq for r in stored.replies] == [5, 6]
     assert stored.first_retained_seq == 2
     assert await store.commit("s1", 7, update(7, clear_replies=True))
-    stored = await store.get("s1")
+    stored = await store.get("s1", None)
     assert stored is not None and stored.replies == () and len(stored.retained) == 5
+
+
+async def test_a_long_history_is_cut_to_the_bound_when_a_session_opens(make_store: MakeStore):
+    store = make_store(retained_observations=2)
+    await store.create(record())
+    assert await store.get("s1", None) == record(retained=tuple(BARS[1:]), retained_count=2)
 
 
 async def test_no_observations_are_kept_when_the_bound_is_zero(make_store: MakeStore):
     store = make_store(retained_observations=0)
     await store.create(record())
     assert await store.commit("s1", 3, update(4, (BARS[0],)))
-    stored = await store.get("s1")
+    stored = await store.get("s1", None)
     assert stored is not None and stored.retained == ()
 
 
@@ -180,7 +188,7 @@ async def test_of_two_concurrent_commits_on_one_seq_exactly_one_wins(make_store:
         *(s.commit("s1", 3, update(4, (BARS[i % 3],))) for i, s in enumerate([first, second] * 4))
     )
     assert sorted(results) == [False] * 7 + [True]
-    stored = await second.get("s1")
+    stored = await second.get("s1", None)
     assert stored is not None and stored.next_seq == 4 and len(stored.retained) == 4 - 3 + 3
 
 
