@@ -1,9 +1,9 @@
 """One session request's latency over loopback HTTP, beside a bare FastAPI endpoint, in one run.
 
-    .venv/bin/python -m bench.http_latency [--requests 2000] [--torch-threads 1]
+    .venv/bin/python -m bench.http_latency [--requests 2000] [--torch-threads 1] [--redis-url URL]
 
-Starts ``latentcast serve`` (memory store, a default-size latent GRU, untrained,
-with a real scaler) and ``bench/bare_app.py``, both under uvicorn on free
+Starts ``latentcast serve`` (memory store, or Redis with ``--redis-url``; a
+default-size latent GRU, untrained, with a real scaler) and ``bench/bare_app.py``, both under uvicorn on free
 loopback ports. One client sends the same sequential requests to each,
 alternating, one close price per request, and prints the median and p99 of
 each and their ratio. Bounded by ``--seconds``.
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per endpoint")
     parser.add_argument("--torch-threads", type=int, default=1, help="LATENTCAST_TORCH_THREADS of the service")
     parser.add_argument("--seconds", type=float, default=120.0, help="stop measuring after this long")
+    parser.add_argument("--redis-url", help="serve sessions from this Redis (default: the memory store)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as folder:
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             "LATENTCAST_TORCH_THREADS": str(args.torch_threads),
             "LATENTCAST_LOG_LEVEL": "warning",
         }
+        if args.redis_url:
+            env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
         service_port, bare_port = free_port(), free_port()
         service = start([sys.executable, "-m", "service.cli", "serve", "--port", str(service_port)], env, folder)
         bare = start(
@@ -68,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                 process.terminate()
                 process.wait(timeout=10)
 
-    print(f"cores {os.cpu_count()}, service torch threads {args.torch_threads}, torch {torch.__version__}")
+    store = "redis" if args.redis_url else "memory"
+    print(
+        f"cores {os.cpu_count()}, service torch threads {args.torch_threads}, torch {torch.__version__}, {store} store"
+    )
     print(
         f"model: latent {config.cell}, conv {config.conv_channels}x{config.conv_kernel}, "
         f"hidden {config.hidden_size}, horizon {config.horizon}"
