@@ -138,6 +138,21 @@ class SessionResponse(BaseModel):
 
 
 class SessionInfoResponse(SessionResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **SESSION_EXAMPLE,
+                    "forecast": FORECAST_EXAMPLE,
+                    "ticker": "IBM",
+                    "created": 1795600000.25,
+                    "updated": 1795600042.5,
+                    "retained": 5,
+                }
+            ]
+        }
+    )
+
     ticker: str | None
     created: float = Field(description="seconds since the epoch")
     updated: float = Field(description="seconds since the epoch of the last change")
@@ -145,6 +160,21 @@ class SessionInfoResponse(SessionResponse):
 
 
 class MigrationResponse(SessionResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **SESSION_EXAMPLE,
+                    "model": {"mode": "latent", "version": "latent-20261202T101530-77e0d1"},
+                    "forecast": FORECAST_EXAMPLE,
+                    "previous_model": MODEL_EXAMPLE,
+                    "replayed": 5,
+                    "first_replayed_seq": 0,
+                }
+            ]
+        }
+    )
+
     previous_model: ModelOut
     replayed: int = Field(description="retained observations replayed through the new model")
     first_replayed_seq: int = Field(description="above 0 when the session had seen more than it retained")
@@ -162,6 +192,27 @@ class ModelVersionOut(BaseModel):
 
 
 class ModelsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "champions": {"ar": None, "latent": MODEL_EXAMPLE["version"]},
+                    "versions": [
+                        {
+                            **MODEL_EXAMPLE,
+                            "created": "2026-11-25T10:15:30.123456+00:00",
+                            "champion": True,
+                            "loaded": True,
+                            "metrics": {"val_loss": 0.412},
+                            "data_span": {"source": "bundled", "first": "2000-03-01", "last": "2013-03-01"},
+                            "config": {"mode": "latent", "cell": "GRU", "hidden_size": 64, "horizon": 5},
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     champions: dict[str, str | None] = Field(description="the version each mode serves to new sessions")
     versions: list[ModelVersionOut]
 
@@ -179,6 +230,12 @@ class ReloadResponse(BaseModel):
 
 
 class StatusResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "store": "memory", "champions": {"latent": MODEL_EXAMPLE["version"]}}]
+        }
+    )
+
     status: str
     store: str | None = None
     champions: dict[str, str] | None = None

@@ -16,7 +16,7 @@ from service.schemas import StatusResponse
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=StatusResponse, summary="Liveness")
+@router.get("/healthz", response_model=StatusResponse, response_model_exclude_none=True, summary="Liveness")
 async def healthz() -> dict[str, Any]:
     """The process answers."""
     return {"status": "ok"}

@@ -37,6 +37,11 @@ APPEND_EXAMPLES: dict[str, Any] = {
     },
 }
 
+MIGRATE_EXAMPLES: dict[str, Any] = {
+    "champion": {"summary": "to the champion of the session's mode", "value": {}},
+    "version": {"summary": "to an exact version", "value": {"version": "latent-20261202T101530-77e0d1"}},
+}
+
 
 @router.post(
     "",
@@ -111,7 +116,10 @@ async def delete(session_id: SessionId, svc: ServicesDep, who: CallerDep) -> Res
     responses=error_responses(401, 404, 422, 503),
 )
 async def migrate(
-    session_id: SessionId, svc: ServicesDep, who: CallerDep, body: MigrateRequest | None = None
+    session_id: SessionId,
+    svc: ServicesDep,
+    who: CallerDep,
+    body: Annotated[MigrateRequest | None, Body(openapi_examples=MIGRATE_EXAMPLES)] = None,
 ) -> dict[str, Any]:
     """Replay the observations the session retains through `version`, or through the champion
     of `mode` (default: the session's own mode). `next_seq` is unchanged; if the session had seen

@@ -98,10 +98,17 @@ def test_every_route_is_documented_with_examples(client: TestClient):
         if path.startswith("/v1"):
             assert operation["security"] == [{"APIKeyHeader": []}], (method, path)
             assert "401" in operation["responses"], (method, path)
-    for path in ("/v1/forecast", "/v1/sessions", "/v1/sessions/{session_id}/observations"):
+    posts = (
+        "/v1/forecast",
+        "/v1/sessions",
+        "/v1/sessions/{session_id}/observations",
+        "/v1/sessions/{session_id}/migrate",
+    )
+    for path in posts:
         examples = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"]
         assert len(examples) == 2
-    for name in ("SessionResponse", "ForecastResponse", "ForecastOut", "ErrorResponse"):
+    responses = ("SessionResponse", "SessionInfoResponse", "MigrationResponse", "ForecastResponse", "ModelsResponse")
+    for name in (*responses, "ReloadResponse", "StatusResponse", "ErrorResponse"):
         assert schema["components"]["schemas"][name]["examples"], name
     conflict = schema["paths"]["/v1/sessions/{session_id}/observations"]["post"]["responses"]["409"]
     assert conflict["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
