@@ -53,6 +53,8 @@ STATUS: dict[type[ForecastError], int] = {
     UnavailableError: 503,
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}
+# a batch of a thousand bad items would otherwise give a thousand entries
+MAX_LISTED_ERRORS = 10
 
 
 def status_of(exc: ForecastError) -> int:
@@ -105,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         message = f"{first['field']}: {first['message']}{more}"
-        return error_response(422, "invalid_request", message, errors=errors)
+        return error_response(422, "invalid_request", message, errors=errors[:MAX_LISTED_ERRORS])
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

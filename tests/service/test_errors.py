@@ -198,3 +198,25 @@ def test_unknown_versions_and_modes_without_a_champion_are_404(tmp_path, make_se
 def test_unknown_routes_and_methods_keep_their_status_in_the_error_shape(client: TestClient):
     assert error(client.get("/v2/forecast"), 404) == {"code": "not_found", "message": "Not Found"}
     assert error(client.get("/v1/forecast"), 405) == {"code": "method_not_allowed", "message": "Method Not Allowed"}
+
+
+def test_only_the_first_validation_errors_are_listed(client: TestClient):
+    response = client.post("/v1/forecast", json={"observations": ["x"] * 50})
+    got = error(response, 422)
+    assert got["message"] == (
+        "observations[0]: an observation is a number (a close price) or an object with a close (and 49 more)"
+    )
+    assert [e["field"] for e in got["errors"]] == [f"observations[{i}]" for i in range(10)]
+
+
+def test_an_unexpected_failure_is_a_500_without_details(make_settings: MakeSettings, monkeypatch, caplog):
+    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as client:
+        forecasts = client.app.state.services.forecasts  # type: ignore[attr-defined]
+
+        async def broken(*args: Any) -> None:
+            raise RuntimeError("secret detail")
+
+        monkeypatch.setattr(forecasts, "forecast", broken)
+        response = client.post("/v1/forecast", json={"observations": [1.0, 2.0]})
+    assert error(response, 500) == {"code": "internal", "message": "internal error; the server log has the details"}
+    assert "secret detail" in caplog.text
