@@ -144,15 +144,15 @@ async def test_no_observations_are_kept_when_the_bound_is_zero(make_store: MakeS
 
 
 async def test_sessions_expire_after_their_ttl_unless_used(make_store: MakeStore, evictions: dict[str, int]):
-    store = make_store(ttl_seconds=0.4)
+    store = make_store(ttl_seconds=0.8)
     await store.create(record("used"))
     await store.create(record("idle"))
     for _ in range(3):
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
         assert await store.get("used") is not None
     assert await store.get("idle") is None
     assert await store.count() == 1
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.9)
     assert await store.count() == 0
     assert evictions == {"ttl": 2}
 
