@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# First start: train both modes on the bundled prices (a few minutes at most), then serve.
 run: setup
-	$(BIN)/latentcast data
+	$(BIN)/latentcast train --if-missing --source bundled
+	$(BIN)/latentcast serve
 
 lint: setup
 	$(BIN)/ruff check .

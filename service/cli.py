@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from data import sources
-from data.errors import ForecastError
+from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, MODES, ModelConfig
+from service.config import get_settings
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
 from training.costs import DEFAULT_LENGTHS
@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if "artifacts" in args and args.artifacts is None:
+        args.artifacts = get_settings().artifacts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.handler(args)
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--version", required=True, help="a version id, or a mode for its champion")
     add_artifacts_argument(evaluate)
     evaluate.set_defaults(handler=run_evaluate)
+    serve = commands.add_parser("serve", help="run the HTTP service with uvicorn")
+    serve.add_argument("--host", help="interface to bind (default: LATENTCAST_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: LATENTCAST_PORT, else 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs the redis store)")
+    serve.set_defaults(handler=run_serve)
+
     compare = commands.add_parser("compare", help="ar vs latent vs baselines: report.json, report.md, plots")
     add_source_arguments(compare)
     add_model_arguments(compare)
@@ -98,8 +106,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_artifacts_argument(parser: argparse.ArgumentParser) -> None:
-    default = os.environ.get("LATENTCAST_ARTIFACTS_DIR", "artifacts")
-    parser.add_argument("--artifacts", type=Path, default=Path(default), help=f"registry folder ({default})")
+    parser.add_argument(
+        "--artifacts", type=Path, help="registry folder (default: LATENTCAST_ARTIFACTS, else ./artifacts)"
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +217,27 @@ def run_retrain_command(args: argparse.Namespace) -> int:
     job = run_retrain(config, args.job_id)
     print(json.dumps(job.to_dict(), indent=2))
     return 0 if job.status in ("succeeded", "skipped") else 1
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # only this command needs it
+
+    settings = get_settings()
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and settings.store == "memory":
+        raise ConfigError(
+            "several workers need LATENTCAST_STORE=redis: with the memory store each would hold its own sessions"
+        )
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+"""One session request's latency over loopback HTTP, beside a bare FastAPI endpoint, in one run.
+
+    .venv/bin/python -m bench.http_latency [--requests 2000] [--torch-threads 1] [--redis-url URL]
+
+Starts ``latentcast serve`` (memory store, or Redis with ``--redis-url``; a
+default-size latent GRU, untrained, with a real scaler) and ``bench/bare_app.py``, both under uvicorn on free
+loopback ports. One client sends the same sequential requests to each,
+alternating, one close price per request, and prints the median and p99 of
+each and their ratio. Bounded by ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+from data import sources
+from data.features import build_series, fit_scaler, split_dates
+from models.checkpoint import make_checkpoint
+from models.config import ModelConfig
+from models.forecaster import Forecaster
+from training.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+WARMUP = 200
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests per endpoint")
+    parser.add_argument("--torch-threads", type=int, default=1, help="LATENTCAST_TORCH_THREADS of the service")
+    parser.add_argument("--seconds", type=float, default=120.0, help="stop measuring after this long")
+    parser.add_argument("--redis-url", help="serve sessions from this Redis (default: the memory store)")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as folder:
+        config = ModelConfig(mode="latent", cell="GRU")
+        registry = Registry(Path(folder) / "artifacts")
+        registry.promote(registry.register(default_checkpoint(config)).version)
+        env = {
+            "LATENTCAST_ARTIFACTS": str(registry.root),
+            "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
+            "LATENTCAST_TORCH_THREADS": str(args.torch_threads),
+            "LATENTCAST_LOG_LEVEL": "warning",
+        }
+        if args.redis_url:
+            env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
+        service_port, bare_port = free_port(), free_port()
+        service = start([sys.executable, "-m", "service.cli", "serve", "--port", str(service_port)], env, folder)
+        bare = start(
+            [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--log-level", "warning"],
+            env,
+            folder,
+        )
+        try:
+            wait_ready(service_port, service)
+            wait_ready(bare_port, bare)
+            service_ms, bare_ms = measure(service_port, bare_port, args.requests, args.seconds)
+        finally:
+            for process in (service, bare):
+                process.terminate()
+                process.wait(timeout=10)
+
+    store = "redis" if args.redis_url else "memory"
+    print(
+        f"cores {os.cpu_count()}, service torch threads {args.torch_threads}, torch {torch.__version__}, {store} store"
+    )
+    print(
+        f"model: latent {config.cell}, conv {config.conv_channels}x{config.conv_kernel}, "
+        f"hidden {config.hidden_size}, horizon {config.horizon}"
+    )
+    print(f"{len(service_ms)} sequential requests each, one close per request, loopback, keep-alive")
+    print(f"{'endpoint':<38}{'median ms':>10}{'p99 ms':>10}")
+    for name, values in (("POST /v1/sessions/{id}/observations", service_ms), ("bare FastAPI, same body", bare_ms)):
+        print(f"{name:<38}{median(values):>10.3f}{p99(values):>10.3f}")
+    ratios = median(service_ms) / median(bare_ms), p99(service_ms) / p99(bare_ms)
+    print(f"{'ratio service / bare':<38}{ratios[0]:>10.2f}{ratios[1]:>10.2f}")
+    return 0
+
+
+def default_checkpoint(config: ModelConfig) -> dict[str, object]:
+    """An untrained model of ``config`` with a scaler fit on the bundled training span."""
+    features = ("returns",)
+    series = build_series(sources.bundled(), features, config.horizon)
+    torch.manual_seed(0)
+    return make_checkpoint(Forecaster(config), fit_scaler(series, split_dates(series), features))
+
+
+def measure(service_port: int, bare_port: int, requests: int, seconds: float) -> tuple[list[float], list[float]]:
+    """Milliseconds per request to each endpoint, alternating, after a warm-up."""
+    closes = sources.bundled(["IBM"])["close"].tolist()
+    service_ms: list[float] = []
+    bare_ms: list[float] = []
+    with (
+        httpx.Client(base_url=f"http://127.0.0.1:{service_port}") as service,
+        httpx.Client(base_url=f"http://127.0.0.1:{bare_port}") as bare,
+    ):
+        session = service.post("/v1/sessions", json={"history": closes[:50]}).json()["session_id"]
+        url = f"/v1/sessions/{session}/observations"
+        deadline = time.monotonic() + seconds
+        for i in range(WARMUP + requests):
+            seq = 50 + i
+            body = {"seq": seq, "observations": [closes[seq % len(closes)]]}
+            for client, out in ((service, service_ms), (bare, bare_ms)):
+                started = time.perf_counter()
+                response = client.post(url, json=body)
+                elapsed = (time.perf_counter() - started) * 1000
+                response.raise_for_status()
+                if i >= WARMUP:
+                    out.append(elapsed)
+            if time.monotonic() > deadline:
+                break
+    return service_ms, bare_ms
+
+
+def start(command: list[str], env: dict[str, str], folder: str) -> subprocess.Popen[bytes]:
+    with open(Path(folder) / f"{command[2]}.log", "wb") as log:
+        return subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"the server on port {port} was not ready after {seconds} s")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

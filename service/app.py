@@ -1,0 +1,93 @@
+"""``create_app``: the FastAPI app, its models loaded in the lifespan, never at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import torch
+from fastapi import FastAPI
+
+from service.auth import KeyRing
+from service.config import Settings, get_settings
+from service.dependencies import Services
+from service.errors import install_error_handlers
+from service.forecasting import ForecastService, in_thread
+from service.metrics import ServiceMetrics
+from service.middleware import RequestGuard
+from service.model_pool import ModelPool
+from service.routes import forecast, health, models, sessions
+from service.sessions import SessionService
+from service.stores import build_store
+from training.registry import Registry
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Streaming price forecasts. Open a session, POST observations as they arrive
+(each batch carries `seq`, the index of its first observation) and get the
+next forecast: quantiles of the cumulative log return and of the price for
+each horizon. The model's hidden state is kept between requests.
+
+Errors are `{"error": {"code", "message", ...}}`. With API keys configured,
+every `/v1` route needs the `X-API-Key` header.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``settings`` (default: from the environment). Models load when it starts."""
+    settings = settings or get_settings()
+    registry = Registry(settings.artifacts)
+    pool = ModelPool(registry, idle_seconds=settings.session_ttl_seconds)
+    metrics = ServiceMetrics(pool)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.torch_threads)
+        result = await in_thread(pool.refresh)
+        metrics.refreshed(result)
+        if not result.champions:
+            log.warning("no champion in %s: not ready until one is promoted", settings.artifacts)
+        store = build_store(settings, on_evict=metrics.evicted)
+        app.state.services = Services(
+            settings=settings,
+            keys=app.state.keys,
+            pool=pool,
+            metrics=metrics,
+            store=store,
+            sessions=SessionService(store, pool, metrics, settings.max_batch, settings.max_history),
+            forecasts=ForecastService(pool, settings.max_history),
+        )
+        poller = None
+        if settings.registry_poll_seconds > 0:
+            poller = asyncio.create_task(poll_registry(pool, metrics, settings.registry_poll_seconds))
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            del app.state.services
+            await store.close()
+
+    app = FastAPI(title="latentcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
+    install_error_handlers(app)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    for router in (forecast.router, sessions.router, models.router, health.router):
+        app.include_router(router)
+    return app
+
+
+async def poll_registry(pool: ModelPool, metrics: ServiceMetrics, seconds: float) -> None:
+    """Look for new champions every ``seconds`` until cancelled."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            metrics.refreshed(await in_thread(pool.refresh))
+        except Exception:
+            # an unreadable registry (a disk hiccup, a half-copied folder) must not stop the polling
+            log.exception("looking for new champions failed; trying again in %.0f s", seconds)

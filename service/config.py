@@ -1,0 +1,92 @@
+"""The service's settings: one object, read from ``LATENTCAST_*`` environment variables.
+
+Every default of the service lives here. ``get_settings()`` reads the
+environment once per process; ``create_app`` takes a ``Settings`` so that tests
+build apps with their own values instead of patching the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LATENTCAST_"
+# a short key is guessable; 16 characters of token_urlsafe carry 96 bits
+MIN_KEY_LENGTH = 16
+
+
+class Settings(BaseSettings):
+    """What the service reads from the environment (``LATENTCAST_<NAME>``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # where models come from
+    artifacts: Path = Field(default=Path("artifacts"), description="registry folder holding the model versions")
+    registry_poll_seconds: float = Field(
+        default=30.0, ge=0, description="how often to look for new champions; 0 disables"
+    )
+    torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per process")
+
+    # where sessions live
+    store: Literal["memory", "redis"] = Field(default="memory", description="session store")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis server of the redis store")
+    redis_prefix: str = Field(default="latentcast", min_length=1, description="prefix of every Redis key")
+    redis_timeout_seconds: float = Field(default=2.0, gt=0, description="Redis connect and command timeout")
+    session_ttl_seconds: float = Field(default=86400.0, gt=0, description="a session unused this long is dropped")
+    max_sessions: int = Field(
+        default=10_000, ge=1, description="beyond this, the least recently used session is dropped"
+    )
+    retained_observations: int = Field(
+        default=1000, ge=0, description="raw observations kept per session for migration"
+    )
+    retained_replies: int = Field(default=8, ge=1, description="recent replies kept per session to answer retries")
+
+    # request bounds
+    max_batch: int = Field(default=1000, ge=1, description="observations in one POST to a session")
+    max_history: int = Field(
+        default=10_000, ge=1, description="observations in a warm-up history or a stateless forecast"
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body accepted")
+
+    # access
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), description="comma-separated client keys")
+    admin_key: str | None = Field(default=None, description="key of the admin routes (also a client key)")
+
+    # where to listen
+    host: str = Field(default="127.0.0.1", description="interface uvicorn binds (0.0.0.0 in a container)")
+    port: int = Field(default=8000, ge=1, le=65535, description="port uvicorn listens on")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _keys_are_long_enough(self) -> Settings:
+        for key in (*self.api_keys, *([self.admin_key] if self.admin_key else [])):
+            if len(key) < MIN_KEY_LENGTH:
+                raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Keys are required as soon as any key is configured."""
+        return bool(self.api_keys) or self.admin_key is not None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment once."""
+    return Settings()

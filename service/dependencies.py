@@ -1,0 +1,56 @@
+"""What routes depend on: the app's services and the caller behind the request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from data.errors import UnavailableError
+from service.auth import API_KEY_HEADER, Caller, KeyRing
+from service.config import Settings
+from service.forecasting import ForecastService
+from service.metrics import ServiceMetrics
+from service.model_pool import ModelPool
+from service.sessions import SessionService
+from service.stores import SessionStore
+
+api_key = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="needed on every /v1 route when keys are configured"
+)
+
+
+@dataclass
+class Services:
+    """Everything one app serves with, built in its lifespan."""
+
+    settings: Settings
+    keys: KeyRing
+    pool: ModelPool
+    metrics: ServiceMetrics
+    store: SessionStore
+    sessions: SessionService
+    forecasts: ForecastService
+
+
+def services(request: Request) -> Services:
+    found: Services | None = getattr(request.app.state, "services", None)
+    if found is None:
+        raise UnavailableError("the service is starting: models are not loaded yet")
+    return found
+
+
+def caller(request: Request, key: Annotated[str | None, Security(api_key)] = None) -> Caller:
+    keys: KeyRing = request.app.state.keys
+    return keys.caller(key)
+
+
+def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    return KeyRing.require_admin(who)
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+CallerDep = Annotated[Caller, Depends(caller)]
+AdminDep = Annotated[Caller, Depends(admin)]

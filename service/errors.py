@@ -1,0 +1,124 @@
+"""The one place where errors become HTTP responses.
+
+Every error answer has one shape, ``{"error": {"code", "message", ...details}}``:
+
+    ForecastError      400  (any other)         ConflictError     409  (with expected_seq)
+    DataError          422  (names the seq)     AuthError         401
+    ConfigError        400                      ForbiddenError    403
+    StateError         500                      LimitError        413
+    CheckpointError    503                      UnavailableError  503
+    NotFoundError      404
+
+FastAPI's request validation errors are 422 ``invalid_request`` naming the
+field; routing errors keep their status (404, 405); anything unexpected is a
+500 ``internal`` whose details stay in the server log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from data.errors import (
+    AuthError,
+    CheckpointError,
+    ConfigError,
+    ConflictError,
+    DataError,
+    ForbiddenError,
+    ForecastError,
+    LimitError,
+    NotFoundError,
+    StateError,
+    UnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[ForecastError], int] = {
+    DataError: 422,
+    ConfigError: 400,
+    StateError: 500,
+    CheckpointError: 503,
+    NotFoundError: 404,
+    ConflictError: 409,
+    AuthError: 401,
+    ForbiddenError: 403,
+    LimitError: 413,
+    UnavailableError: 503,
+}
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}
+# a batch of a thousand bad items would otherwise give a thousand entries
+MAX_LISTED_ERRORS = 10
+
+
+def status_of(exc: ForecastError) -> int:
+    """The HTTP status of a domain error (its nearest mapped class)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **details}}, status_code=status)
+
+
+def forecast_error_response(exc: ForecastError) -> JSONResponse:
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    return error_response(status, exc.code, exc.message, **exc.details)
+
+
+def field_name(loc: tuple[int | str, ...]) -> str:
+    """``("body", "observations", 3, "close")`` -> ``observations[3].close``."""
+    name = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "body"
+
+
+def error_field(error: dict[str, Any]) -> str:
+    # a JSON syntax error's location is a character offset, not a field
+    return "body" if error.get("type") == "json_invalid" else field_name(tuple(error["loc"]))
+
+
+def validation_message(error: dict[str, Any]) -> str:
+    text = str(error.get("msg", "invalid"))
+    return text.removeprefix("Value error, ")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the app can raise to the one error shape."""
+
+    async def on_forecast_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ForecastError)
+        return forecast_error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"field": error_field(e), "message": validation_message(e)} for e in exc.errors()]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        message = f"{first['field']}: {first['message']}{more}"
+        return error_response(422, "invalid_request", message, errors=errors[:MAX_LISTED_ERRORS])
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal", "internal error; the server log has the details")
+
+    app.add_exception_handler(ForecastError, on_forecast_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,84 @@
+"""Stateless forecasts, and what every forecasting reply shares: the model that made it.
+
+Model work runs in worker threads (``anyio.to_thread``), never on the event
+loop, so that one slow forecast does not hold up the other requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from data.errors import DataError, LimitError
+from models.predictor import Forecast, Observation, Predictor
+from service.model_pool import ModelPool
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model answered: its mode and version."""
+
+    mode: str
+    version: str
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> ModelRef:
+        return cls(mode=predictor.config.mode, version=predictor.version)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"mode": self.mode, "version": self.version}
+
+
+@dataclass(frozen=True)
+class ForecastReply:
+    """A stateless forecast and the model that made it."""
+
+    model: ModelRef
+    forecast: Forecast
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "forecast": self.forecast.to_dict()}
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a worker thread: model work and file reads stay off the event loop."""
+    return await anyio.to_thread.run_sync(function, *args)
+
+
+def check_count(observations: Sequence[Observation], limit: int, what: str, setting: str) -> None:
+    """``LimitError`` if there are more than ``limit`` observations."""
+    if len(observations) > limit:
+        raise LimitError(
+            f"{what} has {len(observations)} observations; the limit is {limit} (LATENTCAST_{setting})", limit=limit
+        )
+
+
+class ForecastService:
+    """``POST /v1/forecast``: a whole history in, the forecast after it out."""
+
+    def __init__(self, pool: ModelPool, max_history: int) -> None:
+        self.pool = pool
+        self.max_history = max_history
+
+    async def forecast(
+        self, observations: Sequence[Observation], mode: str | None = None, version: str | None = None
+    ) -> ForecastReply:
+        """The forecast after ``observations`` from ``version``, or from the champion of ``mode``.
+
+        ``DataError`` names the first bad observation, or says how many are needed.
+        """
+        check_count(observations, self.max_history, "observations", "MAX_HISTORY")
+        predictor = await in_thread(self.pool.resolve, mode, version)
+        forecast = await in_thread(predictor.run, observations)
+        if forecast is None:
+            needed = predictor.min_observations
+            raise DataError(
+                f"{len(observations)} observations give no forecast: {predictor.version} needs at least {needed}",
+                needed=needed,
+            )
+        return ForecastReply(model=ModelRef.of(predictor), forecast=forecast)

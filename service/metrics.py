@@ -1,0 +1,92 @@
+"""Prometheus metrics of one app, in a registry of its own (several apps can share a process).
+
+latentcast_http_requests_total{method, route, status}
+latentcast_http_request_duration_seconds{method, route}     histogram
+latentcast_sessions_open                                    read from the store at each scrape
+latentcast_sessions_evicted_total{reason}                   ttl or capacity
+latentcast_observations_applied_total{mode, kind}           open, append or migrate
+latentcast_model_reloads_total{result}                      failed (any mode), changed or unchanged
+latentcast_model_loaded{mode, version, champion}            1 per loaded version
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.model_pool import ModelPool, RefreshResult
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# one request is a few milliseconds; the tail matters up to seconds
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServiceMetrics:
+    """The metrics of one app; ``render`` gives the Prometheus text format."""
+
+    def __init__(self, pool: ModelPool) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "latentcast_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "latentcast_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.sessions_open = Gauge("latentcast_sessions_open", "Sessions in the store", registry=self.registry)
+        self.sessions_evicted = Counter(
+            "latentcast_sessions_evicted", "Sessions dropped by the store", ["reason"], registry=self.registry
+        )
+        self.observations_applied = Counter(
+            "latentcast_observations_applied",
+            "Observations applied to session states",
+            ["mode", "kind"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "latentcast_model_reloads", "Looks for new champions, by outcome", ["result"], registry=self.registry
+        )
+        self.registry.register(_ModelCollector(pool))
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def evicted(self, reason: str, count: int) -> None:
+        self.sessions_evicted.labels(reason).inc(count)
+
+    def applied(self, mode: str, kind: str, count: int) -> None:
+        if count:
+            self.observations_applied.labels(mode, kind).inc(count)
+
+    def refreshed(self, result: RefreshResult) -> None:
+        outcome = "failed" if result.failed else "changed" if result.changed else "unchanged"
+        self.reloads.labels(outcome).inc()
+
+    def render(self, sessions_open: int | None) -> bytes:
+        """The text format; ``sessions_open`` None keeps the last value (the store did not answer)."""
+        if sessions_open is not None:
+            self.sessions_open.set(sessions_open)
+        return generate_latest(self.registry)
+
+
+class _ModelCollector(Collector):
+    """Which versions are loaded, read from the pool at each scrape."""
+
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "latentcast_model_loaded", "Model versions loaded (1), by mode", labels=["mode", "version", "champion"]
+        )
+        champions = set(self.pool.champions().values())
+        for version, mode in self.pool.loaded().items():
+            family.add_metric([mode, version, str(version in champions).lower()], 1.0)
+        yield family

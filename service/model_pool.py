@@ -1,0 +1,132 @@
+"""``ModelPool``: the predictors this process serves, by version, and each mode's champion.
+
+Champions are read from the registry at start and on every ``refresh`` (a
+reload request or the background poll). A session stays on the version it was
+opened with: the pool loads any version on first use (after a restart, say)
+and keeps a non-champion version loaded while sessions use it, unloading it
+only once it has been idle for a session lifetime. A new champion that fails to
+load is logged and skipped; the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from data.errors import CheckpointError, NotFoundError, UnavailableError
+from models.config import MODES
+from models.predictor import Predictor
+from training.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    """What a refresh did: champions now served, those that changed, those that failed to load."""
+
+    champions: dict[str, str]
+    changed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # mode -> reason
+
+
+class ModelPool:
+    """Loaded predictors by version; thread-safe (loading runs in worker threads)."""
+
+    def __init__(self, registry: Registry, idle_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = registry
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loaded: dict[str, Predictor] = {}
+        self._last_used: dict[str, float] = {}
+        self._champions: dict[str, str] = {}
+
+    # which predictor ---------------------------------------------------------
+
+    def resolve(self, mode: str | None = None, version: str | None = None) -> Predictor:
+        """The predictor of ``version`` if given, else the champion of ``mode``."""
+        if version is not None:
+            return self.get(version)
+        mode = mode or "latent"
+        if mode not in MODES:
+            raise NotFoundError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        champion = self.champions().get(mode)
+        if champion is None:
+            raise NotFoundError(f"no champion for mode {mode!r}: no {mode} model has been promoted yet")
+        return self.get(champion)
+
+    def get_loaded(self, version: str) -> Predictor | None:
+        """The predictor of ``version`` if it is loaded already (never reads the registry)."""
+        with self._lock:
+            predictor = self._loaded.get(version)
+            if predictor is not None:
+                self._last_used[version] = self._clock()
+            return predictor
+
+    def get(self, version: str) -> Predictor:
+        """The predictor of ``version``, loaded from the registry on first use.
+
+        ``NotFoundError`` for an unknown version; ``CheckpointError`` if it does not load.
+        """
+        predictor = self.get_loaded(version)
+        if predictor is not None:
+            return predictor
+        # loaded outside the lock, so that the versions already loaded keep serving meanwhile
+        predictor = self.registry.predictor(version)
+        with self._lock:
+            predictor = self._loaded.setdefault(version, predictor)
+            self._last_used[version] = self._clock()
+        log.info("loaded model %s", version)
+        return predictor
+
+    def champions(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._champions)
+
+    def loaded(self) -> dict[str, str]:
+        """Mode of each loaded version, by version."""
+        with self._lock:
+            return {version: p.config.mode for version, p in sorted(self._loaded.items())}
+
+    def require_champion(self) -> None:
+        """``UnavailableError`` unless at least one mode has a champion loaded."""
+        if not self.champions():
+            raise UnavailableError(f"no model loaded: the registry at {self.registry.root} has no champion yet")
+
+    # changes -----------------------------------------------------------------
+
+    def refresh(self) -> RefreshResult:
+        """Read the registry's champions and load the new ones; never raises for a bad one."""
+        changed: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        for mode in MODES:
+            try:
+                version = self.registry.champion(mode)
+                if version is None or version == self._champions.get(mode):
+                    continue
+                self.get(version)
+            except (CheckpointError, NotFoundError) as exc:
+                failed[mode] = exc.message
+                log.error("keeping the %s champion %s: %s", mode, self._champions.get(mode), exc.message)
+                continue
+            with self._lock:
+                self._champions[mode] = version
+            changed[mode] = version
+            log.info("%s champion is now %s", mode, version)
+        self.unload_idle()
+        return RefreshResult(champions=self.champions(), changed=changed, failed=failed)
+
+    def unload_idle(self) -> list[str]:
+        """Unload non-champion versions unused for ``idle_seconds``; returns them."""
+        now = self._clock()
+        with self._lock:
+            keep = set(self._champions.values())
+            idle = [v for v in self._loaded if v not in keep and now - self._last_used[v] >= self.idle_seconds]
+            for version in idle:
+                del self._loaded[version], self._last_used[version]
+                log.info("unloaded idle model %s", version)
+        return idle

@@ -1,0 +1,134 @@
+"""Sessions: open, append observations by ``seq``, read, migrate, end."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Response
+
+from service.dependencies import CallerDep, ServicesDep
+from service.routes import error_responses
+from service.schemas import (
+    CLOSES,
+    AppendRequest,
+    MigrateRequest,
+    MigrationResponse,
+    OpenSessionRequest,
+    SessionInfoResponse,
+    SessionResponse,
+    observations,
+)
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+SessionId = Annotated[str, Path(description="as returned when the session was opened")]
+OPEN_EXAMPLES: dict[str, Any] = {
+    "warm": {
+        "summary": "latent, warmed on five closes",
+        "value": {"mode": "latent", "history": CLOSES, "ticker": "IBM"},
+    },
+    "empty": {"summary": "an exact version, no history yet", "value": {"version": "ar-20261125T101530-9b0c4e"}},
+}
+APPEND_EXAMPLES: dict[str, Any] = {
+    "one": {"summary": "the next close", "value": {"seq": 5, "observations": [103.4]}},
+    "bars": {
+        "summary": "two bars",
+        "value": {"seq": 5, "observations": [{"close": 103.4, "high": 104.0, "low": 102.9, "volume": 2.9e6}, 104.1]},
+    },
+}
+
+MIGRATE_EXAMPLES: dict[str, Any] = {
+    "champion": {"summary": "to the champion of the session's mode", "value": {}},
+    "version": {"summary": "to an exact version", "value": {"version": "latent-20261202T101530-77e0d1"}},
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=SessionResponse,
+    summary="Open a session",
+    responses=error_responses(401, 404, 413, 422, 503),
+)
+async def open_session(
+    svc: ServicesDep,
+    who: CallerDep,
+    body: Annotated[OpenSessionRequest | None, Body(openapi_examples=OPEN_EXAMPLES)] = None,
+) -> dict[str, Any]:
+    """Open a session on a version, or on the champion of a mode (latent by default), warmed on
+    `history` (seq 0..n-1). `forecast` is null while the history is too short. No body: an empty
+    session on the latent champion."""
+    body = body or OpenSessionRequest()
+    history = observations(body.history)
+    reply = await svc.sessions.open(who.owner, history, body.mode, body.version, body.ticker)
+    return reply.to_dict()
+
+
+@router.post(
+    "/{session_id}/observations",
+    response_model=SessionResponse,
+    summary="Append observations, get the next forecast",
+    responses=error_responses(401, 404, 409, 413, 422, 503),
+)
+async def append(
+    session_id: SessionId,
+    body: Annotated[AppendRequest, Body(openapi_examples=APPEND_EXAMPLES)],
+    svc: ServicesDep,
+    who: CallerDep,
+) -> dict[str, Any]:
+    """Apply the batch whose first observation has index `seq` (the session's `next_seq`).
+    A retry of a recent batch (same seq, same content) gets the same reply and is applied once;
+    a batch overlapping what was applied, with the same values, has only its new tail applied;
+    a gap or a different overlap is a 409 naming `expected_seq`. The batch is validated whole:
+    on any error nothing is applied."""
+    reply = await svc.sessions.append(who.owner, session_id, body.seq, observations(body.observations))
+    return reply.to_dict()
+
+
+@router.get(
+    "/{session_id}",
+    response_model=SessionInfoResponse,
+    summary="What a session holds",
+    responses=error_responses(401, 404, 503),
+)
+async def read(session_id: SessionId, svc: ServicesDep, who: CallerDep) -> dict[str, Any]:
+    """The session's model, next seq, last forecast, label, times and retained observations."""
+    info = await svc.sessions.read(who.owner, session_id)
+    return {
+        **info.reply.to_dict(),
+        "ticker": info.ticker,
+        "created": info.created,
+        "updated": info.updated,
+        "retained": info.retained,
+    }
+
+
+@router.delete("/{session_id}", status_code=204, summary="End a session", responses=error_responses(401, 404, 503))
+async def delete(session_id: SessionId, svc: ServicesDep, who: CallerDep) -> Response:
+    await svc.sessions.delete(who.owner, session_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{session_id}/migrate",
+    response_model=MigrationResponse,
+    summary="Move a session to another model version",
+    responses=error_responses(401, 404, 422, 503),
+)
+async def migrate(
+    session_id: SessionId,
+    svc: ServicesDep,
+    who: CallerDep,
+    body: Annotated[MigrateRequest | None, Body(openapi_examples=MIGRATE_EXAMPLES)] = None,
+) -> dict[str, Any]:
+    """Replay the observations the session retains through `version`, or through the champion
+    of `mode` (default: the session's own mode). `next_seq` is unchanged; if the session had seen
+    more than it retains, the new model is warmed from `first_replayed_seq` only."""
+    choice = body or MigrateRequest()
+    done = await svc.sessions.migrate(who.owner, session_id, choice.mode, choice.version)
+    return {
+        **done.reply.to_dict(),
+        "previous_model": done.previous.to_dict(),
+        "replayed": done.replayed,
+        "first_replayed_seq": done.first_replayed_seq,
+    }

@@ -1,0 +1,267 @@
+"""Request and response bodies of the HTTP API (pydantic), with the examples shown in OpenAPI.
+
+Only the routes use these; the service's logic takes and returns plain
+dataclasses (``Observation``, ``Forecast``, ``SessionReply``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+from models.predictor import Observation
+
+MAX_LABEL = 64
+CLOSES = [101.2, 101.9, 100.7, 102.3, 103.0]
+FORECAST_EXAMPLE: dict[str, Any] = {
+    "as_of_seq": 4,
+    "horizons": [1, 2, 3],
+    "quantiles": [0.1, 0.5, 0.9],
+    "log_return": [[-0.021, 0.0004, 0.0215], [-0.029, 0.0008, 0.0302], [-0.036, 0.0011, 0.0371]],
+    "price": [[100.87, 103.04, 105.24], [100.06, 103.08, 106.15], [99.36, 103.11, 106.87]],
+}
+MODEL_EXAMPLE: dict[str, Any] = {"mode": "latent", "version": "latent-20261125T101530-3fa2c1"}
+SESSION_EXAMPLE: dict[str, Any] = {
+    "session_id": "Xq3V0p1bq2m1mRkK8YqH0aF4vQ6yZ2Lw",
+    "model": MODEL_EXAMPLE,
+    "next_seq": 5,
+}
+
+
+class ObservationIn(BaseModel):
+    """One bar; a bare number stands for ``{"close": number}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    close: float
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    volume: float | None = None
+    time: str | None = Field(
+        default=None, max_length=MAX_LABEL, description="a label, e.g. the date; not used by models"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _number_is_a_close(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"close": value}
+        if not isinstance(value, dict | ObservationIn):
+            raise ValueError("an observation is a number (a close price) or an object with a close")
+        return value
+
+    def to_observation(self) -> Observation:
+        return Observation(self.close, self.open, self.high, self.low, self.volume, self.time)
+
+
+# in the schema, an observation is what clients may send: a number or an object
+ObservationField = Annotated[
+    ObservationIn,
+    WithJsonSchema({"anyOf": [{"type": "number", "description": "a close price"}, ObservationIn.model_json_schema()]}),
+]
+
+
+def observations(items: list[ObservationIn]) -> list[Observation]:
+    return [item.to_observation() for item in items]
+
+
+class ModelChoice(BaseModel):
+    """Which model: a version, or the champion of a mode (latent when neither is given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["ar", "latent"] | None = Field(default=None, description="use this mode's champion")
+    version: str | None = Field(default=None, max_length=MAX_LABEL, description="use this exact version")
+
+    @model_validator(mode="after")
+    def _one_of_mode_or_version(self) -> ModelChoice:
+        if self.mode is not None and self.version is not None:
+            raise ValueError("give a mode or a version, not both")
+        return self
+
+
+class ForecastRequest(ModelChoice):
+    observations: list[ObservationField] = Field(min_length=1, description="the history, oldest first")
+
+
+class OpenSessionRequest(ModelChoice):
+    history: list[ObservationField] = Field(default_factory=list, description="warm-up observations, seq 0..n-1")
+    ticker: str | None = Field(default=None, max_length=MAX_LABEL, description="a label for people; not used by models")
+
+
+class AppendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: int = Field(ge=0, description="seq of the first observation: the session's next_seq, or a retry")
+    observations: list[ObservationField] = Field(min_length=1, description="new observations, oldest first")
+
+
+class MigrateRequest(ModelChoice):
+    """Migrate to a version, or to a mode's champion (the session's own mode when neither is given)."""
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [MODEL_EXAMPLE]})
+
+    mode: str
+    version: str
+
+
+class ForecastOut(BaseModel):
+    """Quantiles of the cumulative log return from the last observation, and the prices they give."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [FORECAST_EXAMPLE]})
+
+    as_of_seq: int = Field(description="seq of the last observation the forecast has seen")
+    horizons: list[int]
+    quantiles: list[float]
+    log_return: list[list[float]] = Field(description="[horizon][quantile]")
+    price: list[list[float]] = Field(description="[horizon][quantile]: last close * exp(log_return)")
+
+
+class ForecastResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"model": MODEL_EXAMPLE, "forecast": FORECAST_EXAMPLE}]})
+
+    model: ModelOut
+    forecast: ForecastOut
+
+
+class SessionResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{**SESSION_EXAMPLE, "forecast": FORECAST_EXAMPLE}]})
+
+    session_id: str
+    model: ModelOut
+    next_seq: int = Field(description="seq the next batch must carry (observations applied so far)")
+    forecast: ForecastOut | None = Field(description="null while the session has too little history")
+
+
+class SessionInfoResponse(SessionResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **SESSION_EXAMPLE,
+                    "forecast": FORECAST_EXAMPLE,
+                    "ticker": "IBM",
+                    "created": 1795600000.25,
+                    "updated": 1795600042.5,
+                    "retained": 5,
+                }
+            ]
+        }
+    )
+
+    ticker: str | None
+    created: float = Field(description="seconds since the epoch")
+    updated: float = Field(description="seconds since the epoch of the last change")
+    retained: int = Field(description="observations kept for migration: the last ones before next_seq")
+
+
+class MigrationResponse(SessionResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **SESSION_EXAMPLE,
+                    "model": {"mode": "latent", "version": "latent-20261202T101530-77e0d1"},
+                    "forecast": FORECAST_EXAMPLE,
+                    "previous_model": MODEL_EXAMPLE,
+                    "replayed": 5,
+                    "first_replayed_seq": 0,
+                }
+            ]
+        }
+    )
+
+    previous_model: ModelOut
+    replayed: int = Field(description="retained observations replayed through the new model")
+    first_replayed_seq: int = Field(description="above 0 when the session had seen more than it retained")
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    mode: str
+    created: str
+    champion: bool
+    loaded: bool
+    metrics: dict[str, Any]
+    data_span: dict[str, Any]
+    config: dict[str, Any]
+
+
+class ModelsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "champions": {"ar": None, "latent": MODEL_EXAMPLE["version"]},
+                    "versions": [
+                        {
+                            **MODEL_EXAMPLE,
+                            "created": "2026-11-25T10:15:30.123456+00:00",
+                            "champion": True,
+                            "loaded": True,
+                            "metrics": {"val_loss": 0.412},
+                            "data_span": {"source": "bundled", "first": "2000-03-01", "last": "2013-03-01"},
+                            "config": {"mode": "latent", "cell": "GRU", "hidden_size": 64, "horizon": 5},
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    champions: dict[str, str | None] = Field(description="the version each mode serves to new sessions")
+    versions: list[ModelVersionOut]
+
+
+class ReloadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"champions": {"latent": MODEL_EXAMPLE["version"]}, "changed": {}, "failed": {}}]
+        }
+    )
+
+    champions: dict[str, str]
+    changed: dict[str, str] = Field(description="modes whose champion this reload replaced")
+    failed: dict[str, str] = Field(description="modes whose new champion did not load (the old one keeps serving)")
+
+
+class StatusResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "store": "memory", "champions": {"latent": MODEL_EXAMPLE["version"]}}]
+        }
+    )
+
+    status: str
+    store: str | None = None
+    champions: dict[str, str] | None = None
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="stable, for programs: invalid_data, conflict, not_found, ...")
+    message: str = Field(description="for people")
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "conflict",
+                        "message": "seq 12 leaves a gap: the session expects seq 10",
+                        "expected_seq": 10,
+                        "reason": "gap",
+                    }
+                }
+            ]
+        }
+    )
+
+    error: ErrorBody

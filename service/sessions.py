@@ -1,0 +1,329 @@
+"""Streaming sessions: a model's state kept between requests, fed in order by ``seq``.
+
+The rules (DESIGN.md, "Session rules"):
+
+- The warm-up history occupies seq 0..n-1, so ``next_seq`` is the number of
+  observations applied. A batch carries ``seq``, the index of its first
+  observation; ``seq == next_seq`` is applied.
+- ``seq > next_seq`` is a gap: ``ConflictError`` naming the expected seq.
+- ``seq < next_seq``: an exact retry of a recent batch (same seq, same content)
+  is answered with its stored reply and not applied again; a batch whose
+  overlap equals the observations already applied and which goes further has
+  only its new tail applied; anything else is a conflict.
+- A batch is validated whole before any of it is applied, and the store
+  replaces a record only by compare-and-set on ``next_seq``: a request that
+  loses a race reads the session again and answers as a retry or a conflict.
+- A session stays on its model version until a client migrates it, which
+  replays the retained observations through another version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from data.errors import ConflictError, NotFoundError, StateError
+from models.predictor import Forecast, Observation, Predictor, SeriesState
+from service.forecasting import ModelRef, check_count, in_thread
+from service.metrics import ServiceMetrics
+from service.model_pool import ModelPool
+from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply
+from service.stores.records import batch_digest, observation_to_bytes
+
+# 24 random bytes: 192 bits, 32 URL-safe characters
+SESSION_ID_BYTES = 24
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_SHOWN_ID = 64
+
+
+@dataclass(frozen=True)
+class SessionReply:
+    """What opening a session or posting to it answers."""
+
+    session_id: str
+    model: ModelRef
+    next_seq: int
+    forecast: Forecast | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "model": self.model.to_dict(),
+            "next_seq": self.next_seq,
+            "forecast": None if self.forecast is None else self.forecast.to_dict(),
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> SessionReply:
+        raw = json.loads(blob)
+        forecast = raw["forecast"]
+        return cls(
+            session_id=raw["session_id"],
+            model=ModelRef(**raw["model"]),
+            next_seq=raw["next_seq"],
+            forecast=None if forecast is None else Forecast(**forecast),
+        )
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a session holds: its reply fields, plus label, times and retained span."""
+
+    reply: SessionReply
+    ticker: str | None
+    created: float
+    updated: float
+    retained: int  # observations kept, the last ones before next_seq
+
+
+@dataclass(frozen=True)
+class MigrationReply:
+    """A migrated session: its new reply, the model it left and how much was replayed."""
+
+    reply: SessionReply
+    previous: ModelRef
+    replayed: int  # retained observations replayed through the new model
+    first_replayed_seq: int  # > 0 when the session had seen more than it retained
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A change computed from a record, to be stored by compare-and-set."""
+
+    update: SessionUpdate
+    reply: SessionReply
+    applied: int
+
+
+class SessionLocks:
+    """One asyncio lock per session in use: requests to one session run one at a time."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class SessionService:
+    """Open, feed, read, migrate and end sessions kept in a ``SessionStore``."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        pool: ModelPool,
+        metrics: ServiceMetrics,
+        max_batch: int,
+        max_history: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_history = max_history
+        self.locks = SessionLocks()
+        self._clock = clock
+
+    async def open(
+        self,
+        owner: str,
+        history: Sequence[Observation] = (),
+        mode: str | None = None,
+        version: str | None = None,
+        ticker: str | None = None,
+    ) -> SessionReply:
+        """A new session on ``version`` (or the champion of ``mode``), warmed on ``history``."""
+        check_count(history, self.max_history, "history", "MAX_HISTORY")
+        predictor = await in_thread(self.pool.resolve, mode, version)
+        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
+        state = await in_thread(predictor.advance, SeriesState(), history)
+        reply = SessionReply(session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
+        now = self._clock()
+        record = SessionRecord(
+            session_id=session_id,
+            owner=owner,
+            mode=predictor.config.mode,
+            version=predictor.version,
+            ticker=ticker,
+            next_seq=state.n_obs,
+            state=predictor.state_to_bytes(state),
+            retained=tuple(history),
+            created=now,
+            updated=now,
+        )
+        await self.store.create(record)
+        self.metrics.applied(record.mode, "open", len(history))
+        return reply
+
+    async def append(self, owner: str, session_id: str, seq: int, observations: Sequence[Observation]) -> SessionReply:
+        """Apply the batch that starts at ``seq`` (once, whatever the retries); the reply after it."""
+        check_count(observations, self.max_batch, "batch", "MAX_BATCH")
+        async with self.locks.hold(session_id):
+            while True:
+                record = await self._record(owner, session_id)
+                while (
+                    record.first_retained_seq <= seq < record.next_seq and len(record.retained) < record.next_seq - seq
+                ):
+                    # a retry or an overlap: read the observations it overlaps, with the record they belong to
+                    record = await self._record(owner, session_id, record.next_seq - seq)
+                predictor = await self._predictor(record.version)
+                step = await in_thread(self._plan_append, predictor, record, seq, observations)
+                if isinstance(step, SessionReply):
+                    return step
+                if await self.store.commit(session_id, record.next_seq, step.update):
+                    self.metrics.applied(record.mode, "append", step.applied)
+                    return step.reply
+                # another worker moved this session on: read it again, answer as a retry or a conflict
+
+    async def read(self, owner: str, session_id: str) -> SessionInfo:
+        record = await self._record(owner, session_id)
+        predictor = await self._predictor(record.version)
+        state = await in_thread(_state_of, predictor, record)
+        reply = SessionReply(session_id, ModelRef.of(predictor), record.next_seq, predictor.forecast(state))
+        return SessionInfo(reply, record.ticker, record.created, record.updated, record.retained_count)
+
+    async def delete(self, owner: str, session_id: str) -> None:
+        async with self.locks.hold(session_id):
+            await self._record(owner, session_id)
+            if not await self.store.delete(session_id):
+                raise _not_found(session_id)
+
+    async def migrate(
+        self, owner: str, session_id: str, mode: str | None = None, version: str | None = None
+    ) -> MigrationReply:
+        """Move the session to ``version`` (default: its mode's champion) by replaying what it retained."""
+        async with self.locks.hold(session_id):
+            while True:
+                record = await self._record(owner, session_id, observations=None)
+                target = await in_thread(self.pool.resolve, mode or record.mode, version)
+                previous = ModelRef(record.mode, record.version)
+                if target.version == record.version:
+                    # replaying would only lose what the session saw before its retained observations
+                    info = await self.read(owner, session_id)
+                    return MigrationReply(info.reply, previous, 0, record.next_seq)
+                step = await in_thread(self._plan_migration, target, record)
+                if await self.store.commit(session_id, record.next_seq, step.update):
+                    self.metrics.applied(target.config.mode, "migrate", step.applied)
+                    return MigrationReply(step.reply, previous, step.applied, record.first_retained_seq)
+
+    # the rules, run in worker threads ------------------------------------------
+
+    def _plan_append(
+        self, predictor: Predictor, record: SessionRecord, seq: int, batch: Sequence[Observation]
+    ) -> SessionReply | _Step:
+        predictor.validate(batch, seq)
+        digest = batch_digest(batch)
+        for stored in reversed(record.replies):
+            if stored.seq == seq and stored.digest == digest:
+                return SessionReply.from_json(stored.body)
+        tail = new_observations(record, seq, batch)
+        state = predictor.advance(_state_of(predictor, record), tail)
+        reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
+        update = SessionUpdate(
+            next_seq=state.n_obs,
+            state=predictor.state_to_bytes(state),
+            mode=record.mode,
+            version=record.version,
+            updated=self._clock(),
+            appended=tuple(tail),
+            reply=StoredReply(seq=seq, digest=digest, body=reply.to_json()),
+        )
+        return _Step(update, reply, len(tail))
+
+    def _plan_migration(self, target: Predictor, record: SessionRecord) -> _Step:
+        state = target.advance(SeriesState(n_obs=record.first_retained_seq), record.retained)
+        reply = SessionReply(record.session_id, ModelRef.of(target), state.n_obs, target.forecast(state))
+        update = SessionUpdate(
+            next_seq=record.next_seq,
+            state=target.state_to_bytes(state),
+            mode=target.config.mode,
+            version=target.version,
+            updated=self._clock(),
+            clear_replies=True,  # the stored replies came from the previous model
+        )
+        return _Step(update, reply, len(record.retained))
+
+    async def _predictor(self, version: str) -> Predictor:
+        # a thread only when the version must be read from disk (pinned, after a restart or an unload)
+        predictor = self.pool.get_loaded(version)
+        return predictor if predictor is not None else await in_thread(self.pool.get, version)
+
+    async def _record(self, owner: str, session_id: str, observations: int | None = 0) -> SessionRecord:
+        """The caller's session, with its last ``observations`` retained (all for None)."""
+        valid = SESSION_ID_PATTERN.match(session_id)
+        record = await self.store.get(session_id, observations) if valid else None
+        # a session of another key is answered exactly as one that does not exist
+        if record is None or not hmac.compare_digest(record.owner, owner):
+            raise _not_found(session_id)
+        return record
+
+
+def new_observations(record: SessionRecord, seq: int, batch: Sequence[Observation]) -> Sequence[Observation]:
+    """The part of the batch starting at ``seq`` that is not applied yet; ``ConflictError`` if it does not fit."""
+    expected = record.next_seq
+    if seq > expected:
+        raise _conflict(f"seq {seq} leaves a gap: the session expects seq {expected}", expected, "gap")
+    overlap = expected - seq
+    if overlap and seq < record.first_retained_seq:
+        raise _conflict(
+            f"seq {seq} is before the observations this session retains (from seq {record.first_retained_seq}); "
+            f"the session expects seq {expected}",
+            expected,
+        )
+    for i in range(min(overlap, len(batch))):
+        if observation_to_bytes(batch[i]) != observation_to_bytes(record.observation(seq + i)):
+            raise _conflict(
+                f"observation {seq + i} differs from the one already applied; the session expects seq {expected}",
+                expected,
+            )
+    if overlap >= len(batch):
+        raise _conflict(
+            f"observations {seq} to {seq + len(batch) - 1} were already applied and their reply is no longer kept; "
+            f"the session expects seq {expected}",
+            expected,
+        )
+    return batch[overlap:]
+
+
+def _state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
+    state = predictor.state_from_bytes(record.state)
+    if state.n_obs != record.next_seq:
+        raise StateError(
+            f"session {record.session_id}: state holds {state.n_obs} observations, next_seq is {record.next_seq}"
+        )
+    return state
+
+
+def _conflict(message: str, expected_seq: int, reason: str = "conflict") -> ConflictError:
+    return ConflictError(message, expected_seq=expected_seq, reason=reason)
+
+
+def _not_found(session_id: str) -> NotFoundError:
+    shown = session_id if len(session_id) <= MAX_SHOWN_ID else session_id[:MAX_SHOWN_ID] + "..."
+    return NotFoundError(f"no session {shown!r}: it does not exist, has expired or belongs to another key")

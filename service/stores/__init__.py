@@ -1,0 +1,78 @@
+"""Session stores: where a session's record lives between requests.
+
+``SessionStore`` is the protocol; ``MemorySessionStore`` keeps records in this
+process (TTL, a bound on their number, least recently used dropped first);
+``RedisSessionStore`` keeps them in Redis, shared by several workers and
+surviving a restart. Both pass the same tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from service.config import Settings
+from service.stores.records import SessionRecord, SessionUpdate, StoredReply, StoreLimits
+
+__all__ = ["SessionRecord", "SessionStore", "SessionUpdate", "StoreLimits", "StoredReply", "build_store"]
+
+# called with a reason ("ttl" or "capacity") and how many sessions were dropped
+EvictionListener = Callable[[str, int], None]
+
+
+class SessionStore(Protocol):
+    """Records by session id, each replaced only by compare-and-set on ``next_seq``."""
+
+    kind: str
+
+    async def create(self, record: SessionRecord) -> None:
+        """Store a new record, dropping the least recently used ones beyond the bound."""
+
+    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
+        """The record, or None if there is none (or it expired); counts as a use.
+
+        Its ``retained`` holds the last ``observations`` kept (all of them for
+        None), read in the same atomic step as the rest of the record.
+        """
+
+    async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
+        """Apply ``update`` if the record's ``next_seq`` is ``expected_seq``; False otherwise."""
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove the record; False if there was none."""
+
+    async def count(self) -> int:
+        """Sessions open now."""
+
+    async def ping(self) -> None:
+        """Return if the store answers; ``UnavailableError`` otherwise."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def store_limits(settings: Settings) -> StoreLimits:
+    return StoreLimits(
+        ttl_seconds=settings.session_ttl_seconds,
+        max_sessions=settings.max_sessions,
+        retained_observations=settings.retained_observations,
+        retained_replies=settings.retained_replies,
+    )
+
+
+def build_store(settings: Settings, on_evict: EvictionListener | None = None) -> SessionStore:
+    """The store named by ``settings.store``."""
+    limits = store_limits(settings)
+    if settings.store == "redis":
+        from service.stores.redis import RedisSessionStore
+
+        return RedisSessionStore(
+            settings.redis_url,
+            limits,
+            prefix=settings.redis_prefix,
+            timeout=settings.redis_timeout_seconds,
+            on_evict=on_evict,
+        )
+    from service.stores.memory import MemorySessionStore
+
+    return MemorySessionStore(limits, on_evict=on_evict)

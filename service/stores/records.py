@@ -1,0 +1,139 @@
+"""What a session store keeps: records, their updates, and compact bytes for observations.
+
+A record is immutable; a store replaces it by applying a ``SessionUpdate`` only
+when the stored ``next_seq`` is still the one the update was computed from
+(compare-and-set), so that one batch is never applied twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from data.errors import StateError
+from models.predictor import Observation
+
+# presence bits, then close, open, high, low, volume; the time string follows
+_OBSERVATION = struct.Struct("<B5d")
+_NUMERIC_FIELDS = ("close", "open", "high", "low", "volume")
+# seq, then a digest of the batch; the reply's JSON follows
+_REPLY_HEADER = struct.Struct("<Q16s")
+DIGEST_BYTES = 16
+
+
+@dataclass(frozen=True)
+class StoredReply:
+    """The reply given to the batch that started at ``seq``, kept to answer its retries."""
+
+    seq: int
+    digest: bytes
+    body: bytes  # the reply as JSON, returned as it was
+
+    def to_bytes(self) -> bytes:
+        return _REPLY_HEADER.pack(self.seq, self.digest) + self.body
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> StoredReply:
+        if len(blob) < _REPLY_HEADER.size:
+            raise StateError("stored reply truncated")
+        seq, digest = _REPLY_HEADER.unpack_from(blob)
+        return cls(seq=seq, digest=digest, body=blob[_REPLY_HEADER.size :])
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One session as stored.
+
+    owner:     a hash of the API key that opened it ("" without keys)
+    next_seq:  the number of observations applied (the seq the next batch must carry)
+    state:     ``Predictor.state_to_bytes`` of the session's model
+    retained:  the last raw observations read from the store, oldest first; a store
+               keeps up to its bound (to check overlaps, to migrate to another model)
+               and returns only as many as ``get`` asks for
+    retained_count: how many observations the store keeps
+    replies:   the last replies, oldest first (to answer retried batches)
+    created, updated: seconds since the epoch
+    """
+
+    session_id: str
+    owner: str
+    mode: str
+    version: str
+    ticker: str | None
+    next_seq: int
+    state: bytes
+    retained: tuple[Observation, ...] = ()
+    retained_count: int = 0
+    replies: tuple[StoredReply, ...] = ()
+    created: float = 0.0
+    updated: float = 0.0
+
+    @property
+    def first_retained_seq(self) -> int:
+        """The seq of the oldest observation the store keeps."""
+        return self.next_seq - self.retained_count
+
+    def observation(self, seq: int) -> Observation:
+        """The retained observation ``seq``, which must be among those read."""
+        first_read = self.next_seq - len(self.retained)
+        assert first_read <= seq < self.next_seq, (seq, first_read)
+        return self.retained[seq - first_read]
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """A change to a record, applied only if its ``next_seq`` is still the expected one.
+
+    ``appended`` joins the retained observations (the oldest dropped beyond the
+    store's bound); ``reply`` joins the recent replies; ``clear_replies`` drops
+    them first (after a migration they came from another model).
+    """
+
+    next_seq: int
+    state: bytes
+    mode: str
+    version: str
+    updated: float
+    appended: tuple[Observation, ...] = ()
+    reply: StoredReply | None = None
+    clear_replies: bool = False
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """Bounds every store applies: lifetime, count and what each session keeps."""
+
+    ttl_seconds: float
+    max_sessions: int
+    retained_observations: int
+    retained_replies: int
+
+
+def observation_to_bytes(obs: Observation) -> bytes:
+    """Exact, compact bytes of one observation (float64 values, UTF-8 time)."""
+    values = [getattr(obs, name) for name in _NUMERIC_FIELDS]
+    present = sum(1 << i for i, v in enumerate(values) if v is not None)
+    packed = _OBSERVATION.pack(present, *(math.nan if v is None else float(v) for v in values))
+    return packed + (obs.time or "").encode()
+
+
+def observation_from_bytes(blob: bytes) -> Observation:
+    """Inverse of ``observation_to_bytes``."""
+    if len(blob) < _OBSERVATION.size:
+        raise StateError("stored observation truncated")
+    present, close, *rest = _OBSERVATION.unpack_from(blob)
+    open_, high, low, volume = (v if present & (1 << i) else None for i, v in enumerate(rest, start=1))
+    time = blob[_OBSERVATION.size :].decode() or None
+    return Observation(close=close, open=open_, high=high, low=low, volume=volume, time=time)
+
+
+def batch_digest(observations: Sequence[Observation]) -> bytes:
+    """A digest of a batch's content: equal batches, equal digests."""
+    digest = hashlib.sha256()
+    for obs in observations:
+        packed = observation_to_bytes(obs)
+        digest.update(len(packed).to_bytes(4, "little") + packed)
+    return digest.digest()[:DIGEST_BYTES]

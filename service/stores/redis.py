@@ -1,0 +1,268 @@
+"""``RedisSessionStore``: records in Redis, shared by workers and kept across restarts.
+
+    <prefix>:session:<id>          hash: owner, mode, version, ticker, next_seq, state, created, updated
+    <prefix>:session:<id>:obs      list: retained observations, oldest first (compact bytes)
+    <prefix>:session:<id>:replies  list: recent replies, oldest first
+    <prefix>:sessions              sorted set: session id by expiry time (ms), oldest use first
+
+Every change is one Lua script, so it is atomic: a commit checks ``next_seq``
+and writes in one step, and two workers can never both apply a batch. Times
+come from the Redis server's clock, the same for every worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from data.errors import UnavailableError
+from service.stores import EvictionListener
+from service.stores.records import (
+    SessionRecord,
+    SessionUpdate,
+    StoredReply,
+    StoreLimits,
+    observation_from_bytes,
+    observation_to_bytes,
+)
+
+# Redis's Lua has no integer time; milliseconds from TIME (seconds, microseconds)
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# Lua's unpack() is bounded by its C stack: push long lists in slices
+_PUSH = """
+local function push(key, first, last)
+  local i = first
+  while i <= last do
+    local j = math.min(i + 499, last)
+    redis.call('RPUSH', key, unpack(ARGV, i, j))
+    i = j + 1
+  end
+end
+"""
+
+# KEYS: index; ARGV: session key prefix. Returns how many expired entries were dropped.
+_SWEEP = (
+    _NOW
+    + """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, id in ipairs(gone) do
+  local base = ARGV[1] .. id
+  redis.call('DEL', base, base .. ':obs', base .. ':replies')
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return #gone
+"""
+)
+
+# KEYS: hash, obs, replies, index
+# ARGV: id, ttl_ms, max_sessions, key prefix, owner, mode, version, ticker, next_seq, state,
+#       created, updated, retained observations...
+# Returns {expired, evicted}.
+_CREATE = (
+    _NOW
+    + _PUSH
+    + """
+local expired = redis.call('ZCOUNT', KEYS[4], '-inf', now)
+local over = math.max(redis.call('ZCARD', KEYS[4]) - expired - tonumber(ARGV[3]) + 1, 0)
+if expired + over > 0 then
+  -- the lowest expiry times are the expired sessions, then the least recently used
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, expired + over - 1)) do
+    local base = ARGV[4] .. id
+    redis.call('DEL', base, base .. ':obs', base .. ':replies')
+    redis.call('ZREM', KEYS[4], id)
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'owner', ARGV[5], 'mode', ARGV[6], 'version', ARGV[7], 'ticker', ARGV[8],
+           'next_seq', ARGV[9], 'state', ARGV[10], 'created', ARGV[11], 'updated', ARGV[12])
+push(KEYS[2], 13, #ARGV)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+return {expired, over}
+"""
+)
+
+# KEYS: hash, obs, replies, index; ARGV: id, ttl_ms, observations to read (-1: all).
+# Returns nil or {hash, observations kept, the last observations asked for, replies}.
+_GET = (
+    _NOW
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+local wanted = tonumber(ARGV[3])
+local observations = {}
+if wanted < 0 then
+  observations = redis.call('LRANGE', KEYS[2], 0, -1)
+elseif wanted > 0 then
+  observations = redis.call('LRANGE', KEYS[2], -wanted, -1)
+end
+return {redis.call('HGETALL', KEYS[1]), redis.call('LLEN', KEYS[2]), observations, redis.call('LRANGE', KEYS[3], 0, -1)}
+"""
+)
+
+# KEYS: hash, obs, replies, index
+# ARGV: id, ttl_ms, expected_seq, next_seq, state, mode, version, updated, retained, kept replies,
+#       clear replies (0/1), reply ('' for none), appended observations...
+# Returns 1 if applied, 0 if next_seq was not the expected one, -1 if there is no such session.
+_COMMIT = (
+    _NOW
+    + _PUSH
+    + """
+local current = redis.call('HGET', KEYS[1], 'next_seq')
+if not current then return -1 end
+if current ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'next_seq', ARGV[4], 'state', ARGV[5], 'mode', ARGV[6], 'version', ARGV[7],
+           'updated', ARGV[8])
+if #ARGV >= 13 then
+  push(KEYS[2], 13, #ARGV)
+  local keep = tonumber(ARGV[9])
+  if keep > 0 then redis.call('LTRIM', KEYS[2], -keep, -1) else redis.call('DEL', KEYS[2]) end
+end
+if ARGV[11] == '1' then redis.call('DEL', KEYS[3]) end
+if ARGV[12] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[12])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[10]), -1)
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+)
+
+
+class RedisSessionStore:
+    """Records in Redis; see the module docstring for the keys."""
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        limits: StoreLimits,
+        prefix: str = "latentcast",
+        timeout: float = 2.0,
+        on_evict: EvictionListener | None = None,
+    ) -> None:
+        self.limits = limits
+        self.url = url
+        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._session_prefix = f"{prefix}:session:"
+        self._index = f"{prefix}:sessions"
+        self._ttl_ms = max(1, round(limits.ttl_seconds * 1000))
+        self._on_evict = on_evict
+        self._sweep = self._client.register_script(_SWEEP)
+        self._create = self._client.register_script(_CREATE)
+        self._get = self._client.register_script(_GET)
+        self._commit = self._client.register_script(_COMMIT)
+
+    def _keys(self, session_id: str) -> list[str]:
+        base = self._session_prefix + session_id
+        return [base, f"{base}:obs", f"{base}:replies", self._index]
+
+    async def create(self, record: SessionRecord) -> None:
+        retained = record.retained[-self.limits.retained_observations :] if self.limits.retained_observations else ()
+        args: list[Any] = [
+            record.session_id,
+            self._ttl_ms,
+            self.limits.max_sessions,
+            self._session_prefix,
+            record.owner,
+            record.mode,
+            record.version,
+            record.ticker or "",
+            record.next_seq,
+            record.state,
+            repr(record.created),
+            repr(record.updated),
+            *(observation_to_bytes(o) for o in retained),
+        ]
+        async with _available(self.url):
+            expired, evicted = await self._create(keys=self._keys(record.session_id), args=args)
+        self._notify("ttl", int(expired))
+        self._notify("capacity", int(evicted))
+
+    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
+        wanted = -1 if observations is None else max(observations, 0)
+        async with _available(self.url):
+            found = await self._get(keys=self._keys(session_id), args=[session_id, self._ttl_ms, wanted])
+        if not found:
+            return None
+        flat, kept, read, replies = found
+        fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        return SessionRecord(
+            session_id=session_id,
+            owner=fields["owner"].decode(),
+            mode=fields["mode"].decode(),
+            version=fields["version"].decode(),
+            ticker=fields["ticker"].decode() or None,
+            next_seq=int(fields["next_seq"]),
+            state=fields["state"],
+            retained=tuple(observation_from_bytes(b) for b in read),
+            retained_count=int(kept),
+            replies=tuple(StoredReply.from_bytes(b) for b in replies),
+            created=float(fields["created"]),
+            updated=float(fields["updated"]),
+        )
+
+    async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
+        args: list[Any] = [
+            session_id,
+            self._ttl_ms,
+            expected_seq,
+            update.next_seq,
+            update.state,
+            update.mode,
+            update.version,
+            repr(update.updated),
+            self.limits.retained_observations,
+            self.limits.retained_replies,
+            int(update.clear_replies),
+            update.reply.to_bytes() if update.reply else b"",
+            *(observation_to_bytes(o) for o in update.appended),
+        ]
+        async with _available(self.url):
+            result = await self._commit(keys=self._keys(session_id), args=args)
+        return int(result) == 1
+
+    async def delete(self, session_id: str) -> bool:
+        hash_key, obs_key, replies_key, index = self._keys(session_id)
+        async with _available(self.url), self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(hash_key, obs_key, replies_key)
+            pipe.zrem(index, session_id)
+            deleted, _ = await pipe.execute()
+        return int(deleted) > 0
+
+    async def count(self) -> int:
+        async with _available(self.url):
+            expired = await self._sweep(keys=[self._index], args=[self._session_prefix])
+            count = await self._client.zcard(self._index)
+        self._notify("ttl", int(expired))
+        return int(count)
+
+    async def ping(self) -> None:
+        async with _available(self.url):
+            await self._client.ping()
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _notify(self, reason: str, count: int) -> None:
+        if count and self._on_evict is not None:
+            self._on_evict(reason, count)
+
+
+@asynccontextmanager
+async def _available(url: str) -> AsyncIterator[None]:
+    """Turn Redis failures into ``UnavailableError`` (503), naming the server but not its password."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        where = url.split("://", 1)[-1].rsplit("@", 1)[-1]
+        raise UnavailableError(f"session store is unavailable: redis at {where}: {exc}") from exc

@@ -1,0 +1,222 @@
+"""Every 4xx the API gives: its status, code and exact message, in the one error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from tests.factories import tiny_checkpoint
+from tests.service.conftest import MakeSettings
+from training.registry import Registry
+
+JSON = {"content-type": "application/json"}
+
+
+def error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error"}
+    return body["error"]
+
+
+@pytest.fixture
+def session(client: TestClient, closes) -> str:
+    session_id: str = client.post("/v1/sessions", json={"history": closes[:10]}).json()["session_id"]
+    return session_id
+
+
+def test_an_unknown_session_is_404(client: TestClient):
+    for response in (
+        client.get("/v1/sessions/unknownsessionid"),
+        client.post("/v1/sessions/unknownsessionid/observations", json={"seq": 0, "observations": [1.0]}),
+        client.delete("/v1/sessions/unknownsessionid"),
+    ):
+        assert error(response, 404) == {
+            "code": "not_found",
+            "message": "no session 'unknownsessionid': it does not exist, has expired or belongs to another key",
+        }
+
+
+@pytest.mark.parametrize(
+    ("seq", "observations", "message", "reason"),
+    [
+        (12, [3.0], "seq 12 leaves a gap: the session expects seq 10", "gap"),
+        (9, [3.0, 4.0], "observation 9 differs from the one already applied; the session expects seq 10", "conflict"),
+    ],
+)
+def test_a_gap_or_a_conflict_is_409_and_changes_nothing(
+    client: TestClient, session: str, seq, observations, message, reason
+):
+    before = client.get(f"/v1/sessions/{session}").json()
+    response = client.post(f"/v1/sessions/{session}/observations", json={"seq": seq, "observations": observations})
+    assert error(response, 409) == {"code": "conflict", "message": message, "expected_seq": 10, "reason": reason}
+    assert client.get(f"/v1/sessions/{session}").json() == before
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "seq"),
+    [
+        ("[101.0, NaN]", "observation 11: close is nan; values must be finite", 11),
+        ("[101.0, 102.0, Infinity]", "observation 12: close is inf; values must be finite", 12),
+        ("[-Infinity]", "observation 10: close is -inf; values must be finite", 10),
+        ("[0]", "observation 10: close is 0.0; prices must be positive", 10),
+        ('[{"close": -3.5}]', "observation 10: close is -3.5; prices must be positive", 10),
+    ],
+)
+def test_non_finite_or_non_positive_prices_are_422_and_nothing_is_applied(
+    client: TestClient, session: str, raw, message, seq
+):
+    before = client.get(f"/v1/sessions/{session}").json()
+    body = '{"seq": 10, "observations": ' + raw + "}"
+    response = client.post(f"/v1/sessions/{session}/observations", content=body, headers=JSON)
+    assert error(response, 422) == {"code": "invalid_data", "message": message, "seq": seq}
+    assert client.get(f"/v1/sessions/{session}").json() == before
+
+
+def test_bad_values_in_a_stateless_forecast_or_a_history_are_422(client: TestClient, registry: Registry):
+    response = client.post("/v1/forecast", content='{"observations": [100, 101, NaN]}', headers=JSON)
+    assert error(response, 422)["message"] == "observation 2: close is nan; values must be finite"
+    response = client.post("/v1/sessions", json={"history": [100, -1]})
+    assert error(response, 422)["message"] == "observation 1: close is -1.0; prices must be positive"
+    response = client.post("/v1/forecast", json={"observations": [100.0]})
+    assert error(response, 422) == {
+        "code": "invalid_data",
+        "message": f"1 observations give no forecast: {registry.champion('latent')} needs at least 2",
+        "needed": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "message"),
+    [
+        (
+            "/v1/forecast",
+            {"observations": []},
+            "observations: List should have at least 1 item after validation, not 0",
+        ),
+        ("/v1/forecast", {}, "observations: Field required"),
+        (
+            "/v1/forecast",
+            {"observations": ["abc"]},
+            "observations[0]: an observation is a number (a close price) or an object with a close",
+        ),
+        (
+            "/v1/forecast",
+            {"observations": [True]},
+            "observations[0]: an observation is a number (a close price) or an object with a close",
+        ),
+        ("/v1/forecast", {"observations": [{"open": 1.0}]}, "observations[0].close: Field required"),
+        (
+            "/v1/forecast",
+            {"observations": [{"close": 1.0, "price": 2}]},
+            "observations[0].price: Extra inputs are not permitted",
+        ),
+        ("/v1/forecast", {"mode": "var", "observations": [1.0]}, "mode: Input should be 'ar' or 'latent'"),
+        (
+            "/v1/forecast",
+            {"mode": "ar", "version": "ar-x", "observations": [1.0]},
+            "body: give a mode or a version, not both",
+        ),
+        ("/v1/sessions/SESSION/observations", {"observations": [1.0]}, "seq: Field required"),
+        (
+            "/v1/sessions/SESSION/observations",
+            {"seq": -1, "observations": [1.0]},
+            "seq: Input should be greater than or equal to 0",
+        ),
+        (
+            "/v1/sessions/SESSION/observations",
+            {"seq": 10, "observations": []},
+            "observations: List should have at least 1 item after validation, not 0",
+        ),
+    ],
+)
+def test_malformed_requests_are_422_naming_the_field(client: TestClient, session: str, url, body, message):
+    response = client.post(url.replace("SESSION", session), json=body)
+    got = error(response, 422)
+    assert got["code"] == "invalid_request"
+    assert got["message"] == message
+    assert got["errors"][0]["field"] == message.split(":")[0]
+
+
+def test_a_body_that_is_not_json_is_422(client: TestClient):
+    response = client.post("/v1/forecast", content="{observations", headers=JSON)
+    got = error(response, 422)
+    assert got["code"] == "invalid_request"
+    assert got["message"] == "body: JSON decode error"
+
+
+def test_too_large_bodies_and_batches_are_413(make_settings: MakeSettings, closes):
+    with TestClient(create_app(make_settings(max_body_bytes=2048, max_batch=3, max_history=50))) as client:
+        response = client.post("/v1/forecast", json={"observations": closes[:300]})
+        declared = len(response.request.content)
+        assert error(response, 413) == {
+            "code": "limit_exceeded",
+            "message": f"request body is {declared} bytes; the limit is 2048 bytes (LATENTCAST_MAX_BODY_BYTES)",
+            "limit": 2048,
+        }
+        chunked = client.post(
+            "/v1/forecast", content=iter([b'{"observations": [', b"1.0, " * 500, b"1.0]}"]), headers=JSON
+        )
+        assert error(chunked, 413)["message"] == (
+            "request body is more than 2048 bytes; the limit is 2048 bytes (LATENTCAST_MAX_BODY_BYTES)"
+        )
+        session = client.post("/v1/sessions", json={"history": closes[:5]}).json()["session_id"]
+        response = client.post(f"/v1/sessions/{session}/observations", json={"seq": 5, "observations": closes[5:9]})
+        assert error(response, 413) == {
+            "code": "limit_exceeded",
+            "message": "batch has 4 observations; the limit is 3 (LATENTCAST_MAX_BATCH)",
+            "limit": 3,
+        }
+        for url, key in (("/v1/forecast", "observations"), ("/v1/sessions", "history")):
+            response = client.post(url, json={key: closes[:51]})
+            assert error(response, 413)["message"] == (
+                f"{'observations' if key == 'observations' else 'history'} has 51 observations; "
+                "the limit is 50 (LATENTCAST_MAX_HISTORY)"
+            )
+
+
+def test_unknown_versions_and_modes_without_a_champion_are_404(tmp_path, make_settings: MakeSettings):
+    registry = Registry(tmp_path / "artifacts")
+    registry.promote(registry.register(tiny_checkpoint("latent")).version)
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        response = client.post("/v1/sessions", json={"mode": "ar"})
+        assert error(response, 404) == {
+            "code": "not_found",
+            "message": "no champion for mode 'ar': no ar model has been promoted yet",
+        }
+        response = client.post("/v1/forecast", json={"version": "latent-20200101T000000-abcdef", "observations": [1.0]})
+        assert error(response, 404)["message"] == "no model version 'latent-20200101T000000-abcdef'"
+        response = client.post("/v1/sessions", json={"version": "gpt"})
+        assert error(response, 404)["message"] == (
+            "no model version 'gpt' (versions look like latent-20260101T000000-a1b2c3)"
+        )
+
+
+def test_unknown_routes_and_methods_keep_their_status_in_the_error_shape(client: TestClient):
+    assert error(client.get("/v2/forecast"), 404) == {"code": "not_found", "message": "Not Found"}
+    assert error(client.get("/v1/forecast"), 405) == {"code": "method_not_allowed", "message": "Method Not Allowed"}
+
+
+def test_only_the_first_validation_errors_are_listed(client: TestClient):
+    response = client.post("/v1/forecast", json={"observations": ["x"] * 50})
+    got = error(response, 422)
+    assert got["message"] == (
+        "observations[0]: an observation is a number (a close price) or an object with a close (and 49 more)"
+    )
+    assert [e["field"] for e in got["errors"]] == [f"observations[{i}]" for i in range(10)]
+
+
+def test_an_unexpected_failure_is_a_500_without_details(make_settings: MakeSettings, monkeypatch, caplog):
+    with TestClient(create_app(make_settings()), raise_server_exceptions=False) as client:
+        forecasts = client.app.state.services.forecasts  # type: ignore[attr-defined]
+
+        async def broken(*args: Any) -> None:
+            raise RuntimeError("secret detail")
+
+        monkeypatch.setattr(forecasts, "forecast", broken)
+        response = client.post("/v1/forecast", json={"observations": [1.0, 2.0]})
+    assert error(response, 500) == {"code": "internal", "message": "internal error; the server log has the details"}
+    assert "secret detail" in caplog.text

@@ -1,0 +1,215 @@
+"""Both session stores pass the same tests; the Redis ones run against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis
+
+from data.errors import UnavailableError
+from models.predictor import Observation
+from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, StoreLimits
+from service.stores.memory import MemorySessionStore
+from service.stores.records import batch_digest, observation_from_bytes, observation_to_bytes
+from service.stores.redis import RedisSessionStore
+from tests.service.servers import free_port
+
+pytestmark = pytest.mark.anyio
+
+MakeStore = Callable[..., SessionStore]
+BARS = [
+    Observation(close=101.25, open=100.5, high=102.0, low=99.75, volume=3.1e6, time="2024-01-02"),
+    Observation(close=102.5),
+    Observation(close=99.0, volume=0.0),
+]
+
+
+@pytest.fixture
+def evictions() -> dict[str, int]:
+    return {}
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(request: pytest.FixtureRequest, evictions: dict[str, int]) -> AsyncIterator[MakeStore]:
+    """Builds stores of the parametrised kind with the given limits; closes them after the test."""
+    made: list[SessionStore] = []
+
+    def count(reason: str, n: int) -> None:
+        evictions[reason] = evictions.get(reason, 0) + n
+
+    def make(
+        ttl_seconds: float = 60.0, max_sessions: int = 100, retained_observations: int = 5, retained_replies: int = 2
+    ) -> SessionStore:
+        limits = StoreLimits(ttl_seconds, max_sessions, retained_observations, retained_replies)
+        store: SessionStore
+        if request.param == "memory":
+            store = MemorySessionStore(limits, on_evict=count)
+        else:
+            url = request.getfixturevalue("redis_server")
+            store = RedisSessionStore(url, limits, prefix=request.getfixturevalue("redis_prefix"), on_evict=count)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+def record(session_id: str = "s1", **fields: Any) -> SessionRecord:
+    values: dict[str, Any] = {
+        "session_id": session_id,
+        "owner": "0123abcd",
+        "mode": "latent",
+        "version": "latent-20260101T000000-a1b2c3",
+        "ticker": "IBM",
+        "next_seq": 3,
+        "state": b"LCSE\x00\x01binary\xff",
+        "retained": tuple(BARS),
+        "created": 1700000000.25,
+        "updated": 1700000000.5,
+    }
+    values.update(fields)
+    return SessionRecord(**values)
+
+
+def update(next_seq: int, appended: tuple[Observation, ...] = (), reply_seq: int | None = None, **fields: Any):
+    reply = None
+    if reply_seq is not None:
+        reply = StoredReply(seq=reply_seq, digest=batch_digest(appended), body=b'{"next_seq": %d}' % next_seq)
+    values: dict[str, Any] = {"state": b"state-%d" % next_seq, "mode": "latent", "version": "latent-v", "updated": 2.5}
+    values.update(fields)
+    return SessionUpdate(next_seq=next_seq, appended=appended, reply=reply, **values)
+
+
+def test_observations_round_trip_through_bytes_exactly():
+    for obs in [*BARS, Observation(close=1e-300, high=1.0000000000000002, time="é")]:
+        assert observation_from_bytes(observation_to_bytes(obs)) == obs
+
+
+async def test_a_record_reads_back_as_it_was_written(make_store: MakeStore):
+    store = make_store()
+    await store.create(record())
+    assert await store.get("s1", observations=None) == record(retained_count=3)
+    assert await store.get("s1") == record(retained=(), retained_count=3)
+    assert await store.get("s1", observations=2) == record(retained=tuple(BARS[1:]), retained_count=3)
+    assert await store.get("nope") is None
+
+
+async def test_commit_applies_only_on_the_expected_seq(make_store: MakeStore):
+    store = make_store()
+    await store.create(record())
+    assert not await store.commit("s1", 2, update(4, (BARS[0],)))
+    assert await store.get("s1", None) == record(retained_count=3)
+    assert await store.commit("s1", 3, update(4, (BARS[0],), reply_seq=3))
+    stored = await store.get("s1", None)
+    assert stored is not None
+    assert (stored.next_seq, stored.state, stored.version, stored.updated) == (4, b"state-4", "latent-v", 2.5)
+    assert stored.retained == (*BARS, BARS[0])
+    assert [r.seq for r in stored.replies] == [3]
+    assert not await store.commit("s1", 3, update(5, (BARS[1],)))
+    assert not await store.commit("missing", 0, update(1))
+
+
+async def test_only_the_last_observations_and_replies_are_kept(make_store: MakeStore):
+    store = make_store(retained_observations=5, retained_replies=2)
+    await store.create(record())
+    for seq in range(3, 7):
+        assert await store.commit("s1", seq, update(seq + 1, (Observation(close=float(seq)),), reply_seq=seq))
+    stored = await store.get("s1", None)
+    assert stored is not None
+    assert [o.close for o in stored.retained] == [99.0, 3.0, 4.0, 5.0, 6.0]
+    assert [r.seq for r in stored.replies] == [5, 6]
+    assert stored.first_retained_seq == 2
+    assert await store.commit("s1", 7, update(7, clear_replies=True))
+    stored = await store.get("s1", None)
+    assert stored is not None and stored.replies == () and len(stored.retained) == 5
+
+
+async def test_a_long_history_is_cut_to_the_bound_when_a_session_opens(make_store: MakeStore):
+    store = make_store(retained_observations=2)
+    await store.create(record())
+    assert await store.get("s1", None) == record(retained=tuple(BARS[1:]), retained_count=2)
+
+
+async def test_no_observations_are_kept_when_the_bound_is_zero(make_store: MakeStore):
+    store = make_store(retained_observations=0)
+    await store.create(record())
+    assert await store.commit("s1", 3, update(4, (BARS[0],)))
+    stored = await store.get("s1", None)
+    assert stored is not None and stored.retained == ()
+
+
+async def test_sessions_expire_after_their_ttl_unless_used(make_store: MakeStore, evictions: dict[str, int]):
+    store = make_store(ttl_seconds=0.8)
+    await store.create(record("used"))
+    await store.create(record("idle"))
+    for _ in range(3):
+        await asyncio.sleep(0.3)
+        assert await store.get("used") is not None
+    assert await store.get("idle") is None
+    assert await store.count() == 1
+    await asyncio.sleep(0.9)
+    assert await store.count() == 0
+    assert evictions == {"ttl": 2}
+
+
+async def test_beyond_max_sessions_the_least_recently_used_is_dropped(make_store: MakeStore, evictions):
+    store = make_store(max_sessions=3)
+    for name in ("a", "b", "c"):
+        await store.create(record(name))
+        time.sleep(0.002)  # distinct last-use times, also on the Redis server's clock
+    assert await store.get("a") is not None
+    await store.create(record("d"))
+    assert await store.get("b") is None
+    assert [await store.get(n) is not None for n in "acd"] == [True, True, True]
+    assert await store.count() == 3
+    assert evictions == {"capacity": 1}
+
+
+async def test_delete_removes_a_session_once(make_store: MakeStore):
+    store = make_store()
+    await store.create(record())
+    assert await store.delete("s1")
+    assert not await store.delete("s1")
+    assert await store.get("s1") is None
+    assert await store.count() == 0
+
+
+async def test_of_two_concurrent_commits_on_one_seq_exactly_one_wins(make_store: MakeStore):
+    first, second = make_store(), make_store()  # two workers on one Redis (or one process's memory)
+    if isinstance(first, MemorySessionStore):
+        second = first
+    await first.create(record())
+    results = await asyncio.gather(
+        *(s.commit("s1", 3, update(4, (BARS[i % 3],))) for i, s in enumerate([first, second] * 4))
+    )
+    assert sorted(results) == [False] * 7 + [True]
+    stored = await second.get("s1", None)
+    assert stored is not None and stored.next_seq == 4 and len(stored.retained) == 4 - 3 + 3
+
+
+async def test_redis_keeps_the_state_as_raw_bytes_with_a_ttl(redis_server: str, redis_prefix: str):
+    store = RedisSessionStore(redis_server, StoreLimits(60.0, 10, 5, 2), prefix=redis_prefix)
+    await store.create(record())
+    raw = redis.Redis.from_url(redis_server)
+    key = f"{redis_prefix}:session:s1"
+    assert raw.hget(key, "state") == record().state
+    assert 0 < raw.pttl(key) <= 60_000 and 0 < raw.pttl(key + ":obs") <= 60_000
+    assert raw.llen(key + ":obs") == 3
+    raw.close()
+    await store.close()
+
+
+async def test_an_unreachable_redis_is_unavailable():
+    port = free_port()
+    store = RedisSessionStore(f"redis://:secret@127.0.0.1:{port}/0", StoreLimits(60.0, 10, 5, 2), timeout=0.5)
+    for call in (store.ping(), store.get("s1"), store.create(record())):
+        with pytest.raises(UnavailableError) as caught:
+            await call
+        assert caught.value.message.startswith(f"session store is unavailable: redis at 127.0.0.1:{port}/0: ")
+        assert "secret" not in caught.value.message
+    await store.close()
