@@ -48,6 +48,7 @@ class ModelVersion:
     metrics: dict[str, Any]
     data_span: dict[str, Any]
     config: dict[str, Any]
+    features: tuple[str, ...]  # the inputs the model reads, from its scaler
 
 
 class Registry:
@@ -129,6 +130,7 @@ class Registry:
             metrics=_read_json(path / "metrics.json", version),
             data_span=_read_json(path / "data.json", version),
             config=_read_json(path / "config.json", version),
+            features=tuple(str(f) for f in _read_json(path / "scaler.json", version).get("features", ())),
         )
 
     def path(self, version: str) -> Path:

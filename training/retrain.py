@@ -97,15 +97,38 @@ def score_on_holdout(
     return holdout_loss(spans, model.config.quantiles, horizon, keep)
 
 
+def challenger_setup(registry: Registry, mode: str, config: RetrainConfig) -> tuple[ModelConfig, tuple[str, ...]]:
+    """The architecture and features of the next challenger of ``mode``.
+
+    A challenger copies its champion's (so that the two differ only in what
+    they learned from the fresher data); without a readable champion it
+    takes the configured defaults.
+    """
+    champion = registry.champion(mode)
+    if champion is not None:
+        try:
+            meta = registry.get(champion)
+            return ModelConfig.from_dict(meta.config), meta.features or config.features
+        except ForecastError as exc:
+            logger.warning("champion %s unreadable (%s): the challenger takes the defaults", champion, exc)
+    return ModelConfig.from_dict({**config.model.to_dict(), "mode": mode}), config.features
+
+
 def challenge(
-    registry: Registry, mode: str, data: TrainingData, prices: pd.DataFrame, config: RetrainConfig, source: str
+    registry: Registry, mode: str, prices: pd.DataFrame, config: RetrainConfig, source: str
 ) -> dict[str, Any]:
     """Train a challenger of ``mode``, score it against the champion, promote it if better."""
-    model_config = ModelConfig.from_dict({**config.model.to_dict(), "mode": mode})
+    model_config, features = challenger_setup(registry, mode, config)
+    data = TrainingData.prepare(prices, features, model_config.horizon)
     trained = fit(model_config, data, config.train)
     version = registry.register(checkpoint(trained, source)).version
     champion = registry.champion(mode)
-    outcome: dict[str, Any] = {"mode": mode, "challenger": version, "champion_before": champion}
+    outcome: dict[str, Any] = {
+        "mode": mode,
+        "challenger": version,
+        "champion_before": champion,
+        "holdout_start": data.split.to_dict()["test_start"],
+    }
     holdout = data.split.test_start
     levels = model_config.quantiles
     if champion is None:
@@ -136,6 +159,15 @@ def challenge(
     return outcome
 
 
+def price_span(prices: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "tickers": sorted(prices["ticker"].unique().tolist()),
+        "rows": len(prices),
+        "first": prices["date"].min().date().isoformat(),
+        "last": prices["date"].max().date().isoformat(),
+    }
+
+
 def run_retrain(
     config: RetrainConfig,
     job_id: str | None = None,
@@ -155,17 +187,12 @@ def run_retrain(
             job.stage = "fetching data"
             jobs.save(job)
             fresh = fetch(config, download)
-            data = TrainingData.prepare(fresh.frame, config.features, config.model.horizon)
-            job.data = {
-                **data.span(fresh.source),
-                "reason": fresh.reason,
-                "holdout_start": data.split.to_dict()["test_start"],
-            }
+            job.data = {**price_span(fresh.frame), "source": fresh.source, "reason": fresh.reason}
             registry = Registry(config.artifacts)
             for mode in config.modes:
                 job.stage = f"training {mode}"
                 jobs.save(job)
-                job.modes.append(challenge(registry, mode, data, fresh.frame, config, fresh.source))
+                job.modes.append(challenge(registry, mode, fresh.frame, config, fresh.source))
                 jobs.save(job)
         job.finish("succeeded", time.perf_counter() - started)
     except ConflictError as exc:

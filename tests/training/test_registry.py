@@ -28,6 +28,7 @@ def test_register_lists_and_loads_versions(tmp_path):
     assert [v.version for v in registry.versions("ar")] == [second.version]
     assert registry.get(first.version).metrics == {"val_loss": 0.7}
     assert registry.get(first.version).data_span["source"] == "bundled"
+    assert registry.get(first.version).features == ("returns",)
     raw = torch.load(first.path / "model.pt", weights_only=True)
     assert raw["config"]["mode"] == "latent"
     predictor = registry.predictor(first.version)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from data import sources
-from tests.factories import tiny_config
+from tests.factories import tiny_checkpoint, tiny_config
 from training.config import TrainConfig
 from training.jobs import JobStore
 from training.lock import JobLock
@@ -45,12 +45,13 @@ def test_first_retrain_promotes_both_modes_and_reports(tmp_path):
         assert registry.champion(outcome["mode"]) == outcome["challenger"] == outcome["champion_after"]
         assert outcome["challenger_loss"] > 0
     assert job.data["source"] == "bundled" and job.data["tickers"] == ["IBM", "MSFT"]
-    assert job.data["holdout_start"] == job.data["test_start"]
+    assert job.data["first"] == "2000-03-01" and job.data["last"] == "2013-03-01"
+    assert job.modes[0]["holdout_start"] == registry.get(job.modes[0]["challenger"]).data_span["test_start"]
     assert JobStore(tmp_path / "jobs").get(job.job_id).to_dict() == job.to_dict()
 
 
 def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
-    strong = TrainConfig(**{**FAST.to_dict(), "epochs": 8})
+    strong = TrainConfig(**{**FAST.to_dict(), "epochs": 4})
     first = run_retrain(config(tmp_path, train=strong, modes=("latent",)))
     champion = first.modes[0]["challenger"]
     # a challenger that barely moves from its random start
@@ -77,6 +78,18 @@ def test_a_better_challenger_is_promoted_past_the_margin(tmp_path):
     [outcome] = job.modes
     assert outcome["promoted"], outcome["reason"]
     assert Registry(tmp_path).champion("ar") == outcome["challenger"]
+
+
+def test_a_challenger_copies_its_champions_architecture_and_features(tmp_path):
+    registry = Registry(tmp_path)
+    champion = registry.register(tiny_checkpoint("ar", n_features=2, hidden_size=6, window=7)).version
+    registry.promote(champion)
+    job = run_retrain(config(tmp_path, modes=("ar",)))  # the configured default is returns only, hidden 8
+    [outcome] = job.modes
+    challenger = registry.get(outcome["challenger"])
+    assert challenger.config == {**registry.get(champion).config}
+    assert challenger.data_span["features"] == ["returns", "range"]
+    assert outcome["champion_loss"] > 0 and outcome["challenger_loss"] > 0  # scored on the same holdout
 
 
 def test_a_job_is_skipped_while_another_holds_the_lock(tmp_path):
