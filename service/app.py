@@ -18,7 +18,8 @@ from service.forecasting import ForecastService, in_thread
 from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
-from service.routes import forecast, health, models, sessions
+from service.retraining import RetrainLauncher
+from service.routes import forecast, health, jobs, models, sessions
 from service.sessions import SessionService
 from service.stores import build_store
 from training.registry import Registry
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store=store,
             sessions=SessionService(store, pool, metrics, settings.max_batch, settings.max_history),
             forecasts=ForecastService(pool, settings.max_history),
+            jobs=RetrainLauncher(settings),
         )
         poller = None
         if settings.registry_poll_seconds > 0:
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    for router in (forecast.router, sessions.router, models.router, health.router):
+    for router in (forecast.router, sessions.router, models.router, jobs.router, health.router):
         app.include_router(router)
     return app
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,22 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=run_compare)
 
-    retrain = commands.add_parser("retrain", help="fetch fresh prices, train challengers, promote the better")
+    retrain = commands.add_parser(
+        "retrain",
+        help="fetch fresh prices, train challengers, promote the better (defaults: LATENTCAST_RETRAIN_*)",
+    )
     retrain.add_argument(
-        "--source",
-        choices=sources.SOURCES,
-        default="yfinance",
-        help="yfinance falls back to the disk cache, then to the bundled prices",
+        "--source", choices=sources.SOURCES, help="yfinance falls back to the disk cache, then to the bundled prices"
     )
     retrain.add_argument("--path", help="CSV file or folder (source csv)")
-    retrain.add_argument("--tickers", nargs="+", default=list(RetrainConfig.tickers))
+    retrain.add_argument("--tickers", nargs="+")
     retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
-    retrain.add_argument(
-        "--margin", type=float, default=RetrainConfig.margin, help="relative loss improvement a challenger needs"
-    )
+    retrain.add_argument("--margin", type=float, help="relative loss improvement a challenger needs")
     retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
-    add_model_arguments(retrain)
+    add_model_arguments(retrain, epochs=None)
     retrain.set_defaults(handler=run_retrain_command)
+
+    schedule = commands.add_parser("schedule", help="run the retrain on LATENTCAST_RETRAIN_CRON, one job at a time")
+    schedule.add_argument("--check", action="store_true", help="exit 0 if a scheduler's heartbeat is fresh")
+    schedule.set_defaults(handler=run_schedule)
     return parser
 
 
@@ -111,7 +114,7 @@ def add_artifacts_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = TrainConfig.epochs) -> None:
     model, train = ModelConfig(), TrainConfig()
     parser.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="comma list of returns,range,volume")
     parser.add_argument("--cell", choices=CELLS, default=model.cell)
@@ -119,7 +122,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=model.num_layers)
     parser.add_argument("--window", type=int, default=model.window, help="ar mode's window")
     parser.add_argument("--horizon", type=int, default=model.horizon)
-    parser.add_argument("--epochs", type=int, default=train.epochs)
+    parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--seed", type=int, default=train.seed)
     parser.add_argument("--threads", type=int, default=train.threads, help="torch threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -203,13 +206,16 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_retrain_command(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.epochs is None:
+        args.epochs = settings.retrain_epochs
     config = RetrainConfig(
         artifacts=args.artifacts,
-        tickers=tuple(t.upper() for t in args.tickers),
-        source=args.source,
-        path=args.path,
+        tickers=tuple(t.upper() for t in args.tickers or settings.retrain_tickers),
+        source=args.source or settings.retrain_source,
+        path=args.path or settings.retrain_path,
         modes=tuple(MODES) if args.mode == "both" else (args.mode,),
-        margin=args.margin,
+        margin=settings.retrain_margin if args.margin is None else args.margin,
         features=tuple(args.features.split(",")),
         model=model_config(args, "latent"),
         train=train_config(args),
@@ -217,6 +223,19 @@ def run_retrain_command(args: argparse.Namespace) -> int:
     job = run_retrain(config, args.job_id)
     print(json.dumps(job.to_dict(), indent=2))
     return 0 if job.status in ("succeeded", "skipped") else 1
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    from service.scheduler import heartbeat_is_fresh, run_scheduler  # APScheduler only for this command
+
+    settings = get_settings()
+    if args.check:
+        fresh, why = heartbeat_is_fresh(settings)
+        print(why)
+        return 0 if fresh else 1
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # containers stop with SIGTERM
+    run_scheduler(settings)
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:

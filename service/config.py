@@ -56,16 +56,52 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), description="comma-separated client keys")
     admin_key: str | None = Field(default=None, description="key of the admin routes (also a client key)")
 
+    # retraining (the scheduler and POST /v1/retrain run `latentcast retrain` with these)
+    retrain_cron: str = Field(
+        default="30 22 * * 1-5", description="when the scheduler retrains: a 5-field cron (after the US close, UTC)"
+    )
+    retrain_timezone: str = Field(default="UTC", description="time zone of the cron expression")
+    retrain_source: Literal["yfinance", "bundled", "csv"] = Field(
+        default="yfinance", description="yfinance falls back to its disk cache, then to the bundled prices"
+    )
+    retrain_path: str | None = Field(default=None, description="CSV file or folder when the source is csv")
+    retrain_tickers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("AAPL", "GOOG", "IBM", "MSFT"), description="comma-separated tickers to retrain on"
+    )
+    retrain_margin: float = Field(
+        default=0.005, ge=0, lt=1, description="relative holdout-loss gain a challenger needs to be promoted"
+    )
+    retrain_epochs: int = Field(default=40, ge=1, description="most epochs of a retrain (early stopping may end it)")
+    retrain_timeout_seconds: float = Field(default=3600.0, gt=0, description="a retrain running longer is killed")
+
     # where to listen
     host: str = Field(default="127.0.0.1", description="interface uvicorn binds (0.0.0.0 in a container)")
     port: int = Field(default=8000, ge=1, le=65535, description="port uvicorn listens on")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "retrain_tickers", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("retrain_tickers", mode="after")
+    @classmethod
+    def _upper_tickers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("retrain_tickers needs at least one ticker")
+        return tuple(t.upper() for t in value)
+
+    @field_validator("retrain_cron", mode="after")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger  # only settings that schedule need it
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"retrain_cron {value!r} is not a 5-field cron expression: {exc}") from exc
         return value
 
     @field_validator("admin_key", mode="before")

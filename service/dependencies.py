@@ -14,6 +14,7 @@ from service.config import Settings
 from service.forecasting import ForecastService
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
+from service.retraining import RetrainLauncher
 from service.sessions import SessionService
 from service.stores import SessionStore
 
@@ -33,6 +34,7 @@ class Services:
     store: SessionStore
     sessions: SessionService
     forecasts: ForecastService
+    jobs: RetrainLauncher
 
 
 def services(request: Request) -> Services:

@@ -229,6 +229,58 @@ class ReloadResponse(BaseModel):
     failed: dict[str, str] = Field(description="modes whose new champion did not load (the old one keeps serving)")
 
 
+JOB_EXAMPLE: dict[str, Any] = {
+    "job_id": "20261125T223000-4be1a9",
+    "status": "succeeded",
+    "stage": "done",
+    "created": "2026-11-25T22:30:00+00:00",
+    "started": "2026-11-25T22:30:01+00:00",
+    "finished": "2026-11-25T22:31:12+00:00",
+    "seconds": 71.2,
+    "pid": 4242,
+    "host": "api-1",
+    "data": {"source": "yfinance", "reason": "downloaded 12750 rows", "tickers": ["AAPL", "MSFT"]},
+    "modes": [
+        {
+            "mode": "latent",
+            "challenger": "latent-20261125T223040-9c1d2e",
+            "champion_before": "latent-20261124T223039-1a2b3c",
+            "champion_after": "latent-20261125T223040-9c1d2e",
+            "promoted": True,
+            "reason": "challenger loss 0.003601 is below champion loss 0.003650 x (1 - margin 0.005) = 0.003632",
+        }
+    ],
+    "recovered_lock": None,
+    "error": None,
+}
+
+
+class JobResponse(BaseModel):
+    """A retrain job's report, as the job writes it at every stage."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
+
+    job_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "skipped", "crashed"] = Field(
+        description="skipped: another retrain held the lock; crashed: its process died without finishing"
+    )
+    stage: str
+    created: str
+    started: str | None = None
+    finished: str | None = None
+    seconds: float | None = None
+    pid: int | None = None
+    host: str
+    data: dict[str, Any] = Field(description="the prices used: source, why that source, tickers, span")
+    modes: list[dict[str, Any]] = Field(description="per mode: challenger, champion, losses, decision and why")
+    recovered_lock: dict[str, Any] | None = Field(default=None, description="a stale lock left by a dead job")
+    error: str | None = None
+
+
+class JobListResponse(BaseModel):
+    jobs: list[JobResponse]
+
+
 class StatusResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

@@ -16,7 +16,7 @@ DESCRIPTIONS = {
     401: "missing or unknown API key (when keys are configured)",
     403: "a valid key that is not the admin key",
     404: "no such session (or not yours), version, or no champion for the mode",
-    409: "seq gap or conflicting overlap; the error names expected_seq",
+    409: "seq gap or conflicting overlap (the error names expected_seq), or a retrain already running",
     413: "request body or observation count over the configured bound",
     422: "malformed request, or an observation that is missing a field, not finite or not positive",
     503: "session store unreachable or no model loaded",

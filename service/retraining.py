@@ -1,0 +1,112 @@
+"""Retrain jobs started by the service: each one is ``latentcast retrain`` in its own process.
+
+Training never runs in the API's event loop or its request threads: a job is
+a child process, reaped by a watcher thread that kills it past the configured
+timeout. Its settings are this service's (passed as ``LATENTCAST_*``
+variables), its report is the job file the child writes (``training.jobs``),
+and its output goes to ``ARTIFACTS/jobs/<id>.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from service.config import Settings
+from training.jobs import UNFINISHED, JobReport, JobStore, new_job_id
+from training.lock import JobLock
+from training.retrain import LOCK_FILE
+
+log = logging.getLogger(__name__)
+
+# the settings a retrain reads, passed to the child so that it runs exactly as this service is configured
+RETRAIN_SETTINGS = (
+    "artifacts",
+    "retrain_source",
+    "retrain_path",
+    "retrain_tickers",
+    "retrain_margin",
+    "retrain_epochs",
+)
+
+
+def retrain_command(job_id: str) -> list[str]:
+    """The command a job runs (the scheduler and the API run the same one)."""
+    return [sys.executable, "-m", "service.cli", "retrain", "--job-id", job_id, "--no-progress"]
+
+
+def retrain_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with the retrain settings of ``settings`` on top."""
+    env = dict(os.environ)
+    for name in RETRAIN_SETTINGS:
+        value = getattr(settings, name)
+        key = f"LATENTCAST_{name.upper()}"
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = ",".join(value) if isinstance(value, tuple) else str(value)
+    return env
+
+
+class RetrainLauncher:
+    """Starts retrain jobs as child processes and reads their reports."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.jobs = JobStore(settings.artifacts / "jobs")
+        self._lock_path = settings.artifacts / LOCK_FILE
+
+    def start(self) -> tuple[JobReport, subprocess.Popen[bytes]]:
+        """Queue a job and start its process; ``ConflictError`` if a retrain is running."""
+        JobLock(self._lock_path, "probe").acquire().release()  # fail fast: the job would only be skipped
+        job = JobReport(job_id=new_job_id())
+        self.jobs.save(job)
+        log_path = self.jobs.directory / f"{job.job_id}.log"
+        with open(log_path, "ab") as output:
+            process = subprocess.Popen(
+                retrain_command(job.job_id),
+                env=retrain_env(self.settings),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=Path.cwd(),
+            )
+        threading.Thread(
+            target=self._watch, args=(job.job_id, process), name=f"retrain-{job.job_id}", daemon=True
+        ).start()
+        log.info("retrain job %s started (pid %d)", job.job_id, process.pid)
+        return job, process
+
+    def run(self) -> JobReport:
+        """Start a job and wait for it to end (the scheduler's way)."""
+        job, process = self.start()
+        process.wait()
+        return self.finished(job.job_id, process.returncode)
+
+    def _watch(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
+        try:
+            process.wait(timeout=self.settings.retrain_timeout_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            self._fail(job_id, f"killed after the {self.settings.retrain_timeout_seconds:g} s retrain timeout")
+            return
+        self.finished(job_id, process.returncode)
+
+    def finished(self, job_id: str, code: int) -> JobReport:
+        """The report of an ended process; a report the child never finished is marked failed."""
+        job = self.jobs.get(job_id)
+        if job.status in (*UNFINISHED, "crashed"):
+            job = self._fail(job_id, f"the retrain process exited with code {code} before finishing its report")
+        log.info("retrain job %s ended: %s", job_id, job.status)
+        return job
+
+    def _fail(self, job_id: str, error: str) -> JobReport:
+        job = self.jobs.get(job_id)
+        job.status, job.stage, job.error = "failed", "done", error
+        self.jobs.save(job)
+        return job
