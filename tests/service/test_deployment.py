@@ -1,0 +1,234 @@
+"""The docker-compose deployment: the file is valid, and its services' commands work as processes.
+
+No Docker engine runs here, so the containers' exact commands run as local
+processes: the api command against a real redis-server, and the scheduler
+with a one-minute cron, while a client streams requests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from service.config import Settings
+from service.scheduler import heartbeat_is_fresh
+from tests.factories import tiny_checkpoint
+from tests.service.servers import ROOT, free_port
+from training.jobs import JobStore
+from training.registry import Registry
+
+COMPOSE = ROOT / "docker-compose.yml"
+PICKUP_SECONDS = 180.0  # the next minute boundary, a retrain of tiny models, a poll
+
+
+def docker_compose() -> str:
+    """``docker-compose`` (v1), installed with apt-get when missing and running as root."""
+    found = shutil.which("docker-compose")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "docker-compose"], check=False, env=env, capture_output=True)
+        found = shutil.which("docker-compose")
+    if found is None:
+        pytest.fail("the deployment tests need docker-compose: install it (apt-get install docker-compose)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The compose file as ``docker-compose config`` resolves it (anchors merged, variables filled)."""
+    done = subprocess.run(
+        [docker_compose(), "-f", str(COMPOSE), "config"], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    resolved: dict[str, Any] = yaml.safe_load(done.stdout)
+    return resolved
+
+
+def test_compose_has_the_services_volumes_and_health_checks(compose):
+    services = compose["services"]
+    assert set(services) == {"api", "scheduler", "redis"}
+    redis = services["redis"]
+    assert redis["command"][:3] == ["redis-server", "--appendonly", "yes"]
+    assert any(v.endswith(":/data:rw") or v.endswith(":/data") for v in _volumes(redis))
+    for name in ("api", "scheduler"):
+        service = services[name]
+        assert "artifacts:/artifacts" in " ".join(_volumes(service))
+        assert service["environment"]["LATENTCAST_ARTIFACTS"] == "/artifacts"
+        assert service["environment"]["LATENTCAST_STORE"] == "redis"
+        assert service["environment"]["LATENTCAST_REDIS_URL"] == "redis://redis:6379/0"
+    for name in ("api", "scheduler", "redis"):
+        assert services[name]["healthcheck"]["test"][0] == "CMD", name
+    assert services["api"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert services["scheduler"]["depends_on"] == {"api": {"condition": "service_healthy"}}
+    assert set(compose["volumes"]) == {"artifacts", "redis-data"}
+
+
+def test_the_image_runs_as_a_non_root_user_with_a_health_check():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "torch==2.13.0" in dockerfile and "whl/cpu" in dockerfile
+    assert "\nUSER latentcast\n" in dockerfile and "\nHEALTHCHECK " in dockerfile
+
+
+def _volumes(service: dict[str, Any]) -> list[str]:
+    out = []
+    for volume in service.get("volumes", []):
+        out.append(volume if isinstance(volume, str) else f"{volume['source']}:{volume['target']}")
+    return out
+
+
+def weak_champions(root: Path) -> dict[str, str]:
+    """Tiny champions whose quantiles are far off, so that any trained challenger beats them."""
+    registry = Registry(root)
+    for mode in ("ar", "latent"):
+        checkpoint = tiny_checkpoint(mode, seed=4)
+        checkpoint["state_dict"]["head.bias"] += 3.0
+        registry.promote(registry.register(checkpoint).version)
+    return {mode: str(registry.champion(mode)) for mode in ("ar", "latent")}
+
+
+def local_command(command: list[str], port: int) -> list[str]:
+    """A container's command run here: the same, listening on loopback and a free port."""
+    swap = {"0.0.0.0": "127.0.0.1", "8000": str(port)}
+    if command[:2] == ["sh", "-c"]:
+        script = command[2]
+        for old, new in swap.items():
+            script = script.replace(old, new)
+        return ["sh", "-c", script]
+    return [swap.get(part, part) for part in command]
+
+
+class Streamer(threading.Thread):
+    """A client posting one observation at a time to an open session, counting failures."""
+
+    def __init__(self, url: str, session: str, next_seq: int, closes: list[float]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.session, self.seq, self.closes = url, session, next_seq, closes
+        self.sent = 0
+        self.failures: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            while not self.halt.is_set() and self.seq < len(self.closes):
+                body = {"seq": self.seq, "observations": [self.closes[self.seq]]}
+                try:
+                    reply = client.post(f"/v1/sessions/{self.session}/observations", json=body)
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if reply.status_code != 200:
+                    self.failures.append(reply.text)
+                self.seq, self.sent = self.seq + 1, self.sent + 1
+                time.sleep(0.02)
+
+
+def test_api_and_scheduler_commands_retrain_and_serve_without_a_failed_request(compose, redis_server, tmp_path, closes):
+    before = weak_champions(tmp_path)
+    port = free_port()
+    env = {
+        **os.environ,
+        **compose["services"]["api"]["environment"],
+        "LATENTCAST_ARTIFACTS": str(tmp_path),
+        "LATENTCAST_REDIS_URL": redis_server,
+        "LATENTCAST_REDIS_PREFIX": "deployment-test",
+        "LATENTCAST_REGISTRY_POLL_SECONDS": "1",
+        "LATENTCAST_RETRAIN_CRON": "* * * * *",
+        "LATENTCAST_RETRAIN_SOURCE": "bundled",  # offline here; yfinance's fallback is tested on its own
+        "LATENTCAST_RETRAIN_TICKERS": "IBM",
+        "LATENTCAST_RETRAIN_EPOCHS": "2",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+    }
+    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("api", "scheduler")}  # noqa: SIM115
+    processes = {
+        name: subprocess.Popen(
+            local_command(compose["services"][name]["command"], port),
+            cwd=ROOT,
+            env=env,
+            stdout=logs[name],
+            stderr=subprocess.STDOUT,
+        )
+        for name in ("api", "scheduler")
+    }
+    url = f"http://127.0.0.1:{port}"
+    streamers: list[Streamer] = []
+    try:
+        _wait_ready(url, processes["api"], tmp_path / "api.log")
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for mode in ("latent", "ar"):
+                opened = client.post("/v1/sessions", json={"mode": mode, "history": closes[:20]})
+                assert opened.status_code == 201, opened.text
+                assert opened.json()["model"]["version"] == before[mode]
+                streamers.append(Streamer(url, opened.json()["session_id"], 20, closes))
+            for streamer in streamers:
+                streamer.start()
+            deadline = time.monotonic() + PICKUP_SECONDS
+            champions: dict[str, str] = dict(before)
+            while time.monotonic() < deadline and any(champions[m] == before[m] for m in before):
+                assert processes["scheduler"].poll() is None, (tmp_path / "scheduler.log").read_text()
+                champions = client.get("/v1/models").json()["champions"]
+                time.sleep(0.5)
+            assert all(champions[m] != before[m] for m in before), (tmp_path / "scheduler.log").read_text()[-3000:]
+            # new sessions get the new champions; the open ones keep their version
+            for streamer, mode in zip(streamers, ("latent", "ar"), strict=True):
+                fresh = client.post("/v1/sessions", json={"mode": mode, "history": closes[:20]})
+                assert fresh.json()["model"]["version"] == champions[mode]
+                pinned = client.get(f"/v1/sessions/{streamer.session}").json()
+                assert pinned["model"]["version"] == before[mode]
+            time.sleep(1.0)  # requests go on across the switch
+        for streamer in streamers:
+            streamer.halt.set()
+            streamer.join(timeout=10)
+        assert [s.failures for s in streamers] == [[], []]
+        assert all(s.sent > 10 for s in streamers)
+        [job] = JobStore(tmp_path / "jobs").latest()
+        assert job.status == "succeeded" and all(m["promoted"] for m in job.modes)
+        settings = Settings(artifacts=tmp_path)
+        assert heartbeat_is_fresh(settings)[0]
+        check = subprocess.run(
+            local_command(compose["services"]["scheduler"]["healthcheck"]["test"][1:], port),
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        for streamer in streamers:
+            streamer.halt.set()
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs.values():
+            log.close()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the api command exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"the api command was not ready in 60 s:\n{log.read_text()}")
