@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.max_batch,
                 settings.max_history,
                 batching=BatchSettings(settings.batch_enabled, settings.batch_wait_ms / 1000, settings.batch_max),
+                inline_observations=settings.inline_observations,
             ),
             forecasts=ForecastService(pool, settings.max_history),
         )

@@ -6,11 +6,17 @@ dispatch, a worker thread) once per batch instead of once per request.
 
 A request hands its item to the batcher under a key (the model it needs) and
 awaits its own result. If no batch of that key is running, a batch starts at
-once with what is waiting, so that a lone request waits for nobody. Otherwise
-the item joins the next batch, which starts when the running one ends, when it
-holds ``max_size`` items, or ``wait_seconds`` after its first item, whichever
-comes first. A batch is ``work(key, items)`` in a worker thread; it returns one
-result or exception per item, given to that item's request.
+the event loop's next turn with what is waiting by then: the requests that
+arrived together, and a lone request waits for nobody. Otherwise the item joins
+the next batch, which starts when the running one ends, when it holds
+``max_size`` items, or ``wait_seconds`` after its first item, whichever comes
+first. A batch is ``work(key, items)``; it returns one result or exception per
+item, given to that item's request.
+
+Where a batch runs is the caller's choice (``inline``): a small batch runs on
+the event loop, because handing it to a worker thread costs more than it does
+(the thread waits for the GIL while the loop serves other requests); a large
+one in a worker thread, so that the loop keeps serving meanwhile.
 
 Order and exactly-once are the callers' business: a session posts one item at
 a time (its lock is held until its result is committed).
@@ -39,7 +45,7 @@ class _Queue(Generic[I, R]):
 
     waiting: list[tuple[I, asyncio.Future[R]]] = field(default_factory=list)
     running: int = 0
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None  # the batch's start, at the loop's next turn or after the wait
 
 
 class MicroBatcher(Generic[K, I, R]):
@@ -51,12 +57,14 @@ class MicroBatcher(Generic[K, I, R]):
         wait_seconds: float,
         max_size: int,
         on_batch: Callable[[int], None] | None = None,
+        inline: Callable[[list[I]], bool] | None = None,
     ) -> None:
         assert max_size >= 1 and wait_seconds >= 0, (max_size, wait_seconds)
         self.work = work
         self.wait_seconds = wait_seconds
         self.max_size = max_size
         self._on_batch = on_batch
+        self._inline = inline or (lambda items: False)
         self._queues: dict[K, _Queue[I, R]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -66,8 +74,11 @@ class MicroBatcher(Generic[K, I, R]):
         queue = self._queues.setdefault(key, _Queue())
         future: asyncio.Future[R] = loop.create_future()
         queue.waiting.append((item, future))
-        if queue.running == 0 or len(queue.waiting) >= self.max_size:
+        if len(queue.waiting) >= self.max_size:
             self._start(key, queue)
+        elif queue.running == 0:
+            # the requests that arrived with this one reach here in this turn of the loop
+            queue.timer = queue.timer or loop.call_soon(self._start, key, queue)
         elif queue.timer is None:
             queue.timer = loop.call_later(self.wait_seconds, self._start, key, queue)
         return await future
@@ -93,8 +104,9 @@ class MicroBatcher(Generic[K, I, R]):
         if self._on_batch is not None:
             self._on_batch(len(batch))
         results: Sequence[R | Exception]
+        items = [item for item, _ in batch]
         try:
-            results = await in_thread(self.work, key, [item for item, _ in batch])
+            results = self.work(key, items) if self._inline(items) else await in_thread(self.work, key, items)
             assert len(results) == len(batch), f"{len(results)} results for {len(batch)} items"
         except Exception as exc:
             results = [exc] * len(batch)

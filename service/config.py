@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     )
     retained_replies: int = Field(default=8, ge=1, description="recent replies kept per session to answer retries")
 
+    inline_observations: int = Field(
+        default=64,
+        ge=0,
+        description="model work on at most this many new observations runs on the event loop, more in a thread",
+    )
+
     # micro-batching: appends to different sessions on one model version stepped as one batch
     batch_enabled: bool = Field(default=False, description="step concurrent appends on one model as one batch")
     batch_wait_ms: float = Field(

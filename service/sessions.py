@@ -26,21 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from data.errors import ConflictError, NotFoundError, StateError
-from models.predictor import Forecast, Observation, Predictor, SeriesState
+from models.predictor import Observation, Predictor, SeriesState
 from service.batching import MicroBatcher
 from service.forecasting import ModelRef, check_count, in_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
+from service.replies import SessionReply, reply_body, stored_reply
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply
 from service.stores.records import batch_digest, observation_to_bytes
 
@@ -48,38 +47,6 @@ from service.stores.records import batch_digest, observation_to_bytes
 SESSION_ID_BYTES = 24
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SHOWN_ID = 64
-
-
-@dataclass(frozen=True)
-class SessionReply:
-    """What opening a session or posting to it answers."""
-
-    session_id: str
-    model: ModelRef
-    next_seq: int
-    forecast: Forecast | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "model": self.model.to_dict(),
-            "next_seq": self.next_seq,
-            "forecast": None if self.forecast is None else self.forecast.to_dict(),
-        }
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, blob: bytes) -> SessionReply:
-        raw = json.loads(blob)
-        forecast = raw["forecast"]
-        return cls(
-            session_id=raw["session_id"],
-            model=ModelRef(**raw["model"]),
-            next_seq=raw["next_seq"],
-            forecast=None if forecast is None else Forecast(**forecast),
-        )
 
 
 @dataclass(frozen=True)
@@ -166,6 +133,7 @@ class SessionService:
         max_history: int,
         clock: Callable[[], float] = time.time,
         batching: BatchSettings | None = None,
+        inline_observations: int = 0,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -174,11 +142,16 @@ class SessionService:
         self.max_history = max_history
         self.locks = SessionLocks()
         self._clock = clock
+        self.inline_observations = inline_observations
         batching = batching or BatchSettings()
         self._batcher: MicroBatcher[Predictor, _Append, SessionReply | _Step] | None = None
         if batching.enabled:
             self._batcher = MicroBatcher(
-                self._plan_appends, batching.wait_seconds, batching.max_size, on_batch=metrics.batched
+                self._plan_appends,
+                batching.wait_seconds,
+                batching.max_size,
+                on_batch=metrics.batched,
+                inline=self._runs_inline,
             )
 
     async def open(
@@ -274,10 +247,18 @@ class SessionService:
         """The reply (a retry) or the change that ``append`` makes, batched with others when enabled."""
         if self._batcher is not None:
             return await self._batcher.submit(predictor, append)
-        [step] = await in_thread(self._plan_appends, predictor, [append])
+        appends = [append]
+        if self._runs_inline(appends):
+            [step] = self._plan_appends(predictor, appends)
+        else:
+            [step] = await in_thread(self._plan_appends, predictor, appends)
         if isinstance(step, Exception):
             raise step
         return step
+
+    def _runs_inline(self, appends: list[_Append]) -> bool:
+        """Whether appends are small enough to plan on the event loop rather than in a worker thread."""
+        return sum(len(append.observations) for append in appends) <= self.inline_observations
 
     def _plan_appends(self, predictor: Predictor, appends: list[_Append]) -> list[SessionReply | _Step | Exception]:
         """For each append: its stored reply, its change, or why it is refused; the model runs once for all."""
@@ -306,7 +287,9 @@ class SessionService:
         digest = batch_digest(append.observations)
         for stored in reversed(append.record.replies):
             if stored.seq == append.seq and stored.digest == digest:
-                return SessionReply.from_json(stored.body)
+                reply = stored_reply(predictor, append.record.session_id, stored.body)
+                if reply is not None:
+                    return reply
         tail = new_observations(append.record, append.seq, append.observations)
         return _state_of(predictor, append.record), tail, digest
 
@@ -322,7 +305,7 @@ class SessionService:
             version=record.version,
             updated=self._clock(),
             appended=tuple(tail),
-            reply=StoredReply(seq=append.seq, digest=digest, body=reply.to_json()),
+            reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state)),
         )
         return _Step(update, reply, len(tail))
 
