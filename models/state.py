@@ -68,14 +68,18 @@ class StreamState:
         return StreamState(conv, torch.cat([s.hidden for s in states], dim=1))  # type: ignore[misc]
 
     def unstack(self) -> list[StreamState]:
-        """Split into B states of batch size 1 (inverse of ``stack``)."""
+        """Split into B states of batch size 1 (inverse of ``stack``).
+
+        Sliced as numpy arrays that the new tensors share: a torch slice costs
+        several microseconds, and a server unstacks every stream of every batch.
+        """
+        conv = self.conv.detach().numpy()
+        hidden = [h.detach().numpy() for h in (self.hidden if isinstance(self.hidden, tuple) else (self.hidden,))]
         out = []
         for i in range(self.batch_size):
-            conv = self.conv[i : i + 1]
-            if isinstance(self.hidden, tuple):
-                out.append(StreamState(conv, (self.hidden[0][:, i : i + 1], self.hidden[1][:, i : i + 1])))
-            else:
-                out.append(StreamState(conv, self.hidden[:, i : i + 1]))
+            parts = [torch.from_numpy(h[:, i : i + 1]) for h in hidden]
+            carried: Hidden = (parts[0], parts[1]) if isinstance(self.hidden, tuple) else parts[0]
+            out.append(StreamState(torch.from_numpy(conv[i : i + 1]), carried))
         return out
 
     def to_bytes(self, config: ModelConfig) -> bytes:
