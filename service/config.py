@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     )
 
     # micro-batching: appends to different sessions on one model version stepped as one batch
-    batch_enabled: bool = Field(default=False, description="step concurrent appends on one model as one batch")
+    batch_enabled: bool = Field(default=True, description="step concurrent appends on one model as one batch")
     batch_wait_ms: float = Field(
         default=2.0, ge=0, le=1000, description="longest an append waits for others while a batch is running"
     )
