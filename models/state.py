@@ -70,8 +70,9 @@ class StreamState:
     def unstack(self) -> list[StreamState]:
         """Split into B states of batch size 1 (inverse of ``stack``).
 
-        Sliced as numpy arrays that the new tensors share: a torch slice costs
-        several microseconds, and a server unstacks every stream of every batch.
+        Sliced as numpy arrays that the new tensors share (values only, cut from
+        autograd, as at inference): a torch slice costs several microseconds, and
+        a server unstacks every stream of every batch.
         """
         conv = self.conv.detach().numpy()
         hidden = [h.detach().numpy() for h in (self.hidden if isinstance(self.hidden, tuple) else (self.hidden,))]
