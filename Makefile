@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit clean
+.PHONY: setup run test lint typecheck unit bench clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,14 @@ unit: setup
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Every benchmark, each measuring its comparisons side by side in one run (a few minutes; not part of `make test`).
+bench: setup
+	$(BIN)/python -m bench.train_speed
+	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.http_latency --requests 1000
+	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.memory
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

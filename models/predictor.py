@@ -132,32 +132,80 @@ class Predictor:
 
     def advance(self, state: SeriesState, observations: Sequence[Observation]) -> SeriesState:
         """The state after ``observations``; ``state`` itself is not changed."""
-        self.validate(observations, state.n_obs)
+        return self.advance_many([state], [observations])[0]
+
+    def advance_many(
+        self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
+    ) -> list[SeriesState]:
+        """``[advance(s, b) for s, b in zip(states, batches)]`` with one forward per input shape.
+
+        The streams are independent: stepping them as one batch (B, T, F) gives
+        each the result it would get alone, to float32 rounding. Latent streams
+        are grouped by their number of new rows T; ar windows are all ``window``
+        rows long. ``DataError`` for the first bad observation of any batch; then
+        nothing is applied.
+        """
+        assert len(states) == len(batches), f"{len(states)} states for {len(batches)} batches"
+        for state, observations in zip(states, batches, strict=True):
+            self.validate(observations, state.n_obs)
+        steps = [self._inputs(state, observations) for state, observations in zip(states, batches, strict=True)]
+        groups: dict[int, list[_Pending]] = {}
+        for step in steps:
+            if step.rows is not None:
+                groups.setdefault(len(step.rows), []).append(step)
+        with torch.inference_mode():
+            for group in groups.values():
+                self._run(group)
+        return [
+            self._advanced(state, observations, step)
+            for state, observations, step in zip(states, batches, steps, strict=True)
+        ]
+
+    def _inputs(self, state: SeriesState, observations: Sequence[Observation]) -> _Pending:
+        """What the model must read after ``observations``: new scaled rows, or the ar window."""
+        step = _Pending(output=state.output, stream=state.stream, window=state.window)
+        new = observations if state.last_close is not None else observations[1:]
+        if not new:
+            return step
+        prev = state if state.last_close is not None else _primed(observations[0])
+        rows = self.scaler.transform(self._features(new, prev))  # (T, F)
+        if self.config.mode == "latent":
+            step.rows = rows
+        else:
+            kept = rows if state.window is None else np.concatenate([state.window, rows])
+            step.window = kept[-self.config.window :]
+            if len(step.window) == self.config.window:
+                step.rows = np.ascontiguousarray(step.window)
+        return step
+
+    def _run(self, group: list[_Pending]) -> None:
+        """One forward over steps whose rows have the same length; fills their output and stream."""
+        rows = [step.rows for step in group if step.rows is not None]
+        assert len(rows) == len(group), "every step of a group has rows"
+        x = torch.from_numpy(rows[0][None] if len(rows) == 1 else np.stack(rows))  # (B, T, F)
+        if self.config.mode == "latent":
+            fresh = [self.model.initial_state(1) if s.stream is None else s.stream for s in group]
+            out, stream = self.model(x, StreamState.stack(fresh) if len(fresh) > 1 else fresh[0])
+            streams = stream.unstack() if len(group) > 1 else [stream]
+            for step, carried in zip(group, streams, strict=True):
+                step.stream = carried
+        else:
+            out, _ = self.model(x)  # ar: each window from a zero state
+        last = out[:, -1].numpy()  # (B, H, Q)
+        for i, step in enumerate(group):
+            step.output = last[i].copy()
+
+    def _advanced(self, state: SeriesState, observations: Sequence[Observation], step: _Pending) -> SeriesState:
         if not observations:
             return state
-        new = observations if state.last_close is not None else observations[1:]
-        prev = state if state.last_close is not None else _primed(observations[0])
-        output, stream, window = state.output, state.stream, state.window
-        if new:
-            rows = self.scaler.transform(self._features(new, prev))  # (T, F)
-            with torch.inference_mode():
-                if self.config.mode == "latent":
-                    out, stream = self.model(torch.from_numpy(rows)[None], stream)
-                    output = out[0, -1].numpy().copy()
-                else:
-                    kept = rows if window is None else np.concatenate([window, rows])
-                    window = kept[-self.config.window :]
-                    if len(window) == self.config.window:
-                        out, _ = self.model(torch.from_numpy(np.ascontiguousarray(window))[None])
-                        output = out[0, -1].numpy().copy()
         last = observations[-1]
         return SeriesState(
             n_obs=state.n_obs + len(observations),
             last_close=float(last.close),
             last_volume=None if last.volume is None else float(last.volume),
-            output=output,
-            stream=stream,
-            window=window,
+            output=step.output,
+            stream=step.stream,
+            window=step.window,
         )
 
     def _features(self, new: Sequence[Observation], prev: SeriesState) -> np.ndarray:
@@ -238,7 +286,7 @@ class Predictor:
         if self.config.mode == "ar" and rows:
             window = _floats(blob, at, rows * self.config.n_features).reshape(rows, self.config.n_features)
             at += 4 * rows * self.config.n_features
-        stream = StreamState.from_bytes(blob[at:], self.config) if at < len(blob) else None
+        stream = StreamState.from_bytes(blob, self.config, at) if at < len(blob) else None
         return SeriesState(
             n_obs=n_obs,
             last_close=None if math.isnan(close) else close,
@@ -247,6 +295,16 @@ class Predictor:
             stream=stream,
             window=window,
         )
+
+
+@dataclass
+class _Pending:
+    """One stream inside ``advance_many``: the rows the model must read, then what it gave."""
+
+    output: np.ndarray | None
+    stream: StreamState | None
+    window: np.ndarray | None
+    rows: np.ndarray | None = None  # (T, F) float32, None when the model has nothing to read
 
 
 def _primed(first: Observation) -> SeriesState:

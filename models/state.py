@@ -8,9 +8,12 @@ the architecture, so that a state is never fed to a model it does not fit.
 
 from __future__ import annotations
 
+import functools
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -23,6 +26,7 @@ MAGIC = b"LCSS"
 FORMAT_VERSION = 1
 # magic, version, cell, n_features, conv_kernel, hidden_size, num_layers, batch
 _HEADER = struct.Struct("<4sBBHHIHI")
+_BATCH = struct.Struct("<I")  # the header's last field
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 
@@ -64,14 +68,19 @@ class StreamState:
         return StreamState(conv, torch.cat([s.hidden for s in states], dim=1))  # type: ignore[misc]
 
     def unstack(self) -> list[StreamState]:
-        """Split into B states of batch size 1 (inverse of ``stack``)."""
+        """Split into B states of batch size 1 (inverse of ``stack``).
+
+        Sliced as numpy arrays that the new tensors share (values only, cut from
+        autograd, as at inference): a torch slice costs several microseconds, and
+        a server unstacks every stream of every batch.
+        """
+        conv = self.conv.detach().numpy()
+        hidden = [h.detach().numpy() for h in (self.hidden if isinstance(self.hidden, tuple) else (self.hidden,))]
         out = []
         for i in range(self.batch_size):
-            conv = self.conv[i : i + 1]
-            if isinstance(self.hidden, tuple):
-                out.append(StreamState(conv, (self.hidden[0][:, i : i + 1], self.hidden[1][:, i : i + 1])))
-            else:
-                out.append(StreamState(conv, self.hidden[:, i : i + 1]))
+            parts = [torch.from_numpy(h[:, i : i + 1]) for h in hidden]
+            carried: Hidden = (parts[0], parts[1]) if isinstance(self.hidden, tuple) else parts[0]
+            out.append(StreamState(torch.from_numpy(conv[i : i + 1]), carried))
         return out
 
     def to_bytes(self, config: ModelConfig) -> bytes:
@@ -90,35 +99,88 @@ class StreamState:
         return header + body
 
     @classmethod
-    def from_bytes(cls, blob: bytes, config: ModelConfig) -> StreamState:
-        """Rebuild a state serialised by ``to_bytes``; ``StateError`` if it does not fit ``config``."""
-        if len(blob) < _HEADER.size:
-            raise StateError(f"stream state too short: {len(blob)} bytes, header needs {_HEADER.size}")
-        magic, version, cell, n_features, kernel, hidden, layers, batch = _HEADER.unpack_from(blob)
-        if magic != MAGIC:
-            raise StateError("not a stream state: bad magic bytes")
-        if version != FORMAT_VERSION:
-            raise StateError(f"stream state format {version} is not supported (this build reads {FORMAT_VERSION})")
-        found = {
-            "cell": CELLS[cell] if cell < len(CELLS) else f"#{cell}",
-            "n_features": n_features,
-            "conv_kernel": kernel,
-            "hidden_size": hidden,
-            "num_layers": layers,
-        }
-        wrong = [f"{k} {v} (model has {getattr(config, k)})" for k, v in found.items() if getattr(config, k) != v]
-        if wrong:
-            raise StateError(f"stream state does not fit this model: {', '.join(wrong)}")
-        shapes = [(batch, n_features, kernel - 1)] + [(layers, batch, hidden)] * (2 if config.cell == "LSTM" else 1)
-        expected = _HEADER.size + 4 * sum(int(np.prod(s)) for s in shapes)
-        if len(blob) != expected:
-            raise StateError(f"stream state has {len(blob)} bytes, expected {expected}")
-        values = np.frombuffer(blob, dtype="<f4", offset=_HEADER.size)
+    def from_bytes(cls, blob: bytes, config: ModelConfig, offset: int = 0) -> StreamState:
+        """Rebuild a state serialised by ``to_bytes`` (from ``blob[offset:]``); ``StateError`` if it does not fit.
+
+        A session reads its state at every request: the header is checked by one
+        comparison with the header this model writes, and the values are copied
+        once into one array that the tensors share.
+        """
+        layout = _layout(config)
+        end = offset + _HEADER.size
+        if blob[offset : end - _BATCH.size] != layout.prefix:
+            _refuse(blob[offset:], config)
+        (batch,) = _BATCH.unpack_from(blob, end - _BATCH.size)
+        if len(blob) - end != 4 * batch * layout.floats_per_stream:
+            _refuse(blob[offset:], config)
+        # numpy slices cost far less than torch views outside inference mode
+        values = np.frombuffer(blob, dtype="<f4", offset=end).copy()
         tensors, at = [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            tensors.append(torch.from_numpy(values[at : at + size].copy()).reshape(shape))
+        for shape in layout.shapes(batch):
+            size = math.prod(shape)
+            tensors.append(torch.from_numpy(values[at : at + size].reshape(shape)))
             at += size
         if config.cell == "LSTM":
             return cls(tensors[0], (tensors[1], tensors[2]))
         return cls(tensors[0], tensors[1])
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the bytes of one model's states look like."""
+
+    prefix: bytes  # the header up to the batch size
+    conv: tuple[int, int]  # (F, kernel - 1) per stream
+    hidden: tuple[int, int]  # (num_layers, hidden_size)
+    hidden_tensors: int  # 2 for an LSTM's (h, c)
+
+    @property
+    def floats_per_stream(self) -> int:
+        return math.prod(self.conv) + self.hidden_tensors * math.prod(self.hidden)
+
+    def shapes(self, batch: int) -> list[tuple[int, int, int]]:
+        layers, size = self.hidden
+        return [(batch, *self.conv)] + [(layers, batch, size)] * self.hidden_tensors
+
+
+@functools.cache
+def _layout(config: ModelConfig) -> _Layout:
+    header = _HEADER.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        CELLS.index(config.cell),
+        config.n_features,
+        config.conv_kernel,
+        config.hidden_size,
+        config.num_layers,
+        0,
+    )
+    return _Layout(
+        prefix=header[: -_BATCH.size],
+        conv=(config.n_features, config.conv_kernel - 1),
+        hidden=(config.num_layers, config.hidden_size),
+        hidden_tensors=2 if config.cell == "LSTM" else 1,
+    )
+
+
+def _refuse(blob: bytes, config: ModelConfig) -> NoReturn:
+    """Raise the ``StateError`` that says why ``blob`` is not a state of ``config``'s model."""
+    if len(blob) < _HEADER.size:
+        raise StateError(f"stream state too short: {len(blob)} bytes, header needs {_HEADER.size}")
+    magic, version, cell, n_features, kernel, hidden, layers, batch = _HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise StateError("not a stream state: bad magic bytes")
+    if version != FORMAT_VERSION:
+        raise StateError(f"stream state format {version} is not supported (this build reads {FORMAT_VERSION})")
+    found = {
+        "cell": CELLS[cell] if cell < len(CELLS) else f"#{cell}",
+        "n_features": n_features,
+        "conv_kernel": kernel,
+        "hidden_size": hidden,
+        "num_layers": layers,
+    }
+    wrong = [f"{k} {v} (model has {getattr(config, k)})" for k, v in found.items() if getattr(config, k) != v]
+    if wrong:
+        raise StateError(f"stream state does not fit this model: {', '.join(wrong)}")
+    expected = _HEADER.size + 4 * batch * _layout(config).floats_per_stream
+    raise StateError(f"stream state has {len(blob)} bytes, expected {expected}")

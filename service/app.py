@@ -20,7 +20,7 @@ from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
 from service.routes import forecast, health, jobs, models, sessions
-from service.sessions import SessionService
+from service.sessions import BatchSettings, SessionService
 from service.stores import build_store
 from training.registry import Registry
 
@@ -58,7 +58,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool=pool,
             metrics=metrics,
             store=store,
-            sessions=SessionService(store, pool, metrics, settings.max_batch, settings.max_history),
+            sessions=SessionService(
+                store,
+                pool,
+                metrics,
+                settings.max_batch,
+                settings.max_history,
+                batching=BatchSettings(settings.batch_enabled, settings.batch_wait_ms / 1000, settings.batch_max),
+                inline_observations=settings.inline_observations,
+            ),
             forecasts=ForecastService(pool, settings.max_history),
             jobs=RetrainLauncher(settings),
         )
@@ -72,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            sessions_service: SessionService = app.state.services.sessions
             del app.state.services
+            await sessions_service.close()
             await store.close()
 
     app = FastAPI(title="latentcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)

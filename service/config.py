@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     )
     retained_replies: int = Field(default=8, ge=1, description="recent replies kept per session to answer retries")
 
+    inline_observations: int = Field(
+        default=64,
+        ge=0,
+        description="model work on at most this many new observations runs on the event loop, more in a thread",
+    )
+
+    # micro-batching: appends to different sessions on one model version stepped as one batch
+    batch_enabled: bool = Field(default=True, description="step concurrent appends on one model as one batch")
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="longest an append waits for others while a batch is running"
+    )
+    batch_max: int = Field(default=64, ge=1, description="most appends stepped in one batch")
+
     # request bounds
     max_batch: int = Field(default=1000, ge=1, description="observations in one POST to a session")
     max_history: int = Field(

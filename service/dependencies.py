@@ -37,19 +37,23 @@ class Services:
     jobs: RetrainLauncher
 
 
-def services(request: Request) -> Services:
+# The dependencies are coroutines although they do not await: FastAPI runs a plain function
+# dependency in a worker thread, a hop that costs more than the whole session step.
+
+
+async def services(request: Request) -> Services:
     found: Services | None = getattr(request.app.state, "services", None)
     if found is None:
         raise UnavailableError("the service is starting: models are not loaded yet")
     return found
 
 
-def caller(request: Request, key: Annotated[str | None, Security(api_key)] = None) -> Caller:
+async def caller(request: Request, key: Annotated[str | None, Security(api_key)] = None) -> Caller:
     keys: KeyRing = request.app.state.keys
     return keys.caller(key)
 
 
-def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:
     return KeyRing.require_admin(who)
 
 

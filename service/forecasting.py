@@ -1,7 +1,9 @@
 """Stateless forecasts, and what every forecasting reply shares: the model that made it.
 
-Model work runs in worker threads (``anyio.to_thread``), never on the event
-loop, so that one slow forecast does not hold up the other requests.
+Model work on long histories runs in worker threads (``anyio.to_thread``), so
+that one slow forecast does not hold up the other requests; a session step small
+enough (``LATENTCAST_INLINE_OBSERVATIONS``) runs on the event loop, where it
+costs less than the hop to a thread.
 """
 
 from __future__ import annotations

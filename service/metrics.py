@@ -7,6 +7,7 @@ latentcast_sessions_evicted_total{reason}                   ttl or capacity
 latentcast_observations_applied_total{mode, kind}           open, append or migrate
 latentcast_model_reloads_total{result}                      failed (any mode), changed or unchanged
 latentcast_model_loaded{mode, version, champion}            1 per loaded version
+latentcast_append_batch_size                                histogram: appends stepped together
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from service.model_pool import ModelPool, RefreshResult
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # one request is a few milliseconds; the tail matters up to seconds
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# micro-batches hold one append up to LATENTCAST_BATCH_MAX (64 by default)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServiceMetrics:
@@ -52,6 +55,12 @@ class ServiceMetrics:
         self.reloads = Counter(
             "latentcast_model_reloads", "Looks for new champions, by outcome", ["result"], registry=self.registry
         )
+        self.batch_sizes = Histogram(
+            "latentcast_append_batch_size",
+            "Appends stepped as one batch (micro-batching)",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_ModelCollector(pool))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -64,6 +73,9 @@ class ServiceMetrics:
     def applied(self, mode: str, kind: str, count: int) -> None:
         if count:
             self.observations_applied.labels(mode, kind).inc(count)
+
+    def batched(self, size: int) -> None:
+        self.batch_sizes.observe(size)
 
     def refreshed(self, result: RefreshResult) -> None:
         outcome = "failed" if result.failed else "changed" if result.changed else "unchanged"

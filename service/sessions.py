@@ -15,26 +15,31 @@ The rules (DESIGN.md, "Session rules"):
   loses a race reads the session again and answers as a retry or a conflict.
 - A session stays on its model version until a client migrates it, which
   replays the retained observations through another version.
+
+Appends to different sessions on the same model version may be stepped as one
+batch (``MicroBatcher``): each request still checks its rules under its own
+session's lock and commits its own result, so batching changes only how many
+streams one forward step carries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from data.errors import ConflictError, NotFoundError, StateError
-from models.predictor import Forecast, Observation, Predictor, SeriesState
+from models.predictor import Observation, Predictor, SeriesState
+from service.batching import MicroBatcher
 from service.forecasting import ModelRef, check_count, in_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
+from service.replies import SessionReply, reply_body, stored_reply
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply
 from service.stores.records import batch_digest, observation_to_bytes
 
@@ -42,38 +47,6 @@ from service.stores.records import batch_digest, observation_to_bytes
 SESSION_ID_BYTES = 24
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SHOWN_ID = 64
-
-
-@dataclass(frozen=True)
-class SessionReply:
-    """What opening a session or posting to it answers."""
-
-    session_id: str
-    model: ModelRef
-    next_seq: int
-    forecast: Forecast | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "model": self.model.to_dict(),
-            "next_seq": self.next_seq,
-            "forecast": None if self.forecast is None else self.forecast.to_dict(),
-        }
-
-    def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, blob: bytes) -> SessionReply:
-        raw = json.loads(blob)
-        forecast = raw["forecast"]
-        return cls(
-            session_id=raw["session_id"],
-            model=ModelRef(**raw["model"]),
-            next_seq=raw["next_seq"],
-            forecast=None if forecast is None else Forecast(**forecast),
-        )
 
 
 @dataclass(frozen=True)
@@ -95,6 +68,24 @@ class MigrationReply:
     previous: ModelRef
     replayed: int  # retained observations replayed through the new model
     first_replayed_seq: int  # > 0 when the session had seen more than it retained
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``."""
+
+    enabled: bool = False
+    wait_seconds: float = 0.002
+    max_size: int = 64
+
+
+@dataclass(frozen=True)
+class _Append:
+    """One request's batch, with the record it was read against."""
+
+    record: SessionRecord
+    seq: int
+    observations: Sequence[Observation]
 
 
 @dataclass(frozen=True)
@@ -141,6 +132,8 @@ class SessionService:
         max_batch: int,
         max_history: int,
         clock: Callable[[], float] = time.time,
+        batching: BatchSettings | None = None,
+        inline_observations: int = 0,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -149,6 +142,17 @@ class SessionService:
         self.max_history = max_history
         self.locks = SessionLocks()
         self._clock = clock
+        self.inline_observations = inline_observations
+        batching = batching or BatchSettings()
+        self._batcher: MicroBatcher[Predictor, _Append, SessionReply | _Step] | None = None
+        if batching.enabled:
+            self._batcher = MicroBatcher(
+                self._plan_appends,
+                batching.wait_seconds,
+                batching.max_size,
+                on_batch=metrics.batched,
+                inline=self._runs_inline,
+            )
 
     async def open(
         self,
@@ -193,13 +197,18 @@ class SessionService:
                     # a retry or an overlap: read the observations it overlaps, with the record they belong to
                     record = await self._record(owner, session_id, record.next_seq - seq)
                 predictor = await self._predictor(record.version)
-                step = await in_thread(self._plan_append, predictor, record, seq, observations)
+                step = await self._plan(predictor, _Append(record, seq, observations))
                 if isinstance(step, SessionReply):
                     return step
                 if await self.store.commit(session_id, record.next_seq, step.update):
                     self.metrics.applied(record.mode, "append", step.applied)
                     return step.reply
                 # another worker moved this session on: read it again, answer as a retry or a conflict
+
+    async def close(self) -> None:
+        """Let the batches that are running finish."""
+        if self._batcher is not None:
+            await self._batcher.close()
 
     async def read(self, owner: str, session_id: str) -> SessionInfo:
         record = await self._record(owner, session_id)
@@ -234,16 +243,60 @@ class SessionService:
 
     # the rules, run in worker threads ------------------------------------------
 
-    def _plan_append(
-        self, predictor: Predictor, record: SessionRecord, seq: int, batch: Sequence[Observation]
-    ) -> SessionReply | _Step:
-        predictor.validate(batch, seq)
-        digest = batch_digest(batch)
-        for stored in reversed(record.replies):
-            if stored.seq == seq and stored.digest == digest:
-                return SessionReply.from_json(stored.body)
-        tail = new_observations(record, seq, batch)
-        state = predictor.advance(_state_of(predictor, record), tail)
+    async def _plan(self, predictor: Predictor, append: _Append) -> SessionReply | _Step:
+        """The reply (a retry) or the change that ``append`` makes, batched with others when enabled."""
+        if self._batcher is not None:
+            return await self._batcher.submit(predictor, append)
+        appends = [append]
+        if self._runs_inline(appends):
+            [step] = self._plan_appends(predictor, appends)
+        else:
+            [step] = await in_thread(self._plan_appends, predictor, appends)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    def _runs_inline(self, appends: list[_Append]) -> bool:
+        """Whether appends are small enough to plan on the event loop rather than in a worker thread."""
+        return sum(len(append.observations) for append in appends) <= self.inline_observations
+
+    def _plan_appends(self, predictor: Predictor, appends: list[_Append]) -> list[SessionReply | _Step | Exception]:
+        """For each append: its stored reply, its change, or why it is refused; the model runs once for all."""
+        results: dict[int, SessionReply | _Step | Exception] = {}
+        ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
+        for i, append in enumerate(appends):
+            try:
+                found = self._check_append(predictor, append)
+            except Exception as exc:  # refused alone: the other appends of the batch go on
+                results[i] = exc
+                continue
+            if isinstance(found, SessionReply):
+                results[i] = found
+            else:
+                ready.append((i, *found))
+        advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
+        for (i, _, tail, digest), state in zip(ready, advanced, strict=True):
+            results[i] = self._step_after(predictor, appends[i], tail, digest, state)
+        return [results[i] for i in range(len(appends))]
+
+    def _check_append(
+        self, predictor: Predictor, append: _Append
+    ) -> SessionReply | tuple[SeriesState, Sequence[Observation], bytes]:
+        """The stored reply of a retry, or the state to advance, the new tail and the batch's digest."""
+        predictor.validate(append.observations, append.seq)
+        digest = batch_digest(append.observations)
+        for stored in reversed(append.record.replies):
+            if stored.seq == append.seq and stored.digest == digest:
+                reply = stored_reply(predictor, append.record.session_id, stored.body)
+                if reply is not None:
+                    return reply
+        tail = new_observations(append.record, append.seq, append.observations)
+        return _state_of(predictor, append.record), tail, digest
+
+    def _step_after(
+        self, predictor: Predictor, append: _Append, tail: Sequence[Observation], digest: bytes, state: SeriesState
+    ) -> _Step:
+        record = append.record
         reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
         update = SessionUpdate(
             next_seq=state.n_obs,
@@ -252,7 +305,7 @@ class SessionService:
             version=record.version,
             updated=self._clock(),
             appended=tuple(tail),
-            reply=StoredReply(seq=seq, digest=digest, body=reply.to_json()),
+            reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state)),
         )
         return _Step(update, reply, len(tail))
 

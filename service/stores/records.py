@@ -24,13 +24,13 @@ _REPLY_HEADER = struct.Struct("<Q16s")
 DIGEST_BYTES = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredReply:
     """The reply given to the batch that started at ``seq``, kept to answer its retries."""
 
     seq: int
     digest: bytes
-    body: bytes  # the reply as JSON, returned as it was
+    body: bytes  # what the session service rebuilds the reply from (opaque to stores)
 
     def to_bytes(self) -> bytes:
         return _REPLY_HEADER.pack(self.seq, self.digest) + self.body
@@ -43,7 +43,7 @@ class StoredReply:
         return cls(seq=seq, digest=digest, body=blob[_REPLY_HEADER.size :])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """One session as stored.
 

@@ -130,3 +130,37 @@ def test_state_bytes_from_another_mode_are_refused():
     with pytest.raises(StateError) as err:
         latent.state_from_bytes(b"junk")
     assert str(err.value) == "not a series state: bad or missing header"
+
+
+@pytest.mark.parametrize(("mode", "cell"), [("latent", "GRU"), ("latent", "LSTM"), ("ar", "GRU")])
+def test_advance_many_equals_one_advance_per_stream(mode, cell):
+    p = predictor(mode, cell)
+    bars = observations(80)
+    # streams at different points: fresh, primed only, short of a window, long; batches of 0 to 3 bars
+    starts = [0, 1, 5, 13, 40, 41, 60]
+    states = [p.advance(SeriesState(), bars[:n]) for n in starts]
+    batches = [bars[n : n + size] for n, size in zip(starts, [1, 1, 1, 3, 1, 0, 2], strict=True)]
+    many = p.advance_many(states, batches)
+    for state, batch, got in zip(states, batches, many, strict=True):
+        alone = p.advance(state, batch)
+        assert (got.n_obs, got.last_close, got.last_volume) == (alone.n_obs, alone.last_close, alone.last_volume)
+        if alone.output is None:
+            assert got.output is None
+        else:
+            assert got.output is not None
+            np.testing.assert_allclose(got.output, alone.output, atol=1e-6)
+        assert len(p.state_to_bytes(got)) == len(p.state_to_bytes(alone))
+        more = bars[got.n_obs : got.n_obs + 2]
+        after_got, after_alone = p.forecast(p.advance(got, more)), p.forecast(p.advance(alone, more))
+        if after_alone is not None:
+            assert after_got is not None
+            np.testing.assert_allclose(after_got.log_return, after_alone.log_return, atol=1e-6)
+
+
+def test_advance_many_refuses_every_batch_when_one_is_bad():
+    p = predictor("latent")
+    state = p.advance(SeriesState(), observations(5))
+    bad = Observation(close=-1.0, high=1, low=1, volume=1)
+    with pytest.raises(DataError) as err:
+        p.advance_many([state, state], [observations(1, start=5), [bad]])
+    assert str(err.value) == "observation 5: close is -1.0; prices must be positive"

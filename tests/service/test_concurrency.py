@@ -2,7 +2,8 @@
 
 Afterwards each session holds every observation exactly once: its seq and
 forecast equal an offline replay, every reply to one batch is the same reply,
-and the observations applied add up to the stream lengths. With Redis, two
+and the observations applied add up to the stream lengths, with appends to
+different sessions micro-batched or not. With Redis, two
 server processes share the store, so only its compare-and-set keeps batches
 from being applied twice.
 """
@@ -97,10 +98,18 @@ def applied(metrics: str) -> float:
     return sum(float(line.split()[-1]) for line in lines if 'kind="append"' in line)
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_concurrent_retried_batches_equal_an_offline_replay(registry: Registry, tmp_path: Path, request, store: str):
+def micro_batches(metrics: str) -> float:
+    lines = [line for line in metrics.splitlines() if line.startswith("latentcast_append_batch_size_count ")]
+    return sum(float(line.split()[-1]) for line in lines)
+
+
+@pytest.mark.parametrize(("store", "batching"), [("memory", False), ("memory", True), ("redis", True)])
+def test_concurrent_retried_batches_equal_an_offline_replay(
+    registry: Registry, tmp_path: Path, request, store: str, batching: bool
+):
     env = {"LATENTCAST_ARTIFACTS": str(registry.root), "LATENTCAST_REGISTRY_POLL_SECONDS": "0"}
     env["LATENTCAST_LOG_LEVEL"] = "warning"
+    env["LATENTCAST_BATCH_ENABLED"] = str(batching).lower()
     if store == "redis":
         env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": request.getfixturevalue("redis_server")}
         env["LATENTCAST_REDIS_PREFIX"] = request.getfixturevalue("redis_prefix")
@@ -130,8 +139,9 @@ def test_concurrent_retried_batches_equal_an_offline_replay(registry: Registry, 
             offline = registry.predictor(info["model"]["version"]).run([Observation(close=c) for c in stream.closes])
             assert offline is not None and info["forecast"]["as_of_seq"] == offline.as_of_seq
             np.testing.assert_allclose(info["forecast"]["log_return"], offline.log_return, atol=1e-4)
-        total = sum(applied(httpx.get(f"{url}/metrics").text) for url in urls)
-        assert total == len(TICKERS) * (LENGTH - WARM)  # every observation applied exactly once
+        scraped = [httpx.get(f"{url}/metrics").text for url in urls]
+        assert sum(applied(text) for text in scraped) == len(TICKERS) * (LENGTH - WARM)  # each applied once
+        assert (sum(micro_batches(text) for text in scraped) > 0) == batching
     finally:
         for server in servers:
             server.stop()

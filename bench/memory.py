@@ -1,0 +1,215 @@
+"""Bytes per open session in the memory store and in Redis, and 100,000 sessions in the memory store.
+
+    .venv/bin/python -m bench.memory [--sessions 100000] [--sample 1000] [--redis-server redis-server]
+
+Sessions of the default model (latent GRU) are built as the service builds
+them: opened on a history of real IBM closes, then fed ``retained_replies``
+one-close batches, each with its stored reply. Two shapes: a fresh session (50
+closes) and a full one (as many closes as ``retained_observations`` keeps, 1,000
+by default). Measured:
+
+- memory store: Python heap bytes per session (tracemalloc over ``--sample``
+  sessions), and the process's resident memory after ``--sessions`` full
+  sessions (goal: 100,000 within 1 GiB);
+- Redis: ``used_memory`` per session over ``--sample`` sessions, against a
+  redis-server started for the bench on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import redis
+
+from bench.http_latency import default_checkpoint, free_port
+from data import sources
+from models.config import ModelConfig
+from models.predictor import Observation, Predictor, SeriesState
+from service.config import Settings
+from service.replies import reply_body
+from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, store_limits
+from service.stores.memory import MemorySessionStore
+from service.stores.records import batch_digest
+from service.stores.redis import RedisSessionStore
+
+FRESH = 50  # closes in a fresh session's history
+GIB = 1024**3
+
+
+class Sessions:
+    """Records and updates shaped like the service's, for one predictor and one shape of session."""
+
+    def __init__(self, predictor: Predictor, closes: list[float], history: int, replies: int) -> None:
+        self.history = [Observation(close=c) for c in closes[:history]]
+        state = predictor.advance(SeriesState(), self.history)
+        self.state = predictor.state_to_bytes(state)
+        self.version = predictor.version
+        self.updates = []
+        for i in range(replies):
+            new = [Observation(close=closes[history + i])]
+            state = predictor.advance(state, new)
+            reply = StoredReply(seq=history + i, digest=batch_digest(new), body=reply_body(state))
+            self.updates.append(
+                SessionUpdate(
+                    next_seq=state.n_obs,
+                    state=predictor.state_to_bytes(state),
+                    mode="latent",
+                    version=self.version,
+                    updated=time.time(),
+                    appended=tuple(new),
+                    reply=reply,
+                )
+            )
+
+    async def open(self, store: SessionStore, session_id: str) -> None:
+        now = time.time()
+        record = SessionRecord(
+            session_id=session_id,
+            owner="",
+            mode="latent",
+            version=self.version,
+            ticker=None,
+            next_seq=len(self.history),
+            state=self.state,
+            retained=tuple(self.history),
+            created=now,
+            updated=now,
+        )
+        await store.create(record)
+        for update in self.updates:
+            assert await store.commit(session_id, update.next_seq - 1, update)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=100_000, help="full sessions held in the memory store")
+    parser.add_argument("--sample", type=int, default=1000, help="sessions measured per store and shape")
+    parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
+    args = parser.parse_args(argv)
+    return asyncio.run(run(args))
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = Settings(max_sessions=max(args.sessions, args.sample))
+    limits = store_limits(settings)
+    closes = sources.bundled(["IBM"])["close"].tolist()
+    with tempfile.TemporaryDirectory() as folder:
+        from training.registry import Registry
+
+        registry = Registry(Path(folder) / "artifacts")
+        version = registry.register(default_checkpoint(ModelConfig())).version
+        predictor = registry.predictor(version)
+    shapes = {
+        "fresh": Sessions(predictor, closes, FRESH, limits.retained_replies),
+        "full": Sessions(predictor, closes, limits.retained_observations, limits.retained_replies),
+    }
+    print(
+        f"cores {os.cpu_count()}; default model (latent {predictor.config.cell}, "
+        f"hidden {predictor.config.hidden_size}), state {len(shapes['full'].state)} bytes; "
+        f"each session has {limits.retained_replies} stored replies; "
+        f"fresh = {FRESH} closes retained, full = {limits.retained_observations}"
+    )
+    print(f"{'store':<8}{'session':<8}{'bytes/session':>15}")
+    for name, shape in shapes.items():
+        per = await heap_bytes(MemorySessionStore(limits), shape, args.sample)
+        print(f"{'memory':<8}{name:<8}{per:>15,.0f}")
+    with redis_server(args.redis_server) as url:
+        for name, shape in shapes.items():
+            per = await redis_bytes(url, limits, shape, args.sample, name)
+            print(f"{'redis':<8}{name:<8}{per:>15,.0f}")
+    rss, seconds = await resident(MemorySessionStore(limits), shapes["full"], args.sessions)
+    print(
+        f"memory store holding {args.sessions:,} full sessions: {rss / GIB:.3f} GiB more resident memory "
+        f"({rss / args.sessions:,.0f} bytes/session, built in {seconds:.0f} s; goal: 100,000 within 1 GiB)"
+    )
+    return 0
+
+
+async def heap_bytes(store: MemorySessionStore, shape: Sessions, count: int) -> float:
+    """Python heap bytes per session, traced over ``count`` sessions."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(count):
+        await shape.open(store, f"{i:032d}")
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    await store.close()
+    return (after - before) / count
+
+
+async def resident(store: MemorySessionStore, shape: Sessions, count: int) -> tuple[float, float]:
+    """Resident bytes added by ``count`` sessions (peak RSS delta), and the seconds taken."""
+    gc.collect()
+    before = _peak_rss()
+    started = time.perf_counter()
+    for i in range(count):
+        await shape.open(store, f"{i:032d}")
+    gc.collect()
+    seconds = time.perf_counter() - started
+    assert await store.count() == count
+    return _peak_rss() - before, seconds
+
+
+def _peak_rss() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # Linux reports KiB
+
+
+async def redis_bytes(url: str, limits: object, shape: Sessions, count: int, name: str) -> float:
+    """Redis ``used_memory`` per session over ``count`` sessions."""
+    raw = redis.Redis.from_url(url)
+    before = int(raw.info("memory")["used_memory"])
+    store = RedisSessionStore(url, limits, prefix=f"bench-{name}")  # type: ignore[arg-type]
+    for i in range(count):
+        await shape.open(store, f"{i:032d}")
+    after = int(raw.info("memory")["used_memory"])
+    await store.close()
+    raw.close()
+    return (after - before) / count
+
+
+class redis_server:
+    """A redis-server on a free loopback port in a temporary folder, without persistence."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    def __enter__(self) -> str:
+        self.folder = tempfile.TemporaryDirectory()
+        port = free_port()
+        command = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", self.folder.name]
+        command += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        return f"redis://127.0.0.1:{port}/0"
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.folder.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

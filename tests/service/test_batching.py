@@ -1,0 +1,167 @@
+"""Micro-batching: gathered by model, bounded in size and wait, equal to one request at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from data.errors import ConflictError
+from models.predictor import Observation
+from service.batching import MicroBatcher
+from service.metrics import ServiceMetrics
+from service.model_pool import ModelPool
+from service.sessions import BatchSettings, SessionReply, SessionService
+from service.stores import StoreLimits
+from service.stores.memory import MemorySessionStore
+from training.registry import Registry
+
+pytestmark = pytest.mark.anyio
+
+OWNER = "owner-a"
+HELD = 5.0  # seconds a test may hold a batch before it gives up
+
+
+class Recorder:
+    """Batch work that records each batch and holds the first one until released."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, list[int]]] = []
+        self.release = threading.Event()
+
+    def __call__(self, key: str, items: list[int]) -> list[int | Exception]:
+        first = not self.batches
+        self.batches.append((key, list(items)))
+        if first:
+            self.release.wait(HELD)
+        return [ValueError(f"item {i} is odd") if i % 2 else i * 10 for i in items]
+
+
+async def test_a_lone_item_runs_at_once_and_items_that_come_meanwhile_join_one_batch():
+    work = Recorder()
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=HELD, max_size=100)
+    first = asyncio.create_task(batcher.submit("m", 0))
+    await asyncio.sleep(0.05)
+    assert work.batches == [("m", [0])]  # started without waiting for company
+    others = [asyncio.create_task(batcher.submit("m", i)) for i in (2, 4, 6)]
+    await asyncio.sleep(0.05)
+    assert len(work.batches) == 1  # waiting for the running batch
+    work.release.set()
+    assert await first == 0 and await asyncio.gather(*others) == [20, 40, 60]
+    assert work.batches == [("m", [0]), ("m", [2, 4, 6])]
+
+
+async def test_a_full_batch_starts_without_waiting_and_keys_are_never_mixed():
+    work = Recorder()
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=HELD, max_size=2)
+    first = asyncio.create_task(batcher.submit("m", 0))
+    await asyncio.sleep(0.05)
+    tasks = [asyncio.create_task(batcher.submit(key, i)) for key, i in [("m", 2), ("n", 4), ("m", 6), ("m", 8)]]
+    await asyncio.sleep(0.1)
+    # "m" filled a batch of two while its first batch was held; "n" had none running
+    assert sorted(work.batches[1:]) == [("m", [2, 6]), ("n", [4])]
+    work.release.set()
+    assert await first == 0 and await asyncio.gather(*tasks) == [20, 40, 60, 80]
+    assert work.batches[-1] == ("m", [8])
+
+
+async def test_an_item_waits_at_most_the_wait_bound_for_a_running_batch():
+    work = Recorder()
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=0.05, max_size=100)
+    first = asyncio.create_task(batcher.submit("m", 0))
+    await asyncio.sleep(0.02)
+    started = time.perf_counter()
+    assert await batcher.submit("m", 2) == 20
+    assert time.perf_counter() - started < HELD / 2  # the first batch is still held
+    assert not first.done()
+    work.release.set()
+    assert await first == 0
+
+
+async def test_each_item_gets_its_own_exception_and_a_failed_batch_fails_all_its_items():
+    work = Recorder()
+    work.release.set()
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=0.01, max_size=100)
+    results = await asyncio.gather(*(batcher.submit("m", i) for i in range(4)), return_exceptions=True)
+    assert [r if isinstance(r, int) else str(r) for r in results] == [0, "item 1 is odd", 20, "item 3 is odd"]
+
+    def broken(key: str, items: list[int]) -> list[int | Exception]:
+        raise RuntimeError("the model failed")
+
+    failing: MicroBatcher[str, int, int] = MicroBatcher(broken, wait_seconds=0.01, max_size=100)
+    results = await asyncio.gather(*(failing.submit("m", i) for i in range(3)), return_exceptions=True)
+    assert [str(r) for r in results] == ["the model failed"] * 3
+
+
+@dataclass
+class Tracked:
+    """One session as the test follows it in both services."""
+
+    next_seq: int
+    ids: dict[bool, str]  # its id in the service without (False) and with (True) batching
+
+
+def build(registry: Registry, batching: bool) -> SessionService:
+    pool = ModelPool(registry, idle_seconds=60)
+    pool.refresh()
+    store = MemorySessionStore(
+        StoreLimits(ttl_seconds=60.0, max_sessions=100, retained_observations=50, retained_replies=4)
+    )
+    return SessionService(
+        store,
+        pool,
+        ServiceMetrics(pool),
+        max_batch=20,
+        max_history=500,
+        batching=BatchSettings(enabled=batching, wait_seconds=0.002, max_size=8),
+    )
+
+
+async def test_batched_sessions_answer_as_one_request_at_a_time_does(registry: Registry, closes: list[float]):
+    obs = [Observation(close=c) for c in closes]
+    services = {batching: build(registry, batching) for batching in (False, True)}
+    rng = random.Random(3)
+    sessions = []
+    for n in range(12):
+        mode, warm = ("latent", "ar")[n % 2], rng.randint(0, 15)
+        ids = {b: (await s.open(OWNER, obs[:warm], mode=mode)).session_id for b, s in services.items()}
+        sessions.append(Tracked(warm, ids))
+    for _ in range(25):
+        requests = []  # (session, seq, batch): new batches, retries, gaps
+        for session in sessions:
+            seq, roll = session.next_seq, rng.random()
+            size = 1 if roll < 0.7 else rng.randint(2, 4)
+            if roll > 0.95:
+                seq += 1  # a gap
+            elif roll > 0.9 and seq > 3:
+                seq -= 2  # an overlap with a new tail
+            requests.append((session, seq, obs[seq : seq + size]))
+        replies = {}
+        for batching, service in services.items():
+            replies[batching] = await asyncio.gather(
+                *(service.append(OWNER, s.ids[batching], seq, batch) for s, seq, batch in requests),
+                return_exceptions=True,
+            )
+        for (session, _, _), alone, batched in zip(requests, replies[False], replies[True], strict=True):
+            if isinstance(alone, ConflictError):
+                assert isinstance(batched, ConflictError) and batched.message == alone.message
+                continue
+            assert isinstance(alone, SessionReply) and isinstance(batched, SessionReply)
+            assert batched.next_seq == alone.next_seq
+            session.next_seq = alone.next_seq
+            if alone.forecast is None:
+                assert batched.forecast is None
+            else:
+                assert batched.forecast is not None and batched.forecast.as_of_seq == alone.forecast.as_of_seq
+                np.testing.assert_allclose(batched.forecast.log_return, alone.forecast.log_return, atol=1e-6)
+                np.testing.assert_allclose(batched.forecast.price, alone.forecast.price, rtol=1e-6)
+    on, off = services[True].metrics.registry, services[False].metrics.registry
+    count = on.get_sample_value("latentcast_append_batch_size_count")
+    total = on.get_sample_value("latentcast_append_batch_size_sum")
+    assert count is not None and total is not None and total > count  # some batches held more than one append
+    assert off.get_sample_value("latentcast_append_batch_size_count") == 0  # off: no batches
