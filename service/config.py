@@ -44,6 +44,12 @@ class Settings(BaseSettings):
         default=1000, ge=0, description="raw observations kept per session for migration"
     )
     retained_replies: int = Field(default=8, ge=1, description="recent replies kept per session to answer retries")
+    max_sessions_per_key: int = Field(
+        default=1000,
+        ge=1,
+        description="open sessions one API key may hold (429 beyond); so that one key cannot push out "
+        "everyone else's sessions through max_sessions. Only with keys: without, max_sessions bounds all",
+    )
 
     # request bounds
     max_batch: int = Field(default=1000, ge=1, description="observations in one POST to a session")

@@ -6,8 +6,12 @@ Every error answer has one shape, ``{"error": {"code", "message", ...details}}``
     DataError          422  (names the seq)     AuthError         401
     ConfigError        400                      ForbiddenError    403
     StateError         500                      LimitError        413
-    CheckpointError    503                      UnavailableError  503
-    NotFoundError      404
+    CheckpointError    503                      QuotaError        429
+    NotFoundError      404                      UnavailableError  503
+
+A quota is 429, not 413: 413 tells a client to send a smaller request, which
+cannot help; 429 tells it to back off, and the same request succeeds once it
+has freed what it holds.
 
 FastAPI's request validation errors, and a body that is not UTF-8 JSON, are
 422 ``invalid_request`` naming the field; routing errors keep their status (404, 405); anything unexpected is a
@@ -34,6 +38,7 @@ from data.errors import (
     ForecastError,
     LimitError,
     NotFoundError,
+    QuotaError,
     StateError,
     UnavailableError,
 )
@@ -50,6 +55,7 @@ STATUS: dict[type[ForecastError], int] = {
     AuthError: 401,
     ForbiddenError: 403,
     LimitError: 413,
+    QuotaError: 429,
     UnavailableError: 503,
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}

@@ -57,7 +57,7 @@ MIGRATE_EXAMPLES: dict[str, Any] = {
     status_code=201,
     response_model=SessionResponse,
     summary="Open a session",
-    responses=error_responses(401, 404, 413, 422, 503),
+    responses=error_responses(401, 404, 413, 422, 429, 503),
 )
 async def open_session(
     svc: ServicesDep,
