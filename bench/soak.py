@@ -197,7 +197,7 @@ def table(store: str, servers: int, result: SoakResult) -> str:
         ("observations applied (acknowledged)", f"{t.applied} of {result.expected_applied}"),
         ("retried batches (same reply each time)", str(t.retries)),
         ("overlapping batches", str(t.overlaps)),
-        ("dropped connections", str(t.dropped)),
+        ("dropped connections (applied all the same, then answered once)", f"{t.dropped} ({t.dropped_applied})"),
         ("out-of-order batches (409s they got)", f"{t.out_of_order} ({t.conflicts})"),
         ("waits for a server or store that was away", str(t.waits)),
         ("client-side problems", str(len(t.problems))),

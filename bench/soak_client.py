@@ -58,13 +58,15 @@ class StreamStats:
     retries: int = 0
     overlaps: int = 0
     dropped: int = 0
+    dropped_applied: int = 0  # dropped batches that the server applied without the client seeing the answer
     out_of_order: int = 0
     conflicts: int = 0  # 409s the out-of-order batches got
     waits: int = 0  # sends repeated because the server was down or its store away
     problems: list[str] = field(default_factory=list)
 
     def add(self, other: StreamStats) -> None:
-        for name in ("sent", "applied", "retries", "overlaps", "dropped", "out_of_order", "conflicts", "waits"):
+        names = ("sent", "applied", "retries", "overlaps", "dropped", "dropped_applied", "out_of_order", "conflicts")
+        for name in (*names, "waits"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.problems += other.problems
 
@@ -154,13 +156,24 @@ class FaultyStream:
         return None
 
     async def _drop(self, clients: Sequence[httpx.AsyncClient], seq: int, size: int, after: float) -> None:
-        """Send the batch and hang up before the answer (it may or may not be applied)."""
-        self.stats.dropped += 1
+        """Send the batch and hang up before the answer (it may or may not be applied).
+
+        Counted as dropped only if the client did hang up first: an answer that came
+        within the wait is a send like another.
+        """
         self.stats.sent += size
         body = {"seq": seq, "observations": [wire(o) for o in self.observations[seq : seq + size]]}
         request = self.rng.choice(clients).post(self._url, json=body, headers=self.headers)
-        with contextlib.suppress(TimeoutError, httpx.TransportError):
+        try:
             await asyncio.wait_for(request, timeout=self.rng.uniform(0, after))
+            return
+        except (TimeoutError, httpx.TransportError):
+            self.stats.dropped += 1
+        # did the server apply it all the same? (then the batch sent next is answered from the stored reply)
+        await asyncio.sleep(after)
+        with contextlib.suppress(httpx.TransportError, KeyError, ValueError):
+            info = await self.rng.choice(clients).get(f"/v1/sessions/{self.session_id}", headers=self.headers)
+            self.stats.dropped_applied += info.json()["next_seq"] > self.next_seq
 
     async def _out_of_order(self, clients: Sequence[httpx.AsyncClient], size: int) -> None:
         """A gap or a rewrite of what was applied: both must be a 409 naming the next seq."""
