@@ -14,8 +14,9 @@ cannot help; 429 tells it to back off, and the same request succeeds once it
 has freed what it holds.
 
 FastAPI's request validation errors, and a body that is not UTF-8 JSON, are
-422 ``invalid_request`` naming the field; routing errors keep their status (404, 405); anything unexpected is a
-500 ``internal`` whose details stay in the server log.
+422 ``invalid_request`` naming the field; routing errors keep their status
+(404, 405); anything unexpected is a 500 ``internal`` whose details stay in the
+server log.
 """
 
 from __future__ import annotations
