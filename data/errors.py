@@ -15,6 +15,7 @@ match on; the message is for people.
     ├── AuthError              a missing or wrong API key
     ├── ForbiddenError         a valid key without the right to do this
     ├── LimitError             a request exceeds a configured bound
+    │   └── QuotaError         a caller holds as many of something as it may (sessions per key)
     └── UnavailableError       a dependency (store, models, lock) cannot serve now
 """
 
@@ -93,6 +94,16 @@ class LimitError(ForecastError, ValueError):
     """A request exceeds a configured bound (body size, batch length, ...)."""
 
     code = "limit_exceeded"
+
+
+class QuotaError(LimitError):
+    """A caller already holds as many of something as it may, e.g. open sessions per API key.
+
+    Unlike its parent, the request itself is fine: the same request succeeds once
+    the caller has freed one (a session deleted or expired).
+    """
+
+    code = "quota_exceeded"
 
 
 class UnavailableError(ForecastError):

@@ -65,17 +65,20 @@ def feature_rows(
     close = np.asarray(close, dtype=np.float64)
     previous = np.concatenate([[prev_close], close[:-1]])
     columns = []
-    for name in names:
-        if name == "returns":
-            columns.append(np.log(close / previous))
-        elif name == "range":
-            assert high is not None and low is not None
-            columns.append(np.log(np.asarray(high, np.float64) / np.asarray(low, np.float64)))
-        else:
-            assert volume is not None and prev_volume is not None
-            vol = np.asarray(volume, dtype=np.float64)
-            prev_vol = np.concatenate([[prev_volume], vol[:-1]])
-            columns.append(np.log1p(vol) - np.log1p(prev_vol))
+    # A ratio of two extreme prices (1e-300 after 1e300) overflows to 0 or inf and its log to
+    # -inf or inf: the scaler clips those, so they are expected values, not warnings.
+    with np.errstate(divide="ignore", over="ignore", under="ignore"):
+        for name in names:
+            if name == "returns":
+                columns.append(np.log(close / previous))
+            elif name == "range":
+                assert high is not None and low is not None
+                columns.append(np.log(np.asarray(high, np.float64) / np.asarray(low, np.float64)))
+            else:
+                assert volume is not None and prev_volume is not None
+                vol = np.asarray(volume, dtype=np.float64)
+                prev_vol = np.concatenate([[prev_volume], vol[:-1]])
+                columns.append(np.log1p(vol) - np.log1p(prev_vol))
     return np.stack(columns, axis=1)
 
 

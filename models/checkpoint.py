@@ -10,6 +10,7 @@ from the config and the weights are checked against it.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -56,16 +57,26 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) ->
             os.unlink(tmp)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; ``CheckpointError`` if unreadable."""
+def load_checkpoint(path: str | os.PathLike[str], origin: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; ``CheckpointError`` if unreadable.
+
+    Errors name ``origin`` (default: the path), so that a service can name a version
+    instead of a path on its disk.
+    """
+    name = origin or str(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: no such checkpoint") from exc
+        raise CheckpointError(f"{name}: no such checkpoint") from exc
+    except pickle.UnpicklingError as exc:
+        # torch's message runs to a page of advice on loading the file anyway: not for a server's clients
+        detail = "it holds objects other than tensors and plain values, which weights-only loading refuses"
+        raise CheckpointError(f"{name}: unreadable checkpoint (UnpicklingError: {detail})") from exc
     except Exception as exc:  # torch raises many types for a truncated or tampered file
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{name}: unreadable checkpoint ({type(exc).__name__}: {detail})") from exc
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT}")
+        raise CheckpointError(f"{name}: not a checkpoint of format {CHECKPOINT_FORMAT}")
     return checkpoint
 
 

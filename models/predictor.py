@@ -36,6 +36,10 @@ SERIES_MAGIC = b"LCSE"
 SERIES_FORMAT = 1
 # magic, version, mode, n_obs, last_close, last_volume, has_output, window rows
 _SERIES_HEADER = struct.Struct("<4sBBQddBI")
+OBSERVATION_VALUES = ("close", "open", "high", "low", "volume")
+# A forecast price is close * exp(log return): far below float64's 1.8e308, so that it stays
+# finite (and JSON can carry it), and far above any quoted price, even in a hyperinflation.
+MAX_PRICE = 1e15
 
 
 @dataclass(frozen=True)
@@ -117,16 +121,24 @@ class Predictor:
         """Raise ``DataError`` naming the first bad observation by its seq."""
         for i, obs in enumerate(observations):
             where = f"observation {first_seq + i}"
-            for name in self.fields:
+            # every value sent is checked, also those this model does not read: the same
+            # observation is then valid or not whatever the model, as the API schema says
+            for name in OBSERVATION_VALUES:
                 value = getattr(obs, name)
                 if value is None:
-                    needed = ", ".join(self.fields)
-                    raise DataError(f"{where}: {name} is missing; this model needs {needed}", seq=first_seq + i)
+                    if name in self.fields:
+                        needed = ", ".join(self.fields)
+                        raise DataError(f"{where}: {name} is missing; this model needs {needed}", seq=first_seq + i)
+                    continue
                 if not math.isfinite(value):
                     raise DataError(f"{where}: {name} is {value}; values must be finite", seq=first_seq + i)
                 if value < 0 or (value == 0 and name != "volume"):
                     kind = "volume must not be negative" if name == "volume" else "prices must be positive"
                     raise DataError(f"{where}: {name} is {value}; {kind}", seq=first_seq + i)
+                if name != "volume" and value > MAX_PRICE:
+                    raise DataError(
+                        f"{where}: {name} is {value}; prices must be at most {MAX_PRICE:g}", seq=first_seq + i
+                    )
             if obs.high is not None and obs.low is not None and obs.high < obs.low:
                 raise DataError(f"{where}: high {obs.high} is below low {obs.low}", seq=first_seq + i)
 

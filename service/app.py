@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: from the environment). Models load when it starts."""
     settings = settings or get_settings()
     registry = Registry(settings.artifacts)
-    pool = ModelPool(registry, idle_seconds=settings.session_ttl_seconds)
+    pool = ModelPool(registry, idle_seconds=settings.session_ttl_seconds, bounds=settings.model_bounds)
     metrics = ServiceMetrics(pool)
 
     @contextlib.asynccontextmanager

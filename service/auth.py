@@ -35,12 +35,16 @@ def owner_of(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:OWNER_HEX_DIGITS]
 
 
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
 class KeyRing:
     """The configured keys; ``caller`` checks one in constant time."""
 
     def __init__(self, api_keys: tuple[str, ...] = (), admin_key: str | None = None) -> None:
-        self._keys = tuple(k.encode() for k in api_keys)
-        self._admin = admin_key.encode() if admin_key else None
+        self._keys = tuple(_digest(k) for k in api_keys)
+        self._admin = _digest(admin_key) if admin_key else None
 
     @property
     def enabled(self) -> bool:
@@ -52,7 +56,8 @@ class KeyRing:
             return ANONYMOUS
         if not key:
             raise AuthError(f"missing API key: send it in the {API_KEY_HEADER} header")
-        given = key.encode()
+        # digests of equal length: the time of a comparison says nothing of a key's length either
+        given = _digest(key)
         admin = self._admin is not None and hmac.compare_digest(given, self._admin)
         # compare with every key, so that the time taken does not say which one matched
         known = [hmac.compare_digest(given, k) for k in self._keys]

@@ -122,6 +122,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
     parser.add_argument("--layers", type=int, default=model.num_layers)
     parser.add_argument("--window", type=int, default=model.window, help="ar mode's window")
     parser.add_argument("--horizon", type=int, default=model.horizon)
+    parser.add_argument(
+        "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"
+    )
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--seed", type=int, default=train.seed)
     parser.add_argument("--threads", type=int, default=train.threads, help="torch threads")
@@ -134,7 +137,12 @@ def load_prices(args: argparse.Namespace) -> sources.pd.DataFrame:
 
 
 def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
-    return ModelConfig(
+    """The model to train; ``ConfigError`` if it is invalid or larger than the service would serve."""
+    try:
+        quantiles = tuple(float(q) for q in args.quantiles.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--quantiles must be a comma list of numbers, got {args.quantiles!r}") from exc
+    config = ModelConfig(
         mode=mode,
         cell=args.cell,
         n_features=len(args.features.split(",")),
@@ -142,7 +150,13 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
         num_layers=args.layers,
         window=args.window,
         horizon=args.horizon,
+        quantiles=quantiles,
     )
+    # refused before training, not after: the service would not load it
+    problem = get_settings().model_bounds.problem(config.horizon, len(config.quantiles))
+    if problem is not None:
+        raise ConfigError(f"{problem}: the service would refuse this model")
+    return config
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:

@@ -7,6 +7,7 @@ build apps with their own values instead of patching the environment.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,6 +18,22 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "LATENTCAST_"
 # a short key is guessable; 16 characters of token_urlsafe carry 96 bits
 MIN_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class ModelBounds:
+    """How large a served model's forecast may be: its horizon and its number of quantile levels."""
+
+    max_horizon: int
+    max_quantiles: int
+
+    def problem(self, horizon: int, quantiles: int) -> str | None:
+        """What is over the bounds in a model of ``horizon`` steps and ``quantiles`` levels, or None."""
+        if horizon > self.max_horizon:
+            return f"horizon {horizon} is over the limit of {self.max_horizon} (LATENTCAST_MAX_HORIZON)"
+        if quantiles > self.max_quantiles:
+            return f"{quantiles} quantile levels are over the limit of {self.max_quantiles} (LATENTCAST_MAX_QUANTILES)"
+        return None
 
 
 class Settings(BaseSettings):
@@ -44,6 +61,12 @@ class Settings(BaseSettings):
         default=1000, ge=0, description="raw observations kept per session for migration"
     )
     retained_replies: int = Field(default=8, ge=1, description="recent replies kept per session to answer retries")
+    max_sessions_per_key: int = Field(
+        default=1000,
+        ge=1,
+        description="open sessions one API key may hold (429 beyond); so that one key cannot push out "
+        "everyone else's sessions through max_sessions. Only with keys: without, max_sessions bounds all",
+    )
 
     inline_observations: int = Field(
         default=64,
@@ -64,6 +87,14 @@ class Settings(BaseSettings):
         default=10_000, ge=1, description="observations in a warm-up history or a stateless forecast"
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body accepted")
+    # a reply holds horizon x quantiles numbers twice (log returns and prices), and every session
+    # keeps its last retained_replies replies: at 60 x 19 that is about 50 KB a reply
+    max_horizon: int = Field(
+        default=60, ge=1, description="longest forecast horizon of a model served (about three months of days)"
+    )
+    max_quantiles: int = Field(
+        default=19, ge=1, description="most quantile levels of a model served (every 5%: 0.05 to 0.95)"
+    )
 
     # access
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), description="comma-separated client keys")
@@ -128,6 +159,10 @@ class Settings(BaseSettings):
             if len(key) < MIN_KEY_LENGTH:
                 raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
         return self
+
+    @property
+    def model_bounds(self) -> ModelBounds:
+        return ModelBounds(self.max_horizon, self.max_quantiles)
 
     @property
     def auth_enabled(self) -> bool:

@@ -6,12 +6,17 @@ Every error answer has one shape, ``{"error": {"code", "message", ...details}}``
     DataError          422  (names the seq)     AuthError         401
     ConfigError        400                      ForbiddenError    403
     StateError         500                      LimitError        413
-    CheckpointError    503                      UnavailableError  503
-    NotFoundError      404
+    CheckpointError    503                      QuotaError        429
+    NotFoundError      404                      UnavailableError  503
 
-FastAPI's request validation errors are 422 ``invalid_request`` naming the
-field; routing errors keep their status (404, 405); anything unexpected is a
-500 ``internal`` whose details stay in the server log.
+A quota is 429, not 413: 413 tells a client to send a smaller request, which
+cannot help; 429 tells it to back off, and the same request succeeds once it
+has freed what it holds.
+
+FastAPI's request validation errors, and a body that is not UTF-8 JSON, are
+422 ``invalid_request`` naming the field; routing errors keep their status
+(404, 405); anything unexpected is a 500 ``internal`` whose details stay in the
+server log.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from data.errors import (
     ForecastError,
     LimitError,
     NotFoundError,
+    QuotaError,
     StateError,
     UnavailableError,
 )
@@ -50,11 +56,13 @@ STATUS: dict[type[ForecastError], int] = {
     AuthError: 401,
     ForbiddenError: 403,
     LimitError: 413,
+    QuotaError: 429,
     UnavailableError: 503,
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}
 # a batch of a thousand bad items would otherwise give a thousand entries
 MAX_LISTED_ERRORS = 10
+UNDECODABLE = "JSON text must be UTF-8"
 
 
 def status_of(exc: ForecastError) -> int:
@@ -111,6 +119,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers 400 to a JSON body that is not UTF-8, 422 to one that is not JSON:
+            # both are a malformed body, so both get the one answer the routes document
+            errors = [{"field": "body", "message": UNDECODABLE}]
+            return error_response(422, "invalid_request", f"body: {UNDECODABLE}", errors=errors)
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail))
 

@@ -5,7 +5,8 @@ reload request or the background poll). A session stays on the version it was
 opened with: the pool loads any version on first use (after a restart, say)
 and keeps a non-champion version loaded while sessions use it, unloading it
 only once it has been idle for a session lifetime. A new champion that fails to
-load is logged and skipped; the previous one keeps serving.
+load (corrupt, tampered, or a forecast larger than the configured bounds) is
+logged and skipped; the previous one keeps serving.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from data.errors import CheckpointError, NotFoundError, UnavailableError
-from models.config import MODES
+from data.errors import CheckpointError, ConfigError, NotFoundError, UnavailableError
+from models.config import MODES, ModelConfig
 from models.predictor import Predictor
+from service.config import ModelBounds
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,16 @@ class RefreshResult:
 class ModelPool:
     """Loaded predictors by version; thread-safe (loading runs in worker threads)."""
 
-    def __init__(self, registry: Registry, idle_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        idle_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        bounds: ModelBounds | None = None,
+    ) -> None:
         self.registry = registry
         self.idle_seconds = idle_seconds
+        self.bounds = bounds
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded: dict[str, Predictor] = {}
@@ -75,6 +84,7 @@ class ModelPool:
         predictor = self.get_loaded(version)
         if predictor is not None:
             return predictor
+        self._check_bounds(version)
         # loaded outside the lock, so that the versions already loaded keep serving meanwhile
         predictor = self.registry.predictor(version)
         with self._lock:
@@ -82,6 +92,18 @@ class ModelPool:
             self._last_used[version] = self._clock()
         log.info("loaded model %s", version)
         return predictor
+
+    def _check_bounds(self, version: str) -> None:
+        """``CheckpointError`` if the version's forecast is larger than the bounds, read before its weights."""
+        if self.bounds is None:
+            return
+        try:
+            config = ModelConfig.from_dict(self.registry.get(version).config)
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"version {version}: bad config.json ({exc})") from exc
+        problem = self.bounds.problem(config.horizon, len(config.quantiles))
+        if problem is not None:
+            raise CheckpointError(f"version {version}: {problem}; it is not served")
 
     def champions(self) -> dict[str, str]:
         with self._lock:

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from data.errors import ConflictError, NotFoundError, StateError
+from data.errors import ConflictError, NotFoundError, QuotaError, StateError
 from models.predictor import Observation, Predictor, SeriesState
 from service.batching import MicroBatcher
 from service.forecasting import ModelRef, check_count, in_thread
@@ -181,7 +181,13 @@ class SessionService:
             created=now,
             updated=now,
         )
-        await self.store.create(record)
+        if not await self.store.create(record):
+            limit = self.store.limits.max_sessions_per_owner
+            raise QuotaError(
+                f"this API key holds {limit} open sessions, the most it may (LATENTCAST_MAX_SESSIONS_PER_KEY): "
+                "delete one or let one expire",
+                limit=limit,
+            )
         self.metrics.applied(record.mode, "open", len(history))
         return reply
 

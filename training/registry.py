@@ -156,7 +156,7 @@ class Registry:
                 raise CheckpointError(f"version {version}: {name} is missing")
             if _sha256(file) != digest:
                 raise CheckpointError(f"version {version}: {name} does not match its manifest (corrupt or tampered)")
-        checkpoint = load_checkpoint(path / "model.pt")
+        checkpoint = load_checkpoint(path / "model.pt", origin=f"version {version}: model.pt")
         if checkpoint.get("config") != _read_json(path / "config.json", version):
             raise CheckpointError(f"version {version}: config.json differs from the checkpoint's config")
         build_from_checkpoint(checkpoint, f"version {version}")

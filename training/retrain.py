@@ -173,13 +173,18 @@ def run_retrain(
     job_id: str | None = None,
     download: sources.Downloader = sources.download_yfinance,
 ) -> JobReport:
-    """Run one retrain job to the end and return its report (also saved in the job store)."""
+    """Run one retrain job to the end and return its report (also saved in the job store, when the disk allows).
+
+    Once started, a failure anywhere (a full disk or an unwritable artifacts folder included) is not
+    raised: it ends the job as ``failed`` with an error that says why, and the champion unchanged.
+    """
     jobs = JobStore(config.artifacts / "jobs")
     job = jobs.get(job_id) if job_id and jobs.exists(job_id) else JobReport(job_id=job_id or new_job_id())
     job.start(os.getpid())
-    jobs.save(job)
     started = time.perf_counter()
     try:
+        # the first write: on a full disk or an unwritable folder the job fails here, before any training
+        jobs.save(job)
         with JobLock(config.artifacts / LOCK_FILE, job.job_id) as lock:
             if lock.recovered:
                 job.recovered_lock = lock.recovered.__dict__

@@ -19,5 +19,6 @@ DESCRIPTIONS = {
     409: "seq gap or conflicting overlap (the error names expected_seq), or a retrain already running",
     413: "request body or observation count over the configured bound",
     422: "malformed request, or an observation that is missing a field, not finite or not positive",
+    429: "this API key already holds as many open sessions as it may (delete one or let one expire)",
     503: "session store unreachable or no model loaded",
 }

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 
 from service.dependencies import AdminDep, ServicesDep
 from service.forecasting import in_thread
 from service.routes import error_responses
 from service.schemas import JobListResponse, JobResponse
+from training.jobs import JOB_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["retraining"])
 
 LISTED_JOBS = 20
+# documented, not enforced by the schema: any id the store does not hold, well formed or not, is a 404
+JobId = Annotated[
+    str, Path(description="as returned by POST /v1/retrain", json_schema_extra={"pattern": JOB_PATTERN.pattern})
+]
 
 
 @router.post(
@@ -48,7 +53,7 @@ async def list_jobs(svc: ServicesDep, _: AdminDep) -> dict[str, Any]:
     summary="A retrain job's report (admin)",
     responses=error_responses(401, 403, 404),
 )
-async def get_job(job_id: str, svc: ServicesDep, _: AdminDep) -> dict[str, Any]:
+async def get_job(job_id: JobId, svc: ServicesDep, _: AdminDep) -> dict[str, Any]:
     """Status, stage, data used, and per mode the challenger, the champion, their holdout losses and
     the decision with its reason. A job whose process died reads as `crashed`."""
     job = await in_thread(svc.jobs.jobs.get, job_id)

@@ -18,10 +18,19 @@ from service.schemas import (
     SessionResponse,
     observations,
 )
+from service.sessions import SESSION_ID_PATTERN
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
-SessionId = Annotated[str, Path(description="as returned when the session was opened")]
+# the pattern is documented, not enforced here: the service answers 404 to any id it does not
+# hold, well formed or not, so that an id's shape says nothing about which ids exist
+SessionId = Annotated[
+    str,
+    Path(
+        description="as returned when the session was opened",
+        json_schema_extra={"pattern": SESSION_ID_PATTERN.pattern},
+    ),
+]
 OPEN_EXAMPLES: dict[str, Any] = {
     "warm": {
         "summary": "latent, warmed on five closes",
@@ -48,7 +57,7 @@ MIGRATE_EXAMPLES: dict[str, Any] = {
     status_code=201,
     response_model=SessionResponse,
     summary="Open a session",
-    responses=error_responses(401, 404, 413, 422, 503),
+    responses=error_responses(401, 404, 413, 422, 429, 503),
 )
 async def open_session(
     svc: ServicesDep,

@@ -24,9 +24,14 @@ class SessionStore(Protocol):
     """Records by session id, each replaced only by compare-and-set on ``next_seq``."""
 
     kind: str
+    limits: StoreLimits
 
-    async def create(self, record: SessionRecord) -> None:
-        """Store a new record, dropping the least recently used ones beyond the bound."""
+    async def create(self, record: SessionRecord) -> bool:
+        """Store a new record, dropping the least recently used ones beyond the bound.
+
+        False, and nothing stored or dropped, if the record's owner already holds
+        ``max_sessions_per_owner`` sessions.
+        """
 
     async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
         """The record, or None if there is none (or it expired); counts as a use.
@@ -44,6 +49,9 @@ class SessionStore(Protocol):
     async def count(self) -> int:
         """Sessions open now."""
 
+    async def owned(self, owner: str) -> int:
+        """Sessions open now that belong to ``owner``."""
+
     async def ping(self) -> None:
         """Return if the store answers; ``UnavailableError`` otherwise."""
 
@@ -57,6 +65,8 @@ def store_limits(settings: Settings) -> StoreLimits:
         max_sessions=settings.max_sessions,
         retained_observations=settings.retained_observations,
         retained_replies=settings.retained_replies,
+        # without keys every caller is the one anonymous owner: max_sessions is its bound
+        max_sessions_per_owner=settings.max_sessions_per_key if settings.auth_enabled else None,
     )
 
 

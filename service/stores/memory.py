@@ -55,18 +55,24 @@ class MemorySessionStore:
         self._on_evict = on_evict
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._owned: dict[str, set[str]] = {}  # session ids by owner
 
-    async def create(self, record: SessionRecord) -> None:
+    async def create(self, record: SessionRecord) -> bool:
         self._expire()
+        bound = self.limits.max_sessions_per_owner
+        if bound is not None and len(self._owned.get(record.owner, ())) >= bound:
+            return False
         dropped = 0
         while len(self._entries) >= self.limits.max_sessions:
-            self._entries.popitem(last=False)
+            self._drop_first()
             dropped += 1
         self._notify("capacity", dropped)
         packed = PackedObservations().extend(record.retained, self.limits.retained_observations)
         replies = pack_replies(record.replies[-self.limits.retained_replies :])
         record = replace(record, retained=(), retained_count=len(packed), replies=())
         self._entries[record.session_id] = _Entry(record, packed, replies, self._clock() + self.limits.ttl_seconds)
+        self._owned.setdefault(record.owner, set()).add(record.session_id)
+        return True
 
     async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
         entry = self._touch(session_id)
@@ -81,7 +87,11 @@ class MemorySessionStore:
 
     async def delete(self, session_id: str) -> bool:
         self._expire()
-        return self._entries.pop(session_id, None) is not None
+        entry = self._entries.pop(session_id, None)
+        if entry is None:
+            return False
+        self._disown(entry.record)
+        return True
 
     async def count(self) -> int:
         self._expire()
@@ -90,8 +100,13 @@ class MemorySessionStore:
     async def ping(self) -> None:
         return None
 
+    async def owned(self, owner: str) -> int:
+        self._expire()
+        return len(self._owned.get(owner, ()))
+
     async def close(self) -> None:
         self._entries.clear()
+        self._owned.clear()
 
     def _touch(self, session_id: str) -> _Entry | None:
         self._expire()
@@ -109,9 +124,20 @@ class MemorySessionStore:
             first = next(iter(self._entries.values()))
             if first.expires > now:
                 break
-            self._entries.popitem(last=False)
+            self._drop_first()
             dropped += 1
         self._notify("ttl", dropped)
+
+    def _drop_first(self) -> None:
+        _, entry = self._entries.popitem(last=False)
+        self._disown(entry.record)
+
+    def _disown(self, record: SessionRecord) -> None:
+        owned = self._owned.get(record.owner)
+        if owned is not None:
+            owned.discard(record.session_id)
+            if not owned:
+                del self._owned[record.owner]
 
     def _notify(self, reason: str, count: int) -> None:
         if count and self._on_evict is not None:

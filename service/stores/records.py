@@ -104,12 +104,18 @@ class SessionUpdate:
 
 @dataclass(frozen=True)
 class StoreLimits:
-    """Bounds every store applies: lifetime, count and what each session keeps."""
+    """Bounds every store applies: lifetime, count and what each session keeps.
+
+    ``max_sessions_per_owner`` (None: no bound) refuses a new session to an owner
+    that holds that many; ``max_sessions`` instead drops the least recently used
+    session of anyone, so without the first one key could push out everyone else's.
+    """
 
     ttl_seconds: float
     max_sessions: int
     retained_observations: int
     retained_replies: int
+    max_sessions_per_owner: int | None = None
 
 
 def observation_to_bytes(obs: Observation) -> bytes:

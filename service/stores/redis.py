@@ -4,6 +4,7 @@
     <prefix>:session:<id>:obs      list: retained observations, oldest first (compact bytes)
     <prefix>:session:<id>:replies  list: recent replies, oldest first
     <prefix>:sessions              sorted set: session id by expiry time (ms), oldest use first
+    <prefix>:owner:<owner>         sorted set: the owner's session ids by expiry time (ms)
 
 Every change is one Lua script, so it is atomic: a commit checks ``next_seq``
 and writes in one step, and two workers can never both apply a batch. Times
@@ -59,20 +60,38 @@ return #gone
 """
 )
 
-# KEYS: hash, obs, replies, index
+# Keeps the owner's index in step with a session used now: KEYS[1] is the session's hash.
+_TOUCH_OWNER = """
+local function touch_owner(owner_prefix, id, ttl)
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  if owner then
+    redis.call('ZADD', owner_prefix .. owner, now + ttl, id)
+    redis.call('PEXPIRE', owner_prefix .. owner, ttl)
+  end
+end
+"""
+
+# KEYS: hash, obs, replies, index, owner index
 # ARGV: id, ttl_ms, max_sessions, key prefix, owner, mode, version, ticker, next_seq, state,
-#       created, updated, retained observations...
-# Returns {expired, evicted}.
+#       created, updated, owner index prefix, max sessions per owner (0: none), retained observations...
+# Returns {expired, evicted, created (1) or refused because the owner holds the most it may (0)}.
 _CREATE = (
     _NOW
     + _PUSH
     + """
+local bound = tonumber(ARGV[14])
+if bound > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  if redis.call('ZCARD', KEYS[5]) >= bound then return {0, 0, 0} end
+end
 local expired = redis.call('ZCOUNT', KEYS[4], '-inf', now)
 local over = math.max(redis.call('ZCARD', KEYS[4]) - expired - tonumber(ARGV[3]) + 1, 0)
 if expired + over > 0 then
   -- the lowest expiry times are the expired sessions, then the least recently used
   for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, expired + over - 1)) do
     local base = ARGV[4] .. id
+    local owner = redis.call('HGET', base, 'owner')
+    if owner then redis.call('ZREM', ARGV[13] .. owner, id) end
     redis.call('DEL', base, base .. ':obs', base .. ':replies')
     redis.call('ZREM', KEYS[4], id)
   end
@@ -80,22 +99,26 @@ end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'owner', ARGV[5], 'mode', ARGV[6], 'version', ARGV[7], 'ticker', ARGV[8],
            'next_seq', ARGV[9], 'state', ARGV[10], 'created', ARGV[11], 'updated', ARGV[12])
-push(KEYS[2], 13, #ARGV)
+push(KEYS[2], 15, #ARGV)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
-return {expired, over}
+redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[5], ARGV[2])
+return {expired, over, 1}
 """
 )
 
-# KEYS: hash, obs, replies, index; ARGV: id, ttl_ms, observations to read (-1: all).
+# KEYS: hash, obs, replies, index; ARGV: id, ttl_ms, observations to read (-1: all), owner index prefix.
 # Returns nil or {hash, observations kept, the last observations asked for, replies}.
 _GET = (
     _NOW
+    + _TOUCH_OWNER
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+touch_owner(ARGV[4], ARGV[1], tonumber(ARGV[2]))
 local wanted = tonumber(ARGV[3])
 local observations = {}
 if wanted < 0 then
@@ -109,19 +132,20 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('LLEN', KEYS[2]), observation
 
 # KEYS: hash, obs, replies, index
 # ARGV: id, ttl_ms, expected_seq, next_seq, state, mode, version, updated, retained, kept replies,
-#       clear replies (0/1), reply ('' for none), appended observations...
+#       clear replies (0/1), reply ('' for none), owner index prefix, appended observations...
 # Returns 1 if applied, 0 if next_seq was not the expected one, -1 if there is no such session.
 _COMMIT = (
     _NOW
     + _PUSH
+    + _TOUCH_OWNER
     + """
 local current = redis.call('HGET', KEYS[1], 'next_seq')
 if not current then return -1 end
 if current ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], 'next_seq', ARGV[4], 'state', ARGV[5], 'mode', ARGV[6], 'version', ARGV[7],
            'updated', ARGV[8])
-if #ARGV >= 13 then
-  push(KEYS[2], 13, #ARGV)
+if #ARGV >= 14 then
+  push(KEYS[2], 14, #ARGV)
   local keep = tonumber(ARGV[9])
   if keep > 0 then redis.call('LTRIM', KEYS[2], -keep, -1) else redis.call('DEL', KEYS[2]) end
 end
@@ -132,9 +156,21 @@ if ARGV[12] ~= '' then
 end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+touch_owner(ARGV[13], ARGV[1], tonumber(ARGV[2]))
 return 1
 """
 )
+
+# KEYS: hash, obs, replies, index; ARGV: id, owner index prefix. Returns 1 if there was a session.
+_DELETE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then redis.call('ZREM', ARGV[2] .. owner, ARGV[1]) end
+redis.call('ZREM', KEYS[4], ARGV[1])
+return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) > 0 and 1 or 0
+"""
+
+# KEYS: owner index. Returns how many of the owner's sessions have not expired.
+_OWNED = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')\n"
 
 
 class RedisSessionStore:
@@ -155,18 +191,21 @@ class RedisSessionStore:
         self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._session_prefix = f"{prefix}:session:"
         self._index = f"{prefix}:sessions"
+        self._owner_prefix = f"{prefix}:owner:"
         self._ttl_ms = max(1, round(limits.ttl_seconds * 1000))
         self._on_evict = on_evict
         self._sweep = self._client.register_script(_SWEEP)
         self._create = self._client.register_script(_CREATE)
         self._get = self._client.register_script(_GET)
         self._commit = self._client.register_script(_COMMIT)
+        self._delete = self._client.register_script(_DELETE)
+        self._owned = self._client.register_script(_OWNED)
 
     def _keys(self, session_id: str) -> list[str]:
         base = self._session_prefix + session_id
         return [base, f"{base}:obs", f"{base}:replies", self._index]
 
-    async def create(self, record: SessionRecord) -> None:
+    async def create(self, record: SessionRecord) -> bool:
         retained = record.retained[-self.limits.retained_observations :] if self.limits.retained_observations else ()
         args: list[Any] = [
             record.session_id,
@@ -181,17 +220,22 @@ class RedisSessionStore:
             record.state,
             repr(record.created),
             repr(record.updated),
+            self._owner_prefix,
+            self.limits.max_sessions_per_owner or 0,
             *(observation_to_bytes(o) for o in retained),
         ]
+        keys = [*self._keys(record.session_id), self._owner_prefix + record.owner]
         async with _available(self.url):
-            expired, evicted = await self._create(keys=self._keys(record.session_id), args=args)
+            expired, evicted, created = await self._create(keys=keys, args=args)
         self._notify("ttl", int(expired))
         self._notify("capacity", int(evicted))
+        return int(created) == 1
 
     async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
         wanted = -1 if observations is None else max(observations, 0)
         async with _available(self.url):
-            found = await self._get(keys=self._keys(session_id), args=[session_id, self._ttl_ms, wanted])
+            args: list[Any] = [session_id, self._ttl_ms, wanted, self._owner_prefix]
+            found = await self._get(keys=self._keys(session_id), args=args)
         if not found:
             return None
         flat, kept, read, replies = found
@@ -225,6 +269,7 @@ class RedisSessionStore:
             self.limits.retained_replies,
             int(update.clear_replies),
             update.reply.to_bytes() if update.reply else b"",
+            self._owner_prefix,
             *(observation_to_bytes(o) for o in update.appended),
         ]
         async with _available(self.url):
@@ -232,18 +277,20 @@ class RedisSessionStore:
         return int(result) == 1
 
     async def delete(self, session_id: str) -> bool:
-        hash_key, obs_key, replies_key, index = self._keys(session_id)
-        async with _available(self.url), self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(hash_key, obs_key, replies_key)
-            pipe.zrem(index, session_id)
-            deleted, _ = await pipe.execute()
-        return int(deleted) > 0
+        async with _available(self.url):
+            deleted = await self._delete(keys=self._keys(session_id), args=[session_id, self._owner_prefix])
+        return int(deleted) == 1
 
     async def count(self) -> int:
         async with _available(self.url):
             expired = await self._sweep(keys=[self._index], args=[self._session_prefix])
             count = await self._client.zcard(self._index)
         self._notify("ttl", int(expired))
+        return int(count)
+
+    async def owned(self, owner: str) -> int:
+        async with _available(self.url):
+            count = await self._owned(keys=[self._owner_prefix + owner])
         return int(count)
 
     async def ping(self) -> None:

@@ -138,3 +138,17 @@ def test_windows_end_at_each_index():
     w = windows(x, ends, 4)
     assert w.shape == (7, 4, 1)
     assert w[0, :, 0].tolist() == [0, 1, 2, 3] and w[-1, :, 0].tolist() == [6, 7, 8, 9]
+
+
+def test_extreme_price_ratios_give_infinite_returns_that_the_scaler_clips_without_warnings():
+    # pytest turns warnings into errors: overflow in the ratio or log(0) must not warn
+    rows = feature_rows(
+        ("returns", "range"),
+        np.array([1e-300, 1e300]),
+        1e300,
+        high=np.array([1e300, 1e300]),
+        low=np.array([1e-300, 1e-300]),
+    )
+    assert rows[0, 0] == -np.inf and rows[1, 0] == np.inf and rows[0, 1] == np.inf
+    scaler = Scaler(("returns", "range"), np.zeros(2), np.ones(2), 1.0, clip=10.0)
+    assert scaler.transform(rows).tolist() == [[-10.0, 10.0], [10.0, 10.0]]

@@ -52,7 +52,10 @@ def test_pickled_module_is_refused(tmp_path):
     torch.save(Forecaster(ModelConfig()), path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
-    assert "unreadable checkpoint (UnpicklingError" in str(err.value)
+    assert str(err.value) == (
+        f"{path}: unreadable checkpoint (UnpicklingError: it holds objects other than tensors and plain values, "
+        "which weights-only loading refuses)"
+    )
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):

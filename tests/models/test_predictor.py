@@ -11,7 +11,7 @@ from data.errors import DataError, StateError
 from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
-from models.predictor import Observation, Predictor, SeriesState
+from models.predictor import MAX_PRICE, Observation, Predictor, SeriesState
 
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
 
@@ -113,6 +113,29 @@ def test_bad_observations_are_refused_by_seq_before_anything_is_applied(obs, mes
         p.advance(state, batch)
     assert str(err.value) == message
     assert err.value.details == {"seq": 7}
+
+
+@pytest.mark.parametrize(
+    ("obs", "message"),
+    [
+        (Observation(close=2.0, volume=-1.0), "observation 2: volume is -1.0; volume must not be negative"),
+        (Observation(close=2.0, open=float("nan")), "observation 2: open is nan; values must be finite"),
+        (Observation(close=2.0, high=1.0, low=3.0), "observation 2: high 1.0 is below low 3.0"),
+        (Observation(close=2e15), "observation 2: close is 2000000000000000.0; prices must be at most 1e+15"),
+        (Observation(close=2.0, low=1e16), "observation 2: low is 1e+16; prices must be at most 1e+15"),
+    ],
+)
+def test_a_close_only_model_checks_the_values_it_does_not_read_too(obs, message):
+    p = predictor("latent", n_features=1)
+    with pytest.raises(DataError) as err:
+        p.run([Observation(close=10.0), Observation(close=10.5), obs])
+    assert str(err.value) == message
+
+
+def test_the_largest_price_allowed_gives_a_finite_forecast():
+    p = predictor("latent", n_features=1)
+    forecast = p.run([Observation(close=MAX_PRICE), Observation(close=1e-300), Observation(close=MAX_PRICE)])
+    assert forecast is not None and np.isfinite(forecast.price).all()
 
 
 def test_close_only_model_accepts_bare_prices():

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from data.errors import AuthError
 from service.app import create_app
-from service.auth import owner_of
+from service.auth import KeyRing, owner_of
 from tests.service.conftest import MakeSettings
 
 ALICE, BOB, ADMIN = "alice-key-0123456789", "bob-key-0123456789ab", "admin-key-0123456789"
@@ -75,6 +78,60 @@ def test_a_session_is_visible_only_to_the_key_that_opened_it(keyed: TestClient, 
     ):
         assert (response.status_code, response.json()) == (404, not_found)
     assert keyed.get(url, headers=as_(ALICE)).json()["next_seq"] == 5
+
+
+@pytest.fixture(params=["memory", "redis"])
+def keyed_on(request, make_settings: MakeSettings) -> Iterator[TestClient]:
+    """An app with keys, on each store."""
+    values: dict[str, Any] = {"api_keys": (ALICE, BOB), "admin_key": ADMIN}
+    if request.param == "redis":
+        values |= {"store": "redis", "redis_url": request.getfixturevalue("redis_server")}
+        values["redis_prefix"] = request.getfixturevalue("redis_prefix")
+    with TestClient(create_app(make_settings(**values))) as client:
+        yield client
+
+
+def test_another_key_can_neither_read_feed_migrate_nor_delete_a_session(keyed_on: TestClient, closes, registry):
+    client = keyed_on
+    opened = client.post("/v1/sessions", json={"history": closes[:5]}, headers=as_(ALICE)).json()
+    url = f"/v1/sessions/{opened['session_id']}"
+    alice_batch = {"seq": 5, "observations": closes[5:7]}
+    applied = client.post(f"{url}/observations", json=alice_batch, headers=as_(ALICE)).json()
+    before = client.get(url, headers=as_(ALICE)).json()
+    other_version = next(v.version for v in registry.versions("latent") if v.version != before["model"]["version"])
+    for key in (BOB, ADMIN):  # the admin key is a key like another for sessions
+        attempts = [
+            client.get(url, headers=as_(key)),
+            # the very batch Alice sent: its stored reply (her forecast) must not be given to another key
+            client.post(f"{url}/observations", json=alice_batch, headers=as_(key)),
+            client.post(f"{url}/observations", json={"seq": 7, "observations": [closes[7]]}, headers=as_(key)),
+            client.post(f"{url}/migrate", json={"version": other_version}, headers=as_(key)),
+            client.delete(url, headers=as_(key)),
+        ]
+        for response in attempts:
+            assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", response.text
+            assert str(applied["forecast"]["price"][0][0]) not in response.text
+    assert client.get(url, headers=as_(ALICE)).json() == before  # not fed, not migrated, not deleted
+
+
+def test_keys_are_compared_in_constant_time_with_every_configured_key(monkeypatch):
+    compared: list[tuple[bytes, bytes]] = []
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return a == b
+
+    monkeypatch.setattr(hmac, "compare_digest", compare_digest)
+    ring = KeyRing((ALICE, BOB, "carol-key-0123456789"), ADMIN)
+    for key, admin in ((ALICE, False), ("carol-key-0123456789", False), (ADMIN, True)):
+        compared.clear()
+        assert ring.caller(key).admin is admin
+        # the admin key and all three client keys, whichever matched, each as a 32-byte digest
+        assert len(compared) == 4 and all(len(a) == len(b) == 32 for a, b in compared)
+    compared.clear()
+    with pytest.raises(AuthError):
+        ring.caller("x" * 500)
+    assert len(compared) == 4 and all(len(a) == 32 for a, _ in compared)
 
 
 def test_stores_hold_a_hash_of_the_key_never_the_key(keyed: TestClient):

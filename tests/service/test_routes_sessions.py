@@ -115,3 +115,25 @@ def test_every_route_is_documented_with_examples(client: TestClient):
         assert schema["components"]["schemas"][name]["examples"], name
     conflict = schema["paths"]["/v1/sessions/{session_id}/observations"]["post"]["responses"]["409"]
     assert conflict["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_the_schema_states_the_rules_that_validation_enforces(client: TestClient):
+    # each was found by the schema fuzzer: a request the schema allowed but the service refused
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    for name in ("ForecastRequest", "OpenSessionRequest", "MigrateRequest"):
+        assert components[name]["not"] == {
+            "required": ["mode", "version"],
+            "properties": {"mode": {"type": "string"}, "version": {"type": "string"}},
+        }
+    close = components["ObservationIn"]["properties"]["close"]
+    assert (close["exclusiveMinimum"], close["maximum"]) == (0, 1e15)
+    assert components["ObservationIn"]["properties"]["volume"]["minimum"] == 0
+    [parameter] = schema["paths"]["/v1/sessions/{session_id}"]["get"]["parameters"]
+    assert parameter["schema"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"
+
+
+def test_a_session_id_of_any_shape_is_404(client: TestClient):
+    for session_id in ("x" * 65, "a.b", "%00"):
+        response = client.get(f"/v1/sessions/{session_id}")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"

@@ -42,9 +42,13 @@ async def make_store(request: pytest.FixtureRequest, evictions: dict[str, int]) 
         evictions[reason] = evictions.get(reason, 0) + n
 
     def make(
-        ttl_seconds: float = 60.0, max_sessions: int = 100, retained_observations: int = 5, retained_replies: int = 2
+        ttl_seconds: float = 60.0,
+        max_sessions: int = 100,
+        retained_observations: int = 5,
+        retained_replies: int = 2,
+        max_sessions_per_owner: int | None = None,
     ) -> SessionStore:
-        limits = StoreLimits(ttl_seconds, max_sessions, retained_observations, retained_replies)
+        limits = StoreLimits(ttl_seconds, max_sessions, retained_observations, retained_replies, max_sessions_per_owner)
         store: SessionStore
         if request.param == "memory":
             store = MemorySessionStore(limits, on_evict=count)
@@ -168,6 +172,37 @@ async def test_beyond_max_sessions_the_least_recently_used_is_dropped(make_store
     assert [await store.get(n) is not None for n in "acd"] == [True, True, True]
     assert await store.count() == 3
     assert evictions == {"capacity": 1}
+
+
+async def test_an_owner_holding_the_most_sessions_it_may_is_refused_a_new_one(make_store: MakeStore, evictions):
+    store = make_store(max_sessions=4, max_sessions_per_owner=2)
+
+    async def create(session_id: str, owner: str) -> bool:
+        time.sleep(0.002)  # distinct last-use times, also on the Redis server's clock
+        return await store.create(record(session_id, owner=owner))
+
+    assert await create("a1", "alice") and await create("a2", "alice") and await create("b1", "bob")
+    assert not await create("a3", "alice")  # at the bound: refused, nothing dropped
+    assert await store.get("a3") is None and await store.count() == 3 and evictions == {}
+    assert (await store.owned("alice"), await store.owned("bob")) == (2, 1)
+    assert await store.delete("a1")
+    assert await create("a3", "alice")  # the slot freed by the delete
+    assert await create("b2", "bob")
+    assert await create("c1", "carol")  # beyond max_sessions: a2, the least recently used, is dropped
+    assert evictions == {"capacity": 1} and await store.get("a2") is None
+    assert (await store.owned("alice"), await store.owned("bob"), await store.owned("carol")) == (1, 2, 1)
+    assert await create("a4", "alice")  # the slot a2 held is free again
+
+
+async def test_an_owner_s_expired_sessions_free_their_slots(make_store: MakeStore):
+    store = make_store(ttl_seconds=0.5, max_sessions_per_owner=1)
+    assert await store.create(record("a1", owner="alice"))
+    for _ in range(3):  # a session in use keeps its slot
+        await asyncio.sleep(0.25)
+        assert await store.commit("a1", 3, update(3)) and not await store.create(record("a2", owner="alice"))
+    await asyncio.sleep(0.6)
+    assert await store.owned("alice") == 0
+    assert await store.create(record("a2", owner="alice"))
 
 
 async def test_delete_removes_a_session_once(make_store: MakeStore):

@@ -1,0 +1,260 @@
+"""A faulty client for soak tests: sessions fed real observations by a client that misbehaves.
+
+Each ``FaultyStream`` feeds one session its observations in batches of 1 to
+``max_batch``, in order, and at random:
+
+- retries a batch that was answered: the reply must be the one it got first;
+- starts a batch a little before the next seq, repeating the values applied there;
+- drops the connection while a batch is in flight (the server may or may not
+  have applied it), then sends the batch again as a client would;
+- sends out of order: a batch past the next seq (a gap) or one that rewrites an
+  observation already applied; each must get a 409 naming the expected seq.
+
+A server that is down (refused connections, 503 while a store is away) is waited
+for and the batch sent again, until the deadline. ``check_against_replay``
+then compares the session with an offline replay of the same observations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from models.predictor import Observation, SeriesState
+from training.registry import Registry
+
+# forecasts cross JSON and float32 state bytes: equal to an offline replay to this
+ATOL = 1e-4
+# waits between sends to a server that is down: from the first to the last
+BACKOFF_SECONDS = (0.05, 0.5)
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """How often, per batch, the client misbehaves in each way."""
+
+    retry: float = 0.2
+    overlap: float = 0.1
+    drop: float = 0.1
+    out_of_order: float = 0.15
+    max_batch: int = 5
+    drop_after_seconds: float = 0.02  # a dropped request is abandoned after up to this long
+
+
+@dataclass
+class StreamStats:
+    """What one stream did, and anything the server got wrong."""
+
+    sent: int = 0  # observations sent, retries and overlaps included
+    applied: int = 0  # observations acknowledged as applied (next_seq moved on)
+    retries: int = 0
+    overlaps: int = 0
+    dropped: int = 0
+    dropped_applied: int = 0  # dropped batches that the server applied without the client seeing the answer
+    out_of_order: int = 0
+    conflicts: int = 0  # 409s the out-of-order batches got
+    waits: int = 0  # sends repeated because the server was down or its store away
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, other: StreamStats) -> None:
+        names = ("sent", "applied", "retries", "overlaps", "dropped", "dropped_applied", "out_of_order", "conflicts")
+        for name in (*names, "waits"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.problems += other.problems
+
+
+def wire(obs: Observation) -> dict[str, Any]:
+    return {k: v for k, v in vars(obs).items() if v is not None}
+
+
+class FaultyStream:
+    """One session, its observations, and the client that feeds them."""
+
+    def __init__(self, session_id: str, observations: Sequence[Observation], warm: int, key: str, seed: int) -> None:
+        self.session_id = session_id
+        self.observations = list(observations)
+        self.next_seq = warm  # the last seq the server acknowledged
+        self.warm = warm
+        self.headers = {"X-API-Key": key} if key else {}
+        self.rng = random.Random(seed)
+        self.stats = StreamStats()
+
+    @property
+    def done(self) -> bool:
+        return self.next_seq >= len(self.observations)
+
+    async def run(
+        self,
+        clients: Sequence[httpx.AsyncClient],
+        deadline: float,
+        rates: FaultRates,
+        hold_last: asyncio.Event | None = None,
+    ) -> None:
+        """Feed the session until every observation is acknowledged or the deadline passes.
+
+        With ``hold_last``, the last batch waits until that event is set (so that the
+        stream is still going when something else happens, e.g. a new champion).
+        """
+        while not self.done and time.monotonic() < deadline:
+            end = min(self.next_seq + self.rng.randint(1, rates.max_batch), len(self.observations))
+            if hold_last is not None and end == len(self.observations):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(hold_last.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            seq = self.next_seq
+            if self.rng.random() < rates.overlap and seq > self.warm:
+                # start a little before the next seq, with the values applied already, then go on
+                self.stats.overlaps += 1
+                seq = self.rng.randint(max(self.warm, seq - rates.max_batch), seq - 1)
+            if self.rng.random() < rates.out_of_order:
+                await self._out_of_order(clients, end - self.next_seq)
+            if self.rng.random() < rates.drop:
+                await self._drop(clients, seq, end - seq, rates.drop_after_seconds)
+            reply = await self._send(clients, seq, end - seq, deadline)
+            if reply is None:
+                return
+            if reply["next_seq"] != end:
+                self.stats.problems.append(f"{self.session_id}: batch at {seq} gave next_seq {reply['next_seq']}")
+                return
+            self.stats.applied += end - self.next_seq
+            self.next_seq = end
+            if self.rng.random() < rates.retry:
+                self.stats.retries += 1
+                again = await self._send(clients, seq, end - seq, deadline)
+                if again is not None and again != reply:
+                    self.stats.problems.append(f"{self.session_id}: retry of the batch at {seq} got another reply")
+
+    async def _send(
+        self, clients: Sequence[httpx.AsyncClient], seq: int, size: int, deadline: float
+    ) -> dict[str, Any] | None:
+        """The reply to the batch of ``size`` at ``seq``, sent again while the server is down."""
+        body = {"seq": seq, "observations": [wire(o) for o in self.observations[seq : seq + size]]}
+        wait = BACKOFF_SECONDS[0]
+        while time.monotonic() < deadline:
+            self.stats.sent += size
+            try:
+                response = await self.rng.choice(clients).post(self._url, json=body, headers=self.headers)
+            except httpx.TransportError:
+                response = None
+            if response is not None and response.status_code == 200:
+                answer: dict[str, Any] = response.json()
+                return answer
+            if response is not None and response.status_code != 503:
+                self.stats.problems.append(f"{self.session_id}: batch at {seq}: {response.status_code} {response.text}")
+                return None
+            self.stats.waits += 1
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, BACKOFF_SECONDS[1])
+        self.stats.problems.append(f"{self.session_id}: batch at {seq} not answered before the deadline")
+        return None
+
+    async def _drop(self, clients: Sequence[httpx.AsyncClient], seq: int, size: int, after: float) -> None:
+        """Send the batch and hang up before the answer (it may or may not be applied).
+
+        Counted as dropped only if the client did hang up first: an answer that came
+        within the wait is a send like another.
+        """
+        self.stats.sent += size
+        body = {"seq": seq, "observations": [wire(o) for o in self.observations[seq : seq + size]]}
+        request = self.rng.choice(clients).post(self._url, json=body, headers=self.headers)
+        try:
+            await asyncio.wait_for(request, timeout=self.rng.uniform(0, after))
+            return
+        except (TimeoutError, httpx.TransportError):
+            self.stats.dropped += 1
+        # did the server apply it all the same? (then the batch sent next is answered from the stored reply)
+        await asyncio.sleep(after)
+        with contextlib.suppress(httpx.TransportError, KeyError, ValueError):
+            info = await self.rng.choice(clients).get(f"/v1/sessions/{self.session_id}", headers=self.headers)
+            self.stats.dropped_applied += info.json()["next_seq"] > self.next_seq
+
+    async def _out_of_order(self, clients: Sequence[httpx.AsyncClient], size: int) -> None:
+        """A gap or a rewrite of what was applied: both must be a 409 naming the next seq."""
+        expected = self.next_seq
+        if self.rng.random() < 0.5 or expected == 0:
+            seq = expected + self.rng.randint(1, 5)
+            batch = [wire(o) for o in self.observations[seq : seq + size]] or [wire(self.observations[-1])]
+        else:
+            seq = expected - 1
+            changed = self.observations[seq]
+            batch = [{**wire(changed), "close": changed.close * 1.01}]
+        self.stats.out_of_order += 1
+        self.stats.sent += len(batch)
+        try:
+            response = await self.rng.choice(clients).post(
+                self._url, json={"seq": seq, "observations": batch}, headers=self.headers
+            )
+        except httpx.TransportError:
+            return  # the server is down: nothing was applied, nothing to check
+        if response.status_code == 503:
+            return
+        if response.status_code == 409 and response.json()["error"].get("expected_seq") == expected:
+            self.stats.conflicts += 1
+        else:
+            self.stats.problems.append(f"{self.session_id}: out-of-order seq {seq}: {response.status_code}")
+
+    @property
+    def _url(self) -> str:
+        return f"/v1/sessions/{self.session_id}/observations"
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """A session beside its offline replay: how far it got, and whether they differ."""
+
+    next_seq: int
+    mismatches: list[str]
+    migrated_to: str | None
+
+
+def check_against_replay(
+    http: httpx.Client,
+    stream: FaultyStream,
+    registry: Registry,
+    retained_bound: int,
+    migrate_to: str | None = None,
+) -> ReplayCheck:
+    """Compare the session's seq, forecast and retained observations with an offline replay.
+
+    The retained observations are compared through a migration to ``migrate_to``
+    (another version of the session's mode): the service replays what it retained
+    through it, which must equal the offline replay of the last observations.
+    """
+    session = stream.session_id
+    info = http.get(f"/v1/sessions/{session}", headers=stream.headers).json()
+    total = len(stream.observations)
+    problems = []
+    if info["next_seq"] != total:
+        problems.append(f"{session}: next_seq {info['next_seq']}, offline {total}")
+    retained = min(total, retained_bound)
+    if info["retained"] != retained:
+        problems.append(f"{session}: retains {info['retained']} observations, should be {retained}")
+    offline = registry.predictor(info["model"]["version"]).run(stream.observations)
+    if not _same_forecast(info["forecast"], offline):
+        problems.append(f"{session}: forecast differs from the offline replay")
+    if migrate_to is not None and not problems:
+        moved = http.post(f"/v1/sessions/{session}/migrate", json={"version": migrate_to}, headers=stream.headers)
+        target = registry.predictor(migrate_to)
+        first = total - retained
+        replayed = target.forecast(target.advance(SeriesState(n_obs=first), stream.observations[first:]))
+        body = moved.json()
+        if moved.status_code != 200 or (body["replayed"], body["first_replayed_seq"]) != (retained, first):
+            problems.append(f"{session}: migration to {migrate_to} answered {moved.status_code} {moved.text}")
+        elif not _same_forecast(body["forecast"], replayed):
+            problems.append(f"{session}: retained observations differ from the last {retained} sent")
+    return ReplayCheck(info["next_seq"], problems, migrate_to)
+
+
+def _same_forecast(served: dict[str, Any] | None, offline: Any) -> bool:
+    if served is None or offline is None:
+        return served is None and offline is None
+    return served["as_of_seq"] == offline.as_of_seq and bool(
+        np.allclose(served["log_return"], offline.log_return, atol=ATOL, rtol=0)
+    )

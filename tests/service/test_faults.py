@@ -1,0 +1,288 @@
+"""Crashes and failing dependencies: the API killed under load, Redis stopped or hung, a tampered checkpoint.
+
+SIGKILL of the API under load (Redis store)  sessions hold every acknowledged batch (and at most the
+                                             one in flight); after a restart they go on to equal a replay
+redis-server stopped                         503 unavailable naming the store, /readyz 503; back by itself
+                                             when Redis returns, the session where it was
+redis-server hung (SIGSTOP)                  503 after the Redis timeout, never a hang; a retried batch
+                                             is applied once when it resumes
+tampered or truncated new champion           refused by reload and by the poll; the old one keeps serving
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+import torch
+from fastapi.testclient import TestClient
+
+from bench.soak import SoakPlan, bars, feed, open_streams, service_env, verify
+from bench.soak_client import FaultRates, FaultyStream
+from models.predictor import Observation
+from service.app import create_app
+from tests.factories import tiny_checkpoint
+from tests.service.conftest import MakeSettings, redis_server_binary
+from tests.service.servers import ServiceProcess, free_port, wait_until
+from training.registry import MANIFEST_FILE, Registry
+
+TIMEOUT = 0.5  # LATENTCAST_REDIS_TIMEOUT_SECONDS of these tests
+# an answer to a store that is away comes within its timeout, plus this for a loaded machine
+SLACK = 1.5
+
+
+# the API killed under load ------------------------------------------------------
+
+
+def test_the_api_killed_under_load_keeps_every_acknowledged_batch_and_goes_on_after_a_restart(
+    registry: Registry, redis_server: str, tmp_path: Path
+):
+    plan = SoakPlan(sessions=6, observations=150, seconds=90.0, rates=FaultRates(drop=0.05))
+    env = service_env(registry, "redis", redis_server, plan, poll=0)
+    log = tmp_path / "serve.log"
+    server = ServiceProcess(env, log).start()
+    restarted = ServiceProcess(env, log, port=server.port)
+    raw = redis.Redis.from_url(redis_server)
+
+    async def scenario() -> tuple[list[FaultyStream], list[int], list[int]]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            streams = await open_streams(client, plan, bars(plan), 0)
+        feeding = asyncio.create_task(feed(streams, [server.url], plan, time.monotonic() + plan.seconds))
+        total = sum(len(s.observations) - s.warm for s in streams)
+        while sum(s.stats.applied for s in streams) < total // 3:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(server.kill)  # mid-stream: requests in flight, some batches applied unanswered
+        await asyncio.sleep(0.5)  # answers written before the kill have been read by now; no more can come
+        acknowledged = [s.next_seq for s in streams]
+        prefix = env["LATENTCAST_REDIS_PREFIX"]
+        stored = [int(raw.hget(f"{prefix}:session:{s.session_id}", "next_seq") or -1) for s in streams]
+        await asyncio.to_thread(restarted.start)
+        await feeding
+        return streams, acknowledged, stored
+
+    try:
+        streams, acknowledged, stored = asyncio.run(scenario())
+        for ack, held in zip(acknowledged, stored, strict=True):
+            # every acknowledged batch survived; at most the batch in flight was applied without an answer
+            assert ack <= held <= ack + plan.rates.max_batch, (acknowledged, stored)
+        assert [s.stats.problems for s in streams] == [[]] * len(streams)
+        assert all(s.done for s in streams) and sum(s.stats.waits for s in streams) > 0
+        mismatches, held_now = verify(server.url, streams, registry, plan)
+        assert mismatches == [] and held_now == [len(s.observations) for s in streams]
+    finally:
+        raw.close()
+        server.stop()
+        restarted.stop()
+
+
+# Redis stopped, hung, back ------------------------------------------------------
+
+
+class RedisProcess:
+    """A redis-server of this test's own (stopping it disturbs no other test), append-only file in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisProcess:
+        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        command += ["--save", "", "--appendonly", "yes", "--loglevel", "warning"]
+        with open(self.folder / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            wait_until(lambda: _pings(client), self.process, f"redis-server on {self.port}", self.folder / "redis.log")
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def pause(self, paused: bool) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def timed(call: Any) -> tuple[Any, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def test_with_redis_away_the_service_answers_503_and_recovers_by_itself(
+    own_redis: RedisProcess, make_settings: MakeSettings, registry: Registry, closes
+):
+    settings = make_settings(store="redis", redis_url=own_redis.url, redis_timeout_seconds=TIMEOUT)
+    unavailable = f"session store is unavailable: redis at 127.0.0.1:{own_redis.port}/0: "
+    with TestClient(create_app(settings)) as client:
+        session = client.post("/v1/sessions", json={"history": closes[:5]}).json()["session_id"]
+        url = f"/v1/sessions/{session}"
+
+        def append(seq: int) -> Any:
+            return client.post(f"{url}/observations", json={"seq": seq, "observations": [closes[seq]]})
+
+        assert append(5).status_code == 200
+
+        own_redis.stop()
+        for call in (lambda: append(6), lambda: client.get(url), lambda: client.post("/v1/sessions")):
+            response, seconds = timed(call)
+            assert response.status_code == 503 and seconds < TIMEOUT + SLACK
+            assert response.json()["error"]["code"] == "unavailable"
+            assert response.json()["error"]["message"].startswith(unavailable)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["error"]["message"].startswith(unavailable)
+        assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+
+        own_redis.start()  # same port, same append-only file; the app is not restarted
+        assert client.get("/readyz").status_code == 200
+        assert append(6).json()["next_seq"] == 7  # the session survived, and the refused batch was not applied
+
+        own_redis.pause(True)  # hung: accepts connections, answers nothing
+        try:
+            response, seconds = timed(lambda: append(7))
+            assert response.status_code == 503 and seconds < TIMEOUT + SLACK
+            assert response.json()["error"]["message"].startswith(unavailable + "Timeout")
+            ready, seconds = timed(lambda: client.get("/readyz"))
+            assert ready.status_code == 503 and seconds < TIMEOUT + SLACK
+        finally:
+            own_redis.pause(False)
+        # the timed-out batch may have run when Redis resumed: its retry is answered once either way
+        retried = append(7)
+        assert retried.status_code == 200 and retried.json()["next_seq"] == 8
+        info = client.get(url).json()
+        assert info["next_seq"] == 8
+    offline = registry.predictor(info["model"]["version"]).run([Observation(close=c) for c in closes[:8]])
+    assert offline is not None
+    np.testing.assert_allclose(info["forecast"]["log_return"], offline.log_return, atol=1e-4)
+
+
+# tampered checkpoints -----------------------------------------------------------
+
+
+class Exploit:
+    """Pickles to a call of ``print``: a checkpoint must never run what it holds."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (print, ("a checkpoint ran code",))
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def pickled_code_with_a_matching_manifest(path: Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": 1, "config": Exploit()}, buffer)
+    path.write_bytes(buffer.getvalue())
+    # whoever can write the weights can rewrite the manifest too: then only weights_only loading stands
+    manifest_path = path.parent / MANIFEST_FILE
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["model.pt"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+TAMPERINGS = {
+    "truncated weights": (truncate, "model.pt does not match its manifest (corrupt or tampered)"),
+    "one byte flipped": (flip_a_byte, "model.pt does not match its manifest (corrupt or tampered)"),
+    "pickled code, manifest rewritten": (
+        pickled_code_with_a_matching_manifest,
+        "model.pt: unreadable checkpoint (UnpicklingError: it holds objects other than tensors and plain values, "
+        "which weights-only loading refuses)",
+    ),
+}
+
+
+@pytest.fixture
+def own_registry(tmp_path: Path) -> Registry:
+    registry = Registry(tmp_path / "artifacts")
+    registry.promote(registry.register(tiny_checkpoint("latent", seed=1)).version)
+    return registry
+
+
+def tampered_champion(registry: Registry, how: str) -> str:
+    """A new version promoted (it verified then), whose weights are changed afterwards."""
+    version = registry.register(tiny_checkpoint("latent", seed=9)).version
+    registry.promote(version)
+    TAMPERINGS[how][0](registry.path(version) / "model.pt")
+    return version
+
+
+@pytest.mark.parametrize("how", list(TAMPERINGS))
+def test_a_tampered_new_champion_is_refused_by_reload_and_the_old_one_keeps_serving(
+    own_registry: Registry, make_settings: MakeSettings, closes, capsys, how: str
+):
+    old = own_registry.champion("latent")
+    with TestClient(create_app(make_settings(artifacts=own_registry.root))) as client:
+        session = client.post("/v1/sessions", json={"history": closes[:5]}).json()["session_id"]
+        bad = tampered_champion(own_registry, how)
+        reloaded = client.post("/v1/models/reload").json()
+        assert reloaded["champions"] == {"latent": old} and reloaded["changed"] == {}
+        assert reloaded["failed"]["latent"].startswith(f"version {bad}: ")
+        assert TAMPERINGS[how][1] in reloaded["failed"]["latent"]
+        assert client.post("/v1/sessions", json={"history": closes[:5]}).json()["model"]["version"] == old
+        posted = client.post(f"/v1/sessions/{session}/observations", json={"seq": 5, "observations": closes[5:8]})
+        assert posted.status_code == 200 and posted.json()["model"]["version"] == old
+        assert client.post("/v1/forecast", json={"observations": closes[:9]}).status_code == 200
+        assert client.get("/readyz").json()["champions"] == {"latent": old}
+    assert "a checkpoint ran code" not in capsys.readouterr().out
+
+
+def test_a_tampered_new_champion_is_refused_by_the_poll_while_requests_go_on(
+    own_registry: Registry, make_settings: MakeSettings, closes
+):
+    old = own_registry.champion("latent")
+    settings = make_settings(artifacts=own_registry.root, registry_poll_seconds=0.1)
+    with TestClient(create_app(settings)) as client:
+        bad = tampered_champion(own_registry, "truncated weights")
+        deadline = time.monotonic() + 30
+        failed = 0.0
+        while failed < 2 and time.monotonic() < deadline:  # two polls saw it and refused it
+            response = client.post("/v1/forecast", json={"observations": closes[:9]})
+            assert response.status_code == 200 and response.json()["model"]["version"] == old
+            metrics = client.get("/metrics").text
+            failed = sum(float(line.split()[-1]) for line in metrics.splitlines() if 'result="failed"' in line)
+        assert failed >= 2
+        assert client.get("/readyz").json()["champions"] == {"latent": old}
+        assert bad not in client.get("/v1/models").json()["champions"].values()

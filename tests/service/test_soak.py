@@ -1,0 +1,73 @@
+"""A short soak with faults (the one of ``bench/soak.py``, smaller) against real ``latentcast serve`` processes.
+
+Sessions stream real bars through a client that retries, overlaps, drops
+connections and sends out of order; at the end each session's seq, forecast and
+retained observations equal an offline replay, nothing acknowledged is missing,
+and the servers applied each observation once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.soak import SoakPlan, passed, retrain_overlapped, service_env, soak, table
+from tests.factories import tiny_checkpoint
+from tests.service.servers import ServiceProcess
+from training.registry import Registry
+
+PLAN = SoakPlan(sessions=6, observations=60, seconds=60.0)
+
+
+@pytest.fixture
+def soak_registry(tmp_path: Path) -> Registry:
+    """Two untrained versions of each mode, the first champion: the migration check needs another version."""
+    registry = Registry(tmp_path / "artifacts")
+    for seed in (1, 2):
+        for mode in ("ar", "latent"):
+            version = registry.register(tiny_checkpoint(mode, seed=seed)).version
+            if seed == 1:
+                registry.promote(version)
+    return registry
+
+
+@contextlib.contextmanager
+def servers(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]]:
+    started = [ServiceProcess(env, folder / f"serve-{i}.log") for i in range(count)]
+    try:
+        yield [server.start().url for server in started]
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
+    soak_registry: Registry, tmp_path: Path, request, store: str
+):
+    redis_url = request.getfixturevalue("redis_server") if store == "redis" else None
+    env = service_env(soak_registry, store, redis_url, PLAN, poll=0)
+    count = 2 if store == "redis" else 1  # two processes on one Redis: only its compare-and-set keeps order
+    with servers(env, count, tmp_path) as urls:
+        result = asyncio.run(soak(urls, soak_registry, PLAN, retrain=False))
+    shown = table(store, count, result)
+    assert passed(result), shown
+    totals = result.totals
+    assert totals.applied == PLAN.sessions * (PLAN.observations - PLAN.warm), shown
+    assert min(totals.retries, totals.overlaps, totals.dropped, totals.out_of_order) > 0, shown
+    assert result.applied_by_servers == totals.applied  # the servers' own count: nothing applied twice
+
+
+def test_a_short_soak_while_a_retrain_promotes_new_champions(soak_registry: Registry, tmp_path: Path):
+    plan = SoakPlan(sessions=4, observations=60, seconds=120.0)
+    env = service_env(soak_registry, "memory", None, plan, poll=0.2)
+    before = soak_registry.champions()
+    with servers(env, 1, tmp_path) as urls:
+        result = asyncio.run(soak(urls, soak_registry, plan, retrain=True))
+    assert passed(result), table("memory", 1, result)
+    assert result.retrain is not None and retrain_overlapped(result.retrain), result.retrain
+    assert all(soak_registry.champion(mode) != version for mode, version in before.items())
