@@ -88,8 +88,14 @@ def verdict(metrics: dict[str, Any], horizon: str) -> list[str]:
         f"{LABELS.get(m, m)} {interval[m]['pinball'] * 100:.4f} (coverage {interval[m]['coverage'] * 100:.1f}%)"
         for m in ranked
     )
+    lead = ""
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        margin = 1 - interval[best]["pinball"] / interval[runner_up]["pinball"]
+        if margin < NEGLIGIBLE:
+            lead = f" It leads {LABELS.get(runner_up, runner_up)} by only {margin * 100:.1f}%: too small to call."
     out.append(
-        f"**Quantiles, {days} day(s): {LABELS.get(best, best)} has the lowest pinball loss.** "
+        f"**Quantiles, {days} day(s): {LABELS.get(best, best)} has the lowest pinball loss.**{lead} "
         f"Pinball loss (%, lower is better) and 10-90% coverage (nominal 80%): {figures}."
     )
     for mode in ("latent", "ar"):
@@ -100,7 +106,8 @@ def verdict(metrics: dict[str, Any], horizon: str) -> list[str]:
             if base in interval:
                 gap = interval[mode]["pinball"] / interval[base]["pinball"] - 1
                 word = "lower" if gap < 0 else "higher"
-                gaps.append(f"{abs(gap) * 100:.1f}% {word} than {LABELS[base]}")
+                small = " (under 1%: too small to call)" if abs(gap) < NEGLIGIBLE else ""
+                gaps.append(f"{abs(gap) * 100:.1f}% {word} than {LABELS[base]}{small}")
         out.append(f"The {mode} model's pinball loss is " + " and ".join(gaps) + ".")
     return out
 

@@ -98,6 +98,10 @@ def test_verdict_says_so_when_the_random_walk_wins():
     assert lines[3] == (
         "The latent model's pinball loss is 2.0% higher than random walk, 20-day vol and 4.1% higher than GARCH(1,1)-t."
     )
+    assert verdict(metrics_with(1.05, 0.00492), "h1")[3] == (
+        "The latent model's pinball loss is 1.6% lower than random walk, 20-day vol "
+        "and 0.4% higher than GARCH(1,1)-t (under 1%: too small to call)."
+    )
 
 
 def test_verdict_credits_a_model_that_wins():
@@ -123,3 +127,11 @@ def test_a_registered_version_can_stand_in_for_training(prices, tmp_path):
     comparison = compare(data, [latent, contender], "bundled", prices, cost_lengths=(30,))
     assert comparison.contenders["ar"]["version"] == version.version
     assert comparison.metrics["ar"]["pooled"]["h1"]["count"] == comparison.metrics["latent"]["pooled"]["h1"]["count"]
+
+
+def test_verdict_says_when_the_best_quantiles_lead_by_too_little_to_call():
+    line = verdict(metrics_with(0.95, 0.00489), "h1")[2]
+    assert line.startswith(
+        "**Quantiles, 1 day(s): latent (model) has the lowest pinball loss.** "
+        "It leads GARCH(1,1)-t by only 0.2%: too small to call."
+    )
