@@ -34,7 +34,8 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench.http_latency import ROOT, default_checkpoint, free_port, wait_ready
+from bench.http_latency import ROOT, default_checkpoint
+from bench.processes import free_port, wait_ready
 from data import sources
 from models.config import ModelConfig
 from training.registry import Registry
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         try:
             for server in servers:
-                wait_ready(server.port, server.process)
+                wait_ready(f"http://127.0.0.1:{server.port}", server.process)
             for server in servers:  # warm-up, not measured
                 wrk(args.wrk, server, max(args.connections), WARMUP_SECONDS, closes, "warmup")
             for round_ in range(args.rounds):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 import torch
 
+from bench.processes import free_port, wait_ready
 from data import sources
 from data.features import build_series, fit_scaler, split_dates
 from models.checkpoint import make_checkpoint
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             folder,
         )
         try:
-            wait_ready(service_port, service)
-            wait_ready(bare_port, bare)
+            wait_ready(f"http://127.0.0.1:{service_port}", service)
+            wait_ready(f"http://127.0.0.1:{bare_port}", bare)
             service_ms, bare_ms = measure(service_port, bare_port, args.requests, args.seconds)
         finally:
             for process in (service, bare):
@@ -128,27 +128,6 @@ def start(command: list[str], env: dict[str, str], folder: str) -> subprocess.Po
         return subprocess.Popen(
             command, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT
         )
-
-
-def wait_ready(port: int, process: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"the server on port {port} was not ready after {seconds} s")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def median(values: list[float]) -> float:

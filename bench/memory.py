@@ -23,7 +23,6 @@ import gc
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +31,8 @@ from pathlib import Path
 
 import redis
 
-from bench.http_latency import default_checkpoint, free_port
+from bench.http_latency import default_checkpoint
+from bench.processes import redis_server
 from data import sources
 from models.config import ModelConfig
 from models.predictor import Observation, Predictor, SeriesState
@@ -124,7 +124,7 @@ async def run(args: argparse.Namespace) -> int:
     for name, shape in shapes.items():
         per = await heap_bytes(MemorySessionStore(limits), shape, args.sample)
         print(f"{'memory':<8}{name:<8}{per:>15,.0f}")
-    with redis_server(args.redis_server) as url:
+    with redis_server(args.redis_server, append_only=False) as url:
         for name, shape in shapes.items():
             per = await redis_bytes(url, limits, shape, args.sample, name)
             print(f"{'redis':<8}{name:<8}{per:>15,.0f}")
@@ -178,37 +178,6 @@ async def redis_bytes(url: str, limits: object, shape: Sessions, count: int, nam
     await store.close()
     raw.close()
     return (after - before) / count
-
-
-class redis_server:
-    """A redis-server on a free loopback port in a temporary folder, without persistence."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-
-    def __enter__(self) -> str:
-        self.folder = tempfile.TemporaryDirectory()
-        port = free_port()
-        command = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", self.folder.name]
-        command += ["--save", "", "--appendonly", "no", "--loglevel", "warning"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        return f"redis://127.0.0.1:{port}/0"
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.folder.cleanup()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 
 from bench.http import WARMUP_SECONDS, Server, wrk
-from bench.http_latency import default_checkpoint, wait_ready
+from bench.http_latency import default_checkpoint
+from bench.processes import wait_ready
 from data import sources
 from models.config import ModelConfig
 from training.registry import Registry
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             "batched" if args.batching else "unbatched", [sys.executable, "-m", "service.cli", "serve"], env, folder
         )
         try:
-            wait_ready(server.port, server.process)
+            wait_ready(f"http://127.0.0.1:{server.port}", server.process)
             wrk(args.wrk, server, args.connections, WARMUP_SECONDS, closes, "warmup")
             stacks = folder / "stacks.txt"
             command = [args.py_spy, "record", "--pid", str(server.process.pid), "--rate", str(SAMPLE_RATE)]

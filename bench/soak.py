@@ -28,8 +28,6 @@ import contextlib
 import json
 import os
 import random
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import redis
 
+from bench.processes import free_port, redis_server, wait_ready
 from bench.soak_client import FaultRates, FaultyStream, StreamStats, check_against_replay
 from data import sources
 from models.config import MODES, ModelConfig
@@ -219,55 +217,6 @@ def passed(result: SoakResult) -> bool:
 # processes --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready after {START_SECONDS} s:\n{log.read_text()}")
-
-
-@contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """A redis-server on a free loopback port, append-only file in ``folder``; yields its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("--store redis without --redis-url needs redis-server (apt-get install redis-server)")
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", ""]
-    process = subprocess.Popen([*command, "--appendonly", "yes"], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not _pings(client):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"redis-server on port {port} did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
 @contextlib.contextmanager
 def services(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]]:
     """``count`` ``latentcast serve`` processes on free loopback ports; yields their URLs."""
@@ -396,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         registry = prepare_registry(Path(folder) / "artifacts")
         redis_url = args.redis_url
         if args.store == "redis" and not redis_url:
-            redis_url = stack.enter_context(redis_server(Path(folder)))
+            redis_url = stack.enter_context(redis_server())
         env = service_env(registry, args.store, redis_url, plan, poll=1.0 if args.retrain else 0)
         urls = stack.enter_context(services(env, args.servers, Path(folder)))
         print(f"streaming {plan.sessions} sessions to {', '.join(urls)} ...", file=sys.stderr)

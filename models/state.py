@@ -85,16 +85,7 @@ class StreamState:
 
     def to_bytes(self, config: ModelConfig) -> bytes:
         """Serialise: a header naming the architecture, then float32 values."""
-        header = _HEADER.pack(
-            MAGIC,
-            FORMAT_VERSION,
-            CELLS.index(config.cell),
-            config.n_features,
-            config.conv_kernel,
-            config.hidden_size,
-            config.num_layers,
-            self.batch_size,
-        )
+        header = _layout(config).prefix + _BATCH.pack(self.batch_size)
         body = b"".join(t.detach().to(torch.float32).contiguous().numpy().tobytes() for t in self.tensors())
         return header + body
 

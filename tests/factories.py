@@ -11,6 +11,7 @@ from data.features import build_series, fit_scaler, split_dates
 from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
+from models.predictor import Observation
 
 FEATURES: dict[int, tuple[str, ...]] = {1: ("returns",), 2: ("returns", "range"), 3: ("returns", "range", "volume")}
 
@@ -41,3 +42,19 @@ def tiny_checkpoint(
     torch.manual_seed(seed)
     span = {"source": "bundled", "first": "2000-03-01", "last": "2013-03-01"}
     return make_checkpoint(Forecaster(config), scaler, metrics or {"val_loss": 1.0}, span)
+
+
+def real_bars(ticker: str = "IBM", count: int = 400, start: int = 0) -> list[Observation]:
+    """``count`` real daily bars of ``ticker`` from the bundled prices, from its row ``start``."""
+    rows = sources.bundled([ticker]).iloc[start : start + count]
+    return [
+        Observation(
+            close=float(r["close"]),
+            open=float(r["open"]),
+            high=float(r["high"]),
+            low=float(r["low"]),
+            volume=float(r["volume"]),
+            time=r["date"].date().isoformat(),
+        )
+        for r in rows.to_dict("records")
+    ]

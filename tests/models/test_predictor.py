@@ -12,6 +12,7 @@ from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import MAX_PRICE, Observation, Predictor, SeriesState
+from tests.factories import real_bars
 
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
 
@@ -28,18 +29,7 @@ def predictor(mode: str, cell: str = "GRU", n_features: int = 3, window: int = 1
 
 
 def observations(n: int, start: int = 0) -> list[Observation]:
-    rows = sources.bundled(["IBM"]).iloc[start : start + n]
-    return [
-        Observation(
-            close=float(r["close"]),
-            open=float(r["open"]),
-            high=float(r["high"]),
-            low=float(r["low"]),
-            volume=float(r["volume"]),
-            time=r["date"].date().isoformat(),
-        )
-        for r in rows.to_dict("records")
-    ]
+    return real_bars("IBM", n, start)
 
 
 @pytest.mark.parametrize(("mode", "cell"), [("latent", "GRU"), ("latent", "LSTM"), ("ar", "RNN"), ("ar", "GRU")])

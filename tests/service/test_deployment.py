@@ -8,7 +8,6 @@ with a one-minute cron, while a client streams requests.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import yaml
 from service.config import Settings
 from service.scheduler import heartbeat_is_fresh
 from tests.factories import tiny_checkpoint
-from tests.service.servers import ROOT, free_port
+from tests.service.servers import ROOT, debian_tool, free_port
 from training.jobs import JobStore
 from training.registry import Registry
 
@@ -32,16 +31,7 @@ PICKUP_SECONDS = 180.0  # the next minute boundary, a retrain of tiny models, a 
 
 
 def docker_compose() -> str:
-    """``docker-compose`` (v1), installed with apt-get when missing and running as root."""
-    found = shutil.which("docker-compose")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "docker-compose"], check=False, env=env, capture_output=True)
-        found = shutil.which("docker-compose")
-    if found is None:
-        pytest.fail("the deployment tests need docker-compose: install it (apt-get install docker-compose)")
-    return found
+    return debian_tool("docker-compose", "docker-compose", "the deployment tests")
 
 
 @pytest.fixture(scope="module")

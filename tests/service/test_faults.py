@@ -15,8 +15,6 @@ import asyncio
 import hashlib
 import io
 import json
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +32,8 @@ from bench.soak_client import FaultRates, FaultyStream
 from models.predictor import Observation
 from service.app import create_app
 from tests.factories import tiny_checkpoint
-from tests.service.conftest import MakeSettings, redis_server_binary
-from tests.service.servers import ServiceProcess, free_port, wait_until
+from tests.service.conftest import MakeSettings
+from tests.service.servers import RedisProcess, ServiceProcess
 from training.registry import MANIFEST_FILE, Registry
 
 TIMEOUT = 0.5  # LATENTCAST_REDIS_TIMEOUT_SECONDS of these tests
@@ -88,45 +86,6 @@ def test_the_api_killed_under_load_keeps_every_acknowledged_batch_and_goes_on_af
 
 
 # Redis stopped, hung, back ------------------------------------------------------
-
-
-class RedisProcess:
-    """A redis-server of this test's own (stopping it disturbs no other test), append-only file in ``folder``."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> RedisProcess:
-        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
-        command += ["--save", "", "--appendonly", "yes", "--loglevel", "warning"]
-        with open(self.folder / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        try:
-            wait_until(lambda: _pings(client), self.process, f"redis-server on {self.port}", self.folder / "redis.log")
-        finally:
-            client.close()
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def pause(self, paused: bool) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 @pytest.fixture
