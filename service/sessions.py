@@ -33,15 +33,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from data.errors import ConflictError, NotFoundError, QuotaError, StateError
+from data.errors import NotFoundError, QuotaError, StateError
 from models.predictor import Observation, Predictor, SeriesState
 from service.batching import MicroBatcher
 from service.forecasting import ModelRef, check_count, in_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.replies import SessionReply, reply_body, stored_reply
+from service.seq_rules import new_observations
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply
-from service.stores.records import batch_digest, observation_to_bytes
+from service.stores.records import batch_digest
 
 # 24 random bytes: 192 bits, 32 URL-safe characters
 SESSION_ID_BYTES = 24
@@ -343,33 +344,6 @@ class SessionService:
         return record
 
 
-def new_observations(record: SessionRecord, seq: int, batch: Sequence[Observation]) -> Sequence[Observation]:
-    """The part of the batch starting at ``seq`` that is not applied yet; ``ConflictError`` if it does not fit."""
-    expected = record.next_seq
-    if seq > expected:
-        raise _conflict(f"seq {seq} leaves a gap: the session expects seq {expected}", expected, "gap")
-    overlap = expected - seq
-    if overlap and seq < record.first_retained_seq:
-        raise _conflict(
-            f"seq {seq} is before the observations this session retains (from seq {record.first_retained_seq}); "
-            f"the session expects seq {expected}",
-            expected,
-        )
-    for i in range(min(overlap, len(batch))):
-        if observation_to_bytes(batch[i]) != observation_to_bytes(record.observation(seq + i)):
-            raise _conflict(
-                f"observation {seq + i} differs from the one already applied; the session expects seq {expected}",
-                expected,
-            )
-    if overlap >= len(batch):
-        raise _conflict(
-            f"observations {seq} to {seq + len(batch) - 1} were already applied and their reply is no longer kept; "
-            f"the session expects seq {expected}",
-            expected,
-        )
-    return batch[overlap:]
-
-
 def _state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
     state = predictor.state_from_bytes(record.state)
     if state.n_obs != record.next_seq:
@@ -377,10 +351,6 @@ def _state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
             f"session {record.session_id}: state holds {state.n_obs} observations, next_seq is {record.next_seq}"
         )
     return state
-
-
-def _conflict(message: str, expected_seq: int, reason: str = "conflict") -> ConflictError:
-    return ConflictError(message, expected_seq=expected_seq, reason=reason)
 
 
 def _not_found(session_id: str) -> NotFoundError:
