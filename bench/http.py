@@ -34,11 +34,10 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench.http_latency import ROOT, default_checkpoint
+from bench.http_latency import BENCH_MODEL, ROOT, service_env
 from bench.processes import free_port, wait_ready
 from data import sources
 from models.config import ModelConfig
-from training.registry import Registry
 
 SCRIPT = ROOT / "bench" / "http.lua"
 WARM_HISTORY = 50  # closes each session is opened with
@@ -119,20 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     closes = sources.bundled(["IBM"])["close"].tolist()
-    config = ModelConfig(mode="latent", cell="GRU")
+    config = BENCH_MODEL
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         (folder / "closes.txt").write_text("\n".join(f"{c:.2f}" for c in closes) + "\n")
-        registry = Registry(folder / "artifacts")
-        registry.promote(registry.register(default_checkpoint(config)).version)
-        env = {
-            "LATENTCAST_ARTIFACTS": str(registry.root),
-            "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
-            "LATENTCAST_TORCH_THREADS": str(args.torch_threads),
-            "LATENTCAST_LOG_LEVEL": "warning",
-            "LATENTCAST_MAX_SESSIONS": "100000",
-        }
+        env = service_env(folder, args.torch_threads) | {"LATENTCAST_MAX_SESSIONS": "100000"}
         serve = [sys.executable, "-m", "service.cli", "serve"]
         bare = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--log-level", "warning"]
         servers = [

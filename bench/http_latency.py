@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 200
 
 
+# the model every HTTP benchmark serves: the default latent GRU (untrained: cost does not depend on weights)
+BENCH_MODEL = ModelConfig(mode="latent", cell="GRU")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per endpoint")
@@ -44,15 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as folder:
-        config = ModelConfig(mode="latent", cell="GRU")
-        registry = Registry(Path(folder) / "artifacts")
-        registry.promote(registry.register(default_checkpoint(config)).version)
-        env = {
-            "LATENTCAST_ARTIFACTS": str(registry.root),
-            "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
-            "LATENTCAST_TORCH_THREADS": str(args.torch_threads),
-            "LATENTCAST_LOG_LEVEL": "warning",
-        }
+        env = service_env(Path(folder), args.torch_threads)
         if args.redis_url:
             env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
         service_port, bare_port = free_port(), free_port()
@@ -76,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         f"cores {os.cpu_count()}, service torch threads {args.torch_threads}, torch {torch.__version__}, {store} store"
     )
     print(
-        f"model: latent {config.cell}, conv {config.conv_channels}x{config.conv_kernel}, "
-        f"hidden {config.hidden_size}, horizon {config.horizon}"
+        f"model: latent {BENCH_MODEL.cell}, conv {BENCH_MODEL.conv_channels}x{BENCH_MODEL.conv_kernel}, "
+        f"hidden {BENCH_MODEL.hidden_size}, horizon {BENCH_MODEL.horizon}"
     )
     print(f"{len(service_ms)} sequential requests each, one close per request, loopback, keep-alive")
     print(f"{'endpoint':<38}{'median ms':>10}{'p99 ms':>10}")
@@ -86,6 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     ratios = median(service_ms) / median(bare_ms), p99(service_ms) / p99(bare_ms)
     print(f"{'ratio service / bare':<38}{ratios[0]:>10.2f}{ratios[1]:>10.2f}")
     return 0
+
+
+def service_env(folder: Path, torch_threads: int) -> dict[str, str]:
+    """A registry in ``folder`` whose champion is the default latent model, and the settings serving it."""
+    registry = Registry(folder / "artifacts")
+    registry.promote(registry.register(default_checkpoint(BENCH_MODEL)).version)
+    return {
+        "LATENTCAST_ARTIFACTS": str(registry.root),
+        "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
+        "LATENTCAST_TORCH_THREADS": str(torch_threads),
+        "LATENTCAST_LOG_LEVEL": "warning",
+    }
 
 
 def default_checkpoint(config: ModelConfig) -> dict[str, object]:

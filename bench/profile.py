@@ -20,11 +20,9 @@ import tempfile
 from pathlib import Path
 
 from bench.http import WARMUP_SECONDS, Server, wrk
-from bench.http_latency import default_checkpoint
+from bench.http_latency import service_env
 from bench.processes import wait_ready
 from data import sources
-from models.config import ModelConfig
-from training.registry import Registry
 
 SAMPLE_RATE = 400  # per second: enough for a few seconds' profile, light enough not to skew it
 
@@ -43,14 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         (folder / "closes.txt").write_text("\n".join(f"{c:.2f}" for c in closes) + "\n")
-        registry = Registry(folder / "artifacts")
-        registry.promote(registry.register(default_checkpoint(ModelConfig())).version)
-        env = {
-            "LATENTCAST_ARTIFACTS": str(registry.root),
-            "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
-            "LATENTCAST_LOG_LEVEL": "warning",
-            "LATENTCAST_BATCH_ENABLED": str(args.batching).lower(),
-        }
+        env = service_env(folder, torch_threads=1) | {"LATENTCAST_BATCH_ENABLED": str(args.batching).lower()}
         server = Server(
             "batched" if args.batching else "unbatched", [sys.executable, "-m", "service.cli", "serve"], env, folder
         )
