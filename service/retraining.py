@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.config import Settings
@@ -52,6 +53,15 @@ def retrain_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class StartedJob:
+    """A job's queued report, its process, and the thread that watches it to the end."""
+
+    job: JobReport
+    process: subprocess.Popen[bytes]
+    watcher: threading.Thread
+
+
 class RetrainLauncher:
     """Starts retrain jobs as child processes and reads their reports."""
 
@@ -60,7 +70,7 @@ class RetrainLauncher:
         self.jobs = JobStore(settings.artifacts / "jobs")
         self._lock_path = settings.artifacts / LOCK_FILE
 
-    def start(self) -> tuple[JobReport, subprocess.Popen[bytes]]:
+    def start(self) -> StartedJob:
         """Queue a job and start its process; ``ConflictError`` if a retrain is running."""
         JobLock(self._lock_path, "probe").acquire().release()  # fail fast: the job would only be skipped
         job = JobReport(job_id=new_job_id())
@@ -75,35 +85,31 @@ class RetrainLauncher:
                 stdin=subprocess.DEVNULL,
                 cwd=Path.cwd(),
             )
-        threading.Thread(
+        watcher = threading.Thread(
             target=self._watch, args=(job.job_id, process), name=f"retrain-{job.job_id}", daemon=True
-        ).start()
+        )
+        watcher.start()
         log.info("retrain job %s started (pid %d)", job.job_id, process.pid)
-        return job, process
+        return StartedJob(job, process, watcher)
 
     def run(self) -> JobReport:
         """Start a job and wait for it to end (the scheduler's way)."""
-        job, process = self.start()
-        process.wait()
-        return self.finished(job.job_id, process.returncode)
+        started = self.start()
+        started.watcher.join()  # the watcher alone concludes the report, timeout included
+        return self.jobs.get(started.job.job_id)
 
     def _watch(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
         try:
-            process.wait(timeout=self.settings.retrain_timeout_seconds)
+            code = process.wait(timeout=self.settings.retrain_timeout_seconds)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
             self._fail(job_id, f"killed after the {self.settings.retrain_timeout_seconds:g} s retrain timeout")
             return
-        self.finished(job_id, process.returncode)
-
-    def finished(self, job_id: str, code: int) -> JobReport:
-        """The report of an ended process; a report the child never finished is marked failed."""
         job = self.jobs.get(job_id)
-        if job.status in (*UNFINISHED, "crashed"):
+        if job.status in (*UNFINISHED, "crashed"):  # the child never finished its own report
             job = self._fail(job_id, f"the retrain process exited with code {code} before finishing its report")
         log.info("retrain job %s ended: %s", job_id, job.status)
-        return job
 
     def _fail(self, job_id: str, error: str) -> JobReport:
         job = self.jobs.get(job_id)

@@ -33,7 +33,7 @@ async def retrain(svc: ServicesDep, _: AdminDep, response: Response) -> dict[str
     challenger per mode on fresh prices and promotes it only if it beats the champion on the
     newest holdout; this service picks the new champion up on its next registry poll. 409 if a
     retrain is already running. Follow the job at `Location`."""
-    job, _process = await in_thread(svc.jobs.start)
+    job = (await in_thread(svc.jobs.start)).job
     response.headers["Location"] = f"/v1/jobs/{job.job_id}"
     return job.to_dict()
 

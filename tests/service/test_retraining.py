@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -73,12 +74,9 @@ def test_a_second_job_is_refused_while_one_runs(tmp_path):
 
 def test_a_job_past_its_timeout_is_killed_and_failed(tmp_path):
     launcher = RetrainLauncher(retrain_settings(tmp_path, retrain_timeout_seconds=0.5, retrain_epochs=500))
-    job, process = launcher.start()
-    process.wait(timeout=30)
-    deadline = time.monotonic() + 10
-    while launcher.jobs.get(job.job_id).status not in ("failed",) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    failed = launcher.jobs.get(job.job_id)
+    started = launcher.start()
+    started.watcher.join(timeout=30)
+    failed = launcher.jobs.get(started.job.job_id)
     assert failed.status == "failed"
     assert failed.error == "killed after the 0.5 s retrain timeout"
     assert Registry(tmp_path).champions() == {
@@ -169,3 +167,10 @@ def test_heartbeat_tells_whether_the_scheduler_is_alive(tmp_path):
 def test_bad_cron_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="retrain_cron 'every day' is not a 5-field cron expression"):
         Settings(retrain_cron="every day")
+
+
+def test_a_child_that_dies_before_its_report_is_marked_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr("service.retraining.retrain_command", lambda job_id: [sys.executable, "-c", "exit(3)"])
+    job = RetrainLauncher(retrain_settings(tmp_path)).run()
+    assert job.status == "failed"
+    assert job.error == "the retrain process exited with code 3 before finishing its report"
