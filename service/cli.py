@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from data import sources
 from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
@@ -132,7 +134,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
     add_artifacts_argument(parser)
 
 
-def load_prices(args: argparse.Namespace) -> sources.pd.DataFrame:
+def load_prices(args: argparse.Namespace) -> pd.DataFrame:
     return sources.load(args.source, tickers=args.tickers, path=args.path, start=args.start, end=args.end)
 
 

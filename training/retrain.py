@@ -26,9 +26,10 @@ import pandas as pd
 
 from data import sources
 from data.errors import ConflictError, ForecastError
-from data.features import DEFAULT_FEATURES, build_series
+from data.features import DEFAULT_FEATURES, Scaler, build_series
 from models.checkpoint import build_from_checkpoint
 from models.config import MODES, ModelConfig
+from models.forecaster import Forecaster
 from training.config import TrainConfig
 from training.dataset import TrainingData
 from training.evaluate import SpanForecasts, model_forecasts
@@ -82,15 +83,14 @@ def holdout_loss(spans: Sequence[SpanForecasts], levels: Sequence[float], horizo
 
 
 def score_on_holdout(
-    registry: Registry,
-    version: str,
+    model: Forecaster,
+    scaler: Scaler,
     prices: pd.DataFrame,
     holdout_start: np.datetime64,
     horizon: int,
     keep: Sequence[float],
 ) -> float:
-    """Holdout loss of a registered version, its state warmed on everything before the holdout."""
-    model, scaler = build_from_checkpoint(registry.load(version), version)
+    """Holdout loss of a model, its state warmed on everything before the holdout."""
     series = build_series(prices, scaler.features, model.config.horizon)
     starts = [int(np.searchsorted(s.dates, holdout_start)) for s in series]
     spans = model_forecasts(model, scaler, series, starts)
@@ -138,11 +138,12 @@ def challenge(
             champion_config = ModelConfig.from_dict(registry.get(champion).config)
             horizon = min(model_config.horizon, champion_config.horizon)
             keep = [q for q in levels if q in champion_config.quantiles]
-            outcome["champion_loss"] = score_on_holdout(registry, champion, prices, holdout, horizon, keep)
+            champion_model, champion_scaler = build_from_checkpoint(registry.load(champion), champion)
+            outcome["champion_loss"] = score_on_holdout(champion_model, champion_scaler, prices, holdout, horizon, keep)
         except ForecastError as exc:
             promote, reason = True, f"champion {champion} cannot be scored ({exc})"
         else:
-            outcome["challenger_loss"] = score_on_holdout(registry, version, prices, holdout, horizon, keep)
+            outcome["challenger_loss"] = score_on_holdout(trained.model, data.scaler, prices, holdout, horizon, keep)
             bar = outcome["champion_loss"] * (1 - config.margin)
             promote = outcome["challenger_loss"] < bar
             verb = "below" if promote else "not below"
@@ -151,7 +152,9 @@ def challenge(
                 f"{outcome['champion_loss']:.6f} x (1 - margin {config.margin}) = {bar:.6f}"
             )
     if "challenger_loss" not in outcome:
-        outcome["challenger_loss"] = score_on_holdout(registry, version, prices, holdout, model_config.horizon, levels)
+        outcome["challenger_loss"] = score_on_holdout(
+            trained.model, data.scaler, prices, holdout, model_config.horizon, levels
+        )
     if promote:
         registry.promote(version)
     outcome.update(promoted=promote, reason=reason, champion_after=registry.champion(mode))

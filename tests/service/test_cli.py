@@ -74,6 +74,20 @@ def test_evaluate_scores_the_champion_from_its_test_cut(capsys, tmp_path):
     assert report["metrics"]["IBM"]["h1"]["count"] > 1000
 
 
+def test_compare_trains_what_is_not_given_and_scores_a_given_version(capsys, tmp_path):
+    artifacts = ["--artifacts", str(tmp_path)]
+    assert main(["train", "--mode", "ar", *TINY, *artifacts]) == 0
+    ar = Registry(tmp_path).champion("ar")
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["compare", *TINY, *artifacts, "--ar-version", str(ar), "--out", str(out), "--cost-lengths", "20"]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [str(out / "report.json"), str(out / "report.md")]
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"]["ar"]["version"] == ar
+    assert report["models"]["latent"]["version"] is None  # trained for the report
+    assert [c["history"] for c in report["cost_per_forecast_us"]] == [20] * 4
+
+
 def test_evaluate_without_a_champion_is_an_error(capsys, tmp_path):
     assert main(["evaluate", "--version", "ar", "--artifacts", str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"latentcast evaluate: error: no ar champion in {tmp_path}\n"
