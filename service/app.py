@@ -20,6 +20,8 @@ from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
 from service.routes import forecast, health, jobs, models, sessions
+from service.routes.bodies import document_bodies
+from service.schemas import AppendRequest
 from service.sessions import BatchSettings, SessionService
 from service.stores import build_store
 from training.registry import Registry
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     for router in (forecast.router, sessions.router, models.router, jobs.router, health.router):
         app.include_router(router)
+    document_bodies(app, AppendRequest)
     return app
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
@@ -42,15 +42,31 @@ class Services:
 
 
 async def services(request: Request) -> Services:
+    return services_of(request)
+
+
+async def caller(request: Request, key: Annotated[str | None, Security(api_key)] = None) -> Caller:
+    keys: KeyRing = request.app.state.keys
+    return keys.caller(key)
+
+
+# The session append route, the one clients call at every new price, reads its services and
+# caller with these plain calls instead: resolving two dependencies cost a sixth of its time.
+# It declares ``SECURED`` so that its OpenAPI operation is the same as with ``CallerDep``.
+SECURED: dict[str, Any] = {"security": [{api_key.scheme_name: []}]}
+
+
+def services_of(request: Request) -> Services:
     found: Services | None = getattr(request.app.state, "services", None)
     if found is None:
         raise UnavailableError("the service is starting: models are not loaded yet")
     return found
 
 
-async def caller(request: Request, key: Annotated[str | None, Security(api_key)] = None) -> Caller:
+def caller_of(request: Request) -> Caller:
+    """``caller``'s answer: the key is read as ``APIKeyHeader`` reads it (empty is missing)."""
     keys: KeyRing = request.app.state.keys
-    return keys.caller(key)
+    return keys.caller(request.headers.get(API_KEY_HEADER) or None)
 
 
 async def admin(who: Annotated[Caller, Depends(caller)]) -> Caller:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Response
+from fastapi import APIRouter, Body, Path, Request, Response
 
-from service.dependencies import CallerDep, ServicesDep
+from service.dependencies import SECURED, CallerDep, ServicesDep, caller_of, services_of
 from service.routes import error_responses
+from service.routes.bodies import body_schema, read_body
 from service.schemas import (
     CLOSES,
     AppendRequest,
@@ -78,18 +79,17 @@ async def open_session(
     response_model=SessionResponse,
     summary="Append observations, get the next forecast",
     responses=error_responses(401, 404, 409, 413, 422, 503),
+    openapi_extra=SECURED | body_schema(AppendRequest, APPEND_EXAMPLES),
 )
-async def append(
-    session_id: SessionId,
-    body: Annotated[AppendRequest, Body(openapi_examples=APPEND_EXAMPLES)],
-    svc: ServicesDep,
-    who: CallerDep,
-) -> Response:
+async def append(session_id: SessionId, request: Request) -> Response:
     """Apply the batch whose first observation has index `seq` (the session's `next_seq`).
     A retry of a recent batch (same seq, same content) gets the same reply and is applied once;
     a batch overlapping what was applied, with the same values, has only its new tail applied;
     a gap or a different overlap is a 409 naming `expected_seq`. The batch is validated whole:
     on any error nothing is applied."""
+    # the caller first: a caller without a key learns nothing, not even that its body is wrong
+    svc, who = services_of(request), caller_of(request)
+    body = await read_body(request, AppendRequest)
     reply = await svc.sessions.append(who.owner, session_id, body.seq, observations(body.observations))
     # the reply's JSON is made once, in the session's step (and kept for retries); validating it
     # again against the response model would cost a fifth of the request

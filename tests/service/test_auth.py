@@ -53,6 +53,21 @@ def test_every_v1_route_needs_a_known_key(keyed: TestClient, method, url):
     assert wrong.json() == {"error": {"code": "unauthorized", "message": "unknown API key"}}
 
 
+@pytest.mark.parametrize("url", ["/v1/forecast", "/v1/sessions", "/v1/sessions/abc/observations"])
+def test_a_caller_without_a_key_is_refused_before_its_body_is_validated(keyed: TestClient, url):
+    response = keyed.post(url, json={"seq": -1, "observations": [], "mode": "x"})
+    assert response.status_code == 401
+
+
+def test_a_caller_without_a_key_learns_nothing_of_its_append_body(keyed: TestClient):
+    # the other routes' bodies are parsed by FastAPI before the key is checked: not JSON is a 422
+    for content in (b"{not json", b"\xe6\x00", b""):
+        response = keyed.post(
+            "/v1/sessions/abc/observations", content=content, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 401, content
+
+
 def test_probes_and_metrics_need_no_key(keyed: TestClient):
     for url in ("/healthz", "/readyz", "/metrics"):
         assert keyed.get(url).status_code == 200
