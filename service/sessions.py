@@ -197,12 +197,10 @@ class SessionService:
         check_count(observations, self.max_batch, "batch", "MAX_BATCH")
         async with self.locks.hold(session_id):
             while True:
-                record = await self._record(owner, session_id)
-                while (
-                    record.first_retained_seq <= seq < record.next_seq and len(record.retained) < record.next_seq - seq
-                ):
-                    # a retry or an overlap: read the observations it overlaps, with the record they belong to
-                    record = await self._record(owner, session_id, record.next_seq - seq)
+                # a new batch needs neither stored replies nor retained observations
+                record = await self._record(owner, session_id, replies=False)
+                if seq < record.next_seq:
+                    record = await self._record_since(owner, session_id, seq, record)
                 predictor = await self._predictor(record.version)
                 step = await self._plan(predictor, _Append(record, seq, observations))
                 if isinstance(step, SessionReply):
@@ -334,10 +332,22 @@ class SessionService:
         predictor = self.pool.get_loaded(version)
         return predictor if predictor is not None else await in_thread(self.pool.get, version)
 
-    async def _record(self, owner: str, session_id: str, observations: int | None = 0) -> SessionRecord:
-        """The caller's session, with its last ``observations`` retained (all for None)."""
+    async def _record_since(self, owner: str, session_id: str, seq: int, record: SessionRecord) -> SessionRecord:
+        """For a retry or an overlap from ``seq``: the record with its replies and what it retains from ``seq``."""
+        while True:
+            record = await self._record(owner, session_id, record.next_seq - seq, replies=True)
+            # another worker may have moved the session on between two reads: then read more
+            if not (
+                record.first_retained_seq <= seq < record.next_seq and len(record.retained) < record.next_seq - seq
+            ):
+                return record
+
+    async def _record(
+        self, owner: str, session_id: str, observations: int | None = 0, replies: bool = True
+    ) -> SessionRecord:
+        """The caller's session, with its last ``observations`` retained (all for None) and its replies."""
         valid = SESSION_ID_PATTERN.match(session_id)
-        record = await self.store.get(session_id, observations) if valid else None
+        record = await self.store.get(session_id, observations, replies) if valid else None
         # a session of another key is answered exactly as one that does not exist
         if record is None or not hmac.compare_digest(record.owner, owner):
             raise _not_found(session_id)

@@ -33,11 +33,12 @@ class SessionStore(Protocol):
         ``max_sessions_per_owner`` sessions.
         """
 
-    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
+    async def get(self, session_id: str, observations: int | None = 0, replies: bool = True) -> SessionRecord | None:
         """The record, or None if there is none (or it expired); counts as a use.
 
         Its ``retained`` holds the last ``observations`` kept (all of them for
-        None), read in the same atomic step as the rest of the record.
+        None), and its ``replies`` the stored replies unless ``replies`` is
+        False, all read in the same atomic step as the rest of the record.
         """
 
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:

@@ -26,13 +26,16 @@ _LENGTH = struct.Struct("<I")
 class _Entry:
     record: SessionRecord  # its retained observations and replies are kept packed below, not in it
     observations: PackedObservations
-    replies: bytes
+    replies: bytes  # each reply's bytes behind their length, oldest first
+    reply_count: int
     expires: float
 
-    def read(self, observations: int | None) -> SessionRecord:
-        """The record with its last ``observations`` (all for None) and its replies."""
+    def read(self, observations: int | None, replies: bool) -> SessionRecord:
+        """The record with its last ``observations`` (all for None), and its replies if asked for."""
+        if observations == 0 and not replies:
+            return self.record  # a new batch's read: the record as it is kept
         retained = self.observations.last(observations) if observations != 0 else ()
-        return replace(self.record, retained=retained, replies=unpack_replies(self.replies))
+        return replace(self.record, retained=retained, replies=unpack_replies(self.replies) if replies else ())
 
 
 class MemorySessionStore:
@@ -68,15 +71,16 @@ class MemorySessionStore:
             dropped += 1
         self._notify("capacity", dropped)
         packed = PackedObservations().extend(record.retained, self.limits.retained_observations)
-        replies = pack_replies(record.replies[-self.limits.retained_replies :])
+        replies = record.replies[-self.limits.retained_replies :]
+        expires = self._clock() + self.limits.ttl_seconds
         record = replace(record, retained=(), retained_count=len(packed), replies=())
-        self._entries[record.session_id] = _Entry(record, packed, replies, self._clock() + self.limits.ttl_seconds)
+        self._entries[record.session_id] = _Entry(record, packed, pack_replies(replies), len(replies), expires)
         self._owned.setdefault(record.owner, set()).add(record.session_id)
         return True
 
-    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
+    async def get(self, session_id: str, observations: int | None = 0, replies: bool = True) -> SessionRecord | None:
         entry = self._touch(session_id)
-        return None if entry is None else entry.read(observations)
+        return None if entry is None else entry.read(observations, replies)
 
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
         entry = self._touch(session_id)
@@ -147,18 +151,27 @@ class MemorySessionStore:
 def apply(entry: _Entry, update: SessionUpdate, limits: StoreLimits) -> None:
     """Change ``entry`` by ``update``, keeping the configured number of observations and replies."""
     entry.observations = entry.observations.extend(update.appended, limits.retained_observations)
-    replies = b"" if update.clear_replies else entry.replies
+    if update.clear_replies:
+        entry.replies, entry.reply_count = b"", 0
     if update.reply is not None:
-        kept = unpack_replies(replies)[-(limits.retained_replies - 1) :] if limits.retained_replies > 1 else ()
-        replies = pack_replies((*kept, update.reply))
-    entry.replies = replies
-    entry.record = replace(
-        entry.record,
-        next_seq=update.next_seq,
-        state=update.state,
-        mode=update.mode,
-        version=update.version,
+        entry.replies += pack_replies((update.reply,))
+        entry.reply_count += 1
+        while entry.reply_count > limits.retained_replies:  # the oldest goes, still packed
+            (size,) = _LENGTH.unpack_from(entry.replies)
+            entry.replies = entry.replies[_LENGTH.size + size :]
+            entry.reply_count -= 1
+    old = entry.record
+    # built field by field: dataclasses.replace costs as much as the rest of a commit
+    entry.record = SessionRecord(
+        old.session_id,
+        old.owner,
+        update.mode,
+        update.version,
+        old.ticker,
+        update.next_seq,
+        update.state,
         retained_count=len(entry.observations),
+        created=old.created,
         updated=update.updated,
     )
 

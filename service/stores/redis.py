@@ -109,8 +109,9 @@ return {expired, over, 1}
 """
 )
 
-# KEYS: hash, obs, replies, index; ARGV: id, ttl_ms, observations to read (-1: all), owner index prefix.
-# Returns nil or {hash, observations kept, the last observations asked for, replies}.
+# KEYS: hash, obs, replies, index
+# ARGV: id, ttl_ms, observations to read (-1: all), owner index prefix, read the replies (0/1).
+# Returns nil or {hash, observations kept, the last observations asked for, replies (or none)}.
 _GET = (
     _NOW
     + _TOUCH_OWNER
@@ -126,7 +127,9 @@ if wanted < 0 then
 elseif wanted > 0 then
   observations = redis.call('LRANGE', KEYS[2], -wanted, -1)
 end
-return {redis.call('HGETALL', KEYS[1]), redis.call('LLEN', KEYS[2]), observations, redis.call('LRANGE', KEYS[3], 0, -1)}
+local replies = {}
+if ARGV[5] == '1' then replies = redis.call('LRANGE', KEYS[3], 0, -1) end
+return {redis.call('HGETALL', KEYS[1]), redis.call('LLEN', KEYS[2]), observations, replies}
 """
 )
 
@@ -231,14 +234,14 @@ class RedisSessionStore:
         self._notify("capacity", int(evicted))
         return int(created) == 1
 
-    async def get(self, session_id: str, observations: int | None = 0) -> SessionRecord | None:
+    async def get(self, session_id: str, observations: int | None = 0, replies: bool = True) -> SessionRecord | None:
         wanted = -1 if observations is None else max(observations, 0)
         async with _available(self.url):
-            args: list[Any] = [session_id, self._ttl_ms, wanted, self._owner_prefix]
+            args: list[Any] = [session_id, self._ttl_ms, wanted, self._owner_prefix, int(replies)]
             found = await self._get(keys=self._keys(session_id), args=args)
         if not found:
             return None
-        flat, kept, read, replies = found
+        flat, kept, read, stored = found
         fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
         return SessionRecord(
             session_id=session_id,
@@ -250,7 +253,7 @@ class RedisSessionStore:
             state=fields["state"],
             retained=tuple(observation_from_bytes(b) for b in read),
             retained_count=int(kept),
-            replies=tuple(StoredReply.from_bytes(b) for b in replies),
+            replies=tuple(StoredReply.from_bytes(b) for b in stored),
             created=float(fields["created"]),
             updated=float(fields["updated"]),
         )

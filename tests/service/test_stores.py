@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -131,6 +132,20 @@ async def test_only_the_last_observations_and_replies_are_kept(make_store: MakeS
     assert await store.commit("s1", 7, update(7, clear_replies=True))
     stored = await store.get("s1", None)
     assert stored is not None and stored.replies == () and len(stored.retained) == 5
+
+
+async def test_replies_are_read_only_when_asked_for(make_store: MakeStore):
+    store = make_store(retained_replies=3)
+    await store.create(record())
+    for seq in range(3, 8):
+        assert await store.commit("s1", seq, update(seq + 1, (Observation(close=float(seq)),), reply_seq=seq))
+    full = await store.get("s1", 2)
+    bare = await store.get("s1", 2, replies=False)
+    assert full is not None and bare is not None
+    assert [r.seq for r in full.replies] == [5, 6, 7]
+    assert [r.body for r in full.replies] == [b'{"next_seq": %d}' % (seq + 1) for seq in (5, 6, 7)]
+    assert bare == replace(full, replies=())
+    assert await store.get("s1", replies=False) == replace(full, retained=(), replies=())
 
 
 async def test_a_long_history_is_cut_to_the_bound_when_a_session_opens(make_store: MakeStore):
