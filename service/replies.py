@@ -8,13 +8,13 @@ where its JSON takes about 700, and ``stored_reply`` rebuilds it to the same byt
 from __future__ import annotations
 
 import functools
-import json
 import math
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from models.predictor import Forecast, Predictor, SeriesState
 from service.forecasting import ModelRef
@@ -47,7 +47,7 @@ class SessionReply:
 
     @functools.cached_property
     def _json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        return orjson.dumps(self.to_dict())
 
 
 def reply_body(state: SeriesState) -> bytes:
