@@ -25,6 +25,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # micro-batches hold one append up to LATENTCAST_BATCH_MAX (64 by default)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# a client may send any token as its method: others are counted as one, so that made-up methods
+# cannot grow the number of series without bound
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ServiceMetrics:
@@ -62,17 +65,29 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(_ModelCollector(pool))
+        # the labelled series of each request kind, looked up once: ``labels`` takes a lock and
+        # builds its key at every call, and requests are counted at every request
+        self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._applied_series: dict[tuple[str, str], Counter] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        method = method if method in METHODS else "OTHER"
+        series = self._request_series.get((method, route, status))
+        if series is None:
+            series = self.requests.labels(method, route, str(status)), self.latency.labels(method, route)
+            self._request_series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def evicted(self, reason: str, count: int) -> None:
         self.sessions_evicted.labels(reason).inc(count)
 
     def applied(self, mode: str, kind: str, count: int) -> None:
         if count:
-            self.observations_applied.labels(mode, kind).inc(count)
+            series = self._applied_series.get((mode, kind))
+            if series is None:
+                series = self._applied_series[(mode, kind)] = self.observations_applied.labels(mode, kind)
+            series.inc(count)
 
     def batched(self, size: int) -> None:
         self.batch_sizes.observe(size)

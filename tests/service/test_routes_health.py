@@ -83,3 +83,12 @@ def test_two_apps_in_one_process_keep_their_own_metrics(make_settings: MakeSetti
         line = 'latentcast_http_requests_total{method="GET",route="/healthz",status="200"}'
         assert metric(first.get("/metrics").text, line) == 2
         assert metric(second.get("/metrics").text, line) == 1
+
+
+def test_made_up_methods_are_counted_as_one_series(make_settings: MakeSettings):
+    with TestClient(create_app(make_settings())) as client:
+        for method in ("BREW", "WHEN", "PROPFIND"):
+            assert client.request(method, "/healthz").status_code == 405
+        text = client.get("/metrics").text
+    assert metric(text, 'latentcast_http_requests_total{method="OTHER",route="/healthz",status="405"}') == 3
+    assert "BREW" not in text
