@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Request, Response
 from service.dependencies import SECURED, CallerDep, ServicesDep, caller_of, services_of
 from service.routes import error_responses
 from service.routes.bodies import body_schema, read_body
+from service.routes.lean import LeanRoute
 from service.schemas import (
     CLOSES,
     AppendRequest,
@@ -74,14 +75,7 @@ async def open_session(
     return reply.to_dict()
 
 
-@router.post(
-    "/{session_id}/observations",
-    response_model=SessionResponse,
-    summary="Append observations, get the next forecast",
-    responses=error_responses(401, 404, 409, 413, 422, 503),
-    openapi_extra=SECURED | body_schema(AppendRequest, APPEND_EXAMPLES),
-)
-async def append(session_id: SessionId, request: Request) -> Response:
+async def append(request: Request, session_id: SessionId) -> Response:
     """Apply the batch whose first observation has index `seq` (the session's `next_seq`).
     A retry of a recent batch (same seq, same content) gets the same reply and is applied once;
     a batch overlapping what was applied, with the same values, has only its new tail applied;
@@ -94,6 +88,18 @@ async def append(session_id: SessionId, request: Request) -> Response:
     # the reply's JSON is made once, in the session's step (and kept for retries); validating it
     # again against the response model would cost a fifth of the request
     return Response(reply.to_json(), media_type="application/json")
+
+
+router.add_api_route(
+    "/{session_id}/observations",
+    append,
+    methods=["POST"],
+    response_model=SessionResponse,
+    summary="Append observations, get the next forecast",
+    responses=error_responses(401, 404, 409, 413, 422, 503),
+    openapi_extra=SECURED | body_schema(AppendRequest, APPEND_EXAMPLES),
+    route_class_override=LeanRoute,  # clients call it at every new price
+)
 
 
 @router.get(
