@@ -16,8 +16,9 @@ UNMATCHED = "unmatched"
 class RequestGuard:
     """Pure ASGI middleware: refuses bodies over ``max_body_bytes`` (413), times and counts requests.
 
-    The body is read up front, so that a body sent without a Content-Length is
-    bounded too; API bodies are small JSON documents.
+    A body without a Content-Length (chunked) is read up front, so that it is
+    bounded too; API bodies are small JSON documents. A declared length is
+    checked as it is: the server reads no more than it.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics) -> None:
@@ -39,10 +40,14 @@ class RequestGuard:
             await send(message)
 
         try:
-            body = await self._bounded_body(scope, receive)
+            declared = _declared_size(scope)
+            if declared is not None and declared <= self.max_body_bytes:
+                # the server reads no more than the declared length: nothing to count
+                await self.app(scope, receive, send_with_status)
+                return
+            body = None if declared is not None else await self._bounded_body(receive)
             if body is None:
-                size = _declared_size(scope)
-                what = f"{size} bytes" if size is not None else f"more than {self.max_body_bytes} bytes"
+                what = f"{declared} bytes" if declared is not None else f"more than {self.max_body_bytes} bytes"
                 error = LimitError(
                     f"request body is {what}; the limit is {self.max_body_bytes} bytes (LATENTCAST_MAX_BODY_BYTES)",
                     limit=self.max_body_bytes,
@@ -55,11 +60,8 @@ class RequestGuard:
             path = getattr(route, "path", UNMATCHED)
             self.metrics.observe_request(scope["method"], path, status, time.perf_counter() - started)
 
-    async def _bounded_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None if it is larger than the bound."""
-        declared = _declared_size(scope)
-        if declared is not None and declared > self.max_body_bytes:
-            return None
+    async def _bounded_body(self, receive: Receive) -> bytes | None:
+        """The whole body of unknown length, or None if it is larger than the bound."""
         chunks: list[bytes] = []
         size = 0
         while True:
