@@ -4,6 +4,10 @@ It holds the causal conv's last ``kernel - 1`` inputs and the recurrent hidden
 state (``(h, c)`` for an LSTM), for a batch of B independent streams. It
 serialises to compact bytes (float32) behind a versioned header that records
 the architecture, so that a state is never fed to a model it does not fit.
+
+Packed, a state is a (B, P) float32 array whose row b holds stream b's values
+in the order of its bytes; the numpy step kernel (``models/kernel.py``) reads
+and writes that form, and the state read from bytes keeps it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import functools
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import numpy as np
@@ -37,10 +41,14 @@ class StreamState:
 
     conv:   (B, F, kernel - 1) last inputs of the causal conv, oldest first
     hidden: (num_layers, B, hidden_size), or a pair of them for an LSTM
+    values: (B, P) packed array that conv and hidden are views of, when the
+            state was built from one (``from_packed``, ``from_bytes``); a
+            state is never changed in place, so it stays their packed form
     """
 
     conv: Tensor
     hidden: Hidden
+    values: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def batch_size(self) -> int:
@@ -48,6 +56,34 @@ class StreamState:
 
     def tensors(self) -> list[Tensor]:
         return [self.conv, *self.hidden] if isinstance(self.hidden, tuple) else [self.conv, self.hidden]
+
+    def packed(self) -> np.ndarray:
+        """(B, P) float32: row b holds stream b's values in the order of its bytes."""
+        if self.values is not None:
+            return self.values
+        batch = self.batch_size
+        hidden = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
+        parts = [self.conv.reshape(batch, -1), *(h.transpose(0, 1).reshape(batch, -1) for h in hidden)]
+        return torch.cat(parts, dim=1).detach().to(torch.float32).numpy()
+
+    @classmethod
+    def from_packed(cls, values: np.ndarray, config: ModelConfig) -> StreamState:
+        """The state of B streams whose tensors are views of ``values`` (B, P), no copy.
+
+        torch views cost several microseconds each outside inference mode, numpy
+        views a fraction of that: slice with numpy, then share.
+        """
+        layout = _layout(config)
+        batch, (f, k) = len(values), layout.conv
+        layers, size = layout.hidden
+        conv = torch.from_numpy(values[:, : f * k].reshape(batch, f, k))
+        hidden = [
+            torch.from_numpy(values[:, start : start + layers * size].reshape(batch, layers, size).transpose(1, 0, 2))
+            for start in range(f * k, values.shape[1], layers * size)
+        ]
+        if config.cell == "LSTM":
+            return cls(conv, (hidden[0], hidden[1]), values)
+        return cls(conv, hidden[0], values)
 
     def detach(self) -> StreamState:
         """The same values cut from the autograd graph (the TBPTT boundary)."""
@@ -86,6 +122,8 @@ class StreamState:
     def to_bytes(self, config: ModelConfig) -> bytes:
         """Serialise: a header naming the architecture, then float32 values."""
         header = _layout(config).prefix + _BATCH.pack(self.batch_size)
+        if self.values is not None and self.batch_size == 1:  # one stream's packed row is its body
+            return header + self.values.tobytes()
         body = b"".join(t.detach().to(torch.float32).contiguous().numpy().tobytes() for t in self.tensors())
         return header + body
 
@@ -106,6 +144,8 @@ class StreamState:
             _refuse(blob[offset:], config)
         # numpy slices cost far less than torch views outside inference mode
         values = np.frombuffer(blob, dtype="<f4", offset=end).copy()
+        if batch == 1:  # one stream's body is its packed row
+            return cls.from_packed(values.reshape(1, -1), config)
         tensors, at = [], 0
         for shape in layout.shapes(batch):
             size = math.prod(shape)
