@@ -21,9 +21,6 @@ from torch import Tensor, nn
 
 from models.forecaster import Forecaster, gap_signs
 
-# torch's softplus returns x itself above this threshold
-SOFTPLUS_THRESHOLD = 20.0
-
 
 @dataclass(frozen=True)
 class _Layer:
@@ -69,7 +66,7 @@ class StepKernel:
         seq[:, :, :-1] = packed[:, : self.conv_size].reshape(batch, f, k - 1)
         seq[:, :, -1] = x
         after[:, : self.conv_size] = seq[:, :, 1:].reshape(batch, -1)
-        z = seq.reshape(batch, -1) @ self.conv_w  # (B, C)
+        z = np.dot(seq.reshape(batch, -1), self.conv_w)  # (B, C)
         z += self.conv_b
         np.maximum(z, 0.0, out=z)
         cells = self.conv_size + len(self.layers) * hd  # where an LSTM's c starts
@@ -80,8 +77,12 @@ class StepKernel:
             after[:, h_at : h_at + hd] = z
             if c is not None:
                 after[:, c_at : c_at + hd] = c
-        raw = (z @ self.head_w + self.head_b).reshape(batch, *self.shape)  # (B, H, Q)
-        return raw[..., self.median : self.median + 1] + softplus(raw) @ self.signs, after
+        raw = np.dot(z, self.head_w)  # (B, H*Q)
+        raw += self.head_b
+        raw = raw.reshape(-1, self.shape[1])  # (B*H, Q)
+        out = np.dot(softplus(raw), self.signs)
+        out += raw[:, self.median : self.median + 1]
+        return out.reshape(batch, *self.shape), after
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -96,24 +97,27 @@ def _layer(rnn: nn.Module, i: int) -> _Layer:
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
-    """torch's softplus: log(1 + exp(x)), and x itself above the threshold (no overflow)."""
-    return np.where(x > SOFTPLUS_THRESHOLD, x, np.log1p(np.exp(np.minimum(x, SOFTPLUS_THRESHOLD))))
+    """log(1 + exp(x)) without overflow: torch's softplus to float32 rounding.
+
+    torch returns x itself above 20; so does this, as log(1 + exp(-x)) is then
+    below half an ulp of x.
+    """
+    return np.logaddexp(0.0, x, dtype=x.dtype)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """In place: 1 / (1 + exp(-x)) written with tanh, which cannot overflow."""
-    x *= 0.5
+    np.multiply(x, 0.5, out=x)
     np.tanh(x, out=x)
-    x *= 0.5
-    x += 0.5
-    return x
+    np.multiply(x, 0.5, out=x)
+    return np.add(x, 0.5, out=x)
 
 
 def _rnn(x: np.ndarray, h: np.ndarray, c: None, w: _Layer) -> tuple[np.ndarray, None]:
     """h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
-    gates = x @ w.ih
+    gates = np.dot(x, w.ih)
     gates += w.b_ih
-    gates += h @ w.hh
+    gates += np.dot(h, w.hh)
     gates += w.b_hh
     return np.tanh(gates, out=gates), None
 
@@ -121,9 +125,9 @@ def _rnn(x: np.ndarray, h: np.ndarray, c: None, w: _Layer) -> tuple[np.ndarray, 
 def _gru(x: np.ndarray, h: np.ndarray, c: None, w: _Layer) -> tuple[np.ndarray, None]:
     """PyTorch's GRU, gates (r, u, n): n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = n + u * (h - n)."""
     hd = h.shape[1]
-    gi = x @ w.ih
+    gi = np.dot(x, w.ih)
     gi += w.b_ih
-    gh = h @ w.hh
+    gh = np.dot(h, w.hh)
     gh += w.b_hh
     ru = _sigmoid(gi[:, : 2 * hd] + gh[:, : 2 * hd])
     n = gh[:, 2 * hd :]
@@ -136,9 +140,9 @@ def _gru(x: np.ndarray, h: np.ndarray, c: None, w: _Layer) -> tuple[np.ndarray, 
 def _lstm(x: np.ndarray, h: np.ndarray, c: np.ndarray, w: _Layer) -> tuple[np.ndarray, np.ndarray]:
     """PyTorch's LSTM, gates (i, f, g, o): c' = f * c + i * g, h' = o * tanh(c')."""
     hd = h.shape[1]
-    gates = x @ w.ih
+    gates = np.dot(x, w.ih)
     gates += w.b_ih
-    gates += h @ w.hh
+    gates += np.dot(h, w.hh)
     gates += w.b_hh
     _sigmoid(gates[:, : 2 * hd])
     np.tanh(gates[:, 2 * hd : 3 * hd], out=gates[:, 2 * hd : 3 * hd])
