@@ -16,7 +16,7 @@ import functools
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
@@ -35,55 +35,81 @@ _BATCH = struct.Struct("<I")  # the header's last field
 Hidden = Tensor | tuple[Tensor, Tensor]
 
 
-@dataclass
 class StreamState:
     """Carried state of B streams.
 
     conv:   (B, F, kernel - 1) last inputs of the causal conv, oldest first
     hidden: (num_layers, B, hidden_size), or a pair of them for an LSTM
-    values: (B, P) packed array that conv and hidden are views of, when the
-            state was built from one (``from_packed``, ``from_bytes``); a
-            state is never changed in place, so it stays their packed form
+
+    A state built from a packed array (``from_packed``, ``from_bytes``) keeps
+    it, and makes conv and hidden, views of it, only when they are read: a
+    live session reads its state from bytes, steps it with the numpy kernel
+    and writes it back, and never needs the tensors. A state is never changed
+    in place, so the packed array stays its values.
     """
 
-    conv: Tensor
-    hidden: Hidden
-    values: np.ndarray | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("_conv", "_hidden", "_layout", "_packed")
+
+    def __init__(self, conv: Tensor, hidden: Hidden) -> None:
+        self._conv: Tensor | None = conv
+        self._hidden: Hidden | None = hidden
+        self._packed: np.ndarray | None = None
+        self._layout: _Layout | None = None
+
+    @classmethod
+    def from_packed(cls, values: np.ndarray, config: ModelConfig) -> StreamState:
+        """The state of B streams whose values are the rows of ``values`` (B, P) float32, not copied."""
+        assert values.dtype == np.float32 and values.shape[1] == _layout(config).floats_per_stream, values.shape
+        state = cls.__new__(cls)
+        state._conv = state._hidden = None
+        state._packed, state._layout = values, _layout(config)
+        return state
+
+    @property
+    def conv(self) -> Tensor:
+        if self._conv is None:
+            self._unpack()
+        assert self._conv is not None
+        return self._conv
+
+    @property
+    def hidden(self) -> Hidden:
+        if self._hidden is None:
+            self._unpack()
+        assert self._hidden is not None
+        return self._hidden
+
+    def _unpack(self) -> None:
+        """Make conv and hidden as views of the packed array: numpy slices, then shared with torch.
+
+        torch views cost several microseconds each outside inference mode, numpy
+        views a fraction of that.
+        """
+        values, layout = self._packed, self._layout
+        assert values is not None and layout is not None
+        batch, (f, k), (layers, size) = len(values), layout.conv, layout.hidden
+        hidden = [
+            torch.from_numpy(values[:, at : at + layers * size].reshape(batch, layers, size).transpose(1, 0, 2))
+            for at in range(f * k, values.shape[1], layers * size)
+        ]
+        self._hidden = (hidden[0], hidden[1]) if layout.hidden_tensors == 2 else hidden[0]
+        self._conv = torch.from_numpy(values[:, : f * k].reshape(batch, f, k))
 
     @property
     def batch_size(self) -> int:
-        return int(self.conv.shape[0])
+        return len(self._packed) if self._packed is not None else int(self.conv.shape[0])
 
     def tensors(self) -> list[Tensor]:
         return [self.conv, *self.hidden] if isinstance(self.hidden, tuple) else [self.conv, self.hidden]
 
     def packed(self) -> np.ndarray:
         """(B, P) float32: row b holds stream b's values in the order of its bytes."""
-        if self.values is not None:
-            return self.values
+        if self._packed is not None:
+            return self._packed
         batch = self.batch_size
         hidden = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
         parts = [self.conv.reshape(batch, -1), *(h.transpose(0, 1).reshape(batch, -1) for h in hidden)]
         return torch.cat(parts, dim=1).detach().to(torch.float32).numpy()
-
-    @classmethod
-    def from_packed(cls, values: np.ndarray, config: ModelConfig) -> StreamState:
-        """The state of B streams whose tensors are views of ``values`` (B, P), no copy.
-
-        torch views cost several microseconds each outside inference mode, numpy
-        views a fraction of that: slice with numpy, then share.
-        """
-        layout = _layout(config)
-        batch, (f, k) = len(values), layout.conv
-        layers, size = layout.hidden
-        conv = torch.from_numpy(values[:, : f * k].reshape(batch, f, k))
-        hidden = [
-            torch.from_numpy(values[:, start : start + layers * size].reshape(batch, layers, size).transpose(1, 0, 2))
-            for start in range(f * k, values.shape[1], layers * size)
-        ]
-        if config.cell == "LSTM":
-            return cls(conv, (hidden[0], hidden[1]), values)
-        return cls(conv, hidden[0], values)
 
     def detach(self) -> StreamState:
         """The same values cut from the autograd graph (the TBPTT boundary)."""
@@ -122,8 +148,8 @@ class StreamState:
     def to_bytes(self, config: ModelConfig) -> bytes:
         """Serialise: a header naming the architecture, then float32 values."""
         header = _layout(config).prefix + _BATCH.pack(self.batch_size)
-        if self.values is not None and self.batch_size == 1:  # one stream's packed row is its body
-            return header + self.values.tobytes()
+        if self._packed is not None and self.batch_size == 1:  # one stream's packed row is its body
+            return header + self._packed.tobytes()
         body = b"".join(t.detach().to(torch.float32).contiguous().numpy().tobytes() for t in self.tensors())
         return header + body
 
