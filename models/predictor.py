@@ -6,7 +6,8 @@ next state; ``forecast`` reads the forecast after the last observation. The
 state serialises to compact bytes, so a service can keep it between requests:
 
 - latent mode carries the model's ``StreamState``: one new observation costs
-  one step, whatever the length of the history;
+  one step, whatever the length of the history; streams with one new row (a
+  live session's request) step together through the numpy ``StepKernel``;
 - ar mode carries its last ``window`` scaled feature rows and re-reads them
   from a zero state at every forecast.
 
@@ -26,10 +27,11 @@ import numpy as np
 import torch
 
 from data.errors import DataError, StateError
-from data.features import Scaler, feature_rows, fields_needed
+from data.features import Scaler, bar_features, feature_rows, fields_needed
 from models.checkpoint import build_from_checkpoint
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
+from models.kernel import StepKernel
 from models.state import StreamState
 
 SERIES_MAGIC = b"LCSE"
@@ -106,6 +108,7 @@ class Predictor:
         self.version = version
         self.fields = fields_needed(scaler.features)
         self._scale = scaler.target_scale
+        self._kernel = StepKernel(model) if config.mode == "latent" else None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], version: str = "") -> Predictor:
@@ -160,6 +163,42 @@ class Predictor:
         assert len(states) == len(batches), f"{len(states)} states for {len(batches)} batches"
         for state, observations in zip(states, batches, strict=True):
             self.validate(observations, state.n_obs)
+        stepped = self._step_one_rows(states, batches)
+        if len(stepped) == len(states):
+            return list(stepped.values())
+        rest = [i for i in range(len(states)) if i not in stepped]
+        advanced = self._forward_many([states[i] for i in rest], [batches[i] for i in rest])
+        done = stepped | dict(zip(rest, advanced, strict=True))
+        return [done[i] for i in range(len(states))]
+
+    def _step_one_rows(
+        self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
+    ) -> dict[int, SeriesState]:
+        """The latent streams of ``advance_many`` with one new row, stepped together by the kernel, by index."""
+        kernel = self._kernel
+        picked = [i for i, batch in enumerate(batches) if len(batch) == 1 and states[i].last_close is not None]
+        if kernel is None or not picked:
+            return {}
+        olds = [states[i] for i in picked]
+        bars = [batches[i][0] for i in picked]
+        rows = self.scaler.transform(self._bar_features(olds, bars))  # (B, F)
+        packed = [kernel.zeros(1) if s.stream is None else s.stream.packed() for s in olds]
+        out, after = kernel.step(rows, packed[0] if len(packed) == 1 else np.concatenate(packed))  # (B, H, Q), (B, P)
+        return {
+            i: SeriesState(
+                n_obs=old.n_obs + 1,
+                last_close=float(bar.close),
+                last_volume=None if bar.volume is None else float(bar.volume),
+                output=out[j],
+                stream=StreamState.from_packed(after[j : j + 1], self.config),
+            )
+            for j, (i, old, bar) in enumerate(zip(picked, olds, bars, strict=True))
+        }
+
+    def _forward_many(
+        self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
+    ) -> list[SeriesState]:
+        """``advance_many`` through the torch forward: one call per input shape."""
         steps = [self._inputs(state, observations) for state, observations in zip(states, batches, strict=True)]
         groups: dict[int, list[_Pending]] = {}
         for step in steps:
@@ -198,9 +237,9 @@ class Predictor:
         if self.config.mode == "latent":
             fresh = [self.model.initial_state(1) if s.stream is None else s.stream for s in group]
             out, stream = self.model(x, StreamState.stack(fresh) if len(fresh) > 1 else fresh[0])
-            streams = stream.unstack() if len(group) > 1 else [stream]
-            for step, carried in zip(group, streams, strict=True):
-                step.stream = carried
+            packed = stream.packed()  # (B, P): the form the kernel reads at the next step
+            for i, step in enumerate(group):
+                step.stream = StreamState.from_packed(packed[i : i + 1], self.config)
         else:
             out, _ = self.model(x)  # ar: each window from a zero state
         last = out[:, -1].numpy()  # (B, H, Q)
@@ -233,6 +272,22 @@ class Predictor:
             low=column("low"),
             volume=column("volume"),
             prev_volume=prev.last_volume,
+        )
+
+    def _bar_features(self, olds: Sequence[SeriesState], bars: Sequence[Observation]) -> np.ndarray:
+        """(B, F) features of one new bar per stream, each after its stream's last bar."""
+
+        def column(values: list[float | None], name: str) -> np.ndarray | None:
+            return np.array(values, dtype=np.float64) if name in self.fields else None
+
+        return bar_features(
+            self.scaler.features,
+            np.array([bar.close for bar in bars], dtype=np.float64),
+            np.array([old.last_close for old in olds], dtype=np.float64),
+            high=column([bar.high for bar in bars], "high"),
+            low=column([bar.low for bar in bars], "low"),
+            volume=column([bar.volume for bar in bars], "volume"),
+            prev_volume=column([old.last_volume for old in olds], "volume"),
         )
 
     def forecast(self, state: SeriesState) -> Forecast | None:
