@@ -59,10 +59,15 @@ class StreamState:
     @classmethod
     def from_packed(cls, values: np.ndarray, config: ModelConfig) -> StreamState:
         """The state of B streams whose values are the rows of ``values`` (B, P) float32, not copied."""
-        assert values.dtype == np.float32 and values.shape[1] == _layout(config).floats_per_stream, values.shape
+        layout = _layout(config)
+        assert values.dtype == np.float32 and values.shape[1] == layout.floats_per_stream, values.shape
+        return cls._of_packed(values, layout)
+
+    @classmethod
+    def _of_packed(cls, values: np.ndarray, layout: _Layout) -> StreamState:
         state = cls.__new__(cls)
         state._conv = state._hidden = None
-        state._packed, state._layout = values, _layout(config)
+        state._packed, state._layout = values, layout
         return state
 
     @property
@@ -163,15 +168,15 @@ class StreamState:
         """
         layout = _layout(config)
         end = offset + _HEADER.size
-        if blob[offset : end - _BATCH.size] != layout.prefix:
+        if not blob.startswith(layout.prefix, offset):
             _refuse(blob[offset:], config)
         (batch,) = _BATCH.unpack_from(blob, end - _BATCH.size)
         if len(blob) - end != 4 * batch * layout.floats_per_stream:
             _refuse(blob[offset:], config)
+        if batch == 1:  # one stream's body is its packed row
+            return cls._of_packed(np.ndarray((1, layout.floats_per_stream), "<f4", blob, end).copy(), layout)
         # numpy slices cost far less than torch views outside inference mode
         values = np.frombuffer(blob, dtype="<f4", offset=end).copy()
-        if batch == 1:  # one stream's body is its packed row
-            return cls.from_packed(values.reshape(1, -1), config)
         tensors, at = [], 0
         for shape in layout.shapes(batch):
             size = math.prod(shape)
@@ -190,10 +195,7 @@ class _Layout:
     conv: tuple[int, int]  # (F, kernel - 1) per stream
     hidden: tuple[int, int]  # (num_layers, hidden_size)
     hidden_tensors: int  # 2 for an LSTM's (h, c)
-
-    @property
-    def floats_per_stream(self) -> int:
-        return math.prod(self.conv) + self.hidden_tensors * math.prod(self.hidden)
+    floats_per_stream: int  # P, read at every state read and write: a field, not a property
 
     def shapes(self, batch: int) -> list[tuple[int, int, int]]:
         layers, size = self.hidden
@@ -212,11 +214,14 @@ def _layout(config: ModelConfig) -> _Layout:
         config.num_layers,
         0,
     )
+    hidden_tensors = 2 if config.cell == "LSTM" else 1
     return _Layout(
         prefix=header[: -_BATCH.size],
         conv=(config.n_features, config.conv_kernel - 1),
         hidden=(config.num_layers, config.hidden_size),
-        hidden_tensors=2 if config.cell == "LSTM" else 1,
+        hidden_tensors=hidden_tensors,
+        floats_per_stream=config.n_features * (config.conv_kernel - 1)
+        + hidden_tensors * config.num_layers * config.hidden_size,
     )
 
 
