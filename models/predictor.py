@@ -18,7 +18,6 @@ the whole history (to float32 rounding).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,70 +28,16 @@ import torch
 from data.errors import DataError, StateError
 from data.features import Scaler, bar_features, feature_rows, fields_needed
 from models.checkpoint import build_from_checkpoint
-from models.config import MODES, ModelConfig
+from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel
+from models.series import Forecast, Observation, SeriesState, series_from_bytes, series_to_bytes
 from models.state import StreamState
 
-SERIES_MAGIC = b"LCSE"
-SERIES_FORMAT = 1
-# magic, version, mode, n_obs, last_close, last_volume, has_output, window rows
-_SERIES_HEADER = struct.Struct("<4sBBQddBI")
 OBSERVATION_VALUES = ("close", "open", "high", "low", "volume")
 # A forecast price is close * exp(log return): far below float64's 1.8e308, so that it stays
 # finite (and JSON can carry it), and far above any quoted price, even in a hyperinflation.
 MAX_PRICE = 1e15
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One bar as a client sends it; only ``close`` is always needed."""
-
-    close: float
-    open: float | None = None
-    high: float | None = None
-    low: float | None = None
-    volume: float | None = None
-    time: str | None = None
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Quantiles of the cumulative log return (and price) for horizons 1..H."""
-
-    as_of_seq: int
-    horizons: list[int]
-    quantiles: list[float]
-    log_return: list[list[float]]  # [horizon][quantile]
-    price: list[list[float]]  # [horizon][quantile]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "as_of_seq": self.as_of_seq,
-            "horizons": self.horizons,
-            "quantiles": self.quantiles,
-            "log_return": self.log_return,
-            "price": self.price,
-        }
-
-
-@dataclass(frozen=True)
-class SeriesState:
-    """Everything a stream of observations leaves behind for the next call.
-
-    n_obs:      observations applied so far (the next one has index n_obs)
-    last_close / last_volume: the last bar's values (features need the previous bar)
-    output:     (H, Q) unscaled quantiles after the last observation, or None
-    stream:     latent mode's model state (None before the first return)
-    window:     ar mode's last scaled feature rows, (<= window, F)
-    """
-
-    n_obs: int = 0
-    last_close: float | None = None
-    last_volume: float | None = None
-    output: np.ndarray | None = None
-    stream: StreamState | None = None
-    window: np.ndarray | None = None
 
 
 class Predictor:
@@ -107,7 +52,8 @@ class Predictor:
         self.scaler = scaler
         self.version = version
         self.fields = fields_needed(scaler.features)
-        self._scale = scaler.target_scale
+        self._scale = np.array(scaler.target_scale)  # 0-d: numpy multiplies by it faster than by a float
+        self._horizons = range(1, config.horizon + 1)
         self._kernel = StepKernel(model) if config.mode == "latent" else None
 
     @classmethod
@@ -277,17 +223,18 @@ class Predictor:
     def _bar_features(self, olds: Sequence[SeriesState], bars: Sequence[Observation]) -> np.ndarray:
         """(B, F) features of one new bar per stream, each after its stream's last bar."""
 
-        def column(values: list[float | None], name: str) -> np.ndarray | None:
-            return np.array(values, dtype=np.float64) if name in self.fields else None
+        def column(items: Sequence[Observation | SeriesState], name: str) -> np.ndarray:
+            return np.array([getattr(item, name) for item in items], dtype=np.float64)
 
+        ranges, volumes = "range" in self.scaler.features, "volume" in self.scaler.features
         return bar_features(
             self.scaler.features,
-            np.array([bar.close for bar in bars], dtype=np.float64),
-            np.array([old.last_close for old in olds], dtype=np.float64),
-            high=column([bar.high for bar in bars], "high"),
-            low=column([bar.low for bar in bars], "low"),
-            volume=column([bar.volume for bar in bars], "volume"),
-            prev_volume=column([old.last_volume for old in olds], "volume"),
+            column(bars, "close"),
+            column(olds, "last_close"),
+            high=column(bars, "high") if ranges else None,
+            low=column(bars, "low") if ranges else None,
+            volume=column(bars, "volume") if volumes else None,
+            prev_volume=column(olds, "last_volume") if volumes else None,
         )
 
     def forecast(self, state: SeriesState) -> Forecast | None:
@@ -295,13 +242,10 @@ class Predictor:
         if state.output is None or state.last_close is None:
             return None
         log_return = state.output.astype(np.float64) * self._scale  # (H, Q)
-        price = state.last_close * np.exp(log_return)
+        price = np.exp(log_return)
+        price *= state.last_close
         return Forecast(
-            as_of_seq=state.n_obs - 1,
-            horizons=list(range(1, self.config.horizon + 1)),
-            quantiles=list(self.config.quantiles),
-            log_return=log_return.tolist(),
-            price=price.tolist(),
+            state.n_obs - 1, list(self._horizons), list(self.config.quantiles), log_return.tolist(), price.tolist()
         )
 
     def run(self, observations: Sequence[Observation]) -> Forecast | None:
@@ -312,56 +256,11 @@ class Predictor:
 
     def state_to_bytes(self, state: SeriesState) -> bytes:
         """Compact bytes: a header, the output, then the stream state or window."""
-        window_rows = 0 if state.window is None else len(state.window)
-        header = _SERIES_HEADER.pack(
-            SERIES_MAGIC,
-            SERIES_FORMAT,
-            MODES.index(self.config.mode),
-            state.n_obs,
-            math.nan if state.last_close is None else state.last_close,
-            math.nan if state.last_volume is None else state.last_volume,
-            state.output is not None,
-            window_rows,
-        )
-        parts = [header]
-        if state.output is not None:
-            parts.append(state.output.astype("<f4").tobytes())
-        if state.window is not None:
-            parts.append(state.window.astype("<f4").tobytes())
-        if state.stream is not None:
-            parts.append(state.stream.to_bytes(self.config))
-        return b"".join(parts)
+        return series_to_bytes(state, self.config)
 
     def state_from_bytes(self, blob: bytes) -> SeriesState:
         """Inverse of ``state_to_bytes``; ``StateError`` if the bytes do not fit this model."""
-        if len(blob) < _SERIES_HEADER.size or blob[:4] != SERIES_MAGIC:
-            raise StateError("not a series state: bad or missing header")
-        _magic, version, mode, n_obs, close, volume, has_output, rows = _SERIES_HEADER.unpack_from(blob)
-        if version != SERIES_FORMAT:
-            raise StateError(f"series state format {version} is not supported (this build reads {SERIES_FORMAT})")
-        if mode >= len(MODES) or MODES[mode] != self.config.mode:
-            raise StateError(
-                f"series state is for mode {MODES[mode] if mode < len(MODES) else mode}, model is {self.config.mode}"
-            )
-        at = _SERIES_HEADER.size
-        output = None
-        if has_output:
-            size = self.config.horizon * len(self.config.quantiles)
-            output = _floats(blob, at, size).reshape(self.config.horizon, len(self.config.quantiles))
-            at += 4 * size
-        window = None
-        if self.config.mode == "ar" and rows:
-            window = _floats(blob, at, rows * self.config.n_features).reshape(rows, self.config.n_features)
-            at += 4 * rows * self.config.n_features
-        stream = StreamState.from_bytes(blob, self.config, at) if at < len(blob) else None
-        return SeriesState(
-            n_obs=n_obs,
-            last_close=None if math.isnan(close) else close,
-            last_volume=None if math.isnan(volume) else volume,
-            output=output,
-            stream=stream,
-            window=window,
-        )
+        return series_from_bytes(blob, self.config)
 
 
 @dataclass
@@ -377,9 +276,3 @@ class _Pending:
 def _primed(first: Observation) -> SeriesState:
     """The state after a first observation: no return yet, only its prices."""
     return SeriesState(last_close=float(first.close), last_volume=first.volume)
-
-
-def _floats(blob: bytes, offset: int, count: int) -> np.ndarray:
-    if offset + 4 * count > len(blob):
-        raise StateError(f"series state truncated: needs {offset + 4 * count} bytes, has {len(blob)}")
-    return np.frombuffer(blob, dtype="<f4", count=count, offset=offset).copy()
