@@ -7,12 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from data import sources
+from data.features import Scaler, build_series
 from models.config import CELLS, ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel, softplus
+from models.predictor import Predictor, SeriesState
 from models.state import StreamState
+from tests.factories import real_bars
 
 STEPS = 30
+FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
 
 
 def model(cell: str, layers: int, n_features: int) -> Forecaster:
@@ -73,3 +78,31 @@ def test_packed_state_round_trips_through_tensors_and_bytes():
         blob = one.to_bytes(forecaster.config)
         assert StreamState.from_packed(packed[i : i + 1], forecaster.config).to_bytes(forecaster.config) == blob
         np.testing.assert_array_equal(StreamState.from_bytes(blob, forecaster.config).packed(), packed[i : i + 1])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("n_features", [1, 3])
+def test_predictor_streaming_through_the_kernel_equals_the_whole_history(cell, layers, n_features, monkeypatch):
+    torch.manual_seed(3)
+    config = ModelConfig(cell=cell, n_features=n_features, conv_channels=8, hidden_size=16, num_layers=layers)
+    features = FEATURES[n_features]
+    [series] = build_series(sources.bundled(["IBM"]), features, horizon=config.horizon)
+    p = Predictor(Forecaster(config), Scaler.fit(series.features[:1000], features))
+    history = real_bars("IBM", 60)
+    whole = p.run(history)
+    steps: list[int] = []
+    original = StepKernel.step
+
+    def counted(self: StepKernel, x: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        steps.append(len(x))
+        return original(self, x, packed)
+
+    monkeypatch.setattr(StepKernel, "step", counted)
+    state = SeriesState()
+    for obs in history:
+        state = p.state_from_bytes(p.state_to_bytes(p.advance(state, [obs])))
+    streamed = p.forecast(state)
+    assert steps == [1] * (len(history) - 1)  # every observation after the first is one kernel step
+    assert whole is not None and streamed is not None
+    np.testing.assert_allclose(streamed.log_return, whole.log_return, atol=1e-5)
