@@ -102,9 +102,11 @@ class Predictor:
 
         The streams are independent: stepping them as one batch (B, T, F) gives
         each the result it would get alone, to float32 rounding. Latent streams
-        are grouped by their number of new rows T; ar windows are all ``window``
-        rows long. ``DataError`` for the first bad observation of any batch; then
-        nothing is applied.
+        with one new row (a session's request) take one step of the numpy
+        kernel together; the others are grouped by their number of new rows T
+        for the torch forward; ar windows are all ``window`` rows long.
+        ``DataError`` for the first bad observation of any batch; then nothing
+        is applied.
         """
         assert len(states) == len(batches), f"{len(states)} states for {len(batches)} batches"
         for state, observations in zip(states, batches, strict=True):
