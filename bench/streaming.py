@@ -4,6 +4,8 @@ For history lengths 100, 1,000 and 10,000 (real daily returns of IBM,
 repeated past the end of the data), times in one run: the latent step, the
 latent step with its state read from and written to bytes (as a session
 does), the ar model's window re-read, and a full re-run of the history.
+The latent step is the serving path: one new row goes through the numpy
+step kernel (``models/kernel.py``); the ar window and the re-run through torch.
 Prints the medians and the ratios that matter:
 
 - latent at 10,000 / latent at 100 (goal: within 1.2x: constant cost);

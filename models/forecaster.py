@@ -112,12 +112,12 @@ def monotone_quantiles(raw: Tensor, median: int) -> Tensor:
     written as one product with a signed triangular matrix (one op, not a
     loop of cumulative sums: this runs at every step of every session).
     """
-    signs = _gap_signs(raw.shape[-1], median).to(raw.dtype)  # (Q, Q)
+    signs = gap_signs(raw.shape[-1], median).to(raw.dtype)  # (Q, Q)
     return raw[..., median : median + 1] + F.softplus(raw) @ signs
 
 
 @functools.cache
-def _gap_signs(q: int, median: int) -> Tensor:
+def gap_signs(q: int, median: int) -> Tensor:
     """(Q, Q): +1 where gap i adds to output j above the median, -1 below, else 0."""
     with torch.inference_mode(False):  # a normal tensor: training saves it for backward
         i = torch.arange(q).unsqueeze(1)

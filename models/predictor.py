@@ -6,7 +6,8 @@ next state; ``forecast`` reads the forecast after the last observation. The
 state serialises to compact bytes, so a service can keep it between requests:
 
 - latent mode carries the model's ``StreamState``: one new observation costs
-  one step, whatever the length of the history;
+  one step, whatever the length of the history; streams with one new row (a
+  live session's request) step together through the numpy ``StepKernel``;
 - ar mode carries its last ``window`` scaled feature rows and re-reads them
   from a zero state at every forecast.
 
@@ -17,7 +18,6 @@ the whole history (to float32 rounding).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,71 +26,18 @@ import numpy as np
 import torch
 
 from data.errors import DataError, StateError
-from data.features import Scaler, feature_rows, fields_needed
+from data.features import Scaler, bar_features, feature_rows, fields_needed
 from models.checkpoint import build_from_checkpoint
-from models.config import MODES, ModelConfig
+from models.config import ModelConfig
 from models.forecaster import Forecaster
+from models.kernel import StepKernel
+from models.series import Forecast, Observation, SeriesState, series_from_bytes, series_to_bytes
 from models.state import StreamState
 
-SERIES_MAGIC = b"LCSE"
-SERIES_FORMAT = 1
-# magic, version, mode, n_obs, last_close, last_volume, has_output, window rows
-_SERIES_HEADER = struct.Struct("<4sBBQddBI")
 OBSERVATION_VALUES = ("close", "open", "high", "low", "volume")
 # A forecast price is close * exp(log return): far below float64's 1.8e308, so that it stays
 # finite (and JSON can carry it), and far above any quoted price, even in a hyperinflation.
 MAX_PRICE = 1e15
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One bar as a client sends it; only ``close`` is always needed."""
-
-    close: float
-    open: float | None = None
-    high: float | None = None
-    low: float | None = None
-    volume: float | None = None
-    time: str | None = None
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Quantiles of the cumulative log return (and price) for horizons 1..H."""
-
-    as_of_seq: int
-    horizons: list[int]
-    quantiles: list[float]
-    log_return: list[list[float]]  # [horizon][quantile]
-    price: list[list[float]]  # [horizon][quantile]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "as_of_seq": self.as_of_seq,
-            "horizons": self.horizons,
-            "quantiles": self.quantiles,
-            "log_return": self.log_return,
-            "price": self.price,
-        }
-
-
-@dataclass(frozen=True)
-class SeriesState:
-    """Everything a stream of observations leaves behind for the next call.
-
-    n_obs:      observations applied so far (the next one has index n_obs)
-    last_close / last_volume: the last bar's values (features need the previous bar)
-    output:     (H, Q) unscaled quantiles after the last observation, or None
-    stream:     latent mode's model state (None before the first return)
-    window:     ar mode's last scaled feature rows, (<= window, F)
-    """
-
-    n_obs: int = 0
-    last_close: float | None = None
-    last_volume: float | None = None
-    output: np.ndarray | None = None
-    stream: StreamState | None = None
-    window: np.ndarray | None = None
 
 
 class Predictor:
@@ -105,7 +52,9 @@ class Predictor:
         self.scaler = scaler
         self.version = version
         self.fields = fields_needed(scaler.features)
-        self._scale = scaler.target_scale
+        self._scale = np.array(scaler.target_scale)  # 0-d: numpy multiplies by it faster than by a float
+        self._horizons = range(1, config.horizon + 1)
+        self._kernel = StepKernel(model) if config.mode == "latent" else None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], version: str = "") -> Predictor:
@@ -153,13 +102,51 @@ class Predictor:
 
         The streams are independent: stepping them as one batch (B, T, F) gives
         each the result it would get alone, to float32 rounding. Latent streams
-        are grouped by their number of new rows T; ar windows are all ``window``
-        rows long. ``DataError`` for the first bad observation of any batch; then
-        nothing is applied.
+        with one new row (a session's request) take one step of the numpy
+        kernel together; the others are grouped by their number of new rows T
+        for the torch forward; ar windows are all ``window`` rows long.
+        ``DataError`` for the first bad observation of any batch; then nothing
+        is applied.
         """
         assert len(states) == len(batches), f"{len(states)} states for {len(batches)} batches"
         for state, observations in zip(states, batches, strict=True):
             self.validate(observations, state.n_obs)
+        stepped = self._step_one_rows(states, batches)
+        if len(stepped) == len(states):
+            return list(stepped.values())
+        rest = [i for i in range(len(states)) if i not in stepped]
+        advanced = self._forward_many([states[i] for i in rest], [batches[i] for i in rest])
+        done = stepped | dict(zip(rest, advanced, strict=True))
+        return [done[i] for i in range(len(states))]
+
+    def _step_one_rows(
+        self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
+    ) -> dict[int, SeriesState]:
+        """The latent streams of ``advance_many`` with one new row, stepped together by the kernel, by index."""
+        kernel = self._kernel
+        picked = [i for i, batch in enumerate(batches) if len(batch) == 1 and states[i].last_close is not None]
+        if kernel is None or not picked:
+            return {}
+        olds = [states[i] for i in picked]
+        bars = [batches[i][0] for i in picked]
+        rows = self.scaler.transform(self._bar_features(olds, bars))  # (B, F)
+        packed = [kernel.zeros(1) if s.stream is None else s.stream.packed() for s in olds]
+        out, after = kernel.step(rows, packed[0] if len(packed) == 1 else np.concatenate(packed))  # (B, H, Q), (B, P)
+        return {
+            i: SeriesState(
+                n_obs=old.n_obs + 1,
+                last_close=float(bar.close),
+                last_volume=None if bar.volume is None else float(bar.volume),
+                output=out[j],
+                stream=StreamState.from_packed(after[j : j + 1], self.config),
+            )
+            for j, (i, old, bar) in enumerate(zip(picked, olds, bars, strict=True))
+        }
+
+    def _forward_many(
+        self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
+    ) -> list[SeriesState]:
+        """``advance_many`` through the torch forward: one call per input shape."""
         steps = [self._inputs(state, observations) for state, observations in zip(states, batches, strict=True)]
         groups: dict[int, list[_Pending]] = {}
         for step in steps:
@@ -198,9 +185,9 @@ class Predictor:
         if self.config.mode == "latent":
             fresh = [self.model.initial_state(1) if s.stream is None else s.stream for s in group]
             out, stream = self.model(x, StreamState.stack(fresh) if len(fresh) > 1 else fresh[0])
-            streams = stream.unstack() if len(group) > 1 else [stream]
-            for step, carried in zip(group, streams, strict=True):
-                step.stream = carried
+            packed = stream.packed()  # (B, P): the form the kernel reads at the next step
+            for i, step in enumerate(group):
+                step.stream = StreamState.from_packed(packed[i : i + 1], self.config)
         else:
             out, _ = self.model(x)  # ar: each window from a zero state
         last = out[:, -1].numpy()  # (B, H, Q)
@@ -235,18 +222,32 @@ class Predictor:
             prev_volume=prev.last_volume,
         )
 
+    def _bar_features(self, olds: Sequence[SeriesState], bars: Sequence[Observation]) -> np.ndarray:
+        """(B, F) features of one new bar per stream, each after its stream's last bar."""
+
+        def column(items: Sequence[Observation | SeriesState], name: str) -> np.ndarray:
+            return np.array([getattr(item, name) for item in items], dtype=np.float64)
+
+        ranges, volumes = "range" in self.scaler.features, "volume" in self.scaler.features
+        return bar_features(
+            self.scaler.features,
+            column(bars, "close"),
+            column(olds, "last_close"),
+            high=column(bars, "high") if ranges else None,
+            low=column(bars, "low") if ranges else None,
+            volume=column(bars, "volume") if volumes else None,
+            prev_volume=column(olds, "last_volume") if volumes else None,
+        )
+
     def forecast(self, state: SeriesState) -> Forecast | None:
         """The forecast after the last observation, or None with too little history."""
         if state.output is None or state.last_close is None:
             return None
         log_return = state.output.astype(np.float64) * self._scale  # (H, Q)
-        price = state.last_close * np.exp(log_return)
+        price = np.exp(log_return)
+        price *= state.last_close
         return Forecast(
-            as_of_seq=state.n_obs - 1,
-            horizons=list(range(1, self.config.horizon + 1)),
-            quantiles=list(self.config.quantiles),
-            log_return=log_return.tolist(),
-            price=price.tolist(),
+            state.n_obs - 1, list(self._horizons), list(self.config.quantiles), log_return.tolist(), price.tolist()
         )
 
     def run(self, observations: Sequence[Observation]) -> Forecast | None:
@@ -257,56 +258,11 @@ class Predictor:
 
     def state_to_bytes(self, state: SeriesState) -> bytes:
         """Compact bytes: a header, the output, then the stream state or window."""
-        window_rows = 0 if state.window is None else len(state.window)
-        header = _SERIES_HEADER.pack(
-            SERIES_MAGIC,
-            SERIES_FORMAT,
-            MODES.index(self.config.mode),
-            state.n_obs,
-            math.nan if state.last_close is None else state.last_close,
-            math.nan if state.last_volume is None else state.last_volume,
-            state.output is not None,
-            window_rows,
-        )
-        parts = [header]
-        if state.output is not None:
-            parts.append(state.output.astype("<f4").tobytes())
-        if state.window is not None:
-            parts.append(state.window.astype("<f4").tobytes())
-        if state.stream is not None:
-            parts.append(state.stream.to_bytes(self.config))
-        return b"".join(parts)
+        return series_to_bytes(state, self.config)
 
     def state_from_bytes(self, blob: bytes) -> SeriesState:
         """Inverse of ``state_to_bytes``; ``StateError`` if the bytes do not fit this model."""
-        if len(blob) < _SERIES_HEADER.size or blob[:4] != SERIES_MAGIC:
-            raise StateError("not a series state: bad or missing header")
-        _magic, version, mode, n_obs, close, volume, has_output, rows = _SERIES_HEADER.unpack_from(blob)
-        if version != SERIES_FORMAT:
-            raise StateError(f"series state format {version} is not supported (this build reads {SERIES_FORMAT})")
-        if mode >= len(MODES) or MODES[mode] != self.config.mode:
-            raise StateError(
-                f"series state is for mode {MODES[mode] if mode < len(MODES) else mode}, model is {self.config.mode}"
-            )
-        at = _SERIES_HEADER.size
-        output = None
-        if has_output:
-            size = self.config.horizon * len(self.config.quantiles)
-            output = _floats(blob, at, size).reshape(self.config.horizon, len(self.config.quantiles))
-            at += 4 * size
-        window = None
-        if self.config.mode == "ar" and rows:
-            window = _floats(blob, at, rows * self.config.n_features).reshape(rows, self.config.n_features)
-            at += 4 * rows * self.config.n_features
-        stream = StreamState.from_bytes(blob, self.config, at) if at < len(blob) else None
-        return SeriesState(
-            n_obs=n_obs,
-            last_close=None if math.isnan(close) else close,
-            last_volume=None if math.isnan(volume) else volume,
-            output=output,
-            stream=stream,
-            window=window,
-        )
+        return series_from_bytes(blob, self.config)
 
 
 @dataclass
@@ -322,9 +278,3 @@ class _Pending:
 def _primed(first: Observation) -> SeriesState:
     """The state after a first observation: no return yet, only its prices."""
     return SeriesState(last_close=float(first.close), last_volume=first.volume)
-
-
-def _floats(blob: bytes, offset: int, count: int) -> np.ndarray:
-    if offset + 4 * count > len(blob):
-        raise StateError(f"series state truncated: needs {offset + 4 * count} bytes, has {len(blob)}")
-    return np.frombuffer(blob, dtype="<f4", count=count, offset=offset).copy()

@@ -4,6 +4,10 @@ It holds the causal conv's last ``kernel - 1`` inputs and the recurrent hidden
 state (``(h, c)`` for an LSTM), for a batch of B independent streams. It
 serialises to compact bytes (float32) behind a versioned header that records
 the architecture, so that a state is never fed to a model it does not fit.
+
+Packed, a state is a (B, P) float32 array whose row b holds stream b's values
+in the order of its bytes; the numpy step kernel (``models/kernel.py``) reads
+and writes that form, and the state read from bytes keeps it.
 """
 
 from __future__ import annotations
@@ -31,23 +35,86 @@ _BATCH = struct.Struct("<I")  # the header's last field
 Hidden = Tensor | tuple[Tensor, Tensor]
 
 
-@dataclass
 class StreamState:
     """Carried state of B streams.
 
     conv:   (B, F, kernel - 1) last inputs of the causal conv, oldest first
     hidden: (num_layers, B, hidden_size), or a pair of them for an LSTM
+
+    A state built from a packed array (``from_packed``, ``from_bytes``) keeps
+    it, and makes conv and hidden, views of it, only when they are read: a
+    live session reads its state from bytes, steps it with the numpy kernel
+    and writes it back, and never needs the tensors. A state is never changed
+    in place, so the packed array stays its values.
     """
 
-    conv: Tensor
-    hidden: Hidden
+    __slots__ = ("_conv", "_hidden", "_layout", "_packed")
+
+    def __init__(self, conv: Tensor, hidden: Hidden) -> None:
+        self._conv: Tensor | None = conv
+        self._hidden: Hidden | None = hidden
+        self._packed: np.ndarray | None = None
+        self._layout: _Layout | None = None
+
+    @classmethod
+    def from_packed(cls, values: np.ndarray, config: ModelConfig) -> StreamState:
+        """The state of B streams whose values are the rows of ``values`` (B, P) float32, not copied."""
+        layout = _layout(config)
+        assert values.dtype == np.float32 and values.shape[1] == layout.floats_per_stream, values.shape
+        return cls._of_packed(values, layout)
+
+    @classmethod
+    def _of_packed(cls, values: np.ndarray, layout: _Layout) -> StreamState:
+        state = cls.__new__(cls)
+        state._conv = state._hidden = None
+        state._packed, state._layout = values, layout
+        return state
+
+    @property
+    def conv(self) -> Tensor:
+        if self._conv is None:
+            self._unpack()
+        assert self._conv is not None
+        return self._conv
+
+    @property
+    def hidden(self) -> Hidden:
+        if self._hidden is None:
+            self._unpack()
+        assert self._hidden is not None
+        return self._hidden
+
+    def _unpack(self) -> None:
+        """Make conv and hidden as views of the packed array: numpy slices, then shared with torch.
+
+        torch views cost several microseconds each outside inference mode, numpy
+        views a fraction of that.
+        """
+        values, layout = self._packed, self._layout
+        assert values is not None and layout is not None
+        batch, (f, k), (layers, size) = len(values), layout.conv, layout.hidden
+        hidden = [
+            torch.from_numpy(values[:, at : at + layers * size].reshape(batch, layers, size).transpose(1, 0, 2))
+            for at in range(f * k, values.shape[1], layers * size)
+        ]
+        self._hidden = (hidden[0], hidden[1]) if layout.hidden_tensors == 2 else hidden[0]
+        self._conv = torch.from_numpy(values[:, : f * k].reshape(batch, f, k))
 
     @property
     def batch_size(self) -> int:
-        return int(self.conv.shape[0])
+        return len(self._packed) if self._packed is not None else int(self.conv.shape[0])
 
     def tensors(self) -> list[Tensor]:
         return [self.conv, *self.hidden] if isinstance(self.hidden, tuple) else [self.conv, self.hidden]
+
+    def packed(self) -> np.ndarray:
+        """(B, P) float32: row b holds stream b's values in the order of its bytes."""
+        if self._packed is not None:
+            return self._packed
+        batch = self.batch_size
+        hidden = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
+        parts = [self.conv.reshape(batch, -1), *(h.transpose(0, 1).reshape(batch, -1) for h in hidden)]
+        return torch.cat(parts, dim=1).detach().to(torch.float32).numpy()
 
     def detach(self) -> StreamState:
         """The same values cut from the autograd graph (the TBPTT boundary)."""
@@ -86,6 +153,8 @@ class StreamState:
     def to_bytes(self, config: ModelConfig) -> bytes:
         """Serialise: a header naming the architecture, then float32 values."""
         header = _layout(config).prefix + _BATCH.pack(self.batch_size)
+        if self._packed is not None and self.batch_size == 1:  # one stream's packed row is its body
+            return header + self._packed.tobytes()
         body = b"".join(t.detach().to(torch.float32).contiguous().numpy().tobytes() for t in self.tensors())
         return header + body
 
@@ -99,11 +168,13 @@ class StreamState:
         """
         layout = _layout(config)
         end = offset + _HEADER.size
-        if blob[offset : end - _BATCH.size] != layout.prefix:
+        if not blob.startswith(layout.prefix, offset):
             _refuse(blob[offset:], config)
         (batch,) = _BATCH.unpack_from(blob, end - _BATCH.size)
         if len(blob) - end != 4 * batch * layout.floats_per_stream:
             _refuse(blob[offset:], config)
+        if batch == 1:  # one stream's body is its packed row
+            return cls._of_packed(np.ndarray((1, layout.floats_per_stream), "<f4", blob, end).copy(), layout)
         # numpy slices cost far less than torch views outside inference mode
         values = np.frombuffer(blob, dtype="<f4", offset=end).copy()
         tensors, at = [], 0
@@ -124,10 +195,7 @@ class _Layout:
     conv: tuple[int, int]  # (F, kernel - 1) per stream
     hidden: tuple[int, int]  # (num_layers, hidden_size)
     hidden_tensors: int  # 2 for an LSTM's (h, c)
-
-    @property
-    def floats_per_stream(self) -> int:
-        return math.prod(self.conv) + self.hidden_tensors * math.prod(self.hidden)
+    floats_per_stream: int  # P, read at every state read and write: a field, not a property
 
     def shapes(self, batch: int) -> list[tuple[int, int, int]]:
         layers, size = self.hidden
@@ -146,11 +214,14 @@ def _layout(config: ModelConfig) -> _Layout:
         config.num_layers,
         0,
     )
+    hidden_tensors = 2 if config.cell == "LSTM" else 1
     return _Layout(
         prefix=header[: -_BATCH.size],
         conv=(config.n_features, config.conv_kernel - 1),
         hidden=(config.num_layers, config.hidden_size),
-        hidden_tensors=2 if config.cell == "LSTM" else 1,
+        hidden_tensors=hidden_tensors,
+        floats_per_stream=config.n_features * (config.conv_kernel - 1)
+        + hidden_tensors * config.num_layers * config.hidden_size,
     )
 
 

@@ -1,0 +1,108 @@
+"""The numpy step kernel is the torch forecaster's math: step by step equals one forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data import sources
+from data.features import Scaler, build_series
+from models.config import CELLS, ModelConfig
+from models.forecaster import Forecaster
+from models.kernel import StepKernel, softplus
+from models.predictor import Predictor, SeriesState
+from models.state import StreamState
+from tests.factories import real_bars
+
+STEPS = 30
+FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
+
+
+def model(cell: str, layers: int, n_features: int) -> Forecaster:
+    torch.manual_seed(7)
+    config = ModelConfig(
+        cell=cell, n_features=n_features, conv_channels=6, conv_kernel=4, hidden_size=10, num_layers=layers, horizon=4
+    )
+    return Forecaster(config).eval()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("n_features", [1, 3])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_stepping_one_row_at_a_time_equals_one_forward(cell, layers, n_features, batch):
+    forecaster = model(cell, layers, n_features)
+    kernel = StepKernel(forecaster)
+    x = torch.randn(batch, STEPS, n_features, generator=torch.Generator().manual_seed(11)) * 2
+    with torch.no_grad():
+        whole, state = forecaster(x)
+    packed = kernel.zeros(batch)
+    for t in range(STEPS):
+        out, packed = kernel.step(x[:, t].numpy(), packed)
+        assert out.shape == (batch, 4, 3) and out.dtype == np.float32
+        assert np.abs(out - whole[:, t].numpy()).max() <= 1e-5
+    assert np.abs(packed - state.packed()).max() <= 1e-5
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_kernel_continues_a_state_torch_carried_and_torch_continues_the_kernels(cell):
+    forecaster = model(cell, 2, 3)
+    kernel = StepKernel(forecaster)
+    x = torch.randn(3, 12, 3, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        whole, _ = forecaster(x)
+        _, warm = forecaster(x[:, :6])
+        out, packed = kernel.step(x[:, 6].numpy(), warm.packed())
+        rest, _ = forecaster(x[:, 7:], StreamState.from_packed(packed, forecaster.config))
+    assert np.abs(out - whole[:, 6].numpy()).max() <= 1e-5
+    assert (rest - whole[:, 7:]).abs().max().item() <= 1e-5
+
+
+def test_softplus_is_torchs_also_where_exp_would_overflow():
+    x = np.array([-200.0, -30.0, -1.0, 0.0, 0.5, 19.9, 20.0, 20.1, 100.0, 3e38], np.float32)
+    expected = F.softplus(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(softplus(x), expected, rtol=1e-6, atol=0)
+
+
+def test_packed_state_round_trips_through_tensors_and_bytes():
+    forecaster = model("LSTM", 2, 3)
+    with torch.no_grad():
+        _, state = forecaster(torch.randn(4, 7, 3))
+    packed = state.packed()
+    again = StreamState.from_packed(packed, forecaster.config)
+    for a, b in zip(again.tensors(), state.tensors(), strict=True):
+        assert torch.equal(a, b)
+    for i, one in enumerate(state.unstack()):
+        blob = one.to_bytes(forecaster.config)
+        assert StreamState.from_packed(packed[i : i + 1], forecaster.config).to_bytes(forecaster.config) == blob
+        np.testing.assert_array_equal(StreamState.from_bytes(blob, forecaster.config).packed(), packed[i : i + 1])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("n_features", [1, 3])
+def test_predictor_streaming_through_the_kernel_equals_the_whole_history(cell, layers, n_features, monkeypatch):
+    torch.manual_seed(3)
+    config = ModelConfig(cell=cell, n_features=n_features, conv_channels=8, hidden_size=16, num_layers=layers)
+    features = FEATURES[n_features]
+    [series] = build_series(sources.bundled(["IBM"]), features, horizon=config.horizon)
+    p = Predictor(Forecaster(config), Scaler.fit(series.features[:1000], features))
+    history = real_bars("IBM", 60)
+    whole = p.run(history)
+    steps: list[int] = []
+    original = StepKernel.step
+
+    def counted(self: StepKernel, x: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        steps.append(len(x))
+        return original(self, x, packed)
+
+    monkeypatch.setattr(StepKernel, "step", counted)
+    state = SeriesState()
+    for obs in history:
+        state = p.state_from_bytes(p.state_to_bytes(p.advance(state, [obs])))
+    streamed = p.forecast(state)
+    assert steps == [1] * (len(history) - 1)  # every observation after the first is one kernel step
+    assert whole is not None and streamed is not None
+    np.testing.assert_allclose(streamed.log_return, whole.log_return, atol=1e-5)
