@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import torch
 from fastapi import FastAPI
@@ -79,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.registry_poll_seconds > 0:
             poller = asyncio.create_task(poll_registry(pool, metrics, settings.registry_poll_seconds))
         try:
-            yield
+            with collector_tuned(settings.gc_freeze, settings.gc_threshold):
+                yield
         finally:
             if poller is not None:
                 poller.cancel()
@@ -100,6 +102,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     document_bodies(app, AppendRequest)
     return app
+
+
+@contextlib.contextmanager
+def collector_tuned(freeze: bool, threshold: int) -> Iterator[None]:
+    """The garbage collector as set for serving, then as it was.
+
+    ``freeze`` moves every object alive now (modules, models, the app) to a generation the
+    collector never walks: they live as long as the process, and walking them at every full
+    collection was most of the collector's cost. ``threshold`` spaces young collections out
+    (Python's default, 700 allocations, is a few requests). The settings are process-wide: of
+    several apps in one process (tests), the first to stop restores them.
+    """
+    before = gc.get_threshold()
+    if freeze:
+        gc.freeze()
+    if threshold:
+        gc.set_threshold(threshold, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        if freeze:
+            gc.unfreeze()
 
 
 async def poll_registry(pool: ModelPool, metrics: ServiceMetrics, seconds: float) -> None:

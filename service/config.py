@@ -47,6 +47,16 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="how often to look for new champions; 0 disables"
     )
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per process")
+    # the objects loaded at startup (torch, pandas, the app: about 230,000) are never garbage; left to
+    # the collector, each full collection walks them all, and under load that cost a third of the time
+    gc_freeze: bool = Field(
+        default=True, description="once started, exempt the objects loaded so far from garbage collection"
+    )
+    gc_threshold: int = Field(
+        default=10_000,
+        ge=0,
+        description="allocations between two young-generation collections (Python's default is 700; 0 keeps it)",
+    )
 
     # where sessions live
     store: Literal["memory", "redis"] = Field(default="memory", description="session store")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 
 from fastapi.testclient import TestClient
@@ -92,3 +93,14 @@ def test_made_up_methods_are_counted_as_one_series(make_settings: MakeSettings):
         text = client.get("/metrics").text
     assert metric(text, 'latentcast_http_requests_total{method="OTHER",route="/healthz",status="405"}') == 3
     assert "BREW" not in text
+
+
+def test_the_collector_is_tuned_while_the_app_serves_and_restored_after(make_settings: MakeSettings):
+    before = gc.get_threshold(), gc.get_freeze_count()
+    with TestClient(create_app(make_settings(gc_freeze=True, gc_threshold=12345))) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_threshold()[0] == 12345
+        assert gc.get_freeze_count() > before[1]  # the objects loaded by then are out of the collector's walks
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    with TestClient(create_app(make_settings(gc_freeze=False, gc_threshold=0))):
+        assert (gc.get_threshold(), gc.get_freeze_count()) == before
