@@ -1,9 +1,8 @@
 """``MicroBatcher``: concurrent requests on one model gathered and run as one batch.
 
-A model step for 64 streams costs far less than 64 steps of one (the default
-model: about 335 µs against 64 x 39 µs), and so does everything around it
-that works on arrays: stepping the sessions that post at the same time as one
-batch spends the fixed cost of each call once per batch, not once per request.
+A model step costs about as much for 64 streams as for one: stepping the
+sessions that post at the same time as one batch spends the fixed cost (torch
+dispatch, a worker thread) once per batch instead of once per request.
 
 A request hands its item to the batcher under a key (the model it needs) and
 awaits its own result. If no batch of that key is running, a batch starts at
@@ -15,10 +14,9 @@ first. A batch is ``work(key, items)``; it returns one result or exception per
 item, given to that item's request.
 
 Where a batch runs is the caller's choice (``inline``): a small batch runs on
-the event loop, in the callback that starts it, because handing it to a task
-or a worker thread costs more than it does (the thread waits for the GIL while
-the loop serves other requests); a large one in a worker thread, so that the
-loop keeps serving meanwhile.
+the event loop, because handing it to a worker thread costs more than it does
+(the thread waits for the GIL while the loop serves other requests); a large
+one in a worker thread, so that the loop keeps serving meanwhile.
 
 Order and exactly-once are the callers' business: a session posts one item at
 a time (its lock is held until its result is committed).
@@ -51,7 +49,7 @@ class _Queue(Generic[I, R]):
 
 
 class MicroBatcher(Generic[K, I, R]):
-    """Gathers items by key into batches of at most ``max_size``, each run by ``work``."""
+    """Gathers items by key into batches of at most ``max_size``, each run by ``work`` in a worker thread."""
 
     def __init__(
         self,
@@ -97,38 +95,23 @@ class MicroBatcher(Generic[K, I, R]):
         if not queue.waiting:
             return
         batch, queue.waiting = queue.waiting[: self.max_size], queue.waiting[self.max_size :]
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
-        items = [item for item, _ in batch]
-        if self._inline(items):
-            # run here, in the loop's callback: a task would cost more than a small batch
-            self._settle(key, queue, batch, self._work(key, items))
-            return
         queue.running += 1
-        task = asyncio.get_running_loop().create_task(self._run(key, queue, batch, items))
+        task = asyncio.get_running_loop().create_task(self._run(key, queue, batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: K, queue: _Queue[I, R], batch: list[tuple[I, asyncio.Future[R]]], items: list[I]) -> None:
+    async def _run(self, key: K, queue: _Queue[I, R], batch: list[tuple[I, asyncio.Future[R]]]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        results: Sequence[R | Exception]
+        items = [item for item, _ in batch]
         try:
-            results = await in_thread(self._work, key, items)
+            results = self.work(key, items) if self._inline(items) else await in_thread(self.work, key, items)
+            assert len(results) == len(batch), f"{len(results)} results for {len(batch)} items"
+        except Exception as exc:
+            results = [exc] * len(batch)
         finally:
             queue.running -= 1
-        self._settle(key, queue, batch, results)
-
-    def _work(self, key: K, items: list[I]) -> Sequence[R | Exception]:
-        """``work``'s results, or its exception for every item."""
-        try:
-            results = self.work(key, items)
-            assert len(results) == len(items), f"{len(results)} results for {len(items)} items"
-            return results
-        except Exception as exc:
-            return [exc] * len(items)
-
-    def _settle(
-        self, key: K, queue: _Queue[I, R], batch: list[tuple[I, asyncio.Future[R]]], results: Sequence[R | Exception]
-    ) -> None:
-        """Give each request its result, then start the next batch or forget the key."""
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():  # its request was cancelled
                 continue
