@@ -1,8 +1,9 @@
 """``MicroBatcher``: concurrent requests on one model gathered and run as one batch.
 
-A model step costs about as much for 64 streams as for one: stepping the
-sessions that post at the same time as one batch spends the fixed cost (torch
-dispatch, a worker thread) once per batch instead of once per request.
+A model step for 64 streams costs far less than 64 steps of one (the default
+model: about 335 µs against 64 x 39 µs), and so does everything around it
+that works on arrays: stepping the sessions that post at the same time as one
+batch spends the fixed cost of each call once per batch, not once per request.
 
 A request hands its item to the batcher under a key (the model it needs) and
 awaits its own result. If no batch of that key is running, a batch starts at
@@ -16,7 +17,11 @@ item, given to that item's request.
 Where a batch runs is the caller's choice (``inline``): a small batch runs on
 the event loop, because handing it to a worker thread costs more than it does
 (the thread waits for the GIL while the loop serves other requests); a large
-one in a worker thread, so that the loop keeps serving meanwhile.
+one in a worker thread, so that the loop keeps serving meanwhile. Either way it
+runs in a task of its own, a turn after it is formed: the appends that arrive
+meanwhile wait for it to end and then start together. Run at once, in the
+callback that forms it, a batch held a third fewer appends under 64
+connections, and throughput fell by 12%.
 
 Order and exactly-once are the callers' business: a session posts one item at
 a time (its lock is held until its result is committed).
@@ -49,7 +54,7 @@ class _Queue(Generic[I, R]):
 
 
 class MicroBatcher(Generic[K, I, R]):
-    """Gathers items by key into batches of at most ``max_size``, each run by ``work`` in a worker thread."""
+    """Gathers items by key into batches of at most ``max_size``, each run by ``work``."""
 
     def __init__(
         self,
