@@ -19,7 +19,9 @@ The rules (DESIGN.md, "Session rules"):
 Appends to different sessions on the same model version may be stepped as one
 batch (``MicroBatcher``): each request still checks its rules under its own
 session's lock and commits its own result, so batching changes only how many
-streams one forward step carries.
+streams one forward step carries. What a request changes is computed from the
+record it read in ``service/session_steps.py``; this module reads, waits and
+stores.
 """
 
 from __future__ import annotations
@@ -33,16 +35,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from data.errors import NotFoundError, QuotaError, StateError
+from data.errors import NotFoundError, QuotaError
 from models.predictor import Observation, Predictor, SeriesState
 from service.batching import MicroBatcher
 from service.forecasting import ModelRef, check_count, in_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
-from service.replies import SessionReply, reply_body, stored_reply
-from service.seq_rules import new_observations
-from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply
-from service.stores.records import batch_digest
+from service.replies import SessionReply
+from service.session_steps import Append, Step, plan_appends, plan_migration, state_of
+from service.stores import SessionRecord, SessionStore
 
 # 24 random bytes: 192 bits, 32 URL-safe characters
 SESSION_ID_BYTES = 24
@@ -78,24 +79,6 @@ class BatchSettings:
     enabled: bool = False
     wait_seconds: float = 0.002
     max_size: int = 64
-
-
-@dataclass(frozen=True)
-class _Append:
-    """One request's batch, with the record it was read against."""
-
-    record: SessionRecord
-    seq: int
-    observations: Sequence[Observation]
-
-
-@dataclass(frozen=True)
-class _Step:
-    """A change computed from a record, to be stored by compare-and-set."""
-
-    update: SessionUpdate
-    reply: SessionReply
-    applied: int
 
 
 class SessionLocks:
@@ -145,10 +128,10 @@ class SessionService:
         self._clock = clock
         self.inline_observations = inline_observations
         batching = batching or BatchSettings()
-        self._batcher: MicroBatcher[Predictor, _Append, SessionReply | _Step] | None = None
+        self._batcher: MicroBatcher[Predictor, Append, SessionReply | Step] | None = None
         if batching.enabled:
             self._batcher = MicroBatcher(
-                self._plan_appends,
+                self._plan_batch,
                 batching.wait_seconds,
                 batching.max_size,
                 on_batch=metrics.batched,
@@ -202,7 +185,7 @@ class SessionService:
                 if seq < record.next_seq:
                     record = await self._record_since(owner, session_id, seq, record)
                 predictor = await self._predictor(record.version)
-                step = await self._plan(predictor, _Append(record, seq, observations))
+                step = await self._plan(predictor, Append(record, seq, observations))
                 if isinstance(step, SessionReply):
                     return step
                 if await self.store.commit(session_id, record.next_seq, step.update):
@@ -218,7 +201,7 @@ class SessionService:
     async def read(self, owner: str, session_id: str) -> SessionInfo:
         record = await self._record(owner, session_id)
         predictor = await self._predictor(record.version)
-        state = await in_thread(_state_of, predictor, record)
+        state = await in_thread(state_of, predictor, record)
         reply = SessionReply(session_id, ModelRef.of(predictor), record.next_seq, predictor.forecast(state))
         return SessionInfo(reply, record.ticker, record.created, record.updated, record.retained_count)
 
@@ -241,91 +224,32 @@ class SessionService:
                     # replaying would only lose what the session saw before its retained observations
                     info = await self.read(owner, session_id)
                     return MigrationReply(info.reply, previous, 0, record.next_seq)
-                step = await in_thread(self._plan_migration, target, record)
+                step = await in_thread(plan_migration, target, record, self._clock())
                 if await self.store.commit(session_id, record.next_seq, step.update):
                     self.metrics.applied(target.config.mode, "migrate", step.applied)
                     return MigrationReply(step.reply, previous, step.applied, record.first_retained_seq)
 
-    # the rules, run in worker threads ------------------------------------------
+    # planning, on the event loop or in a worker thread (service/session_steps.py) ----
 
-    async def _plan(self, predictor: Predictor, append: _Append) -> SessionReply | _Step:
+    async def _plan(self, predictor: Predictor, append: Append) -> SessionReply | Step:
         """The reply (a retry) or the change that ``append`` makes, batched with others when enabled."""
         if self._batcher is not None:
             return await self._batcher.submit(predictor, append)
         appends = [append]
         if self._runs_inline(appends):
-            [step] = self._plan_appends(predictor, appends)
+            [step] = self._plan_batch(predictor, appends)
         else:
-            [step] = await in_thread(self._plan_appends, predictor, appends)
+            [step] = await in_thread(self._plan_batch, predictor, appends)
         if isinstance(step, Exception):
             raise step
         return step
 
-    def _runs_inline(self, appends: list[_Append]) -> bool:
+    def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[SessionReply | Step | Exception]:
+        return plan_appends(predictor, appends, self._clock())
+
+    def _runs_inline(self, appends: list[Append]) -> bool:
         """Whether appends are small enough to plan on the event loop rather than in a worker thread."""
         return sum(len(append.observations) for append in appends) <= self.inline_observations
-
-    def _plan_appends(self, predictor: Predictor, appends: list[_Append]) -> list[SessionReply | _Step | Exception]:
-        """For each append: its stored reply, its change, or why it is refused; the model runs once for all."""
-        results: dict[int, SessionReply | _Step | Exception] = {}
-        ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
-        for i, append in enumerate(appends):
-            try:
-                found = self._check_append(predictor, append)
-            except Exception as exc:  # refused alone: the other appends of the batch go on
-                results[i] = exc
-                continue
-            if isinstance(found, SessionReply):
-                results[i] = found
-            else:
-                ready.append((i, *found))
-        advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
-        for (i, _, tail, digest), state in zip(ready, advanced, strict=True):
-            results[i] = self._step_after(predictor, appends[i], tail, digest, state)
-        return [results[i] for i in range(len(appends))]
-
-    def _check_append(
-        self, predictor: Predictor, append: _Append
-    ) -> SessionReply | tuple[SeriesState, Sequence[Observation], bytes]:
-        """The stored reply of a retry, or the state to advance, the new tail and the batch's digest."""
-        predictor.validate(append.observations, append.seq)
-        digest = batch_digest(append.observations)
-        for stored in reversed(append.record.replies):
-            if stored.seq == append.seq and stored.digest == digest:
-                reply = stored_reply(predictor, append.record.session_id, stored.body)
-                if reply is not None:
-                    return reply
-        tail = new_observations(append.record, append.seq, append.observations)
-        return _state_of(predictor, append.record), tail, digest
-
-    def _step_after(
-        self, predictor: Predictor, append: _Append, tail: Sequence[Observation], digest: bytes, state: SeriesState
-    ) -> _Step:
-        record = append.record
-        reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
-        update = SessionUpdate(
-            next_seq=state.n_obs,
-            state=predictor.state_to_bytes(state),
-            mode=record.mode,
-            version=record.version,
-            updated=self._clock(),
-            appended=tuple(tail),
-            reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state)),
-        )
-        return _Step(update, reply, len(tail))
-
-    def _plan_migration(self, target: Predictor, record: SessionRecord) -> _Step:
-        state = target.advance(SeriesState(n_obs=record.first_retained_seq), record.retained)
-        reply = SessionReply(record.session_id, ModelRef.of(target), state.n_obs, target.forecast(state))
-        update = SessionUpdate(
-            next_seq=record.next_seq,
-            state=target.state_to_bytes(state),
-            mode=target.config.mode,
-            version=target.version,
-            updated=self._clock(),
-            clear_replies=True,  # the stored replies came from the previous model
-        )
-        return _Step(update, reply, len(record.retained))
 
     async def _predictor(self, version: str) -> Predictor:
         # a thread only when the version must be read from disk (pinned, after a restart or an unload)
@@ -352,15 +276,6 @@ class SessionService:
         if record is None or not hmac.compare_digest(record.owner, owner):
             raise _not_found(session_id)
         return record
-
-
-def _state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
-    state = predictor.state_from_bytes(record.state)
-    if state.n_obs != record.next_seq:
-        raise StateError(
-            f"session {record.session_id}: state holds {state.n_obs} observations, next_seq is {record.next_seq}"
-        )
-    return state
 
 
 def _not_found(session_id: str) -> NotFoundError:

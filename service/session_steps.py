@@ -1,0 +1,113 @@
+"""What a session request changes, computed from the record it read: no I/O, no waiting.
+
+``SessionService`` reads a record, hands it here, and stores the ``Step`` it
+gets back by compare-and-set. The appends of a micro-batch are planned
+together (``plan_appends``): each is checked on its own, and the model steps
+all the accepted ones at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from data.errors import StateError
+from models.predictor import Observation, Predictor, SeriesState
+from service.forecasting import ModelRef
+from service.replies import SessionReply, reply_body, stored_reply
+from service.seq_rules import new_observations
+from service.stores import SessionRecord, SessionUpdate, StoredReply
+from service.stores.records import batch_digest
+
+
+@dataclass(frozen=True)
+class Append:
+    """One request's batch, with the record it was read against."""
+
+    record: SessionRecord
+    seq: int
+    observations: Sequence[Observation]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A change computed from a record, to be stored by compare-and-set."""
+
+    update: SessionUpdate
+    reply: SessionReply
+    applied: int
+
+
+def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> list[SessionReply | Step | Exception]:
+    """For each append: its stored reply, its change, or why it is refused; the model runs once for all."""
+    results: dict[int, SessionReply | Step | Exception] = {}
+    ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
+    for i, append in enumerate(appends):
+        try:
+            found = _check(predictor, append)
+        except Exception as exc:  # refused alone: the other appends of the batch go on
+            results[i] = exc
+            continue
+        if isinstance(found, SessionReply):
+            results[i] = found
+        else:
+            ready.append((i, *found))
+    advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
+    for (i, _, tail, digest), state in zip(ready, advanced, strict=True):
+        results[i] = _step_after(predictor, appends[i], tail, digest, state, now)
+    return [results[i] for i in range(len(appends))]
+
+
+def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Step:
+    """The session moved to ``target`` by replaying the observations it retains."""
+    state = target.advance(SeriesState(n_obs=record.first_retained_seq), record.retained)
+    reply = SessionReply(record.session_id, ModelRef.of(target), state.n_obs, target.forecast(state))
+    update = SessionUpdate(
+        next_seq=record.next_seq,
+        state=target.state_to_bytes(state),
+        mode=target.config.mode,
+        version=target.version,
+        updated=now,
+        clear_replies=True,  # the stored replies came from the previous model
+    )
+    return Step(update, reply, len(record.retained))
+
+
+def state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
+    """The record's model state; ``StateError`` if it does not match the record's ``next_seq``."""
+    state = predictor.state_from_bytes(record.state)
+    if state.n_obs != record.next_seq:
+        raise StateError(
+            f"session {record.session_id}: state holds {state.n_obs} observations, next_seq is {record.next_seq}"
+        )
+    return state
+
+
+def _check(predictor: Predictor, append: Append) -> SessionReply | tuple[SeriesState, Sequence[Observation], bytes]:
+    """The stored reply of a retry, or the state to advance, the new tail and the batch's digest."""
+    predictor.validate(append.observations, append.seq)
+    digest = batch_digest(append.observations)
+    for stored in reversed(append.record.replies):
+        if stored.seq == append.seq and stored.digest == digest:
+            reply = stored_reply(predictor, append.record.session_id, stored.body)
+            if reply is not None:
+                return reply
+    tail = new_observations(append.record, append.seq, append.observations)
+    return state_of(predictor, append.record), tail, digest
+
+
+def _step_after(
+    predictor: Predictor, append: Append, tail: Sequence[Observation], digest: bytes, state: SeriesState, now: float
+) -> Step:
+    record = append.record
+    reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
+    update = SessionUpdate(
+        next_seq=state.n_obs,
+        state=predictor.state_to_bytes(state),
+        mode=record.mode,
+        version=record.version,
+        updated=now,
+        appended=tuple(tail),
+        reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state)),
+    )
+    return Step(update, reply, len(tail))

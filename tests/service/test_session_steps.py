@@ -1,0 +1,63 @@
+"""The changes a request makes, computed from the record it read: a batch's appends are judged one by one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from data.errors import ConflictError, DataError, StateError
+from models.predictor import Observation, Predictor, SeriesState
+from service.replies import reply_body
+from service.session_steps import Append, Step, plan_appends, plan_migration, state_of
+from service.stores import SessionRecord, StoredReply
+from service.stores.records import batch_digest
+from tests.factories import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_checkpoint(tiny_checkpoint("latent", seed=1), "latent-v1")
+
+
+def record(predictor: Predictor, closes: list[float], session_id: str = "s", **fields: Any) -> SessionRecord:
+    """A session warmed on ``closes``, all retained."""
+    history = [Observation(c) for c in closes]
+    state = predictor.state_to_bytes(predictor.advance(SeriesState(), history))
+    values: dict[str, Any] = {"next_seq": len(history), "retained": tuple(history), "retained_count": len(history)}
+    values.update(fields)
+    return SessionRecord(session_id, "", "latent", "latent-v1", None, state=state, **values)
+
+
+def test_each_append_of_a_batch_gets_its_own_answer(predictor: Predictor, closes: list[float]):
+    fresh = record(predictor, closes[:20], "fresh")
+    retried = closes[20:21]
+    after = predictor.advance(predictor.state_from_bytes(fresh.state), [Observation(c) for c in retried])
+    stored = StoredReply(20, batch_digest([Observation(c) for c in retried]), reply_body(after))
+    done = record(predictor, closes[:21], "done", replies=(stored,))
+    appends = [
+        Append(fresh, 20, [Observation(closes[20])]),
+        Append(done, 20, [Observation(c) for c in retried]),  # a retry: its stored reply
+        Append(fresh, 20, [Observation(-1.0)]),  # a bad value: refused alone
+        Append(fresh, 25, [Observation(closes[25])]),  # a gap
+    ]
+    ok, retry, bad, gap = plan_appends(predictor, appends, now=7.5)
+    assert isinstance(ok, Step) and (ok.applied, ok.update.next_seq, ok.update.updated) == (1, 21, 7.5)
+    assert ok.reply.forecast == predictor.forecast(after)
+    assert not isinstance(retry, Step | Exception)
+    assert retry.next_seq == 21 and retry.forecast == predictor.forecast(after)
+    assert isinstance(bad, DataError) and str(bad) == "observation 20: close is -1.0; prices must be positive"
+    assert isinstance(gap, ConflictError)
+
+
+def test_a_migration_replays_what_the_record_retains(predictor: Predictor, closes: list[float]):
+    target = Predictor.from_checkpoint(tiny_checkpoint("latent", seed=3), "latent-v3")
+    step = plan_migration(target, record(predictor, closes[:30]), now=1.0)
+    assert step.applied == 30 and step.update.version == "latent-v3" and step.update.clear_replies
+    assert step.reply.forecast == target.run([Observation(c) for c in closes[:30]])
+
+
+def test_a_state_that_does_not_match_its_record_is_an_error(predictor: Predictor, closes: list[float]):
+    broken = record(predictor, closes[:10], next_seq=11)
+    with pytest.raises(StateError, match="state holds 10 observations, next_seq is 11"):
+        state_of(predictor, broken)
