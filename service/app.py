@@ -16,6 +16,7 @@ from service.config import Settings, get_settings
 from service.dependencies import Services
 from service.errors import install_error_handlers
 from service.forecasting import ForecastService, in_thread
+from service.logs import redact_session_ids
 from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
@@ -46,6 +47,7 @@ every `/v1` route needs the `X-API-Key` header.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app for ``settings`` (default: from the environment). Models load when it starts."""
     settings = settings or get_settings()
+    redact_session_ids()
     registry = Registry(settings.artifacts)
     pool = ModelPool(registry, idle_seconds=settings.session_ttl_seconds, bounds=settings.model_bounds)
     metrics = ServiceMetrics(pool)

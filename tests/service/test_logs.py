@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.config import Settings
+from service.logs import SessionIdFilter
 from tests.service.servers import ServiceProcess
 from training.registry import Registry
 
@@ -55,6 +57,9 @@ def test_the_log_holds_no_key_and_no_observation(registry: Registry, tmp_path: P
         assert statuses == [201, 200, 200, 409, 422, 404, 401, 401, 200, 403, 200, 200, 204]
     text = log.read_text()
     assert '"POST /v1/sessions HTTP/1.1" 201' in text  # the access log was on and captured
+    # without keys a session id is all it takes to use the session: the log shows none
+    assert opened.json()["session_id"] not in text
+    assert '"POST /v1/sessions/<id>/observations HTTP/1.1" 200' in text
     for secret in (ALICE, BOB, ADMIN, WRONG, "SECRETCO"):
         assert secret not in text
     for price in PRICES:
@@ -65,3 +70,19 @@ def test_the_log_level_cannot_be_trace():
     # uvicorn's trace level logs every ASGI message, the headers (and so the API key) included
     with pytest.raises(ValidationError):
         Settings(log_level="trace")  # type: ignore[arg-type]
+
+
+def test_the_filter_replaces_only_a_session_id():
+    def shown(path: str) -> str:
+        record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', None, None)
+        record.args = ("127.0.0.1:5000", "POST", path, "1.1", 200)
+        assert SessionIdFilter().filter(record)
+        return record.getMessage()
+
+    assert (
+        shown("/v1/sessions/AbC-_9x/observations")
+        == '127.0.0.1:5000 - "POST /v1/sessions/<id>/observations HTTP/1.1" 200'
+    )
+    assert shown("/v1/sessions/AbC?x=1").endswith('"POST /v1/sessions/<id>?x=1 HTTP/1.1" 200')
+    assert shown("/v1/sessions") == '127.0.0.1:5000 - "POST /v1/sessions HTTP/1.1" 200'
+    assert shown("/v1/forecast").endswith('"POST /v1/forecast HTTP/1.1" 200')
