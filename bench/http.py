@@ -1,6 +1,6 @@
 """The service under load from wrk on loopback, beside a bare FastAPI endpoint, in one run.
 
-    .venv/bin/python -m bench.http [--seconds 4] [--rounds 3] [--connections 1 64]
+    .venv/bin/python -m bench.http [--seconds 4] [--rounds 5] [--connections 1 64]
 
 Serves, each with ``latentcast serve`` or plain uvicorn on a free loopback port:
 the service with micro-batching on, the service with it off (memory store, a
@@ -111,7 +111,7 @@ class Server:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=4, help="wrk duration per server and run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per server and number of connections")
+    parser.add_argument("--rounds", type=int, default=5, help="runs per server and number of connections")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--torch-threads", type=int, default=1, help="LATENTCAST_TORCH_THREADS of the service")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
