@@ -181,7 +181,7 @@ class SessionService:
         async with self.locks.hold(session_id):
             while True:
                 # a new batch needs neither stored replies nor retained observations
-                record = await self._record(owner, session_id, replies=False)
+                record = await self._record(owner, session_id)
                 if seq < record.next_seq:
                     record = await self._record_since(owner, session_id, seq, record)
                 predictor = await self._predictor(record.version)
@@ -267,9 +267,10 @@ class SessionService:
                 return record
 
     async def _record(
-        self, owner: str, session_id: str, observations: int | None = 0, replies: bool = True
+        self, owner: str, session_id: str, observations: int | None = 0, replies: bool = False
     ) -> SessionRecord:
-        """The caller's session, with its last ``observations`` retained (all for None) and its replies."""
+        """The caller's session, with its last ``observations`` retained (all for None), and its stored
+        replies if asked for: only a batch in the past reads them (to answer a retry)."""
         valid = SESSION_ID_PATTERN.match(session_id)
         record = await self.store.get(session_id, observations, replies) if valid else None
         # a session of another key is answered exactly as one that does not exist
