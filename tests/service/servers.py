@@ -1,11 +1,10 @@
-"""Real processes for tests: free ports, Debian tools, redis-server, and ``latentcast serve``."""
+"""Real processes for tests: Debian tools, redis-server, and ``latentcast serve`` (free ports: bench/processes.py)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import httpx
 import pytest
 import redis
 
+from bench.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path) -> None:

@@ -19,10 +19,11 @@ import httpx
 import pytest
 import yaml
 
+from bench.processes import free_port
 from service.config import Settings
 from service.scheduler import heartbeat_is_fresh
 from tests.factories import tiny_checkpoint
-from tests.service.servers import ROOT, debian_tool, free_port
+from tests.service.servers import ROOT, debian_tool
 from training.jobs import JobStore
 from training.registry import Registry
 

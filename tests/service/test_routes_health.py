@@ -7,9 +7,9 @@ import re
 
 from fastapi.testclient import TestClient
 
+from bench.processes import free_port
 from service.app import create_app
 from tests.service.conftest import MakeSettings
-from tests.service.servers import free_port
 
 
 def metric(text: str, line_start: str) -> float:

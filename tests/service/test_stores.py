@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis
 
+from bench.processes import free_port
 from data.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, StoreLimits
 from service.stores.memory import MemorySessionStore
 from service.stores.records import batch_digest, observation_from_bytes, observation_to_bytes
 from service.stores.redis import RedisSessionStore
-from tests.service.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
