@@ -21,91 +21,21 @@ Every reply must be a 200 with the expected next seq; the bench fails otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import torch
 
-from bench.http_latency import BENCH_MODEL, ROOT, service_env
-from bench.processes import free_port, wait_ready
+from bench.harness import BENCH_MODEL, ServiceProcess, bench_env, uvicorn_command
+from bench.wrk import WARMUP_SECONDS, Run, Server, wrk, wrk_version
 from data import sources
 from models.config import ModelConfig
 
-SCRIPT = ROOT / "bench" / "http.lua"
-WARM_HISTORY = 50  # closes each session is opened with
-WARMUP_SECONDS = 1
 SERVERS = ("batched", "unbatched", "bare")
-
-
-@dataclass(frozen=True)
-class Run:
-    """One wrk run's figures."""
-
-    server: str
-    connections: int
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    failures: int  # non-2xx replies, socket errors and replies with an unexpected next seq
-    mean_batch: float | None  # appends per micro-batch during the run (batched service only)
-
-    @property
-    def throughput(self) -> float:
-        return self.requests / self.seconds
-
-
-class Server:
-    """A server under test: its process, its base URL, and the sessions wrk posts to."""
-
-    def __init__(self, name: str, command: list[str], env: dict[str, str], folder: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.folder = folder
-        with open(folder / f"{name}.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)],
-                cwd=ROOT,
-                env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def sessions_file(self, count: int, closes: list[float], tag: str) -> Path:
-        """``count`` sessions opened for one run (fake ids for the bare endpoint), one per line."""
-        if self.name == "bare":
-            lines = [f"bare-{tag}-{i} {WARM_HISTORY}" for i in range(count)]
-        else:
-            with httpx.Client(base_url=self.url, timeout=30) as client:
-                opened = [client.post("/v1/sessions", json={"history": closes[:WARM_HISTORY]}) for _ in range(count)]
-            lines = [f"{r.raise_for_status().json()['session_id']} {WARM_HISTORY}" for r in opened]
-        path = self.folder / f"sessions-{self.name}-{tag}.txt"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def batch_counts(self) -> tuple[float, float]:
-        """(batches, appends in them) so far, from /metrics; zeros where there is no batching."""
-        if self.name == "bare":
-            return 0.0, 0.0
-        values = {"count": 0.0, "sum": 0.0}
-        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
-            for key in values:
-                if line.startswith(f"latentcast_append_batch_size_{key} "):
-                    values[key] = float(line.split()[-1])
-        return values["count"], values["sum"]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,22 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     closes = sources.bundled(["IBM"])["close"].tolist()
-    config = BENCH_MODEL
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        (folder / "closes.txt").write_text("\n".join(f"{c:.2f}" for c in closes) + "\n")
-        env = service_env(folder, args.torch_threads) | {"LATENTCAST_MAX_SESSIONS": "100000"}
-        serve = [sys.executable, "-m", "service.cli", "serve"]
-        bare = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--log-level", "warning"]
-        servers = [
-            Server("batched", serve, env | {"LATENTCAST_BATCH_ENABLED": "true"}, folder),
-            Server("unbatched", serve, env | {"LATENTCAST_BATCH_ENABLED": "false"}, folder),
-            Server("bare", bare, env, folder),
-        ]
+        env = bench_env(folder, args.torch_threads) | {"LATENTCAST_MAX_SESSIONS": "100000"}
+        processes = {
+            "batched": ServiceProcess(env | {"LATENTCAST_BATCH_ENABLED": "true"}, folder / "batched.log"),
+            "unbatched": ServiceProcess(env | {"LATENTCAST_BATCH_ENABLED": "false"}, folder / "unbatched.log"),
+            "bare": ServiceProcess(env, folder / "bare.log", command=uvicorn_command("bench.bare_app:app")),
+        }
+        servers = [Server(name, process, folder, bare=name == "bare") for name, process in processes.items()]
         try:
-            for server in servers:
-                wait_ready(f"http://127.0.0.1:{server.port}", server.process)
+            for process in processes.values():
+                process.start()
             for server in servers:  # warm-up, not measured
                 wrk(args.wrk, server, max(args.connections), WARMUP_SECONDS, closes, "warmup")
             for round_ in range(args.rounds):
@@ -142,37 +69,13 @@ def main(argv: list[str] | None = None) -> int:
                     for server in order:
                         runs.append(wrk(args.wrk, server, connections, args.seconds, closes, f"{round_}-{connections}"))
         finally:
-            for server in servers:
-                server.stop()
-    return report(runs, args, config)
-
-
-def wrk(binary: str, server: Server, connections: int, seconds: int, closes: list[float], tag: str) -> Run:
-    """One wrk run of ``connections`` connections, each posting to its own session."""
-    threads = min(connections, os.cpu_count() or 1)
-    sessions = server.sessions_file(2 * connections, closes, tag)
-    before = server.batch_counts()
-    command = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s"]
-    command += ["-s", str(SCRIPT), server.url, "--", str(sessions), str(server.folder / "closes.txt")]
-    command += [str(threads), str(connections)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    after = server.batch_counts()
-    batches = after[0] - before[0]
-    return Run(
-        server=server.name,
-        connections=connections,
-        requests=figures["requests"],
-        seconds=figures["duration_us"] / 1e6,
-        p50_ms=figures["p50_us"] / 1000,
-        p99_ms=figures["p99_us"] / 1000,
-        failures=figures["non2xx"] + figures["socket_errors"] + figures["mismatched"],
-        mean_batch=(after[1] - before[1]) / batches if batches else None,
-    )
+            for process in processes.values():
+                process.stop()
+    return report(runs, args, BENCH_MODEL)
 
 
 def report(runs: list[Run], args: argparse.Namespace, config: ModelConfig) -> int:
-    version = subprocess.run([args.wrk, "--version"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    version = wrk_version(args.wrk)
     print(
         f"cores {os.cpu_count()}, service torch threads {args.torch_threads}, torch {torch.__version__}, "
         f"{version}, memory store"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,20 +22,10 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench.processes import free_port, wait_ready
+from bench.harness import BENCH_MODEL, ServiceProcess, bench_env, uvicorn_command
 from data import sources
-from data.features import build_series, fit_scaler, split_dates
-from models.checkpoint import make_checkpoint
-from models.config import ModelConfig
-from models.forecaster import Forecaster
-from training.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 200
-
-
-# the model every HTTP benchmark serves: the default latent GRU (untrained: cost does not depend on weights)
-BENCH_MODEL = ModelConfig(mode="latent", cell="GRU")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,25 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="serve sessions from this Redis (default: the memory store)")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as folder:
-        env = service_env(Path(folder), args.torch_threads)
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        env = bench_env(folder, args.torch_threads)
         if args.redis_url:
             env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
-        service_port, bare_port = free_port(), free_port()
-        service = start([sys.executable, "-m", "service.cli", "serve", "--port", str(service_port)], env, folder)
-        bare = start(
-            [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port), "--log-level", "warning"],
-            env,
-            folder,
-        )
-        try:
-            wait_ready(f"http://127.0.0.1:{service_port}", service)
-            wait_ready(f"http://127.0.0.1:{bare_port}", bare)
-            service_ms, bare_ms = measure(service_port, bare_port, args.requests, args.seconds)
-        finally:
-            for process in (service, bare):
-                process.terminate()
-                process.wait(timeout=10)
+        service = ServiceProcess(env, folder / "serve.log")
+        bare = ServiceProcess(env, folder / "bare.log", command=uvicorn_command("bench.bare_app:app"))
+        with service, bare:
+            service_ms, bare_ms = measure(service.url, bare.url, args.requests, args.seconds)
 
     store = "redis" if args.redis_url else "memory"
     print(
@@ -84,34 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def service_env(folder: Path, torch_threads: int) -> dict[str, str]:
-    """A registry in ``folder`` whose champion is the default latent model, and the settings serving it."""
-    registry = Registry(folder / "artifacts")
-    registry.promote(registry.register(default_checkpoint(BENCH_MODEL)).version)
-    return {
-        "LATENTCAST_ARTIFACTS": str(registry.root),
-        "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
-        "LATENTCAST_TORCH_THREADS": str(torch_threads),
-        "LATENTCAST_LOG_LEVEL": "warning",
-    }
-
-
-def default_checkpoint(config: ModelConfig) -> dict[str, object]:
-    """An untrained model of ``config`` with a scaler fit on the bundled training span."""
-    features = ("returns",)
-    series = build_series(sources.bundled(), features, config.horizon)
-    torch.manual_seed(0)
-    return make_checkpoint(Forecaster(config), fit_scaler(series, split_dates(series), features))
-
-
-def measure(service_port: int, bare_port: int, requests: int, seconds: float) -> tuple[list[float], list[float]]:
+def measure(service_url: str, bare_url: str, requests: int, seconds: float) -> tuple[list[float], list[float]]:
     """Milliseconds per request to each endpoint, alternating, after a warm-up."""
     closes = sources.bundled(["IBM"])["close"].tolist()
     service_ms: list[float] = []
     bare_ms: list[float] = []
     with (
-        httpx.Client(base_url=f"http://127.0.0.1:{service_port}") as service,
-        httpx.Client(base_url=f"http://127.0.0.1:{bare_port}") as bare,
+        httpx.Client(base_url=service_url) as service,
+        httpx.Client(base_url=bare_url) as bare,
     ):
         session = service.post("/v1/sessions", json={"history": closes[:50]}).json()["session_id"]
         url = f"/v1/sessions/{session}/observations"
@@ -129,13 +88,6 @@ def measure(service_port: int, bare_port: int, requests: int, seconds: float) ->
             if time.monotonic() > deadline:
                 break
     return service_ms, bare_ms
-
-
-def start(command: list[str], env: dict[str, str], folder: str) -> subprocess.Popen[bytes]:
-    with open(Path(folder) / f"{command[2]}.log", "wb") as log:
-        return subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT
-        )
 
 
 def median(values: list[float]) -> float:

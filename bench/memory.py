@@ -1,6 +1,6 @@
 """Bytes per open session in the memory store and in Redis, and 100,000 sessions in the memory store.
 
-    .venv/bin/python -m bench.memory [--sessions 100000] [--sample 1000] [--redis-server redis-server]
+    .venv/bin/python -m bench.memory [--sessions 100000] [--sample 1000]
 
 Sessions of the default model (latent GRU) are built as the service builds
 them: opened on a history of real IBM closes, then fed ``retained_replies``
@@ -22,7 +22,6 @@ import asyncio
 import gc
 import os
 import resource
-import shutil
 import sys
 import tempfile
 import time
@@ -31,8 +30,7 @@ from pathlib import Path
 
 import redis
 
-from bench.http_latency import default_checkpoint
-from bench.processes import redis_server
+from bench.harness import default_checkpoint, redis_server
 from data import sources
 from models.config import ModelConfig
 from models.predictor import Observation, Predictor, SeriesState
@@ -95,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=100_000, help="full sessions held in the memory store")
     parser.add_argument("--sample", type=int, default=1000, help="sessions measured per store and shape")
-    parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
 
@@ -124,7 +121,7 @@ async def run(args: argparse.Namespace) -> int:
     for name, shape in shapes.items():
         per = await heap_bytes(MemorySessionStore(limits), shape, args.sample)
         print(f"{'memory':<8}{name:<8}{per:>15,.0f}")
-    with redis_server(args.redis_server, append_only=False) as url:
+    with redis_server(append_only=False) as url:
         for name, shape in shapes.items():
             per = await redis_bytes(url, limits, shape, args.sample, name)
             print(f"{'redis':<8}{name:<8}{per:>15,.0f}")

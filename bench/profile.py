@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.http import WARMUP_SECONDS, Server, wrk
-from bench.http_latency import service_env
-from bench.processes import wait_ready
+from bench.harness import ServiceProcess, bench_env
+from bench.wrk import WARMUP_SECONDS, Server, wrk
 from data import sources
 
 SAMPLE_RATE = 400  # per second: enough for a few seconds' profile, light enough not to skew it
@@ -40,22 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     closes = sources.bundled(["IBM"])["close"].tolist()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        (folder / "closes.txt").write_text("\n".join(f"{c:.2f}" for c in closes) + "\n")
-        env = service_env(folder, torch_threads=1) | {"LATENTCAST_BATCH_ENABLED": str(args.batching).lower()}
-        server = Server(
-            "batched" if args.batching else "unbatched", [sys.executable, "-m", "service.cli", "serve"], env, folder
-        )
+        env = bench_env(folder, torch_threads=1) | {"LATENTCAST_BATCH_ENABLED": str(args.batching).lower()}
+        name = "batched" if args.batching else "unbatched"
+        process = ServiceProcess(env, folder / f"{name}.log")
+        server = Server(name, process, folder)
         try:
-            wait_ready(f"http://127.0.0.1:{server.port}", server.process)
+            process.start()
             wrk(args.wrk, server, args.connections, WARMUP_SECONDS, closes, "warmup")
             stacks = folder / "stacks.txt"
-            command = [args.py_spy, "record", "--pid", str(server.process.pid), "--rate", str(SAMPLE_RATE)]
+            command = [args.py_spy, "record", "--pid", str(process.pid), "--rate", str(SAMPLE_RATE)]
             command += ["--duration", str(args.seconds), "--format", "raw", "--output", str(stacks), "--nonblocking"]
             spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             run = wrk(args.wrk, server, args.connections, args.seconds, closes, "profile")
             spy.wait(timeout=args.seconds + 30)
         finally:
-            server.stop()
+            process.stop()
         print(
             f"cores {os.cpu_count()}; {args.connections} connection(s), {run.throughput:.0f} req/s, "
             f"p50 {run.p50_ms:.2f} ms, batching {'on' if args.batching else 'off'}; py-spy {SAMPLE_RATE} Hz"

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import free_port, redis_server, wait_ready
+from bench.harness import ROOT, ServiceProcess, redis_server
 from bench.soak_client import FaultRates, FaultyStream, StreamStats, check_against_replay
 from data import sources
 from models.config import MODES, ModelConfig
@@ -47,7 +47,6 @@ from training.config import TrainConfig
 from training.pipeline import train_and_register
 from training.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
 TICKERS = ("AAPL", "GOOG", "IBM", "MSFT")
 KEYS = tuple(f"soak-client-key-{i}-0123456789" for i in range(4))
 ADMIN_KEY = "soak-admin-key-0123456789"
@@ -57,7 +56,6 @@ MODEL = ModelConfig(conv_channels=4, hidden_size=8, horizon=3, window=10)
 WEAK = TrainConfig(epochs=1, lr=1e-7, streams=4, bptt=25, windows_per_epoch=128, threads=1, progress=False)
 RETRAIN_ARGS = ["--source", "bundled", "--tickers", "IBM", "MSFT", "--epochs", "3", "--hidden", "8"]
 RETRAIN_ARGS += ["--window", "10", "--horizon", "3", "--threads", "1", "--no-progress"]
-START_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -220,23 +218,9 @@ def passed(result: SoakResult) -> bool:
 @contextlib.contextmanager
 def services(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]]:
     """``count`` ``latentcast serve`` processes on free loopback ports; yields their URLs."""
-    processes, urls = [], []
-    try:
-        for i in range(count):
-            port, log = free_port(), folder / f"serve-{i}.log"
-            command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-            with open(log, "wb") as out:
-                full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-                processes.append(
-                    subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-                )
-            urls.append(f"http://127.0.0.1:{port}")
-            wait_ready(urls[-1], processes[-1], log)
-        yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=10)
+    with contextlib.ExitStack() as stack:
+        started = [stack.enter_context(ServiceProcess(env, folder / f"serve-{i}.log")) for i in range(count)]
+        yield [server.url for server in started]
 
 
 def prepare_registry(root: Path) -> Registry:

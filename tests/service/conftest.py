@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.harness import RedisProcess
 from models.predictor import Observation
 from service.app import create_app
 from service.config import Settings
 from tests.factories import real_bars, tiny_checkpoint
-from tests.service.servers import RedisProcess
 from training.registry import Registry
 
 MakeSettings = Callable[..., Settings]

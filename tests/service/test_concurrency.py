@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
-from tests.service.servers import ServiceProcess
 from training.registry import Registry
 
 THREADS = 16

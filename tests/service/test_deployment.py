@@ -19,11 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from bench.processes import free_port
+from bench.harness import ROOT, ServiceProcess, debian_tool, free_port
 from service.config import Settings
 from service.scheduler import heartbeat_is_fresh
 from tests.factories import tiny_checkpoint
-from tests.service.servers import ROOT, debian_tool
 from training.jobs import JobStore
 from training.registry import Registry
 
@@ -142,21 +141,21 @@ def test_api_and_scheduler_commands_retrain_and_serve_without_a_failed_request(c
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(ROOT),
     }
-    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("api", "scheduler")}  # noqa: SIM115
-    processes = {
-        name: subprocess.Popen(
-            local_command(compose["services"][name]["command"], port),
+    api = ServiceProcess(
+        env, tmp_path / "api.log", port, command=lambda port: local_command(compose["services"]["api"]["command"], port)
+    )
+    with open(tmp_path / "scheduler.log", "wb") as log:
+        scheduler = subprocess.Popen(
+            local_command(compose["services"]["scheduler"]["command"], port),
             cwd=ROOT,
             env=env,
-            stdout=logs[name],
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
-        for name in ("api", "scheduler")
-    }
     url = f"http://127.0.0.1:{port}"
     streamers: list[Streamer] = []
     try:
-        _wait_ready(url, processes["api"], tmp_path / "api.log")
+        api.start()
         with httpx.Client(base_url=url, timeout=10) as client:
             for mode in ("latent", "ar"):
                 opened = client.post("/v1/sessions", json={"mode": mode, "history": closes[:20]})
@@ -168,7 +167,7 @@ def test_api_and_scheduler_commands_retrain_and_serve_without_a_failed_request(c
             deadline = time.monotonic() + PICKUP_SECONDS
             champions: dict[str, str] = dict(before)
             while time.monotonic() < deadline and any(champions[m] == before[m] for m in before):
-                assert processes["scheduler"].poll() is None, (tmp_path / "scheduler.log").read_text()
+                assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()
                 champions = client.get("/v1/models").json()["champions"]
                 time.sleep(0.5)
             assert all(champions[m] != before[m] for m in before), (tmp_path / "scheduler.log").read_text()[-3000:]
@@ -200,26 +199,9 @@ def test_api_and_scheduler_commands_retrain_and_serve_without_a_failed_request(c
     finally:
         for streamer in streamers:
             streamer.halt.set()
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs.values():
-            log.close()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the api command exited with {process.returncode}:\n{log.read_text()}")
+        api.stop()
+        scheduler.terminate()
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"the api command was not ready in 60 s:\n{log.read_text()}")
+            scheduler.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            scheduler.kill()

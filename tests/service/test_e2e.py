@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.harness import ServiceProcess
 from models.predictor import Observation
 from tests.service.conftest import versions
-from tests.service.servers import ServiceProcess
 from training.registry import Registry
 
 STREAMED = 300

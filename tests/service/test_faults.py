@@ -27,13 +27,13 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
+from bench.harness import RedisProcess, ServiceProcess
 from bench.soak import SoakPlan, bars, feed, open_streams, service_env, verify
 from bench.soak_client import FaultRates, FaultyStream
 from models.predictor import Observation
 from service.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
-from tests.service.servers import RedisProcess, ServiceProcess
 from training.registry import MANIFEST_FILE, Registry
 
 TIMEOUT = 0.5  # LATENTCAST_REDIS_TIMEOUT_SECONDS of these tests

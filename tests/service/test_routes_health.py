@@ -7,7 +7,7 @@ import re
 
 from fastapi.testclient import TestClient
 
-from bench.processes import free_port
+from bench.harness import free_port
 from service.app import create_app
 from tests.service.conftest import MakeSettings
 

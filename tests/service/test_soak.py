@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import ServiceProcess
 from bench.soak import SoakPlan, passed, retrain_overlapped, service_env, soak, table
 from tests.factories import tiny_checkpoint
-from tests.service.servers import ServiceProcess
 from training.registry import Registry
 
 PLAN = SoakPlan(sessions=6, observations=60, seconds=60.0)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 
-from bench.processes import free_port
+from bench.harness import free_port
 from data.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, StoreLimits

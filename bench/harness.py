@@ -1,0 +1,237 @@
+"""Real processes for the benchmarks and the tests: ``latentcast serve``, redis-server, free ports, readiness.
+
+Every benchmark and test that needs a server process starts it here, so that
+there is one way to launch the service, one readiness poll and one Redis
+launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import redis
+import torch
+
+from data import sources
+from data.features import build_series, fit_scaler, split_dates
+from models.checkpoint import make_checkpoint
+from models.config import ModelConfig
+from models.forecaster import Forecaster
+from training.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+START_SECONDS = 60.0
+POLL_SECONDS = 0.05
+
+# the model every HTTP benchmark serves: the default latent GRU (untrained: cost does not depend on weights)
+BENCH_MODEL = ModelConfig(mode="latent", cell="GRU")
+
+Command = Callable[[int], Sequence[str]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    """Return once ``ready()``; raise with the process's log if it exits or takes too long."""
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
+        if ready():
+            return
+        time.sleep(POLL_SECONDS)
+    raise RuntimeError(f"{what} did not start in {START_SECONDS} s:\n{_tail(log)}")
+
+
+def serve_command(port: int) -> list[str]:
+    """``latentcast serve`` on loopback and ``port``, run by this interpreter."""
+    return [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def uvicorn_command(app: str) -> Command:
+    """Plain uvicorn serving the ASGI ``app`` ("module:attribute") on loopback."""
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+
+    return command
+
+
+class ServiceProcess:
+    """A server process on a free port with ``LATENTCAST_*`` variables, ready once /readyz answers 200.
+
+    ``command`` builds the command line for a port: ``latentcast serve`` unless
+    told otherwise. A context manager; ``start`` may also be called directly.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path, port: int | None = None, command: Command = serve_command):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log = log
+        self.command = command
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                list(self.command(self.port)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until(self.ready, self.process, what=f"the server on port {self.port}", log=self.log)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, as in a crash."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.running():
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def __enter__(self) -> ServiceProcess:
+        return self if self.process is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def debian_tool(binary: str, package: str, needed_by: str) -> str:
+    """The path of ``binary``, installed from Debian's ``package`` when missing and running as root."""
+    found = shutil.which(binary)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=False, env=env, capture_output=True)
+        found = shutil.which(binary)
+    if found is None:
+        raise RuntimeError(f"{needed_by} need {binary}: install it (apt-get install {package})")
+    return found
+
+
+class RedisProcess:
+    """A real redis-server on a free loopback port, its files in ``folder``; a context manager."""
+
+    def __init__(self, folder: Path, append_only: bool = True) -> None:
+        self.folder = folder
+        self.append_only = append_only
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisProcess:
+        binary = debian_tool("redis-server", "redis-server", "the Redis store and its benchmarks")
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""]
+        command += ["--appendonly", "yes" if self.append_only else "no", "--loglevel", "warning"]
+        log = self.folder / "redis.log"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            wait_until(lambda: _pings(client), self.process, f"redis-server on port {self.port}", log)
+        finally:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def pause(self, paused: bool) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def __enter__(self) -> RedisProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def redis_server(append_only: bool = True) -> Iterator[str]:
+    """A throwaway redis-server in a temporary folder; yields its URL, stops it after."""
+    with tempfile.TemporaryDirectory() as folder, RedisProcess(Path(folder), append_only) as server:
+        yield server.url
+
+
+def bench_env(folder: Path, torch_threads: int) -> dict[str, str]:
+    """A registry in ``folder`` whose champion is ``BENCH_MODEL``, and the settings serving it."""
+    registry = Registry(folder / "artifacts")
+    registry.promote(registry.register(default_checkpoint(BENCH_MODEL)).version)
+    return {
+        "LATENTCAST_ARTIFACTS": str(registry.root),
+        "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
+        "LATENTCAST_TORCH_THREADS": str(torch_threads),
+        "LATENTCAST_LOG_LEVEL": "warning",
+    }
+
+
+def default_checkpoint(config: ModelConfig) -> dict[str, object]:
+    """An untrained model of ``config`` with a scaler fit on the bundled training span."""
+    features = ("returns",)
+    series = build_series(sources.bundled(), features, config.horizon)
+    torch.manual_seed(0)
+    return make_checkpoint(Forecaster(config), fit_scaler(series, split_dates(series), features))
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-5000:] if log.exists() else ""
