@@ -75,15 +75,6 @@ def tidy(frame: pd.DataFrame, origin: str, *, row_label: str = "row", ticker: st
     return tidy_frame.reset_index(drop=True).rename_axis(None, axis=1)
 
 
-def check_min_rows(frame: pd.DataFrame, min_rows: int, why: str) -> None:
-    """Raise ``DataError`` unless every ticker has at least ``min_rows`` rows."""
-    counts = frame.groupby("ticker").size()
-    short = counts[counts < min_rows]
-    if not short.empty:
-        ticker, rows = str(short.index[0]), int(short.iloc[0])
-        raise DataError(f"{ticker}: too few rows, {rows} < {min_rows} needed ({why})")
-
-
 def _where(frame: pd.DataFrame, position: int, origin: str, row_label: str) -> str:
     row = frame.iloc[position]
     date = row["date"]

@@ -60,48 +60,12 @@ class Forecaster(nn.Module):
         if state is None:
             state = self.initial_state(batch)
         assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
-        if steps == 1 and not self.training:
-            return self._step(x[:, 0], state)
         seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F, k-1+T)
         conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
         z = self.drop(F.relu(self.conv(seq)))  # (B, C, T)
         y, hidden = self.rnn(z.transpose(1, 2), state.hidden)  # (B, T, Hd)
         raw = self.head(self.drop(y)).view(batch, steps, c.horizon, len(c.quantiles))
         return monotone_quantiles(raw, c.median_index), StreamState(conv_buffer, hidden)
-
-    def _step(self, x: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
-        """One step at inference, the same arithmetic as ``forward`` with less overhead.
-
-        A live session advances one observation at a time; there the generic
-        path spends most of its time in module dispatch. x: (B, F).
-        """
-        c = self.config
-        seq = torch.cat([state.conv, x.unsqueeze(2)], dim=2)  # (B, F, k)
-        weight = self.conv.weight.view(c.conv_channels, -1)  # (C, F*k), same (F, k) order as seq
-        assert self.conv.bias is not None
-        z = F.relu(torch.addmm(self.conv.bias, seq.flatten(1), weight.t()))  # (B, C)
-        hidden = state.hidden
-        layers = []
-        for layer in range(c.num_layers):
-            weights = [
-                getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            ]
-            if isinstance(hidden, tuple):
-                h, cell = torch.lstm_cell(z, (hidden[0][layer], hidden[1][layer]), *weights)
-                layers.append((h, cell))
-            elif c.cell == "GRU":
-                h = torch.gru_cell(z, hidden[layer], *weights)
-                layers.append((h, h))
-            else:
-                h = torch.rnn_tanh_cell(z, hidden[layer], *weights)
-                layers.append((h, h))
-            z = h
-        h_all = torch.stack([h for h, _ in layers])  # (L, B, Hd)
-        new_hidden: Tensor | tuple[Tensor, Tensor] = h_all
-        if isinstance(hidden, tuple):
-            new_hidden = (h_all, torch.stack([cell for _, cell in layers]))
-        raw = torch.addmm(self.head.bias, z, self.head.weight.t()).view(-1, 1, c.horizon, len(c.quantiles))
-        return monotone_quantiles(raw, c.median_index), StreamState(seq[:, :, 1:], new_hidden)
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:
@@ -123,15 +87,3 @@ def gap_signs(q: int, median: int) -> Tensor:
         i = torch.arange(q).unsqueeze(1)
         j = torch.arange(q).unsqueeze(0)
         return ((median < i) & (i <= j)).float() - ((j <= i) & (i < median)).float()
-
-
-def pinball_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
-    """Mean pinball loss over the finite targets.
-
-    pred: (..., H, Q); target: (..., H) with NaN where unknown; quantiles: (Q,).
-    """
-    mask = torch.isfinite(target)
-    diff = torch.nan_to_num(target).unsqueeze(-1) - pred  # (..., H, Q)
-    loss = torch.maximum(quantiles * diff, (quantiles - 1) * diff)
-    weights = mask.unsqueeze(-1).to(loss.dtype)
-    return (loss * weights).sum() / (weights.sum() * len(quantiles)).clamp_min(1.0)

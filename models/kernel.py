@@ -2,7 +2,7 @@
 
 A live session advances one observation per request. Stepping the torch
 module costs some 80 µs of dispatch for a few microseconds of arithmetic;
-this kernel does the same arithmetic as ``Forecaster._step`` (float32, eval
+this kernel does the same arithmetic as ``Forecaster.forward`` (float32, eval
 mode) with a few numpy calls. It is a second copy of the model's math, so
 ``tests/models/test_kernel.py`` checks it against ``Forecaster.forward``.
 

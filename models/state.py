@@ -134,22 +134,6 @@ class StreamState:
             return StreamState(conv, (h, c))
         return StreamState(conv, torch.cat([s.hidden for s in states], dim=1))  # type: ignore[misc]
 
-    def unstack(self) -> list[StreamState]:
-        """Split into B states of batch size 1 (inverse of ``stack``).
-
-        Sliced as numpy arrays that the new tensors share (values only, cut from
-        autograd, as at inference): a torch slice costs several microseconds, and
-        a server unstacks every stream of every batch.
-        """
-        conv = self.conv.detach().numpy()
-        hidden = [h.detach().numpy() for h in (self.hidden if isinstance(self.hidden, tuple) else (self.hidden,))]
-        out = []
-        for i in range(self.batch_size):
-            parts = [torch.from_numpy(h[:, i : i + 1]) for h in hidden]
-            carried: Hidden = (parts[0], parts[1]) if isinstance(self.hidden, tuple) else parts[0]
-            out.append(StreamState(torch.from_numpy(conv[i : i + 1]), carried))
-        return out
-
     def to_bytes(self, config: ModelConfig) -> bytes:
         """Serialise: a header naming the architecture, then float32 values."""
         header = _layout(config).prefix + _BATCH.pack(self.batch_size)

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from data.errors import DataError
-from data.prices import COLUMNS, check_min_rows, tidy
+from data.prices import COLUMNS, tidy
 
 
 def raw_frame(rows: int = 5, ticker: str = "ACME") -> pd.DataFrame:
@@ -103,13 +103,6 @@ def test_unsorted_dates_are_an_error_not_reordered():
 def test_same_date_in_two_tickers_is_fine():
     frame = tidy(pd.concat([raw_frame(ticker="A"), raw_frame(ticker="B")], ignore_index=True), "t")
     assert frame.groupby("ticker").size().to_dict() == {"A": 5, "B": 5}
-
-
-def test_too_few_rows_names_the_ticker_and_the_need():
-    frame = tidy(raw_frame(rows=4), "t")
-    with pytest.raises(DataError) as err:
-        check_min_rows(frame, 62, "window 60 + 2")
-    assert str(err.value) == "ACME: too few rows, 4 < 62 needed (window 60 + 2)"
 
 
 def test_no_rows_is_an_error():

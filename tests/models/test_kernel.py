@@ -74,7 +74,9 @@ def test_packed_state_round_trips_through_tensors_and_bytes():
     again = StreamState.from_packed(packed, forecaster.config)
     for a, b in zip(again.tensors(), state.tensors(), strict=True):
         assert torch.equal(a, b)
-    for i, one in enumerate(state.unstack()):
+    h, c = state.hidden
+    for i in range(state.batch_size):
+        one = StreamState(state.conv[i : i + 1], (h[:, i : i + 1], c[:, i : i + 1]))
         blob = one.to_bytes(forecaster.config)
         assert StreamState.from_packed(packed[i : i + 1], forecaster.config).to_bytes(forecaster.config) == blob
         np.testing.assert_array_equal(StreamState.from_bytes(blob, forecaster.config).packed(), packed[i : i + 1])
