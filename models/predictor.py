@@ -111,7 +111,7 @@ class Predictor:
         assert len(states) == len(batches), f"{len(states)} states for {len(batches)} batches"
         for state, observations in zip(states, batches, strict=True):
             self.validate(observations, state.n_obs)
-        stepped = self._step_one_rows(states, batches)
+        stepped = self._advance_by_kernel(states, batches)
         if len(stepped) == len(states):
             return list(stepped.values())
         rest = [i for i in range(len(states)) if i not in stepped]
@@ -119,7 +119,7 @@ class Predictor:
         done = stepped | dict(zip(rest, advanced, strict=True))
         return [done[i] for i in range(len(states))]
 
-    def _step_one_rows(
+    def _advance_by_kernel(
         self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
     ) -> dict[int, SeriesState]:
         """The latent streams of ``advance_many`` with one new row, stepped together by the kernel, by index."""

@@ -1,6 +1,6 @@
 """What a session request changes, computed from the record it read: no I/O, no waiting.
 
-``SessionService`` reads a record, hands it here, and stores the ``Step`` it
+``SessionService`` reads a record, hands it here, and stores the ``Change`` it
 gets back by compare-and-set. The appends of a micro-batch are planned
 together (``plan_appends``): each is checked on its own, and the model steps
 all the accepted ones at once.
@@ -30,7 +30,7 @@ class Append:
 
 
 @dataclass(frozen=True)
-class Step:
+class Change:
     """A change computed from a record, to be stored by compare-and-set."""
 
     update: SessionUpdate
@@ -38,9 +38,9 @@ class Step:
     applied: int
 
 
-def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> list[SessionReply | Step | Exception]:
+def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> list[SessionReply | Change | Exception]:
     """For each append: its stored reply, its change, or why it is refused; the model runs once for all."""
-    results: dict[int, SessionReply | Step | Exception] = {}
+    results: dict[int, SessionReply | Change | Exception] = {}
     ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
     for i, append in enumerate(appends):
         try:
@@ -54,11 +54,11 @@ def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> lis
             ready.append((i, *found))
     advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
     for (i, _, tail, digest), state in zip(ready, advanced, strict=True):
-        results[i] = _step_after(predictor, appends[i], tail, digest, state, now)
+        results[i] = _change_after(predictor, appends[i], tail, digest, state, now)
     return [results[i] for i in range(len(appends))]
 
 
-def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Step:
+def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Change:
     """The session moved to ``target`` by replaying the observations it retains."""
     state = target.advance(SeriesState(n_obs=record.first_retained_seq), record.retained)
     reply = SessionReply(record.session_id, ModelRef.of(target), state.n_obs, target.forecast(state))
@@ -70,7 +70,7 @@ def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Step
         updated=now,
         clear_replies=True,  # the stored replies came from the previous model
     )
-    return Step(update, reply, len(record.retained))
+    return Change(update, reply, len(record.retained))
 
 
 def state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
@@ -96,9 +96,9 @@ def _check(predictor: Predictor, append: Append) -> SessionReply | tuple[SeriesS
     return state_of(predictor, append.record), tail, digest
 
 
-def _step_after(
+def _change_after(
     predictor: Predictor, append: Append, tail: Sequence[Observation], digest: bytes, state: SeriesState, now: float
-) -> Step:
+) -> Change:
     record = append.record
     reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
     update = SessionUpdate(
@@ -110,4 +110,4 @@ def _step_after(
         appended=tuple(tail),
         reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state)),
     )
-    return Step(update, reply, len(tail))
+    return Change(update, reply, len(tail))

@@ -1,6 +1,6 @@
 """Streaming sessions: a model's state kept between requests, fed in order by ``seq``.
 
-The rules (DESIGN.md, "Session rules"):
+The rules (docs/design.md, "Session rules"):
 
 - The warm-up history occupies seq 0..n-1, so ``next_seq`` is the number of
   observations applied. A batch carries ``seq``, the index of its first
@@ -42,7 +42,7 @@ from service.forecasting import ModelRef, check_count, in_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.replies import SessionReply
-from service.session_steps import Append, Step, plan_appends, plan_migration, state_of
+from service.session_steps import Append, Change, plan_appends, plan_migration, state_of
 from service.stores import SessionRecord, SessionStore
 
 # 24 random bytes: 192 bits, 32 URL-safe characters
@@ -128,7 +128,7 @@ class SessionService:
         self._clock = clock
         self.inline_observations = inline_observations
         batching = batching or BatchSettings()
-        self._batcher: MicroBatcher[Predictor, Append, SessionReply | Step] | None = None
+        self._batcher: MicroBatcher[Predictor, Append, SessionReply | Change] | None = None
         if batching.enabled:
             self._batcher = MicroBatcher(
                 self._plan_batch,
@@ -185,12 +185,12 @@ class SessionService:
                 if seq < record.next_seq:
                     record = await self._record_since(owner, session_id, seq, record)
                 predictor = await self._predictor(record.version)
-                step = await self._plan(predictor, Append(record, seq, observations))
-                if isinstance(step, SessionReply):
-                    return step
-                if await self.store.commit(session_id, record.next_seq, step.update):
-                    self.metrics.applied(record.mode, "append", step.applied)
-                    return step.reply
+                change = await self._plan(predictor, Append(record, seq, observations))
+                if isinstance(change, SessionReply):
+                    return change
+                if await self.store.commit(session_id, record.next_seq, change.update):
+                    self.metrics.applied(record.mode, "append", change.applied)
+                    return change.reply
                 # another worker moved this session on: read it again, answer as a retry or a conflict
 
     async def close(self) -> None:
@@ -224,27 +224,27 @@ class SessionService:
                     # replaying would only lose what the session saw before its retained observations
                     info = await self.read(owner, session_id)
                     return MigrationReply(info.reply, previous, 0, record.next_seq)
-                step = await in_thread(plan_migration, target, record, self._clock())
-                if await self.store.commit(session_id, record.next_seq, step.update):
-                    self.metrics.applied(target.config.mode, "migrate", step.applied)
-                    return MigrationReply(step.reply, previous, step.applied, record.first_retained_seq)
+                change = await in_thread(plan_migration, target, record, self._clock())
+                if await self.store.commit(session_id, record.next_seq, change.update):
+                    self.metrics.applied(target.config.mode, "migrate", change.applied)
+                    return MigrationReply(change.reply, previous, change.applied, record.first_retained_seq)
 
     # planning, on the event loop or in a worker thread (service/session_steps.py) ----
 
-    async def _plan(self, predictor: Predictor, append: Append) -> SessionReply | Step:
+    async def _plan(self, predictor: Predictor, append: Append) -> SessionReply | Change:
         """The reply (a retry) or the change that ``append`` makes, batched with others when enabled."""
         if self._batcher is not None:
             return await self._batcher.submit(predictor, append)
         appends = [append]
         if self._runs_inline(appends):
-            [step] = self._plan_batch(predictor, appends)
+            [change] = self._plan_batch(predictor, appends)
         else:
-            [step] = await in_thread(self._plan_batch, predictor, appends)
-        if isinstance(step, Exception):
-            raise step
-        return step
+            [change] = await in_thread(self._plan_batch, predictor, appends)
+        if isinstance(change, Exception):
+            raise change
+        return change
 
-    def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[SessionReply | Step | Exception]:
+    def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[SessionReply | Change | Exception]:
         return plan_appends(predictor, appends, self._clock())
 
     def _runs_inline(self, appends: list[Append]) -> bool:

@@ -68,11 +68,11 @@ def median_time(action: Callable[[], object], budget: float = TARGET_SECONDS_PER
     return statistics.median(times), len(times)
 
 
-def _step(predictor: Predictor, state: SeriesState, new: list[Observation]) -> object:
+def _advance_state(predictor: Predictor, state: SeriesState, new: list[Observation]) -> object:
     return predictor.forecast(predictor.advance(state, new))
 
 
-def _session_step(predictor: Predictor, blob: bytes, new: list[Observation]) -> object:
+def _advance_session(predictor: Predictor, blob: bytes, new: list[Observation]) -> object:
     state = predictor.advance(predictor.state_from_bytes(blob), new)
     predictor.state_to_bytes(state)
     return predictor.forecast(state)
@@ -93,9 +93,9 @@ def forecast_costs(
         latent_state = latent.advance(SeriesState(), past)
         ar_state = ar.advance(SeriesState(), past)
         methods: dict[str, Callable[[], object]] = {
-            "latent_step": partial(_step, latent, latent_state, new),
-            "latent_session": partial(_session_step, latent, latent.state_to_bytes(latent_state), new),
-            "ar_window": partial(_step, ar, ar_state, new),
+            "latent_step": partial(_advance_state, latent, latent_state, new),
+            "latent_session": partial(_advance_session, latent, latent.state_to_bytes(latent_state), new),
+            "ar_window": partial(_advance_state, ar, ar_state, new),
             "full_rerun": partial(latent.run, [*past, *new]),
         }
         for method, action in methods.items():

@@ -9,7 +9,7 @@ import pytest
 from data.errors import ConflictError, DataError, StateError
 from models.predictor import Observation, Predictor, SeriesState
 from service.replies import reply_body
-from service.session_steps import Append, Step, plan_appends, plan_migration, state_of
+from service.session_steps import Append, Change, plan_appends, plan_migration, state_of
 from service.stores import SessionRecord, StoredReply
 from service.stores.records import batch_digest
 from tests.factories import tiny_checkpoint
@@ -42,9 +42,9 @@ def test_each_append_of_a_batch_gets_its_own_answer(predictor: Predictor, closes
         Append(fresh, 25, [Observation(closes[25])]),  # a gap
     ]
     ok, retry, bad, gap = plan_appends(predictor, appends, now=7.5)
-    assert isinstance(ok, Step) and (ok.applied, ok.update.next_seq, ok.update.updated) == (1, 21, 7.5)
+    assert isinstance(ok, Change) and (ok.applied, ok.update.next_seq, ok.update.updated) == (1, 21, 7.5)
     assert ok.reply.forecast == predictor.forecast(after)
-    assert not isinstance(retry, Step | Exception)
+    assert not isinstance(retry, Change | Exception)
     assert retry.next_seq == 21 and retry.forecast == predictor.forecast(after)
     assert isinstance(bad, DataError) and str(bad) == "observation 20: close is -1.0; prices must be positive"
     assert isinstance(gap, ConflictError)
