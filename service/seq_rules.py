@@ -1,4 +1,4 @@
-"""Which observations of a batch are new: the seq rules of DESIGN.md, as one function.
+"""Which observations of a batch are new: the seq rules of docs/design.md, as one function.
 
 ``seq == next_seq`` applies the whole batch; ``seq > next_seq`` is a gap; an
 overlap with what was applied must repeat it exactly (checked against the

@@ -1,10 +1,10 @@
 """Rolling forecasts over a span, as every report and benchmark measures them.
 
-The protocol (DESIGN.md): one forecast per day of the span, made after that
-day's close, without retraining; the model's state is warmed on everything
-before the span. The latent model streams through the whole history once (one
-call, equal to streaming it by the state invariant); the ar model re-reads
-its last ``window`` rows for every forecast. Forecasts and targets are
+The protocol (docs/design.md, "Evaluation"): one forecast per day of the
+span, made after that day's close, without retraining; the model's state is
+warmed on everything before the span. The latent model streams through the
+whole history once (one call, equal to streaming it by the state invariant);
+the ar model re-reads its last ``window`` rows for every forecast. Forecasts and targets are
 unscaled cumulative log returns, for horizons 1..H.
 """
 
