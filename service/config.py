@@ -44,11 +44,11 @@ class Settings(BaseSettings):
     # where models come from
     artifacts: Path = Field(default=Path("artifacts"), description="registry folder holding the model versions")
     registry_poll_seconds: float = Field(
-        default=30.0, ge=0, description="how often to look for new champions; 0 disables"
+        default=30.0, ge=0, description="seconds between two looks for new champions; 0 disables"
     )
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per process")
-    # the objects loaded at startup (torch, pandas, the app: about 230,000) are never garbage; left to
-    # the collector, each full collection walks them all, and under load that cost a third of the time
+    # the objects loaded at startup (torch, pandas, the app) are never garbage, yet every full collection
+    # walks them all (docs/performance.md)
     gc_freeze: bool = Field(
         default=True, description="once started, exempt the objects loaded so far from garbage collection"
     )
@@ -65,10 +65,10 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=2.0, gt=0, description="Redis connect and command timeout")
     session_ttl_seconds: float = Field(default=86400.0, gt=0, description="a session unused this long is dropped")
     max_sessions: int = Field(
-        default=10_000, ge=1, description="beyond this, the least recently used session is dropped"
+        default=10_000, ge=1, description="open sessions; beyond this the least recently used one is dropped"
     )
     retained_observations: int = Field(
-        default=1000, ge=0, description="raw observations kept per session for migration"
+        default=1000, ge=0, description="raw observations kept per session, for overlapping batches and migration"
     )
     retained_replies: int = Field(default=8, ge=1, description="recent replies kept per session to answer retries")
     max_sessions_per_key: int = Field(
@@ -92,13 +92,15 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=64, ge=1, description="most appends stepped in one batch")
 
     # request bounds
-    max_batch: int = Field(default=1000, ge=1, description="observations in one POST to a session")
+    max_batch: int = Field(default=1000, ge=1, description="observations in one POST to a session (413 beyond)")
     max_history: int = Field(
         default=10_000, ge=1, description="observations in a warm-up history or a stateless forecast"
     )
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body accepted")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="largest request body accepted, in bytes (413 beyond)"
+    )
     # a reply holds horizon x quantiles numbers twice (log returns and prices), and every session
-    # keeps its last retained_replies replies: at 60 x 19 that is about 50 KB a reply
+    # keeps its last retained_replies replies
     max_horizon: int = Field(
         default=60, ge=1, description="longest forecast horizon of a model served (about three months of days)"
     )
@@ -107,7 +109,10 @@ class Settings(BaseSettings):
     )
 
     # access
-    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(default=(), description="comma-separated client keys")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="comma-separated client keys; with these or an admin key set, every /v1 route needs X-API-Key",
+    )
     admin_key: str | None = Field(default=None, description="key of the admin routes (also a client key)")
 
     # retraining (the scheduler and POST /v1/retrain run `latentcast retrain` with these)
@@ -126,7 +131,9 @@ class Settings(BaseSettings):
         default=0.005, ge=0, lt=1, description="relative holdout-loss gain a challenger needs to be promoted"
     )
     retrain_epochs: int = Field(default=40, ge=1, description="most epochs of a retrain (early stopping may end it)")
-    retrain_timeout_seconds: float = Field(default=3600.0, gt=0, description="a retrain running longer is killed")
+    retrain_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="a retrain running longer is killed and reported failed"
+    )
 
     # where to listen
     host: str = Field(default="127.0.0.1", description="interface uvicorn binds (0.0.0.0 in a container)")

@@ -1,0 +1,83 @@
+"""The settings reference, docs/settings.md, written from the ``Settings`` fields and their descriptions.
+
+    .venv/bin/python -m service.settings_doc           # rewrite docs/settings.md
+    .venv/bin/python -m service.settings_doc --check   # exit 1 if it is stale
+
+``tests/service/test_settings_doc.py`` fails when the committed file differs
+from what this writes, so the reference cannot drift from ``service/config.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic.fields import FieldInfo
+
+from service.config import ENV_PREFIX, Settings
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+COMMAND = ".venv/bin/python -m service.settings_doc"
+
+INTRO = f"""# Settings
+
+Every setting of the service is an environment variable, read once per process
+by `service/config.py` (`Settings`). This page is written from that file by
+`{COMMAND}`; a test fails when it is stale.
+
+| variable | default | meaning |
+| --- | --- | --- |
+"""
+
+
+def render() -> str:
+    """docs/settings.md's text: one table row per ``Settings`` field, in the order of the class."""
+    rows = [_row(name, field) for name, field in Settings.model_fields.items()]
+    return INTRO + "\n".join(rows) + "\n"
+
+
+def _row(name: str, field: FieldInfo) -> str:
+    meaning = field.description or ""
+    choices = _choices(field.annotation)
+    if choices:
+        meaning = f"{meaning} (one of {', '.join(f'`{c}`' for c in choices)})"
+    return f"| `{ENV_PREFIX}{name.upper()}` | {_default(field.default)} | {meaning} |"
+
+
+def _default(value: object) -> str:
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(str(v) for v in value)}`"
+    return f"`{value}`"
+
+
+def _choices(annotation: object) -> tuple[str, ...]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return tuple(str(a) for a in typing.get_args(annotation))
+    return ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write docs/settings.md from the Settings fields.")
+    parser.add_argument("--check", action="store_true", help="only check that docs/settings.md is up to date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        if not DOC.exists() or DOC.read_text() != text:
+            sys.stderr.write(f"{DOC} is stale: run {COMMAND}\n")
+            return 1
+        return 0
+    DOC.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
