@@ -1,19 +1,52 @@
-"""Probes and metrics: ``/healthz`` (alive), ``/readyz`` (can serve), ``/metrics`` (Prometheus)."""
+"""Probes and metrics: ``/healthz`` (alive), ``/readyz`` (can serve), ``/metrics`` (Prometheus).
+
+A probe that finds the service not ready is the answer it exists to give, not
+an error: it is logged once when readiness changes (a warning when lost, info
+when back) and at debug level otherwise, where a load balancer probing every
+few seconds would fill the log with errors.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 
-from data.errors import UnavailableError
+from data.errors import ForecastError, UnavailableError
 from service.dependencies import ServicesDep
+from service.errors import error_response, status_of
 from service.metrics import CONTENT_TYPE
 from service.routes import error_responses
 from service.schemas import StatusResponse
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["health"])
+
+
+class Readiness:
+    """The last readiness a probe found, to log only its changes."""
+
+    def __init__(self) -> None:
+        self.ready: bool | None = None
+
+    def found(self, ready: bool, why: str = "") -> None:
+        if ready == self.ready:
+            log.debug("readiness probe: %s", why or "ready")
+        elif ready:
+            log.info("ready")
+        else:
+            log.warning("not ready: %s", why)
+        self.ready = ready
+
+
+def readiness_of(app: FastAPI) -> Readiness:
+    found: Readiness | None = getattr(app.state, "readiness", None)
+    if found is None:
+        found = app.state.readiness = Readiness()
+    return found
 
 
 @router.get("/healthz", response_model=StatusResponse, response_model_exclude_none=True, summary="Liveness")
@@ -23,10 +56,16 @@ async def healthz() -> dict[str, Any]:
 
 
 @router.get("/readyz", response_model=StatusResponse, summary="Readiness", responses=error_responses(503))
-async def readyz(svc: ServicesDep) -> dict[str, Any]:
+async def readyz(request: Request, svc: ServicesDep) -> dict[str, Any] | Response:
     """Ready when a champion is loaded and the session store answers; 503 otherwise."""
-    svc.pool.require_champion()
-    await svc.store.ping()
+    readiness = readiness_of(request.app)
+    try:
+        svc.pool.require_champion()
+        await svc.store.ping()
+    except ForecastError as exc:
+        readiness.found(False, exc.message)
+        return error_response(status_of(exc), exc.code, exc.message, **exc.details)
+    readiness.found(True)
     return {"status": "ready", "store": svc.store.kind, "champions": svc.pool.champions()}
 
 

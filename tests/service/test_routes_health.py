@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gc
+import logging
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 
 from bench.harness import free_port
 from service.app import create_app
+from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
+from training.registry import Registry
 
 
 def metric(text: str, line_start: str) -> float:
@@ -39,6 +43,26 @@ def test_not_ready_without_a_champion(tmp_path, make_settings: MakeSettings):
             }
         }
         assert client.post("/v1/sessions").status_code == 404
+
+
+def test_a_503_probe_is_no_error_in_the_log_only_a_change_of_readiness_is_a_line(
+    tmp_path, make_settings: MakeSettings, caplog: pytest.LogCaptureFixture
+):
+    registry = Registry(tmp_path / "late")
+    caplog.set_level(logging.DEBUG, logger="service")
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        assert [client.get("/readyz").status_code for _ in range(3)] == [503, 503, 503]
+        registry.promote(registry.register(tiny_checkpoint("latent", seed=1)).version)
+        assert client.post("/v1/models/reload").status_code == 200
+        assert [client.get("/readyz").status_code for _ in range(2)] == [200, 200]
+    probes = [r for r in caplog.records if r.name == "service.routes.health"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    changes = [(r.levelname, r.getMessage()) for r in probes if r.levelno > logging.DEBUG]
+    assert changes == [
+        ("WARNING", f"not ready: no model loaded: the registry at {registry.root} has no champion yet"),
+        ("INFO", "ready"),
+    ]
+    assert len(probes) == 5
 
 
 def test_not_ready_when_redis_does_not_answer(make_settings: MakeSettings):
