@@ -252,6 +252,73 @@ class ModelsResponse(BaseModel):
     versions: list[ModelVersionOut]
 
 
+class ComparePlotsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"plots": ["cost_per_forecast.png", "forecast_vs_actual.png"]}]}
+    )
+
+    plots: list[str] = Field(description="file names, each served at /v1/models/compare/plots/{name}")
+
+
+class TickerOut(BaseModel):
+    ticker: str
+    first: str = Field(description="first trading day (ISO date)")
+    last: str = Field(description="last trading day (ISO date)")
+    rows: int = Field(description="trading days")
+
+
+class TickersResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "source": "bundled",
+                    "tickers": [{"ticker": "IBM", "first": "2000-03-01", "last": "2013-03-01", "rows": 3270}],
+                }
+            ]
+        }
+    )
+
+    source: str = Field(description="where the prices come from (the bundled real prices: see data/NOTICE)")
+    tickers: list[TickerOut]
+
+
+class BarOut(BaseModel):
+    """A daily bar, adjusted for splits and dividends, in the shape an observation is sent."""
+
+    close: float
+    open: float
+    high: float
+    low: float
+    volume: float
+    time: str = Field(description="the trading day (ISO date)")
+
+
+BAR_EXAMPLE: dict[str, Any] = {
+    "close": 80.44,
+    "open": 79.66,
+    "high": 80.87,
+    "low": 79.25,
+    "volume": 6.8e6,
+    "time": "2005-01-03",
+}
+
+
+class PricesResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"ticker": "IBM", "source": "bundled", "warmup": [], "observations": [BAR_EXAMPLE]}]
+        }
+    )
+
+    ticker: str
+    source: str
+    warmup: list[BarOut] = Field(description="up to `warmup` bars before the start day, oldest first")
+    observations: list[BarOut] = Field(
+        description="up to `count` bars from the first trading day on or after `start`, oldest first"
+    )
+
+
 class ReloadResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={

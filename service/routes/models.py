@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import pathlib
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path, Response
 
 from data.errors import NotFoundError, UnavailableError
 from service.dependencies import AdminDep, CallerDep, ServicesDep
 from service.forecasting import in_thread
 from service.routes import error_responses
-from service.schemas import ModelsResponse, ReloadResponse
+from service.schemas import ComparePlotsResponse, ModelsResponse, ReloadResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
-COMPARE_REPORT = ("reports", "compare", "report.json")
+COMPARE_FOLDER = ("reports", "compare")
+COMPARE_REPORT = (*COMPARE_FOLDER, "report.json")
+PNG = "image/png"
+PLOT_NAME = r"^[A-Za-z0-9_.-]+\.png$"
 
 
 @router.get(
@@ -62,6 +66,43 @@ async def compare(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     except ValueError as exc:
         raise UnavailableError(f"the comparison report {path} is unreadable: {exc}") from exc
     return report
+
+
+@router.get(
+    "/compare/plots",
+    response_model=ComparePlotsResponse,
+    summary="The plots of the latest comparison",
+    responses=error_responses(401),
+)
+async def compare_plots(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
+    """The PNG figures the last comparison run wrote beside its report (none before the first run)."""
+    return {"plots": await in_thread(_plots, svc.settings.artifacts.joinpath(*COMPARE_FOLDER))}
+
+
+@router.get(
+    "/compare/plots/{name}",
+    summary="One plot of the latest comparison (PNG)",
+    response_class=Response,
+    responses={200: {"content": {PNG: {}}, "description": "the figure"}, **error_responses(401, 404)},
+)
+async def compare_plot(
+    name: Annotated[str, Path(pattern=PLOT_NAME, description="a name listed by GET /v1/models/compare/plots")],
+    svc: ServicesDep,
+    _: CallerDep,
+) -> Response:
+    folder = svc.settings.artifacts.joinpath(*COMPARE_FOLDER)
+    # only a name listed from the folder is read: never a path a client made up
+    if name not in await in_thread(_plots, folder):
+        raise NotFoundError(f"no comparison plot {name!r}; GET /v1/models/compare/plots lists them")
+    try:
+        content = await in_thread((folder / name).read_bytes)
+    except FileNotFoundError as exc:  # replaced by a comparison run in between
+        raise NotFoundError(f"no comparison plot {name!r}; GET /v1/models/compare/plots lists them") from exc
+    return Response(content, media_type=PNG)
+
+
+def _plots(folder: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.png")) if folder.is_dir() else []
 
 
 @router.post(

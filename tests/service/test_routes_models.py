@@ -44,6 +44,31 @@ def test_compare_serves_the_latest_report_or_says_there_is_none(tmp_path, make_s
         }
 
 
+def test_compare_plots_are_listed_and_served_and_nothing_else_is(tmp_path, make_settings: MakeSettings):
+    registry = Registry(tmp_path / "artifacts")
+    registry.promote(registry.register(tiny_checkpoint("latent")).version)
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        assert client.get("/v1/models/compare/plots").json() == {"plots": []}
+        folder = registry.root / "reports" / "compare"
+        folder.mkdir(parents=True)
+        png = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
+        (folder / "cost_per_forecast.png").write_bytes(png)
+        (folder / "forecast_vs_actual.png").write_bytes(png[::-1])
+        (folder / "report.json").write_text("{}")
+        assert client.get("/v1/models/compare/plots").json() == {
+            "plots": ["cost_per_forecast.png", "forecast_vs_actual.png"]
+        }
+        served = client.get("/v1/models/compare/plots/cost_per_forecast.png")
+        assert (served.status_code, served.headers["content-type"], served.content) == (200, "image/png", png)
+        assert client.get("/v1/models/compare/plots/report.json").json()["error"]["code"] == "invalid_request"
+        for name in ("..%2F..%2Fmodels.json", "..%2Freport.png", "missing.png"):
+            missing = client.get(f"/v1/models/compare/plots/{name}")
+            assert missing.status_code == 404, name
+        assert missing.json()["error"]["message"] == (
+            "no comparison plot 'missing.png'; GET /v1/models/compare/plots lists them"
+        )
+
+
 def test_a_bad_new_champion_is_reported_and_the_old_one_keeps_serving(tmp_path, make_settings: MakeSettings, closes):
     registry = Registry(tmp_path / "artifacts")
     good = registry.register(tiny_checkpoint("latent")).version
