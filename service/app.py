@@ -21,7 +21,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
-from service.routes import data, forecast, health, jobs, models, sessions
+from service.routes import data, forecast, health, jobs, models, page, sessions
 from service.routes.bodies import document_bodies
 from service.schemas import AppendRequest
 from service.sessions import BatchSettings, SessionService
@@ -31,7 +31,7 @@ from training.registry import Registry
 log = logging.getLogger(__name__)
 
 # the session routes first: clients call them most
-ROUTERS = (sessions.router, forecast.router, models.router, data.router, jobs.router, health.router)
+ROUTERS = (sessions.router, forecast.router, models.router, data.router, jobs.router, health.router, page.router)
 
 DESCRIPTION = """
 Streaming price forecasts. Open a session, POST observations as they arrive

@@ -1,0 +1,36 @@
+"""``GET /``: a page to watch the ar and latent champions forecast side by side (``docs/page.md``).
+
+The page is static files in the package (``service/static``), no build step and
+nothing fetched from elsewhere: its data comes from the public ``/v1`` routes,
+called by the page's own script with the user's API key.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC = Path(str(resources.files("service").joinpath("static")))
+# the page runs only its own files and talks only to this service: a script injected into a reply
+# (a ticker label, an error message) could not run, nor send the key elsewhere
+POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+router = APIRouter(tags=["page"])
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(
+        STATIC / "index.html",
+        headers={"Content-Security-Policy": POLICY, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+router.mount("/static", StaticFiles(directory=STATIC), name="static")
