@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, ViewportSize, sync_playwright
 
-from tests.service.servers import ROOT, ServiceProcess, debian_tool
+from bench.harness import ROOT, ServiceProcess, debian_tool
 from training.registry import Registry
 
 KEY = "page-client-key-0123"
@@ -41,6 +41,7 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 STREAMED = 100
 TICKER, START = "IBM", "2005-01-03"
 WAIT_MS = 30_000
+PAUSE_MS = 600  # a paused replay sends nothing for this long (three prices at 5 a second)
 # the methods whose pinball cell is in bold (the best) in a table of the comparison
 BEST_PINBALL = """table => [...table.rows].filter(r => [...r.cells].some(c => c.classList.contains('best')
     && table.rows[0].cells[c.cellIndex].textContent === 'pinball (%)')).map(r => r.cells[0].textContent)"""
@@ -179,6 +180,35 @@ def test_the_page_streams_both_champions_and_shows_the_apis_coverage(
             assert page.get_attribute(f"{panel} .latency", "data-count") == str(STREAMED)
     assert problems.found == []
     assert problems.expected_401 >= 1
+
+
+def test_a_replay_pauses_resumes_and_stops_from_the_keyboard_and_closes_its_sessions(
+    browser: BrowserContext, server: ServiceProcess
+):
+    page, problems = open_page(browser, server)
+    use_key(page, KEY)
+    page.wait_for_selector("body[data-loaded=ok]", timeout=WAIT_MS)
+    page.select_option("#speed", "5")
+    page.focus("#start-button")
+    page.keyboard.press("Enter")
+    received = "#panel-latent .log-body tr[data-seq]"
+    page.wait_for_function(f"() => document.querySelectorAll('{received}').length >= 3", timeout=WAIT_MS)
+    page.focus("#pause-button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#replay[data-state=paused]")
+    assert page.inner_text("#pause-button") == "Resume"
+    paused_at = len(page.query_selector_all(received))
+    page.wait_for_timeout(PAUSE_MS)
+    assert len(page.query_selector_all(received)) == paused_at
+    page.keyboard.press("Enter")  # the focus stays on the button, now Resume
+    page.wait_for_function(f"() => document.querySelectorAll('{received}').length > {paused_at}", timeout=WAIT_MS)
+    page.focus("#stop-button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#replay[data-state=idle]", timeout=WAIT_MS)
+    assert page.inner_text("#replay-status").endswith("stopped.")
+    assert page.is_enabled("#start-button") and page.is_disabled("#pause-button")
+    assert "latentcast_sessions_open 0.0" in httpx.get(f"{server.url}/metrics").text
+    assert problems.found == []
 
 
 def test_a_wrong_key_shows_the_services_error_in_plain_words(browser: BrowserContext, server: ServiceProcess):
