@@ -86,7 +86,7 @@ async function replayPrices(count, warmup) {
   return { label: "CSV", warmup: bars.slice(0, warmup), stream: bars.slice(warmup, warmup + count) };
 }
 
-export class Track {
+class Track {
   constructor(mode, closes) {
     this.mode = mode;
     this.closes = closes; // seq -> realised close, shared by both tracks

@@ -135,7 +135,8 @@ export async function loadCompare() {
   const body = $("#compare-body");
   let report;
   try {
-    report = await api("GET", "/v1/models/compare");
+    const reply = await api("GET", "/v1/models/compare");
+    report = reply && typeof reply === "object" && !Array.isArray(reply) ? reply : { report: reply };
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       body.replaceChildren(el("p", { class: "hint" }, "No comparison report yet: run latentcast compare."));
@@ -157,7 +158,8 @@ export async function loadCompare() {
   if (about) parts.push(el("p", {}, about));
   if (report.protocol) parts.push(el("p", { class: "hint" }, `Protocol: ${report.protocol}`));
   const verdict = report.verdict;
-  if (Array.isArray(verdict) || typeof verdict === "string") {
+  const sentences = Array.isArray(verdict) || typeof verdict === "string";
+  if (sentences) {
     parts.push(
       el(
         "ul",
@@ -181,16 +183,9 @@ export async function loadCompare() {
   if (Array.isArray(report.cost_per_forecast_us) && report.cost_per_forecast_us.length) {
     parts.push(el("div", { class: "scroll" }, costTable(report.cost_per_forecast_us)));
   }
-  const known = new Set([
-    "created",
-    "data",
-    "protocol",
-    "verdict",
-    "metrics",
-    "cost_per_forecast_us",
-    "horizon",
-    "quantiles",
-  ]);
+  // shown above (a verdict in another shape is shown below, as it is)
+  const known = new Set(["created", "data", "protocol", "metrics", "cost_per_forecast_us", "horizon", "quantiles"]);
+  if (sentences) known.add("verdict");
   for (const [key, value] of Object.entries(report)) {
     if (known.has(key) || value === null || value === undefined) continue;
     parts.push(
