@@ -26,6 +26,9 @@ from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright
 from bench.harness import ROOT, ServiceProcess, debian_tool
 from training.registry import Registry
 
+# with a server and a browser to start, the module takes longer than a unit test should (docs/page.md)
+pytestmark = pytest.mark.slow
+
 KEY = "page-client-key-0123"
 ARGS = [
     "--headless",
