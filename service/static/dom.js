@@ -1,4 +1,4 @@
-// Small DOM helpers and number formats shared by the page's modules.
+// Elements (HTML, SVG, tables) built from data, and the number formats the page shows.
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 const SVG = "http://www.w3.org/2000/svg";
