@@ -196,7 +196,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._cancel_timers()
         if self.transport.is_closing():
             return
-        log.info("%s: %s", _peer(self.client), message)
+        # debug: under attack, a line per refused connection would be a load of its own
+        log.debug("%s: %s", _peer(self.client), message)
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(error_response(status, code, message))

@@ -1,8 +1,9 @@
 """Hostile clients on raw sockets: an endless header, slow heads, a trickled body (loopback only).
 
 Each returns what the server did to it, so that tests assert on the server's
-answer. ``python -m tests.service.hostile slow PORT COUNT SECONDS`` holds slow
-connections from a process of their own (the hostile-load test's attacker).
+answer. ``python -m tests.service.hostile slow PORT COUNT SECONDS --heads MB``
+holds slow connections, and sends huge heads, from a process of their own (the
+hostile-load test's attacker).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import resource
 import select
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -96,8 +98,7 @@ def hold_slow_connections(port: int, count: int, seconds: float, every: float = 
         for i, sock in enumerate(socks):
             try:
                 sock.send(b"X")
-                readable, _, _ = select.select([sock], [], [], 0)
-                if readable and not sock.recv(65536):
+                if not _received(sock):
                     raise ConnectionResetError
             except OSError:
                 cut += 1
@@ -110,6 +111,14 @@ def hold_slow_connections(port: int, count: int, seconds: float, every: float = 
     for sock in socks:
         sock.close()
     return {"connections": count, "cut": cut, "refused": refused}
+
+
+def _received(sock: socket.socket) -> bool:
+    """False once the server has closed the non-blocking ``sock`` (select() stops at descriptor 1024)."""
+    try:
+        return bool(sock.recv(65536))
+    except BlockingIOError:
+        return True
 
 
 def _slow_socket(port: int) -> socket.socket:
@@ -147,15 +156,33 @@ def _outcome(reply: bytes, sent: int, seconds: float, closed: bool) -> Outcome:
     return Outcome(status, json.loads(body) if body else None, sent, seconds, closed)
 
 
+def send_huge_heads(port: int, megabytes: int, until: threading.Event) -> dict[str, int]:
+    """Huge heads one after the other until ``until`` is set: how many, and how many were cut off early."""
+    outcomes = []
+    while not until.is_set():
+        outcomes.append(huge_header(port, megabytes))
+    cut = [o for o in outcomes if o.closed and o.sent < megabytes * MEGABYTE]
+    return {"heads": len(outcomes), "heads_cut": len(cut), "most_sent": max((o.sent for o in outcomes), default=0)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("what", choices=["slow"])
     parser.add_argument("port", type=int)
     parser.add_argument("count", type=int)
     parser.add_argument("seconds", type=float)
+    parser.add_argument("--heads", type=int, default=0, help="also send heads of this many MB, one at a time")
     args = parser.parse_args()
+    done = threading.Event()
+    heads: dict[str, int] = {}
+    sender = threading.Thread(target=lambda: heads.update(send_huge_heads(args.port, args.heads, done)))
+    if args.heads:
+        sender.start()
     result = hold_slow_connections(args.port, args.count, args.seconds)
-    sys.stdout.write(json.dumps(result) + "\n")
+    done.set()
+    if args.heads:
+        sender.join()
+    sys.stdout.write(json.dumps({**result, **heads}) + "\n")
     return 0
 
 
