@@ -71,7 +71,10 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=2.0, gt=0, description="Redis connect and command timeout")
     session_ttl_seconds: float = Field(default=86400.0, gt=0, description="a session unused this long is dropped")
     max_sessions: int = Field(
-        default=10_000, ge=1, description="open sessions; beyond this the least recently used one is dropped"
+        default=10_000,
+        ge=1,
+        description="open sessions; at this many, a new one takes the place of its key's least recently used "
+        "session, and a key holding none is refused (503): no key's session is dropped for another's",
     )
     retained_observations: int = Field(
         default=1000, ge=0, description="raw observations kept per session, for overlapping batches and migration"
@@ -117,9 +120,12 @@ class Settings(BaseSettings):
     # access
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="comma-separated client keys; with these or an admin key set, every /v1 route needs X-API-Key",
+        description="comma-separated client keys, each at least 16 characters; with these or an admin key set, "
+        "every /v1 route needs X-API-Key",
     )
-    admin_key: str | None = Field(default=None, description="key of the admin routes (also a client key)")
+    admin_key: str | None = Field(
+        default=None, description="key of the admin routes (also a client key), at least 16 characters"
+    )
 
     # retraining (the scheduler and POST /v1/retrain run `latentcast retrain` with these)
     retrain_cron: str = Field(

@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.processes import free_port
+from bench.harness import ROOT, ServiceProcess, debian_tool, free_port, wait_until
 from tests.service import hostile
-from tests.service.servers import ROOT, ServiceProcess, debian_tool, wait_until
 from tests.service.test_connections import Prober
 from training.registry import Registry
 
