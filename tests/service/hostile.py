@@ -86,11 +86,20 @@ def wait_for_answer(sock: socket.socket, seconds: float) -> Outcome:
     return _outcome(reply, 0, time.monotonic() - started, closed)
 
 
-def hold_slow_connections(port: int, count: int, seconds: float, every: float = 1.0) -> dict[str, int]:
-    """Keep ``count`` connections sending a head one byte every ``every`` seconds; reopen those cut off."""
+def hold_slow_connections(
+    port: int, count: int, seconds: float, every: float = 1.0, opened_per_second: int = 1000
+) -> dict[str, int]:
+    """Keep ``count`` connections sending a head one byte every ``every`` seconds; reopen those cut off.
+
+    They are opened ``opened_per_second`` at a time, as a crowd gathers (and as the server
+    then cuts them off), not all in one instant.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 256)), hard))
-    socks = [_slow_socket(port) for _ in range(count)]
+    socks: list[socket.socket] = []
+    while len(socks) < count:
+        socks += [_slow_socket(port) for _ in range(min(opened_per_second // 10, count - len(socks)))]
+        time.sleep(0.1)
     cut, refused = 0, 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
