@@ -130,6 +130,7 @@ class Streamer(threading.Thread):
                 time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_api_and_scheduler_commands_retrain_and_serve_without_a_failed_request(compose, redis_server, tmp_path, closes):
     before = weak_champions(tmp_path)
     port = free_port()
