@@ -3,7 +3,7 @@
 The server runs with its default front-door limits. The slow connections come
 from a process of their own (tests/service/hostile.py), each sending a head
 one byte a second (opened 1,000 a second) and reopened when the server cuts it
-off, and 50 MB heads one after the other. The client must get every reply right, with
+off, and a 50 MB head every 0.1 s. The client must get every reply right, with
 a 99th percentile under 100 ms.
 """
 
