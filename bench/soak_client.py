@@ -184,7 +184,10 @@ class FaultyStream:
         else:
             seq = expected - 1
             changed = self.observations[seq]
-            batch = [{**wire(changed), "close": changed.close * 1.01}]
+            rewritten = {**wire(changed), "close": changed.close * 1.01}
+            if changed.high is not None:  # the close stays within the bar, as a real bar's does
+                rewritten["high"] = max(changed.high, rewritten["close"])
+            batch = [rewritten]
         self.stats.out_of_order += 1
         self.stats.sent += len(batch)
         try:

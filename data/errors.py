@@ -16,6 +16,7 @@ match on; the message is for people.
     ├── ForbiddenError         a valid key without the right to do this
     ├── LimitError             a request exceeds a configured bound
     │   └── QuotaError         a caller holds as many of something as it may (sessions per key)
+    ├── UnsupportedTypeError   a request body of a type the API does not read (not JSON)
     └── UnavailableError       a dependency (store, models, lock) cannot serve now
 """
 
@@ -104,6 +105,12 @@ class QuotaError(LimitError):
     """
 
     code = "quota_exceeded"
+
+
+class UnsupportedTypeError(ForecastError):
+    """A request body sent as a type the API does not read: every body is JSON."""
+
+    code = "unsupported_media_type"
 
 
 class UnavailableError(ForecastError):

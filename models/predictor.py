@@ -38,6 +38,9 @@ OBSERVATION_VALUES = ("close", "open", "high", "low", "volume")
 # A forecast price is close * exp(log return): far below float64's 1.8e308, so that it stays
 # finite (and JSON can carry it), and far above any quoted price, even in a hyperinflation.
 MAX_PRICE = 1e15
+# Below float64's smallest normal number (2.2e-308) a price loses its precision, and its forecast
+# prices (close * exp(q)) collapse to one value; a trillionth is far below any quoted price.
+MIN_PRICE = 1e-12
 
 
 class Predictor:
@@ -84,12 +87,19 @@ class Predictor:
                 if value < 0 or (value == 0 and name != "volume"):
                     kind = "volume must not be negative" if name == "volume" else "prices must be positive"
                     raise DataError(f"{where}: {name} is {value}; {kind}", seq=first_seq + i)
-                if name != "volume" and value > MAX_PRICE:
-                    raise DataError(
-                        f"{where}: {name} is {value}; prices must be at most {MAX_PRICE:g}", seq=first_seq + i
-                    )
+                if name != "volume" and not MIN_PRICE <= value <= MAX_PRICE:
+                    bound = f"at most {MAX_PRICE:g}" if value > MAX_PRICE else f"at least {MIN_PRICE:g}"
+                    raise DataError(f"{where}: {name} is {value}; prices must be {bound}", seq=first_seq + i)
             if obs.high is not None and obs.low is not None and obs.high < obs.low:
                 raise DataError(f"{where}: high {obs.high} is below low {obs.low}", seq=first_seq + i)
+            for name in ("open", "close"):
+                value = getattr(obs, name)
+                if value is None:
+                    continue
+                if obs.low is not None and value < obs.low:
+                    raise DataError(f"{where}: {name} {value} is below low {obs.low}", seq=first_seq + i)
+                if obs.high is not None and value > obs.high:
+                    raise DataError(f"{where}: {name} {value} is above high {obs.high}", seq=first_seq + i)
 
     def advance(self, state: SeriesState, observations: Sequence[Observation]) -> SeriesState:
         """The state after ``observations``; ``state`` itself is not changed."""

@@ -31,10 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if "artifacts" in args and args.artifacts is None:
-        args.artifacts = get_settings().artifacts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if "artifacts" in args and args.artifacts is None:
+            args.artifacts = get_settings().artifacts
         code: int = args.handler(args)
     except ForecastError as exc:
         print(f"latentcast {args.command}: error: {exc}", file=sys.stderr)
@@ -264,6 +264,9 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(
             "several workers need LATENTCAST_STORE=redis: with the memory store each would hold its own sessions"
         )
+    from service.connections import LimitedHttpProtocol, allow_open_files  # uvicorn's, with limits
+
+    allow_open_files(settings.max_connections)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -271,6 +274,8 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers,
         log_level=settings.log_level,
+        http=LimitedHttpProtocol,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 

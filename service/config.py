@@ -12,12 +12,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from data.errors import ConfigError
 
 ENV_PREFIX = "LATENTCAST_"
 # a short key is guessable; 16 characters of token_urlsafe carry 96 bits
 MIN_KEY_LENGTH = 16
+# file descriptors a worker needs besides its client connections: the registry's files, the Redis
+# pool, the retrain jobs' pipes and logs
+RESERVED_FILES = 256
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,8 @@ class ModelBounds:
 class Settings(BaseSettings):
     """What the service reads from the environment (``LATENTCAST_<NAME>``)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    # a refused value is never repeated in the error: it may be a key
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore", hide_input_in_errors=True)
 
     # where models come from
     artifacts: Path = Field(default=Path("artifacts"), description="registry folder holding the model versions")
@@ -65,7 +71,10 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=2.0, gt=0, description="Redis connect and command timeout")
     session_ttl_seconds: float = Field(default=86400.0, gt=0, description="a session unused this long is dropped")
     max_sessions: int = Field(
-        default=10_000, ge=1, description="open sessions; beyond this the least recently used one is dropped"
+        default=10_000,
+        ge=1,
+        description="open sessions; at this many, a new one takes the place of its key's least recently used "
+        "session, and a key holding none is refused (503): no key's session is dropped for another's",
     )
     retained_observations: int = Field(
         default=1000, ge=0, description="raw observations kept per session, for overlapping batches and migration"
@@ -111,9 +120,12 @@ class Settings(BaseSettings):
     # access
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="comma-separated client keys; with these or an admin key set, every /v1 route needs X-API-Key",
+        description="comma-separated client keys, each at least 16 characters; with these or an admin key set, "
+        "every /v1 route needs X-API-Key",
     )
-    admin_key: str | None = Field(default=None, description="key of the admin routes (also a client key)")
+    admin_key: str | None = Field(
+        default=None, description="key of the admin routes (also a client key), at least 16 characters"
+    )
 
     # retraining (the scheduler and POST /v1/retrain run `latentcast retrain` with these)
     retrain_cron: str = Field(
@@ -133,6 +145,28 @@ class Settings(BaseSettings):
     retrain_epochs: int = Field(default=40, ge=1, description="most epochs of a retrain (early stopping may end it)")
     retrain_timeout_seconds: float = Field(
         default=3600.0, gt=0, description="a retrain running longer is killed and reported failed"
+    )
+
+    # the front door: what one connection may take before a request reaches the app (docs/limits.md)
+    max_header_bytes: int = Field(
+        default=32_768,
+        ge=1024,
+        le=1_048_576,
+        description="request line and headers of one request (431 beyond); nginx's default also accepts 32 KiB",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="time to send a request line and headers, from the first byte (408 past it)"
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="time to send a request body once its headers are in (408 past it)"
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, description="an idle connection between two requests is closed after this long"
+    )
+    max_connections: int = Field(
+        default=2048,
+        ge=1,
+        description="open connections per worker; one more is answered 503 and closed (the proxy queues instead)",
     )
 
     # where to listen
@@ -170,12 +204,13 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @model_validator(mode="after")
-    def _keys_are_long_enough(self) -> Settings:
-        for key in (*self.api_keys, *([self.admin_key] if self.admin_key else [])):
-            if len(key) < MIN_KEY_LENGTH:
-                raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
-        return self
+    @field_validator("api_keys", "admin_key", mode="after")
+    @classmethod
+    def _keys_are_long_enough(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        keys = (value,) if isinstance(value, str) else value or ()
+        if any(len(key) < MIN_KEY_LENGTH for key in keys):
+            raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
+        return value
 
     @property
     def model_bounds(self) -> ModelBounds:
@@ -189,5 +224,21 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this process, read from the environment once."""
-    return Settings()
+    """The settings of this process, read from the environment once.
+
+    ``ConfigError`` names each refused variable and why, in one line, never its
+    value (a key's value would end up in the log of whatever runs the service).
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(settings_problems(exc)) from None
+
+
+def settings_problems(error: ValidationError) -> str:
+    """``LATENTCAST_MAX_BATCH: Input should be ...; ...`` from a ``Settings`` validation error."""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{ENV_PREFIX}{str(item['loc'][0]).upper()}: {message}" if item["loc"] else message)
+    return "; ".join(problems)

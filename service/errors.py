@@ -8,6 +8,7 @@ Every error answer has one shape, ``{"error": {"code", "message", ...details}}``
     StateError         500                      LimitError        413
     CheckpointError    503                      QuotaError        429
     NotFoundError      404                      UnavailableError  503
+                                                UnsupportedTypeError  415
 
 A quota is 429, not 413: 413 tells a client to send a smaller request, which
 cannot help; 429 tells it to back off, and the same request succeeds once it
@@ -21,6 +22,7 @@ server log.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -42,6 +44,7 @@ from data.errors import (
     QuotaError,
     StateError,
     UnavailableError,
+    UnsupportedTypeError,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ STATUS: dict[type[ForecastError], int] = {
     LimitError: 413,
     QuotaError: 429,
     UnavailableError: 503,
+    UnsupportedTypeError: 415,
 }
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"}
 # a batch of a thousand bad items would otherwise give a thousand entries
@@ -75,6 +79,11 @@ def status_of(exc: ForecastError) -> int:
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **details}}, status_code=status)
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The error body as bytes, for answers written below the app (``service/connections.py``)."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 def forecast_error_response(exc: ForecastError) -> JSONResponse:

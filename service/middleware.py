@@ -1,24 +1,29 @@
-"""``RequestGuard``: the request body bound and the request metrics, around every request."""
+"""``RequestGuard``: the request body's type and bound, and the request metrics, around every request."""
 
 from __future__ import annotations
 
+import email.message
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from data.errors import LimitError
+from data.errors import LimitError, UnsupportedTypeError
 from service.errors import forecast_error_response
 from service.metrics import ServiceMetrics
 
 UNMATCHED = "unmatched"
+MAX_SHOWN_TYPE = 100
 
 
 class RequestGuard:
-    """Pure ASGI middleware: refuses bodies over ``max_body_bytes`` (413), times and counts requests.
+    """Pure ASGI middleware: refuses bodies that are not JSON (415) or over ``max_body_bytes`` (413),
+    times and counts requests.
 
-    A body without a Content-Length (chunked) is read up front, so that it is
-    bounded too; API bodies are small JSON documents. A declared length is
-    checked as it is: the server reads no more than it.
+    Every body the API reads is JSON: one sent as another type (or none) is
+    refused whatever it holds, before any route reads it. A body without a
+    Content-Length (chunked) is read up front, so that it is bounded too; API
+    bodies are small JSON documents. A declared length is checked as it is: the
+    server reads no more than it.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: ServiceMetrics) -> None:
@@ -40,7 +45,14 @@ class RequestGuard:
             await send(message)
 
         try:
-            declared = _declared_size(scope)
+            declared, chunked, content_type = _body_headers(scope)
+            if (chunked or declared) and not is_json_type(content_type):
+                shown = content_type.decode("latin-1")[:MAX_SHOWN_TYPE] if content_type else "none"
+                refused = UnsupportedTypeError(
+                    f"request bodies are JSON: send Content-Type application/json, not {shown}"
+                )
+                await forecast_error_response(refused)(scope, receive, send_with_status)
+                return
             if declared is not None and declared <= self.max_body_bytes:
                 # the server reads no more than the declared length: nothing to count
                 await self.app(scope, receive, send_with_status)
@@ -78,14 +90,34 @@ class RequestGuard:
         return b"".join(chunks)
 
 
-def _declared_size(scope: Scope) -> int | None:
+def _body_headers(scope: Scope) -> tuple[int | None, bool, bytes | None]:
+    """The request's declared body size (None if unknown), whether it is chunked, its content type."""
+    declared, chunked, content_type = None, False, None
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                declared = int(value)
             except ValueError:
-                return None
-    return None
+                declared = None
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"content-type":
+            content_type = value
+    return declared, chunked, content_type
+
+
+def is_json_type(content_type: bytes | str | None) -> bool:
+    """Whether a body of ``content_type`` is JSON, as FastAPI decides it (strict: a missing type is not)."""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
+    if content_type == "application/json":  # what nearly every client sends
+        return True
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -53,6 +53,8 @@ class ModelPool:
         self._loaded: dict[str, Predictor] = {}
         self._last_used: dict[str, float] = {}
         self._champions: dict[str, str] = {}
+        # modes whose champion pointer names a version that does not load, with none served instead
+        self._unserved: dict[str, str] = {}
 
     # which predictor ---------------------------------------------------------
 
@@ -64,6 +66,8 @@ class ModelPool:
         if mode not in MODES:
             raise NotFoundError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
         champion = self.champions().get(mode)
+        if champion is None and mode in self._unserved:
+            raise UnavailableError(f"no {mode} model is served: {self._unserved[mode]}")
         if champion is None:
             raise NotFoundError(f"no champion for mode {mode!r}: no {mode} model has been promoted yet")
         return self.get(champion)
@@ -115,9 +119,20 @@ class ModelPool:
             return {version: p.config.mode for version, p in sorted(self._loaded.items())}
 
     def require_champion(self) -> None:
-        """``UnavailableError`` unless at least one mode has a champion loaded."""
-        if not self.champions():
-            raise UnavailableError(f"no model loaded: the registry at {self.registry.root} has no champion yet")
+        """``UnavailableError`` unless a champion is loaded and every mode promoted has one.
+
+        A mode whose champion pointer names a version that does not load (and none
+        loaded before it) is not served: a process serving the other mode alone is
+        not what its registry promises, so it is not ready.
+        """
+        with self._lock:
+            unserved = dict(self._unserved)
+            champions = bool(self._champions)
+        if unserved:
+            reasons = "; ".join(f"{mode}: {reason}" for mode, reason in sorted(unserved.items()))
+            raise UnavailableError(f"not every mode is served ({reasons})", unserved=sorted(unserved))
+        if not champions:
+            raise UnavailableError("no model loaded: the registry has no champion yet")
 
     # changes -----------------------------------------------------------------
 
@@ -129,13 +144,22 @@ class ModelPool:
             try:
                 version = self.registry.champion(mode)
                 if version is None or version == self._champions.get(mode):
+                    with self._lock:
+                        self._unserved.pop(mode, None)
                     continue
                 self.get(version)
             except (CheckpointError, NotFoundError) as exc:
                 failed[mode] = exc.message
-                log.error("keeping the %s champion %s: %s", mode, self._champions.get(mode), exc.message)
+                kept = self._champions.get(mode)
+                if kept is None:
+                    with self._lock:
+                        self._unserved[mode] = exc.message
+                    log.error("no %s champion is served: %s", mode, exc.message)
+                else:
+                    log.error("keeping the %s champion %s: %s", mode, kept, exc.message)
                 continue
             with self._lock:
+                self._unserved.pop(mode, None)
                 self._champions[mode] = version
             changed[mode] = version
             log.info("%s champion is now %s", mode, version)

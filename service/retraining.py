@@ -24,6 +24,11 @@ from training.retrain import LOCK_FILE
 
 log = logging.getLogger(__name__)
 
+# Held by the launcher from the start of a job to the end of its process: the job's own lock
+# (``LOCK_FILE``) is taken by the child a few seconds after it starts, and without this one a
+# second request in those seconds would start a second child, to be skipped.
+LAUNCH_LOCK_FILE = "retrain.launch.lock"
+
 # the settings a retrain reads, passed to the child so that it runs exactly as this service is configured
 RETRAIN_SETTINGS = (
     "artifacts",
@@ -69,24 +74,34 @@ class RetrainLauncher:
         self.settings = settings
         self.jobs = JobStore(settings.artifacts / "jobs")
         self._lock_path = settings.artifacts / LOCK_FILE
+        self._launch_path = settings.artifacts / LAUNCH_LOCK_FILE
 
     def start(self) -> StartedJob:
-        """Queue a job and start its process; ``ConflictError`` if a retrain is running."""
-        JobLock(self._lock_path, "probe").acquire().release()  # fail fast: the job would only be skipped
+        """Queue a job and start its process; ``ConflictError`` if a retrain is running.
+
+        A retrain is running if a launcher (of any worker on these artifacts) holds
+        the launch lock, or if a retrain started elsewhere (the CLI) holds the job lock.
+        """
         job = JobReport(job_id=new_job_id())
-        self.jobs.save(job)
-        log_path = self.jobs.directory / f"{job.job_id}.log"
-        with open(log_path, "ab") as output:
-            process = subprocess.Popen(
-                retrain_command(job.job_id),
-                env=retrain_env(self.settings),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=Path.cwd(),
-            )
+        launch = JobLock(self._launch_path, job.job_id).acquire()
+        try:
+            JobLock(self._lock_path, "probe").acquire().release()  # fail fast: the job would only be skipped
+            self.jobs.save(job)
+            log_path = self.jobs.directory / f"{job.job_id}.log"
+            with open(log_path, "ab") as output:
+                process = subprocess.Popen(
+                    retrain_command(job.job_id),
+                    env=retrain_env(self.settings),
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=Path.cwd(),
+                )
+        except BaseException:
+            launch.release()
+            raise
         watcher = threading.Thread(
-            target=self._watch, args=(job.job_id, process), name=f"retrain-{job.job_id}", daemon=True
+            target=self._watch, args=(job.job_id, process, launch), name=f"retrain-{job.job_id}", daemon=True
         )
         watcher.start()
         log.info("retrain job %s started (pid %d)", job.job_id, process.pid)
@@ -98,7 +113,13 @@ class RetrainLauncher:
         started.watcher.join()  # the watcher alone concludes the report, timeout included
         return self.jobs.get(started.job.job_id)
 
-    def _watch(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
+    def _watch(self, job_id: str, process: subprocess.Popen[bytes], launch: JobLock) -> None:
+        try:
+            self._conclude(job_id, process)
+        finally:
+            launch.release()
+
+    def _conclude(self, job_id: str, process: subprocess.Popen[bytes]) -> None:
         try:
             code = process.wait(timeout=self.settings.retrain_timeout_seconds)
         except subprocess.TimeoutExpired:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from models.predictor import MAX_PRICE, Observation
+from models.predictor import MAX_PRICE, MIN_PRICE, Observation
 
 MAX_LABEL = 64
 CLOSES = [101.2, 101.9, 100.7, 102.3, 103.0]
@@ -30,8 +30,8 @@ SESSION_EXAMPLE: dict[str, Any] = {
 
 
 # What the schema promises of every value (``Predictor.validate`` enforces it, naming the
-# observation's seq): prices positive and at most MAX_PRICE, volumes not negative.
-PRICE_BOUNDS: dict[str, Any] = {"exclusiveMinimum": 0, "maximum": MAX_PRICE}
+# observation's seq): prices from MIN_PRICE to MAX_PRICE, volumes not negative.
+PRICE_BOUNDS: dict[str, Any] = {"minimum": MIN_PRICE, "maximum": MAX_PRICE}
 VOLUME_BOUNDS: dict[str, Any] = {"minimum": 0}
 
 
@@ -226,6 +226,11 @@ class ModelVersionOut(BaseModel):
     config: dict[str, Any]
 
 
+class BrokenVersionOut(BaseModel):
+    version: str
+    reason: str
+
+
 class ModelsResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -250,6 +255,9 @@ class ModelsResponse(BaseModel):
 
     champions: dict[str, str | None] = Field(description="the version each mode serves to new sessions")
     versions: list[ModelVersionOut]
+    broken: list[BrokenVersionOut] = Field(
+        default_factory=list, description="version folders that do not read, never served"
+    )
 
 
 class ComparePlotsResponse(BaseModel):

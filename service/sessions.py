@@ -272,7 +272,7 @@ class SessionService:
         """The caller's session, with its last ``observations`` retained (all for None), and its stored
         replies if asked for: only a batch in the past reads them (to answer a retry)."""
         valid = SESSION_ID_PATTERN.match(session_id)
-        record = await self.store.get(session_id, observations, replies) if valid else None
+        record = await self.store.get(session_id, observations, replies, owner=owner) if valid else None
         # a session of another key is answered exactly as one that does not exist
         if record is None or not hmac.compare_digest(record.owner, owner):
             raise _not_found(session_id)

@@ -51,6 +51,14 @@ class ModelVersion:
     features: tuple[str, ...]  # the inputs the model reads, from its scaler
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The registry's readable versions, oldest first, and its broken ones with the reason (by version)."""
+
+    versions: list[ModelVersion]
+    broken: dict[str, str]
+
+
 class Registry:
     """Versions of trained models under one artifacts folder."""
 
@@ -110,13 +118,29 @@ class Registry:
     # reading -----------------------------------------------------------------
 
     def versions(self, mode: str | None = None) -> list[ModelVersion]:
-        """Every complete version (of ``mode``, or of all modes), oldest first."""
-        out = []
+        """Every complete version (of ``mode``, or of all modes), oldest first; broken ones skipped."""
+        return self.listing(mode).versions
+
+    def listing(self, mode: str | None = None) -> Listing:
+        """The versions (of ``mode``, or of all modes) whose metadata reads, and why the others do not.
+
+        One damaged folder (a manifest deleted, a file truncated by a full disk)
+        must not hide the healthy versions beside it.
+        """
+        found: list[ModelVersion] = []
+        broken: dict[str, str] = {}
         for m in [mode] if mode else list(MODES):
             folder = self.root / _check_mode(m)
-            if folder.is_dir():
-                out += [self.get(p.name) for p in sorted(folder.iterdir()) if VERSION_PATTERN.match(p.name)]
-        return sorted(out, key=lambda v: (v.created, v.version))
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if not VERSION_PATTERN.match(path.name):
+                    continue
+                try:
+                    found.append(self.get(path.name))
+                except (CheckpointError, NotFoundError) as exc:
+                    broken[path.name] = exc.message
+        return Listing(sorted(found, key=lambda v: (v.created, v.version)), broken)
 
     def get(self, version: str) -> ModelVersion:
         """The metadata of ``version`` (cheap: no weights are read)."""
@@ -159,7 +183,11 @@ class Registry:
         checkpoint = load_checkpoint(path / "model.pt", origin=f"version {version}: model.pt")
         if checkpoint.get("config") != _read_json(path / "config.json", version):
             raise CheckpointError(f"version {version}: config.json differs from the checkpoint's config")
-        build_from_checkpoint(checkpoint, f"version {version}")
+        model, _ = build_from_checkpoint(checkpoint, f"version {version}")
+        if model.config.mode != _mode_of(version):
+            raise CheckpointError(
+                f"version {version}: its model is of mode {model.config.mode}, not {_mode_of(version)}"
+            )
         return checkpoint
 
     def predictor(self, version: str) -> Predictor:
@@ -167,13 +195,20 @@ class Registry:
         return Predictor.from_checkpoint(self.load(version), version)
 
     def champion(self, mode: str) -> str | None:
-        """The champion version of ``mode``, or None if none was promoted."""
+        """The champion version of ``mode``, or None if none was promoted.
+
+        ``CheckpointError`` if the pointer is unreadable or names no version of
+        ``mode`` (a pointer edited by hand, say): a pointer that another mode's
+        version would pass would serve that mode's sessions with the wrong model.
+        """
         pointer = self.root / _check_mode(mode) / CHAMPION_FILE
         if not pointer.exists():
             return None
         version = _read_json(pointer, f"{mode} champion").get("version")
         if not isinstance(version, str):
-            raise CheckpointError(f"{pointer}: champion pointer names no version")
+            raise CheckpointError(f"the {mode} champion pointer names no version")
+        if not VERSION_PATTERN.match(version) or _mode_of(version) != mode:
+            raise CheckpointError(f"the {mode} champion pointer names {version[:80]!r}, not a {mode} version")
         return version
 
     def champions(self) -> dict[str, str | None]:
@@ -209,7 +244,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         value = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise CheckpointError(f"{what}: {path.name} is missing") from exc
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        # an OSError's text names the whole path: the reason alone, which clients may see
+        raise CheckpointError(f"{what}: {path.name} is unreadable ({exc.strerror})") from exc
+    except ValueError as exc:
         raise CheckpointError(f"{what}: {path.name} is unreadable ({exc})") from exc
     if not isinstance(value, dict):
         raise CheckpointError(f"{what}: {path.name} is not a JSON object")

@@ -18,7 +18,8 @@ DESCRIPTIONS = {
     404: "no such session (or not yours), version, or no champion for the mode",
     409: "seq gap or conflicting overlap (the error names expected_seq), or a retrain already running",
     413: "request body or observation count over the configured bound",
+    415: "a request body that is not sent as JSON (Content-Type application/json)",
     422: "malformed request, or an observation that is missing a field, not finite or not positive",
     429: "this API key already holds as many open sessions as it may (delete one or let one expire)",
-    503: "session store unreachable or no model loaded",
+    503: "session store unreachable or full of other keys' sessions, or a mode's model not loaded",
 }

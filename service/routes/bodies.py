@@ -12,7 +12,6 @@ in OpenAPI as a body parameter would be.
 
 from __future__ import annotations
 
-import email.message
 import json
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from service.errors import UNDECODABLE
+from service.middleware import is_json_type
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,7 +31,7 @@ async def read_body(request: Request, model: type[M]) -> M:
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     content: Any = raw  # a body that is not declared JSON is validated as bytes: "not an object"
-    if _is_json(request.headers.get("content-type")):
+    if is_json_type(request.headers.get("content-type")):
         try:
             content = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -70,15 +70,3 @@ def document_bodies(app: FastAPI, *models: type[BaseModel]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _is_json(content_type: str | None) -> bool:
-    """Whether FastAPI would parse a body of ``content_type`` as JSON (strict: a missing type is not)."""
-    if content_type == "application/json":  # what nearly every client sends
-        return True
-    if not content_type:
-        return False
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))

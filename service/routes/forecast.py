@@ -31,7 +31,7 @@ EXAMPLES: dict[str, Any] = {
     "/forecast",
     response_model=ForecastResponse,
     summary="Forecast after a whole history (stateless)",
-    responses=error_responses(401, 404, 413, 422, 503),
+    responses=error_responses(401, 404, 413, 415, 422, 503),
 )
 async def forecast(
     body: Annotated[ForecastRequest, Body(openapi_examples=EXAMPLES)], svc: ServicesDep, _: CallerDep

@@ -27,11 +27,13 @@ PLOT_NAME = r"^[A-Za-z0-9_.-]+\.png$"
 )
 async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     """Every registered version with its metrics and data span; `champions` are the versions
-    this process serves to new sessions."""
-    versions = await in_thread(svc.pool.registry.versions)
+    this process serves to new sessions. A version folder that does not read (its manifest
+    missing, say) is listed under `broken` with the reason, and never served."""
+    listing = await in_thread(svc.pool.registry.listing)
     champions = svc.pool.champions()
     loaded = svc.pool.loaded()
     return {
+        "broken": [{"version": version, "reason": reason} for version, reason in listing.broken.items()],
         "champions": {mode: champions.get(mode) for mode in ("ar", "latent")},
         "versions": [
             {
@@ -44,7 +46,7 @@ async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
                 "data_span": v.data_span,
                 "config": v.config,
             }
-            for v in versions
+            for v in listing.versions
         ],
     }
 
@@ -56,15 +58,19 @@ async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
 )
 async def compare(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     """The report written by the last comparison run (`ARTIFACTS/reports/compare/report.json`)."""
+    # the messages name the report as the artifacts folder holds it, never where that folder is
     path = svc.settings.artifacts.joinpath(*COMPARE_REPORT)
+    shown = "/".join(COMPARE_REPORT)
     try:
         text = await in_thread(path.read_text)
     except FileNotFoundError as exc:
-        raise NotFoundError(f"no comparison report yet: {path} does not exist (run the comparison first)") from exc
+        raise NotFoundError(f"no comparison report yet: run `latentcast compare` to write {shown}") from exc
+    except OSError as exc:
+        raise UnavailableError(f"the comparison report {shown} is unreadable ({exc.strerror})") from exc
     try:
         report: dict[str, Any] = json.loads(text)
     except ValueError as exc:
-        raise UnavailableError(f"the comparison report {path} is unreadable: {exc}") from exc
+        raise UnavailableError(f"the comparison report {shown} is unreadable: {exc}") from exc
     return report
 
 

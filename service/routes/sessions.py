@@ -59,7 +59,7 @@ MIGRATE_EXAMPLES: dict[str, Any] = {
     status_code=201,
     response_model=SessionResponse,
     summary="Open a session",
-    responses=error_responses(401, 404, 413, 422, 429, 503),
+    responses=error_responses(401, 404, 413, 415, 422, 429, 503),
 )
 async def open_session(
     svc: ServicesDep,
@@ -96,7 +96,7 @@ router.add_api_route(
     methods=["POST"],
     response_model=SessionResponse,
     summary="Append observations, get the next forecast",
-    responses=error_responses(401, 404, 409, 413, 422, 503),
+    responses=error_responses(401, 404, 409, 413, 415, 422, 503),
     openapi_extra=SECURED | body_schema(AppendRequest, APPEND_EXAMPLES),
     route_class_override=LeanRoute,  # clients call it at every new price
 )
@@ -130,7 +130,7 @@ async def delete(session_id: SessionId, svc: ServicesDep, who: CallerDep) -> Res
     "/{session_id}/migrate",
     response_model=MigrationResponse,
     summary="Move a session to another model version",
-    responses=error_responses(401, 404, 422, 503),
+    responses=error_responses(401, 404, 415, 422, 503),
 )
 async def migrate(
     session_id: SessionId,

@@ -27,14 +27,21 @@ class SessionStore(Protocol):
     limits: StoreLimits
 
     async def create(self, record: SessionRecord) -> bool:
-        """Store a new record, dropping the least recently used ones beyond the bound.
+        """Store a new record; at ``max_sessions``, its owner's least recently used one is dropped.
 
         False, and nothing stored or dropped, if the record's owner already holds
-        ``max_sessions_per_owner`` sessions.
+        ``max_sessions_per_owner`` sessions; ``UnavailableError`` if the store is
+        full and none of its sessions is the owner's (another's is never dropped).
         """
 
-    async def get(self, session_id: str, observations: int | None = 0, replies: bool = True) -> SessionRecord | None:
+    async def get(
+        self, session_id: str, observations: int | None = 0, replies: bool = True, owner: str | None = None
+    ) -> SessionRecord | None:
         """The record, or None if there is none (or it expired); counts as a use.
+
+        With ``owner``, a record of another owner is None as well, untouched and
+        found at the cost of a missing one: its existence shows in no answer and
+        no timing.
 
         Its ``retained`` holds the last ``observations`` kept (all of them for
         None), and its ``replies`` the stored replies unless ``replies`` is

@@ -43,7 +43,8 @@ class MemorySessionStore:
 
     Every method runs without awaiting, so each is atomic on the event loop:
     that is the compare-and-set. Records expire ``ttl_seconds`` after their last
-    use; beyond ``max_sessions`` the least recently used is dropped.
+    use; at ``max_sessions`` a new session takes the place of its owner's least
+    recently used one, or is refused if its owner holds none (``StoreLimits``).
     """
 
     kind = "memory"
@@ -63,11 +64,16 @@ class MemorySessionStore:
     async def create(self, record: SessionRecord) -> bool:
         self._expire()
         bound = self.limits.max_sessions_per_owner
-        if bound is not None and len(self._owned.get(record.owner, ())) >= bound:
+        owned = self._owned.get(record.owner, set())
+        if bound is not None and len(owned) >= bound:
             return False
         dropped = 0
         while len(self._entries) >= self.limits.max_sessions:
-            self._drop_first()
+            if not owned:
+                self._notify("capacity", dropped)
+                raise self.limits.full()
+            # the owner's own least recently used session makes room: the first of its in use order
+            self._drop(next(session_id for session_id in self._entries if session_id in owned))
             dropped += 1
         self._notify("capacity", dropped)
         packed = PackedObservations().extend(record.retained, self.limits.retained_observations)
@@ -78,8 +84,10 @@ class MemorySessionStore:
         self._owned.setdefault(record.owner, set()).add(record.session_id)
         return True
 
-    async def get(self, session_id: str, observations: int | None = 0, replies: bool = True) -> SessionRecord | None:
-        entry = self._touch(session_id)
+    async def get(
+        self, session_id: str, observations: int | None = 0, replies: bool = True, owner: str | None = None
+    ) -> SessionRecord | None:
+        entry = self._touch(session_id, owner)
         return None if entry is None else entry.read(observations, replies)
 
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
@@ -112,9 +120,12 @@ class MemorySessionStore:
         self._entries.clear()
         self._owned.clear()
 
-    def _touch(self, session_id: str) -> _Entry | None:
+    def _touch(self, session_id: str, owner: str | None = None) -> _Entry | None:
+        """The entry, its use recorded; None if there is none or it is not ``owner``'s (then untouched)."""
         self._expire()
         entry = self._entries.get(session_id)
+        if entry is not None and owner is not None and entry.record.owner != owner:
+            return None
         if entry is not None:
             entry.expires = self._clock() + self.limits.ttl_seconds
             self._entries.move_to_end(session_id)
@@ -135,6 +146,9 @@ class MemorySessionStore:
     def _drop_first(self) -> None:
         _, entry = self._entries.popitem(last=False)
         self._disown(entry.record)
+
+    def _drop(self, session_id: str) -> None:
+        self._disown(self._entries.pop(session_id).record)
 
     def _disown(self, record: SessionRecord) -> None:
         owned = self._owned.get(record.owner)

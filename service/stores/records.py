@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from data.errors import StateError
+from data.errors import StateError, UnavailableError
 from models.predictor import Observation
 
 # presence bits, then close, open, high, low, volume; the time string follows
@@ -107,8 +107,9 @@ class StoreLimits:
     """Bounds every store applies: lifetime, count and what each session keeps.
 
     ``max_sessions_per_owner`` (None: no bound) refuses a new session to an owner
-    that holds that many; ``max_sessions`` instead drops the least recently used
-    session of anyone, so without the first one key could push out everyone else's.
+    that holds that many. At ``max_sessions``, a new session takes the place of its
+    owner's own least recently used one; an owner holding none is refused
+    (``full``): no owner's session is ever dropped to make room for another's.
     """
 
     ttl_seconds: float
@@ -116,6 +117,14 @@ class StoreLimits:
     retained_observations: int
     retained_replies: int
     max_sessions_per_owner: int | None = None
+
+    def full(self) -> UnavailableError:
+        """The error of a new session with no room for it: the store's sessions are all other owners'."""
+        return UnavailableError(
+            f"the session store holds its most sessions ({self.max_sessions}, LATENTCAST_MAX_SESSIONS), "
+            "none of them this API key's: try again once some expire or are deleted",
+            limit=self.max_sessions,
+        )
 
 
 def observation_to_bytes(obs: Observation) -> bytes:

@@ -13,11 +13,15 @@ come from the Redis server's clock, the same for every worker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from data.errors import UnavailableError
@@ -30,6 +34,8 @@ from service.stores.records import (
     observation_from_bytes,
     observation_to_bytes,
 )
+
+log = logging.getLogger(__name__)
 
 # Redis's Lua has no integer time; milliseconds from TIME (seconds, microseconds)
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -74,27 +80,33 @@ end
 # KEYS: hash, obs, replies, index, owner index
 # ARGV: id, ttl_ms, max_sessions, key prefix, owner, mode, version, ticker, next_seq, state,
 #       created, updated, owner index prefix, max sessions per owner (0: none), retained observations...
-# Returns {expired, evicted, created (1) or refused because the owner holds the most it may (0)}.
+# Returns {expired, evicted, created (1), refused because the owner holds the most it may (0), or
+# refused because the store is full of other owners' sessions (-1)}.
 _CREATE = (
     _NOW
     + _PUSH
     + """
-local bound = tonumber(ARGV[14])
-if bound > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  if redis.call('ZCARD', KEYS[5]) >= bound then return {0, 0, 0} end
+local function drop(id)
+  local base = ARGV[4] .. id
+  local owner = redis.call('HGET', base, 'owner')
+  if owner then redis.call('ZREM', ARGV[13] .. owner, id) end
+  redis.call('DEL', base, base .. ':obs', base .. ':replies')
+  redis.call('ZREM', KEYS[4], id)
 end
-local expired = redis.call('ZCOUNT', KEYS[4], '-inf', now)
-local over = math.max(redis.call('ZCARD', KEYS[4]) - expired - tonumber(ARGV[3]) + 1, 0)
-if expired + over > 0 then
-  -- the lowest expiry times are the expired sessions, then the least recently used
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, expired + over - 1)) do
-    local base = ARGV[4] .. id
-    local owner = redis.call('HGET', base, 'owner')
-    if owner then redis.call('ZREM', ARGV[13] .. owner, id) end
-    redis.call('DEL', base, base .. ':obs', base .. ':replies')
-    redis.call('ZREM', KEYS[4], id)
-  end
+-- ids are random: a record of this id and owner is this create's own, retried after a lost reply
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[5] then return {0, 0, 1} end
+local bound = tonumber(ARGV[14])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+if bound > 0 and redis.call('ZCARD', KEYS[5]) >= bound then return {0, 0, 0} end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)
+for _, id in ipairs(expired) do drop(id) end
+local evicted = 0
+while redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[3]) do
+  -- room is made from the owner's own sessions only, least recently used first (lowest expiry)
+  local own = redis.call('ZRANGE', KEYS[5], 0, 0)
+  if #own == 0 then return {#expired, evicted, -1} end
+  drop(own[1])
+  evicted = evicted + 1
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'owner', ARGV[5], 'mode', ARGV[6], 'version', ARGV[7], 'ticker', ARGV[8],
@@ -105,18 +117,20 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[5], ARGV[2])
-return {expired, over, 1}
+return {#expired, evicted, 1}
 """
 )
 
 # KEYS: hash, obs, replies, index
-# ARGV: id, ttl_ms, observations to read (-1: all), owner index prefix, read the replies (0/1).
+# ARGV: id, ttl_ms, observations to read (-1: all), owner index prefix, read the replies (0/1), owner ('': any).
 # Returns nil or {hash, observations kept, the last observations asked for, replies (or none)}.
+# Another owner's session costs what a missing one does (one HGET, nil), and is not touched.
 _GET = (
     _NOW
     + _TOUCH_OWNER
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner or (ARGV[6] ~= '' and owner ~= ARGV[6]) then return false end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
 touch_owner(ARGV[4], ARGV[1], tonumber(ARGV[2]))
@@ -191,7 +205,13 @@ class RedisSessionStore:
     ) -> None:
         self.limits = limits
         self.url = url
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # One retry on a fresh connection when a pooled one turns out dead (Redis restarted since it
+        # was last used), never after a timeout (the command may be running). Retrying is safe: a
+        # read is one, a create of a record already there is a no-op (its id is random), a commit is
+        # a compare-and-set on next_seq (a retry of one applied finds next_seq moved on, and the
+        # session service answers from the stored reply), a delete of a deleted record is a no-op.
+        retry = Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,))
+        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry)
         self._session_prefix = f"{prefix}:session:"
         self._index = f"{prefix}:sessions"
         self._owner_prefix = f"{prefix}:owner:"
@@ -232,12 +252,16 @@ class RedisSessionStore:
             expired, evicted, created = await self._create(keys=keys, args=args)
         self._notify("ttl", int(expired))
         self._notify("capacity", int(evicted))
+        if int(created) == -1:
+            raise self.limits.full()
         return int(created) == 1
 
-    async def get(self, session_id: str, observations: int | None = 0, replies: bool = True) -> SessionRecord | None:
+    async def get(
+        self, session_id: str, observations: int | None = 0, replies: bool = True, owner: str | None = None
+    ) -> SessionRecord | None:
         wanted = -1 if observations is None else max(observations, 0)
         async with _available(self.url):
-            args: list[Any] = [session_id, self._ttl_ms, wanted, self._owner_prefix, int(replies)]
+            args: list[Any] = [session_id, self._ttl_ms, wanted, self._owner_prefix, int(replies), owner or ""]
             found = await self._get(keys=self._keys(session_id), args=args)
         if not found:
             return None
@@ -310,9 +334,14 @@ class RedisSessionStore:
 
 @asynccontextmanager
 async def _available(url: str) -> AsyncIterator[None]:
-    """Turn Redis failures into ``UnavailableError`` (503), naming the server but not its password."""
+    """Turn Redis failures into ``UnavailableError`` (503): its kind for clients, the server in the log.
+
+    The error's own text names the host and port (``Timeout reading from 10.0.0.5:6379``):
+    an answer never holds it, and the log never holds the URL's password.
+    """
     try:
         yield
     except (RedisError, OSError) as exc:
         where = url.split("://", 1)[-1].rsplit("@", 1)[-1]
-        raise UnavailableError(f"session store is unavailable: redis at {where}: {exc}") from exc
+        log.warning("redis at %s: %s: %s", where, type(exc).__name__, exc)
+        raise UnavailableError(f"session store is unavailable: redis {type(exc).__name__}") from exc

@@ -11,7 +11,7 @@ from data.errors import DataError, StateError
 from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
-from models.predictor import MAX_PRICE, Observation, Predictor, SeriesState
+from models.predictor import MAX_PRICE, MIN_PRICE, Observation, Predictor, SeriesState
 from tests.factories import real_bars
 
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
@@ -124,8 +124,14 @@ def test_a_close_only_model_checks_the_values_it_does_not_read_too(obs, message)
 
 def test_the_largest_price_allowed_gives_a_finite_forecast():
     p = predictor("latent", n_features=1)
-    forecast = p.run([Observation(close=MAX_PRICE), Observation(close=1e-300), Observation(close=MAX_PRICE)])
+    forecast = p.run([Observation(close=MAX_PRICE), Observation(close=MIN_PRICE), Observation(close=MAX_PRICE)])
     assert forecast is not None and np.isfinite(forecast.price).all()
+
+
+def test_a_price_under_the_smallest_allowed_is_refused():
+    p = predictor("latent", n_features=1)
+    with pytest.raises(DataError, match=r"^observation 1: close is 5e-324; prices must be at least 1e-12$"):
+        p.run([Observation(close=10.0), Observation(close=5e-324)])
 
 
 def test_close_only_model_accepts_bare_prices():

@@ -12,6 +12,7 @@ import uvicorn
 from service import cli
 from service.cli import main
 from service.config import get_settings
+from service.connections import LimitedHttpProtocol
 from training.registry import Registry
 
 TINY = [
@@ -116,6 +117,8 @@ def test_serve_defaults_to_the_settings(runs, monkeypatch):
             "port": 8765,
             "workers": 1,
             "log_level": "info",
+            "http": LimitedHttpProtocol,  # the front door's limits (docs/limits.md)
+            "timeout_keep_alive": 5,
         }
     ]
 

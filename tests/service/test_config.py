@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from data.errors import ConfigError
 from service.config import Settings, get_settings
 
 
@@ -66,3 +69,41 @@ def test_get_settings_reads_the_environment_once(monkeypatch):
     monkeypatch.setenv("LATENTCAST_PORT", "8124")
     assert get_settings() is first and first.port == 8123
     get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("LATENTCAST_API_KEYS", "good-key-0123456789,short-secret", "API keys must be at least 16 characters long"),
+        ("LATENTCAST_ADMIN_KEY", "short-secret", "API keys must be at least 16 characters long"),
+        ("LATENTCAST_PORT", "short-secret", "Input should be a valid integer, unable to parse string as an integer"),
+    ],
+)
+def test_a_refused_setting_is_named_in_one_line_without_its_value(monkeypatch, name, value, message):
+    get_settings.cache_clear()
+    monkeypatch.setenv(name, value)
+    try:
+        with pytest.raises(ConfigError) as err:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert str(err.value) == f"{name}: {message}"
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained error repeats it
+
+
+def test_latentcast_names_a_refused_key_setting_without_its_value(tmp_path):
+    env = {**os.environ, "LATENTCAST_API_KEYS": "short-secret", "LATENTCAST_ARTIFACTS": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "latentcast serve: error: LATENTCAST_API_KEYS: API keys must be at least 16 characters long"
+    )
+    assert "short-secret" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr

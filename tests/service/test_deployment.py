@@ -47,7 +47,7 @@ def compose() -> dict[str, Any]:
 
 def test_compose_has_the_services_volumes_and_health_checks(compose):
     services = compose["services"]
-    assert set(services) == {"api", "scheduler", "redis"}
+    assert set(services) == {"proxy", "api", "scheduler", "redis"}
     redis = services["redis"]
     assert redis["command"][:3] == ["redis-server", "--appendonly", "yes"]
     assert any(v.endswith(":/data:rw") or v.endswith(":/data") for v in _volumes(redis))
@@ -57,9 +57,15 @@ def test_compose_has_the_services_volumes_and_health_checks(compose):
         assert service["environment"]["LATENTCAST_ARTIFACTS"] == "/artifacts"
         assert service["environment"]["LATENTCAST_STORE"] == "redis"
         assert service["environment"]["LATENTCAST_REDIS_URL"] == "redis://redis:6379/0"
-    for name in ("api", "scheduler", "redis"):
+    for name in ("proxy", "api", "scheduler", "redis"):
         assert services[name]["healthcheck"]["test"][0] == "CMD", name
     assert services["api"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    # clients reach the replicas through the proxy only, with deploy/nginx.conf as its configuration
+    proxy = services["proxy"]
+    assert "ports" not in services["api"] and services["api"]["deploy"]["replicas"] >= 2
+    assert [p if isinstance(p, str) else f"{p['published']}:{p['target']}" for p in proxy["ports"]] == ["8000:8080"]
+    assert any(v.endswith("deploy/nginx.conf:/etc/nginx/nginx.conf:ro") for v in _volumes(proxy))
+    assert proxy["depends_on"] == {"api": {"condition": "service_healthy"}}
     assert services["scheduler"]["depends_on"] == {"api": {"condition": "service_healthy"}}
     assert set(compose["volumes"]) == {"artifacts", "redis-data"}
 
@@ -124,6 +130,7 @@ class Streamer(threading.Thread):
                 time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_api_and_scheduler_commands_retrain_and_serve_without_a_failed_request(compose, redis_server, tmp_path, closes):
     before = weak_champions(tmp_path)
     port = free_port()

@@ -174,8 +174,6 @@ def test_a_body_that_is_not_json_is_422(client: TestClient, session: str, url):
         (b"", JSON),
         (b"[1.0]", JSON),
         (b"null", JSON),
-        (b'{"seq": 0}', {"content-type": "text/plain"}),
-        (b'{"seq": 0}', {}),
         (b"{seq", {"content-type": "application/vnd.api+json"}),
         (b"\xe6\x00", {"content-type": "application/json; charset=utf-8"}),
     ],
@@ -189,6 +187,18 @@ def test_the_append_route_refuses_a_malformed_body_as_the_other_routes_do(
     got = client.post(f"/v1/sessions/{session}/observations", content=content, headers=headers)
     assert (got.status_code, got.json()) == (expected.status_code, expected.json())
     assert got.status_code == 422
+
+
+@pytest.mark.parametrize("url", ["/v1/forecast", "/v1/sessions", "/v1/sessions/SESSION/observations"])
+@pytest.mark.parametrize(("headers", "shown"), [({"content-type": "text/plain"}, "text/plain"), ({}, "none")])
+def test_a_json_body_not_sent_as_json_is_415(client: TestClient, session: str, url, headers, shown):
+    response = client.post(
+        url.replace("SESSION", session), content=b'{"seq": 0, "observations": [1.0]}', headers=headers
+    )
+    assert error(response, 415) == {
+        "code": "unsupported_media_type",
+        "message": f"request bodies are JSON: send Content-Type application/json, not {shown}",
+    }
 
 
 @pytest.mark.parametrize("url", ["/v1/forecast", "/v1/sessions", "/v1/sessions/SESSION/observations"])
@@ -216,6 +226,11 @@ def test_a_seq_written_as_a_whole_float_is_the_integer(client: TestClient, sessi
         ({"close": 101.0, "volume": -1}, "observation 10: volume is -1.0; volume must not be negative"),
         ({"close": 101.0, "open": 0}, "observation 10: open is 0.0; prices must be positive"),
         ({"close": 101.0, "high": 100.0, "low": 102.0}, "observation 10: high 100.0 is below low 102.0"),
+        ({"close": 103.0, "high": 102.0, "low": 99.0}, "observation 10: close 103.0 is above high 102.0"),
+        ({"close": 98.5, "high": 102.0, "low": 99.0}, "observation 10: close 98.5 is below low 99.0"),
+        ({"close": 101.0, "open": 98.0, "low": 99.0}, "observation 10: open 98.0 is below low 99.0"),
+        (5e-324, "observation 10: close is 5e-324; prices must be at least 1e-12"),
+        ({"close": 101.0, "low": 1e-300}, "observation 10: low is 1e-300; prices must be at least 1e-12"),
     ],
 )
 def test_every_value_sent_is_checked_even_those_the_model_does_not_read(
@@ -228,12 +243,21 @@ def test_every_value_sent_is_checked_even_those_the_model_does_not_read(
 
 
 def test_extreme_but_valid_prices_give_a_finite_forecast(client: TestClient):
-    # a ratio of 1e15 to 1e-300 overflows: its log return is clipped by the scaler, with no warning
+    # a ratio of 1e15 to 1e-12 is far out: its log return is clipped by the scaler, with no warning
     # (pytest turns warnings into errors, so a warning here would be a 500)
-    response = client.post("/v1/forecast", json={"observations": [1e15, 1e-300, 1e15, 1e-300, 1e15]})
+    response = client.post("/v1/forecast", json={"observations": [1e15, 1e-12, 1e15, 1e-12, 1e15]})
     assert response.status_code == 200, response.text
     forecast = response.json()["forecast"]
     assert all(value is not None for row in forecast["price"] + forecast["log_return"] for value in row)
+
+
+def test_the_smallest_prices_keep_distinct_price_quantiles(client: TestClient, closes):
+    # a subnormal close (5e-324) once gave one price for every quantile; the smallest accepted keeps them
+    tiny = [1e-12 * c / closes[0] for c in closes[:40]]
+    forecast = client.post("/v1/forecast", json={"observations": tiny}).json()["forecast"]
+    for prices, returns in zip(forecast["price"], forecast["log_return"], strict=True):
+        assert len(set(prices)) == len(prices) == len(set(returns))
+        assert prices == sorted(prices) and all(p > 0 for p in prices)
 
 
 def test_too_large_bodies_and_batches_are_413(make_settings: MakeSettings, closes):

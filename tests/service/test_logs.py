@@ -53,13 +53,16 @@ def test_the_log_holds_no_key_and_no_observation(registry: Registry, tmp_path: P
             http.post("/v1/models/reload", headers={"X-API-Key": ADMIN}).status_code,
             http.post(f"{url}/migrate", headers=alice).status_code,
             http.delete(url, headers=alice).status_code,
+            http.get("/v1/models", params={"api_key": ALICE}).status_code,  # a key where none is read
+            http.get(f"/healthz?{BOB}").status_code,
         ]
-        assert statuses == [201, 200, 200, 409, 422, 404, 401, 401, 200, 403, 200, 200, 204]
+        assert statuses == [201, 200, 200, 409, 422, 404, 401, 401, 200, 403, 200, 200, 204, 401, 200]
     text = log.read_text()
     assert '"POST /v1/sessions HTTP/1.1" 201' in text  # the access log was on and captured
     # without keys a session id is all it takes to use the session: the log shows none
     assert opened.json()["session_id"] not in text
     assert '"POST /v1/sessions/<id>/observations HTTP/1.1" 200' in text
+    assert '"GET /v1/models?<redacted> HTTP/1.1" 401' in text and '"GET /healthz?<redacted> HTTP/1.1" 200' in text
     for secret in (ALICE, BOB, ADMIN, WRONG, "SECRETCO"):
         assert secret not in text
     for price in PRICES:
@@ -72,7 +75,7 @@ def test_the_log_level_cannot_be_trace():
         Settings(log_level="trace")  # type: ignore[arg-type]
 
 
-def test_the_filter_replaces_only_a_session_id():
+def test_the_filter_replaces_only_a_session_id_and_a_query():
     def shown(path: str) -> str:
         record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', None, None)
         record.args = ("127.0.0.1:5000", "POST", path, "1.1", 200)
@@ -83,6 +86,7 @@ def test_the_filter_replaces_only_a_session_id():
         shown("/v1/sessions/AbC-_9x/observations")
         == '127.0.0.1:5000 - "POST /v1/sessions/<id>/observations HTTP/1.1" 200'
     )
-    assert shown("/v1/sessions/AbC?x=1").endswith('"POST /v1/sessions/<id>?x=1 HTTP/1.1" 200')
+    assert shown("/v1/sessions/AbC?x=1").endswith('"POST /v1/sessions/<id>?<redacted> HTTP/1.1" 200')
+    assert shown("/v1/forecast?api_key=k&b=2").endswith('"POST /v1/forecast?<redacted> HTTP/1.1" 200')
     assert shown("/v1/sessions") == '127.0.0.1:5000 - "POST /v1/sessions HTTP/1.1" 200'
     assert shown("/v1/forecast").endswith('"POST /v1/forecast HTTP/1.1" 200')

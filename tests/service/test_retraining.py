@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from data.errors import ConflictError
 from service.app import create_app
 from service.config import Settings
-from service.retraining import RetrainLauncher, retrain_command, retrain_env
+from service.retraining import LAUNCH_LOCK_FILE, RetrainLauncher, retrain_command, retrain_env
 from service.scheduler import HEARTBEAT_FILE, STALE_SECONDS, beat, build_scheduler, heartbeat_is_fresh, run_job
 from tests.factories import tiny_checkpoint
 from training.jobs import JobReport
@@ -107,6 +107,31 @@ def test_retrain_route_starts_a_job_that_is_followed_to_its_end(admin_client):
     assert {m["mode"] for m in report["modes"]} == {"ar", "latent"}
     listed = admin_client.get("/v1/jobs", headers={"X-API-Key": ADMIN}).json()["jobs"]
     assert [j["job_id"] for j in listed] == [job_id]
+
+
+def test_a_second_retrain_right_after_the_first_is_409(admin_client, tmp_path):
+    # the child takes the job's lock seconds after it starts: the launch must not leave a window
+    first = admin_client.post("/v1/retrain", headers={"X-API-Key": ADMIN})
+    second = admin_client.post("/v1/retrain", headers={"X-API-Key": ADMIN})
+    assert (first.status_code, second.status_code) == (202, 409), second.text
+    job_id = first.json()["job_id"]
+    assert second.json()["error"]["message"].startswith(f"another retrain is running: job {job_id} (pid ")
+    listed = admin_client.get("/v1/jobs", headers={"X-API-Key": ADMIN}).json()["jobs"]
+    assert [j["job_id"] for j in listed] == [job_id]  # the refused one left no job behind
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if admin_client.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": ADMIN}).json()["status"] == "succeeded":
+            break
+        time.sleep(0.2)
+    # the watcher releases the launch lock once it has concluded the job
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            JobLock(tmp_path / LAUNCH_LOCK_FILE, "after").acquire().release()
+            break
+        except ConflictError:
+            assert time.monotonic() < deadline, "the launch lock outlived its job"
+            time.sleep(0.1)
 
 
 def test_retrain_routes_need_the_admin_key(admin_client):

@@ -39,7 +39,7 @@ def test_not_ready_without_a_champion(tmp_path, make_settings: MakeSettings):
         assert response.json() == {
             "error": {
                 "code": "unavailable",
-                "message": f"no model loaded: the registry at {tmp_path / 'empty'} has no champion yet",
+                "message": "no model loaded: the registry has no champion yet",
             }
         }
         assert client.post("/v1/sessions").status_code == 404
@@ -59,7 +59,7 @@ def test_a_503_probe_is_no_error_in_the_log_only_a_change_of_readiness_is_a_line
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     changes = [(r.levelname, r.getMessage()) for r in probes if r.levelno > logging.DEBUG]
     assert changes == [
-        ("WARNING", f"not ready: no model loaded: the registry at {registry.root} has no champion yet"),
+        ("WARNING", "not ready: no model loaded: the registry has no champion yet"),
         ("INFO", "ready"),
     ]
     assert len(probes) == 5
@@ -73,7 +73,7 @@ def test_not_ready_when_redis_does_not_answer(make_settings: MakeSettings):
         assert response.status_code == 503
         error = response.json()["error"]
         assert error["code"] == "unavailable"
-        assert error["message"].startswith(f"session store is unavailable: redis at 127.0.0.1:{port}/0: ")
+        assert error["message"] == "session store is unavailable: redis ConnectionError"
         opened = client.post("/v1/sessions")
         assert opened.status_code == 503 and opened.json()["error"]["code"] == "unavailable"
         assert client.get("/metrics").status_code == 200

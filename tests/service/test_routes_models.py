@@ -34,7 +34,7 @@ def test_compare_serves_the_latest_report_or_says_there_is_none(tmp_path, make_s
         assert missing.status_code == 404
         assert missing.json()["error"] == {
             "code": "not_found",
-            "message": f"no comparison report yet: {report} does not exist (run the comparison first)",
+            "message": "no comparison report yet: run `latentcast compare` to write reports/compare/report.json",
         }
         report.parent.mkdir(parents=True)
         report.write_text(json.dumps({"winner": "latent", "mae_ratio": {"ar": 0.99, "latent": 0.97}}))
@@ -98,3 +98,68 @@ def test_the_registry_poll_picks_up_a_new_champion_without_a_request(tmp_path, m
         while "ar" not in client.get("/readyz").json()["champions"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get("/readyz").json()["champions"]["ar"] == new
+
+
+def test_a_broken_version_folder_is_flagged_and_the_healthy_ones_listed(tmp_path, make_settings: MakeSettings):
+    registry = Registry(tmp_path / "artifacts")
+    champion = registry.register(tiny_checkpoint("latent")).version
+    registry.promote(champion)
+    broken = registry.register(tiny_checkpoint("latent", seed=2)).version
+    (registry.path(broken) / "manifest.json").unlink()
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        listed = client.get("/v1/models")
+        assert listed.status_code == 200
+        assert [v["version"] for v in listed.json()["versions"]] == [champion]
+        assert listed.json()["broken"] == [{"version": broken, "reason": f"{broken}: manifest.json is missing"}]
+        assert str(tmp_path) not in listed.text
+
+
+def test_a_champion_pointer_to_another_mode_is_refused_and_the_old_champion_kept(
+    tmp_path, make_settings: MakeSettings, closes
+):
+    registry = Registry(tmp_path / "artifacts")
+    latent = registry.register(tiny_checkpoint("latent")).version
+    ar = registry.register(tiny_checkpoint("ar")).version
+    registry.promote(latent)
+    registry.promote(ar)
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        (registry.root / "latent" / "champion.json").write_text(json.dumps({"version": ar}))
+        reloaded = client.post("/v1/models/reload").json()
+        assert reloaded["champions"] == {"ar": ar, "latent": latent} and reloaded["changed"] == {}
+        assert reloaded["failed"] == {"latent": f"the latent champion pointer names {ar!r}, not a latent version"}
+        opened = client.post("/v1/sessions", json={"mode": "latent", "history": closes[:3]})
+        assert opened.status_code == 201 and opened.json()["model"] == {"mode": "latent", "version": latent}
+        assert opened.json()["forecast"] is not None  # a latent model forecasts after 3 prices; ar would not
+        assert client.get("/readyz").status_code == 200
+
+
+def test_started_with_a_corrupt_champion_the_service_is_not_ready_and_says_which_mode(
+    tmp_path, make_settings: MakeSettings, closes, caplog
+):
+    registry = Registry(tmp_path / "artifacts")
+    ar = registry.register(tiny_checkpoint("ar")).version
+    latent = registry.register(tiny_checkpoint("latent")).version
+    registry.promote(ar)
+    registry.promote(latent)
+    (registry.path(latent) / "model.pt").write_bytes(b"truncated")
+    reason = f"version {latent}: model.pt does not match its manifest (corrupt or tampered)"
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        assert f"no latent champion is served: {reason}" in caplog.messages
+        assert not [m for m in caplog.messages if "champion None" in m]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"] == {
+            "code": "unavailable",
+            "message": f"not every mode is served (latent: {reason})",
+            "unserved": ["latent"],
+        }
+        refused = client.post("/v1/sessions", json={"mode": "latent", "history": closes[:3]})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["message"] == f"no latent model is served: {reason}"
+        served = client.post("/v1/forecast", json={"mode": "ar", "observations": closes[:100]})
+        assert served.status_code == 200 and served.json()["model"]["version"] == ar
+        # a good latent champion promoted later makes it ready
+        fixed = registry.register(tiny_checkpoint("latent", seed=5)).version
+        registry.promote(fixed)
+        assert client.post("/v1/models/reload").json()["changed"] == {"latent": fixed}
+        assert client.get("/readyz").status_code == 200

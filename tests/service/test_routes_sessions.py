@@ -131,7 +131,7 @@ def test_the_schema_states_the_rules_that_validation_enforces(client: TestClient
             "properties": {"mode": {"type": "string"}, "version": {"type": "string"}},
         }
     close = components["ObservationIn"]["properties"]["close"]
-    assert (close["exclusiveMinimum"], close["maximum"]) == (0, 1e15)
+    assert (close["minimum"], close["maximum"]) == (1e-12, 1e15)
     assert components["ObservationIn"]["properties"]["volume"]["minimum"] == 0
     [parameter] = schema["paths"]["/v1/sessions/{session_id}"]["get"]["parameters"]
     assert parameter["schema"]["pattern"] == "^[A-Za-z0-9_-]{1,64}$"

@@ -203,10 +203,31 @@ async def test_an_owner_holding_the_most_sessions_it_may_is_refused_a_new_one(ma
     assert await store.delete("a1")
     assert await create("a3", "alice")  # the slot freed by the delete
     assert await create("b2", "bob")
-    assert await create("c1", "carol")  # beyond max_sessions: a2, the least recently used, is dropped
-    assert evictions == {"capacity": 1} and await store.get("a2") is None
-    assert (await store.owned("alice"), await store.owned("bob"), await store.owned("carol")) == (1, 2, 1)
-    assert await create("a4", "alice")  # the slot a2 held is free again
+    with pytest.raises(UnavailableError, match=r"^the session store holds its most sessions \(4, "):
+        await create("c1", "carol")  # full, and none of the sessions is carol's: nothing dropped
+    assert evictions == {} and await store.count() == 4
+    assert (await store.owned("alice"), await store.owned("bob"), await store.owned("carol")) == (2, 2, 0)
+
+
+async def test_one_owner_never_evicts_another_owner_s_sessions(make_store: MakeStore, evictions):
+    # max sessions 50, 40 per key: 40 opens by bob once pushed out 10 of alice's 20 sessions
+    store = make_store(max_sessions=50, max_sessions_per_owner=40)
+    for i in range(20):
+        assert await store.create(record(f"a{i}", owner="alice"))
+    for i in range(40):
+        assert await store.create(record(f"b{i}", owner="bob"))
+        time.sleep(0.002)  # distinct last-use times, also on the Redis server's clock
+    # bob's opens past the bound of the store took the places of his own oldest sessions
+    assert evictions == {"capacity": 10}
+    assert all([await store.get(f"b{i}") is None for i in range(10)])
+    assert all([await store.get(f"a{i}") is not None for i in range(20)])
+    # alice, at the bound of the store, makes room from her own least recently used session
+    time.sleep(0.002)
+    assert await store.get("a0") is not None
+    assert await store.create(record("a20", owner="alice"))
+    assert evictions == {"capacity": 11}
+    assert await store.get("a1") is None and await store.get("a0") is not None
+    assert (await store.owned("alice"), await store.owned("bob")) == (20, 30)
 
 
 async def test_an_owner_s_expired_sessions_free_their_slots(make_store: MakeStore):
@@ -260,6 +281,42 @@ async def test_an_unreachable_redis_is_unavailable():
     for call in (store.ping(), store.get("s1"), store.create(record())):
         with pytest.raises(UnavailableError) as caught:
             await call
-        assert caught.value.message.startswith(f"session store is unavailable: redis at 127.0.0.1:{port}/0: ")
-        assert "secret" not in caught.value.message
+        assert caught.value.message == "session store is unavailable: redis ConnectionError"
     await store.close()
+
+
+async def test_another_owner_s_session_reads_as_a_missing_one_and_is_not_touched(make_store: MakeStore):
+    store = make_store(ttl_seconds=0.8)
+    await store.create(record("s1", owner="alice"))
+    await asyncio.sleep(0.45)
+    assert await store.get("s1", owner="bob") is None
+    assert await store.get("s1", owner="alice", observations=None) is not None  # alice's own read renews it
+    await asyncio.sleep(0.45)
+    assert await store.get("s1", owner="bob") is None
+    await asyncio.sleep(0.45)
+    assert await store.get("s1") is None  # bob's reads renewed nothing: it expired 0.8 s after alice's
+
+
+async def test_another_owner_s_session_costs_redis_what_a_missing_one_does(make_store: MakeStore, request):
+    store = make_store()
+    if not isinstance(store, RedisSessionStore):
+        pytest.skip("the memory store answers both from one dict lookup")
+    await store.create(record("s1", owner="alice"))
+    stats = redis.Redis.from_url(request.getfixturevalue("redis_server"))
+
+    def calls() -> dict[str, int]:
+        info = stats.info("commandstats")
+        return {name: int(value["calls"]) for name, value in info.items()}
+
+    async def work(session_id: str) -> dict[str, int]:
+        before = calls()
+        assert await store.get(session_id, owner="bob") is None
+        after = calls()
+        return {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
+
+    try:
+        await store.get("warm", owner="bob")  # the script loaded once
+        # the commands Redis ran, the INFO calls aside, are the same for either id
+        assert await work("s1") == await work("no-such-session")
+    finally:
+        stats.close()

@@ -124,3 +124,49 @@ def test_missing_file_and_unknown_versions(tmp_path):
     with pytest.raises(NotFoundError) as nf:
         registry.champion("arima")
     assert str(nf.value) == "unknown mode 'arima'; valid modes: ar, latent"
+
+
+def test_a_champion_pointer_to_another_mode_s_version_is_refused(tmp_path):
+    registry = Registry(tmp_path)
+    ar = registry.register(tiny_checkpoint("ar")).version
+    registry.promote(ar)
+    (tmp_path / "latent").mkdir()
+    (tmp_path / "latent" / "champion.json").write_text(json.dumps({"version": ar}))
+    with pytest.raises(CheckpointError) as err:
+        registry.champion("latent")
+    assert str(err.value) == f"the latent champion pointer names {ar!r}, not a latent version"
+    (tmp_path / "latent" / "champion.json").write_text(json.dumps({"version": "../../etc/passwd"}))
+    with pytest.raises(CheckpointError, match=r"names '\.\./\.\./etc/passwd', not a latent version$"):
+        registry.champion("latent")
+    assert registry.champion("ar") == ar
+
+
+def test_a_version_whose_model_is_of_another_mode_does_not_load(tmp_path):
+    registry = Registry(tmp_path)
+    ar = registry.register(tiny_checkpoint("ar"))
+    disguised = tmp_path / "latent" / ar.version.replace("ar-", "latent-", 1)
+    disguised.parent.mkdir()
+    ar.path.rename(disguised)
+    with pytest.raises(CheckpointError) as err:
+        registry.load(disguised.name)
+    assert str(err.value) == f"version {disguised.name}: its model is of mode ar, not latent"
+
+
+def test_a_broken_version_folder_is_listed_apart_and_the_others_still_are(tmp_path):
+    registry = Registry(tmp_path)
+    healthy = registry.register(tiny_checkpoint("latent")).version
+    broken = registry.register(tiny_checkpoint("latent", seed=2)).version
+    (registry.path(broken) / "manifest.json").unlink()
+    listing = registry.listing()
+    assert [v.version for v in listing.versions] == [healthy]
+    assert listing.broken == {broken: f"{broken}: manifest.json is missing"}
+    assert [v.version for v in registry.versions("latent")] == [healthy]
+    unreadable = registry.path(healthy) / "metrics.json"
+    unreadable.chmod(0)
+    try:
+        if os.geteuid() != 0:  # root reads it anyway
+            reason = registry.listing().broken[healthy]
+            assert reason == f"{healthy}: metrics.json is unreadable (Permission denied)"
+            assert str(tmp_path) not in reason
+    finally:
+        unreadable.chmod(0o644)
