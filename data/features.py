@@ -28,6 +28,8 @@ FEATURES = ("returns", "range", "volume")
 DEFAULT_FEATURES = ("returns",)
 FIELDS_NEEDED = {"returns": ("close",), "range": ("high", "low"), "volume": ("volume",)}
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+# Training stds: far beyond any real return, yet small enough that its square stays finite in float32.
+RAW_RETURN_BOUND = 1e6
 
 
 def check_features(names: Sequence[str]) -> tuple[str, ...]:
@@ -210,12 +212,22 @@ class Scaler:
         std = np.where(std > 0, std, 1.0)
         return cls(tuple(features), rows.mean(axis=0), std, float(std[0]), clip)
 
-    def transform(self, rows: np.ndarray) -> np.ndarray:
-        """(..., F) unscaled -> (..., F) float32 scaled and clipped."""
+    def transform(self, rows: np.ndarray, volatility_scaled: bool = False) -> np.ndarray:
+        """(..., F) unscaled -> (..., F) float32 scaled and clipped.
+
+        For a volatility-scaled model the returns (column 0) are only divided by
+        ``target_scale``, neither centred nor clipped: the model divides them by
+        their own volatility and clips them then, so that a series with every
+        return multiplied by k reads the same.
+        """
         scaled = (rows - self.mean) / self.std
         # np.clip's dispatch costs twice the two ufuncs it stands for, at every request
         np.maximum(scaled, -self.clip, out=scaled)
-        return np.minimum(scaled, self.clip, out=scaled).astype(np.float32)
+        out = np.minimum(scaled, self.clip, out=scaled).astype(np.float32)
+        if volatility_scaled:
+            returns = rows[..., 0] / self.target_scale
+            out[..., 0] = np.minimum(np.maximum(returns, -RAW_RETURN_BOUND), RAW_RETURN_BOUND)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ from data.errors import ConfigError
 
 MODES = ("ar", "latent")
 CELLS = ("RNN", "LSTM", "GRU")
+SCALINGS = ("global", "volatility")
 
 
 def cell_class(name: str) -> type[nn.RNN | nn.LSTM | nn.GRU]:
@@ -28,6 +29,14 @@ class ModelConfig:
     ``mode`` says how it is trained and served: ``ar`` reads the last
     ``window`` rows from a zero state; ``latent`` carries its state over the
     whole history (``window`` is then unused at inference).
+
+    ``scaling`` says how returns are put on a common scale: ``global`` by the
+    training returns' std (the scaler's), ``volatility`` by each stream's own
+    causal EWMA volatility, carried in its state: its variance follows
+    v_t = decay * v_{t-1} + (1 - decay) * r_t^2 from the training variance,
+    floored at ``variance_floor`` (in units of the training variance), and
+    inputs r_t / sqrt(v_{t-1}) are clipped to ``±input_clip``. A config
+    saved before ``scaling`` existed loads as ``global``.
     """
 
     mode: str = "latent"
@@ -41,11 +50,21 @@ class ModelConfig:
     horizon: int = 5
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     window: int = 60
+    scaling: str = "global"
+    ewma_decay: float = 0.94  # RiskMetrics' daily decay
+    variance_floor: float = 1e-4
+    input_clip: float = 10.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         cell_class(self.cell)
+        if self.scaling not in SCALINGS:
+            raise ConfigError(f"unknown scaling {self.scaling!r}; valid scalings: {', '.join(SCALINGS)}")
+        if not 0.0 < self.ewma_decay < 1.0:
+            raise ConfigError(f"ewma_decay must be in (0, 1), got {self.ewma_decay!r}")
+        if not self.variance_floor > 0 or not self.input_clip > 0:
+            raise ConfigError("variance_floor and input_clip must be positive")
         for name in ("n_features", "conv_channels", "conv_kernel", "hidden_size", "num_layers", "horizon", "window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -58,6 +77,10 @@ class ModelConfig:
         if 0.5 not in qs:
             raise ConfigError(f"quantiles must include the median 0.5, got {list(qs)}")
         object.__setattr__(self, "quantiles", qs)
+
+    @property
+    def volatility_scaled(self) -> bool:
+        return self.scaling == "volatility"
 
     @property
     def median_index(self) -> int:

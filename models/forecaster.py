@@ -3,6 +3,10 @@
     x (B, T, F) -> causal conv (B, C, T) -> RNN/LSTM/GRU (B, T, Hd)
       -> head (B, T, H, Q): for h = 1..H, quantiles of log(close_{t+h} / close_t)
 
+With volatility scaling (``models/volatility.py``) the return column is
+first divided by the stream's volatility, and the quantiles are scaled back by
+it: the output is then, as without it, in the scaler's units of return.
+
 The conv has no padding of its own: its left context is the ``kernel - 1``
 inputs carried in ``StreamState`` (zeros at the start of a stream). So running
 a sequence in one call equals running it in pieces with the state carried, and
@@ -13,12 +17,14 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import ModelConfig, cell_class
 from models.state import StreamState
+from models.volatility import INITIAL_VARIANCE, ewma_variances, standardised_returns
 
 
 class Forecaster(nn.Module):
@@ -43,15 +49,17 @@ class Forecaster(nn.Module):
         c = self.config
         conv = torch.zeros(batch_size, c.n_features, c.conv_kernel - 1)
         hidden = torch.zeros(c.num_layers, batch_size, c.hidden_size)
+        variance = torch.full((batch_size, 1), INITIAL_VARIANCE) if c.volatility_scaled else None
         if c.cell == "LSTM":
-            return StreamState(conv, (hidden, torch.zeros_like(hidden)))
-        return StreamState(conv, hidden)
+            return StreamState(conv, (hidden, torch.zeros_like(hidden)), variance)
+        return StreamState(conv, hidden, variance)
 
     def forward(self, x: Tensor, state: StreamState | None = None) -> tuple[Tensor, StreamState]:
         """Forecast after every step of ``x``.
 
-        x: (B, T, F) scaled features; state: carried from the previous call, or
-        None for a zero state. Returns (out, state): out is (B, T, H, Q) scaled
+        x: (B, T, F) scaled features (with volatility scaling, returns neither
+        centred nor clipped); state: carried from the previous call, or None for
+        a zero state. Returns (out, state): out is (B, T, H, Q) scaled
         cumulative log-return quantiles, increasing along Q.
         """
         c = self.config
@@ -60,12 +68,39 @@ class Forecaster(nn.Module):
         if state is None:
             state = self.initial_state(batch)
         assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
+        variances = None
+        if c.volatility_scaled:
+            x, variances = self._standardise(x, state)
         seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F, k-1+T)
         conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
         z = self.drop(F.relu(self.conv(seq)))  # (B, C, T)
         y, hidden = self.rnn(z.transpose(1, 2), state.hidden)  # (B, T, Hd)
         raw = self.head(self.drop(y)).view(batch, steps, c.horizon, len(c.quantiles))
-        return monotone_quantiles(raw, c.median_index), StreamState(conv_buffer, hidden)
+        out = monotone_quantiles(raw, c.median_index)
+        if variances is None:
+            return out, StreamState(conv_buffer, hidden)
+        volatility = torch.from_numpy(np.sqrt(variances[:, 1:]))  # (B, T): after each step's return
+        variance = torch.from_numpy(variances[:, -1:])  # (B, 1)
+        return out * volatility[:, :, None, None], StreamState(conv_buffer, hidden, variance)
+
+    def volatility(self, x: Tensor, state: StreamState | None = None) -> Tensor | None:
+        """(B, T) the volatility by which ``forward(x, state)`` scales each step's output; None without scaling.
+
+        Training divides targets and quantiles by it, so that every step weighs
+        the same in the loss whatever the volatility of its day.
+        """
+        if not self.config.volatility_scaled:
+            return None
+        state = self.initial_state(len(x)) if state is None else state
+        return torch.from_numpy(np.sqrt(self._standardise(x, state)[1][:, 1:]))
+
+    def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray]:
+        """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances."""
+        assert state.variance is not None, "a volatility-scaled model needs a state carrying the variance"
+        returns = x[..., 0].detach().numpy()  # (B, T)
+        variances = ewma_variances(returns, state.variance[:, 0].detach().numpy(), self.config)
+        scaled = torch.from_numpy(standardised_returns(returns, variances[:, :-1], self.config))
+        return torch.cat([scaled[..., None], x[..., 1:]], dim=2), variances
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:

@@ -8,7 +8,9 @@ mode) with a few numpy calls. It is a second copy of the model's math, so
 
 States are packed: row b of a (B, P) float32 array holds stream b's values in
 the order of its ``StreamState`` bytes: the conv inputs (F, k-1), then h
-(L, Hd), then c (L, Hd) for an LSTM.
+(L, Hd), then c (L, Hd) for an LSTM, then the EWMA variance of a
+volatility-scaled model (whose volatility arithmetic is ``models/volatility.py``'s,
+shared with the torch forward).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from models.forecaster import Forecaster, gap_signs
+from models.volatility import INITIAL_VARIANCE, ewma_variances, standardised_returns
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,9 @@ class StepKernel:
         self.median = c.median_index
         self.lstm = c.cell == "LSTM"
         self.conv_size = c.n_features * (c.conv_kernel - 1)
-        self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size  # P
+        self.config = c
+        self.scaled = c.volatility_scaled
+        self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size + int(self.scaled)  # P
         self.conv_w = _array(conv.weight.reshape(c.conv_channels, -1).T)  # (F*k, C), in the (F, k) order of seq
         self.conv_b = _array(conv.bias)
         self.head_w, self.head_b = _array(head.weight.T), _array(head.bias)  # (Hd, H*Q), (H*Q,)
@@ -55,7 +60,10 @@ class StepKernel:
 
     def zeros(self, batch: int) -> np.ndarray:
         """(B, P): the packed state of fresh streams."""
-        return np.zeros((batch, self.width), np.float32)
+        packed = np.zeros((batch, self.width), np.float32)
+        if self.scaled:
+            packed[:, -1] = INITIAL_VARIANCE
+        return packed
 
     def step(self, x: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x (B, F) float32 scaled rows, packed (B, P) -> (out (B, H, Q) scaled quantiles, packed (B, P))."""
@@ -65,6 +73,10 @@ class StepKernel:
         seq = np.empty((batch, f, k), np.float32)  # the conv's receptive field, oldest first
         seq[:, :, :-1] = packed[:, : self.conv_size].reshape(batch, f, k - 1)
         seq[:, :, -1] = x
+        if self.scaled:
+            variances = ewma_variances(x[:, :1], packed[:, -1], self.config)  # (B, 2): before, after
+            seq[:, 0, -1] = standardised_returns(x[:, 0], variances[:, 0], self.config)
+            after[:, -1] = variances[:, 1]
         after[:, : self.conv_size] = seq[:, :, 1:].reshape(batch, -1)
         z = np.dot(seq.reshape(batch, -1), self.conv_w)  # (B, C)
         z += self.conv_b
@@ -82,7 +94,10 @@ class StepKernel:
         raw = raw.reshape(-1, self.shape[1])  # (B*H, Q)
         out = np.dot(softplus(raw), self.signs)
         out += raw[:, self.median : self.median + 1]
-        return out.reshape(batch, *self.shape), after
+        out = out.reshape(batch, *self.shape)
+        if self.scaled:
+            out *= np.sqrt(after[:, -1])[:, None, None]
+        return out, after
 
 
 def _array(tensor: Tensor) -> np.ndarray:

@@ -58,6 +58,7 @@ class Predictor:
         self._scale = np.array(scaler.target_scale)  # 0-d: numpy multiplies by it faster than by a float
         self._horizons = range(1, config.horizon + 1)
         self._kernel = StepKernel(model) if config.mode == "latent" else None
+        self._volatility_scaled = config.volatility_scaled
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], version: str = "") -> Predictor:
@@ -139,7 +140,7 @@ class Predictor:
             return {}
         olds = [states[i] for i in picked]
         bars = [batches[i][0] for i in picked]
-        rows = self.scaler.transform(self._bar_features(olds, bars))  # (B, F)
+        rows = self.scaler.transform(self._bar_features(olds, bars), self._volatility_scaled)  # (B, F)
         packed = [kernel.zeros(1) if s.stream is None else s.stream.packed() for s in olds]
         out, after = kernel.step(rows, packed[0] if len(packed) == 1 else np.concatenate(packed))  # (B, H, Q), (B, P)
         return {
@@ -177,7 +178,7 @@ class Predictor:
         if not new:
             return step
         prev = state if state.last_close is not None else _primed(observations[0])
-        rows = self.scaler.transform(self._features(new, prev))  # (T, F)
+        rows = self.scaler.transform(self._features(new, prev), self._volatility_scaled)  # (T, F)
         if self.config.mode == "latent":
             step.rows = rows
         else:

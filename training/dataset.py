@@ -85,9 +85,10 @@ class TrainingData:
     def features(self) -> tuple[str, ...]:
         return self.scaler.features
 
-    def scaled(self, series: Series) -> tuple[np.ndarray, np.ndarray]:
-        """(T, F) scaled inputs and (T, H) scaled targets of one series."""
-        return self.scaler.transform(series.features), (series.targets / self.scaler.target_scale).astype(np.float32)
+    def scaled(self, series: Series, volatility_scaled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(T, F) scaled inputs and (T, H) scaled targets of one series (``Scaler.transform`` says how)."""
+        x = self.scaler.transform(series.features, volatility_scaled)
+        return x, (series.targets / self.scaler.target_scale).astype(np.float32)
 
     def span(self, source: str) -> dict[str, Any]:
         """What the model was trained on, saved with it."""
@@ -106,15 +107,15 @@ class TrainingData:
 def batches_for(config: ModelConfig, data: TrainingData, train: TrainConfig) -> BatchSource:
     """The batch source that trains ``config.mode``."""
     if config.mode == "latent":
-        return StreamBatches(data, train)
-    return WindowBatches(data, config.window, train)
+        return StreamBatches(data, train, config.volatility_scaled)
+    return WindowBatches(data, config.window, train, config.volatility_scaled)
 
 
 class StreamBatches:
     """Contiguous streams for truncated BPTT (latent mode)."""
 
-    def __init__(self, data: TrainingData, train: TrainConfig) -> None:
-        self.data, self.bptt = data, train.bptt
+    def __init__(self, data: TrainingData, train: TrainConfig, volatility_scaled: bool = False) -> None:
+        self.data, self.bptt, self.volatility_scaled = data, train.bptt, volatility_scaled
         parts = [self._training_part(s) for s in data.series]
         total = sum(len(x) for x, _ in parts)
         length = max(train.bptt, total // train.streams)
@@ -130,7 +131,7 @@ class StreamBatches:
 
     def _training_part(self, series: Series) -> tuple[np.ndarray, np.ndarray]:
         stop, _ = self.data.split.bounds(series)
-        x, y = self.data.scaled(series)
+        x, y = self.data.scaled(series, self.volatility_scaled)
         return x[:stop], mask_after(y, stop)
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
@@ -145,7 +146,7 @@ class StreamBatches:
             valid, test = self.data.split.bounds(series)
             if test <= valid:
                 continue
-            x, y = self.data.scaled(series)
+            x, y = self.data.scaled(series, self.volatility_scaled)
             y = mask_after(y, test)
             y[:valid] = np.nan
             yield Batch(torch.from_numpy(x[:test])[None], torch.from_numpy(y)[None], reset=True)
@@ -165,12 +166,12 @@ class _Rows:
 class WindowBatches:
     """Random fixed-length windows from a zero state (ar mode)."""
 
-    def __init__(self, data: TrainingData, window: int, train: TrainConfig) -> None:
+    def __init__(self, data: TrainingData, window: int, train: TrainConfig, volatility_scaled: bool = False) -> None:
         self.window, self.train = window, train
         self.rows = []
         for series in data.series:
             valid, test = data.split.bounds(series)
-            x, y = data.scaled(series)
+            x, y = data.scaled(series, volatility_scaled)
             self.rows.append(
                 _Rows(
                     x,

@@ -39,8 +39,8 @@ class SpanForecasts:
 
 def model_outputs(model: Forecaster, scaler: Scaler, series: Series, start: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows with a forecast from ``start`` on, and their (N, H, Q) unscaled quantiles."""
-    x = scaler.transform(series.features)
     config = model.config
+    x = scaler.transform(series.features, config.volatility_scaled)
     model.eval()
     with torch.inference_mode():
         if config.mode == "latent":

@@ -42,13 +42,17 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def loss_sum(out: Tensor, target: Tensor, levels: Tensor) -> tuple[Tensor, int]:
+def loss_sum(out: Tensor, target: Tensor, levels: Tensor, scale: Tensor | None = None) -> tuple[Tensor, int]:
     """Summed pinball loss over finite targets and their count.
 
-    out: (B, T, H, Q); target: (B, T, H) with NaN where no loss is due.
+    out: (B, T, H, Q); target: (B, T, H) with NaN where no loss is due; scale:
+    (B, T) or None, each step's volatility, by which its errors are divided (a
+    volatility-scaled model is trained on standardised targets).
     """
     mask = torch.isfinite(target)
     diff = torch.nan_to_num(target).unsqueeze(-1) - out  # (B, T, H, Q)
+    if scale is not None:
+        diff = diff / scale[:, :, None, None]
     loss = torch.maximum(levels * diff, (levels - 1) * diff).mean(dim=-1)  # (B, T, H)
     return (loss * mask).sum(), int(mask.sum())
 
@@ -62,7 +66,7 @@ def evaluate_loss(model: Forecaster, batches: Iterable[Batch]) -> float:
     with torch.no_grad():
         for batch in batches:
             out, _ = model(batch.x)
-            batch_sum, batch_count = loss_sum(out, batch.y, levels)
+            batch_sum, batch_count = loss_sum(out, batch.y, levels, model.volatility(batch.x))
             total, count = total + float(batch_sum), count + batch_count
     model.train(was_training)
     return total / count if count else math.nan
@@ -86,8 +90,9 @@ def train(model: Forecaster, source: BatchSource, config: TrainConfig, desc: str
         epoch_sum, epoch_count = 0.0, 0
         for batch in source.epoch(rng):
             state = None if batch.reset or state is None else state.detach()
+            scale = model.volatility(batch.x, state)
             out, state = model(batch.x, state)
-            batch_sum, batch_count = loss_sum(out, batch.y, levels)
+            batch_sum, batch_count = loss_sum(out, batch.y, levels, scale)
             if batch_count == 0:
                 continue
             loss = batch_sum / batch_count

@@ -29,6 +29,9 @@ def test_unknown_cell_lists_the_valid_ones():
         ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
         ({"quantiles": (0.9, 0.5)}, "quantiles must be increasing, distinct and in (0, 1), got [0.9, 0.5]"),
         ({"quantiles": (0.1, 0.9)}, "quantiles must include the median 0.5, got [0.1, 0.9]"),
+        ({"scaling": "local"}, "unknown scaling 'local'; valid scalings: global, volatility"),
+        ({"ewma_decay": 1.0}, "ewma_decay must be in (0, 1), got 1.0"),
+        ({"variance_floor": 0.0}, "variance_floor and input_clip must be positive"),
     ],
 )
 def test_invalid_values_are_refused(fields, message):
@@ -41,3 +44,10 @@ def test_unknown_fields_are_refused():
     with pytest.raises(ConfigError) as err:
         ModelConfig.from_dict({"mode": "ar", "layers": 2})
     assert str(err.value) == "unknown model config fields: layers"
+
+
+def test_a_config_saved_before_scaling_existed_loads_as_global():
+    raw = ModelConfig().to_dict()
+    for name in ("scaling", "ewma_decay", "variance_floor", "input_clip"):
+        del raw[name]
+    assert ModelConfig.from_dict(raw).scaling == "global"

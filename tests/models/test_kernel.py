@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from data import sources
 from data.features import Scaler, build_series
-from models.config import CELLS, ModelConfig
+from models.config import CELLS, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel, softplus
 from models.predictor import Predictor, SeriesState
@@ -20,10 +20,17 @@ STEPS = 30
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
 
 
-def model(cell: str, layers: int, n_features: int) -> Forecaster:
+def model(cell: str, layers: int, n_features: int, scaling: str = "global") -> Forecaster:
     torch.manual_seed(7)
     config = ModelConfig(
-        cell=cell, n_features=n_features, conv_channels=6, conv_kernel=4, hidden_size=10, num_layers=layers, horizon=4
+        cell=cell,
+        n_features=n_features,
+        conv_channels=6,
+        conv_kernel=4,
+        hidden_size=10,
+        num_layers=layers,
+        horizon=4,
+        scaling=scaling,
     )
     return Forecaster(config).eval()
 
@@ -32,8 +39,9 @@ def model(cell: str, layers: int, n_features: int) -> Forecaster:
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("n_features", [1, 3])
 @pytest.mark.parametrize("batch", [1, 5])
-def test_stepping_one_row_at_a_time_equals_one_forward(cell, layers, n_features, batch):
-    forecaster = model(cell, layers, n_features)
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_stepping_one_row_at_a_time_equals_one_forward(cell, layers, n_features, batch, scaling):
+    forecaster = model(cell, layers, n_features, scaling)
     kernel = StepKernel(forecaster)
     x = torch.randn(batch, STEPS, n_features, generator=torch.Generator().manual_seed(11)) * 2
     with torch.no_grad():
@@ -47,8 +55,9 @@ def test_stepping_one_row_at_a_time_equals_one_forward(cell, layers, n_features,
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_kernel_continues_a_state_torch_carried_and_torch_continues_the_kernels(cell):
-    forecaster = model(cell, 2, 3)
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_kernel_continues_a_state_torch_carried_and_torch_continues_the_kernels(cell, scaling):
+    forecaster = model(cell, 2, 3, scaling)
     kernel = StepKernel(forecaster)
     x = torch.randn(3, 12, 3, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -66,8 +75,9 @@ def test_softplus_is_torchs_also_where_exp_would_overflow():
     np.testing.assert_allclose(softplus(x), expected, rtol=1e-6, atol=0)
 
 
-def test_packed_state_round_trips_through_tensors_and_bytes():
-    forecaster = model("LSTM", 2, 3)
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_packed_state_round_trips_through_tensors_and_bytes(scaling):
+    forecaster = model("LSTM", 2, 3, scaling)
     with torch.no_grad():
         _, state = forecaster(torch.randn(4, 7, 3))
     packed = state.packed()
@@ -85,9 +95,14 @@ def test_packed_state_round_trips_through_tensors_and_bytes():
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("n_features", [1, 3])
-def test_predictor_streaming_through_the_kernel_equals_the_whole_history(cell, layers, n_features, monkeypatch):
+@pytest.mark.parametrize("scaling", SCALINGS)
+def test_predictor_streaming_through_the_kernel_equals_the_whole_history(
+    cell, layers, n_features, scaling, monkeypatch
+):
     torch.manual_seed(3)
-    config = ModelConfig(cell=cell, n_features=n_features, conv_channels=8, hidden_size=16, num_layers=layers)
+    config = ModelConfig(
+        cell=cell, n_features=n_features, conv_channels=8, hidden_size=16, num_layers=layers, scaling=scaling
+    )
     features = FEATURES[n_features]
     [series] = build_series(sources.bundled(["IBM"]), features, horizon=config.horizon)
     p = Predictor(Forecaster(config), Scaler.fit(series.features[:1000], features))

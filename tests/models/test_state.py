@@ -8,19 +8,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from data.errors import StateError
-from models.config import CELLS, ModelConfig
+from models.config import CELLS, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from models.state import StreamState
 
-MODELS: dict[tuple[str, int, int], Forecaster] = {}
+MODELS: dict[tuple[str, int, int, str], Forecaster] = {}
 
 
-def model_for(cell: str, kernel: int, layers: int) -> Forecaster:
-    key = (cell, kernel, layers)
+def model_for(cell: str, kernel: int, layers: int, scaling: str = "global") -> Forecaster:
+    key = (cell, kernel, layers, scaling)
     if key not in MODELS:
         torch.manual_seed(1)
         config = ModelConfig(
-            cell=cell, n_features=3, conv_channels=6, conv_kernel=kernel, hidden_size=10, num_layers=layers
+            cell=cell,
+            n_features=3,
+            conv_channels=6,
+            conv_kernel=kernel,
+            hidden_size=10,
+            num_layers=layers,
+            scaling=scaling,
         )
         MODELS[key] = Forecaster(config).eval()
     return MODELS[key]
@@ -31,11 +37,12 @@ def model_for(cell: str, kernel: int, layers: int) -> Forecaster:
     cell=st.sampled_from(CELLS),
     kernel=st.integers(1, 5),
     layers=st.integers(1, 2),
+    scaling=st.sampled_from(SCALINGS),
     length=st.integers(1, 80),
     data=st.data(),
 )
-def test_one_call_equals_pieces_with_state_carried_through_bytes(cell, kernel, layers, length, data):
-    model = model_for(cell, kernel, layers)
+def test_one_call_equals_pieces_with_state_carried_through_bytes(cell, kernel, layers, scaling, length, data):
+    model = model_for(cell, kernel, layers, scaling)
     seed = data.draw(st.integers(0, 2**31 - 1))
     x = torch.randn(2, length, 3, generator=torch.Generator().manual_seed(seed)) * 2
     cuts = sorted(data.draw(st.sets(st.integers(1, max(length - 1, 1)), max_size=6)) - {length})
@@ -86,7 +93,7 @@ def test_state_from_another_architecture_is_refused():
     [
         (lambda b: b[:10], "stream state too short: 10 bytes, header needs 20"),
         (lambda b: b"XXXX" + b[4:], "not a stream state: bad magic bytes"),
-        (lambda b: b[:4] + bytes([9]) + b[5:], "stream state format 9 is not supported (this build reads 1)"),
+        (lambda b: b[:4] + bytes([9]) + b[5:], "stream state format 9 is not supported (this build reads 1 and 2)"),
         (lambda b: b[:-4], "stream state has 80 bytes, expected 84"),
     ],
 )
@@ -96,3 +103,20 @@ def test_malformed_bytes_are_refused(mutate, message):
     with pytest.raises(StateError) as err:
         StreamState.from_bytes(mutate(state.to_bytes(model.config)), model.config)
     assert str(err.value) == message
+
+
+def test_a_volatility_state_carries_its_variance_and_a_global_model_refuses_it():
+    scaled = model_for("GRU", 3, 1, "volatility")
+    _, state = scaled(torch.randn(1, 4, 3))
+    blob = state.to_bytes(scaled.config)
+    assert len(blob) == 20 + 4 * (3 * 2 + 10 + 1)
+    again = StreamState.from_bytes(blob, scaled.config)
+    assert again.variance is not None and state.variance is not None
+    assert torch.equal(again.variance, state.variance)
+    with pytest.raises(StateError) as err:
+        StreamState.from_bytes(blob, model_for("GRU", 3, 1).config)
+    assert str(err.value) == "stream state carries a volatility estimate; the model's scaling is global"
+    _, plain = model_for("GRU", 3, 1)(torch.randn(1, 4, 3))
+    with pytest.raises(StateError) as err:
+        StreamState.from_bytes(plain.to_bytes(model_for("GRU", 3, 1).config), scaled.config)
+    assert str(err.value) == "stream state does not carry a volatility estimate; the model's scaling is volatility"
