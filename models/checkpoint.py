@@ -1,7 +1,11 @@
 """Checkpoints: plain dicts of tensors and builtins, never a pickled module.
 
     {"format": 1, "config": {...}, "state_dict": {...}, "scaler": {...},
-     "metrics": {...}, "data_span": {...}}
+     "metrics": {...}, "data_span": {...}, "offsets": [[...] per horizon]}
+
+``offsets`` are the split-conformal offsets (``models/calibration.py``), one
+per horizon and quantile; a checkpoint saved before they existed loads with
+zero offsets.
 
 They load with ``torch.load(path, weights_only=True)``; the model is rebuilt
 from the config and the weights are checked against it.
@@ -15,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from data.errors import CheckpointError, ConfigError
@@ -30,8 +35,12 @@ def make_checkpoint(
     scaler: Scaler,
     metrics: dict[str, Any] | None = None,
     data_span: dict[str, Any] | None = None,
+    offsets: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The plain dict that ``save_checkpoint`` writes."""
+    """The plain dict that ``save_checkpoint`` writes; ``offsets`` (H, Q), zeros if None."""
+    c = model.config
+    offsets = np.zeros((c.horizon, len(c.quantiles))) if offsets is None else offsets
+    assert offsets.shape == (c.horizon, len(c.quantiles)), offsets.shape
     return {
         "format": CHECKPOINT_FORMAT,
         "config": model.config.to_dict(),
@@ -39,6 +48,7 @@ def make_checkpoint(
         "scaler": scaler.to_dict(),
         "metrics": metrics or {},
         "data_span": data_span or {},
+        "offsets": [[float(v) for v in row] for row in offsets],
     }
 
 
@@ -97,3 +107,18 @@ def build_from_checkpoint(checkpoint: dict[str, Any], origin: str = "checkpoint"
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise CheckpointError(f"{origin}: weights contain NaN or infinity")
     return model.eval(), scaler
+
+
+def checkpoint_offsets(checkpoint: dict[str, Any], config: ModelConfig, origin: str = "checkpoint") -> np.ndarray:
+    """(H, Q) the checkpoint's conformal offsets; zeros if it has none; ``CheckpointError`` if malformed."""
+    shape = (config.horizon, len(config.quantiles))
+    raw = checkpoint.get("offsets")
+    if raw is None:
+        return np.zeros(shape)
+    try:
+        offsets = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{origin}: malformed conformal offsets ({exc})") from exc
+    if offsets.shape != shape or not np.isfinite(offsets).all():
+        raise CheckpointError(f"{origin}: conformal offsets must be {shape[0]} x {shape[1]} finite numbers")
+    return offsets

@@ -27,7 +27,8 @@ import torch
 
 from data.errors import DataError, StateError
 from data.features import Scaler, bar_features, feature_rows, fields_needed
-from models.checkpoint import build_from_checkpoint
+from models.calibration import apply_offsets
+from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel
@@ -44,9 +45,13 @@ MIN_PRICE = 1e-12
 
 
 class Predictor:
-    """A trained forecaster ready to serve: thread-safe, no autograd, eval mode."""
+    """A trained forecaster ready to serve: thread-safe, no autograd, eval mode.
 
-    def __init__(self, model: Forecaster, scaler: Scaler, version: str = "") -> None:
+    ``offsets`` (H, Q) are its conformal offsets (``models/calibration.py``),
+    applied to every forecast; None for none.
+    """
+
+    def __init__(self, model: Forecaster, scaler: Scaler, version: str = "", offsets: np.ndarray | None = None) -> None:
         config = model.config
         if len(scaler.features) != config.n_features:
             raise StateError(f"scaler has {len(scaler.features)} features, model {config.n_features}")
@@ -59,11 +64,16 @@ class Predictor:
         self._horizons = range(1, config.horizon + 1)
         self._kernel = StepKernel(model) if config.mode == "latent" else None
         self._volatility_scaled = config.volatility_scaled
+        shape = (config.horizon, len(config.quantiles))
+        self.offsets = np.zeros(shape) if offsets is None else np.asarray(offsets, dtype=np.float64)
+        if self.offsets.shape != shape:
+            raise StateError(f"offsets have shape {self.offsets.shape}, the model forecasts {shape}")
+        self._calibrated = bool(self.offsets.any())
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], version: str = "") -> Predictor:
         model, scaler = build_from_checkpoint(checkpoint, version or "checkpoint")
-        return cls(model, scaler, version)
+        return cls(model, scaler, version, checkpoint_offsets(checkpoint, model.config, version or "checkpoint"))
 
     @property
     def min_observations(self) -> int:
@@ -250,11 +260,19 @@ class Predictor:
             prev_volume=column(olds, "last_volume") if volumes else None,
         )
 
-    def forecast(self, state: SeriesState) -> Forecast | None:
-        """The forecast after the last observation, or None with too little history."""
+    def forecast(self, state: SeriesState, offsets: np.ndarray | None = None) -> Forecast | None:
+        """The forecast after the last observation, or None with too little history.
+
+        ``offsets`` (H, Q), a session's own, are added to the model's.
+        """
         if state.output is None or state.last_close is None:
             return None
-        log_return = state.output.astype(np.float64) * self._scale  # (H, Q)
+        output = state.output.astype(np.float64)  # (H, Q)
+        if offsets is not None:
+            output = apply_offsets(output, self.offsets + offsets)
+        elif self._calibrated:
+            output = apply_offsets(output, self.offsets)
+        log_return = output * self._scale  # (H, Q)
         price = np.exp(log_return)
         price *= state.last_close
         return Forecast(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from data.features import Scaler, Series, window_ends, windows
+from models.calibration import apply_offsets
 from models.forecaster import Forecaster
 
 CHUNK_ROWS = 4096  # bounds memory on long histories; the state carries across chunks
@@ -62,13 +63,22 @@ def model_outputs(model: Forecaster, scaler: Scaler, series: Series, start: int)
 
 
 def model_forecasts(
-    model: Forecaster, scaler: Scaler, series: Sequence[Series], starts: Sequence[int]
+    model: Forecaster,
+    scaler: Scaler,
+    series: Sequence[Series],
+    starts: Sequence[int],
+    offsets: np.ndarray | None = None,
 ) -> list[SpanForecasts]:
-    """Forecasts of ``model`` for each series from its row ``starts[i]`` to its end."""
+    """Forecasts of ``model`` for each series from its row ``starts[i]`` to its end.
+
+    ``offsets`` (H, Q): conformal offsets applied to every forecast (``models/calibration.py``).
+    """
     median = model.config.median_index
     out = []
     for s, start in zip(series, starts, strict=True):
         rows, quantiles = model_outputs(model, scaler, s, start)
+        if offsets is not None:
+            quantiles = apply_offsets(quantiles, offsets)
         out.append(
             SpanForecasts(
                 ticker=s.ticker,

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -16,6 +17,7 @@ from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from training.config import TrainConfig
+from training.conformal import fit_offsets
 from training.dataset import TrainingData, batches_for
 from training.evaluate import model_forecasts
 from training.loop import TrainResult, train
@@ -56,26 +58,28 @@ def fit(model_config: ModelConfig, data: TrainingData, train_config: TrainConfig
     return Trained(model, data, result, train_config)
 
 
-def holdout_metrics(trained: Trained) -> dict[str, Any]:
-    """Pooled metrics of the model's rolling forecasts over the test span."""
+def holdout_metrics(trained: Trained, offsets: np.ndarray | None = None) -> dict[str, Any]:
+    """Pooled metrics of the model's rolling forecasts over the test span, moved by ``offsets`` if given."""
     data = trained.data
     starts = [data.split.bounds(s)[1] for s in data.series]
-    spans = model_forecasts(trained.model, data.scaler, data.series, starts)
+    spans = model_forecasts(trained.model, data.scaler, data.series, starts, offsets)
     return pooled_metrics(spans, trained.model.config.quantiles)
 
 
 def checkpoint(trained: Trained, source: str) -> dict[str, Any]:
-    """The registry checkpoint: weights, config, scaler, metrics and data span."""
+    """The registry checkpoint: weights, config, scaler, metrics, data span and conformal offsets."""
     result = trained.result
+    data = trained.data
+    offsets = fit_offsets(trained.model, data.scaler, data.series, data.split)
     metrics = {
         "val_loss": result.best_val_loss,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_seconds": round(result.seconds, 2),
         "train_config": trained.train_config.to_dict(),
-        "test": holdout_metrics(trained),
+        "test": holdout_metrics(trained, offsets),
     }
-    return make_checkpoint(trained.model, trained.data.scaler, metrics, trained.data.span(source))
+    return make_checkpoint(trained.model, data.scaler, metrics, data.span(source), offsets)
 
 
 def train_and_register(

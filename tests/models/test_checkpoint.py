@@ -9,6 +9,8 @@ from data.features import Scaler
 from models.checkpoint import build_from_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
+from models.predictor import Predictor
+from tests.factories import real_bars, tiny_checkpoint
 
 
 def saved(tmp_path):
@@ -23,7 +25,7 @@ def saved(tmp_path):
 def test_checkpoint_is_a_plain_dict_loadable_with_weights_only(tmp_path):
     model, scaler, path = saved(tmp_path)
     raw = torch.load(path, weights_only=True)
-    assert set(raw) == {"format", "config", "state_dict", "scaler", "metrics", "data_span"}
+    assert set(raw) == {"format", "config", "state_dict", "scaler", "metrics", "data_span", "offsets"}
     assert raw["config"]["cell"] == "LSTM" and raw["metrics"] == {"val_loss": 0.5}
     rebuilt, rebuilt_scaler = build_from_checkpoint(load_checkpoint(path))
     x = torch.randn(2, 9, 2)
@@ -74,3 +76,27 @@ def test_non_finite_weights_are_refused(tmp_path):
     with pytest.raises(CheckpointError) as err:
         build_from_checkpoint(checkpoint, "v1")
     assert str(err.value) == "v1: weights contain NaN or infinity"
+
+
+def test_conformal_offsets_travel_with_the_checkpoint_and_old_checkpoints_get_zeros():
+    checkpoint = tiny_checkpoint()
+    offsets = np.array([[-0.5, 0.1, 0.5], [-0.6, 0.0, 0.6], [-0.7, 0.0, 0.7]])
+    checkpoint["offsets"] = offsets.tolist()
+    calibrated = Predictor.from_checkpoint(checkpoint)
+    np.testing.assert_array_equal(calibrated.offsets, offsets)
+    old = {k: v for k, v in checkpoint.items() if k != "offsets"}
+    plain = Predictor.from_checkpoint(old)
+    assert not plain.offsets.any()
+    bars = real_bars("IBM", 50)
+    raw, moved = plain.run(bars), calibrated.run(bars)
+    assert raw is not None and moved is not None
+    width = (np.array(raw.log_return)[:, -1:] - np.array(raw.log_return)[:, :1]) / 2
+    np.testing.assert_allclose(moved.log_return, np.array(raw.log_return) + offsets * width, rtol=1e-9)
+
+
+def test_malformed_conformal_offsets_are_refused():
+    checkpoint = tiny_checkpoint()
+    checkpoint["offsets"] = [[0.0, 0.0, 0.0]]
+    with pytest.raises(CheckpointError) as err:
+        Predictor.from_checkpoint(checkpoint, "v1")
+    assert str(err.value) == "v1: conformal offsets must be 3 x 3 finite numbers"
