@@ -17,6 +17,7 @@ from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, MODES, ModelConfig
 from service.config import get_settings
+from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
 from training.costs import DEFAULT_LENGTHS
@@ -80,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--cost-lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths to time"
     )
     compare.set_defaults(handler=run_compare)
+
+    calibration = commands.add_parser(
+        "calibration",
+        help="10-90%% coverage and pinball of global vs volatility scaling, with conformal offsets, on the prices "
+        "and on copies with their returns rescaled",
+    )
+    add_source_arguments(calibration)
+    add_model_arguments(calibration)
+    calibration.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=list(CalibrationConfig.scales),
+        help="return multipliers of the copies scored (1: the prices as they are)",
+    )
+    calibration.add_argument("--out", type=Path, default=Path("docs"), help="report folder (default: docs)")
+    calibration.set_defaults(handler=run_calibration)
 
     retrain = commands.add_parser(
         "retrain",
@@ -217,6 +235,17 @@ def run_compare(args: argparse.Namespace) -> int:
     comparison = compare(data, contenders, args.source, prices, tuple(args.cost_lengths))
     out = args.out or args.artifacts / "reports" / "compare"
     for path in write_report(comparison, out, args.plot_ticker):
+        print(path)
+    return 0
+
+
+def run_calibration(args: argparse.Namespace) -> int:
+    prices = load_prices(args)
+    features = tuple(args.features.split(","))
+    config = CalibrationConfig(scales=tuple(args.scales))
+    report = calibration_report(prices, model_config(args, "latent"), train_config(args), features, config, args.source)
+    command = "latentcast " + " ".join(sys.argv[1:]) if sys.argv[1:] else "latentcast calibration"
+    for path in write_calibration_report(report, args.out, command):
         print(path)
     return 0
 
