@@ -22,9 +22,19 @@ zero offset is the model's forecast as it is.
 
 from __future__ import annotations
 
+import math
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from data.errors import StateError
+
+ADAPTIVE_FORMAT = 1
+# format, horizons, quantiles, pending forecasts; then the offsets, then each pending forecast
+_ADAPTIVE_HEADER = struct.Struct("<BHHH")
+_PENDING = struct.Struct("<Qd")  # origin seq and its close; the issued (H, Q) log returns follow
 
 
 @dataclass(frozen=True)
@@ -54,3 +64,80 @@ def adaptive_step(
     below = (outcome < issued).astype(offsets.dtype)  # (Q,)
     out[horizon - 1] += rate * (levels - below)
     return out
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A forecast issued after observation ``origin`` (close ``close``), whose outcomes are still to come."""
+
+    origin: int
+    close: float
+    log_return: np.ndarray  # (H, Q) as issued, offsets included
+
+
+@dataclass(frozen=True)
+class AdaptiveOffsets:
+    """A session's adaptive offsets (H, Q) and the forecasts whose outcomes it still awaits."""
+
+    offsets: np.ndarray
+    pending: tuple[Pending, ...] = ()
+
+    @classmethod
+    def zeros(cls, horizon: int, levels: int) -> AdaptiveOffsets:
+        return cls(np.zeros((horizon, levels)))
+
+    def observe(self, first_seq: int, closes: Sequence[float], levels: np.ndarray, rate: float) -> AdaptiveOffsets:
+        """The offsets after the outcomes that ``closes`` (seq ``first_seq`` on) reveal, in the order they come.
+
+        A pending forecast is dropped once its last horizon has its outcome.
+        """
+        offsets = self.offsets
+        horizon = len(offsets)
+        for i, close in enumerate(closes):
+            seq = first_seq + i
+            for p in self.pending:
+                if 1 <= seq - p.origin <= horizon:
+                    outcome = math.log(close / p.close)
+                    offsets = adaptive_step(
+                        offsets, p.log_return[seq - p.origin - 1], outcome, seq - p.origin, levels, rate
+                    )
+        last = first_seq + len(closes) - 1
+        return AdaptiveOffsets(offsets, tuple(p for p in self.pending if p.origin + horizon > last))
+
+    def issue(self, origin: int, close: float, log_return: np.ndarray) -> AdaptiveOffsets:
+        """With the forecast issued after observation ``origin`` awaiting its outcomes."""
+        horizon = len(self.offsets)
+        kept = tuple(p for p in self.pending if p.origin + horizon > origin and p.origin != origin)
+        return AdaptiveOffsets(self.offsets, (*kept, Pending(origin, close, np.asarray(log_return, np.float64))))
+
+    def to_bytes(self) -> bytes:
+        horizon, levels = self.offsets.shape
+        parts = [_ADAPTIVE_HEADER.pack(ADAPTIVE_FORMAT, horizon, levels, len(self.pending))]
+        parts.append(self.offsets.astype("<f8").tobytes())
+        for p in self.pending:
+            parts += [_PENDING.pack(p.origin, p.close), p.log_return.astype("<f8").tobytes()]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, horizon: int, levels: int) -> AdaptiveOffsets:
+        """Inverse of ``to_bytes``; ``StateError`` if the bytes are not offsets of (horizon, levels)."""
+        if len(blob) < _ADAPTIVE_HEADER.size:
+            raise StateError("adaptive offsets truncated")
+        version, h, q, count = _ADAPTIVE_HEADER.unpack_from(blob)
+        if version != ADAPTIVE_FORMAT or (h, q) != (horizon, levels):
+            raise StateError(
+                f"adaptive offsets of format {version}, {h} x {q}, do not fit a {horizon} x {levels} model"
+            )
+        size = 8 * h * q
+        if len(blob) != _ADAPTIVE_HEADER.size + size + count * (_PENDING.size + size):
+            raise StateError(f"adaptive offsets have {len(blob)} bytes, which do not fit {count} pending forecasts")
+        at = _ADAPTIVE_HEADER.size
+        offsets = np.ndarray((h, q), "<f8", blob, at).copy()
+        at += size
+        pending = []
+        for _ in range(count):
+            origin, close = _PENDING.unpack_from(blob, at)
+            at += _PENDING.size
+            pending.append(Pending(origin, close, np.ndarray((h, q), "<f8", blob, at).copy()))
+            at += size
+        return cls(offsets, tuple(pending))

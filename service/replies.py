@@ -19,9 +19,11 @@ import orjson
 from models.predictor import Forecast, Predictor, SeriesState
 from service.forecasting import ModelRef
 
-# a stored reply's body: format, next_seq, last close; the model's float32 output follows
+# a stored reply's body: format, next_seq, last close; the model's float32 output follows,
+# then, in format 2, the session's adaptive offsets as float64 (H, Q)
 _REPLY_BODY = struct.Struct("<BQd")
 REPLY_FORMAT = 1
+ADAPTIVE_REPLY_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -50,26 +52,36 @@ class SessionReply:
         return orjson.dumps(self.to_dict())
 
 
-def reply_body(state: SeriesState) -> bytes:
+def reply_body(state: SeriesState, offsets: np.ndarray | None = None) -> bytes:
     """What rebuilds the reply after ``state`` with the same model: ~100 bytes where its JSON takes ~700.
 
     The reply is a function of the session's model (fixed until a migration, which drops the
     stored replies), the seq, the last close and the model's output, so those are all a
-    stored reply needs; it is rebuilt to the same bytes.
+    stored reply needs; it is rebuilt to the same bytes. A session with adaptive offsets
+    keeps the ``offsets`` its forecast was made with too.
     """
     output = b"" if state.output is None else state.output.astype("<f4").tobytes()
     close = math.nan if state.last_close is None else state.last_close
-    return _REPLY_BODY.pack(REPLY_FORMAT, state.n_obs, close) + output
+    if offsets is None or state.output is None:
+        return _REPLY_BODY.pack(REPLY_FORMAT, state.n_obs, close) + output
+    return _REPLY_BODY.pack(ADAPTIVE_REPLY_FORMAT, state.n_obs, close) + output + offsets.astype("<f8").tobytes()
 
 
 def stored_reply(predictor: Predictor, session_id: str, body: bytes) -> SessionReply | None:
     """The reply ``reply_body`` was made from; None for a body in another format (not answered from)."""
-    size = predictor.config.horizon * len(predictor.config.quantiles)
-    if len(body) not in (_REPLY_BODY.size, _REPLY_BODY.size + 4 * size) or body[0] != REPLY_FORMAT:
+    horizon = predictor.config.horizon
+    size = horizon * len(predictor.config.quantiles)
+    sizes = {
+        REPLY_FORMAT: (_REPLY_BODY.size, _REPLY_BODY.size + 4 * size),
+        ADAPTIVE_REPLY_FORMAT: (_REPLY_BODY.size + 12 * size,),
+    }
+    if not body or len(body) not in sizes.get(body[0], ()):
         return None
     _, n_obs, close = _REPLY_BODY.unpack_from(body)
-    output = None
+    output = offsets = None
     if len(body) > _REPLY_BODY.size:
-        output = np.frombuffer(body, dtype="<f4", offset=_REPLY_BODY.size).reshape(predictor.config.horizon, -1)
+        output = np.frombuffer(body, dtype="<f4", count=size, offset=_REPLY_BODY.size).reshape(horizon, -1)
+    if body[0] == ADAPTIVE_REPLY_FORMAT:
+        offsets = np.frombuffer(body, dtype="<f8", offset=_REPLY_BODY.size + 4 * size).reshape(horizon, -1)
     state = SeriesState(n_obs=n_obs, last_close=None if math.isnan(close) else close, output=output)
-    return SessionReply(session_id, ModelRef.of(predictor), n_obs, predictor.forecast(state))
+    return SessionReply(session_id, ModelRef.of(predictor), n_obs, predictor.forecast(state, offsets))

@@ -115,6 +115,12 @@ class ForecastRequest(ModelChoice):
 class OpenSessionRequest(ModelChoice):
     history: list[ObservationField] = Field(default_factory=list, description="warm-up observations, seq 0..n-1")
     ticker: str | None = Field(default=None, max_length=MAX_LABEL, description="a label for people; not used by models")
+    calibration: Literal["adaptive"] | None = Field(
+        default=None,
+        description="`adaptive`: as each new price reveals the outcome of earlier forecasts, the session's "
+        "quantile offsets move toward nominal coverage (adaptive conformal inference); null: the model's "
+        "own (conformal) quantiles",
+    )
 
 
 class AppendRequest(BaseModel):
@@ -192,6 +198,11 @@ class SessionInfoResponse(SessionResponse):
     created: float = Field(description="seconds since the epoch")
     updated: float = Field(description="seconds since the epoch of the last change")
     retained: int = Field(description="observations kept for migration: the last ones before next_seq")
+    adaptive_offsets: list[list[float]] | None = Field(
+        default=None,
+        description="[horizon][quantile] the session's adaptive offsets, in half-widths of the 10-90% band; "
+        "null for a session opened without adaptive calibration",
+    )
 
 
 class MigrationResponse(SessionResponse):

@@ -4,6 +4,11 @@
 gets back by compare-and-set. The appends of a micro-batch are planned
 together (``plan_appends``): each is checked on its own, and the model steps
 all the accepted ones at once.
+
+A session opened with adaptive calibration keeps ``AdaptiveOffsets`` in its
+record: a step moves them by the outcomes its new closes reveal and issues the
+next forecast with them, in the same compare-and-set as the model state, so a
+retried batch (answered from its stored reply) never moves them twice.
 """
 
 from __future__ import annotations
@@ -11,8 +16,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from data.errors import StateError
-from models.predictor import Observation, Predictor, SeriesState
+from models.calibration import AdaptiveConfig, AdaptiveOffsets
+from models.predictor import Forecast, Observation, Predictor, SeriesState
 from service.forecasting import ModelRef
 from service.replies import SessionReply, reply_body, stored_reply
 from service.seq_rules import new_observations
@@ -59,9 +67,18 @@ def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> lis
 
 
 def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Change:
-    """The session moved to ``target`` by replaying the observations it retains."""
+    """The session moved to ``target`` by replaying the observations it retains.
+
+    Adaptive offsets are kept (they measure how this asset's outcomes fall
+    against forecasts of the same quantiles); the forecasts awaiting outcomes
+    are the old model's and are dropped.
+    """
     state = target.advance(SeriesState(n_obs=record.first_retained_seq), record.retained)
-    reply = SessionReply(record.session_id, ModelRef.of(target), state.n_obs, target.forecast(state))
+    adaptive = None
+    if record.calibration:
+        adaptive = AdaptiveOffsets(adaptive_offsets(target, record).offsets)
+    forecast, adaptive = calibrated_forecast(target, state, adaptive)
+    reply = SessionReply(record.session_id, ModelRef.of(target), state.n_obs, forecast)
     update = SessionUpdate(
         next_seq=record.next_seq,
         state=target.state_to_bytes(state),
@@ -69,8 +86,27 @@ def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Chan
         version=target.version,
         updated=now,
         clear_replies=True,  # the stored replies came from the previous model
+        calibration=None if adaptive is None else adaptive.to_bytes(),
     )
     return Change(update, reply, len(record.retained))
+
+
+def adaptive_offsets(predictor: Predictor, record: SessionRecord) -> AdaptiveOffsets:
+    """The record's adaptive offsets (it must have them); ``StateError`` if they do not fit ``predictor``."""
+    config = predictor.config
+    return AdaptiveOffsets.from_bytes(record.calibration, config.horizon, len(config.quantiles))
+
+
+def calibrated_forecast(
+    predictor: Predictor, state: SeriesState, adaptive: AdaptiveOffsets | None
+) -> tuple[Forecast | None, AdaptiveOffsets | None]:
+    """The forecast after ``state`` with the session's adaptive offsets, if any, now awaiting its outcomes."""
+    if adaptive is None:
+        return predictor.forecast(state), None
+    forecast = predictor.forecast(state, adaptive.offsets)
+    if forecast is None or state.last_close is None:
+        return forecast, adaptive
+    return forecast, adaptive.issue(forecast.as_of_seq, state.last_close, np.array(forecast.log_return))
 
 
 def state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
@@ -100,7 +136,14 @@ def _change_after(
     predictor: Predictor, append: Append, tail: Sequence[Observation], digest: bytes, state: SeriesState, now: float
 ) -> Change:
     record = append.record
-    reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
+    adaptive = None
+    if record.calibration:
+        levels = np.asarray(predictor.config.quantiles)
+        closes = [obs.close for obs in tail]
+        adaptive = adaptive_offsets(predictor, record).observe(record.next_seq, closes, levels, AdaptiveConfig().rate)
+    forecast, adaptive = calibrated_forecast(predictor, state, adaptive)
+    offsets = None if adaptive is None else adaptive.offsets
+    reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, forecast)
     update = SessionUpdate(
         next_seq=state.n_obs,
         state=predictor.state_to_bytes(state),
@@ -108,6 +151,7 @@ def _change_after(
         version=record.version,
         updated=now,
         appended=tuple(tail),
-        reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state)),
+        reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state, offsets)),
+        calibration=None if adaptive is None else adaptive.to_bytes(),
     )
     return Change(update, reply, len(tail))

@@ -36,13 +36,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from data.errors import NotFoundError, QuotaError
+from models.calibration import AdaptiveOffsets
 from models.predictor import Observation, Predictor, SeriesState
 from service.batching import MicroBatcher
 from service.forecasting import ModelRef, check_count, in_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.replies import SessionReply
-from service.session_steps import Append, Change, plan_appends, plan_migration, state_of
+from service.session_steps import (
+    Append,
+    Change,
+    adaptive_offsets,
+    calibrated_forecast,
+    plan_appends,
+    plan_migration,
+    state_of,
+)
 from service.stores import SessionRecord, SessionStore
 
 # 24 random bytes: 192 bits, 32 URL-safe characters
@@ -60,6 +69,7 @@ class SessionInfo:
     created: float
     updated: float
     retained: int  # observations kept, the last ones before next_seq
+    offsets: list[list[float]] | None = None  # adaptive offsets [horizon][quantile], None without them
 
 
 @dataclass(frozen=True)
@@ -145,13 +155,19 @@ class SessionService:
         mode: str | None = None,
         version: str | None = None,
         ticker: str | None = None,
+        adaptive: bool = False,
     ) -> SessionReply:
-        """A new session on ``version`` (or the champion of ``mode``), warmed on ``history``."""
+        """A new session on ``version`` (or the champion of ``mode``), warmed on ``history``.
+
+        ``adaptive``: its quantile offsets move toward nominal coverage as outcomes arrive.
+        """
         check_count(history, self.max_history, "history", "MAX_HISTORY")
         predictor = await in_thread(self.pool.resolve, mode, version)
         session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
         state = await in_thread(predictor.advance, SeriesState(), history)
-        reply = SessionReply(session_id, ModelRef.of(predictor), state.n_obs, predictor.forecast(state))
+        offsets = AdaptiveOffsets.zeros(predictor.config.horizon, len(predictor.config.quantiles)) if adaptive else None
+        forecast, offsets = calibrated_forecast(predictor, state, offsets)
+        reply = SessionReply(session_id, ModelRef.of(predictor), state.n_obs, forecast)
         now = self._clock()
         record = SessionRecord(
             session_id=session_id,
@@ -164,6 +180,7 @@ class SessionService:
             retained=tuple(history),
             created=now,
             updated=now,
+            calibration=b"" if offsets is None else offsets.to_bytes(),
         )
         if not await self.store.create(record):
             limit = self.store.limits.max_sessions_per_owner
@@ -202,8 +219,10 @@ class SessionService:
         record = await self._record(owner, session_id)
         predictor = await self._predictor(record.version)
         state = await in_thread(state_of, predictor, record)
-        reply = SessionReply(session_id, ModelRef.of(predictor), record.next_seq, predictor.forecast(state))
-        return SessionInfo(reply, record.ticker, record.created, record.updated, record.retained_count)
+        offsets = adaptive_offsets(predictor, record).offsets if record.calibration else None
+        reply = SessionReply(session_id, ModelRef.of(predictor), record.next_seq, predictor.forecast(state, offsets))
+        shown = None if offsets is None else offsets.tolist()
+        return SessionInfo(reply, record.ticker, record.created, record.updated, record.retained_count, shown)
 
     async def delete(self, owner: str, session_id: str) -> None:
         async with self.locks.hold(session_id):

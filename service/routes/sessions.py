@@ -71,7 +71,8 @@ async def open_session(
     session on the latent champion."""
     body = body or OpenSessionRequest()
     history = observations(body.history)
-    reply = await svc.sessions.open(who.owner, history, body.mode, body.version, body.ticker)
+    adaptive = body.calibration == "adaptive"
+    reply = await svc.sessions.open(who.owner, history, body.mode, body.version, body.ticker, adaptive)
     return reply.to_dict()
 
 
@@ -117,6 +118,7 @@ async def read(session_id: SessionId, svc: ServicesDep, who: CallerDep) -> dict[
         "created": info.created,
         "updated": info.updated,
         "retained": info.retained,
+        "adaptive_offsets": info.offsets,
     }
 
 

@@ -187,6 +187,7 @@ def apply(entry: _Entry, update: SessionUpdate, limits: StoreLimits) -> None:
         retained_count=len(entry.observations),
         created=old.created,
         updated=update.updated,
+        calibration=old.calibration if update.calibration is None else update.calibration,
     )
 
 

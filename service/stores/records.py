@@ -56,6 +56,8 @@ class SessionRecord:
     retained_count: how many observations the store keeps
     replies:   the last replies, oldest first (to answer retried batches)
     created, updated: seconds since the epoch
+    calibration: the session's adaptive offsets (``AdaptiveOffsets.to_bytes``), or
+               empty when the session has none (records stored before them too)
     """
 
     session_id: str
@@ -70,6 +72,7 @@ class SessionRecord:
     replies: tuple[StoredReply, ...] = ()
     created: float = 0.0
     updated: float = 0.0
+    calibration: bytes = b""
 
     @property
     def first_retained_seq(self) -> int:
@@ -89,7 +92,8 @@ class SessionUpdate:
 
     ``appended`` joins the retained observations (the oldest dropped beyond the
     store's bound); ``reply`` joins the recent replies; ``clear_replies`` drops
-    them first (after a migration they came from another model).
+    them first (after a migration they came from another model). ``calibration``
+    replaces the record's adaptive offsets; None leaves them as they are.
     """
 
     next_seq: int
@@ -100,6 +104,7 @@ class SessionUpdate:
     appended: tuple[Observation, ...] = ()
     reply: StoredReply | None = None
     clear_replies: bool = False
+    calibration: bytes | None = None
 
 
 @dataclass(frozen=True)

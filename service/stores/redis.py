@@ -1,6 +1,7 @@
 """``RedisSessionStore``: records in Redis, shared by workers and kept across restarts.
 
-    <prefix>:session:<id>          hash: owner, mode, version, ticker, next_seq, state, created, updated
+    <prefix>:session:<id>          hash: owner, mode, version, ticker, next_seq, state, created, updated,
+                                   calibration (absent in records stored before it: none)
     <prefix>:session:<id>:obs      list: retained observations, oldest first (compact bytes)
     <prefix>:session:<id>:replies  list: recent replies, oldest first
     <prefix>:sessions              sorted set: session id by expiry time (ms), oldest use first
@@ -79,7 +80,8 @@ end
 
 # KEYS: hash, obs, replies, index, owner index
 # ARGV: id, ttl_ms, max_sessions, key prefix, owner, mode, version, ticker, next_seq, state,
-#       created, updated, owner index prefix, max sessions per owner (0: none), retained observations...
+#       created, updated, owner index prefix, max sessions per owner (0: none), calibration,
+#       retained observations...
 # Returns {expired, evicted, created (1), refused because the owner holds the most it may (0), or
 # refused because the store is full of other owners' sessions (-1)}.
 _CREATE = (
@@ -110,8 +112,9 @@ while redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[3]) do
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'owner', ARGV[5], 'mode', ARGV[6], 'version', ARGV[7], 'ticker', ARGV[8],
-           'next_seq', ARGV[9], 'state', ARGV[10], 'created', ARGV[11], 'updated', ARGV[12])
-push(KEYS[2], 15, #ARGV)
+           'next_seq', ARGV[9], 'state', ARGV[10], 'created', ARGV[11], 'updated', ARGV[12],
+           'calibration', ARGV[15])
+push(KEYS[2], 16, #ARGV)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
@@ -149,7 +152,8 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('LLEN', KEYS[2]), observation
 
 # KEYS: hash, obs, replies, index
 # ARGV: id, ttl_ms, expected_seq, next_seq, state, mode, version, updated, retained, kept replies,
-#       clear replies (0/1), reply ('' for none), owner index prefix, appended observations...
+#       clear replies (0/1), reply ('' for none), owner index prefix, set calibration (0/1), calibration,
+#       appended observations...
 # Returns 1 if applied, 0 if next_seq was not the expected one, -1 if there is no such session.
 _COMMIT = (
     _NOW
@@ -161,8 +165,9 @@ if not current then return -1 end
 if current ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], 'next_seq', ARGV[4], 'state', ARGV[5], 'mode', ARGV[6], 'version', ARGV[7],
            'updated', ARGV[8])
-if #ARGV >= 14 then
-  push(KEYS[2], 14, #ARGV)
+if ARGV[14] == '1' then redis.call('HSET', KEYS[1], 'calibration', ARGV[15]) end
+if #ARGV >= 16 then
+  push(KEYS[2], 16, #ARGV)
   local keep = tonumber(ARGV[9])
   if keep > 0 then redis.call('LTRIM', KEYS[2], -keep, -1) else redis.call('DEL', KEYS[2]) end
 end
@@ -245,6 +250,7 @@ class RedisSessionStore:
             repr(record.updated),
             self._owner_prefix,
             self.limits.max_sessions_per_owner or 0,
+            record.calibration,
             *(observation_to_bytes(o) for o in retained),
         ]
         keys = [*self._keys(record.session_id), self._owner_prefix + record.owner]
@@ -280,6 +286,7 @@ class RedisSessionStore:
             replies=tuple(StoredReply.from_bytes(b) for b in stored),
             created=float(fields["created"]),
             updated=float(fields["updated"]),
+            calibration=fields.get("calibration", b""),
         )
 
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
@@ -297,6 +304,8 @@ class RedisSessionStore:
             int(update.clear_replies),
             update.reply.to_bytes() if update.reply else b"",
             self._owner_prefix,
+            int(update.calibration is not None),
+            update.calibration or b"",
             *(observation_to_bytes(o) for o in update.appended),
         ]
         async with _available(self.url):

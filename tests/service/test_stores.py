@@ -119,6 +119,23 @@ async def test_commit_applies_only_on_the_expected_seq(make_store: MakeStore):
     assert not await store.commit("missing", 0, update(1))
 
 
+async def test_adaptive_offsets_are_stored_replaced_on_commit_and_otherwise_kept(make_store: MakeStore):
+    store = make_store()
+    await store.create(record(calibration=b"offsets-3\x00\xff"))
+    stored = await store.get("s1")
+    assert stored is not None and stored.calibration == b"offsets-3\x00\xff"
+    assert await store.commit("s1", 3, update(4, (BARS[0],)))  # an update without offsets keeps them
+    stored = await store.get("s1")
+    assert stored is not None and stored.calibration == b"offsets-3\x00\xff"
+    assert await store.commit("s1", 4, update(5, (BARS[1],), calibration=b"offsets-5"))
+    assert not await store.commit("s1", 4, update(5, (BARS[1],), calibration=b"offsets-lost"))
+    stored = await store.get("s1")
+    assert stored is not None and stored.calibration == b"offsets-5"
+    await store.create(record("s2"))
+    plain = await store.get("s2")
+    assert plain is not None and plain.calibration == b""
+
+
 async def test_only_the_last_observations_and_replies_are_kept(make_store: MakeStore):
     store = make_store(retained_observations=5, retained_replies=2)
     await store.create(record())
