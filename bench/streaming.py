@@ -10,7 +10,9 @@ Prints the medians and the ratios that matter:
 
 - latent at 10,000 / latent at 100 (goal: within 1.2x: constant cost);
 - ar window / latent step at the default window (goal: at least 5x);
-- the latent step's median (goal: well under a millisecond).
+- the latent step's median (goal: well under a millisecond);
+- a volatility-scaled latent step / the globally scaled one, measured in the
+  same run at the shortest history (the EWMA costs a few numpy calls).
 
     python -m bench.streaming [--lengths 100 1000 10000] [--budget 1.0] [--threads 1]
 """
@@ -42,9 +44,12 @@ def main() -> None:
     scaler = fit_scaler(series, split_dates(series), DEFAULT_FEATURES)
     torch.manual_seed(0)
     latent = Predictor(Forecaster(ModelConfig(mode="latent")), scaler)
+    scaled = Predictor(Forecaster(ModelConfig(mode="latent", scaling="volatility")), scaler)
     ar = Predictor(Forecaster(ModelConfig(mode="ar")), scaler)
     costs = forecast_costs(latent, ar, prices[prices["ticker"] == "IBM"], args.lengths, args.budget)
     by = {(c.method, c.history): c.median_us for c in costs}
+    ibm = prices[prices["ticker"] == "IBM"]
+    vol = {c.method: c.median_us for c in forecast_costs(scaled, ar, ibm, args.lengths[:1], args.budget)}
     methods = ["latent_step", "latent_session", "ar_window", "full_rerun"]
     print(
         f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()}, default ModelConfig "
@@ -73,6 +78,11 @@ def main() -> None:
         f"latent step median {by[('latent_step', last)]:.0f} us, with state bytes "
         f"{by[('latent_session', last)]:.0f} us (goal: well under 1000 us)"
     )
+    for method in ("latent_step", "latent_session"):
+        print(
+            f"history {first}: volatility-scaled / globally scaled {method}: {vol[method]:.1f} / "
+            f"{by[(method, first)]:.1f} us = {vol[method] / by[(method, first)]:.2f}x"
+        )
 
 
 if __name__ == "__main__":
