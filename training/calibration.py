@@ -164,6 +164,35 @@ def _tables(scores: dict[str, Any], horizon: str) -> list[str]:
     return [*lines, "", f"Pooled pinball over GARCH(1,1)-t's: {ratios} (below 1 beats it).", ""]
 
 
+def summary(report: dict[str, Any]) -> list[str]:
+    """One row per method: bands within the goal, the worst miss, pooled pinball over GARCH's on the prices."""
+    last = f"h{report['horizon']}"
+    horizons = list(dict.fromkeys(("h1", last)))
+    prices = next((k for k in report["scores"] if float(k) == 1), None)
+    lines = [
+        "| method | bands within the goal | worst coverage miss (points) | "
+        + " | ".join(f"pooled pinball / GARCH's, h{h[1:]}" for h in horizons)
+        + " |",
+        "|---" * (3 + len(horizons)) + "|",
+    ]
+    for method, label in METHODS.items():
+        cells = [
+            by_ticker[t][h]["coverage"]
+            for by_method in report["scores"].values()
+            for t, by_ticker in [(t, by_method[method]) for t in by_method[method] if t != "pooled"]
+            for h in horizons
+        ]
+        within = sum(GOAL[0] <= c <= GOAL[1] for c in cells)
+        worst = max(abs(c - sum(GOAL) / 2) for c in cells) * 100
+        ratios = ["n/a"] * len(horizons)
+        if prices is not None:
+            scores = report["scores"][prices]
+            garch = [scores["garch_t"]["pooled"][h]["pinball"] for h in horizons]
+            ratios = [f"{scores[method]['pooled'][h]['pinball'] / g:.3f}" for h, g in zip(horizons, garch, strict=True)]
+        lines.append(f"| {label} | {within} of {len(cells)} | {worst:.1f} | " + " | ".join(ratios) + " |")
+    return lines
+
+
 def write_calibration_report(report: dict[str, Any], out: Path, command: str) -> list[Path]:
     """``calibration.md``, ``calibration.json`` and ``calibration_coverage.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -180,6 +209,18 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         f"scored on the test span from {data['test_start']}: rolling forecasts, one per day, the state warmed on "
         "everything before. The copies multiply every log return by k and rebuild the prices: the models are "
         "not retrained on them; GARCH(1,1)-t is fit on each copy's own training span.",
+        "",
+        "Offsets are measured in half-widths of the forecast's own 10-90% band, per horizon and quantile "
+        "(`models/calibration.py`); volatility scaling divides each return by the stream's EWMA volatility, "
+        "carried in its state (`models/volatility.py`).",
+        "",
+        "## Summary",
+        "",
+        f"Per ticker, horizon and return multiplier ({', '.join(report['scores'])}): how many 10-90% bands cover "
+        f"{GOAL[0] * 100:.0f}-{GOAL[1] * 100:.0f}% of the outcomes, the furthest from 80%, and the pooled pinball "
+        "loss over GARCH(1,1)-t's on the prices as they are (below 1 beats it).",
+        "",
+        *summary(report),
         "",
         f"![coverage]({plot.name})",
         "",

@@ -17,9 +17,9 @@ def test_an_outcome_above_a_quantile_raises_it_and_one_below_lowers_it():
     offsets = np.zeros((2, 3))
     issued = np.array([-1.0, 0.0, 1.0])
     up = adaptive_step(offsets, issued, 2.0, 2, LEVELS, 0.1)  # above every quantile of horizon 2
-    np.testing.assert_allclose(up, [[0, 0, 0], [0.01, 0.05, 0.09]])
+    np.testing.assert_allclose(up, [[0.0, 0.0, 0.0], [0.01, 0.05, 0.09]])
     down = adaptive_step(offsets, issued, -2.0, 1, LEVELS, 0.1)  # below every quantile of horizon 1
-    np.testing.assert_allclose(down, [[-0.09, -0.05, -0.01], [0, 0, 0]])
+    np.testing.assert_allclose(down, [[-0.09, -0.05, -0.01], [0.0, 0.0, 0.0]])
 
 
 def test_closes_resolve_each_pending_forecast_at_each_horizon_once():
