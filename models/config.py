@@ -12,6 +12,9 @@ from data.errors import ConfigError
 MODES = ("ar", "latent")
 CELLS = ("RNN", "LSTM", "GRU")
 SCALINGS = ("global", "volatility")
+# What new models are trained with (`latentcast train`, `make run`): docs/calibration.md shows why.
+# A config saved without the field is older than volatility scaling, so it loads as "global".
+DEFAULT_SCALING = "volatility"
 
 
 def cell_class(name: str) -> type[nn.RNN | nn.LSTM | nn.GRU]:

@@ -15,7 +15,7 @@ import pandas as pd
 from data import sources
 from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
-from models.config import CELLS, MODES, ModelConfig
+from models.config import CELLS, DEFAULT_SCALING, MODES, SCALINGS, ModelConfig
 from service.config import get_settings
 from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
 from training.compare import compare, load_contender, train_contenders, write_report
@@ -143,6 +143,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
     parser.add_argument("--window", type=int, default=model.window, help="ar mode's window")
     parser.add_argument("--horizon", type=int, default=model.horizon)
     parser.add_argument(
+        "--scaling",
+        choices=SCALINGS,
+        default=DEFAULT_SCALING,
+        help="returns over the training std (global) or over each stream's own EWMA volatility (volatility)",
+    )
+    parser.add_argument(
         "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"
     )
     parser.add_argument("--epochs", type=int, default=epochs)
@@ -171,6 +177,7 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
         window=args.window,
         horizon=args.horizon,
         quantiles=quantiles,
+        scaling=args.scaling,
     )
     # refused before training, not after: the service would not load it
     problem = get_settings().model_bounds.problem(config.horizon, len(config.quantiles))

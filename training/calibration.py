@@ -137,8 +137,13 @@ def calibration_report(
 def _within(value: float | None) -> str:
     if value is None:
         return "n/a"
-    mark = "" if GOAL[0] <= value <= GOAL[1] else " ✗"
+    mark = "" if within_goal(value) else " ✗"
     return f"{value * 100:.1f}{mark}"
+
+
+def within_goal(coverage: float) -> bool:
+    """Whether a coverage, as the report shows it (in %, to one decimal), is within the goal."""
+    return GOAL[0] * 100 <= round(coverage * 100, 1) <= GOAL[1] * 100
 
 
 def _tables(scores: dict[str, Any], horizon: str) -> list[str]:
@@ -182,7 +187,7 @@ def summary(report: dict[str, Any]) -> list[str]:
             for t, by_ticker in [(t, by_method[method]) for t in by_method[method] if t != "pooled"]
             for h in horizons
         ]
-        within = sum(GOAL[0] <= c <= GOAL[1] for c in cells)
+        within = sum(within_goal(c) for c in cells)
         worst = max(abs(c - sum(GOAL) / 2) for c in cells) * 100
         ratios = ["n/a"] * len(horizons)
         if prices is not None:
