@@ -147,7 +147,15 @@ def test_a_model_past_the_horizon_or_quantile_bound_is_refused_at_load(admin_cli
 
 
 def cli_args(**values: Any) -> argparse.Namespace:
-    defaults = {"features": "returns", "cell": "GRU", "hidden": 8, "layers": 1, "window": 10, "horizon": 5}
+    defaults = {
+        "features": "returns",
+        "cell": "GRU",
+        "hidden": 8,
+        "layers": 1,
+        "window": 10,
+        "horizon": 5,
+        "scaling": "volatility",
+    }
     return argparse.Namespace(**{**defaults, "quantiles": "0.1,0.5,0.9", **values})
 
 
