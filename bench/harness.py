@@ -64,22 +64,12 @@ def serve_command(port: int) -> list[str]:
     return [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
-def uvicorn_command(app: str) -> Command:
-    """Plain uvicorn serving the ASGI ``app`` ("module:attribute") on loopback."""
+def uvicorn_command(app: str, factory: bool = False) -> Command:
+    """Plain uvicorn serving the ASGI ``app`` ("module:attribute"; a function making it if ``factory``)."""
 
     def command(port: int) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
+        listen = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        return [sys.executable, "-m", "uvicorn", *(["--factory"] if factory else []), app, *listen]
 
     return command
 
