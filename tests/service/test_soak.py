@@ -20,6 +20,8 @@ from bench.soak import SoakPlan, passed, retrain_overlapped, service_env, soak, 
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
 
+pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
+
 PLAN = SoakPlan(sessions=6, observations=60, seconds=60.0)
 
 

@@ -128,6 +128,7 @@ def test_yfinance_download_refreshes_the_cache(tmp_path):
     assert sources.PriceCache(RetrainConfig(artifacts=tmp_path).cache_dir).load(["IBM"]).shape[0] == 3270
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_leaves_the_champion_and_the_next_run_succeeds(tmp_path):
     first = run_retrain(config(tmp_path, modes=("latent",)))
     champion = first.modes[0]["challenger"]
