@@ -30,7 +30,7 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest --durations=15
 
-# the tests not marked slow (pyproject.toml: deployment, soak, faults, fuzzing, retrain kill)
+# the tests not marked slow (pyproject.toml: deployment, soak, faults, fuzzing, retrains, processes)
 fast: setup
 	$(BIN)/pytest -m "not slow" -q
 
