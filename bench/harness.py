@@ -81,7 +81,9 @@ class ServiceProcess:
     told otherwise. A context manager; ``start`` may also be called directly.
     """
 
-    def __init__(self, env: dict[str, str], log: Path, port: int | None = None, command: Command = serve_command):
+    def __init__(
+        self, env: dict[str, str], log: Path, port: int | None = None, command: Command = serve_command
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env
