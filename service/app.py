@@ -22,7 +22,7 @@ from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
 from service.routes import data, forecast, health, jobs, models, page, sessions
-from service.routes.bodies import document_bodies
+from service.routes.lean import document_bodies
 from service.schemas import AppendRequest
 from service.sessions import BatchSettings, SessionService
 from service.stores import build_store

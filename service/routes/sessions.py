@@ -8,8 +8,7 @@ from fastapi import APIRouter, Body, Path, Request, Response
 
 from service.dependencies import SECURED, CallerDep, ServicesDep, caller_of, services_of
 from service.routes import error_responses
-from service.routes.bodies import body_schema, read_body
-from service.routes.lean import LeanRoute
+from service.routes.lean import LeanRoute, body_schema, read_body
 from service.schemas import (
     CLOSES,
     AppendRequest,
