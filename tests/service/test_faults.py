@@ -47,7 +47,6 @@ SLACK = 1.5
 # the API killed under load ------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_the_api_killed_under_load_keeps_every_acknowledged_batch_and_goes_on_after_a_restart(
     registry: Registry, redis_server: str, tmp_path: Path
 ):

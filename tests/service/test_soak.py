@@ -48,7 +48,6 @@ def servers(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
-@pytest.mark.slow
 def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
     soak_registry: Registry, tmp_path: Path, request, store: str
 ):
@@ -65,7 +64,6 @@ def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
     assert result.applied_by_servers == totals.applied  # the servers' own count: nothing applied twice
 
 
-@pytest.mark.slow
 def test_a_short_soak_while_a_retrain_promotes_new_champions(soak_registry: Registry, tmp_path: Path):
     plan = SoakPlan(sessions=4, observations=60, seconds=120.0)
     env = service_env(soak_registry, "memory", None, plan, poll=0.2)
