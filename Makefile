@@ -1,10 +1,11 @@
-# Two commands on a fresh machine: `make run` and `make test`.
+# Two commands on a fresh machine: `make run` and `make test`. While working: `make check` (lint, types and the
+# tests not marked slow) and `make fmt`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint typecheck unit bench clean
+.PHONY: setup run test check fmt lint typecheck unit fast bench clean
 
 setup: $(STAMP)
 
@@ -25,10 +26,21 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# every test, the slowest 15 listed at the end
 unit: setup
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
+
+# the tests not marked slow (pyproject.toml: deployment, soak, faults, fuzzing, retrains, processes)
+fast: setup
+	$(BIN)/pytest -m "not slow" -q
 
 test: lint typecheck unit
+
+check: lint typecheck fast
+
+fmt: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Every benchmark, each measuring its comparisons side by side in one run (a few minutes; not part of `make test`).
 bench: setup

@@ -1,7 +1,8 @@
 """A bare FastAPI endpoint with the session route's body and reply shapes, and no model behind it.
 
-``bench/http_latency.py`` serves it with uvicorn beside the real service, so
-that the difference between the two is what sessions and the model add.
+``bench/http.py`` and ``bench/http_latency.py`` serve it with uvicorn beside
+the real service, so that the difference between the two is what sessions and
+the model add.
 """
 
 from __future__ import annotations

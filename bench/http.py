@@ -1,6 +1,6 @@
 """The service under load from wrk on loopback, beside a bare FastAPI endpoint, in one run.
 
-    .venv/bin/python -m bench.http [--seconds 4] [--rounds 5] [--connections 1 64]
+    .venv/bin/python -m bench.http [--seconds 4] [--rounds 5] [--connections 1 64] [--plain-append]
 
 Serves, each with ``latentcast serve`` or plain uvicorn on a free loopback port:
 the service with micro-batching on, the service with it off (memory store, a
@@ -14,6 +14,10 @@ ratios against the goals:
 - 1 connection: the service's median latency within 2x of the bare endpoint's;
 - 64 connections: the service's throughput at least 50% of the bare endpoint's,
   and micro-batching at least 1.5x the service without it.
+
+With ``--plain-append``, a fourth server takes its turns: the batched service
+with its append route as a plain FastAPI route (``bench/plain_append_app.py``)
+instead of a ``LeanRoute``, and the ratios of the two are printed.
 
 Every reply must be a 200 with the expected next seq; the bench fails otherwise.
 """
@@ -35,8 +39,6 @@ from bench.wrk import WARMUP_SECONDS, Run, Server, wrk, wrk_version
 from data import sources
 from models.config import ModelConfig
 
-SERVERS = ("batched", "unbatched", "bare")
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--torch-threads", type=int, default=1, help="LATENTCAST_TORCH_THREADS of the service")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
+    parser.add_argument("--plain-append", action="store_true", help="also the append route as a plain FastAPI route")
     args = parser.parse_args(argv)
 
     closes = sources.bundled(["IBM"])["close"].tolist()
@@ -57,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             "unbatched": ServiceProcess(env | {"LATENTCAST_BATCH_ENABLED": "false"}, folder / "unbatched.log"),
             "bare": ServiceProcess(env, folder / "bare.log", command=uvicorn_command("bench.bare_app:app")),
         }
+        if args.plain_append:
+            plain = uvicorn_command("bench.plain_append_app:create_app", factory=True)
+            batched = env | {"LATENTCAST_BATCH_ENABLED": "true"}
+            processes["plain"] = ServiceProcess(batched, folder / "plain.log", command=plain)
         servers = [Server(name, process, folder, bare=name == "bare") for name, process in processes.items()]
         try:
             for process in processes.values():
@@ -88,7 +95,7 @@ def report(runs: list[Run], args: argparse.Namespace, config: ModelConfig) -> in
     print(f"{'server':<11}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'batch':>7}{'failed':>8}")
     medians: dict[tuple[str, int], dict[str, float]] = {}
     for connections in args.connections:
-        for name in SERVERS:
+        for name in dict.fromkeys(r.server for r in runs):
             mine = [r for r in runs if r.server == name and r.connections == connections]
             batch = [r.mean_batch for r in mine if r.mean_batch is not None]
             row = {
@@ -112,6 +119,11 @@ def report(runs: list[Run], args: argparse.Namespace, config: ModelConfig) -> in
         print(f"{high} connections: {name} throughput / bare {ratio:.2f} (goal >= 0.5)")
     gain = medians[("batched", high)]["throughput"] / medians[("unbatched", high)]["throughput"]
     print(f"{high} connections: batched / unbatched throughput {gain:.2f}x (goal >= 1.5x)")
+    if args.plain_append:
+        lean_p50, plain_p50 = medians[("batched", low)]["p50"], medians[("plain", low)]["p50"]
+        lean_rps, plain_rps = medians[("batched", high)]["throughput"], medians[("plain", high)]["throughput"]
+        print(f"{low} connection: plain append route p50 / LeanRoute p50 {plain_p50 / lean_p50:.2f}x")
+        print(f"{high} connections: plain append route throughput / LeanRoute {plain_rps / lean_rps:.2f}")
     failures = sum(r.failures for r in runs)
     print(f"failed replies (non-2xx, socket errors, wrong next seq): {failures}")
     return 1 if failures else 0

@@ -1,10 +1,11 @@
 """One inference step of a latent forecaster in numpy, for B streams at once.
 
 A live session advances one observation per request. Stepping the torch
-module costs some 80 µs of dispatch for a few microseconds of arithmetic;
-this kernel does the same arithmetic as ``Forecaster.forward`` (float32, eval
-mode) with a few numpy calls. It is a second copy of the model's math, so
-``tests/models/test_kernel.py`` checks it against ``Forecaster.forward``.
+module spends far more time in dispatch than in arithmetic
+(docs/performance.md); this kernel does the same arithmetic as
+``Forecaster.forward`` (float32, eval mode) with a few numpy calls. It is a
+second copy of the model's math, so ``tests/models/test_kernel.py`` checks it
+against ``Forecaster.forward``.
 
 States are packed: row b of a (B, P) float32 array holds stream b's values in
 the order of its ``StreamState`` bytes: the conv inputs (F, k-1), then h

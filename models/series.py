@@ -123,7 +123,7 @@ def series_from_bytes(blob: bytes, config: ModelConfig) -> SeriesState:
     stream = StreamState.from_bytes(blob, config, at) if at < len(blob) else None
     last_close = None if math.isnan(close) else close
     last_volume = None if math.isnan(volume) else volume
-    # positional: a session reads its state at every request, and keywords cost a quarter more
+    # positional: a session reads its state at every request, and keywords cost more (docs/performance.md)
     return SeriesState(n_obs, last_close, last_volume, output, stream, window)
 
 

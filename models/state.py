@@ -98,8 +98,7 @@ class StreamState:
     def _unpack(self) -> None:
         """Make conv and hidden as views of the packed array: numpy slices, then shared with torch.
 
-        torch views cost several microseconds each outside inference mode, numpy
-        views a fraction of that.
+        torch views cost far more than numpy views outside inference mode.
         """
         values, layout = self._packed, self._layout
         assert values is not None and layout is not None

@@ -1,7 +1,7 @@
 """``MicroBatcher``: concurrent requests on one model gathered and run as one batch.
 
-A model step for 64 streams costs far less than 64 steps of one (the default
-model: about 335 µs against 64 x 39 µs), and so does everything around it
+A model step for 64 streams costs far less than 64 steps of one
+(docs/performance.md), and so does everything around it
 that works on arrays: stepping the sessions that post at the same time as one
 batch spends the fixed cost of each call once per batch, not once per request.
 
@@ -19,9 +19,9 @@ the event loop, because handing it to a worker thread costs more than it does
 (the thread waits for the GIL while the loop serves other requests); a large
 one in a worker thread, so that the loop keeps serving meanwhile. Either way it
 runs in a task of its own, a turn after it is formed: the appends that arrive
-meanwhile wait for it to end and then start together. Run at once, in the
-callback that forms it, a batch held a third fewer appends under 64
-connections, and throughput fell by 12%.
+meanwhile wait for it to end and then start together; run at once, in the
+callback that forms it, a batch held fewer appends under load, and throughput
+fell (docs/performance.md).
 
 Order and exactly-once are the callers' business: a session posts one item at
 a time (its lock is held until its result is committed).

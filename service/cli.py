@@ -1,4 +1,4 @@
-"""The ``latentcast`` command: data, train, evaluate, compare, serve, retrain, schedule."""
+"""The latentcast command: data, train, evaluate, compare, serve, retrain, schedule."""
 
 from __future__ import annotations
 

@@ -105,9 +105,7 @@ class Settings(BaseSettings):
     max_history: int = Field(
         default=10_000, ge=1, description="observations in a warm-up history or a stateless forecast"
     )
-    max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="largest request body accepted, in bytes (413 beyond)"
-    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body in bytes (413 beyond)")
     # a reply holds horizon x quantiles numbers twice (log returns and prices), and every session
     # keeps its last retained_replies replies
     max_horizon: int = Field(

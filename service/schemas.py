@@ -40,7 +40,7 @@ def _price() -> Any:
 
 
 class ObservationIn(BaseModel):
-    """One bar; a bare number stands for ``{"close": number}``."""
+    """One bar; a bare number stands for {"close": number}."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 

@@ -1,9 +1,9 @@
 """``PackedObservations``: retained observations as float64 columns, not as Python objects.
 
 A session keeps up to ``retained_observations`` raw observations (1,000 by
-default) for overlap checks and migration. As objects, a close alone costs
-about 100 bytes and every one is tracked by the garbage collector; packed, a
-close costs 8 bytes, and the other fields cost only in sessions that send them.
+default) for overlap checks and migration. As objects, every close is a
+Python object tracked by the garbage collector; packed, a close costs 8 bytes,
+and the other fields cost only in sessions that send them.
 Values are exact (float64, as parsed from the request's JSON). Stored values are
 finite (batches are validated before they are applied), so NaN marks a field
 that was not sent.

@@ -25,6 +25,8 @@ from data import sources
 from models.predictor import Observation
 from training.registry import Registry
 
+pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
+
 THREADS = 16
 WARM = 5
 LENGTH = 120

@@ -212,3 +212,4 @@ def test_api_and_scheduler_commands_retrain_and_serve_without_a_failed_request(c
             scheduler.wait(timeout=15)
         except subprocess.TimeoutExpired:
             scheduler.kill()
+            scheduler.wait(timeout=15)  # reaped, or its Popen warns (an error here) that it still runs

@@ -7,11 +7,14 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
 from bench.harness import ServiceProcess
 from models.predictor import Observation
 from tests.service.conftest import versions
 from training.registry import Registry
+
+pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
 
 STREAMED = 300
 

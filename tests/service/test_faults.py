@@ -37,6 +37,8 @@ from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.registry import MANIFEST_FILE, Registry
 
+pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
+
 TIMEOUT = 0.5  # LATENTCAST_REDIS_TIMEOUT_SECONDS of these tests
 # an answer to a store that is away comes within its timeout, plus this for a loaded machine
 SLACK = 1.5
@@ -45,7 +47,6 @@ SLACK = 1.5
 # the API killed under load ------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_the_api_killed_under_load_keeps_every_acknowledged_batch_and_goes_on_after_a_restart(
     registry: Registry, redis_server: str, tmp_path: Path
 ):

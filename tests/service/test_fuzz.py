@@ -40,6 +40,8 @@ from training.registry import Registry
 from training.retrain import LOCK_FILE
 
 CLIENT_KEY, ADMIN_KEY = "fuzz-client-key-0123", "fuzz-admin-key-01234"
+pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
+
 # requests per operation and generation mode: the whole fuzz run stays well under a minute
 EXAMPLES = 50
 OPERATIONS = (

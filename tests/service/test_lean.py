@@ -11,8 +11,7 @@ from pydantic import BaseModel
 
 from data.errors import ConflictError
 from service.errors import install_error_handlers
-from service.routes.bodies import body_schema, document_bodies, read_body
-from service.routes.lean import LeanRoute
+from service.routes.lean import LeanRoute, body_schema, document_bodies, read_body
 
 
 class Item(BaseModel):

@@ -20,6 +20,7 @@ WRONG = "not-a-known-key-0123456789"
 PRICES = [7345.678912 + 0.731113 * i for i in range(40)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["info", "debug"])
 def test_the_log_holds_no_key_and_no_observation(registry: Registry, tmp_path: Path, level: str):
     env = {

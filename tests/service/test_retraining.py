@@ -54,6 +54,7 @@ def test_the_child_runs_with_this_services_retrain_settings(tmp_path):
     assert retrain_command("J")[1:] == ["-m", "service.cli", "retrain", "--job-id", "J", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_a_job_runs_in_its_own_process_and_reports(tmp_path):
     launcher = RetrainLauncher(retrain_settings(tmp_path))
     job = launcher.run()
@@ -91,6 +92,7 @@ def admin_client(tmp_path):
         yield client
 
 
+@pytest.mark.slow
 def test_retrain_route_starts_a_job_that_is_followed_to_its_end(admin_client):
     started = admin_client.post("/v1/retrain", headers={"X-API-Key": ADMIN})
     assert started.status_code == 202, started.text

@@ -20,6 +20,8 @@ from bench.soak import SoakPlan, passed, retrain_overlapped, service_env, soak, 
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
 
+pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
+
 PLAN = SoakPlan(sessions=6, observations=60, seconds=60.0)
 
 
@@ -46,7 +48,6 @@ def servers(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
-@pytest.mark.slow
 def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
     soak_registry: Registry, tmp_path: Path, request, store: str
 ):
@@ -63,7 +64,6 @@ def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
     assert result.applied_by_servers == totals.applied  # the servers' own count: nothing applied twice
 
 
-@pytest.mark.slow
 def test_a_short_soak_while_a_retrain_promotes_new_champions(soak_registry: Registry, tmp_path: Path):
     plan = SoakPlan(sessions=4, observations=60, seconds=120.0)
     env = service_env(soak_registry, "memory", None, plan, poll=0.2)

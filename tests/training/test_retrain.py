@@ -38,6 +38,7 @@ def config(tmp_path, **fields) -> RetrainConfig:
     return RetrainConfig(**values)
 
 
+@pytest.mark.slow
 def test_first_retrain_promotes_both_modes_and_reports(tmp_path):
     job = run_retrain(config(tmp_path))
     assert job.status == "succeeded" and job.error is None
@@ -54,6 +55,7 @@ def test_first_retrain_promotes_both_modes_and_reports(tmp_path):
     assert JobStore(tmp_path / "jobs").get(job.job_id).to_dict() == job.to_dict()
 
 
+@pytest.mark.slow
 def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 4})
     first = run_retrain(config(tmp_path, train=strong, modes=("latent",)))
@@ -74,6 +76,7 @@ def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
     assert outcome["challenger"] in [v.version for v in registry.versions("latent")]
 
 
+@pytest.mark.slow
 def test_a_better_challenger_is_promoted_past_the_margin(tmp_path):
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7})
     run_retrain(config(tmp_path, train=weak, modes=("ar",)))
@@ -104,6 +107,7 @@ def test_a_job_is_skipped_while_another_holds_the_lock(tmp_path):
     assert Registry(tmp_path).versions() == []
 
 
+@pytest.mark.slow
 def test_yfinance_falls_back_to_the_cache_then_to_bundled(tmp_path):
     def offline(tickers, start, end):
         raise ConnectionError("network is unreachable")
@@ -128,6 +132,7 @@ def test_yfinance_download_refreshes_the_cache(tmp_path):
     assert sources.PriceCache(RetrainConfig(artifacts=tmp_path).cache_dir).load(["IBM"]).shape[0] == 3270
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_leaves_the_champion_and_the_next_run_succeeds(tmp_path):
     first = run_retrain(config(tmp_path, modes=("latent",)))
     champion = first.modes[0]["challenger"]
@@ -186,6 +191,7 @@ def assert_failed_cleanly(job, artifacts: Path, champion: str, versions: list[st
     assert list((artifacts / "latent").glob(".tmp-*")) == [] and list((artifacts / "latent").glob(".*.tmp")) == []
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_while_the_weights_are_written_fails_the_job_cleanly(tmp_path, monkeypatch):
     first = run_retrain(config(tmp_path, modes=("latent",)))
     champion = first.modes[0]["challenger"]
@@ -215,6 +221,7 @@ def tmpfs(folder: Path, megabytes: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_or_read_only_artifacts_folder_fails_the_job_cleanly_on_a_real_file_system(tmp_path):
     with tmpfs(tmp_path / "artifacts", megabytes=4) as artifacts:
         first = run_retrain(config(artifacts, modes=("latent",)))
