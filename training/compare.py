@@ -32,7 +32,7 @@ from training.config import TrainConfig
 from training.costs import Cost, forecast_costs
 from training.dataset import TrainingData
 from training.evaluate import SpanForecasts, model_forecasts
-from training.pipeline import fit
+from training.pipeline import fit, training_summary
 from training.registry import Registry
 from training.report import write_markdown, write_plots
 from training.scoring import score_by_ticker
@@ -101,14 +101,7 @@ def train_contenders(
     for mode in modes:
         config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode})
         trained = fit(config, data, train_config)
-        result = trained.result
-        training = {
-            "val_loss": result.best_val_loss,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "seconds": round(result.seconds, 1),
-        }
-        out.append(Contender(mode, trained.model, data.scaler, None, training))
+        out.append(Contender(mode, trained.model, data.scaler, None, training_summary(trained.result, train_config)))
     return out
 
 
