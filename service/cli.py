@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--tickers", nargs="+")
     retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
     retrain.add_argument("--margin", type=float, help="relative loss improvement a challenger needs")
+    retrain.add_argument("--holdout-days", type=int, help="newest trading days scored (as many validate before them)")
+    retrain.add_argument("--history-years", type=int, help="years of prices to learn from")
+    retrain.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        help="refit a promoted challenger through the newest price (default: LATENTCAST_RETRAIN_REFIT)",
+    )
     retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
     add_model_arguments(retrain, epochs=None)
     retrain.set_defaults(handler=run_retrain_command)
@@ -232,6 +239,9 @@ def run_retrain_command(args: argparse.Namespace) -> int:
         path=args.path or settings.retrain_path,
         modes=tuple(MODES) if args.mode == "both" else (args.mode,),
         margin=settings.retrain_margin if args.margin is None else args.margin,
+        holdout_days=args.holdout_days or settings.retrain_holdout_days,
+        history_years=args.history_years or settings.retrain_history_years,
+        refit=settings.retrain_refit if args.refit is None else args.refit,
         features=tuple(args.features.split(",")),
         model=model_config(args, "latent"),
         train=train_config(args),

@@ -129,6 +129,19 @@ class TrainingData:
         return max(s.dates[self.split.bounds(s)[1] - 1] for s in self.series if self.split.bounds(s)[1] > 0)
 
 
+def first_unseen_day(span: dict[str, Any]) -> np.datetime64:
+    """The first day whose price a model with this data ``span`` never read in training or validation.
+
+    A span without ``seen_until`` (an older version) is bounded by its test
+    start; one without either is taken to have read every day it lists.
+    """
+    if "seen_until" in span:
+        return np.datetime64(span["seen_until"]) + np.timedelta64(1, "D")
+    if "test_start" in span:
+        return np.datetime64(span["test_start"])
+    return np.datetime64(span.get("last", "9999-12-31")) + np.timedelta64(1, "D")
+
+
 def first_scored_row(config: ModelConfig, train: TrainConfig) -> int:
     """The first row of each ticker that carries a loss, the same in both modes.
 
