@@ -1,4 +1,4 @@
-"""The ``latentcast`` command: data, train, evaluate, compare, serve, retrain, schedule."""
+"""The ``latentcast`` command: data, train, evaluate, compare, backtest, serve, retrain, schedule."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, MODES, ModelConfig
 from service.config import get_settings
+from training.backtest import BacktestConfig, run_backtest
+from training.backtest_report import write_report as write_backtest
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
 from training.costs import DEFAULT_LENGTHS
@@ -80,6 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--cost-lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths to time"
     )
     compare.set_defaults(handler=run_compare)
+
+    backtest = commands.add_parser(
+        "backtest", help="walk-forward folds, each trained anew, with Diebold-Mariano tests: JSON, Markdown, plot"
+    )
+    add_source_arguments(backtest)
+    add_model_arguments(backtest)
+    defaults = BacktestConfig()
+    backtest.add_argument("--folds", type=int, default=defaults.folds, help="test blocks, newest data last")
+    backtest.add_argument("--test-days", type=int, default=defaults.test_days, help="trading days per test block")
+    backtest.add_argument(
+        "--validation-days", type=int, default=defaults.validation_days, help="trading days validating each fold"
+    )
+    backtest.add_argument(
+        "--seeds", type=int, nargs="+", default=list(defaults.seeds), help="one training run per seed and fold"
+    )
+    backtest.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/backtest)")
+    backtest.set_defaults(handler=run_backtest_command)
 
     retrain = commands.add_parser(
         "retrain",
@@ -225,6 +244,20 @@ def run_compare(args: argparse.Namespace) -> int:
     out = args.out or args.artifacts / "reports" / "compare"
     for path in write_report(comparison, out, args.plot_ticker):
         print(path)
+    return 0
+
+
+def run_backtest_command(args: argparse.Namespace) -> int:
+    config = BacktestConfig(
+        folds=args.folds, test_days=args.test_days, validation_days=args.validation_days, seeds=tuple(args.seeds)
+    )
+    features = tuple(args.features.split(","))
+    prices = load_prices(args)
+    result = run_backtest(prices, features, model_config(args, "latent"), train_config(args), config, args.source)
+    for path in write_backtest(result, args.out or args.artifacts / "reports" / "backtest"):
+        print(path)
+    for test in result.tests:
+        print(f"horizon {test['horizon']}: {test['verdict']}")
     return 0
 
 
