@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -16,6 +17,7 @@ from service.schemas import ModelsResponse, ReloadResponse
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 COMPARE_REPORT = ("reports", "compare", "report.json")
+BACKTEST_REPORT = ("reports", "backtest", "backtest.json")
 
 
 @router.get(
@@ -47,20 +49,34 @@ async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
 
 @router.get(
     "/compare",
-    summary="The latest ar vs latent comparison",
+    summary="The latest ar vs latent comparison and walk-forward backtest",
     responses={200: {"description": "the comparison report, as written"}, **error_responses(401, 404, 503)},
 )
 async def compare(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
-    """The report written by the last comparison run (`ARTIFACTS/reports/compare/report.json`)."""
-    path = svc.settings.artifacts.joinpath(*COMPARE_REPORT)
+    """The report written by the last comparison run (`ARTIFACTS/reports/compare/report.json`), with the
+    last walk-forward backtest (`latentcast backtest`) under `backtest`, null until one has run."""
+    compare_path = svc.settings.artifacts.joinpath(*COMPARE_REPORT)
+    backtest_path = svc.settings.artifacts.joinpath(*BACKTEST_REPORT)
+    report = await in_thread(_read_report, compare_path)
+    backtest = await in_thread(_read_report, backtest_path)
+    if report is None and backtest is None:
+        raise NotFoundError(
+            f"no comparison report yet: neither {compare_path} nor {backtest_path} exists "
+            "(run `latentcast compare` or `latentcast backtest` first)"
+        )
+    return {**(report or {}), "backtest": backtest}
+
+
+def _read_report(path: Path) -> dict[str, Any] | None:
+    """A JSON report, or None if it was never written; ``UnavailableError`` if it is unreadable."""
     try:
-        text = await in_thread(path.read_text)
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"no comparison report yet: {path} does not exist (run the comparison first)") from exc
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
     try:
         report: dict[str, Any] = json.loads(text)
     except ValueError as exc:
-        raise UnavailableError(f"the comparison report {path} is unreadable: {exc}") from exc
+        raise UnavailableError(f"the report {path} is unreadable: {exc}") from exc
     return report
 
 
