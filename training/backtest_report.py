@@ -102,8 +102,8 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         "",
         "Figures of the models are the mean over seeds, with the lowest and highest seed in brackets. The "
         "Diebold-Mariano tests compare per-day pinball losses (mean over seeds and tickers) over "
-        f"{report['forecasts']} forecasts per method; a difference is called only where "
-        f"p < {report['significance_level']}.",
+        f"{report['diebold_mariano'][0]['n']} days ({report['forecasts']} forecasts per method); a difference is "
+        f"called only where p < {report['significance_level']}.",
         "",
         "## Verdicts",
         "",
