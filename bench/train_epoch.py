@@ -8,7 +8,7 @@ rows that carried a loss in one epoch (each counted once), and the median
 seconds of a full epoch (training and validation) over the repetitions,
 interleaved so that both counts see the same machine load.
 
-    python -m bench.train_epoch [--tickers 4 100] [--repeats 3]
+    python -m bench.train_epoch [--tickers 4 100] [--modes ar latent] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def epoch_seconds(mode: str, data: TrainingData, config: TrainConfig) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tickers", type=int, nargs="+", default=[4, 100], help="ticker counts to compare")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to time")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     config = TrainConfig(epochs=1, progress=False)
@@ -72,10 +73,10 @@ def main() -> None:
     datasets = {
         n: TrainingData.prepare(copied_prices(n), DEFAULT_FEATURES, ModelConfig().horizon) for n in args.tickers
     }
-    times: dict[tuple[int, str], list[float]] = {(n, m): [] for n in args.tickers for m in MODES}
+    times: dict[tuple[int, str], list[float]] = {(n, m): [] for n in args.tickers for m in args.modes}
     for _ in range(args.repeats):
         for n, data in datasets.items():
-            for mode in MODES:
+            for mode in args.modes:
                 times[(n, mode)].append(epoch_seconds(mode, data, config))
     print(
         f"cores {os.cpu_count()}, torch threads {config.threads}, default ModelConfig and TrainConfig; "
@@ -85,7 +86,7 @@ def main() -> None:
     per_row = {}
     for n, data in datasets.items():
         total = rows_with_a_target(data)
-        for mode in MODES:
+        for mode in args.modes:
             scored = rows_scored(batches_for(ModelConfig(mode=mode), data, config))
             seconds = statistics.median(times[(n, mode)])
             per_row[(n, mode)] = seconds / scored
@@ -94,7 +95,7 @@ def main() -> None:
                 f"{seconds / scored * 1e6:>9.1f}"
             )
     low, high = min(args.tickers), max(args.tickers)
-    for mode in MODES:
+    for mode in args.modes:
         growth = statistics.median(times[(high, mode)]) / statistics.median(times[(low, mode)])
         print(
             f"{mode}: {high} tickers take {growth:.1f}x the epoch time of {low} "
