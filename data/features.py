@@ -189,6 +189,30 @@ def split_dates(series: Sequence[Series], fractions: tuple[float, float, float] 
     return Split(days[v], days[min(t, len(days) - 1)])
 
 
+def recent_split(series: Sequence[Series], holdout_days: int) -> Split:
+    """Hold out the newest ``holdout_days`` pooled trading days, validate on the ones before.
+
+    Training is everything older: a retrain learns from all but the newest
+    ``2 * holdout_days`` days, and its verdict rests on the newest ones.
+    """
+    if holdout_days < 1:
+        raise ConfigError(f"holdout_days must be at least 1, got {holdout_days}")
+    days = np.unique(np.concatenate([s.dates for s in series]))
+    if len(days) <= 2 * holdout_days + 1:
+        raise DataError(
+            f"too few trading days for a holdout and a validation of {holdout_days} days each: "
+            f"{len(days)} <= {2 * holdout_days + 1}"
+        )
+    return Split(days[-2 * holdout_days], days[-holdout_days])
+
+
+def through_end(series: Sequence[Series]) -> Split:
+    """A split with every row in training: a refit through the newest price, no validation."""
+    last = max(s.dates[-1] for s in series)
+    after = last + np.timedelta64(1, "D")
+    return Split(after, after)
+
+
 @dataclass
 class Scaler:
     """Standardises features; scales targets by the std of training returns.
@@ -268,19 +292,6 @@ def mask_after(targets: np.ndarray, stop: int) -> np.ndarray:
     for h in range(1, out.shape[1] + 1):
         out[max(stop - h, 0) :, h - 1] = np.nan
     return out
-
-
-def batchify(x: np.ndarray, length: int) -> np.ndarray:
-    """Cut (T, ...) into contiguous streams of ``length`` steps: (T // length, length, ...).
-
-    The oldest ``T % length`` rows are dropped so that the newest data is kept.
-    As in word_language_model's ``batchify``, the streams are read in
-    parallel and the state is carried along each one.
-    """
-    n = len(x) // length
-    if n == 0:
-        return x[:0].reshape(0, length, *x.shape[1:])
-    return x[len(x) - n * length :].reshape(n, length, *x.shape[1:])
 
 
 def window_ends(start: int, stop: int, window: int) -> np.ndarray:

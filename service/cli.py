@@ -1,4 +1,4 @@
-"""The latentcast command: data, train, evaluate, compare, serve, retrain, schedule."""
+"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain, schedule."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, DEFAULT_SCALING, MODES, SCALINGS, ModelConfig
 from service.config import get_settings
+from training.backtest import BacktestConfig, run_backtest
+from training.backtest_report import write_report as write_backtest
 from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
@@ -98,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibration.add_argument("--out", type=Path, default=Path("docs"), help="report folder (default: docs)")
     calibration.set_defaults(handler=run_calibration)
+    backtest = commands.add_parser(
+        "backtest", help="walk-forward folds, each trained anew, with Diebold-Mariano tests: JSON, Markdown, plot"
+    )
+    add_source_arguments(backtest)
+    add_model_arguments(backtest)
+    defaults = BacktestConfig()
+    backtest.add_argument("--folds", type=int, default=defaults.folds, help="test blocks, newest data last")
+    backtest.add_argument("--test-days", type=int, default=defaults.test_days, help="trading days per test block")
+    backtest.add_argument(
+        "--validation-days", type=int, default=defaults.validation_days, help="trading days validating each fold"
+    )
+    backtest.add_argument(
+        "--seeds", type=int, nargs="+", default=list(defaults.seeds), help="one training run per seed and fold"
+    )
+    backtest.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/backtest)")
+    backtest.set_defaults(handler=run_backtest_command)
 
     retrain = commands.add_parser(
         "retrain",
@@ -110,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--tickers", nargs="+")
     retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
     retrain.add_argument("--margin", type=float, help="relative loss improvement a challenger needs")
+    retrain.add_argument("--holdout-days", type=int, help="newest trading days scored (as many validate before them)")
+    retrain.add_argument("--history-years", type=int, help="years of prices to learn from")
+    retrain.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        help="refit a promoted challenger through the newest price (default: LATENTCAST_RETRAIN_REFIT)",
+    )
     retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
     add_model_arguments(retrain, epochs=None)
     retrain.set_defaults(handler=run_retrain_command)
@@ -257,6 +282,20 @@ def run_calibration(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_backtest_command(args: argparse.Namespace) -> int:
+    config = BacktestConfig(
+        folds=args.folds, test_days=args.test_days, validation_days=args.validation_days, seeds=tuple(args.seeds)
+    )
+    features = tuple(args.features.split(","))
+    prices = load_prices(args)
+    result = run_backtest(prices, features, model_config(args, "latent"), train_config(args), config, args.source)
+    for path in write_backtest(result, args.out or args.artifacts / "reports" / "backtest"):
+        print(path)
+    for test in result.tests:
+        print(f"horizon {test['horizon']}: {test['verdict']}")
+    return 0
+
+
 def run_retrain_command(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.epochs is None:
@@ -268,6 +307,9 @@ def run_retrain_command(args: argparse.Namespace) -> int:
         path=args.path or settings.retrain_path,
         modes=tuple(MODES) if args.mode == "both" else (args.mode,),
         margin=settings.retrain_margin if args.margin is None else args.margin,
+        holdout_days=args.holdout_days or settings.retrain_holdout_days,
+        history_years=args.history_years or settings.retrain_history_years,
+        refit=settings.retrain_refit if args.refit is None else args.refit,
         features=tuple(args.features.split(",")),
         model=model_config(args, "latent"),
         train=train_config(args),

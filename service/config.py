@@ -141,6 +141,18 @@ class Settings(BaseSettings):
         default=0.005, ge=0, lt=1, description="relative holdout-loss gain a challenger needs to be promoted"
     )
     retrain_epochs: int = Field(default=40, ge=1, description="most epochs of a retrain (early stopping may end it)")
+    retrain_holdout_days: int = Field(
+        default=126,
+        ge=1,
+        description="the newest trading days a retrain scores challenger and champion on (about six months); "
+        "as many days before them validate, and training ends before those",
+    )
+    retrain_history_years: int = Field(
+        default=10, ge=1, description="years of prices a retrain learns from (yfinance is asked from then on)"
+    )
+    retrain_refit: bool = Field(
+        default=True, description="refit a promoted challenger through the newest price and serve the refit"
+    )
     retrain_timeout_seconds: float = Field(
         default=3600.0, gt=0, description="a retrain running longer is killed and reported failed"
     )

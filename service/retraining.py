@@ -37,6 +37,9 @@ RETRAIN_SETTINGS = (
     "retrain_tickers",
     "retrain_margin",
     "retrain_epochs",
+    "retrain_holdout_days",
+    "retrain_history_years",
+    "retrain_refit",
 )
 
 

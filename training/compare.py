@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data.errors import ConfigError
 from data.features import Scaler, build_series
 from models.checkpoint import build_from_checkpoint
 from models.config import MODES, ModelConfig
@@ -30,12 +31,12 @@ from models.predictor import Predictor
 from training import baselines
 from training.config import TrainConfig
 from training.costs import Cost, forecast_costs
-from training.dataset import TrainingData
+from training.dataset import TrainingData, first_unseen_day
 from training.evaluate import SpanForecasts, model_forecasts
-from training.pipeline import fit
+from training.pipeline import fit, training_summary
 from training.registry import Registry
 from training.report import write_markdown, write_plots
-from training.scoring import score_by_ticker
+from training.scoring import outer_band, score_by_ticker
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +102,7 @@ def train_contenders(
     for mode in modes:
         config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode})
         trained = fit(config, data, train_config)
-        result = trained.result
-        training = {
-            "val_loss": result.best_val_loss,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "seconds": round(result.seconds, 1),
-        }
-        out.append(Contender(mode, trained.model, data.scaler, None, training))
+        out.append(Contender(mode, trained.model, data.scaler, None, training_summary(trained.result, train_config)))
     return out
 
 
@@ -118,6 +112,21 @@ def load_contender(registry: Registry, version: str) -> Contender:
     meta = registry.get(version)
     training = {"val_loss": meta.metrics.get("val_loss"), "data_span": meta.data_span}
     return Contender(model.config.mode, model, scaler, version, training)
+
+
+def check_out_of_sample(contender: Contender, test_start: np.datetime64) -> None:
+    """``ConfigError`` if a loaded version read prices of the test span in training or validation."""
+    if contender.version is None:
+        return  # trained here, on this comparison's split
+    unseen = first_unseen_day(contender.training["data_span"])
+    if unseen > test_start:
+        seen = np.datetime_as_string(unseen - np.timedelta64(1, "D"), unit="D")
+        start = np.datetime_as_string(test_start, unit="D")
+        raise ConfigError(
+            f"version {contender.version} read prices up to {seen} in training or validation, "
+            f"inside the test span from {start}: it would be scored in sample; "
+            "compare on data whose test span starts later, or train it on older data"
+        )
 
 
 def baseline_spans(data: TrainingData, levels: np.ndarray) -> dict[str, list[SpanForecasts]]:
@@ -149,17 +158,35 @@ def compare(
     prices: pd.DataFrame,
     cost_lengths: tuple[int, ...],
 ) -> Comparison:
-    """Score every contender and baseline on the test span of ``data``."""
-    levels = list(contenders[0].model.config.quantiles)
+    """Score every contender and baseline on the test span of ``data``.
+
+    Each contender is scored at its own quantile levels (coverage of its own
+    outer band); the baselines at the levels of the latent contender (else the
+    first). A loaded version that read the test span is refused.
+    """
+    for c in contenders:
+        check_out_of_sample(c, data.split.test_start)
+    reference = next((c for c in contenders if c.mode == "latent"), contenders[0])
+    levels = list(reference.model.config.quantiles)
     spans: dict[str, list[SpanForecasts]] = {}
     described: dict[str, dict[str, Any]] = {}
+    metrics: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {}
     for c in contenders:
         series = build_series(prices, c.scaler.features, data.horizon) if c.version else data.series
         starts = [data.split.bounds(s)[1] for s in series]
         spans[c.mode] = model_forecasts(c.model, c.scaler, series, starts)
-        described[c.mode] = {"version": c.version, "config": c.model.config.to_dict(), "training": c.training}
-    spans.update(baseline_spans(data, np.asarray(levels)))
-    metrics = {method: score_by_ticker(s, levels) for method, s in spans.items()}
+        own = list(c.model.config.quantiles)
+        metrics[c.mode] = score_by_ticker(spans[c.mode], own)
+        described[c.mode] = {
+            "version": c.version,
+            "config": c.model.config.to_dict(),
+            "training": c.training,
+            "quantiles": own,
+            "coverage_band": list(outer_band(own)),
+        }
+    for name, forecasts in baseline_spans(data, np.asarray(levels)).items():
+        spans[name] = forecasts
+        metrics[name] = score_by_ticker(forecasts, levels)
     by_mode = {c.mode: Predictor(c.model, c.scaler) for c in contenders}
     longest = max(data.series, key=len).ticker
     costs = forecast_costs(by_mode["latent"], by_mode["ar"], prices[prices["ticker"] == longest], cost_lengths)

@@ -12,11 +12,13 @@ from data.errors import ConfigError
 class TrainConfig:
     """Optimisation settings shared by both modes.
 
-    Latent mode cuts the training span into about ``streams`` contiguous
-    streams (of ``rows / streams`` steps each) read in parallel, ``bptt`` steps
-    at a time; ``burn_in`` steps at the start of each stream carry no loss, as
-    their state has not seen enough history yet. Ar mode draws
-    ``windows_per_epoch`` random windows in batches of ``batch_size``.
+    Latent mode cuts the training rows into at least ``streams`` contiguous
+    streams (a ticker's rows in pieces of at most ``rows / streams`` steps)
+    read in parallel, ``bptt`` steps at a time. The first ``burn_in`` rows of
+    each ticker (at least an ar window) carry no loss in either mode, as too
+    little history lies behind them. Ar mode reads a window ending at every
+    scored row each epoch in random order, in batches of ``batch_size``, or
+    only ``windows_per_epoch`` of them when that is set.
     """
 
     epochs: int = 40
@@ -24,7 +26,7 @@ class TrainConfig:
     bptt: int = 50
     batch_size: int = 64
     burn_in: int = 20
-    windows_per_epoch: int = 4096
+    windows_per_epoch: int | None = None
     lr: float = 3e-3
     weight_decay: float = 1e-5
     clip_norm: float = 1.0
@@ -37,6 +39,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "streams", "bptt", "batch_size", "windows_per_epoch", "patience", "threads"):
             value = getattr(self, name)
+            if name == "windows_per_epoch" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.burn_in < 0:

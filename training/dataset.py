@@ -2,13 +2,20 @@
 
 A ``Batch`` is ``(x, y, reset)``: scaled inputs (B, T, F), scaled targets
 (B, T, H) with NaN wherever no loss is due, and whether to start from a zero
-state. With that, one training loop serves both modes:
+state. With that, one training loop serves both modes, and both score exactly
+the same rows: every training row of every ticker from its row ``first_row``
+on (the burn-in before it has too little history for either mode).
 
-- ``StreamBatches`` (latent): each ticker's training span is cut into
-  contiguous streams (``batchify``) read ``bptt`` steps at a time; only the
-  first chunk of an epoch resets, so the state flows along each stream.
-- ``WindowBatches`` (ar): random windows of ``window`` steps, every batch
-  from a zero state, loss on the last step only.
+- ``StreamBatches`` (latent): each ticker's training rows, cut into pieces of
+  at most ``rows / streams`` rows, become contiguous streams read ``bptt``
+  steps at a time, the state flowing along each stream. A piece re-reads the
+  ``first_row`` rows before it as warm-up (no loss): every row after a
+  ticker's burn-in carries a loss once per epoch, however many tickers and
+  however long or short. Each epoch shifts the chunk boundaries by a random
+  phase drawn from the epoch's rng.
+- ``WindowBatches`` (ar): windows of ``window`` steps ending at every scored
+  row in random order (or ``windows_per_epoch`` of them), each from a zero
+  state, loss on the last step only.
 
 Validation batches cover the validation span in the same way for both modes
 (the latent model reads each ticker from its first row), so validation losses
@@ -17,7 +24,8 @@ of the two modes are comparable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,13 +40,11 @@ from data.features import (
     Scaler,
     Series,
     Split,
-    batchify,
     build_series,
     check_features,
     fit_scaler,
     mask_after,
     split_dates,
-    window_ends,
     windows,
 )
 from models.config import ModelConfig
@@ -57,6 +63,16 @@ class BatchSource(Protocol):
 
     def validation(self) -> Iterator[Batch]: ...
 
+    @property
+    def train_rows(self) -> int:
+        """Distinct training rows that carry a loss in one epoch."""
+        ...
+
+    @property
+    def validation_rows(self) -> int:
+        """Validation rows that carry a loss."""
+        ...
+
 
 @dataclass(frozen=True)
 class TrainingData:
@@ -74,12 +90,17 @@ class TrainingData:
         features: Sequence[str],
         horizon: int,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+        split: Callable[[Sequence[Series]], Split] | None = None,
     ) -> TrainingData:
-        """Build features and targets, split by date, fit the scaler on training rows."""
+        """Build features and targets, split by date, fit the scaler on training rows.
+
+        ``split`` picks the cut (``recent_split``, ``through_end``); without it the
+        pooled days are cut at ``fractions``.
+        """
         names = check_features(features)
         series = build_series(frame, names, horizon)
-        split = split_dates(series, fractions)
-        return cls(series, split, fit_scaler(series, split, names), horizon)
+        cut = split(series) if split is not None else split_dates(series, fractions)
+        return cls(series, cut, fit_scaler(series, cut, names), horizon)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -100,91 +121,160 @@ class TrainingData:
             "features": list(self.features),
             "first": str(np.datetime_as_string(first, unit="D")),
             "last": str(np.datetime_as_string(last, unit="D")),
+            "seen_until": str(np.datetime_as_string(self.seen_until(), unit="D")),
             **self.split.to_dict(),
         }
+
+    def seen_until(self) -> np.datetime64:
+        """The newest day whose price training or validation read (early stopping reads validation)."""
+        return max(s.dates[self.split.bounds(s)[1] - 1] for s in self.series if self.split.bounds(s)[1] > 0)
+
+
+def first_unseen_day(span: dict[str, Any]) -> np.datetime64:
+    """The first day whose price a model with this data ``span`` never read in training or validation.
+
+    A span without ``seen_until`` (an older version) is bounded by its test
+    start; one without either is taken to have read every day it lists.
+    """
+    if "seen_until" in span:
+        return np.datetime64(span["seen_until"]) + np.timedelta64(1, "D")
+    if "test_start" in span:
+        return np.datetime64(span["test_start"])
+    return np.datetime64(span.get("last", "9999-12-31")) + np.timedelta64(1, "D")
+
+
+def first_scored_row(config: ModelConfig, train: TrainConfig) -> int:
+    """The first row of each ticker that carries a loss, the same in both modes.
+
+    Row ``window - 1`` is the first with a full ar window, ``burn_in`` the first
+    whose latent state has seen enough history: both modes start at the later one.
+    """
+    return max(train.burn_in, config.window - 1)
 
 
 def batches_for(config: ModelConfig, data: TrainingData, train: TrainConfig) -> BatchSource:
     """The batch source that trains ``config.mode``."""
+    first_row = first_scored_row(config, train)
     if config.mode == "latent":
-        return StreamBatches(data, train, config.volatility_scaled)
-    return WindowBatches(data, config.window, train, config.volatility_scaled)
+        return StreamBatches(data, train, first_row, config.volatility_scaled)
+    return WindowBatches(data, config.window, train, first_row, config.volatility_scaled)
+
+
+def _scored(y: np.ndarray) -> int:
+    """Rows of (T, H) targets with at least one finite entry."""
+    return int(np.isfinite(y).any(axis=-1).sum())
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One ticker's scaled rows with the targets each split may see.
+
+    ``y_train`` holds NaN before the first scored row and wherever a target
+    reads a validation price; ``y_valid`` NaN outside the validation span and
+    wherever a target reads a test price.
+    """
+
+    x: np.ndarray  # (T, F)
+    y_train: np.ndarray  # (valid, H)
+    y_valid: np.ndarray  # (test, H)
+    valid: int  # first validation row
+    test: int  # first test row
+
+
+def _rows(data: TrainingData, first_row: int, volatility_scaled: bool) -> list[_Rows]:
+    out = []
+    for series in data.series:
+        valid, test = data.split.bounds(series)
+        x, y = data.scaled(series, volatility_scaled)
+        y_train, y_valid = mask_after(y, valid), mask_after(y, test)
+        y_train[:first_row] = np.nan
+        y_valid[: max(valid, first_row)] = np.nan
+        out.append(_Rows(x, y_train, y_valid, valid, test))
+    return out
 
 
 class StreamBatches:
     """Contiguous streams for truncated BPTT (latent mode)."""
 
-    def __init__(self, data: TrainingData, train: TrainConfig, volatility_scaled: bool = False) -> None:
-        self.data, self.bptt, self.volatility_scaled = data, train.bptt, volatility_scaled
-        parts = [self._training_part(s) for s in data.series]
-        total = sum(len(x) for x, _ in parts)
-        length = max(train.bptt, total // train.streams)
-        xs, ys = [], []
-        for x, y in parts:
-            xs.append(batchify(x, length))
-            stream_y = batchify(y, length).copy()
-            stream_y[:, : train.burn_in] = np.nan
-            ys.append(stream_y)
-        self.x, self.y = torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
-        if len(self.x) == 0:
-            raise DataError(f"too few training rows for streams of {length} steps")
+    def __init__(self, data: TrainingData, train: TrainConfig, first_row: int, volatility_scaled: bool = False) -> None:
+        self.bptt, self.first_row, self.group = train.bptt, first_row, train.batch_size
+        self.rows = _rows(data, first_row, volatility_scaled)
+        self.train_rows = sum(_scored(r.y_train) for r in self.rows)
+        self.validation_rows = sum(_scored(r.y_valid) for r in self.rows)
+        if self.train_rows == 0:
+            raise DataError(f"no training rows after the burn-in of {first_row} rows of each ticker")
+        # at least ``streams`` pieces: a long ticker is cut, a short one is a piece of its own
+        self.piece = math.ceil(sum(max(r.valid - first_row, 0) for r in self.rows) / train.streams)
 
-    def _training_part(self, series: Series) -> tuple[np.ndarray, np.ndarray]:
-        stop, _ = self.data.split.bounds(series)
-        x, y = self.data.scaled(series, self.volatility_scaled)
-        return x[:stop], mask_after(y, stop)
+    def _segments(self, phase: int) -> list[tuple[int, int, int, int]]:
+        """(ticker, first row read, first row scored, end) of every piece."""
+        out = []
+        for i, rows in enumerate(self.rows):
+            for start in range(self.first_row, rows.valid, self.piece):
+                out.append((i, start - self.first_row - phase, start, min(start + self.piece, rows.valid)))
+        return out
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
-        """Chunks of every stream in time order; the state flows from one to the next."""
-        for start in range(0, self.x.shape[1], self.bptt):
+        """Chunks of every stream in time order; the state flows from one to the next.
+
+        One piece per stream; a piece shorter than the longest is padded at its
+        end with rows that carry no loss. The phase pads the start of a
+        ticker's first piece (or lengthens a later piece's warm-up), so the
+        chunk boundaries fall on other rows each epoch.
+        """
+        phase = int(rng.integers(self.bptt))
+        segments = self._segments(phase)
+        length = math.ceil(max(stop - lead for _, lead, _, stop in segments) / self.bptt) * self.bptt
+        features, horizon = self.rows[0].x.shape[1], self.rows[0].y_train.shape[1]
+        x = np.zeros((len(segments), length, features), dtype=np.float32)
+        y = np.full((len(segments), length, horizon), np.nan, dtype=np.float32)
+        for b, (i, lead, start, stop) in enumerate(segments):
+            # row r of the ticker sits at step r - lead; steps before its first row stay zero (the scaled mean)
+            begin = max(lead, 0)
+            x[b, begin - lead : stop - lead] = self.rows[i].x[begin:stop]
+            # the warm-up before ``start`` is read, not scored: another piece scores it
+            y[b, start - lead : stop - lead] = self.rows[i].y_train[start:stop]
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        for start in range(0, length, self.bptt):
             stop = start + self.bptt
-            yield Batch(self.x[:, start:stop], self.y[:, start:stop], reset=start == 0)
+            yield Batch(xt[:, start:stop], yt[:, start:stop], reset=start == 0)
 
     def validation(self) -> Iterator[Batch]:
-        """Each ticker read from its first row; loss on validation rows only."""
-        for series in self.data.series:
-            valid, test = self.data.split.bounds(series)
-            if test <= valid:
-                continue
-            x, y = self.data.scaled(series, self.volatility_scaled)
-            y = mask_after(y, test)
-            y[:valid] = np.nan
-            yield Batch(torch.from_numpy(x[:test])[None], torch.from_numpy(y)[None], reset=True)
+        """Each ticker read from its first row; loss on validation rows only.
 
-
-@dataclass(frozen=True)
-class _Rows:
-    """One ticker's scaled rows with the targets each split may see."""
-
-    x: np.ndarray  # (T, F)
-    y_train: np.ndarray  # (valid, H): no target reads a validation price
-    y_valid: np.ndarray  # (test, H): no target reads a test price
-    train_ends: np.ndarray  # window ends in the training span
-    valid_ends: np.ndarray  # window ends in the validation span
+        Up to ``batch_size`` tickers at a time, each padded at its end (the model
+        is causal: what follows a row never changes its forecast).
+        """
+        scored = [r for r in self.rows if _scored(r.y_valid)]
+        for first in range(0, len(scored), self.group):
+            group = scored[first : first + self.group]
+            length = max(r.test for r in group)
+            x = np.zeros((len(group), length, group[0].x.shape[1]), dtype=np.float32)
+            y = np.full((len(group), length, group[0].y_valid.shape[1]), np.nan, dtype=np.float32)
+            for b, rows in enumerate(group):
+                x[b, : rows.test], y[b, : rows.test] = rows.x[: rows.test], rows.y_valid
+            yield Batch(torch.from_numpy(x), torch.from_numpy(y), reset=True)
 
 
 class WindowBatches:
-    """Random fixed-length windows from a zero state (ar mode)."""
+    """Fixed-length windows from a zero state, in random order (ar mode)."""
 
-    def __init__(self, data: TrainingData, window: int, train: TrainConfig, volatility_scaled: bool = False) -> None:
+    def __init__(
+        self, data: TrainingData, window: int, train: TrainConfig, first_row: int, volatility_scaled: bool = False
+    ) -> None:
+        if first_row < window - 1:
+            raise DataError(f"first scored row {first_row} comes before the first full window of {window} rows")
         self.window, self.train = window, train
-        self.rows = []
-        for series in data.series:
-            valid, test = data.split.bounds(series)
-            x, y = data.scaled(series, volatility_scaled)
-            self.rows.append(
-                _Rows(
-                    x,
-                    mask_after(y, valid),
-                    mask_after(y, test),
-                    window_ends(0, valid, window),
-                    window_ends(valid, test, window),
-                )
-            )
-        self.owner = np.concatenate([np.full(len(r.train_ends), i) for i, r in enumerate(self.rows)])
-        self.ends = np.concatenate([r.train_ends for r in self.rows])
+        self.rows = _rows(data, first_row, volatility_scaled)
+        train_ends = [np.flatnonzero(np.isfinite(r.y_train).any(axis=-1)) for r in self.rows]
+        self.valid_ends = [np.flatnonzero(np.isfinite(r.y_valid).any(axis=-1)) for r in self.rows]
+        self.owner = np.concatenate([np.full(len(e), i) for i, e in enumerate(train_ends)])
+        self.ends = np.concatenate(train_ends)
         if len(self.ends) == 0:
             raise DataError(f"too few training rows for windows of {window} steps")
+        cap = train.windows_per_epoch
+        self.train_rows = len(self.ends) if cap is None else min(cap, len(self.ends))
+        self.validation_rows = sum(len(e) for e in self.valid_ends)
 
     def _windows(self, x: np.ndarray, y: np.ndarray, ends: np.ndarray) -> tuple[Tensor, Tensor]:
         inputs = windows(x, ends, self.window)  # (N, W, F)
@@ -193,7 +283,7 @@ class WindowBatches:
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
-        chosen = rng.permutation(len(self.ends))[: self.train.windows_per_epoch]
+        chosen = rng.permutation(len(self.ends))[: self.train_rows]
         for start in range(0, len(chosen), self.train.batch_size):
             picks = chosen[start : start + self.train.batch_size]
             parts = [
@@ -203,7 +293,7 @@ class WindowBatches:
             yield Batch(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), reset=True)
 
     def validation(self) -> Iterator[Batch]:
-        for rows in self.rows:
-            if len(rows.valid_ends):
-                inputs, targets = self._windows(rows.x, rows.y_valid, rows.valid_ends)
+        for rows, ends in zip(self.rows, self.valid_ends, strict=True):
+            if len(ends):
+                inputs, targets = self._windows(rows.x, rows.y_valid, ends)
                 yield Batch(inputs, targets, reset=True)

@@ -37,7 +37,9 @@ class TrainResult:
     best_val_loss: float
     epochs_run: int
     steps: int  # optimiser steps
-    rows: int  # training rows that carried a loss
+    rows: int  # training rows that carried a loss, summed over epochs
+    train_rows: int  # distinct training rows that carry a loss in one epoch
+    validation_rows: int  # validation rows scored after each epoch
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -72,8 +74,15 @@ def evaluate_loss(model: Forecaster, batches: Iterable[Batch]) -> float:
     return total / count if count else math.nan
 
 
-def train(model: Forecaster, source: BatchSource, config: TrainConfig, desc: str = "train") -> TrainResult:
-    """Fit ``model`` in place with Adam, clipping and early stopping; restore the best weights."""
+def train(
+    model: Forecaster, source: BatchSource, config: TrainConfig, desc: str = "train", validate: bool = True
+) -> TrainResult:
+    """Fit ``model`` in place with Adam, clipping and early stopping; restore the best weights.
+
+    Without ``validate`` (a refit through the newest price: nothing is left to
+    validate on) it runs exactly ``config.epochs`` epochs and keeps the last
+    weights; ``best_val_loss`` is then NaN.
+    """
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -102,12 +111,16 @@ def train(model: Forecaster, source: BatchSource, config: TrainConfig, desc: str
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimiser.step()
-            steps, rows = steps + 1, rows + batch_count
+            steps, rows = steps + 1, rows + int(torch.isfinite(batch.y).any(dim=-1).sum())
             epoch_sum, epoch_count = epoch_sum + float(batch_sum.detach()), epoch_count + batch_count
+        train_loss = epoch_sum / max(epoch_count, 1)
+        if not validate:
+            history.append({"epoch": epoch, "train_loss": train_loss})
+            best_epoch, best_weights = epoch, model.state_dict()
+            continue
         val_loss = evaluate_loss(model, source.validation())
         if not math.isfinite(val_loss):
             raise ConfigError(f"validation loss is {val_loss} at epoch {epoch}: no validation rows, or diverged")
-        train_loss = epoch_sum / max(epoch_count, 1)
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}", best=f"{min(best_loss, val_loss):.4f}")
         if val_loss < best_loss - config.min_delta:
@@ -121,4 +134,7 @@ def train(model: Forecaster, source: BatchSource, config: TrainConfig, desc: str
     model.load_state_dict(best_weights)
     model.eval()
     seconds = time.perf_counter() - started
-    return TrainResult(best_epoch, best_loss, len(history), steps, rows, seconds, history)
+    best_loss = best_loss if validate else math.nan
+    return TrainResult(
+        best_epoch, best_loss, len(history), steps, rows, source.train_rows, source.validation_rows, seconds, history
+    )

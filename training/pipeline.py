@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ class Trained:
     train_config: TrainConfig
 
 
-def fit(model_config: ModelConfig, data: TrainingData, train_config: TrainConfig) -> Trained:
-    """Build ``model_config`` from a fixed seed and train it on ``data``."""
+def fit(model_config: ModelConfig, data: TrainingData, train_config: TrainConfig, validate: bool = True) -> Trained:
+    """Build ``model_config`` from a fixed seed and train it on ``data`` (``validate``: see ``train``)."""
     if model_config.n_features != len(data.features):
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "n_features": len(data.features)})
     if model_config.horizon != data.horizon:
@@ -46,39 +47,59 @@ def fit(model_config: ModelConfig, data: TrainingData, train_config: TrainConfig
     torch.manual_seed(train_config.seed)
     model = Forecaster(model_config)
     source = batches_for(model_config, data, train_config)
-    result = train(model, source, train_config, desc=f"train {model_config.mode}")
+    result = train(model, source, train_config, desc=f"train {model_config.mode}", validate=validate)
     logger.info(
-        "trained %s: best val loss %.4f at epoch %d of %d, %.1fs",
+        "trained %s: best val loss %.4f at epoch %d of %d, %d training and %d validation rows scored, %.1fs",
         model_config.mode,
         result.best_val_loss,
         result.best_epoch,
         result.epochs_run,
+        result.train_rows,
+        result.validation_rows,
         result.seconds,
     )
     return Trained(model, data, result, train_config)
 
 
-def holdout_metrics(trained: Trained, offsets: np.ndarray | None = None) -> dict[str, Any]:
-    """Pooled metrics of the model's rolling forecasts over the test span, moved by ``offsets`` if given."""
+def holdout_metrics(trained: Trained, offsets: np.ndarray | None = None) -> dict[str, Any] | None:
+    """Pooled metrics of the model's rolling forecasts over the test span, moved by ``offsets`` if given
+    (None when the span is empty: a refit)."""
     data = trained.data
     starts = [data.split.bounds(s)[1] for s in data.series]
+    if all(start >= len(s) for start, s in zip(starts, data.series, strict=True)):
+        return None
     spans = model_forecasts(trained.model, data.scaler, data.series, starts, offsets)
     return pooled_metrics(spans, trained.model.config.quantiles)
 
 
-def checkpoint(trained: Trained, source: str) -> dict[str, Any]:
-    """The registry checkpoint: weights, config, scaler, metrics, data span and conformal offsets."""
-    result = trained.result
-    data = trained.data
-    offsets = fit_offsets(trained.model, data.scaler, data.series, data.split)
-    metrics = {
-        "val_loss": result.best_val_loss,
+def training_summary(result: TrainResult, train_config: TrainConfig) -> dict[str, Any]:
+    """How a training run went, as the registry and the comparison report record it."""
+    return {
+        "val_loss": result.best_val_loss if math.isfinite(result.best_val_loss) else None,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "train_seconds": round(result.seconds, 2),
-        "train_config": trained.train_config.to_dict(),
-        "test": holdout_metrics(trained, offsets),
+        "train_rows": result.train_rows,
+        "validation_rows": result.validation_rows,
+        "train_config": train_config.to_dict(),
     }
+
+
+def checkpoint(
+    trained: Trained, source: str, refit_of: str | None = None, offsets: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The registry checkpoint: weights, config, scaler, metrics, data span and conformal offsets.
+
+    The offsets are fit on the validation span unless given: a refit through the
+    newest price has no validation span and takes those of ``refit_of``, the
+    version whose architecture and epoch count it repeats (it has no validation loss).
+    """
+    data = trained.data
+    if offsets is None:
+        offsets = fit_offsets(trained.model, data.scaler, data.series, data.split)
+    metrics = {**training_summary(trained.result, trained.train_config), "test": holdout_metrics(trained, offsets)}
+    if refit_of is not None:
+        metrics["refit_of"] = refit_of
     return make_checkpoint(trained.model, data.scaler, metrics, data.span(source), offsets)
 
 

@@ -34,7 +34,7 @@ COLUMNS = [
     ("mae_ratio", "MAE / RW", 1.0, ".3f"),
     ("directional_accuracy", "direction (%)", 100.0, ".1f"),
     ("pinball", "pinball (%)", 100.0, ".4f"),
-    ("coverage", "10-90% coverage (%)", 100.0, ".1f"),
+    ("coverage", "outer-band coverage (%)", 100.0, ".1f"),
 ]
 PLOT_DAYS = 120  # the last days of the test span in the forecast plot
 NEGLIGIBLE = 0.01  # relative differences below 1% are called a tie
@@ -96,7 +96,7 @@ def verdict(metrics: dict[str, Any], horizon: str) -> list[str]:
             lead = f" It leads {LABELS.get(runner_up, runner_up)} by only {margin * 100:.1f}%: too small to call."
     out.append(
         f"**Quantiles, {days} day(s): {LABELS.get(best, best)} has the lowest pinball loss.**{lead} "
-        f"Pinball loss (%, lower is better) and 10-90% coverage (nominal 80%): {figures}."
+        f"Pinball loss (%, lower is better) and coverage of the outer quantile band: {figures}."
     )
     for mode in ("latent", "ar"):
         if mode not in interval:

@@ -1,9 +1,18 @@
-"""The retrain job: fresh data, a challenger per mode, promotion only when better.
+"""The retrain job: fresh data, a challenger per mode, promotion only when better out of sample.
 
-    lock -> fetch (yfinance, else the disk cache, else bundled) -> per mode:
-    train a challenger on all but the newest holdout -> score challenger and
-    champion on that same holdout -> promote if the challenger's loss is lower
-    by the margin (or there is no champion) -> job report
+    lock -> fetch (yfinance from ``history_years`` ago, else the disk cache,
+    else bundled) -> per mode: skip if the data holds nothing newer than the
+    champion's -> train a challenger on all but the newest ``2 * holdout_days``
+    days (the older of those validate) -> score challenger and champion on the
+    newest ``holdout_days``, which neither has read -> promote if the
+    challenger's loss is lower by the margin (or there is no champion) -> refit
+    the promoted challenger through the newest price and promote the refit ->
+    job report
+
+The champion scored is the one serving, unless it has read the holdout (a
+refit reads everything up to its day): then the version it was refit from,
+which was chosen by the same protocol on older data. If neither is out of
+sample on this holdout, the mode is skipped rather than scored in sample.
 
 The job's progress and outcome are written to ``ARTIFACTS/jobs/<id>.json``
 after every stage. A crash anywhere leaves the champion pointer untouched
@@ -17,7 +26,9 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +37,24 @@ import pandas as pd
 
 from data import sources
 from data.errors import ConflictError, ForecastError
-from data.features import DEFAULT_FEATURES, Scaler, build_series
-from models.checkpoint import build_from_checkpoint
+from data.features import DEFAULT_FEATURES, Scaler, build_series, recent_split, through_end
+from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
 from training.config import TrainConfig
-from training.dataset import TrainingData
+from training.dataset import TrainingData, first_unseen_day
 from training.evaluate import SpanForecasts, model_forecasts
 from training.jobs import JobReport, JobStore, new_job_id
 from training.lock import JobLock
 from training.metrics import pinball
-from training.pipeline import checkpoint, fit
+from training.pipeline import Trained, checkpoint, fit
 from training.registry import Registry
 from training.scoring import pooled
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = "retrain.lock"
+DAYS_PER_YEAR = 365.25
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,9 @@ class RetrainConfig:
     tickers: tuple[str, ...] = ("AAPL", "GOOG", "IBM", "MSFT")
     source: str = "yfinance"  # "yfinance" falls back to the cache, then to bundled
     path: str | None = None  # for source "csv"
-    history_start: str | None = None  # first date asked of yfinance (None: all it has)
+    history_years: int = 10  # how far back the prices go (yfinance is asked from then, never for all it has)
+    holdout_days: int = 126  # the newest trading days, scored; as many before them validate
+    refit: bool = True  # refit a promoted challenger through the newest price
     modes: tuple[str, ...] = MODES
     margin: float = 0.005  # relative: the challenger's loss must be below champion * (1 - margin)
     features: tuple[str, ...] = DEFAULT_FEATURES
@@ -68,9 +82,18 @@ class RetrainConfig:
 def fetch(config: RetrainConfig, download: sources.Downloader = sources.download_yfinance) -> sources.FreshPrices:
     """Prices for the job, and where they came from."""
     if config.source == "yfinance":
-        return sources.fetch_fresh(config.tickers, config.cache_dir, download=download, start=config.history_start)
-    frame = sources.load(config.source, tickers=config.tickers, path=config.path)
-    return sources.FreshPrices(frame, config.source, f"source {config.source} as configured")
+        start = (datetime.now(UTC) - timedelta(days=round(DAYS_PER_YEAR * config.history_years))).date().isoformat()
+        fresh = sources.fetch_fresh(config.tickers, config.cache_dir, download=download, start=start)
+    else:
+        frame = sources.load(config.source, tickers=config.tickers, path=config.path)
+        fresh = sources.FreshPrices(frame, config.source, f"source {config.source} as configured")
+    return replace(fresh, frame=recent_history(fresh.frame, config.history_years))
+
+
+def recent_history(prices: pd.DataFrame, years: int) -> pd.DataFrame:
+    """The last ``years`` of ``prices`` (a cache or the bundled prices may hold more)."""
+    first = prices["date"].max() - pd.Timedelta(days=round(DAYS_PER_YEAR * years))
+    return prices[prices["date"] >= first].reset_index(drop=True)
 
 
 def holdout_loss(spans: Sequence[SpanForecasts], levels: Sequence[float], horizon: int, keep: Sequence[float]) -> float:
@@ -114,35 +137,96 @@ def challenger_setup(registry: Registry, mode: str, config: RetrainConfig) -> tu
     return ModelConfig.from_dict({**config.model.to_dict(), "mode": mode}), config.features
 
 
+def stale_reason(registry: Registry, mode: str, prices: pd.DataFrame) -> str | None:
+    """Why ``prices`` hold nothing for ``mode`` to learn from, or None when they are newer than its champion's."""
+    champion = registry.champion(mode)
+    if champion is None:
+        return None
+    try:
+        last = registry.get(champion).data_span.get("last")
+    except ForecastError:
+        return None  # an unreadable champion is replaced, whatever the data
+    newest = prices["date"].max().date().isoformat()
+    if last is not None and newest <= last:
+        return f"the prices end on {newest}, no later than the data of champion {champion} ({last}): nothing new"
+    return None
+
+
+def opponent(registry: Registry, champion: str, holdout: np.datetime64) -> tuple[str | None, str]:
+    """The version to score against the challenger: the champion, else its parent, if it never read the holdout."""
+    meta = registry.get(champion)
+    if first_unseen_day(meta.data_span) <= holdout:
+        return champion, "the champion"
+    parent = meta.metrics.get("refit_of")
+    if parent is not None and first_unseen_day(registry.get(parent).data_span) <= holdout:
+        return parent, f"the version champion {champion} was refit from (the champion has read the holdout)"
+    return None, f"champion {champion} has read prices of the holdout from {_day(holdout)}: no out-of-sample verdict"
+
+
+def refit(trained: Trained, prices: pd.DataFrame) -> Trained:
+    """``trained``'s architecture and features fit again through the newest price, for its best epoch count."""
+    features, horizon = trained.data.features, trained.data.horizon
+    data = TrainingData.prepare(prices, features, horizon, split=through_end)
+    epochs = replace(trained.train_config, epochs=max(trained.result.best_epoch, 1))
+    return fit(trained.model.config, data, epochs, validate=False)
+
+
+def training_spans(data: TrainingData) -> dict[str, str]:
+    """The days a model's training and validation covered, for the job report."""
+    cut = data.split.to_dict()
+    first = min(s.dates[0] for s in data.series)
+    return {
+        "train": f"{_day(first)} to before {cut['validation_start']}",
+        "validation": f"{cut['validation_start']} to before {cut['test_start']}",
+        "seen_until": _day(data.seen_until()),
+    }
+
+
 def challenge(
     registry: Registry, mode: str, prices: pd.DataFrame, config: RetrainConfig, source: str
 ) -> dict[str, Any]:
-    """Train a challenger of ``mode``, score it against the champion, promote it if better."""
-    model_config, features = challenger_setup(registry, mode, config)
-    data = TrainingData.prepare(prices, features, model_config.horizon)
-    trained = fit(model_config, data, config.train)
-    version = registry.register(checkpoint(trained, source)).version
+    """Train a challenger of ``mode``, score it against the champion out of sample, promote it (refit) if better."""
     champion = registry.champion(mode)
-    outcome: dict[str, Any] = {
-        "mode": mode,
-        "challenger": version,
-        "champion_before": champion,
-        "holdout_start": data.split.to_dict()["test_start"],
-    }
+    outcome: dict[str, Any] = {"mode": mode, "champion_before": champion}
+    stale = stale_reason(registry, mode, prices)
+    if stale is not None:
+        outcome.update(skipped=True, promoted=False, reason=stale, champion_after=champion)
+        return outcome
+    model_config, features = challenger_setup(registry, mode, config)
+    split = partial(recent_split, holdout_days=config.holdout_days)
+    data = TrainingData.prepare(prices, features, model_config.horizon, split=split)
     holdout = data.split.test_start
-    levels = model_config.quantiles
+    outcome["holdout_start"] = _day(holdout)
+    scored: str | None = None
     if champion is None:
-        promote, reason = True, "no champion yet"
+        why = "no champion yet"
     else:
         try:
-            champion_config = ModelConfig.from_dict(registry.get(champion).config)
-            horizon = min(model_config.horizon, champion_config.horizon)
-            keep = [q for q in levels if q in champion_config.quantiles]
-            champion_model, champion_scaler = build_from_checkpoint(registry.load(champion), champion)
-            outcome["champion_loss"] = score_on_holdout(champion_model, champion_scaler, prices, holdout, horizon, keep)
+            scored, why = opponent(registry, champion, holdout)
         except ForecastError as exc:
-            promote, reason = True, f"champion {champion} cannot be scored ({exc})"
+            why = f"champion {champion} cannot be scored ({exc})"
         else:
+            if scored is None:
+                outcome.update(skipped=True, promoted=False, reason=why, champion_after=champion)
+                return outcome
+    trained = fit(model_config, data, config.train)
+    version = registry.register(checkpoint(trained, source)).version
+    outcome.update(challenger=version, challenger_span=training_spans(data))
+    levels = model_config.quantiles
+    promote, reason = True, why
+    if scored is not None:
+        try:
+            scored_config = ModelConfig.from_dict(registry.get(scored).config)
+            horizon = min(model_config.horizon, scored_config.horizon)
+            keep = [q for q in levels if q in scored_config.quantiles]
+            scored_model, scored_scaler = build_from_checkpoint(registry.load(scored), scored)
+            outcome["champion_loss"] = score_on_holdout(scored_model, scored_scaler, prices, holdout, horizon, keep)
+        except ForecastError as exc:
+            reason = f"champion {champion} cannot be scored ({exc})"
+        else:
+            outcome.update(champion_scored=scored, champion_scored_is=why)
+            unseen = first_unseen_day(registry.get(scored).data_span)
+            outcome["champion_seen_until"] = _day(unseen - np.timedelta64(1, "D"))
             outcome["challenger_loss"] = score_on_holdout(trained.model, data.scaler, prices, holdout, horizon, keep)
             bar = outcome["champion_loss"] * (1 - config.margin)
             promote = outcome["challenger_loss"] < bar
@@ -156,10 +240,33 @@ def challenge(
             trained.model, data.scaler, prices, holdout, model_config.horizon, levels
         )
     if promote:
-        registry.promote(version)
+        promoted = _refit_version(registry, trained, prices, source, version, outcome) if config.refit else version
+        registry.promote(promoted)
     outcome.update(promoted=promote, reason=reason, champion_after=registry.champion(mode))
     logger.info("%s: %s %s (%s)", mode, version, "promoted" if promote else "not promoted", reason)
     return outcome
+
+
+def _refit_version(
+    registry: Registry, trained: Trained, prices: pd.DataFrame, source: str, parent: str, outcome: dict[str, Any]
+) -> str:
+    """Register the refit of ``parent`` and record it in ``outcome``; returns its version."""
+    again = refit(trained, prices)
+    # a refit has no validation span to fit conformal offsets on: it keeps its parent's
+    offsets = checkpoint_offsets(registry.load(parent), trained.model.config, parent)
+    version = registry.register(checkpoint(again, source, refit_of=parent, offsets=offsets)).version
+    outcome["refit"] = {
+        "version": version,
+        "of": parent,
+        "epochs": again.result.epochs_run,
+        "seen_until": _day(again.data.seen_until()),
+        "seconds": round(again.result.seconds, 2),
+    }
+    return version
+
+
+def _day(day: np.datetime64) -> str:
+    return str(np.datetime_as_string(day, unit="D"))
 
 
 def price_span(prices: pd.DataFrame) -> dict[str, Any]:
@@ -202,7 +309,12 @@ def run_retrain(
                 jobs.save(job)
                 job.modes.append(challenge(registry, mode, fresh.frame, config, fresh.source))
                 jobs.save(job)
-        job.finish("succeeded", time.perf_counter() - started)
+        skipped = [m for m in job.modes if m.get("skipped")]
+        if skipped and len(skipped) == len(job.modes):
+            reasons = "; ".join(f"{m['mode']}: {m['reason']}" for m in skipped)
+            job.finish("skipped", time.perf_counter() - started, reasons)
+        else:
+            job.finish("succeeded", time.perf_counter() - started)
     except ConflictError as exc:
         job.finish("skipped", time.perf_counter() - started, str(exc))
     except Exception as exc:

@@ -32,9 +32,16 @@ def pooled(spans: Sequence[SpanForecasts]) -> SpanForecasts:
     )
 
 
+def outer_band(levels: Sequence[float]) -> tuple[float, float]:
+    """The widest interval of ``levels``: a model's coverage is that of its own outer band."""
+    return (min(levels), max(levels))
+
+
 def score(span: SpanForecasts, levels: Sequence[float]) -> Scores:
-    """One-step and H-step metrics of one span."""
-    return evaluate_forecasts(span.actual, span.point, span.quantiles, np.asarray(levels, dtype=np.float64))
+    """One-step and H-step metrics of one span; coverage of the outer band of ``levels``."""
+    return evaluate_forecasts(
+        span.actual, span.point, span.quantiles, np.asarray(levels, dtype=np.float64), outer_band(levels)
+    )
 
 
 def pooled_metrics(spans: Sequence[SpanForecasts], levels: Sequence[float]) -> dict[str, Any]:

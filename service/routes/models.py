@@ -20,6 +20,7 @@ COMPARE_FOLDER = ("reports", "compare")
 COMPARE_REPORT = (*COMPARE_FOLDER, "report.json")
 PNG = "image/png"
 PLOT_NAME = r"^[A-Za-z0-9_.-]+\.png$"
+BACKTEST_REPORT = ("reports", "backtest", "backtest.json")
 
 
 @router.get(
@@ -53,24 +54,36 @@ async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
 
 @router.get(
     "/compare",
-    summary="The latest ar vs latent comparison",
+    summary="The latest ar vs latent comparison and walk-forward backtest",
     responses={200: {"description": "the comparison report, as written"}, **error_responses(401, 404, 503)},
 )
 async def compare(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
-    """The report written by the last comparison run (`ARTIFACTS/reports/compare/report.json`)."""
+    """The report written by the last comparison run (`ARTIFACTS/reports/compare/report.json`), with the
+    last walk-forward backtest (`latentcast backtest`) under `backtest`, null until one has run."""
+    report = await in_thread(_read_report, svc.settings.artifacts, COMPARE_REPORT)
+    backtest = await in_thread(_read_report, svc.settings.artifacts, BACKTEST_REPORT)
+    if report is None and backtest is None:
+        raise NotFoundError(
+            f"no comparison report yet: run `latentcast compare` to write {'/'.join(COMPARE_REPORT)} "
+            f"or `latentcast backtest` to write {'/'.join(BACKTEST_REPORT)}"
+        )
+    return {**(report or {}), "backtest": backtest}
+
+
+def _read_report(artifacts: pathlib.Path, parts: tuple[str, ...]) -> dict[str, Any] | None:
+    """A JSON report under ``artifacts``, or None if it was never written; ``UnavailableError`` if unreadable."""
     # the messages name the report as the artifacts folder holds it, never where that folder is
-    path = svc.settings.artifacts.joinpath(*COMPARE_REPORT)
-    shown = "/".join(COMPARE_REPORT)
+    shown = "/".join(parts)
     try:
-        text = await in_thread(path.read_text)
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"no comparison report yet: run `latentcast compare` to write {shown}") from exc
+        text = artifacts.joinpath(*parts).read_text()
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        raise UnavailableError(f"the comparison report {shown} is unreadable ({exc.strerror})") from exc
+        raise UnavailableError(f"the report {shown} is unreadable ({exc.strerror})") from exc
     try:
         report: dict[str, Any] = json.loads(text)
     except ValueError as exc:
-        raise UnavailableError(f"the comparison report {shown} is unreadable: {exc}") from exc
+        raise UnavailableError(f"the report {shown} is unreadable: {exc}") from exc
     return report
 
 

@@ -5,10 +5,9 @@ import pandas as pd
 import pytest
 
 from data import sources
-from data.errors import ConfigError
+from data.errors import ConfigError, DataError
 from data.features import (
     Scaler,
-    batchify,
     build_series,
     check_features,
     cumulative_targets,
@@ -16,7 +15,9 @@ from data.features import (
     fields_needed,
     fit_scaler,
     mask_after,
+    recent_split,
     split_dates,
+    through_end,
     window_ends,
     windows,
 )
@@ -122,15 +123,6 @@ def test_training_targets_never_read_past_the_cut():
             assert np.isnan(masked[t, h - 1]) == (t + h >= 6)
 
 
-def test_batchify_keeps_contiguous_streams_of_the_newest_rows():
-    x = np.arange(23).reshape(23, 1)
-    streams = batchify(x, 5)
-    assert streams.shape == (4, 5, 1)
-    assert streams[0, :, 0].tolist() == [3, 4, 5, 6, 7]
-    assert streams[-1, :, 0].tolist() == [18, 19, 20, 21, 22]
-    assert batchify(x, 50).shape == (0, 50, 1)
-
-
 def test_windows_end_at_each_index():
     x = np.arange(10).reshape(10, 1)
     ends = window_ends(0, 10, window=4)
@@ -152,3 +144,19 @@ def test_extreme_price_ratios_give_infinite_returns_that_the_scaler_clips_withou
     assert rows[0, 0] == -np.inf and rows[1, 0] == np.inf and rows[0, 1] == np.inf
     scaler = Scaler(("returns", "range"), np.zeros(2), np.ones(2), 1.0, clip=10.0)
     assert scaler.transform(rows).tolist() == [[-10.0, 10.0], [10.0, 10.0]]
+
+
+def test_recent_split_holds_out_the_newest_days(prices):
+    series = build_series(prices, ("returns",), horizon=1)
+    days = np.unique(np.concatenate([s.dates for s in series]))
+    split = recent_split(series, 30)
+    assert split.test_start == days[-30] and split.validation_start == days[-60]
+    with pytest.raises(DataError) as err:
+        recent_split(series, len(days) // 2)
+    assert str(err.value).startswith(f"too few trading days for a holdout and a validation of {len(days) // 2} days")
+
+
+def test_through_end_keeps_every_row_in_training(prices):
+    series = build_series(prices, ("returns",), horizon=1)
+    split = through_end(series)
+    assert all(split.bounds(s) == (len(s), len(s)) for s in series)

@@ -30,7 +30,9 @@ def retrain_settings(tmp_path, **overrides: Any) -> Settings:
     registry = Registry(tmp_path)
     if not registry.versions():
         for mode in ("ar", "latent"):
-            registry.promote(registry.register(tiny_checkpoint(mode)).version)
+            champion = tiny_checkpoint(mode)
+            champion["data_span"] = {**champion["data_span"], "last": "2012-06-29"}  # the bundled prices are newer
+            registry.promote(registry.register(champion).version)
     values: dict[str, Any] = {
         "artifacts": tmp_path,
         "registry_poll_seconds": 0,
@@ -50,6 +52,7 @@ def test_the_child_runs_with_this_services_retrain_settings(tmp_path):
     assert env["LATENTCAST_RETRAIN_TICKERS"] == "IBM,MSFT"
     assert env["LATENTCAST_RETRAIN_SOURCE"] == "bundled"
     assert env["LATENTCAST_RETRAIN_MARGIN"] == "0.02"
+    assert env["LATENTCAST_RETRAIN_HOLDOUT_DAYS"] == "126" and env["LATENTCAST_RETRAIN_REFIT"] == "True"
     assert "LATENTCAST_RETRAIN_PATH" not in env
     assert retrain_command("J")[1:] == ["-m", "service.cli", "retrain", "--job-id", "J", "--no-progress"]
 

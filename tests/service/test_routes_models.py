@@ -31,17 +31,29 @@ def test_compare_serves_the_latest_report_or_says_there_is_none(tmp_path, make_s
     with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
         missing = client.get("/v1/models/compare")
         report = registry.root / "reports" / "compare" / "report.json"
+        backtest = registry.root / "reports" / "backtest" / "backtest.json"
         assert missing.status_code == 404
         assert missing.json()["error"] == {
             "code": "not_found",
-            "message": "no comparison report yet: run `latentcast compare` to write reports/compare/report.json",
+            "message": "no comparison report yet: run `latentcast compare` to write reports/compare/report.json "
+            "or `latentcast backtest` to write reports/backtest/backtest.json",
         }
         report.parent.mkdir(parents=True)
         report.write_text(json.dumps({"winner": "latent", "mae_ratio": {"ar": 0.99, "latent": 0.97}}))
         assert client.get("/v1/models/compare").json() == {
             "winner": "latent",
             "mae_ratio": {"ar": 0.99, "latent": 0.97},
+            "backtest": None,
         }
+        backtest.parent.mkdir(parents=True)
+        backtest.write_text(json.dumps({"diebold_mariano": [{"horizon": 1, "p_value": 0.4}]}))
+        served = client.get("/v1/models/compare").json()
+        assert served["winner"] == "latent" and served["backtest"]["diebold_mariano"][0]["p_value"] == 0.4
+        backtest.write_text("{not json")
+        unreadable = client.get("/v1/models/compare")
+        assert unreadable.status_code == 503
+        message = unreadable.json()["error"]["message"]
+        assert "reports/backtest/backtest.json is unreadable" in message and str(tmp_path) not in message
 
 
 def test_compare_plots_are_listed_and_served_and_nothing_else_is(tmp_path, make_settings: MakeSettings):

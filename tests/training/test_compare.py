@@ -2,18 +2,22 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from data import sources
+from data.errors import ConfigError
 from tests.factories import tiny_config
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
 from training.dataset import TrainingData
+from training.metrics import pinball
 from training.pipeline import train_and_register
 from training.registry import Registry
 from training.report import verdict
+from training.scoring import pooled
 
-FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, progress=False)
+FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
 METHODS = {"latent", "ar", "random_walk", "previous_return", "linear_ar", "garch_t"}
 
 
@@ -134,4 +138,43 @@ def test_verdict_says_when_the_best_quantiles_lead_by_too_little_to_call():
     assert line.startswith(
         "**Quantiles, 1 day(s): latent (model) has the lowest pinball loss.** "
         "It leads GARCH(1,1)-t by only 0.2%: too small to call."
+    )
+
+
+def test_each_version_is_scored_at_its_own_quantile_levels(prices, tmp_path):
+    registry = Registry(tmp_path)
+    older = prices[prices["date"] < "2006-01-01"]  # read nothing of the comparison's test span
+    ar = train_and_register(registry, older, "bundled", tiny_config("ar", quantiles=(0.05, 0.5, 0.95)), FAST)
+    latent = train_and_register(registry, older, "bundled", tiny_config(quantiles=(0.25, 0.5, 0.75)), FAST)
+    data = TrainingData.prepare(prices, ("returns",), horizon=3)
+    contenders = [load_contender(registry, latent.version), load_contender(registry, ar.version)]
+    comparison = compare(data, contenders, "bundled", prices, cost_lengths=(30,))
+    assert comparison.contenders["ar"]["coverage_band"] == [0.05, 0.95]
+    assert comparison.contenders["latent"]["coverage_band"] == [0.25, 0.75]
+    for mode, levels in (("ar", (0.05, 0.5, 0.95)), ("latent", (0.25, 0.5, 0.75))):
+        forecasts = pooled(comparison.spans[mode])
+        assert forecasts.quantiles is not None
+        y, q = forecasts.actual[:, 0], forecasts.quantiles[:, 0]
+        known = np.isfinite(y)
+        scored = comparison.metrics[mode]["pooled"]["h1"]
+        assert scored["pinball"] == pytest.approx(pinball(y, q, np.asarray(levels)))
+        inside = (q[known, 0] <= y[known]) & (y[known] <= q[known, -1])
+        assert scored["coverage"] == pytest.approx(inside.mean())
+    assert comparison.levels == [0.25, 0.5, 0.75]  # the baselines take the latent model's levels
+
+
+def test_a_version_that_read_the_test_span_is_refused(prices, tmp_path):
+    registry = Registry(tmp_path)
+    later = sources.load("bundled", tickers=["AAPL", "IBM"], start="2003-01-01", end="2010-01-01")
+    version = train_and_register(registry, later, "bundled", tiny_config("ar"), FAST)
+    seen = version.data_span["seen_until"]
+    data = TrainingData.prepare(prices, ("returns",), horizon=3)
+    [latent] = train_contenders(data, tiny_config(), FAST, modes=["latent"])
+    with pytest.raises(ConfigError) as err:
+        compare(data, [latent, load_contender(registry, version.version)], "bundled", prices, cost_lengths=(30,))
+    test_start = data.split.to_dict()["test_start"]
+    assert str(err.value) == (
+        f"version {version.version} read prices up to {seen} in training or validation, "
+        f"inside the test span from {test_start}: it would be scored in sample; "
+        "compare on data whose test span starts later, or train it on older data"
     )

@@ -101,6 +101,8 @@ def test_same_seed_gives_the_same_weights(data, mode):
 class Scripted:
     """A batch source whose validation loss follows a script, via the targets."""
 
+    train_rows = validation_rows = 4
+
     def __init__(self, targets: list[float]) -> None:
         self.targets = iter(targets)
         self.x = torch.zeros(1, 4, 2)
@@ -141,3 +143,12 @@ def test_training_lowers_the_validation_loss(data):
     result = train(model, source, TrainConfig(**{**FAST.to_dict(), "epochs": 5}))
     assert result.best_val_loss < before
     assert evaluate_loss(model, source.validation()) == pytest.approx(result.best_val_loss)
+
+
+def test_a_refit_runs_every_epoch_without_validation(data):
+    torch.manual_seed(0)
+    model = Forecaster(tiny("latent"))
+    result = train(model, batches_for(model.config, data, FAST), FAST, validate=False)
+    assert (result.epochs_run, result.best_epoch) == (FAST.epochs, FAST.epochs)
+    assert np.isnan(result.best_val_loss)
+    assert all("val_loss" not in h for h in result.history)

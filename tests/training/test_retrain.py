@@ -22,8 +22,12 @@ from training.lock import JobLock
 from training.registry import Registry
 from training.retrain import RetrainConfig, run_retrain
 
-FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, progress=False)
+FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
 ROOT = Path(__file__).resolve().parents[2]
+
+
+HOLDOUT = 60
+OLDER = "2012-06-29"  # prices of a first run, so that a second run on the bundled ones has news
 
 
 def config(tmp_path, **fields) -> RetrainConfig:
@@ -31,6 +35,8 @@ def config(tmp_path, **fields) -> RetrainConfig:
         "artifacts": tmp_path,
         "tickers": ("IBM", "MSFT"),
         "source": "bundled",
+        "history_years": 6,
+        "holdout_days": HOLDOUT,
         "model": tiny_config(),
         "train": FAST,
     }
@@ -38,8 +44,21 @@ def config(tmp_path, **fields) -> RetrainConfig:
     return RetrainConfig(**values)
 
 
+def until(tmp_path, end: str, **fields) -> RetrainConfig:
+    """A retrain on the bundled IBM and MSFT prices up to ``end`` (a CSV file of them)."""
+    path = tmp_path / f"prices-{end}.csv"
+    prices = sources.bundled(["IBM", "MSFT"])
+    prices[prices["date"] <= end].to_csv(path, index=False)
+    return config(tmp_path, source="csv", path=str(path), **fields)
+
+
+def trading_days(end: str) -> list[str]:
+    dates = sources.bundled(["IBM", "MSFT"])["date"]
+    return sorted({d.date().isoformat() for d in dates[dates <= end]})
+
+
 @pytest.mark.slow
-def test_first_retrain_promotes_both_modes_and_reports(tmp_path):
+def test_first_retrain_promotes_a_refit_of_each_challenger_and_reports(tmp_path):
     job = run_retrain(config(tmp_path))
     assert job.status == "succeeded" and job.error is None
     registry = Registry(tmp_path)
@@ -47,19 +66,72 @@ def test_first_retrain_promotes_both_modes_and_reports(tmp_path):
     for outcome in job.modes:
         assert outcome["promoted"] and outcome["reason"] == "no champion yet"
         assert outcome["champion_before"] is None
-        assert registry.champion(outcome["mode"]) == outcome["challenger"] == outcome["champion_after"]
+        assert registry.champion(outcome["mode"]) == outcome["refit"]["version"] == outcome["champion_after"]
+        assert outcome["refit"]["of"] == outcome["challenger"]
+        assert registry.get(outcome["refit"]["version"]).metrics["refit_of"] == outcome["challenger"]
         assert outcome["challenger_loss"] > 0
     assert job.data["source"] == "bundled" and job.data["tickers"] == ["IBM", "MSFT"]
-    assert job.data["first"] == "2000-03-01" and job.data["last"] == "2013-03-01"
+    # six years back from the last price, not all the source holds
+    assert "2007-03-01" <= job.data["first"] <= "2007-03-05" and job.data["last"] == "2013-03-01"
     assert job.modes[0]["holdout_start"] == registry.get(job.modes[0]["challenger"]).data_span["test_start"]
     assert JobStore(tmp_path / "jobs").get(job.job_id).to_dict() == job.to_dict()
+
+
+def test_recency_split_refit_and_a_stale_run(tmp_path):
+    end = "2011-12-30"
+    days = trading_days(end)
+    job = run_retrain(until(tmp_path, end, modes=("latent",)))
+    [outcome] = job.modes
+    registry = Registry(tmp_path)
+    challenger, refit = registry.get(outcome["challenger"]), registry.get(outcome["refit"]["version"])
+    # training ends one holdout plus one validation before the end; validation ends one holdout before it
+    assert challenger.data_span["validation_start"] == days[-2 * HOLDOUT]
+    assert challenger.data_span["test_start"] == outcome["holdout_start"] == days[-HOLDOUT]
+    assert challenger.data_span["seen_until"] == outcome["challenger_span"]["seen_until"] == days[-HOLDOUT - 1]
+    assert outcome["challenger_span"]["train"].endswith(f" to before {days[-2 * HOLDOUT]}")
+    # the refit champion has read every price
+    assert refit.data_span["seen_until"] == refit.data_span["last"] == end == outcome["refit"]["seen_until"]
+    assert refit.metrics["epochs_run"] == challenger.metrics["best_epoch"] and refit.metrics["val_loss"] is None
+    assert registry.champion("latent") == refit.version
+    # the same prices again: nothing newer than the champion's, so no verdict and no change
+    stale = run_retrain(until(tmp_path, end, modes=("latent",)))
+    assert stale.status == "skipped"
+    assert stale.error == (
+        f"latent: the prices end on {end}, no later than the data of champion {refit.version} ({end}): nothing new"
+    )
+    assert registry.champion("latent") == refit.version
+    assert len(registry.versions("latent")) == 2
+
+
+def test_a_champion_that_has_read_the_holdout_is_replaced_by_its_parent_or_not_scored(tmp_path):
+    first = run_retrain(until(tmp_path, OLDER, modes=("ar",)))
+    [before] = first.modes
+    # one more month of prices: the refit champion has read the new holdout, the challenger it came from has not
+    job = run_retrain(until(tmp_path, "2012-07-31", modes=("ar",)))
+    [outcome] = job.modes
+    assert outcome["champion_scored"] == before["challenger"] and "refit from" in outcome["champion_scored_is"]
+    assert outcome["champion_seen_until"] < outcome["holdout_start"]
+    # without a parent that is out of sample, no verdict
+    registry = Registry(tmp_path)
+    read_all = tiny_checkpoint("ar")
+    read_all["data_span"] = {**read_all["data_span"], "last": "2012-12-31"}  # no split: it read all it lists
+    champion = registry.register(read_all).version
+    registry.promote(champion)
+    job = run_retrain(config(tmp_path, modes=("ar",)))
+    [outcome] = job.modes
+    assert job.status == "skipped" and "challenger" not in outcome
+    assert job.error == (
+        f"ar: champion {champion} has read prices of the holdout from {outcome['holdout_start']}: "
+        "no out-of-sample verdict"
+    )
+    assert registry.champion("ar") == champion
 
 
 @pytest.mark.slow
 def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 4})
-    first = run_retrain(config(tmp_path, train=strong, modes=("latent",)))
-    champion = first.modes[0]["challenger"]
+    first = run_retrain(until(tmp_path, OLDER, train=strong, modes=("latent",)))
+    champion = first.modes[0]["champion_after"]
     # a challenger that barely moves from its random start
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7, "seed": 3})
     job = run_retrain(config(tmp_path, train=weak, modes=("latent",), margin=0.0))
@@ -79,21 +151,24 @@ def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
 @pytest.mark.slow
 def test_a_better_challenger_is_promoted_past_the_margin(tmp_path):
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7})
-    run_retrain(config(tmp_path, train=weak, modes=("ar",)))
+    run_retrain(until(tmp_path, OLDER, train=weak, modes=("ar",)))
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 6})
     job = run_retrain(config(tmp_path, train=strong, modes=("ar",), margin=0.001))
     [outcome] = job.modes
     assert outcome["promoted"], outcome["reason"]
-    assert Registry(tmp_path).champion("ar") == outcome["challenger"]
+    assert Registry(tmp_path).champion("ar") == outcome["refit"]["version"]
 
 
 def test_a_challenger_copies_its_champions_architecture_and_features(tmp_path):
     registry = Registry(tmp_path)
-    champion = registry.register(tiny_checkpoint("ar", n_features=2, hidden_size=6, window=7)).version
+    older = tiny_checkpoint("ar", n_features=2, hidden_size=6, window=7)
+    older["data_span"] = {**older["data_span"], "last": OLDER}
+    champion = registry.register(older).version
     registry.promote(champion)
     job = run_retrain(config(tmp_path, modes=("ar",)))  # the configured default is returns only, hidden 8
     [outcome] = job.modes
     challenger = registry.get(outcome["challenger"])
+    assert outcome["champion_scored"] == champion
     assert challenger.config == {**registry.get(champion).config}
     assert challenger.data_span["features"] == ["returns", "range"]
     assert outcome["champion_loss"] > 0 and outcome["challenger_loss"] > 0  # scored on the same holdout
@@ -134,8 +209,8 @@ def test_yfinance_download_refreshes_the_cache(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_training_leaves_the_champion_and_the_next_run_succeeds(tmp_path):
-    first = run_retrain(config(tmp_path, modes=("latent",)))
-    champion = first.modes[0]["challenger"]
+    first = run_retrain(until(tmp_path, OLDER, modes=("latent",)))
+    champion = first.modes[0]["champion_after"]
     job_id = "20260101T000000-dead00"
     slow = [
         sys.executable,
@@ -174,7 +249,7 @@ def test_sigkill_mid_training_leaves_the_champion_and_the_next_run_succeeds(tmp_
     process.wait()
     registry = Registry(tmp_path)
     assert registry.champion("latent") == champion
-    assert [v.version for v in registry.versions("latent")] == [champion]
+    assert sorted(v.version for v in registry.versions("latent")) == sorted([first.modes[0]["challenger"], champion])
     crashed = JobStore(tmp_path / "jobs").get(job_id)
     assert crashed.status == "crashed"
     job = run_retrain(config(tmp_path, modes=("latent",)))
@@ -187,14 +262,15 @@ def assert_failed_cleanly(job, artifacts: Path, champion: str, versions: list[st
     assert job.status == "failed" and job.error is not None and job.error.startswith(error), job.error
     registry = Registry(artifacts)
     assert registry.champion("latent") == champion
-    assert [v.version for v in registry.versions()] == versions
+    assert sorted(v.version for v in registry.versions()) == sorted(versions)
     assert list((artifacts / "latent").glob(".tmp-*")) == [] and list((artifacts / "latent").glob(".*.tmp")) == []
 
 
 @pytest.mark.slow
 def test_a_disk_that_fills_while_the_weights_are_written_fails_the_job_cleanly(tmp_path, monkeypatch):
-    first = run_retrain(config(tmp_path, modes=("latent",)))
-    champion = first.modes[0]["challenger"]
+    first = run_retrain(until(tmp_path, OLDER, modes=("latent",)))
+    champion = first.modes[0]["champion_after"]
+    versions = [first.modes[0]["challenger"], champion]
 
     def disk_full(checkpoint, handle, *args, **kwargs):
         handle.write(b"\0" * 4096)  # part of the file, then no space left
@@ -202,7 +278,7 @@ def test_a_disk_that_fills_while_the_weights_are_written_fails_the_job_cleanly(t
 
     monkeypatch.setattr(torch, "save", disk_full)
     job = run_retrain(config(tmp_path, modes=("latent",)))
-    assert_failed_cleanly(job, tmp_path, champion, [champion], "OSError: [Errno 28] No space left on device")
+    assert_failed_cleanly(job, tmp_path, champion, versions, "OSError: [Errno 28] No space left on device")
     assert JobStore(tmp_path / "jobs").get(job.job_id).status == "failed"  # the report itself could be written
 
 
@@ -224,16 +300,17 @@ def tmpfs(folder: Path, megabytes: int) -> Iterator[Path]:
 @pytest.mark.slow
 def test_a_full_or_read_only_artifacts_folder_fails_the_job_cleanly_on_a_real_file_system(tmp_path):
     with tmpfs(tmp_path / "artifacts", megabytes=4) as artifacts:
-        first = run_retrain(config(artifacts, modes=("latent",)))
-        champion = first.modes[0]["challenger"]
+        first = run_retrain(until(artifacts, OLDER, modes=("latent",)))
+        champion = first.modes[0]["champion_after"]
+        versions = [first.modes[0]["challenger"], champion]
         with open(artifacts / "filler", "wb") as filler, contextlib.suppress(OSError):
             while True:
                 filler.write(b"\0" * 65536)
                 filler.flush()
         job = run_retrain(config(artifacts, modes=("latent",)))
-        assert_failed_cleanly(job, artifacts, champion, [champion], "OSError: [Errno 28] No space left on device")
+        assert_failed_cleanly(job, artifacts, champion, versions, "OSError: [Errno 28] No space left on device")
         (artifacts / "filler").unlink()
 
         subprocess.run(["mount", "-o", "remount,ro", str(artifacts)], check=True)
         job = run_retrain(config(artifacts, modes=("latent",)))
-        assert_failed_cleanly(job, artifacts, champion, [champion], "OSError: [Errno 30] Read-only file system")
+        assert_failed_cleanly(job, artifacts, champion, versions, "OSError: [Errno 30] Read-only file system")

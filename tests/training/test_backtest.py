@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from data import sources
+from data.errors import DataError
+from tests.factories import tiny_config
+from training.backtest import BacktestConfig, make_folds, run_backtest
+from training.backtest_report import write_report
+from training.config import TrainConfig
+
+FAST = TrainConfig(epochs=1, streams=4, bptt=25, batch_size=64, threads=1, progress=False)
+SMALL = BacktestConfig(folds=2, test_days=40, validation_days=40, seeds=(0, 1))
+
+
+@pytest.fixture(scope="module")
+def prices():
+    return sources.load("bundled", tickers=["IBM"], start="2010-06-01")
+
+
+def test_folds_expand_and_their_test_blocks_follow_one_another(prices):
+    days = np.unique(prices["date"].to_numpy())
+    folds = make_folds(prices, SMALL)
+    assert [f.test_start for f in folds] == [days[-80], days[-40]]
+    assert folds[0].test_end == days[-40] and folds[1].test_end is None
+    assert [f.validation_start for f in folds] == [days[-120], days[-80]]
+    with pytest.raises(DataError) as err:
+        make_folds(prices, BacktestConfig(folds=20, test_days=40, validation_days=40))
+    assert str(err.value) == (
+        f"too few trading days for 20 folds of 40 test days after 40 validation days: {len(days)}"
+    )
+
+
+def test_backtest_scores_every_fold_and_seed_and_tests_latent(prices, tmp_path):
+    backtest = run_backtest(prices, ("returns",), tiny_config(horizon=2), FAST, SMALL, "bundled")
+    report = backtest.to_json()
+    assert [f["fold"] for f in report["folds"]] == [0, 1]
+    for fold in report["folds"]:
+        assert len(fold["scores"]["latent"]["h1"]["pinball"]) == 2  # one per seed
+        assert len(fold["scores"]["garch_t"]["h1"]["pinball"]) == 1  # fit once per fold
+    # every test day of both blocks is scored, but the last of each: its return lies past the fold's prices
+    assert report["pooled"]["latent"]["h1"]["count"] == [78, 78]
+    assert report["pooled"]["random_walk"]["h1"]["count"] == [78]
+    tests = {(t["horizon"], t["b"]) for t in report["diebold_mariano"]}
+    assert tests == {(h, b) for h in (1, 2) for b in ("ar", "garch_t", "random_walk")}
+    for test in report["diebold_mariano"]:
+        called = test["p_value"] < 0.05
+        assert ("significantly" in test["verdict"]) == called
+        assert test["verdict"].startswith("no significant difference") != called
+    paths = write_report(backtest, tmp_path)
+    assert sorted(p.name for p in paths) == ["backtest.json", "backtest.md", "backtest_folds.png"]
+    assert json.loads((tmp_path / "backtest.json").read_text()) == json.loads(json.dumps(report))
+    text = (tmp_path / "backtest.md").read_text()
+    assert "## Diebold-Mariano tests" in text and "![backtest_folds](backtest_folds.png)" in text
+    assert (tmp_path / "backtest_folds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from data.errors import DataError
+from training.significance import diebold_mariano
+
+# d = a - b = [0.5, -0.5, 1, 1, 1.5]: mean 0.7, deviations [-0.2, -1.2, 0.3, 0.3, 0.8]
+A = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+B = np.array([0.5, 2.5, 2.0, 3.0, 3.5])
+
+
+def test_one_step_statistic_worked_by_hand():
+    # gamma_0 = (0.04 + 1.44 + 0.09 + 0.09 + 0.64) / 5 = 0.46; V = 0.46 / 5 = 0.092
+    # DM = 0.7 / sqrt(0.092) = 2.30783; HLN factor sqrt((5 + 1 - 2) / 5) = sqrt(0.8)
+    result = diebold_mariano(A, B, horizon=1)
+    assert result.statistic == pytest.approx(0.7 / math.sqrt(0.092) * math.sqrt(0.8))
+    assert result.statistic == pytest.approx(2.06419, abs=1e-5)
+    assert result.p_value == pytest.approx(2 * stats.t.sf(2.06419, df=4), abs=1e-5)
+    assert result.mean_difference == pytest.approx(0.7) and (result.n, result.lags) == (5, 0)
+
+
+def test_two_step_statistic_uses_one_newey_west_lag():
+    # gamma_1 = (0.24 - 0.36 + 0.09 + 0.24) / 5 = 0.042, weight 1 - 1/2
+    # V = (0.46 + 2 * 0.5 * 0.042) / 5 = 0.1004; HLN factor sqrt((5 + 1 - 4 + 2 / 5) / 5) = sqrt(0.48)
+    result = diebold_mariano(A, B, horizon=2)
+    assert result.statistic == pytest.approx(0.7 / math.sqrt(0.1004) * math.sqrt(0.48))
+    assert result.statistic == pytest.approx(1.53056, abs=1e-5)
+    assert result.lags == 1
+
+
+def test_identical_forecasters_give_p_one_and_no_verdict():
+    losses = np.random.default_rng(0).random(50)
+    result = diebold_mariano(losses, losses.copy(), horizon=3)
+    assert result.p_value == 1.0 and result.statistic == 0.0
+    assert result.verdict("latent", "ar") == "no significant difference between latent and ar (p = 1.000)"
+
+
+def test_a_clearly_lower_loss_is_called_and_nan_origins_are_left_out():
+    rng = np.random.default_rng(1)
+    worse = rng.random(300) + 0.5
+    better = worse - 0.2 + 0.05 * rng.standard_normal(300)
+    worse[3] = np.nan
+    result = diebold_mariano(better, worse)
+    assert result.n == 299 and result.statistic < 0 and result.p_value < 1e-6
+    assert result.verdict("latent", "GARCH").startswith("latent has a significantly lower loss than GARCH (p = ")
+
+
+def test_too_few_origins_are_refused():
+    with pytest.raises(DataError) as err:
+        diebold_mariano(A[:4], B[:4], horizon=2)
+    assert str(err.value) == "too few origins for a Diebold-Mariano test at horizon 2: 4"

@@ -1,0 +1,158 @@
+"""The backtest report as people read it: fold and pooled tables, the tests, a plot of the folds.
+
+The sentences are written from the figures: a difference is called only where
+the Diebold-Mariano p-value is below the significance level, and the report
+says so when the random walk's loss is the lower one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from training.backtest import Backtest
+from training.report import LABELS
+
+METHODS = ("latent", "ar", "random_walk", "garch_t", "linear_ar")
+QUANTILE_METHODS = METHODS[:4]  # linear AR forecasts a point only: no pinball loss to plot
+
+
+def _spread(values: list[float | None], scale: float = 100.0, fmt: str = ".4f") -> str:
+    """Mean over runs, with the range when there are several: ``0.1234 (0.1200-0.1260)``."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return "n/a"
+    mean = format(np.mean(known) * scale, fmt)
+    if len(known) == 1:
+        return mean
+    return f"{mean} ({min(known) * scale:{fmt}}-{max(known) * scale:{fmt}})"
+
+
+def pooled_table(report: dict[str, Any], horizon: str) -> list[str]:
+    lines = ["| method | pinball (%) | MAE / RW | outer-band coverage (%) |", "|---|---|---|---|"]
+    for method in METHODS:
+        row = report["pooled"][method][horizon]
+        lines.append(
+            f"| {LABELS[method]} | {_spread(row['pinball'])} | {_spread(row['mae_ratio'], 1.0, '.3f')} "
+            f"| {_spread(row['coverage'], 100.0, '.1f')} |"
+        )
+    return lines
+
+
+def fold_table(report: dict[str, Any], horizon: str) -> list[str]:
+    header = "| fold | test days | " + " | ".join(LABELS[m] for m in METHODS) + " |"
+    lines = [header, "|---" * (len(METHODS) + 2) + "|"]
+    for fold in report["folds"]:
+        end = fold["test_end"] or "the end"
+        cells = [_spread(fold["scores"][m][horizon]["pinball"]) for m in METHODS]
+        lines.append(f"| {fold['fold']} | {fold['test_start']} to before {end} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def test_table(report: dict[str, Any]) -> list[str]:
+    lines = ["| horizon | latent vs | DM statistic | p-value | verdict |", "|---|---|---|---|---|"]
+    for test in report["diebold_mariano"]:
+        lines.append(
+            f"| {test['horizon']} | {LABELS[test['b']]} | {test['statistic']:.3f} | {test['p_value']:.4f} "
+            f"| {test['verdict']} |"
+        )
+    return lines
+
+
+def random_walk_sentences(report: dict[str, Any]) -> list[str]:
+    """Say plainly where the random walk's pooled pinball loss is below the latent model's."""
+    out = []
+    for horizon, latent in report["pooled"]["latent"].items():
+        rw = report["pooled"]["random_walk"][horizon]["pinball"][0]
+        mean = float(np.mean([v for v in latent["pinball"] if v is not None]))
+        if rw is not None and rw < mean:
+            out.append(
+                f"At horizon {horizon[1:]} the random walk with rolling volatility has the lower pooled pinball "
+                f"loss ({rw * 100:.4f}% against latent's {mean * 100:.4f}%, mean over seeds)."
+            )
+    return out
+
+
+def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
+    config, data = report["config"], report["config"]["data"]
+    back, model, train = config["backtest"], config["model"], config["train"]
+    horizons = sorted(report["pooled"]["latent"], key=lambda h: int(h[1:]))
+    lines = [
+        "# Walk-forward backtest",
+        "",
+        f"Made by `latentcast backtest` on {report['created']}.",
+        "",
+        f"**Data**: {data['source']} prices of {', '.join(data['tickers'])}, {data['first']} to {data['last']}, "
+        f"features {', '.join(config['features'])}.",
+        "",
+        f"**Protocol**: {back['folds']} expanding-window folds; each tests {back['test_days']} trading days after "
+        f"learning from every earlier day ({back['validation_days']} of them validate). Each fold trains ar and "
+        f"latent anew for each of the seeds {back['seeds']} and fits the baselines on its training span; forecasts "
+        "are rolled over the test block without refitting. Model: "
+        f"{model['cell']} of {model['hidden_size']} units, {model['num_layers']} layer(s), window {model['window']}, "
+        f"quantiles {model['quantiles']}; at most {train['epochs']} epochs (patience {train['patience']}).",
+        "",
+        "Figures of the models are the mean over seeds, with the lowest and highest seed in brackets. The "
+        "Diebold-Mariano tests compare per-day pinball losses (mean over seeds and tickers) over "
+        f"{report['diebold_mariano'][0]['n']} days ({report['forecasts']} forecasts per method); a difference is "
+        f"called only where p < {report['significance_level']}.",
+        "",
+        "## Verdicts",
+        "",
+        *[f"- Horizon {t['horizon']}: {t['verdict']}." for t in report["diebold_mariano"]],
+        *[f"- {line}" for line in random_walk_sentences(report)],
+        "",
+        "## Diebold-Mariano tests (negative: latent's loss is lower)",
+        "",
+        *test_table(report),
+    ]
+    for horizon in horizons:
+        lines += ["", f"## Pooled over folds, {horizon[1:]} day(s) ahead", "", *pooled_table(report, horizon)]
+        lines += ["", f"## Pinball loss (%) per fold, {horizon[1:]} day(s) ahead", "", *fold_table(report, horizon)]
+    lines += ["", "## Plot", "", f"![{plot.stem}]({plot.name})", ""]
+    path = out / "backtest.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def fold_plot(report: dict[str, Any], path: Path) -> Path:
+    """Pinball loss per fold and method, one panel per horizon; bars span the seeds."""
+    horizons = sorted(report["pooled"]["latent"], key=lambda h: int(h[1:]))
+    fig, axes = plt.subplots(1, len(horizons), figsize=(6 * len(horizons), 4.5), squeeze=False)
+    folds = [f["fold"] for f in report["folds"]]
+    for ax, horizon in zip(axes[0], horizons, strict=True):
+        for offset, method in enumerate(QUANTILE_METHODS):
+            values = [[v * 100 for v in f["scores"][method][horizon]["pinball"]] for f in report["folds"]]
+            mean = np.array([np.mean(v) for v in values])
+            low, high = mean - np.array([min(v) for v in values]), np.array([max(v) for v in values]) - mean
+            x = np.array(folds) + (offset - len(QUANTILE_METHODS) / 2) * 0.08
+            ax.errorbar(x, mean, yerr=[low, high], fmt="o", capsize=3, label=LABELS[method])
+        ax.set_xticks(folds)
+        ax.set_xlabel("fold (test block, oldest first)")
+        ax.set_ylabel("pinball loss (% log return)")
+        ax.set_title(f"{horizon[1:]} day(s) ahead: per fold, range over seeds")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(backtest: Backtest, out: Path) -> list[Path]:
+    """``backtest.json``, ``backtest.md`` and the fold plot in ``out``; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = backtest.to_json()
+    json_path = out / "backtest.json"
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    tmp.replace(json_path)
+    plot = fold_plot(payload, out / "backtest_folds.png")
+    return [json_path, write_markdown(payload, plot, out), plot]
