@@ -21,9 +21,9 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
-from service.routes import data, forecast, health, jobs, models, page, sessions
+from service.routes import data, forecast, health, jobs, models, observations, page, sessions
 from service.routes.bodies import document_bodies
-from service.schemas import AppendRequest
+from service.schemas import AppendRequest, BulkAppendRequest
 from service.sessions import BatchSettings, SessionService
 from service.stores import build_store
 from training.registry import Registry
@@ -31,7 +31,16 @@ from training.registry import Registry
 log = logging.getLogger(__name__)
 
 # the session routes first: clients call them most
-ROUTERS = (sessions.router, forecast.router, models.router, data.router, jobs.router, health.router, page.router)
+ROUTERS = (
+    sessions.router,
+    observations.router,
+    forecast.router,
+    models.router,
+    data.router,
+    jobs.router,
+    health.router,
+    page.router,
+)
 
 DESCRIPTION = """
 Streaming price forecasts. Open a session, POST observations as they arrive
@@ -102,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    document_bodies(app, AppendRequest)
+    document_bodies(app, AppendRequest, BulkAppendRequest)
     return app
 
 

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     max_history: int = Field(
         default=10_000, ge=1, description="observations in a warm-up history or a stateless forecast"
     )
+    max_bulk_items: int = Field(
+        default=1000, ge=1, description="items (sessions' batches, or histories) in one bulk request or stream message"
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="largest request body accepted, in bytes (413 beyond)"
     )
