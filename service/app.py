@@ -23,7 +23,7 @@ from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
 from service.routes import data, forecast, health, jobs, models, observations, page, sessions
 from service.routes.bodies import document_bodies
-from service.schemas import AppendRequest, BulkAppendRequest
+from service.schemas import AppendRequest, BulkAppendRequest, BulkForecastRequest, ForecastRequest
 from service.sessions import BatchSettings, SessionService
 from service.stores import build_store
 from training.registry import Registry
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    document_bodies(app, AppendRequest, BulkAppendRequest)
+    document_bodies(app, AppendRequest, BulkAppendRequest, ForecastRequest, BulkForecastRequest)
     return app
 
 

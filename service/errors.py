@@ -88,11 +88,11 @@ def error_body(code: str, message: str) -> bytes:
 
 
 def forecast_error_response(exc: ForecastError) -> JSONResponse:
-    status, body = error_body(exc)
+    status, body = item_error(exc)
     return JSONResponse({"error": body}, status_code=status)
 
 
-def error_body(exc: Exception) -> tuple[int, dict[str, Any]]:
+def item_error(exc: Exception) -> tuple[int, dict[str, Any]]:
     """The status and the ``{"code", "message", ...}`` of an error: what an HTTP error answers, and what
     one item of a bulk request or a WebSocket message carries. Anything but a ``ForecastError`` is a 500
     ``internal`` whose details stay in the server log."""

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from data.errors import LimitError
 from service.dependencies import SECURED, caller_of, services_of
-from service.errors import error_body, validation_body
+from service.errors import item_error, validation_body
 from service.forecasting import ForecastReply
 from service.replies import SessionReply
 from service.routes import error_responses
@@ -71,7 +71,7 @@ def items_json(parsed: list[tuple[int, Any]], results: list[Reply | Exception]) 
 
 def item_json(result: Reply | Exception) -> bytes:
     if isinstance(result, Exception):
-        status, body = error_body(result)
+        status, body = item_error(result)
         return orjson.dumps({"status": status, "error": body})
     # a session's reply is JSON already: encoded once, in its step, and kept for retries
     reply = result.to_json() if isinstance(result, SessionReply) else orjson.dumps(result.to_dict())
