@@ -21,7 +21,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
-from service.routes import data, forecast, health, jobs, models, observations, page, sessions
+from service.routes import data, forecast, health, jobs, models, observations, page, sessions, stream
 from service.routes.bodies import document_bodies
 from service.schemas import AppendRequest, BulkAppendRequest, BulkForecastRequest, ForecastRequest
 from service.sessions import BatchSettings, SessionService
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ROUTERS = (
     sessions.router,
     observations.router,
+    stream.router,
     forecast.router,
     models.router,
     data.router,
@@ -50,6 +51,30 @@ each horizon. The model's hidden state is kept between requests.
 
 Errors are `{"error": {"code", "message", ...}}`. With API keys configured,
 every `/v1` route needs the `X-API-Key` header.
+
+A whole market at each bar: `POST /v1/observations` carries batches for many
+sessions, each answered on its own, and `POST /v1/forecast` takes
+`{"items": [...]}` for many stateless forecasts.
+
+## WebSocket feed: `/v1/stream`
+
+One connection carries appends for any of the caller's sessions; the API key
+goes in the `X-API-Key` header of the handshake (a refused handshake gets the
+HTTP error, e.g. 401). Send text frames
+
+    {"id": 1, "items": [{"session_id": "...", "seq": 5, "observations": [103.4]}, ...]}
+
+and each message is answered by one frame `{"id": 1, "items": [...]}` listing,
+in order, `{"status": 200, "reply": <the append's reply>}` or
+`{"status": 409, "error": {"code", "message", "expected_seq", ...}}`: the same
+rules and errors as `POST /v1/observations`. Messages may be sent without
+waiting for replies; they are applied in order. A message that is not such an
+object is answered `{"id", "status": 422, "error"}`. A client that does not
+read its replies is disconnected with close code 4008 once
+`LATENTCAST_STREAM_QUEUE` replies wait. After a reconnection, send again what
+was not answered, with the same seqs: what was applied is answered from the
+stored replies, once. The package's Python client (`service.client`) does all
+of this; `docs/streaming.md` has examples.
 """
 
 

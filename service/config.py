@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="largest request body accepted, in bytes (413 beyond)"
     )
+    stream_queue: int = Field(
+        default=64,
+        ge=1,
+        description="replies a WebSocket may have waiting to be sent (a client reading slower is disconnected), "
+        "and messages waiting to be applied (a client sending faster waits)",
+    )
     # a reply holds horizon x quantiles numbers twice (log returns and prices), and every session
     # keeps its last retained_replies replies
     max_horizon: int = Field(

@@ -14,6 +14,11 @@ A quota is 429, not 413: 413 tells a client to send a smaller request, which
 cannot help; 429 tells it to back off, and the same request succeeds once it
 has freed what it holds.
 
+The items of a bulk request and the messages of the WebSocket feed carry the
+same ``{"code", "message", ...}`` with the status the item would get alone
+(``error_body``, ``validation_body``); the WebSocket's frames are made in
+``service/routes/stream.py``.
+
 FastAPI's request validation errors, and a body that is not UTF-8 JSON, are
 422 ``invalid_request`` naming the field; routing errors keep their status
 (404, 405); anything unexpected is a 500 ``internal`` whose details stay in the

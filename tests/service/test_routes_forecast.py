@@ -68,7 +68,9 @@ def test_many_histories_get_a_forecast_each_and_errors_of_their_own(client: Test
         alone = client.post("/v1/forecast", json=items[i]).json()
         # run as one batch: the same forecast to float32 rounding
         assert got[i]["reply"]["model"] == alone["model"]
-        np.testing.assert_allclose(got[i]["reply"]["forecast"]["log_return"], alone["forecast"]["log_return"], atol=1e-6)
+        np.testing.assert_allclose(
+            got[i]["reply"]["forecast"]["log_return"], alone["forecast"]["log_return"], atol=1e-6
+        )
     assert got[2]["error"]["code"] == "invalid_data" and "needs at least" in got[2]["error"]["message"]
     assert got[3]["error"]["seq"] == 1
     assert got[5]["error"]["message"] == "unknown: Extra inputs are not permitted"
