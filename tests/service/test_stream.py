@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
@@ -14,9 +16,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
+from models.predictor import Observation
+from service.client import ApiError, AsyncClient, ClientSettings
 from tests.service.servers import ServiceProcess
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
-from tests.service.test_e2e import env
+from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 
 SLOW_READER = 4008
@@ -82,6 +86,7 @@ def test_keys_are_checked_at_the_handshake(server):
         assert json.loads(refused.value.response.body)["error"]["code"] == "unauthorized"
 
 
+@pytest.mark.slow
 def test_a_reader_that_does_not_read_is_disconnected(server, closes):
     with client(server, ALICE) as alice:
         sessions = [open_session(alice, closes) for _ in range(50)]
@@ -121,3 +126,31 @@ def wait_until_still(value: Callable[[], object], seconds: float = 1.0) -> None:
         now = value()
         if now != last:
             last, since = now, time.monotonic()
+
+
+def test_a_feed_that_drops_and_reconnects_equals_an_offline_replay(server, registry: Registry, closes):
+    async def stream() -> tuple[list[dict[str, Any]], int]:
+        settings = ClientSettings(server.url, api_key=ALICE, timeout_seconds=10)
+        async with AsyncClient(settings) as http:
+            sessions = [await http.open(closes[i : i + WARM]) for i in range(8)]
+            async with http.feed() as feed:
+                for seq in range(WARM, WARM + 60, 3):
+                    # three bars in flight at once; the connection dropped now and then, mid-stream
+                    sends = [feed.send([(s, [closes[i + seq + k]]) for i, s in enumerate(sessions)]) for k in range(3)]
+                    if seq % 9 == 2:
+                        asyncio.get_running_loop().call_soon(feed.drop)
+                    for results in await asyncio.gather(*sends):
+                        assert not any(isinstance(r, ApiError) for r in results), results
+                reconnections = feed.reconnections
+            read = [await http.session(s.session_id) for s in sessions]
+            return [{"next_seq": r.next_seq, "model": r.model, "forecast": r.forecast} for r in read], reconnections
+
+    finals, reconnections = asyncio.run(stream())
+    assert reconnections >= 3
+    for i, final in enumerate(finals):
+        assert final["next_seq"] == WARM + 60
+        offline = registry.predictor(final["model"]["version"]).run(
+            [Observation(close=c) for c in closes[i : i + WARM + 60]]
+        )
+        assert offline is not None
+        assert_close(final["forecast"], offline.to_dict())
