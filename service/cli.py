@@ -320,6 +320,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         http=LimitedHttpProtocol,
         timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
     )
     return 0
 

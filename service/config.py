@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="interface uvicorn binds (0.0.0.0 in a container)")
     port: int = Field(default=8000, ge=1, le=65535, description="port uvicorn listens on")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
+    # uvicorn kills a worker that misses its health check; a starting one answers only once torch and
+    # the app are imported, which takes longer than uvicorn's 5 s on a busy machine
+    worker_healthcheck_seconds: int = Field(
+        default=60, ge=1, description="with --workers: how long a worker may take to answer its supervisor"
+    )
 
     @field_validator("api_keys", "retrain_tickers", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from data.errors import ForecastError
 from service.dependencies import Services, caller_of, services_of
-from service.errors import error_body, forecast_error_response, validation_body
+from service.errors import forecast_error_response, item_error, validation_body
 from service.routes.bodies import validated
 from service.routes.observations import Reply, items_json, parse_items
 from service.schemas import BulkAppendItem, Envelope, observations
@@ -150,7 +150,7 @@ def error_fields(exc: Exception) -> bytes:
     if isinstance(exc, RequestValidationError):
         status, body = 422, validation_body(list(exc.errors()))
     else:
-        status, body = error_body(exc)
+        status, body = item_error(exc)
     return orjson.dumps({"status": status, "error": body})[1:-1]
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.harness import ServiceProcess
 from models.predictor import Observation
-from tests.service.servers import ServiceProcess
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 

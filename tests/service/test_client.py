@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
 from service import cli
 from service.client import ApiError, AsyncClient, Client, ClientSettings
-from tests.service.servers import ServiceProcess
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 

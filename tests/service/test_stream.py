@@ -16,9 +16,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
+from bench.harness import ServiceProcess
 from models.predictor import Observation
 from service.client import ApiError, AsyncClient, ClientSettings
-from tests.service.servers import ServiceProcess
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
@@ -86,7 +86,6 @@ def test_keys_are_checked_at_the_handshake(server):
         assert json.loads(refused.value.response.body)["error"]["code"] == "unauthorized"
 
 
-@pytest.mark.slow
 def test_a_reader_that_does_not_read_is_disconnected(server, closes):
     with client(server, ALICE) as alice:
         sessions = [open_session(alice, closes) for _ in range(50)]
