@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python -m bench.http_latency --requests 1000
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.market
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

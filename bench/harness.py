@@ -47,16 +47,18 @@ def free_port() -> int:
         return port
 
 
-def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path) -> None:
-    """Return once ``ready()``; raise with the process's log if it exits or takes too long."""
-    deadline = time.monotonic() + START_SECONDS
+def wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], what: str, log: Path, seconds: float = START_SECONDS
+) -> None:
+    """Return once ``ready()``; raise with the process's log if it exits or takes longer than ``seconds``."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}:\n{_tail(log)}")
         if ready():
             return
         time.sleep(POLL_SECONDS)
-    raise RuntimeError(f"{what} did not start in {START_SECONDS} s:\n{_tail(log)}")
+    raise RuntimeError(f"{what} did not start in {seconds} s:\n{_tail(log)}")
 
 
 def serve_command(port: int) -> list[str]:
@@ -82,9 +84,15 @@ class ServiceProcess:
     """
 
     def __init__(
-        self, env: dict[str, str], log: Path, port: int | None = None, command: Command = serve_command
+        self,
+        env: dict[str, str],
+        log: Path,
+        port: int | None = None,
+        command: Command = serve_command,
+        start_seconds: float = START_SECONDS,
     ) -> None:
         self.port = port or free_port()
+        self.start_seconds = start_seconds
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env
         self.log = log
@@ -97,7 +105,11 @@ class ServiceProcess:
             self.process = subprocess.Popen(
                 list(self.command(self.port)), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        wait_until(self.ready, self.process, what=f"the server on port {self.port}", log=self.log)
+        try:
+            wait_until(self.ready, self.process, f"the server on port {self.port}", self.log, self.start_seconds)
+        except BaseException:
+            self.stop()  # a server slow to start is not left running
+            raise
         return self
 
     @property

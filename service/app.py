@@ -21,9 +21,9 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
-from service.routes import data, forecast, health, jobs, models, page, sessions
+from service.routes import data, forecast, health, jobs, models, observations, page, sessions, stream
 from service.routes.lean import document_bodies
-from service.schemas import AppendRequest
+from service.schemas import AppendRequest, BulkAppendRequest, BulkForecastRequest, ForecastRequest
 from service.sessions import BatchSettings, SessionService
 from service.stores import build_store
 from training.registry import Registry
@@ -31,7 +31,17 @@ from training.registry import Registry
 log = logging.getLogger(__name__)
 
 # the session routes first: clients call them most
-ROUTERS = (sessions.router, forecast.router, models.router, data.router, jobs.router, health.router, page.router)
+ROUTERS = (
+    sessions.router,
+    observations.router,
+    stream.router,
+    forecast.router,
+    models.router,
+    data.router,
+    jobs.router,
+    health.router,
+    page.router,
+)
 
 DESCRIPTION = """
 Streaming price forecasts. Open a session, POST observations as they arrive
@@ -41,6 +51,30 @@ each horizon. The model's hidden state is kept between requests.
 
 Errors are `{"error": {"code", "message", ...}}`. With API keys configured,
 every `/v1` route needs the `X-API-Key` header.
+
+A whole market at each bar: `POST /v1/observations` carries batches for many
+sessions, each answered on its own, and `POST /v1/forecast` takes
+`{"items": [...]}` for many stateless forecasts.
+
+## WebSocket feed: `/v1/stream`
+
+One connection carries appends for any of the caller's sessions; the API key
+goes in the `X-API-Key` header of the handshake (a refused handshake gets the
+HTTP error, e.g. 401). Send text frames
+
+    {"id": 1, "items": [{"session_id": "...", "seq": 5, "observations": [103.4]}, ...]}
+
+and each message is answered by one frame `{"id": 1, "items": [...]}` listing,
+in order, `{"status": 200, "reply": <the append's reply>}` or
+`{"status": 409, "error": {"code", "message", "expected_seq", ...}}`: the same
+rules and errors as `POST /v1/observations`. Messages may be sent without
+waiting for replies; they are applied in order. A message that is not such an
+object is answered `{"id", "status": 422, "error"}`. A client that does not
+read its replies is disconnected with close code 4008 once
+`LATENTCAST_STREAM_QUEUE` replies wait. After a reconnection, send again what
+was not answered, with the same seqs: what was applied is answered from the
+stored replies, once. The package's Python client (`service.client`) does all
+of this; `docs/streaming.md` has examples.
 """
 
 
@@ -102,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    document_bodies(app, AppendRequest)
+    document_bodies(app, AppendRequest, BulkAppendRequest, ForecastRequest, BulkForecastRequest)
     return app
 
 

@@ -1,10 +1,12 @@
-"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain, schedule."""
+"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain, replay, schedule."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,6 +18,8 @@ from data import sources
 from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, DEFAULT_SCALING, MODES, SCALINGS, ModelConfig
+from service.client import ApiError, Client, ClientSettings
+from service.client.replay import ReplayPlan, replay, write_rows
 from service.config import get_settings
 from training.backtest import BacktestConfig, run_backtest
 from training.backtest_report import write_report as write_backtest
@@ -28,6 +32,9 @@ from training.pipeline import train_and_register
 from training.registry import Registry
 from training.retrain import RetrainConfig, run_retrain
 from training.scoring import score_version
+
+# the key of `latentcast replay`, read from the environment so that it stays out of shell histories
+API_KEY_VARIABLE = "LATENTCAST_API_KEY"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
     add_model_arguments(retrain, epochs=None)
     retrain.set_defaults(handler=run_retrain_command)
+
+    replay = commands.add_parser(
+        "replay", help="stream a CSV of prices into sessions of a running service, one per ticker; CSV forecasts out"
+    )
+    replay.add_argument("path", help="CSV file or folder of prices (columns as `latentcast data --source csv` reads)")
+    replay.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: %(default)s)")
+    replay.add_argument("--api-key", help="the key, when the service requires one (default: LATENTCAST_API_KEY)")
+    replay.add_argument("--tickers", nargs="+", help="only these tickers")
+    replay.add_argument("--mode", choices=MODES, help="open the sessions on this mode's champion (default: latent)")
+    replay.add_argument("--version", help="open the sessions on this exact version")
+    replay.add_argument("--warm", type=int, default=ReplayPlan.warm, help="bars each session opens with")
+    replay.add_argument(
+        "--via",
+        choices=("bulk", "stream"),
+        default=ReplayPlan.via,
+        help="one bulk request or one WebSocket message per date",
+    )
+    replay.add_argument("--out", type=Path, help="write the forecasts to this CSV file (default: print them)")
+    replay.set_defaults(handler=run_replay)
 
     schedule = commands.add_parser("schedule", help="run the retrain on LATENTCAST_RETRAIN_CRON, one job at a time")
     schedule.add_argument("--check", action="store_true", help="exit 0 if a scheduler's heartbeat is fresh")
@@ -319,6 +345,24 @@ def run_retrain_command(args: argparse.Namespace) -> int:
     return 0 if job.status in ("succeeded", "skipped") else 1
 
 
+def run_replay(args: argparse.Namespace) -> int:
+    if args.warm < 1:
+        raise ConfigError(f"--warm must be at least 1, got {args.warm}")
+    prices = sources.load("csv", tickers=args.tickers, path=args.path)
+    plan = ReplayPlan(warm=args.warm, mode=args.mode, version=args.version, via=args.via)
+    key = args.api_key or os.environ.get(API_KEY_VARIABLE)
+    try:
+        with Client(ClientSettings(args.url, api_key=key)) as client, contextlib.ExitStack() as files:
+            out = files.enter_context(args.out.open("w", newline="")) if args.out else sys.stdout
+            count = write_rows(replay(client, prices, plan), out)
+    except ApiError as exc:
+        print(f"latentcast replay: error: the service answered {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        print(f"{count} forecast rows in {args.out}")
+    return 0
+
+
 def run_schedule(args: argparse.Namespace) -> int:
     from service.scheduler import heartbeat_is_fresh, run_scheduler  # APScheduler only for this command
 
@@ -354,6 +398,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         http=LimitedHttpProtocol,
         timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
     )
     return 0
 

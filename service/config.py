@@ -105,7 +105,16 @@ class Settings(BaseSettings):
     max_history: int = Field(
         default=10_000, ge=1, description="observations in a warm-up history or a stateless forecast"
     )
+    max_bulk_items: int = Field(
+        default=1000, ge=1, description="items (sessions' batches, or histories) in one bulk request or stream message"
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body in bytes (413 beyond)")
+    stream_queue: int = Field(
+        default=64,
+        ge=1,
+        description="replies a WebSocket may have waiting to be sent (a client reading slower is disconnected), "
+        "and messages waiting to be applied (a client sending faster waits)",
+    )
     # a reply holds horizon x quantiles numbers twice (log returns and prices), and every session
     # keeps its last retained_replies replies
     max_horizon: int = Field(
@@ -183,6 +192,11 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="interface uvicorn binds (0.0.0.0 in a container)")
     port: int = Field(default=8000, ge=1, le=65535, description="port uvicorn listens on")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
+    # uvicorn kills a worker that misses its health check; a starting one answers only once torch and
+    # the app are imported, which takes longer than uvicorn's 5 s on a busy machine
+    worker_healthcheck_seconds: int = Field(
+        default=60, ge=1, description="with --workers: how long a worker may take to answer its supervisor"
+    )
 
     @field_validator("api_keys", "retrain_tickers", mode="before")
     @classmethod

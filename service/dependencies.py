@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
+from starlette.requests import HTTPConnection
 
 from data.errors import UnavailableError
 from service.auth import API_KEY_HEADER, Caller, KeyRing
@@ -56,14 +57,14 @@ async def caller(request: Request, key: Annotated[str | None, Security(api_key)]
 SECURED: dict[str, Any] = {"security": [{api_key.scheme_name: []}]}
 
 
-def services_of(request: Request) -> Services:
+def services_of(request: HTTPConnection) -> Services:
     found: Services | None = getattr(request.app.state, "services", None)
     if found is None:
         raise UnavailableError("the service is starting: models are not loaded yet")
     return found
 
 
-def caller_of(request: Request) -> Caller:
+def caller_of(request: HTTPConnection) -> Caller:
     """``caller``'s answer: the key is read as ``APIKeyHeader`` reads it (empty is missing)."""
     keys: KeyRing = request.app.state.keys
     return keys.caller(request.headers.get(API_KEY_HEADER) or None)

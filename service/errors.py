@@ -14,6 +14,11 @@ A quota is 429, not 413: 413 tells a client to send a smaller request, which
 cannot help; 429 tells it to back off, and the same request succeeds once it
 has freed what it holds.
 
+The items of a bulk request and the messages of the WebSocket feed carry the
+same ``{"code", "message", ...}`` with the status the item would get alone
+(``error_body``, ``validation_body``); the WebSocket's frames are made in
+``service/routes/stream.py``.
+
 FastAPI's request validation errors, and a body that is not UTF-8 JSON, are
 422 ``invalid_request`` naming the field; routing errors keep their status
 (404, 405); anything unexpected is a 500 ``internal`` whose details stay in the
@@ -67,6 +72,7 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded"
 # a batch of a thousand bad items would otherwise give a thousand entries
 MAX_LISTED_ERRORS = 10
 UNDECODABLE = "JSON text must be UTF-8"
+INTERNAL = "internal error; the server log has the details"
 
 
 def status_of(exc: ForecastError) -> int:
@@ -87,10 +93,30 @@ def error_body(code: str, message: str) -> bytes:
 
 
 def forecast_error_response(exc: ForecastError) -> JSONResponse:
+    status, body = item_error(exc)
+    return JSONResponse({"error": body}, status_code=status)
+
+
+def item_error(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The status and the ``{"code", "message", ...}`` of an error: what an HTTP error answers, and what
+    one item of a bulk request or a WebSocket message carries. Anything but a ``ForecastError`` is a 500
+    ``internal`` whose details stay in the server log."""
+    if not isinstance(exc, ForecastError):
+        log.error("unexpected error in an item", exc_info=exc)
+        return 500, {"code": "internal", "message": INTERNAL}
     status = status_of(exc)
     if status >= 500:
         log.error("%s: %s", exc.code, exc.message)
-    return error_response(status, exc.code, exc.message, **exc.details)
+    return status, {"code": exc.code, "message": exc.message, **exc.details}
+
+
+def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The 422 ``invalid_request`` body of pydantic's or FastAPI's validation ``errors``."""
+    listed = [{"field": error_field(e), "message": validation_message(e)} for e in errors]
+    first = listed[0] if listed else {"field": "body", "message": "invalid request"}
+    more = f" (and {len(listed) - 1} more)" if len(listed) > 1 else ""
+    message = f"{first['field']}: {first['message']}{more}"
+    return {"code": "invalid_request", "message": message, "errors": listed[:MAX_LISTED_ERRORS]}
 
 
 def field_name(loc: tuple[int | str, ...]) -> str:
@@ -120,11 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        errors = [{"field": error_field(e), "message": validation_message(e)} for e in exc.errors()]
-        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        message = f"{first['field']}: {first['message']}{more}"
-        return error_response(422, "invalid_request", message, errors=errors[:MAX_LISTED_ERRORS])
+        return JSONResponse({"error": validation_body(list(exc.errors()))}, status_code=422)
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -138,7 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, "internal", "internal error; the server log has the details")
+        return error_response(500, "internal", INTERNAL)
 
     app.add_exception_handler(ForecastError, on_forecast_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

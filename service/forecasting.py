@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from data.errors import DataError, LimitError
-from models.predictor import Forecast, Observation, Predictor
+from models.predictor import Forecast, Observation, Predictor, SeriesState
 from service.model_pool import ModelPool
 
 T = TypeVar("T")
@@ -60,6 +60,15 @@ def check_count(observations: Sequence[Observation], limit: int, what: str, sett
         )
 
 
+@dataclass(frozen=True)
+class ForecastItem:
+    """One history to forecast, and which model: a version, or the champion of a mode."""
+
+    observations: Sequence[Observation]
+    mode: str | None = None
+    version: str | None = None
+
+
 class ForecastService:
     """``POST /v1/forecast``: a whole history in, the forecast after it out."""
 
@@ -74,13 +83,41 @@ class ForecastService:
 
         ``DataError`` names the first bad observation, or says how many are needed.
         """
-        check_count(observations, self.max_history, "observations", "MAX_HISTORY")
-        predictor = await in_thread(self.pool.resolve, mode, version)
-        forecast = await in_thread(predictor.run, observations)
-        if forecast is None:
-            needed = predictor.min_observations
-            raise DataError(
-                f"{len(observations)} observations give no forecast: {predictor.version} needs at least {needed}",
-                needed=needed,
-            )
-        return ForecastReply(model=ModelRef.of(predictor), forecast=forecast)
+        [reply] = await self.forecast_many([ForecastItem(observations, mode, version)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def forecast_many(self, items: Sequence[ForecastItem]) -> list[ForecastReply | Exception]:
+        """Each item's forecast, or why it has none; the histories of one model version run as one batch."""
+        results: dict[int, ForecastReply | Exception] = {}
+        groups: dict[str, tuple[Predictor, list[int]]] = {}
+        resolved: dict[tuple[str | None, str | None], Predictor] = {}
+        for i, item in enumerate(items):
+            try:
+                check_count(item.observations, self.max_history, "observations", "MAX_HISTORY")
+                choice = (item.mode, item.version)
+                if choice not in resolved:
+                    resolved[choice] = await in_thread(self.pool.resolve, item.mode, item.version)
+                predictor = resolved[choice]
+                predictor.validate(item.observations)
+            except Exception as exc:  # refused alone: the other items go on
+                results[i] = exc
+                continue
+            groups.setdefault(predictor.version, (predictor, []))[1].append(i)
+        for predictor, indices in groups.values():
+            histories = [items[i].observations for i in indices]
+            states = await in_thread(predictor.advance_many, [SeriesState()] * len(indices), histories)
+            for i, state in zip(indices, states, strict=True):
+                results[i] = _reply(predictor, state, len(items[i].observations))
+        return [results[i] for i in range(len(items))]
+
+
+def _reply(predictor: Predictor, state: SeriesState, count: int) -> ForecastReply | DataError:
+    forecast = predictor.forecast(state)
+    if forecast is None:
+        needed = predictor.min_observations
+        return DataError(
+            f"{count} observations give no forecast: {predictor.version} needs at least {needed}", needed=needed
+        )
+    return ForecastReply(model=ModelRef.of(predictor), forecast=forecast)

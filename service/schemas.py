@@ -22,6 +22,12 @@ FORECAST_EXAMPLE: dict[str, Any] = {
     "price": [[100.87, 103.04, 105.24], [100.06, 103.08, 106.15], [99.36, 103.11, 106.87]],
 }
 MODEL_EXAMPLE: dict[str, Any] = {"mode": "latent", "version": "latent-20261125T101530-3fa2c1"}
+ERROR_EXAMPLE: dict[str, Any] = {
+    "code": "conflict",
+    "message": "seq 12 leaves a gap: the session expects seq 10",
+    "expected_seq": 10,
+    "reason": "gap",
+}
 SESSION_EXAMPLE: dict[str, Any] = {
     "session_id": "Xq3V0p1bq2m1mRkK8YqH0aF4vQ6yZ2Lw",
     "model": MODEL_EXAMPLE,
@@ -422,19 +428,74 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": ERROR_EXAMPLE}]})
+
+    error: ErrorBody
+
+
+class BulkAppendItem(AppendRequest):
+    """One session's batch in a bulk append."""
+
+    session_id: str = Field(max_length=MAX_LABEL, description="as returned when the session was opened")
+
+
+class BulkAppendRequest(BaseModel):
+    """Batches for many sessions, each applied on its own (as ``POST /v1/sessions/{id}/observations``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    items: list[BulkAppendItem] = Field(
+        min_length=1, description="at most LATENTCAST_MAX_BULK_ITEMS; a session's items are applied in order"
+    )
+
+
+class BulkForecastRequest(BaseModel):
+    """Many histories, each forecast on its own (as a single ``POST /v1/forecast``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    items: list[ForecastRequest] = Field(min_length=1, description="at most LATENTCAST_MAX_BULK_ITEMS")
+
+
+class Envelope(BaseModel):
+    """A bulk body before its items are validated, each on its own: one bad item refuses only itself."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    items: list[Any] = Field(min_length=1)
+
+
+class ItemError(BaseModel):
+    status: int = Field(description="the HTTP status the item would get alone")
+    error: ErrorBody
+
+
+class BulkAppendItemOut(BaseModel):
+    status: Literal[200]
+    reply: SessionResponse
+
+
+class BulkAppendResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
-                    "error": {
-                        "code": "conflict",
-                        "message": "seq 12 leaves a gap: the session expects seq 10",
-                        "expected_seq": 10,
-                        "reason": "gap",
-                    }
+                    "items": [
+                        {"status": 200, "reply": {**SESSION_EXAMPLE, "forecast": FORECAST_EXAMPLE}},
+                        {"status": 409, "error": ERROR_EXAMPLE},
+                    ]
                 }
             ]
         }
     )
 
-    error: ErrorBody
+    items: list[BulkAppendItemOut | ItemError] = Field(description="one per item, in the request's order")
+
+
+class BulkForecastItemOut(BaseModel):
+    status: Literal[200]
+    reply: ForecastResponse
+
+
+class BulkForecastResponse(BaseModel):
+    items: list[BulkForecastItemOut | ItemError] = Field(description="one per item, in the request's order")

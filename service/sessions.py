@@ -27,6 +27,7 @@ stores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import re
 import secrets
@@ -80,6 +81,15 @@ class MigrationReply:
     previous: ModelRef
     replayed: int  # retained observations replayed through the new model
     first_replayed_seq: int  # > 0 when the session had seen more than it retained
+
+
+@dataclass(frozen=True)
+class AppendItem:
+    """One item of a bulk append: a batch for one session."""
+
+    session_id: str
+    seq: int
+    observations: Sequence[Observation]
 
 
 @dataclass(frozen=True)
@@ -196,19 +206,89 @@ class SessionService:
         """Apply the batch that starts at ``seq`` (once, whatever the retries); the reply after it."""
         check_count(observations, self.max_batch, "batch", "MAX_BATCH")
         async with self.locks.hold(session_id):
-            while True:
-                # a new batch needs neither stored replies nor retained observations
-                record = await self._record(owner, session_id)
-                if seq < record.next_seq:
-                    record = await self._record_since(owner, session_id, seq, record)
-                predictor = await self._predictor(record.version)
-                change = await self._plan(predictor, Append(record, seq, observations))
-                if isinstance(change, SessionReply):
-                    return change
-                if await self.store.commit(session_id, record.next_seq, change.update):
-                    self.metrics.applied(record.mode, "append", change.applied)
-                    return change.reply
-                # another worker moved this session on: read it again, answer as a retry or a conflict
+            return await self._append_held(owner, session_id, seq, observations)
+
+    async def append_many(self, owner: str, items: Sequence[AppendItem]) -> list[SessionReply | Exception]:
+        """Each item applied as ``append`` applies it, on its own: its reply, or why it was refused.
+
+        The items of one session are applied in their order. The items read together are planned
+        together, one ``plan_appends`` per model version, so that the latent ones with one new
+        observation take one change of the kernel; each commits its own session.
+        """
+        results: list[SessionReply | Exception | None] = [None] * len(items)
+        for round_ in _rounds(items):
+            for i, exc in zip(round_, await self._append_round(owner, [items[i] for i in round_]), strict=True):
+                results[i] = exc
+        assert all(result is not None for result in results)
+        return results  # type: ignore[return-value]
+
+    async def _append_round(self, owner: str, items: list[AppendItem]) -> list[SessionReply | Exception]:
+        """``append_many`` for items of different sessions."""
+        results: dict[int, SessionReply | Exception] = {}
+        async with contextlib.AsyncExitStack() as held:
+            # in one order, so that two requests holding some of the same sessions cannot wait for each other
+            for session_id in sorted(item.session_id for item in items):
+                await held.enter_async_context(self.locks.hold(session_id))
+            records = await asyncio.gather(*(self._item_record(owner, item) for item in items), return_exceptions=True)
+            by_version: dict[str, list[tuple[int, Append]]] = {}
+            for i, (item, record) in enumerate(zip(items, records, strict=True)):
+                if isinstance(record, BaseException):
+                    results[i] = _exception(record)
+                else:
+                    by_version.setdefault(record.version, []).append((i, Append(record, item.seq, item.observations)))
+            for version, appends in by_version.items():
+                try:
+                    predictor = await self._predictor(version)
+                    planned = await self._plan_many(predictor, [append for _, append in appends])
+                except Exception as exc:  # the version did not load: its items only are refused
+                    planned = [exc] * len(appends)
+                commits = [(i, append, change) for (i, append), change in zip(appends, planned, strict=True)]
+                done = await asyncio.gather(
+                    *(self._commit_item(owner, items[i], append, change) for i, append, change in commits),
+                    return_exceptions=True,
+                )
+                for (i, _, _), result in zip(commits, done, strict=True):
+                    results[i] = _exception(result) if isinstance(result, BaseException) else result
+        return [results[i] for i in range(len(items))]
+
+    async def _item_record(self, owner: str, item: AppendItem) -> SessionRecord:
+        check_count(item.observations, self.max_batch, "batch", "MAX_BATCH")
+        record = await self._record(owner, item.session_id)
+        if item.seq < record.next_seq:
+            record = await self._record_since(owner, item.session_id, item.seq, record)
+        return record
+
+    async def _commit_item(
+        self, owner: str, item: AppendItem, append: Append, change: SessionReply | Change | Exception
+    ) -> SessionReply:
+        if isinstance(change, Exception):
+            raise change
+        if isinstance(change, SessionReply):
+            return change
+        record = append.record
+        if await self.store.commit(item.session_id, record.next_seq, change.update):
+            self.metrics.applied(record.mode, "append", change.applied)
+            return change.reply
+        # another worker moved this session on: the single append's path reads it again
+        return await self._append_held(owner, item.session_id, item.seq, item.observations)
+
+    async def _append_held(
+        self, owner: str, session_id: str, seq: int, observations: Sequence[Observation]
+    ) -> SessionReply:
+        """``append`` with the session's lock held."""
+        while True:
+            # a new batch needs neither stored replies nor retained observations
+            record = await self._record(owner, session_id)
+            if seq < record.next_seq:
+                record = await self._record_since(owner, session_id, seq, record)
+            predictor = await self._predictor(record.version)
+            change = await self._plan(predictor, Append(record, seq, observations))
+            if isinstance(change, SessionReply):
+                return change
+            if await self.store.commit(session_id, record.next_seq, change.update):
+                self.metrics.applied(record.mode, "append", change.applied)
+                return change.reply
+            # another worker moved this session on: read it again, answer as a retry or a conflict
 
     async def close(self) -> None:
         """Let the batches that are running finish."""
@@ -263,6 +343,12 @@ class SessionService:
             raise change
         return change
 
+    async def _plan_many(self, predictor: Predictor, appends: list[Append]) -> list[SessionReply | Change | Exception]:
+        """The appends of a bulk request planned as one batch: on the event loop if small, else in a thread."""
+        if self._runs_inline(appends):
+            return self._plan_batch(predictor, appends)
+        return await in_thread(self._plan_batch, predictor, appends)
+
     def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[SessionReply | Change | Exception]:
         return plan_appends(predictor, appends, self._clock())
 
@@ -296,6 +382,26 @@ class SessionService:
         if record is None or not hmac.compare_digest(record.owner, owner):
             raise _not_found(session_id)
         return record
+
+
+def _rounds(items: Sequence[AppendItem]) -> list[list[int]]:
+    """Item indices in rounds: round k holds the k-th item of each session, so a session's items go in order."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        k = seen.get(item.session_id, 0)
+        seen[item.session_id] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return rounds
+
+
+def _exception(error: BaseException) -> Exception:
+    """An item's error; a cancellation is not an item's error and goes on."""
+    if not isinstance(error, Exception):
+        raise error
+    return error
 
 
 def _not_found(session_id: str) -> NotFoundError:

@@ -1,14 +1,25 @@
-"""``POST /v1/forecast``: a whole history in, the forecast after it out."""
+"""``POST /v1/forecast``: a whole history in, the forecast after it out; or many histories, a forecast each."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Request
 
 from service.dependencies import CallerDep, ServicesDep
+from service.forecasting import ForecastItem
 from service.routes import error_responses
-from service.schemas import CLOSES, ForecastRequest, ForecastResponse, observations
+from service.routes.lean import read_content, validated
+from service.routes.observations import Reply, bulk_response, parse_items
+from service.schemas import (
+    CLOSES,
+    BulkForecastRequest,
+    BulkForecastResponse,
+    Envelope,
+    ForecastRequest,
+    ForecastResponse,
+    observations,
+)
 
 router = APIRouter(prefix="/v1", tags=["forecast"])
 
@@ -27,17 +38,50 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
+BULK_EXAMPLE: dict[str, Any] = {
+    "summary": "three histories, one forecast each",
+    "value": {
+        "items": [
+            {"mode": "latent", "observations": CLOSES},
+            {"mode": "ar", "observations": CLOSES},
+            {"observations": [57.1, 57.9, 58.3, 57.6, 58.0]},
+        ]
+    },
+}
+BODY_SCHEMA = {
+    "oneOf": [{"$ref": f"#/components/schemas/{m.__name__}"} for m in (ForecastRequest, BulkForecastRequest)]
+}
+
+
 @router.post(
     "/forecast",
-    response_model=ForecastResponse,
-    summary="Forecast after a whole history (stateless)",
+    response_model=ForecastResponse | BulkForecastResponse,
+    summary="Forecast after a whole history, or after each of many (stateless)",
     responses=error_responses(401, 404, 413, 415, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BODY_SCHEMA, "examples": {**EXAMPLES, "many": BULK_EXAMPLE}}},
+        }
+    },
 )
-async def forecast(
-    body: Annotated[ForecastRequest, Body(openapi_examples=EXAMPLES)], svc: ServicesDep, _: CallerDep
-) -> dict[str, Any]:
+async def forecast(request: Request, svc: ServicesDep, _: CallerDep) -> Any:
     """Run the model over `observations` (oldest first) from a zero state and answer, for each
     horizon, quantiles of the cumulative log return and of the price. The same forecast as a
-    session fed the same observations one request at a time."""
+    session fed the same observations one request at a time.
+
+    With `{"items": [...]}`, each item is such a request (its own `mode` or `version`), for
+    scoring a universe at once: the reply lists, in order, `{"status": 200, "reply": ...}` or
+    `{"status": ..., "error": {"code", "message", ...}}` (the error the item would get alone);
+    one bad item refuses only itself. At most `LATENTCAST_MAX_BULK_ITEMS` items (413 beyond)."""
+    content = await read_content(request)
+    if isinstance(content, dict) and "items" in content:
+        envelope = validated(Envelope, content)
+        parsed = parse_items(envelope.items, ForecastRequest, svc.settings.max_bulk_items)
+        valid = [item for _, item in parsed if isinstance(item, ForecastRequest)]
+        work = [ForecastItem(observations(item.observations), item.mode, item.version) for item in valid]
+        replies: list[Reply | Exception] = list(await svc.forecasts.forecast_many(work))
+        return bulk_response(parsed, replies)
+    body = validated(ForecastRequest, content)
     reply = await svc.forecasts.forecast(observations(body.observations), body.mode, body.version)
     return reply.to_dict()

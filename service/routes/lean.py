@@ -61,6 +61,11 @@ class LeanRoute(APIRoute):
 
 async def read_body(request: Request, model: type[M]) -> M:
     """The request's JSON body as ``model``; ``RequestValidationError`` naming what is wrong."""
+    return validated(model, await read_content(request))
+
+
+async def read_content(request: Request) -> Any:
+    """The request's JSON body, parsed but not validated (bytes if it is not declared JSON)."""
     raw = await request.body()
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
@@ -74,6 +79,11 @@ async def read_body(request: Request, model: type[M]) -> M:
         except UnicodeDecodeError as exc:
             error = {"type": "json_invalid", "loc": ("body",), "msg": UNDECODABLE, "input": {}}
             raise RequestValidationError([error]) from exc
+    return content
+
+
+def validated(model: type[M], content: Any) -> M:
+    """``content`` as ``model``; ``RequestValidationError`` as FastAPI raises for a body parameter."""
     try:
         # as FastAPI validates a body parameter (its "not an object" message comes from this)
         return model.model_validate(content, from_attributes=True)

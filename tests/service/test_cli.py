@@ -119,6 +119,7 @@ def test_serve_defaults_to_the_settings(runs, monkeypatch):
             "log_level": "info",
             "http": LimitedHttpProtocol,  # the front door's limits (docs/limits.md)
             "timeout_keep_alive": 5,
+            "timeout_worker_healthcheck": 60,
         }
     ]
 

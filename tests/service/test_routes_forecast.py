@@ -6,6 +6,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from models.predictor import Observation
+from service.app import create_app
 from tests.service.conftest import versions
 from training.registry import Registry
 
@@ -47,3 +48,37 @@ def test_bars_go_to_a_version_that_reads_range_and_volume(client: TestClient, re
         "message": "observation 0: high is missing; this model needs close, high, low, volume",
         "seq": 0,
     }
+
+
+def test_many_histories_get_a_forecast_each_and_errors_of_their_own(client: TestClient, registry: Registry, closes):
+    items = [
+        {"observations": closes[:60]},
+        {"mode": "ar", "observations": closes[10:40]},
+        {"observations": closes[5:6]},  # too short for a forecast
+        {"observations": [closes[0], -3.0]},
+        {"version": "latent-no-such-version", "observations": closes[:10]},
+        {"observations": closes[:60], "unknown": 1},
+        {"observations": closes[20:80]},
+    ]
+    response = client.post("/v1/forecast", json={"items": items})
+    assert response.status_code == 200
+    got = response.json()["items"]
+    assert [item["status"] for item in got] == [200, 200, 422, 422, 404, 422, 200]
+    for i in (0, 1, 6):
+        alone = client.post("/v1/forecast", json=items[i]).json()
+        # run as one batch: the same forecast to float32 rounding
+        assert got[i]["reply"]["model"] == alone["model"]
+        np.testing.assert_allclose(
+            got[i]["reply"]["forecast"]["log_return"], alone["forecast"]["log_return"], atol=1e-6
+        )
+    assert got[2]["error"]["code"] == "invalid_data" and "needs at least" in got[2]["error"]["message"]
+    assert got[3]["error"]["seq"] == 1
+    assert got[5]["error"]["message"] == "unknown: Extra inputs are not permitted"
+
+
+def test_a_bulk_forecast_is_refused_whole_only_over_the_bound(make_settings):
+    with TestClient(create_app(make_settings(max_bulk_items=2))) as client:
+        response = client.post("/v1/forecast", json={"items": [{"observations": [1.0]}] * 3})
+        assert response.status_code == 413
+        assert response.json()["error"]["message"] == "3 items; the limit is 2 (LATENTCAST_MAX_BULK_ITEMS)"
+        assert client.post("/v1/forecast", json={"items": []}).status_code == 422

@@ -1,0 +1,155 @@
+"""A whole market streamed: bulk appends, the WebSocket feed and two workers, each beside its baseline, in one run.
+
+    .venv/bin/python -m bench.market [--sessions 500] [--seconds 4] [--rounds 3] [--connections 64]
+
+Serves the default-size latent GRU (untrained, with a real scaler: ``bench/harness.py``) with
+``latentcast serve`` on loopback ports, and measures, rounds taking turns, medians printed:
+
+- bulk: one client posting ``--sessions`` sessions' next close per request (``POST /v1/observations``)
+  against the same client posting one close per request (``POST /v1/sessions/{id}/observations``), both
+  on one connection, through the package's client, in observations per second (goal >= 30x);
+- WebSocket: one connection to ``/v1/stream`` with ``--in-flight`` messages of one close each in flight,
+  against one REST connection sending one close per request (goal >= 3x);
+- workers: ``latentcast serve --workers 2`` against ``--workers 1``, both on the Redis store, under wrk
+  with ``--connections`` connections posting one close per request (``bench/http.lua``) (goal >= 1.6x on
+  2 cores; wrk and the service share the cores, and so does anything else the machine runs).
+
+Every reply must be a 200 with the expected next seq; the bench fails otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench.harness import BENCH_MODEL, START_SECONDS, ServiceProcess, bench_env, redis_server, serve_command
+from bench.wrk import Server, wrk
+from data import sources
+from service.client import ApiError, AsyncClient, ClientSettings, Feed, Session
+
+WARM_HISTORY = 50
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=500, help="sessions per bulk request")
+    parser.add_argument("--seconds", type=float, default=4.0, help="length of each measured run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each contender")
+    parser.add_argument("--in-flight", type=int, default=64, help="WebSocket messages sent before waiting")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections of the workers comparison")
+    parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
+    args = parser.parse_args(argv)
+    closes = sources.bundled(["IBM"])["close"].tolist()
+    figures: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        env = bench_env(folder, torch_threads=1) | {"LATENTCAST_MAX_SESSIONS": "1000000"}
+        with ServiceProcess(env, folder / "memory.log") as server:
+            settings = ClientSettings(server.url, timeout_seconds=60)
+            asyncio.run(streamed(settings, closes, args, figures))
+        with redis_server(append_only=False) as url:
+            redis_env = env | {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": url}
+            processes = {
+                n: ServiceProcess(
+                    redis_env, folder / f"workers-{n}.log", command=workers(n), start_seconds=n * START_SECONDS
+                )
+                for n in (1, 2)
+            }
+            servers = {n: Server(f"workers-{n}", process, folder) for n, process in processes.items()}
+            try:
+                for process in processes.values():
+                    process.start()
+                for one in servers.values():  # warm-up, not measured
+                    wrk(args.wrk, one, args.connections, 1, closes, "warmup")
+                for round_ in range(args.rounds):
+                    for n, one in servers.items():
+                        run = wrk(args.wrk, one, args.connections, round(args.seconds), closes, f"{round_}")
+                        if run.failures:
+                            raise RuntimeError(f"{run.failures} failed replies from {one.name}")
+                        figures.setdefault(f"{n} worker(s), redis, {args.connections} conns, req/s", []).append(
+                            run.throughput
+                        )
+            finally:
+                for process in processes.values():
+                    process.stop()
+    return report(figures, args)
+
+
+def workers(count: int) -> Callable[[int], list[str]]:
+    return lambda port: [*serve_command(port), "--workers", str(count)]
+
+
+async def streamed(
+    settings: ClientSettings, closes: list[float], args: argparse.Namespace, figures: dict[str, list[float]]
+) -> None:
+    """The bulk and WebSocket comparisons, rounds taking turns, observations per second into ``figures``."""
+    async with AsyncClient(settings) as http, http.feed() as stream:
+        # a session of its own for each contender: the feed numbers the batches it sends itself
+        single, fed, *many = [await http.open(closes[:WARM_HISTORY]) for _ in range(args.sessions + 2)]
+        contenders: dict[str, Callable[[], Awaitable[int]]] = {
+            "REST, one append per request": lambda: one_per_request(http, single, closes),
+            f"REST, bulk of {args.sessions} per request": lambda: bulk(http, many, closes),
+            f"WebSocket, {args.in_flight} messages in flight": lambda: feed(stream, fed, closes, args.in_flight),
+        }
+        for round_ in range(args.rounds + 1):  # the first round warms up
+            for name, contender in contenders.items():
+                started = time.perf_counter()
+                deadline = started + args.seconds
+                count = 0
+                while time.perf_counter() < deadline:
+                    count += await contender()
+                if round_:
+                    figures.setdefault(f"{name}, obs/s", []).append(count / (time.perf_counter() - started))
+
+
+async def one_per_request(http: AsyncClient, session: Session, closes: list[float]) -> int:
+    reply = await http.append(session, [closes[session.next_seq % len(closes)]])
+    assert reply["next_seq"] == session.next_seq
+    return 1
+
+
+async def bulk(http: AsyncClient, sessions: list[Session], closes: list[float]) -> int:
+    replies = await http.append_many([(s, [closes[s.next_seq % len(closes)]]) for s in sessions])
+    if any(isinstance(r, ApiError) for r in replies):
+        raise RuntimeError(f"a bulk item failed: {next(r for r in replies if isinstance(r, ApiError))}")
+    return len(replies)
+
+
+async def feed(stream: Feed, session: Session, closes: list[float], in_flight: int) -> int:
+    """``in_flight`` messages of one close each, sent before the first reply is awaited."""
+    first = session.next_seq
+    sends = [stream.send([(session, [closes[(first + k) % len(closes)]])]) for k in range(in_flight)]
+    for results in await asyncio.gather(*sends):
+        if isinstance(results[0], ApiError):
+            raise RuntimeError(f"a feed message failed: {results[0]}")
+    assert session.next_seq == first + in_flight
+    return in_flight
+
+
+def report(figures: dict[str, list[float]], args: argparse.Namespace) -> int:
+    config = BENCH_MODEL
+    print(f"cores {os.cpu_count()}; model: latent {config.cell}, hidden {config.hidden_size}; torch threads 1")
+    print(f"{args.rounds} rounds of {args.seconds} s per contender, in turn; medians over rounds")
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    for name, value in medians.items():
+        print(f"{name:<52}{value:>12.0f}")
+    single = medians["REST, one append per request, obs/s"]
+    bulk_ratio = medians[f"REST, bulk of {args.sessions} per request, obs/s"] / single
+    ws_ratio = medians[f"WebSocket, {args.in_flight} messages in flight, obs/s"] / single
+    workers = [medians[f"{n} worker(s), redis, {args.connections} conns, req/s"] for n in (1, 2)]
+    print(f"bulk {args.sessions}/request / one append per request: {bulk_ratio:.1f}x (goal >= 30x)")
+    print(f"WebSocket one connection / REST one connection: {ws_ratio:.1f}x (goal >= 3x)")
+    print(f"2 workers / 1 worker, redis, {args.connections} connections: {workers[1] / workers[0]:.2f}x (goal >= 1.6x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""``AsyncClient``: the service's HTTP API from Python (httpx), with seqs tracked and retries made safe.
+
+A ``Session`` remembers the seq its next batch must carry. An append sends it,
+and on a timeout, a dropped connection or a 503 sends the same batch again,
+same seq and same content: the service answers a retry with the reply the
+first try got and applies the batch once, so a retry never applies a batch
+twice and a batch is never skipped. The seq moves on only with a 200.
+Errors the service answers are ``ApiError``; a bulk call returns one per
+refused item, in place of its reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+
+from service.auth import API_KEY_HEADER
+
+if TYPE_CHECKING:
+    from service.client.feed import Feed
+
+# an observation as the API takes it: a close price, or a bar {"close", "open", "high", "low", "volume", "time"}
+Wire = float | Mapping[str, Any]
+# statuses after which the same request may succeed: the store or the models are away for a moment
+RETRIED_STATUSES = frozenset({502, 503, 504})
+JSON = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the service is and how patiently to talk to it."""
+
+    base_url: str = "http://127.0.0.1:8000"
+    api_key: str | None = None
+    timeout_seconds: float = 10.0
+    retries: int = 5  # sends after the first, on a timeout, a dropped connection or a 5xx that may pass
+    backoff_seconds: tuple[float, float] = (0.05, 2.0)  # the wait before the first retry, and the longest
+
+
+class ApiError(Exception):
+    """An error answer: its HTTP status and its body's ``code``, ``message`` and details."""
+
+    def __init__(self, status: int, error: Mapping[str, Any]) -> None:
+        super().__init__(f"{status} {error.get('code')}: {error.get('message')}")
+        self.status = status
+        self.code = str(error.get("code"))
+        self.message = str(error.get("message"))
+        self.details = {k: v for k, v in error.items() if k not in ("code", "message")}
+
+
+@dataclass(eq=False)
+class Session:
+    """A session on the service, and the seq its next batch carries."""
+
+    session_id: str
+    next_seq: int
+    model: dict[str, str]
+    forecast: dict[str, Any] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+
+    def took(self, reply: Mapping[str, Any]) -> None:
+        """Move on to ``reply`` (an append's or an open's): its seq and its forecast."""
+        self.next_seq = int(reply["next_seq"])
+        self.forecast = reply["forecast"]
+
+
+def backoff(settings: ClientSettings, attempt: int) -> float:
+    first, longest = settings.backoff_seconds
+    return float(min(first * 2**attempt, longest))
+
+
+class AsyncClient:
+    """The HTTP API: open sessions, append (one or many), forecast, and a WebSocket ``feed``."""
+
+    def __init__(self, settings: ClientSettings | None = None, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings or ClientSettings()
+        headers = {API_KEY_HEADER: self.settings.api_key} if self.settings.api_key else {}
+        self.http = httpx.AsyncClient(
+            base_url=self.settings.base_url, headers=headers, timeout=self.settings.timeout_seconds, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def open(
+        self,
+        history: Sequence[Wire] = (),
+        mode: str | None = None,
+        version: str | None = None,
+        ticker: str | None = None,
+    ) -> Session:
+        """A new session warmed on ``history``. Not retried: a lost reply would leave a session unknown."""
+        body: dict[str, Any] = {"history": list(history)}
+        body |= {k: v for k, v in (("mode", mode), ("version", version), ("ticker", ticker)) if v is not None}
+        reply = _checked(await self.http.post("/v1/sessions", content=orjson.dumps(body), headers=JSON))
+        return Session(reply["session_id"], reply["next_seq"], reply["model"], reply["forecast"])
+
+    async def session(self, session_id: str) -> Session:
+        """A session opened before (by this client or another): it resumes from its ``next_seq``."""
+        reply = await self._send("GET", f"/v1/sessions/{session_id}")
+        return Session(session_id, reply["next_seq"], reply["model"], reply["forecast"])
+
+    async def append(self, session: Session, observations: Sequence[Wire]) -> dict[str, Any]:
+        """Apply ``observations`` after what ``session`` holds; its reply (the next forecast)."""
+        async with session.lock:
+            body = {"seq": session.next_seq, "observations": list(observations)}
+            reply = await self._send("POST", f"/v1/sessions/{session.session_id}/observations", body)
+            session.took(reply)
+            return reply
+
+    async def append_many(self, batches: Sequence[tuple[Session, Sequence[Wire]]]) -> list[dict[str, Any] | ApiError]:
+        """Each batch applied after what its session holds, in one request: a reply or an ``ApiError`` each.
+
+        A session may appear more than once: its batches follow each other. The caller sends one
+        ``append_many`` at a time for a given session.
+        """
+        items = bulk_items(batches, {})
+        reply = await self._send("POST", "/v1/observations", {"items": items})
+        return took_items(batches, reply["items"])
+
+    async def forecast(self, observations: Sequence[Wire], mode: str | None = None, version: str | None = None) -> Any:
+        """The forecast after a whole history (stateless)."""
+        return await self._send("POST", "/v1/forecast", _choice(mode, version) | {"observations": list(observations)})
+
+    async def forecast_many(
+        self, histories: Sequence[Sequence[Wire]], mode: str | None = None, version: str | None = None
+    ) -> list[dict[str, Any] | ApiError]:
+        """A forecast after each history, in one request: a reply or an ``ApiError`` each."""
+        items = [_choice(mode, version) | {"observations": list(h)} for h in histories]
+        reply = await self._send("POST", "/v1/forecast", {"items": items})
+        return [
+            item["reply"] if item["status"] == 200 else ApiError(item["status"], item["error"])
+            for item in reply["items"]
+        ]
+
+    def feed(self) -> Feed:
+        """A WebSocket feed of appends, used as ``async with``."""
+        from service.client.feed import Feed  # feed.py builds on this module
+
+        return Feed(self.settings)
+
+    async def _send(self, method: str, path: str, body: Any = None) -> Any:
+        """The JSON reply, the same request sent again after a timeout, a dropped connection or a 5xx that may pass."""
+        for attempt in range(self.settings.retries + 1):
+            last = attempt == self.settings.retries
+            try:
+                content = None if body is None else orjson.dumps(body)
+                response = await self.http.request(method, path, content=content, headers=JSON if content else None)
+            except httpx.TransportError:
+                if last:
+                    raise
+            else:
+                if response.status_code not in RETRIED_STATUSES or last:
+                    return _checked(response)
+            await asyncio.sleep(backoff(self.settings, attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def bulk_items(batches: Sequence[tuple[Session, Sequence[Wire]]], sent: dict[str, int]) -> list[dict[str, Any]]:
+    """The items of a bulk append, each session's batches numbered from ``sent`` (the seq after its last
+    batch sent; its ``next_seq`` when absent), which moves on past them."""
+    items = []
+    for session, observations in batches:
+        seq = sent.get(session.session_id, session.next_seq)
+        sent[session.session_id] = seq + len(observations)
+        items.append({"session_id": session.session_id, "seq": seq, "observations": list(observations)})
+    return items
+
+
+def took_items(
+    batches: Sequence[tuple[Session, Sequence[Wire]]], answers: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any] | ApiError]:
+    """Each session moved on by its items' replies; a reply or an ``ApiError`` per item."""
+    results: list[dict[str, Any] | ApiError] = []
+    for (session, _), answer in zip(batches, answers, strict=True):
+        if answer["status"] == 200:
+            session.took(answer["reply"])
+            results.append(dict(answer["reply"]))
+        else:
+            results.append(ApiError(answer["status"], answer["error"]))
+    return results
+
+
+def _choice(mode: str | None, version: str | None) -> dict[str, Any]:
+    return {k: v for k, v in (("mode", mode), ("version", version)) if v is not None}
+
+
+def _checked(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            error = orjson.loads(response.content)["error"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            error = {"code": "http_error", "message": response.text[:200]}
+        raise ApiError(response.status_code, error)
+    # orjson: a bulk reply holds a forecast per item, and parsing it is most of the client's time
+    return orjson.loads(response.content)

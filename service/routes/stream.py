@@ -1,0 +1,180 @@
+"""``WS /v1/stream``: one connection carries appends for any of the caller's sessions, replies pushed back.
+
+A client sends text frames ``{"id": <any JSON, echoed>, "items": [{"session_id", "seq", "observations"},
+...]}``; each item is applied as ``POST /v1/observations`` applies it (the session rules on each item on
+its own), and the service answers each message with one frame ``{"id", "items": [...]}``, its items'
+statuses in order. A message that is not such an object gets ``{"id", "status", "error"}``.
+
+Three tasks serve a connection: the reader parses messages into a bounded queue (a client that sends
+faster than the service applies waits, as TCP makes it); the worker takes every message waiting and
+applies their items as one bulk append, so that the items of one session keep their order and the
+sessions of one model version are stepped together; the sender writes the replies. The replies waiting
+to be sent are bounded too: a client that does not read them is disconnected with ``SLOW_READER``, not
+buffered without limit. The API key is checked at the handshake, with the HTTP routes' rules, and a
+refused handshake gets the HTTP error they would get. Errors become frames here, and only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from fastapi.exceptions import RequestValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from data.errors import ForecastError
+from service.dependencies import Services, caller_of, services_of
+from service.errors import forecast_error_response, item_error, validation_body
+from service.routes.lean import validated
+from service.routes.observations import Reply, items_json, parse_items
+from service.schemas import BulkAppendItem, Envelope, observations
+from service.sessions import AppendItem
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["sessions"])
+
+# close codes of the application range (4000-4999): the replies waiting for this client reached
+# LATENTCAST_STREAM_QUEUE
+SLOW_READER = 4008
+SLOW_READER_REASON = "replies not read: the send queue is full (LATENTCAST_STREAM_QUEUE)"
+INTERNAL_ERROR = 1011
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as read: its id, and its items as parsed (``parse_items``), or the error of the whole."""
+
+    id: Any
+    items: list[tuple[int, Any]]
+    error: Exception | None = None
+
+
+@router.websocket("/v1/stream")
+async def stream(websocket: WebSocket) -> None:
+    try:
+        svc, who = services_of(websocket), caller_of(websocket)
+    except ForecastError as exc:
+        await refuse(websocket, exc)
+        return
+    await websocket.accept()
+    size = svc.settings.stream_queue
+    inbound: asyncio.Queue[Message] = asyncio.Queue(maxsize=size)
+    outbound: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+    tasks = [
+        asyncio.create_task(read(websocket, svc, inbound)),
+        asyncio.create_task(work(svc, who.owner, inbound, outbound)),
+        asyncio.create_task(send(websocket, outbound)),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            failure = task.exception()
+            if isinstance(failure, asyncio.QueueFull):
+                await close(websocket, tasks, SLOW_READER, SLOW_READER_REASON)
+            elif failure is not None and not isinstance(failure, WebSocketDisconnect):
+                log.error("the stream ended on an unexpected error", exc_info=failure)
+                await close(websocket, tasks, INTERNAL_ERROR, "internal error; the server log has the details")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def refuse(websocket: WebSocket, exc: ForecastError) -> None:
+    """The handshake answered with the HTTP error (a 401 for a missing key), or closed if that cannot be sent."""
+    try:
+        await websocket.send_denial_response(forecast_error_response(exc))
+    except RuntimeError:  # a server without the denial extension
+        await websocket.close(code=1008, reason=exc.message)
+
+
+async def read(websocket: WebSocket, svc: Services, inbound: asyncio.Queue[Message]) -> None:
+    """Parse the client's messages into ``inbound`` until it disconnects."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            await inbound.put(
+                parse_message(frame.get("text") or frame.get("bytes") or b"", svc.settings.max_bulk_items)
+            )
+
+
+def parse_message(text: str | bytes, limit: int) -> Message:
+    try:
+        content = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        error = {"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error", "input": {}}
+        return Message(None, [], RequestValidationError([error]))
+    message_id = content.get("id") if isinstance(content, dict) else None
+    try:
+        if isinstance(content, dict):
+            content = {k: v for k, v in content.items() if k != "id"}
+        envelope = validated(Envelope, content)
+        return Message(message_id, parse_items(envelope.items, BulkAppendItem, limit))
+    except (ForecastError, RequestValidationError) as exc:
+        return Message(message_id, [], exc)
+
+
+async def work(svc: Services, owner: str, inbound: asyncio.Queue[Message], outbound: asyncio.Queue[bytes]) -> None:
+    """Apply the waiting messages' items as one bulk append; a reply per message into ``outbound``."""
+    while True:
+        messages = [await inbound.get()]
+        while not inbound.empty() and sum(len(m.items) for m in messages) < svc.settings.max_bulk_items:
+            messages.append(inbound.get_nowait())
+        valid = [item for m in messages for _, item in m.items if isinstance(item, BulkAppendItem)]
+        batches = [AppendItem(item.session_id, item.seq, observations(item.observations)) for item in valid]
+        results: list[Reply | Exception] = list(await svc.sessions.append_many(owner, batches))
+        for message in messages:
+            mine = sum(isinstance(item, BulkAppendItem) for _, item in message.items)
+            outbound.put_nowait(reply_frame(message, results[:mine]))  # QueueFull: a slow reader
+            results = results[mine:]
+
+
+def reply_frame(message: Message, results: list[Reply | Exception]) -> bytes:
+    """The frame answering ``message``: its items' statuses, or the error of the whole message."""
+    head = b'{"id":' + orjson.dumps(message.id)
+    if message.error is not None:
+        return head + b"," + error_fields(message.error) + b"}"
+    return head + b',"items":' + items_json(message.items, results) + b"}"
+
+
+def error_fields(exc: Exception) -> bytes:
+    """``"status":...,"error":{...}``: an error of a whole message, as HTTP would answer it."""
+    if isinstance(exc, RequestValidationError):
+        status, body = 422, validation_body(list(exc.errors()))
+    else:
+        status, body = item_error(exc)
+    return orjson.dumps({"status": status, "error": body})[1:-1]
+
+
+async def send(websocket: WebSocket, outbound: asyncio.Queue[bytes]) -> None:
+    while True:
+        frame = await outbound.get()
+        await websocket.send_text(frame.decode())
+
+
+async def close(websocket: WebSocket, tasks: list[asyncio.Task[None]], code: int, reason: str) -> None:
+    """Send the close frame, once what is before it has gone out.
+
+    Meanwhile the client's messages are read and dropped: a client blocked sending to us would not
+    read the close frame either. A client that never reads is dropped by the keepalive pings."""
+    for task in tasks:
+        task.cancel()
+    dropping = asyncio.create_task(drop_messages(websocket))
+    try:
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await websocket.close(code=code, reason=reason)
+    finally:
+        dropping.cancel()
+
+
+async def drop_messages(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass

@@ -1,0 +1,123 @@
+"""The package's client against a real ``latentcast serve``: seqs tracked, lost replies retried safely, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.harness import ServiceProcess
+from data import sources
+from models.predictor import Observation
+from service import cli
+from service.client import ApiError, AsyncClient, Client, ClientSettings
+from tests.service.test_e2e import assert_close, env
+from training.registry import Registry
+
+WARM = 20
+
+
+class LosingReplies(httpx.AsyncBaseTransport):
+    """Loopback HTTP losing every other reply to an append, after the service has answered (a timeout)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if not request.url.path.endswith("/observations"):
+            return response
+        self.requests += 1
+        if self.requests % 2 == 0:
+            await response.aread()
+            raise httpx.ReadTimeout("reply lost", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
+    with ServiceProcess(env(registry), tmp_path_factory.mktemp("client") / "serve.log") as server:
+        yield server
+
+
+def offline(registry: Registry, version: str, closes: list[float]) -> dict:
+    forecast = registry.predictor(version).run([Observation(close=c) for c in closes])
+    assert forecast is not None
+    return forecast.to_dict()
+
+
+def test_lost_replies_are_retried_without_applying_a_batch_twice_or_skipping_one(server, registry, closes):
+    async def stream() -> tuple[dict, list, int]:
+        transport = LosingReplies()
+        settings = ClientSettings(server.url, backoff_seconds=(0.001, 0.01))
+        async with AsyncClient(settings, transport=transport) as http:
+            session = await http.open(closes[:WARM])
+            for seq in range(WARM, WARM + 20, 2):
+                last = await http.append(session, closes[seq : seq + 2])
+            others = [await http.open(closes[i : i + WARM]) for i in range(1, 4)]
+            for seq in range(WARM, WARM + 6):
+                many = await http.append_many([(s, [closes[i + 1 + seq]]) for i, s in enumerate(others)])
+            return last, many, transport.requests
+
+    last, many, requests = asyncio.run(stream())
+    assert requests == 2 * (10 + 6) - 1  # every other reply lost (all but the first append), each sent again
+    assert last["next_seq"] == WARM + 20
+    assert_close(last["forecast"], offline(registry, last["model"]["version"], closes[: WARM + 20]))
+    for i, reply in enumerate(many):
+        assert isinstance(reply, dict) and reply["next_seq"] == WARM + 6
+        assert_close(reply["forecast"], offline(registry, reply["model"]["version"], closes[i + 1 : i + 1 + WARM + 6]))
+
+
+def test_the_blocking_client_tracks_seqs_and_reports_errors(server, registry, closes):
+    with Client(ClientSettings(server.url)) as client:
+        session = client.open(closes[:WARM], mode="latent")
+        client.append(session, closes[WARM : WARM + 3])
+        resumed = client.session(session.session_id)
+        assert resumed.next_seq == WARM + 3
+        with client.feed() as feed:
+            [streamed] = feed.send([(resumed, [closes[WARM + 3]])])
+        assert isinstance(streamed, dict) and streamed["next_seq"] == WARM + 4
+        stale = client.append_many([(session, [closes[WARM + 3]])])  # session still says WARM + 3: a retry
+        assert isinstance(stale[0], dict) and stale[0]["next_seq"] == WARM + 4
+        [alone, bad] = client.forecast_many([closes[:30], [closes[0], -1.0]])
+        assert isinstance(alone, dict) and isinstance(bad, ApiError) and bad.status == 422
+        assert alone["model"] == client.forecast(closes[:30])["model"]
+        with pytest.raises(ApiError) as gap:
+            client.append(resumed.__class__(session.session_id, WARM + 9, session.model), [closes[0]])
+    assert gap.value.status == 409 and gap.value.details["expected_seq"] == WARM + 4
+
+
+@pytest.mark.parametrize("via", ["bulk", "stream"])
+def test_replay_streams_a_csv_into_sessions_and_writes_the_forecasts(server, registry, tmp_path: Path, via):
+    prices = sources.bundled(["IBM", "MSFT"])
+    prices = prices[prices["date"] < prices["date"].min() + pd_days(60)]
+    path = tmp_path / "prices.csv"
+    prices.to_csv(path, index=False)
+    out = tmp_path / "forecasts.csv"
+    argv = ["replay", str(path), "--url", server.url, "--warm", str(WARM), "--via", via, "--out", str(out)]
+    assert cli.main(argv) == 0
+    with out.open() as file:
+        rows = list(csv.DictReader(file))
+    champion = registry.champion("latent")
+    assert champion is not None
+    for ticker in ("IBM", "MSFT"):
+        mine = prices[prices["ticker"] == ticker]
+        last = [r for r in rows if r["ticker"] == ticker and r["as_of_seq"] == str(len(mine) - 1)]
+        assert [(r["horizon"], r["quantile"]) for r in last][:2] == [("1", "0.1"), ("1", "0.5")]
+        want = offline(registry, champion, mine["adj_close"].tolist())
+        assert float(last[1]["price"]) == pytest.approx(want["price"][0][1], rel=1e-4)
+    dates = {r["date"] for r in rows}
+    assert len(dates) == prices["date"].nunique() - WARM + 1
+
+
+def pd_days(days: int):
+    import pandas as pd
+
+    return pd.Timedelta(days=days)

@@ -1,0 +1,155 @@
+"""``WS /v1/stream`` through a real ``latentcast serve``: the session rules per item, keys, slow readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.uri import parse_uri
+
+from bench.harness import ServiceProcess
+from models.predictor import Observation
+from service.client import ApiError, AsyncClient, ClientSettings
+from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
+from tests.service.test_e2e import assert_close, env
+from training.registry import Registry
+
+SLOW_READER = 4008
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("stream") / "serve.log"
+    with ServiceProcess(env(registry, api_keys=f"{ALICE},{BOB}", stream_queue="4"), log) as server:
+        yield server
+
+
+def ws_url(server: ServiceProcess) -> str:
+    return server.url.replace("http://", "ws://") + "/v1/stream"
+
+
+def test_each_item_of_a_message_gets_its_own_status(server, closes):
+    with client(server, ALICE) as alice, client(server, BOB) as bob:
+        fed, retried, gapped, invalid = (open_session(alice, closes) for _ in range(4))
+        foreign = open_session(bob, closes)
+        first_try = alice.post(f"/v1/sessions/{retried}/observations", json={"seq": WARM, "observations": [closes[20]]})
+        before = {sid: state(alice, sid) for sid in (retried, gapped, invalid)} | {foreign: state(bob, foreign)}
+        items = [
+            {"session_id": fed, "seq": WARM, "observations": [closes[WARM]]},
+            {"session_id": retried, "seq": WARM, "observations": [closes[20]]},
+            {"session_id": gapped, "seq": WARM + 1, "observations": [closes[WARM]]},
+            {"session_id": foreign, "seq": WARM, "observations": [closes[WARM]]},
+            {"session_id": invalid, "seq": WARM, "observations": [0.0]},
+            {"session_id": fed, "seq": WARM + 1, "observations": [closes[WARM + 1]]},
+        ]
+        with connect(ws_url(server), additional_headers={"X-API-Key": ALICE}) as ws:
+            ws.send(json.dumps({"id": "bar-1", "items": items}))
+            reply = json.loads(ws.recv(timeout=10))
+            ws.send("not json")
+            malformed = json.loads(ws.recv(timeout=10))
+            ws.send(json.dumps({"id": 7, "items": {}}))
+            not_a_list = json.loads(ws.recv(timeout=10))
+        after = {sid: state(alice, sid) for sid in (retried, gapped, invalid)} | {foreign: state(bob, foreign)}
+    assert reply["id"] == "bar-1"
+    assert [item["status"] for item in reply["items"]] == [200, 200, 409, 404, 422, 200]
+    assert reply["items"][1]["reply"] == first_try.json()
+    assert reply["items"][2]["error"]["expected_seq"] == WARM
+    assert reply["items"][4]["error"]["code"] == "invalid_data"
+    assert reply["items"][5]["reply"]["next_seq"] == WARM + 2
+    assert after == before
+    assert malformed == {
+        "id": None,
+        "status": 422,
+        "error": {
+            "code": "invalid_request",
+            "message": "body: JSON decode error",
+            "errors": [{"field": "body", "message": "JSON decode error"}],
+        },
+    }
+    assert not_a_list["id"] == 7 and not_a_list["error"]["message"] == "items: Input should be a valid list"
+
+
+def test_keys_are_checked_at_the_handshake(server):
+    for headers in ({}, {"X-API-Key": "not-a-key-0123456789abcdef"}):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url(server), additional_headers=headers)
+        assert refused.value.response.status_code == 401
+        assert json.loads(refused.value.response.body)["error"]["code"] == "unauthorized"
+
+
+def test_a_reader_that_does_not_read_is_disconnected(server, closes):
+    with client(server, ALICE) as alice:
+        sessions = [open_session(alice, closes) for _ in range(50)]
+    # a client that never reads (the websockets clients keep reading into their own buffers)
+    protocol = ClientProtocol(parse_uri(ws_url(server)))
+    request = protocol.connect()
+    request.headers["X-API-Key"] = ALICE
+    protocol.send_request(request)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(30)
+        sock.sendall(b"".join(protocol.data_to_send()))
+        while protocol.handshake_exc is None and not protocol.events_received():
+            protocol.receive_data(sock.recv(4096))
+        with contextlib.suppress(OSError):  # the service may close before all is sent
+            for seq in range(WARM, 400):
+                items = [{"session_id": sid, "seq": seq, "observations": [closes[seq]]} for sid in sessions]
+                protocol.send_text(json.dumps({"id": seq, "items": items}).encode())
+                sock.sendall(b"".join(protocol.data_to_send()))
+        with client(server, ALICE) as alice:  # not reading until the service has stopped applying messages
+            wait_until_still(lambda: state(alice, sessions[-1])["next_seq"])
+        while protocol.close_rcvd is None:  # what was sent before the close frame, then the close frame
+            data = sock.recv(1 << 16)
+            if not data:
+                break
+            protocol.receive_data(data)
+            protocol.events_received()
+    assert protocol.close_rcvd is not None and protocol.close_rcvd.code == SLOW_READER
+
+
+def wait_until_still(value: Callable[[], object], seconds: float = 1.0) -> None:
+    """Return once ``value()`` has not changed for ``seconds``."""
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < seconds:
+        time.sleep(seconds / 10)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+
+
+def test_a_feed_that_drops_and_reconnects_equals_an_offline_replay(server, registry: Registry, closes):
+    async def stream() -> tuple[list[dict[str, Any]], int]:
+        settings = ClientSettings(server.url, api_key=ALICE, timeout_seconds=10)
+        async with AsyncClient(settings) as http:
+            sessions = [await http.open(closes[i : i + WARM]) for i in range(8)]
+            async with http.feed() as feed:
+                for seq in range(WARM, WARM + 60, 3):
+                    # three bars in flight at once; the connection dropped now and then, mid-stream
+                    sends = [feed.send([(s, [closes[i + seq + k]]) for i, s in enumerate(sessions)]) for k in range(3)]
+                    if seq % 9 == 2:
+                        asyncio.get_running_loop().call_soon(feed.drop)
+                    for results in await asyncio.gather(*sends):
+                        assert not any(isinstance(r, ApiError) for r in results), results
+                reconnections = feed.reconnections
+            read = [await http.session(s.session_id) for s in sessions]
+            return [{"next_seq": r.next_seq, "model": r.model, "forecast": r.forecast} for r in read], reconnections
+
+    finals, reconnections = asyncio.run(stream())
+    assert reconnections >= 3
+    for i, final in enumerate(finals):
+        assert final["next_seq"] == WARM + 60
+        offline = registry.predictor(final["model"]["version"]).run(
+            [Observation(close=c) for c in closes[i : i + WARM + 60]]
+        )
+        assert offline is not None
+        assert_close(final["forecast"], offline.to_dict())
