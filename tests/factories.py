@@ -12,6 +12,7 @@ from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Observation
+from service.price_data import bars_of
 
 FEATURES: dict[int, tuple[str, ...]] = {1: ("returns",), 2: ("returns", "range"), 3: ("returns", "range", "volume")}
 
@@ -46,15 +47,4 @@ def tiny_checkpoint(
 
 def real_bars(ticker: str = "IBM", count: int = 400, start: int = 0) -> list[Observation]:
     """``count`` real daily bars of ``ticker`` from the bundled prices, from its row ``start``."""
-    rows = sources.bundled([ticker]).iloc[start : start + count]
-    return [
-        Observation(
-            close=float(r["close"]),
-            open=float(r["open"]),
-            high=float(r["high"]),
-            low=float(r["low"]),
-            volume=float(r["volume"]),
-            time=r["date"].date().isoformat(),
-        )
-        for r in rows.to_dict("records")
-    ]
+    return bars_of(sources.bundled([ticker]).iloc[start : start + count])
