@@ -440,7 +440,7 @@ class BulkAppendItem(AppendRequest):
 
 
 class BulkAppendRequest(BaseModel):
-    """Batches for many sessions, each applied on its own (as ``POST /v1/sessions/{id}/observations``)."""
+    """Batches for many sessions, each applied on its own (as `POST /v1/sessions/{id}/observations`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -450,7 +450,7 @@ class BulkAppendRequest(BaseModel):
 
 
 class BulkForecastRequest(BaseModel):
-    """Many histories, each forecast on its own (as a single ``POST /v1/forecast``)."""
+    """Many histories, each forecast on its own (as a single `POST /v1/forecast`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
