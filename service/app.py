@@ -49,7 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     redact_session_ids()
     registry = Registry(settings.artifacts)
-    pool = ModelPool(registry, idle_seconds=settings.session_ttl_seconds, bounds=settings.model_bounds)
+    pool = ModelPool(
+        registry,
+        idle_seconds=settings.session_ttl_seconds,
+        bounds=settings.model_bounds,
+        backoff=settings.champion_backoff,
+    )
     metrics = ServiceMetrics(pool)
 
     @contextlib.asynccontextmanager
@@ -130,11 +135,25 @@ def collector_tuned(freeze: bool, threshold: int) -> Iterator[None]:
 
 
 async def poll_registry(pool: ModelPool, metrics: ServiceMetrics, seconds: float) -> None:
-    """Look for new champions every ``seconds`` until cancelled."""
+    """Look for new champions every ``seconds`` until cancelled.
+
+    An unreadable registry is logged when it starts failing (with its traceback)
+    and when it is readable again, at debug level in between: a registry down for
+    an hour must not write a traceback at every poll.
+    """
+    failing = False
     while True:
         await asyncio.sleep(seconds)
         try:
             metrics.refreshed(await in_thread(pool.refresh))
         except Exception:
             # an unreadable registry (a disk hiccup, a half-copied folder) must not stop the polling
-            log.exception("looking for new champions failed; trying again in %.0f s", seconds)
+            if not failing:
+                log.exception("looking for new champions failed; trying again every %.0f s", seconds)
+            else:
+                log.debug("looking for new champions still fails", exc_info=True)
+            failing = True
+            continue
+        if failing:
+            log.info("the registry is readable again")
+        failing = False
