@@ -71,6 +71,22 @@ class Settings(BaseSettings):
     champion_retry_max_seconds: float = Field(
         default=3600.0, ge=0, description="longest wait between two loads of a champion that keeps failing"
     )
+    registry_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long a serving process's list of the versions it holds protects them from a prune",
+    )
+    # retention: what `latentcast registry prune` and every retrain job keep
+    retain_previous_champions: int = Field(
+        default=5, ge=0, description="champions kept per mode besides the current one, the latest promoted"
+    )
+    retain_challenger_days: float = Field(
+        default=14.0, ge=0, description="days a version never promoted (a challenger) is kept"
+    )
+    retain_job_days: float = Field(default=90.0, ge=0, description="days a finished retrain job's report is kept")
+    retain_cache_days: float = Field(
+        default=30.0, ge=0, description="days a ticker's cached prices are kept once no retrain refreshes them"
+    )
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per process")
     # the objects loaded at startup (torch, pandas, the app) are never garbage, yet every full collection
     # walks them all (docs/performance.md)

@@ -10,7 +10,9 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
+from training.leases import Leases
 from training.registry import Registry
+from training.retention import RetentionPolicy, plan, prune
 
 
 def test_models_lists_versions_metrics_and_champions(client: TestClient, registry: Registry):
@@ -175,3 +177,25 @@ def test_started_with_a_corrupt_champion_the_service_is_not_ready_and_says_which
         registry.promote(fixed)
         assert client.post("/v1/models/reload").json()["changed"] == {"latent": fixed}
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_serving_process_leases_the_versions_its_sessions_use_until_it_stops(
+    tmp_path, make_settings: MakeSettings, closes
+):
+    registry = Registry(tmp_path / "artifacts")
+    old = registry.register(tiny_checkpoint("latent")).version
+    registry.promote(old)
+    leases = Leases(registry.root)
+    with TestClient(create_app(make_settings(artifacts=registry.root, registry_poll_seconds=0.1))) as client:
+        assert leases.held() == {old}
+        assert client.post("/v1/sessions", json={"mode": "latent", "history": closes[:3]}).status_code == 201
+        new = registry.register(tiny_checkpoint("latent", seed=2)).version
+        registry.promote(new)
+        deadline = time.monotonic() + 10
+        while leases.held() != {old, new} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leases.held() == {old, new}  # the old champion: its session is pinned to it
+        policy = RetentionPolicy(previous_champions=0, challenger_days=0)
+        removed = prune(registry, plan(registry, policy, leases.held()))
+        assert removed == [] and registry.predictor(old).version == old
+    assert leases.held() == set()
