@@ -61,7 +61,9 @@ def plan(
                 decisions.append(Decision(name, True, f"one of the last {policy.previous_champions} {mode} champions"))
             elif name in held:
                 decisions.append(Decision(name, True, "loaded by a running process or pinned by a session"))
-            elif datetime.fromisoformat(version.created) > oldest_challenger:
+            elif (created := _created(version.created)) is None:
+                decisions.append(Decision(name, True, "its manifest has no creation time to age it by"))
+            elif created > oldest_challenger:
                 decisions.append(Decision(name, True, f"younger than {policy.challenger_days:g} days"))
             elif name in promoted:
                 decisions.append(
@@ -95,3 +97,12 @@ def prune(registry: Registry, decisions: list[Decision], held_now: Collection[st
         log.info("removed %s: %s", decision.version, decision.reason)
         removed.append(decision)
     return removed
+
+
+def _created(text: str) -> datetime | None:
+    """A manifest's creation time, or None if it has none (written by hand, say) or none with a zone."""
+    try:
+        created = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return created if created.tzinfo is not None else None

@@ -180,3 +180,14 @@ def test_a_prune_killed_at_a_random_point_leaves_the_registry_readable_and_the_c
     prune(registry, plan(registry, RetentionPolicy(previous_champions=0, challenger_days=0), held=set()))
     assert [v.version for v in registry.versions()] == [versions[-1]]
     assert [p.name for p in (registry.root / "latent").iterdir() if p.is_dir()] == [versions[-1]]
+
+
+def test_a_version_whose_manifest_has_no_creation_time_is_kept(tmp_path):
+    registry = Registry(tmp_path / "artifacts")
+    version = registry.register(tiny_checkpoint("latent", seed=1)).version
+    manifest = registry.path(version) / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"created"', '"made"'))
+    decisions = plan(registry, RetentionPolicy(previous_champions=0, challenger_days=0), held=set())
+    assert [(d.version, d.keep, d.reason) for d in decisions] == [
+        (version, True, "its manifest has no creation time to age it by")
+    ]
