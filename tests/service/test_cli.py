@@ -149,10 +149,10 @@ def test_registry_prune_says_what_it_would_remove_and_why_then_removes_it(capsys
     monkeypatch.setenv("LATENTCAST_RETAIN_PREVIOUS_CHAMPIONS", "0")
     get_settings.cache_clear()
     month_ago = datetime.now(UTC) - timedelta(days=30)
-    old = Registry(tmp_path, clock=lambda: month_ago)
-    challenger = old.register(tiny_checkpoint("latent", seed=1)).version
-    replaced = old.register(tiny_checkpoint("latent", seed=2)).version
-    old.promote(replaced)
+    challenger = Registry(tmp_path, clock=lambda: month_ago).register(tiny_checkpoint("latent", seed=1)).version
+    later = Registry(tmp_path, clock=lambda: month_ago + timedelta(minutes=1))
+    replaced = later.register(tiny_checkpoint("latent", seed=2)).version
+    later.promote(replaced)
     registry = Registry(tmp_path)
     champion = registry.register(tiny_checkpoint("latent", seed=3)).version
     registry.promote(champion)
