@@ -66,7 +66,7 @@ async def readyz(request: Request, svc: ServicesDep) -> dict[str, Any] | Respons
     """Ready when a champion is loaded and the session store answers; 503 otherwise.
 
     A promoted champion that does not load while its predecessor serves leaves the
-    service ready, and is listed under ``failing``."""
+    service ready, and is listed under `failing`."""
     readiness = readiness_of(request.app)
     try:
         svc.pool.require_champion()
