@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import torch
 from fastapi import FastAPI
@@ -25,7 +25,8 @@ from service.routes import data, forecast, health, jobs, models, observations, p
 from service.routes.lean import document_bodies
 from service.schemas import AppendRequest, BulkAppendRequest, BulkForecastRequest, ForecastRequest
 from service.sessions import BatchSettings, SessionService
-from service.stores import build_store
+from service.stores import SessionStore, build_store
+from training.leases import Leases
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     redact_session_ids()
     registry = Registry(settings.artifacts)
-    pool = ModelPool(registry, idle_seconds=settings.session_ttl_seconds, bounds=settings.model_bounds)
+    pool = ModelPool(
+        registry,
+        idle_seconds=settings.session_ttl_seconds,
+        bounds=settings.model_bounds,
+        backoff=settings.champion_backoff,
+    )
     metrics = ServiceMetrics(pool)
 
     @contextlib.asynccontextmanager
@@ -94,6 +100,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not result.champions:
             log.warning("no champion in %s: not ready until one is promoted", settings.artifacts)
         store = build_store(settings, on_evict=metrics.evicted)
+        leases = Leases(settings.artifacts)
+
+        async def hold() -> None:
+            await hold_versions(pool, store, leases, settings.registry_lease_seconds)
+
+        await hold()
         app.state.services = Services(
             settings=settings,
             keys=app.state.keys,
@@ -114,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         poller = None
         if settings.registry_poll_seconds > 0:
-            poller = asyncio.create_task(poll_registry(pool, metrics, settings.registry_poll_seconds))
+            poller = asyncio.create_task(poll_registry(pool, metrics, settings.registry_poll_seconds, hold))
         try:
             with collector_tuned(settings.gc_freeze, settings.gc_threshold):
                 yield
@@ -127,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             del app.state.services
             await sessions_service.close()
             await store.close()
+            leases.release()
 
     # the routers' routes (their paths, tags and responses complete) are the app's own: FastAPI
     # matches an included router's routes through a layer of its own, at every request
@@ -163,12 +176,42 @@ def collector_tuned(freeze: bool, threshold: int) -> Iterator[None]:
             gc.unfreeze()
 
 
-async def poll_registry(pool: ModelPool, metrics: ServiceMetrics, seconds: float) -> None:
-    """Look for new champions every ``seconds`` until cancelled."""
+async def hold_versions(pool: ModelPool, store: SessionStore, leases: Leases, seconds: float) -> None:
+    """Write this process's lease: the versions it has loaded and, with the memory store, those its sessions use.
+
+    Redis sessions are not listed: they outlive this process, so a prune reads them from Redis itself
+    (and a scan of every session at every poll of every worker would cost Redis more than the prune).
+    """
+    pinned = await store.versions_in_use() if store.kind == "memory" else {}
+    try:
+        await in_thread(leases.write, {*pool.loaded(), *pinned}, seconds)
+    except OSError as exc:
+        log.warning("could not write the lease of the versions in use in %s: %s", leases.folder, exc.strerror)
+
+
+async def poll_registry(
+    pool: ModelPool, metrics: ServiceMetrics, seconds: float, hold: Callable[[], Awaitable[None]]
+) -> None:
+    """Look for new champions every ``seconds``, then renew the lease, until cancelled.
+
+    An unreadable registry is logged when it starts failing (with its traceback)
+    and when it is readable again, at debug level in between: a registry down for
+    an hour must not write a traceback at every poll.
+    """
+    failing = False
     while True:
         await asyncio.sleep(seconds)
         try:
             metrics.refreshed(await in_thread(pool.refresh))
+            await hold()
         except Exception:
             # an unreadable registry (a disk hiccup, a half-copied folder) must not stop the polling
-            log.exception("looking for new champions failed; trying again in %.0f s", seconds)
+            if not failing:
+                log.exception("looking for new champions failed; trying again every %.0f s", seconds)
+            else:
+                log.debug("looking for new champions still fails", exc_info=True)
+            failing = True
+            continue
+        if failing:
+            log.info("the registry is readable again")
+        failing = False

@@ -1,4 +1,5 @@
-"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain, replay, schedule."""
+"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain, replay,
+schedule, registry."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from models.config import CELLS, DEFAULT_SCALING, MODES, SCALINGS, ModelConfig
 from service.client import ApiError, Client, ClientSettings
 from service.client.replay import ReplayPlan, replay, write_rows
 from service.config import get_settings
+from service.pruning import prune_all
 from training.backtest import BacktestConfig, run_backtest
 from training.backtest_report import write_report as write_backtest
 from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
@@ -164,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--out", type=Path, help="write the forecasts to this CSV file (default: print them)")
     replay.set_defaults(handler=run_replay)
+
+    registry = commands.add_parser("registry", help="look after the registry folder")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    prune = registry_commands.add_parser(
+        "prune", help="remove the versions, job reports and cached prices retention lets go (LATENTCAST_RETAIN_*)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="print what would be removed and why; remove nothing")
+    add_artifacts_argument(prune)
+    prune.set_defaults(handler=run_prune)
 
     schedule = commands.add_parser("schedule", help="run the retrain on LATENTCAST_RETRAIN_CRON, one job at a time")
     schedule.add_argument("--check", action="store_true", help="exit 0 if a scheduler's heartbeat is fresh")
@@ -342,6 +353,9 @@ def run_retrain_command(args: argparse.Namespace) -> int:
     )
     job = run_retrain(config, args.job_id)
     print(json.dumps(job.to_dict(), indent=2))
+    if job.status != "skipped":  # a skipped job ran beside another, whose own prune follows it
+        for removal in prune_all(settings, args.artifacts):
+            logging.getLogger(__name__).info("retention removed %s (%s)", removal.what, removal.reason)
     return 0 if job.status in ("succeeded", "skipped") else 1
 
 
@@ -360,6 +374,16 @@ def run_replay(args: argparse.Namespace) -> int:
         return 1
     if args.out:
         print(f"{count} forecast rows in {args.out}")
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    removals = prune_all(get_settings(), args.artifacts, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for removal in removals:
+        print(f"{verb} {removal.what}: {removal.reason}")
+    if not removals:
+        print("nothing to remove")
     return 0
 
 

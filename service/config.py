@@ -41,6 +41,19 @@ class ModelBounds:
         return None
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between retries of a failing action: ``first_seconds``, doubled at each failure, up to ``max_seconds``."""
+
+    first_seconds: float
+    max_seconds: float
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row (from 1)."""
+        # the exponent is capped so that a long outage cannot overflow the float
+        return min(self.first_seconds * 2.0 ** min(failures - 1, 64), self.max_seconds)
+
+
 class Settings(BaseSettings):
     """What the service reads from the environment (``LATENTCAST_<NAME>``)."""
 
@@ -51,6 +64,28 @@ class Settings(BaseSettings):
     artifacts: Path = Field(default=Path("artifacts"), description="registry folder holding the model versions")
     registry_poll_seconds: float = Field(
         default=30.0, ge=0, description="seconds between two looks for new champions; 0 disables"
+    )
+    champion_retry_seconds: float = Field(
+        default=30.0, ge=0, description="first wait before loading again a champion that failed to load"
+    )
+    champion_retry_max_seconds: float = Field(
+        default=3600.0, ge=0, description="longest wait between two loads of a champion that keeps failing"
+    )
+    registry_lease_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long a serving process's list of the versions it holds protects them from a prune",
+    )
+    # retention: what `latentcast registry prune` and every retrain job keep
+    retain_previous_champions: int = Field(
+        default=5, ge=0, description="champions kept per mode besides the current one, the latest promoted"
+    )
+    retain_challenger_days: float = Field(
+        default=14.0, ge=0, description="days a version never promoted (a challenger) is kept"
+    )
+    retain_job_days: float = Field(default=90.0, ge=0, description="days a finished retrain job's report is kept")
+    retain_cache_days: float = Field(
+        default=30.0, ge=0, description="days a ticker's cached prices are kept once no retrain refreshes them"
     )
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per process")
     # the objects loaded at startup (torch, pandas, the app) are never garbage, yet every full collection
@@ -239,6 +274,10 @@ class Settings(BaseSettings):
     @property
     def model_bounds(self) -> ModelBounds:
         return ModelBounds(self.max_horizon, self.max_quantiles)
+
+    @property
+    def champion_backoff(self) -> Backoff:
+        return Backoff(self.champion_retry_seconds, self.champion_retry_max_seconds)
 
     @property
     def auth_enabled(self) -> bool:

@@ -7,6 +7,7 @@ latentcast_sessions_evicted_total{reason}                   ttl or capacity
 latentcast_observations_applied_total{mode, kind}           open, append or migrate
 latentcast_model_reloads_total{result}                      failed (any mode), changed or unchanged
 latentcast_model_loaded{mode, version, champion}            1 per loaded version
+latentcast_champion_load_failures{mode, version}            loads failed in a row of a champion that does not load
 latentcast_append_batch_size                                histogram: appends stepped together
 """
 
@@ -104,7 +105,7 @@ class ServiceMetrics:
 
 
 class _ModelCollector(Collector):
-    """Which versions are loaded, read from the pool at each scrape."""
+    """Which versions are loaded and which champions fail to load, read from the pool at each scrape."""
 
     def __init__(self, pool: ModelPool) -> None:
         self.pool = pool
@@ -117,3 +118,11 @@ class _ModelCollector(Collector):
         for version, mode in self.pool.loaded().items():
             family.add_metric([mode, version, str(version in champions).lower()], 1.0)
         yield family
+        failures = GaugeMetricFamily(
+            "latentcast_champion_load_failures",
+            "Loads failed in a row of a promoted champion that does not load, by mode",
+            labels=["mode", "version"],
+        )
+        for mode, failing in sorted(self.pool.failing().items()):
+            failures.add_metric([mode, failing.version or ""], float(failing.failures))
+        yield failures

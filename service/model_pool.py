@@ -6,7 +6,11 @@ opened with: the pool loads any version on first use (after a restart, say)
 and keeps a non-champion version loaded while sessions use it, unloading it
 only once it has been idle for a session lifetime. A new champion that fails to
 load (corrupt, tampered, or a forecast larger than the configured bounds) is
-logged and skipped; the previous one keeps serving.
+skipped and the previous one keeps serving; it is tried again after a wait that
+doubles at each failure (``Backoff``), so that a broken pointer costs neither a
+load nor a log line at every poll. One line is logged when a mode starts
+failing, when its reason changes and when it recovers; ``failing`` tells
+readiness and the metrics which champions do not load.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from data.errors import CheckpointError, ConfigError, NotFoundError, UnavailableError
 from models.config import MODES, ModelConfig
 from models.predictor import Predictor
-from service.config import ModelBounds
+from service.config import Backoff, ModelBounds
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,20 @@ class RefreshResult:
     failed: dict[str, str] = field(default_factory=dict)  # mode -> reason
 
 
+@dataclass(frozen=True)
+class Failing:
+    """A champion that does not load: which version, why, how many loads failed in a row, when to try again."""
+
+    version: str | None  # None when the pointer itself is refused
+    reason: str
+    failures: int
+    retry_at: float  # on the pool's clock
+
+
+# a pool built without settings retries at every refresh, as it did before the back-off existed
+NO_BACKOFF = Backoff(first_seconds=0.0, max_seconds=0.0)
+
+
 class ModelPool:
     """Loaded predictors by version; thread-safe (loading runs in worker threads)."""
 
@@ -44,10 +62,12 @@ class ModelPool:
         idle_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         bounds: ModelBounds | None = None,
+        backoff: Backoff = NO_BACKOFF,
     ) -> None:
         self.registry = registry
         self.idle_seconds = idle_seconds
         self.bounds = bounds
+        self.backoff = backoff
         self._clock = clock
         self._lock = threading.Lock()
         self._loaded: dict[str, Predictor] = {}
@@ -55,6 +75,8 @@ class ModelPool:
         self._champions: dict[str, str] = {}
         # modes whose champion pointer names a version that does not load, with none served instead
         self._unserved: dict[str, str] = {}
+        # modes whose champion pointer names a version that failed to load, served or not
+        self._failing: dict[str, Failing] = {}
 
     # which predictor ---------------------------------------------------------
 
@@ -113,6 +135,15 @@ class ModelPool:
         with self._lock:
             return dict(self._champions)
 
+    def now(self) -> float:
+        """The pool's clock, on which ``Failing.retry_at`` is read."""
+        return self._clock()
+
+    def failing(self) -> dict[str, Failing]:
+        """The champions that do not load, by mode."""
+        with self._lock:
+            return dict(self._failing)
+
     def loaded(self) -> dict[str, str]:
         """Mode of each loaded version, by version."""
         with self._lock:
@@ -136,35 +167,64 @@ class ModelPool:
 
     # changes -----------------------------------------------------------------
 
-    def refresh(self) -> RefreshResult:
-        """Read the registry's champions and load the new ones; never raises for a bad one."""
+    def refresh(self, retry_now: bool = False) -> RefreshResult:
+        """Read the registry's champions and load the new ones; never raises for a bad one.
+
+        A champion that failed to load is tried again only once its back-off has
+        passed, or at once with ``retry_now`` (an operator's reload); until then it
+        is reported under ``failed`` with its last reason.
+        """
         changed: dict[str, str] = {}
         failed: dict[str, str] = {}
         for mode in MODES:
+            version: str | None = None
             try:
                 version = self.registry.champion(mode)
                 if version is None or version == self._champions.get(mode):
-                    with self._lock:
-                        self._unserved.pop(mode, None)
+                    if self._recovered(mode):
+                        log.info("the %s champion pointer no longer fails: it names %s", mode, version or "none")
+                    continue
+                waiting = self._failing.get(mode)
+                backing_off = waiting is not None and waiting.version == version and not retry_now
+                if waiting is not None and backing_off and self._clock() < waiting.retry_at:
+                    failed[mode] = waiting.reason
                     continue
                 self.get(version)
             except (CheckpointError, NotFoundError) as exc:
                 failed[mode] = exc.message
-                kept = self._champions.get(mode)
-                if kept is None:
-                    with self._lock:
-                        self._unserved[mode] = exc.message
-                    log.error("no %s champion is served: %s", mode, exc.message)
-                else:
-                    log.error("keeping the %s champion %s: %s", mode, kept, exc.message)
+                self._failed(mode, version, exc.message)
                 continue
+            self._recovered(mode)
             with self._lock:
-                self._unserved.pop(mode, None)
                 self._champions[mode] = version
             changed[mode] = version
             log.info("%s champion is now %s", mode, version)
         self.unload_idle()
         return RefreshResult(champions=self.champions(), changed=changed, failed=failed)
+
+    def _failed(self, mode: str, version: str | None, reason: str) -> None:
+        """Record a failed load of ``mode``'s champion; logs only a new failure or a new reason."""
+        with self._lock:
+            before = self._failing.get(mode)
+            same = before is not None and before.version == version
+            failures = before.failures + 1 if same and before is not None else 1
+            delay = self.backoff.delay(failures)
+            self._failing[mode] = Failing(version, reason, failures, self._clock() + delay)
+            kept = self._champions.get(mode)
+            if kept is None:
+                self._unserved[mode] = reason
+        if same and before is not None and before.reason == reason:
+            log.debug("the %s champion still does not load (%d failures); next try in %.0f s", mode, failures, delay)
+        elif kept is None:
+            log.error("no %s champion is served: %s; next try in %.0f s", mode, reason, delay)
+        else:
+            log.error("keeping the %s champion %s: %s; next try in %.0f s", mode, kept, reason, delay)
+
+    def _recovered(self, mode: str) -> bool:
+        """Forget ``mode``'s failure (its pointer names a version that loads, or none); whether it had one."""
+        with self._lock:
+            self._unserved.pop(mode, None)
+            return self._failing.pop(mode, None) is not None
 
     def unload_idle(self) -> list[str]:
         """Unload non-champion versions unused for ``idle_seconds``; returns them."""

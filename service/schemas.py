@@ -408,6 +408,13 @@ class JobListResponse(BaseModel):
     jobs: list[JobResponse]
 
 
+class FailingChampion(BaseModel):
+    version: str | None = Field(description="the version the champion pointer names; null if the pointer is refused")
+    reason: str
+    failures: int = Field(description="loads failed in a row")
+    retry_in_seconds: float = Field(description="until the next try (a reload tries at once)")
+
+
 class StatusResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -418,6 +425,9 @@ class StatusResponse(BaseModel):
     status: str
     store: str | None = None
     champions: dict[str, str] | None = None
+    failing: dict[str, FailingChampion] | None = Field(
+        default=None, description="champions promoted that do not load, by mode (the previous one serves)"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -3,12 +3,15 @@
     ARTIFACTS/<mode>/<version>/   model.pt, config.json, scaler.json, metrics.json,
                                   data.json, manifest.json (sha256 of each file)
     ARTIFACTS/<mode>/champion.json {"version": ..., "promoted_at": ...}
+    ARTIFACTS/<mode>/promotions.jsonl  one line per promotion, oldest first
 
 A version is written into a hidden ``.tmp-*`` folder and renamed into place, so
 a half-written version is never visible. The champion pointer is replaced by
 atomic rename and only ever names a version that loaded and verified. Version
 ids start with their mode (``latent-20261125T101530-3fa2c1``), so a version
-alone says where it lives.
+alone says where it lives. A version is removed (``retire``) the other way
+round: renamed out of sight into a hidden ``.removed-*`` folder first, then
+deleted, so that a removal cut short leaves no half-removed version visible.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +36,8 @@ from models.config import MODES
 from models.predictor import Predictor
 
 CHAMPION_FILE = "champion.json"
+PROMOTIONS_FILE = "promotions.jsonl"
+REMOVED_PREFIX = ".removed-"
 MANIFEST_FILE = "manifest.json"
 VERSION_PATTERN = re.compile(r"^(ar|latent)-\d{8}T\d{6}-[0-9a-f]{6}$")
 STALE_TMP_SECONDS = 3600.0
@@ -62,8 +68,10 @@ class Listing:
 class Registry:
     """Versions of trained models under one artifacts folder."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.root = Path(root)
+        # what "now" is when a version is created or promoted; a simulation of months advances it by hand
+        self.clock = clock
 
     # writing -----------------------------------------------------------------
 
@@ -77,7 +85,7 @@ class Registry:
         folder = self.root / mode
         folder.mkdir(parents=True, exist_ok=True)
         self._remove_stale_tmp(folder)
-        created = datetime.now(UTC)
+        created = self.clock()
         version = f"{mode}-{created:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".tmp-{version}-"))
         try:
@@ -101,7 +109,7 @@ class Registry:
         """Make ``version`` the champion of its mode, after verifying it loads."""
         self.load(version)
         mode = _mode_of(version)
-        pointer = {"version": version, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        pointer = {"version": version, "promoted_at": self.clock().isoformat(timespec="seconds")}
         folder = self.root / mode
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".champion.", suffix=".tmp")
         try:
@@ -114,6 +122,50 @@ class Registry:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        # the history serves retention alone: a line lost to a crash here makes the version a
+        # challenger in its eyes, kept for the challengers' days instead of as a previous champion
+        with open(folder / PROMOTIONS_FILE, "a") as history:
+            history.write(json.dumps(pointer) + "\n")
+
+    def retire(self, version: str) -> None:
+        """Remove ``version``: out of sight by one rename, then deleted.
+
+        A removal cut short (a crash, SIGKILL) leaves a hidden ``.removed-*``
+        folder that the next ``remove_leftovers`` deletes, never a version with
+        files missing.
+        """
+        path = self.path(version)
+        hidden = path.parent / f"{REMOVED_PREFIX}{version}-{secrets.token_hex(3)}"
+        os.rename(path, hidden)
+        _fsync_dir(path.parent)
+        shutil.rmtree(hidden)
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete the hidden folders of removals cut short; their names."""
+        removed = []
+        for mode in MODES:
+            folder = self.root / mode
+            if folder.is_dir():
+                for leftover in sorted(folder.glob(f"{REMOVED_PREFIX}*")):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed.append(leftover.name)
+        return removed
+
+    def promotions(self, mode: str) -> list[str]:
+        """The versions of ``mode`` ever promoted, by their last promotion, oldest first."""
+        history = self.root / _check_mode(mode) / PROMOTIONS_FILE
+        if not history.exists():
+            return []
+        order: dict[str, None] = {}
+        for line in history.read_text().splitlines():
+            try:
+                version = json.loads(line).get("version")
+            except (ValueError, AttributeError):
+                continue  # a line cut short by a crash
+            if isinstance(version, str):
+                order.pop(version, None)
+                order[version] = None
+        return list(order)
 
     # reading -----------------------------------------------------------------
 

@@ -55,9 +55,18 @@ async def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=StatusResponse, summary="Readiness", responses=error_responses(503))
+@router.get(
+    "/readyz",
+    response_model=StatusResponse,
+    response_model_exclude_none=True,
+    summary="Readiness",
+    responses=error_responses(503),
+)
 async def readyz(request: Request, svc: ServicesDep) -> dict[str, Any] | Response:
-    """Ready when a champion is loaded and the session store answers; 503 otherwise."""
+    """Ready when a champion is loaded and the session store answers; 503 otherwise.
+
+    A promoted champion that does not load while its predecessor serves leaves the
+    service ready, and is listed under `failing`."""
     readiness = readiness_of(request.app)
     try:
         svc.pool.require_champion()
@@ -66,7 +75,20 @@ async def readyz(request: Request, svc: ServicesDep) -> dict[str, Any] | Respons
         readiness.found(False, exc.message)
         return error_response(status_of(exc), exc.code, exc.message, **exc.details)
     readiness.found(True)
-    return {"status": "ready", "store": svc.store.kind, "champions": svc.pool.champions()}
+    ready: dict[str, Any] = {"status": "ready", "store": svc.store.kind, "champions": svc.pool.champions()}
+    failing = svc.pool.failing()
+    if failing:
+        now = svc.pool.now()
+        ready["failing"] = {
+            mode: {
+                "version": f.version,
+                "reason": f.reason,
+                "failures": f.failures,
+                "retry_in_seconds": max(0.0, f.retry_at - now),
+            }
+            for mode, f in sorted(failing.items())
+        }
+    return ready
 
 
 @router.get(

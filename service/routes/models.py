@@ -132,7 +132,8 @@ def _plots(folder: pathlib.Path) -> list[str]:
 )
 async def reload(svc: ServicesDep, _: AdminDep) -> dict[str, Any]:
     """Read the registry's champions and load the new ones. Open sessions stay on their version.
-    A champion that fails to load is reported under `failed` and the previous one keeps serving."""
-    result = await in_thread(svc.pool.refresh)
+    A champion that fails to load is reported under `failed` and the previous one keeps serving;
+    one that failed before is tried again now, whatever its back-off."""
+    result = await in_thread(svc.pool.refresh, True)
     svc.metrics.refreshed(result)
     return {"champions": result.champions, "changed": result.changed, "failed": result.failed}

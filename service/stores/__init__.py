@@ -60,6 +60,9 @@ class SessionStore(Protocol):
     async def owned(self, owner: str) -> int:
         """Sessions open now that belong to ``owner``."""
 
+    async def versions_in_use(self) -> dict[str, int]:
+        """Sessions open now on each model version: the versions a registry prune must keep."""
+
     async def ping(self) -> None:
         """Return if the store answers; ``UnavailableError`` otherwise."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -108,6 +108,10 @@ class MemorySessionStore:
     async def count(self) -> int:
         self._expire()
         return len(self._entries)
+
+    async def versions_in_use(self) -> dict[str, int]:
+        self._expire()
+        return dict(Counter(entry.record.version for entry in self._entries.values()))
 
     async def ping(self) -> None:
         return None

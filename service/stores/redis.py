@@ -15,6 +15,7 @@ come from the Redis server's clock, the same for every worker.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +38,9 @@ from service.stores.records import (
 )
 
 log = logging.getLogger(__name__)
+
+# session ids read per round trip when counting the sessions of each version
+_SCAN_SLICE = 1000
 
 # Redis's Lua has no integer time; milliseconds from TIME (seconds, microseconds)
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -329,6 +333,28 @@ class RedisSessionStore:
             count = await self._owned(keys=[self._owner_prefix + owner])
         return int(count)
 
+    async def versions_in_use(self) -> dict[str, int]:
+        # ZSCAN returns every session present from start to end of the scan, whatever is added or
+        # removed meanwhile; read in slices, so that a daily prune never holds the server for long
+        counts: Counter[str] = Counter()
+        async with _available(self.url):
+            await self._sweep(keys=[self._index], args=[self._session_prefix])
+            ids: list[str] = []
+            async for session_id, _ in self._client.zscan_iter(self._index, count=_SCAN_SLICE):
+                ids.append(_text(session_id))
+                if len(ids) >= _SCAN_SLICE:
+                    counts.update(await self._versions_of(ids))
+                    ids = []
+            counts.update(await self._versions_of(ids))
+        return dict(counts)
+
+    async def _versions_of(self, ids: list[str]) -> list[str]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.hget(self._session_prefix + session_id, "version")
+            versions = await pipe.execute()
+        return [_text(v) for v in versions if v is not None]
+
     async def ping(self) -> None:
         async with _available(self.url):
             await self._client.ping()
@@ -354,3 +380,7 @@ async def _available(url: str) -> AsyncIterator[None]:
         where = url.split("://", 1)[-1].rsplit("@", 1)[-1]
         log.warning("redis at %s: %s: %s", where, type(exc).__name__, exc)
         raise UnavailableError(f"session store is unavailable: redis {type(exc).__name__}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from service import cli
 from service.cli import main
 from service.config import get_settings
 from service.connections import LimitedHttpProtocol
+from tests.factories import tiny_checkpoint
 from training.registry import Registry
 
 TINY = [
@@ -141,3 +144,49 @@ def test_several_workers_need_the_redis_store(runs, monkeypatch, capsys):
     get_settings.cache_clear()
     assert cli.main(["serve", "--workers", "2"]) == 0
     assert runs[0]["workers"] == 2
+
+
+def test_registry_prune_says_what_it_would_remove_and_why_then_removes_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTCAST_RETAIN_PREVIOUS_CHAMPIONS", "0")
+    get_settings.cache_clear()
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    challenger = Registry(tmp_path, clock=lambda: month_ago).register(tiny_checkpoint("latent", seed=1)).version
+    later = Registry(tmp_path, clock=lambda: month_ago + timedelta(minutes=1))
+    replaced = later.register(tiny_checkpoint("latent", seed=2)).version
+    later.promote(replaced)
+    registry = Registry(tmp_path)
+    champion = registry.register(tiny_checkpoint("latent", seed=3)).version
+    registry.promote(champion)
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    long_ago = datetime.now().timestamp() - 100 * 86400
+    for name in ("20260101T000000-a1b2c3.json", "20260101T000000-a1b2c3.log"):
+        (jobs / name).write_text("{}")
+        os.utime(jobs / name, (long_ago, long_ago))
+    try:
+        assert main(["registry", "prune", "--dry-run", "--artifacts", str(tmp_path)]) == 0
+        said = capsys.readouterr().out.splitlines()
+        assert said == [
+            f"would remove {challenger}: a challenger older than 14 days",
+            f"would remove {replaced}: a latent champion before the last 0",
+            "would remove jobs/20260101T000000-a1b2c3.json: a finished job's report or log, older than 90 days",
+            "would remove jobs/20260101T000000-a1b2c3.log: a finished job's report or log, older than 90 days",
+        ]
+        assert len(registry.versions()) == 3 and len(list(jobs.iterdir())) == 2
+        assert main(["registry", "prune", "--artifacts", str(tmp_path)]) == 0
+        assert capsys.readouterr().out.splitlines() == [line.replace("would remove", "removed") for line in said]
+        assert [v.version for v in registry.versions()] == [champion] and list(jobs.iterdir()) == []
+        assert main(["registry", "prune", "--artifacts", str(tmp_path)]) == 0
+        assert capsys.readouterr().out == "nothing to remove\n"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_retrain_job_prunes_once_it_concludes(capsys, tmp_path):
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    challenger = Registry(tmp_path, clock=lambda: month_ago).register(tiny_checkpoint("latent", seed=1)).version
+    get_settings.cache_clear()
+    tiny = [*TINY[:2], *TINY[6:]]  # a retrain reads its source whole: no --start, --end
+    assert main(["retrain", "--source", "bundled", "--mode", "latent", *tiny, "--artifacts", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert challenger not in {v.version for v in Registry(tmp_path).versions()}

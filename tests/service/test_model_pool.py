@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from data.errors import NotFoundError, UnavailableError
+from service.config import Backoff
 from service.model_pool import ModelPool
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
@@ -84,3 +85,63 @@ def test_a_pinned_version_loads_on_demand_and_unloads_once_idle(own_registry: Re
     assert pool.unload_idle() == [old]
     assert set(pool.loaded()) == {new}
     assert pool.get(old).version == old  # after a restart or an unload, loaded again from the registry
+
+
+def test_a_champion_that_does_not_load_is_retried_with_a_growing_wait_and_logged_once(
+    own_registry: Registry, caplog: pytest.LogCaptureFixture
+):
+    clock = Clock()
+    pool = ModelPool(own_registry, idle_seconds=1e9, clock=clock, backoff=Backoff(first_seconds=10, max_seconds=25))
+    pool.refresh()
+    old = pool.resolve("latent").version
+    bad = own_registry.register(tiny_checkpoint("latent", seed=5)).version
+    own_registry.promote(bad)
+    (own_registry.path(bad) / "model.pt").write_bytes(b"not a checkpoint")
+    reason = f"version {bad}: model.pt does not match its manifest (corrupt or tampered)"
+    caplog.set_level("DEBUG", logger="service.model_pool")
+    tried_at: list[float] = []
+    for now in range(0, 100):
+        clock.now = float(now)
+        before = len(caplog.records)
+        assert pool.refresh().failed == {"latent": reason}
+        if len(caplog.records) > before:  # every failed load logs a line, at debug level once known
+            tried_at.append(clock.now)
+    assert tried_at == [0.0, 10.0, 30.0, 55.0, 80.0]  # waits of 10, 20, then 25 (the most)
+    failing = pool.failing()["latent"]
+    assert (failing.version, failing.reason, failing.failures, failing.retry_at) == (bad, reason, 5, 105.0)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"keeping the latent champion {old}: {reason}; next try in 10 s"]
+    assert pool.resolve("latent").version == old
+
+    # an operator's reload tries at once; a good champion then clears the failure with one line
+    assert pool.refresh(retry_now=True).failed == {"latent": reason}
+    assert pool.failing()["latent"].failures == 6
+    caplog.clear()
+    fixed = own_registry.register(tiny_checkpoint("latent", seed=7)).version
+    own_registry.promote(fixed)
+    assert pool.refresh().changed == {"latent": fixed}
+    assert pool.failing() == {}
+    logged = [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"]
+    assert logged == [f"loaded model {fixed}", f"latent champion is now {fixed}"]
+
+
+def test_a_failing_pointer_put_back_on_the_served_champion_is_forgotten(
+    own_registry: Registry, caplog: pytest.LogCaptureFixture
+):
+    pool = ModelPool(own_registry, idle_seconds=60, backoff=Backoff(first_seconds=60, max_seconds=60))
+    pool.refresh()
+    old = pool.resolve("latent").version
+    bad = own_registry.register(tiny_checkpoint("latent", seed=5)).version
+    own_registry.promote(bad)
+    (own_registry.path(bad) / "model.pt").write_bytes(b"not a checkpoint")
+    assert set(pool.refresh().failed) == {"latent"}
+    caplog.set_level("INFO", logger="service.model_pool")
+    own_registry.promote(old)
+    assert pool.refresh().failed == {} and pool.failing() == {}
+    assert f"the latent champion pointer no longer fails: it names {old}" in caplog.messages
+
+
+def test_the_wait_doubles_up_to_its_most():
+    backoff = Backoff(first_seconds=1.5, max_seconds=10)
+    assert [backoff.delay(n) for n in range(1, 6)] == [1.5, 3.0, 6.0, 10.0, 10.0]
+    assert backoff.delay(10_000) == 10

@@ -10,7 +10,9 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
+from training.leases import Leases
 from training.registry import Registry
+from training.retention import RetentionPolicy, plan, prune
 
 
 def test_models_lists_versions_metrics_and_champions(client: TestClient, registry: Registry):
@@ -95,8 +97,20 @@ def test_a_bad_new_champion_is_reported_and_the_old_one_keeps_serving(tmp_path, 
             "latent": f"version {bad}: config.json does not match its manifest (corrupt or tampered)"
         }
         assert client.post("/v1/forecast", json={"observations": closes[:5]}).json()["model"]["version"] == good
-        assert client.get("/readyz").status_code == 200
-        assert 'latentcast_model_reloads_total{result="failed"} 1.0' in client.get("/metrics").text
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        failing = ready.json()["failing"]["latent"]
+        assert failing["version"] == bad and failing["failures"] == 1
+        assert failing["reason"] == reloaded["failed"]["latent"]
+        assert 0 < failing["retry_in_seconds"] <= 30
+        metrics = client.get("/metrics").text
+        assert 'latentcast_model_reloads_total{result="failed"} 1.0' in metrics
+        assert f'latentcast_champion_load_failures{{mode="latent",version="{bad}"}} 1.0' in metrics
+        # the good champion promoted again: nothing fails any more
+        registry.promote(good)
+        assert client.post("/v1/models/reload").json()["failed"] == {}
+        assert "failing" not in client.get("/readyz").json()
+        assert "latentcast_champion_load_failures{" not in client.get("/metrics").text
 
 
 def test_the_registry_poll_picks_up_a_new_champion_without_a_request(tmp_path, make_settings: MakeSettings):
@@ -156,7 +170,7 @@ def test_started_with_a_corrupt_champion_the_service_is_not_ready_and_says_which
     (registry.path(latent) / "model.pt").write_bytes(b"truncated")
     reason = f"version {latent}: model.pt does not match its manifest (corrupt or tampered)"
     with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
-        assert f"no latent champion is served: {reason}" in caplog.messages
+        assert f"no latent champion is served: {reason}; next try in 30 s" in caplog.messages
         assert not [m for m in caplog.messages if "champion None" in m]
         ready = client.get("/readyz")
         assert ready.status_code == 503
@@ -175,3 +189,25 @@ def test_started_with_a_corrupt_champion_the_service_is_not_ready_and_says_which
         registry.promote(fixed)
         assert client.post("/v1/models/reload").json()["changed"] == {"latent": fixed}
         assert client.get("/readyz").status_code == 200
+
+
+def test_a_serving_process_leases_the_versions_its_sessions_use_until_it_stops(
+    tmp_path, make_settings: MakeSettings, closes
+):
+    registry = Registry(tmp_path / "artifacts")
+    old = registry.register(tiny_checkpoint("latent")).version
+    registry.promote(old)
+    leases = Leases(registry.root)
+    with TestClient(create_app(make_settings(artifacts=registry.root, registry_poll_seconds=0.1))) as client:
+        assert leases.held() == {old}
+        assert client.post("/v1/sessions", json={"mode": "latent", "history": closes[:3]}).status_code == 201
+        new = registry.register(tiny_checkpoint("latent", seed=2)).version
+        registry.promote(new)
+        deadline = time.monotonic() + 10
+        while leases.held() != {old, new} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leases.held() == {old, new}  # the old champion: its session is pinned to it
+        policy = RetentionPolicy(previous_champions=0, challenger_days=0)
+        removed = prune(registry, plan(registry, policy, leases.held()))
+        assert removed == [] and registry.predictor(old).version == old
+    assert leases.held() == set()

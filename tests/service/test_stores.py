@@ -337,3 +337,17 @@ async def test_another_owner_s_session_costs_redis_what_a_missing_one_does(make_
         assert await work("s1") == await work("no-such-session")
     finally:
         stats.close()
+
+
+async def test_the_versions_in_use_count_the_open_sessions_of_each_version(make_store: MakeStore):
+    store = make_store(max_sessions=2000)
+    old, new = "latent-20260101T000000-a1b2c3", "latent-20260201T000000-d4e5f6"
+    assert await store.versions_in_use() == {}
+    # more sessions than one slice of the Redis scan
+    for n in range(1200):
+        assert await store.create(record(f"s{n}", version=old if n % 3 == 0 else new))
+    assert await store.versions_in_use() == {old: 400, new: 800}
+    # a session moved to another version counts there; a deleted one no more
+    assert await store.commit("s0", 3, update(4, version=new))
+    assert await store.delete("s3")
+    assert await store.versions_in_use() == {old: 398, new: 801}
