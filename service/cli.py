@@ -17,6 +17,7 @@ from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, DEFAULT_SCALING, MODES, SCALINGS, ModelConfig
 from service.config import get_settings
+from training import distributed
 from training.backtest import BacktestConfig, run_backtest
 from training.backtest_report import write_report as write_backtest
 from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
@@ -59,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mode", choices=[*MODES, "both"], default="both", help="which mode to train")
     train.add_argument("--promote", action="store_true", help="make it the champion (default: only if none)")
     train.add_argument("--if-missing", action="store_true", help="skip a mode that already has a champion")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel training processes on this host (under torchrun: leave at 1, torchrun starts them)",
+    )
+    train.add_argument(
+        "--device", choices=distributed.DEVICES, default="cpu", help="where to train (auto: cuda when present)"
+    )
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="score a version on the test span of its data")
@@ -221,26 +231,54 @@ def run_data(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train in this process, or in ``--nproc`` processes started by ``torch.multiprocessing.spawn``.
+
+    Under ``torchrun`` (or in a spawned process) the environment names this
+    process's rank and the group it joins.
+    """
+    if args.nproc > 1 and not distributed.launched():
+        distributed.spawn(args.nproc, run_train_rank, args)
+        return 0
+    world = distributed.join(args.device)
+    try:
+        return train_modes(args, world)
+    finally:
+        distributed.leave()
+
+
+def run_train_rank(args: argparse.Namespace) -> None:
+    """One spawned training process: logs as the parent does, then trains its shard."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_train(args)
+
+
+def train_modes(args: argparse.Namespace, world: distributed.World) -> int:
     registry = Registry(args.artifacts)
     modes = list(MODES) if args.mode == "both" else [args.mode]
     if args.if_missing:
         modes = [m for m in modes if registry.champion(m) is None]
         if not modes:
-            print(f"every mode has a champion in {args.artifacts}; nothing to train")
+            if world.main:
+                print(f"every mode has a champion in {args.artifacts}; nothing to train")
             return 0
     prices = load_prices(args)
+    config = train_config(args)
+    if not world.main:  # one progress bar, the main process's
+        config = TrainConfig.from_dict({**config.to_dict(), "progress": False})
     for mode in modes:
         version = train_and_register(
             registry,
             prices,
             args.source,
             model_config(args, mode),
-            train_config(args),
+            config,
             features=tuple(args.features.split(",")),
             promote=args.promote,
+            world=world,
         )
-        champion = " (champion)" if registry.champion(mode) == version.version else ""
-        print(f"{version.version}{champion}: val loss {version.metrics['val_loss']:.4f}")
+        if version is not None:
+            champion = " (champion)" if registry.champion(mode) == version.version else ""
+            print(f"{version.version}{champion}: val loss {version.metrics['val_loss']:.4f}")
     return 0
 
 
