@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data import sources
+from data import fetch, sources
 from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, DEFAULT_SCALING, MODES, SCALINGS, ModelConfig
@@ -25,7 +25,7 @@ from training.compare import compare, load_contender, train_contenders, write_re
 from training.config import TrainConfig
 from training.costs import DEFAULT_LENGTHS
 from training.dataset import TrainingData
-from training.pipeline import train_and_register
+from training.pipeline import train_and_register_in
 from training.registry import Registry
 from training.retrain import RetrainConfig, run_retrain
 from training.scoring import score_version
@@ -50,8 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentcast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser("data", help="list the tickers, rows and date spans of a price source")
+    data = commands.add_parser(
+        "data", help="list the tickers, rows and date spans of a price source; fetch: fill the yfinance cache"
+    )
+    data.add_argument("action", nargs="?", choices=("list", "fetch"), default="list", help="list (default) or fetch")
     add_source_arguments(data)
+    add_artifacts_argument(data)
+    data.add_argument("--tickers-file", type=Path, help="fetch: a file of tickers, one a line")
+    data.add_argument("--chunk", type=int, default=fetch.DEFAULT_CHUNK, help="fetch: tickers per download")
+    data.add_argument("--no-progress", action="store_true", help="fetch: no progress bar")
     data.set_defaults(handler=run_data)
 
     train = commands.add_parser("train", help="train a model, register it as a new version")
@@ -226,8 +233,20 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    print(sources.summary(load_prices(args)).to_string())
-    return 0
+    if args.action == "list":
+        print(sources.summary(load_prices(args)).to_string())
+        return 0
+    tickers = [t.upper() for t in args.tickers or []]
+    if args.tickers_file is not None:
+        tickers += [t for t in fetch.read_tickers(args.tickers_file) if t not in tickers]
+    if not tickers:
+        raise ConfigError("data fetch needs --tickers-file or --tickers")
+    cache = sources.PriceCache(RetrainConfig(artifacts=args.artifacts).cache_dir)
+    report = fetch.fill_cache(tickers, cache, chunk=args.chunk, start=args.start, progress=not args.no_progress)
+    print(f"{len(report.fetched)} fetched, {len(report.cached)} already cached in {cache.directory}")
+    for ticker, reason in report.failed.items():
+        print(f"{ticker}: not fetched: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -266,7 +285,8 @@ def train_modes(args: argparse.Namespace, world: distributed.World) -> int:
     if not world.main:  # one progress bar, the main process's
         config = TrainConfig.from_dict({**config.to_dict(), "progress": False})
     for mode in modes:
-        version = train_and_register(
+        version = train_and_register_in(
+            world,
             registry,
             prices,
             args.source,
@@ -274,7 +294,6 @@ def train_modes(args: argparse.Namespace, world: distributed.World) -> int:
             config,
             features=tuple(args.features.split(",")),
             promote=args.promote,
-            world=world,
         )
         if version is not None:
             champion = " (champion)" if registry.champion(mode) == version.version else ""

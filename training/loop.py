@@ -68,7 +68,7 @@ def evaluate_loss(model: Forecaster, batches: Iterable[Batch], world: World | No
     """
     device = next(model.parameters()).device
     levels = torch.tensor(model.config.quantiles, device=device)
-    total, count = 0.0, 0
+    total, count = 0.0, 0.0
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -116,7 +116,7 @@ def train(
     for epoch in bar:
         model.train()
         state: StreamState | None = None
-        epoch_sum, epoch_count = 0.0, 0
+        epoch_sum, epoch_count = 0.0, 0.0
         for batch in source.epoch(rng):
             x, y = batch.x.to(world.device), batch.y.to(world.device)
             state = None if batch.reset or state is None else state.detach()

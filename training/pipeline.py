@@ -123,14 +123,27 @@ def train_and_register(
     train_config: TrainConfig,
     features: Sequence[str] = DEFAULT_FEATURES,
     promote: bool = False,
-    world: World | None = None,
-) -> ModelVersion | None:
-    """Train one mode on ``prices`` and register it (promoted when asked or when no champion exists).
+) -> ModelVersion:
+    """Train one mode on ``prices`` and register it (promoted when asked or when no champion exists)."""
+    version = train_and_register_in(World(), registry, prices, source, model_config, train_config, features, promote)
+    assert version is not None  # a single process is the main one
+    return version
 
-    Among several training processes (``world``) each trains its shard and
-    only the main one registers; the others return None.
+
+def train_and_register_in(
+    world: World,
+    registry: Registry,
+    prices: pd.DataFrame,
+    source: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    promote: bool = False,
+) -> ModelVersion | None:
+    """``train_and_register`` as one of the processes of ``world``, each training its shard.
+
+    Only the main process registers; the others return None.
     """
-    world = world or World()
     started = time.perf_counter()
     data = TrainingData.prepare(prices, features, model_config.horizon)
     trained = fit(model_config, data, train_config, world=world)
