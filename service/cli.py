@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data import sources
+from data import fetch, sources
 from data.errors import ConfigError, ForecastError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, DEFAULT_SCALING, MODES, SCALINGS, ModelConfig
@@ -23,6 +23,7 @@ from service.client import ApiError, Client, ClientSettings
 from service.client.replay import ReplayPlan, replay, write_rows
 from service.config import get_settings
 from service.pruning import prune_all
+from training import distributed
 from training.backtest import BacktestConfig, run_backtest
 from training.backtest_report import write_report as write_backtest
 from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
@@ -30,7 +31,7 @@ from training.compare import compare, load_contender, train_contenders, write_re
 from training.config import TrainConfig
 from training.costs import DEFAULT_LENGTHS
 from training.dataset import TrainingData
-from training.pipeline import train_and_register
+from training.pipeline import train_and_register_in
 from training.registry import Registry
 from training.retrain import RetrainConfig, run_retrain
 from training.scoring import score_version
@@ -58,8 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="latentcast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser("data", help="list the tickers, rows and date spans of a price source")
+    data = commands.add_parser(
+        "data", help="list the tickers, rows and date spans of a price source; fetch: fill the yfinance cache"
+    )
+    data.add_argument("action", nargs="?", choices=("list", "fetch"), default="list", help="list (default) or fetch")
     add_source_arguments(data)
+    add_artifacts_argument(data)
+    data.add_argument("--tickers-file", type=Path, help="fetch: a file of tickers, one a line")
+    data.add_argument("--chunk", type=int, default=fetch.DEFAULT_CHUNK, help="fetch: tickers per download")
+    data.add_argument("--no-progress", action="store_true", help="fetch: no progress bar")
     data.set_defaults(handler=run_data)
 
     train = commands.add_parser("train", help="train a model, register it as a new version")
@@ -68,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mode", choices=[*MODES, "both"], default="both", help="which mode to train")
     train.add_argument("--promote", action="store_true", help="make it the champion (default: only if none)")
     train.add_argument("--if-missing", action="store_true", help="skip a mode that already has a champion")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel training processes on this host (under torchrun: leave at 1, torchrun starts them)",
+    )
+    train.add_argument(
+        "--device", choices=distributed.DEVICES, default="cpu", help="where to train (auto: cuda when present)"
+    )
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="score a version on the test span of its data")
@@ -253,31 +270,71 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    print(sources.summary(load_prices(args)).to_string())
-    return 0
+    if args.action == "list":
+        print(sources.summary(load_prices(args)).to_string())
+        return 0
+    tickers = [t.upper() for t in args.tickers or []]
+    if args.tickers_file is not None:
+        tickers += [t for t in fetch.read_tickers(args.tickers_file) if t not in tickers]
+    if not tickers:
+        raise ConfigError("data fetch needs --tickers-file or --tickers")
+    cache = sources.PriceCache(RetrainConfig(artifacts=args.artifacts).cache_dir)
+    report = fetch.fill_cache(tickers, cache, chunk=args.chunk, start=args.start, progress=not args.no_progress)
+    print(f"{len(report.fetched)} fetched, {len(report.cached)} already cached in {cache.directory}")
+    for ticker, reason in report.failed.items():
+        print(f"{ticker}: not fetched: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train in this process, or in ``--nproc`` processes started by ``torch.multiprocessing.spawn``.
+
+    Under ``torchrun`` (or in a spawned process) the environment names this
+    process's rank and the group it joins.
+    """
+    if args.nproc > 1 and not distributed.launched():
+        distributed.spawn(args.nproc, run_train_rank, args)
+        return 0
+    world = distributed.join(args.device)
+    try:
+        return train_modes(args, world)
+    finally:
+        distributed.leave()
+
+
+def run_train_rank(args: argparse.Namespace) -> None:
+    """One spawned training process: logs as the parent does, then trains its shard."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_train(args)
+
+
+def train_modes(args: argparse.Namespace, world: distributed.World) -> int:
     registry = Registry(args.artifacts)
     modes = list(MODES) if args.mode == "both" else [args.mode]
     if args.if_missing:
         modes = [m for m in modes if registry.champion(m) is None]
         if not modes:
-            print(f"every mode has a champion in {args.artifacts}; nothing to train")
+            if world.main:
+                print(f"every mode has a champion in {args.artifacts}; nothing to train")
             return 0
     prices = load_prices(args)
+    config = train_config(args)
+    if not world.main:  # one progress bar, the main process's
+        config = TrainConfig.from_dict({**config.to_dict(), "progress": False})
     for mode in modes:
-        version = train_and_register(
+        version = train_and_register_in(
+            world,
             registry,
             prices,
             args.source,
             model_config(args, mode),
-            train_config(args),
+            config,
             features=tuple(args.features.split(",")),
             promote=args.promote,
         )
-        champion = " (champion)" if registry.champion(mode) == version.version else ""
-        print(f"{version.version}{champion}: val loss {version.metrics['val_loss']:.4f}")
+        if version is not None:
+            champion = " (champion)" if registry.champion(mode) == version.version else ""
+            print(f"{version.version}{champion}: val loss {version.metrics['val_loss']:.4f}")
     return 0
 
 

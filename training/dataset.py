@@ -49,6 +49,7 @@ from data.features import (
 )
 from models.config import ModelConfig
 from training.config import TrainConfig
+from training.distributed import Shard
 
 
 @dataclass(frozen=True)
@@ -152,12 +153,12 @@ def first_scored_row(config: ModelConfig, train: TrainConfig) -> int:
     return max(train.burn_in, config.window - 1)
 
 
-def batches_for(config: ModelConfig, data: TrainingData, train: TrainConfig) -> BatchSource:
-    """The batch source that trains ``config.mode``."""
+def batches_for(config: ModelConfig, data: TrainingData, train: TrainConfig, shard: Shard | None = None) -> BatchSource:
+    """The batch source that trains ``config.mode``, reading ``shard`` of every batch (default: all of it)."""
     first_row = first_scored_row(config, train)
     if config.mode == "latent":
-        return StreamBatches(data, train, first_row, config.volatility_scaled)
-    return WindowBatches(data, config.window, train, first_row, config.volatility_scaled)
+        return StreamBatches(data, train, first_row, shard or Shard(), config.volatility_scaled)
+    return WindowBatches(data, config.window, train, first_row, shard or Shard(), config.volatility_scaled)
 
 
 def _scored(y: np.ndarray) -> int:
@@ -196,8 +197,10 @@ def _rows(data: TrainingData, first_row: int, volatility_scaled: bool) -> list[_
 class StreamBatches:
     """Contiguous streams for truncated BPTT (latent mode)."""
 
-    def __init__(self, data: TrainingData, train: TrainConfig, first_row: int, volatility_scaled: bool = False) -> None:
-        self.bptt, self.first_row, self.group = train.bptt, first_row, train.batch_size
+    def __init__(
+        self, data: TrainingData, train: TrainConfig, first_row: int, shard: Shard, volatility_scaled: bool = False
+    ) -> None:
+        self.bptt, self.first_row, self.group, self.shard = train.bptt, first_row, train.batch_size, shard
         self.rows = _rows(data, first_row, volatility_scaled)
         self.train_rows = sum(_scored(r.y_train) for r in self.rows)
         self.validation_rows = sum(_scored(r.y_valid) for r in self.rows)
@@ -205,6 +208,8 @@ class StreamBatches:
             raise DataError(f"no training rows after the burn-in of {first_row} rows of each ticker")
         # at least ``streams`` pieces: a long ticker is cut, a short one is a piece of its own
         self.piece = math.ceil(sum(max(r.valid - first_row, 0) for r in self.rows) / train.streams)
+        if len(self._segments(0)) < shard.count:
+            raise DataError(f"{len(self._segments(0))} streams cannot be shared by {shard.count} processes")
 
     def _segments(self, phase: int) -> list[tuple[int, int, int, int]]:
         """(ticker, first row read, first row scored, end) of every piece."""
@@ -223,8 +228,10 @@ class StreamBatches:
         chunk boundaries fall on other rows each epoch.
         """
         phase = int(rng.integers(self.bptt))
-        segments = self._segments(phase)
-        length = math.ceil(max(stop - lead for _, lead, _, stop in segments) / self.bptt) * self.bptt
+        every = self._segments(phase)
+        # the length of every process's chunks is that of the longest piece of all: all take as many steps
+        length = math.ceil(max(stop - lead for _, lead, _, stop in every) / self.bptt) * self.bptt
+        segments = self.shard.take(every)
         features, horizon = self.rows[0].x.shape[1], self.rows[0].y_train.shape[1]
         x = np.zeros((len(segments), length, features), dtype=np.float32)
         y = np.full((len(segments), length, horizon), np.nan, dtype=np.float32)
@@ -245,7 +252,7 @@ class StreamBatches:
         Up to ``batch_size`` tickers at a time, each padded at its end (the model
         is causal: what follows a row never changes its forecast).
         """
-        scored = [r for r in self.rows if _scored(r.y_valid)]
+        scored = self.shard.take([r for r in self.rows if _scored(r.y_valid)])
         for first in range(0, len(scored), self.group):
             group = scored[first : first + self.group]
             length = max(r.test for r in group)
@@ -260,11 +267,19 @@ class WindowBatches:
     """Fixed-length windows from a zero state, in random order (ar mode)."""
 
     def __init__(
-        self, data: TrainingData, window: int, train: TrainConfig, first_row: int, volatility_scaled: bool = False
+        self,
+        data: TrainingData,
+        window: int,
+        train: TrainConfig,
+        first_row: int,
+        shard: Shard,
+        volatility_scaled: bool = False,
     ) -> None:
         if first_row < window - 1:
             raise DataError(f"first scored row {first_row} comes before the first full window of {window} rows")
-        self.window, self.train = window, train
+        if train.batch_size < shard.count:
+            raise DataError(f"batches of {train.batch_size} windows cannot be shared by {shard.count} processes")
+        self.window, self.train, self.shard = window, train, shard
         self.rows = _rows(data, first_row, volatility_scaled)
         train_ends = [np.flatnonzero(np.isfinite(r.y_train).any(axis=-1)) for r in self.rows]
         self.valid_ends = [np.flatnonzero(np.isfinite(r.y_valid).any(axis=-1)) for r in self.rows]
@@ -284,8 +299,11 @@ class WindowBatches:
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
         chosen = rng.permutation(len(self.ends))[: self.train_rows]
+        if len(chosen) % self.train.batch_size < self.shard.count:
+            # a last batch too small to give every process a window is left out (only with several processes)
+            chosen = chosen[: len(chosen) - len(chosen) % self.train.batch_size]
         for start in range(0, len(chosen), self.train.batch_size):
-            picks = chosen[start : start + self.train.batch_size]
+            picks = np.sort(chosen[start : start + self.train.batch_size])[self.shard.rank :: self.shard.count]
             parts = [
                 self._windows(self.rows[i].x, self.rows[i].y_train, self.ends[picks[self.owner[picks] == i]])
                 for i in np.unique(self.owner[picks])
@@ -293,7 +311,7 @@ class WindowBatches:
             yield Batch(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), reset=True)
 
     def validation(self) -> Iterator[Batch]:
-        for rows, ends in zip(self.rows, self.valid_ends, strict=True):
+        for rows, ends in self.shard.take(list(zip(self.rows, self.valid_ends, strict=True))):
             if len(ends):
                 inputs, targets = self._windows(rows.x, rows.y_valid, ends)
                 yield Batch(inputs, targets, reset=True)

@@ -25,6 +25,7 @@ from models.forecaster import Forecaster
 from models.state import StreamState
 from training.config import TrainConfig
 from training.dataset import Batch, BatchSource
+from training.distributed import World
 
 logger = logging.getLogger(__name__)
 
@@ -59,34 +60,53 @@ def loss_sum(out: Tensor, target: Tensor, levels: Tensor, scale: Tensor | None =
     return (loss * mask).sum(), int(mask.sum())
 
 
-def evaluate_loss(model: Forecaster, batches: Iterable[Batch]) -> float:
-    """Mean pinball loss over every finite target of ``batches`` (no gradients)."""
-    levels = torch.tensor(model.config.quantiles)
-    total, count = 0.0, 0
+def evaluate_loss(model: Forecaster, batches: Iterable[Batch], world: World | None = None) -> float:
+    """Mean pinball loss over every finite target of ``batches`` (no gradients).
+
+    With a ``world`` of several processes, each passes its shard of the
+    batches and all return the mean over every process's targets.
+    """
+    device = next(model.parameters()).device
+    levels = torch.tensor(model.config.quantiles, device=device)
+    total, count = 0.0, 0.0
     was_training = model.training
     model.eval()
     with torch.no_grad():
         for batch in batches:
-            out, _ = model(batch.x)
-            batch_sum, batch_count = loss_sum(out, batch.y, levels, model.volatility(batch.x))
+            x = batch.x.to(device)
+            out, _ = model(x)
+            batch_sum, batch_count = loss_sum(out, batch.y.to(device), levels, model.volatility(x))
             total, count = total + float(batch_sum), count + batch_count
     model.train(was_training)
+    if world is not None:
+        total, count = world.sum([total, count])
     return total / count if count else math.nan
 
 
 def train(
-    model: Forecaster, source: BatchSource, config: TrainConfig, desc: str = "train", validate: bool = True
+    model: Forecaster,
+    source: BatchSource,
+    config: TrainConfig,
+    desc: str = "train",
+    validate: bool = True,
+    world: World | None = None,
 ) -> TrainResult:
     """Fit ``model`` in place with Adam, clipping and early stopping; restore the best weights.
 
     Without ``validate`` (a refit through the newest price: nothing is left to
     validate on) it runs exactly ``config.epochs`` epochs and keeps the last
     weights; ``best_val_loss`` is then NaN.
+
+    With a ``world`` of several processes, ``source`` yields this process's
+    shard of each batch: every step scales the local loss sum by the global
+    count, so the averaged gradients are those of the whole batch.
     """
+    world = world or World()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    levels = torch.tensor(model.config.quantiles)
+    rng = np.random.default_rng(config.seed)  # the same on every process: they draw the same batches
+    net = world.wrap(model)
+    levels = torch.tensor(model.config.quantiles, device=world.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_loss, best_epoch, best_weights = math.inf, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
@@ -96,29 +116,33 @@ def train(
     for epoch in bar:
         model.train()
         state: StreamState | None = None
-        epoch_sum, epoch_count = 0.0, 0
+        epoch_sum, epoch_count = 0.0, 0.0
         for batch in source.epoch(rng):
+            x, y = batch.x.to(world.device), batch.y.to(world.device)
             state = None if batch.reset or state is None else state.detach()
-            scale = model.volatility(batch.x, state)
-            out, state = model(batch.x, state)
-            batch_sum, batch_count = loss_sum(out, batch.y, levels, scale)
+            scale = model.volatility(x, state)
+            out, state = net(x, state)
+            batch_sum, local_count = loss_sum(out, y, levels, scale)
+            (batch_count,) = world.sum([local_count])
             if batch_count == 0:
                 continue
-            loss = batch_sum / batch_count
+            # DDP averages gradients over processes: times ``size`` makes them those of the global mean
+            loss = batch_sum * world.size / batch_count
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged: loss is {loss.item()} at epoch {epoch}; lower the lr")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimiser.step()
-            steps, rows = steps + 1, rows + int(torch.isfinite(batch.y).any(dim=-1).sum())
-            epoch_sum, epoch_count = epoch_sum + float(batch_sum.detach()), epoch_count + batch_count
+            steps, rows = steps + 1, rows + int(torch.isfinite(y).any(dim=-1).sum())
+            epoch_sum, epoch_count = epoch_sum + float(batch_sum.detach()), epoch_count + local_count
+        epoch_sum, epoch_count = world.sum([epoch_sum, epoch_count])
         train_loss = epoch_sum / max(epoch_count, 1)
         if not validate:
             history.append({"epoch": epoch, "train_loss": train_loss})
             best_epoch, best_weights = epoch, model.state_dict()
             continue
-        val_loss = evaluate_loss(model, source.validation())
+        val_loss = evaluate_loss(model, source.validation(), world)
         if not math.isfinite(val_loss):
             raise ConfigError(f"validation loss is {val_loss} at epoch {epoch}: no validation rows, or diverged")
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
@@ -133,6 +157,7 @@ def train(
                 break
     model.load_state_dict(best_weights)
     model.eval()
+    rows = int(world.sum([rows])[0])
     seconds = time.perf_counter() - started
     best_loss = best_loss if validate else math.nan
     return TrainResult(

@@ -20,6 +20,7 @@ from models.forecaster import Forecaster
 from training.config import TrainConfig
 from training.conformal import fit_offsets
 from training.dataset import TrainingData, batches_for
+from training.distributed import World
 from training.evaluate import model_forecasts
 from training.loop import TrainResult, train
 from training.registry import ModelVersion, Registry
@@ -38,16 +39,27 @@ class Trained:
     train_config: TrainConfig
 
 
-def fit(model_config: ModelConfig, data: TrainingData, train_config: TrainConfig, validate: bool = True) -> Trained:
-    """Build ``model_config`` from a fixed seed and train it on ``data`` (``validate``: see ``train``)."""
+def fit(
+    model_config: ModelConfig,
+    data: TrainingData,
+    train_config: TrainConfig,
+    validate: bool = True,
+    world: World | None = None,
+) -> Trained:
+    """Build ``model_config`` from a fixed seed and train it on ``data`` (``validate``, ``world``: see ``train``).
+
+    The model comes back on the CPU, wherever it was trained: checkpoints and the service are CPU-only.
+    """
+    world = world or World()
     if model_config.n_features != len(data.features):
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "n_features": len(data.features)})
     if model_config.horizon != data.horizon:
         raise ValueError(f"model horizon {model_config.horizon} != data horizon {data.horizon}")
     torch.manual_seed(train_config.seed)
     model = Forecaster(model_config)
-    source = batches_for(model_config, data, train_config)
-    result = train(model, source, train_config, desc=f"train {model_config.mode}", validate=validate)
+    source = batches_for(model_config, data, train_config, world.shard)
+    result = train(model, source, train_config, desc=f"train {model_config.mode}", validate=validate, world=world)
+    model.to("cpu")
     logger.info(
         "trained %s: best val loss %.4f at epoch %d of %d, %d training and %d validation rows scored, %.1fs",
         model_config.mode,
@@ -113,9 +125,30 @@ def train_and_register(
     promote: bool = False,
 ) -> ModelVersion:
     """Train one mode on ``prices`` and register it (promoted when asked or when no champion exists)."""
+    version = train_and_register_in(World(), registry, prices, source, model_config, train_config, features, promote)
+    assert version is not None  # a single process is the main one
+    return version
+
+
+def train_and_register_in(
+    world: World,
+    registry: Registry,
+    prices: pd.DataFrame,
+    source: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    promote: bool = False,
+) -> ModelVersion | None:
+    """``train_and_register`` as one of the processes of ``world``, each training its shard.
+
+    Only the main process registers; the others return None.
+    """
     started = time.perf_counter()
     data = TrainingData.prepare(prices, features, model_config.horizon)
-    trained = fit(model_config, data, train_config)
+    trained = fit(model_config, data, train_config, world=world)
+    if not world.main:
+        return None
     version = registry.register(checkpoint(trained, source))
     if promote or registry.champion(model_config.mode) is None:
         registry.promote(version.version)

@@ -120,9 +120,9 @@ def test_early_stopping_restores_the_best_weights(monkeypatch):
     snapshots = []
     original = evaluate_loss
 
-    def recording(m, batches):
+    def recording(m, batches, world=None):
         snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
-        return original(m, batches)
+        return original(m, batches, world)
 
     monkeypatch.setattr("training.loop.evaluate_loss", recording)
     # validation targets far away except at epoch 3: loss is smallest there, then never improves

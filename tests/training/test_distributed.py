@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data import sources
+from data.errors import ConfigError, DataError
+from tests.factories import tiny_config
+from training import distributed
+from training.config import TrainConfig
+from training.dataset import TrainingData, batches_for
+from training.distributed import Shard, World
+from training.pipeline import fit
+
+CONFIG = TrainConfig(
+    epochs=2, streams=4, bptt=25, burn_in=9, batch_size=32, windows_per_epoch=192, threads=1, progress=False
+)
+
+
+def prices_data() -> TrainingData:
+    prices = sources.load("bundled", tickers=["AAPL", "IBM", "MSFT"], start="2004-01-01", end="2007-01-01")
+    return TrainingData.prepare(prices, ("returns", "range"), horizon=3)
+
+
+def fit_rank(folder: Path, mode: str) -> None:
+    """One of the processes the test spawns: trains its shard and saves what it ended with."""
+    world = distributed.join("cpu")
+    try:
+        trained = fit(tiny_config(mode, n_features=2), prices_data(), CONFIG, world=world)
+        result = {"val_loss": trained.result.best_val_loss, "rows": trained.result.rows}
+        torch.save({"weights": trained.model.state_dict(), **result}, folder / f"rank{world.rank}.pt")
+    finally:
+        distributed.leave()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ar", "latent"])
+def test_two_processes_end_with_the_weights_of_one_on_the_same_global_batches(tmp_path, mode):
+    distributed.spawn(2, fit_rank, tmp_path, mode)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    alone = fit(tiny_config(mode, n_features=2), prices_data(), CONFIG)
+    expected = alone.model.state_dict()
+    for rank in ranks:
+        assert rank["weights"].keys() == expected.keys()
+        for name, value in expected.items():
+            torch.testing.assert_close(rank["weights"][name], value, rtol=0, atol=1e-5, msg=name)
+        assert rank["val_loss"] == pytest.approx(alone.result.best_val_loss, abs=1e-6)
+        assert rank["rows"] == alone.result.rows
+    untrained = fit(tiny_config(mode, n_features=2), prices_data(), TrainConfig(**{**CONFIG.to_dict(), "epochs": 1}))
+    changed = max(float((expected[k] - v).abs().max()) for k, v in untrained.model.state_dict().items())
+    assert changed > 1e-3  # the second epoch moved the weights: the comparison above is not of untouched weights
+
+
+@pytest.mark.parametrize("mode", ["ar", "latent"])
+def test_the_shards_of_a_batch_are_the_whole_batch(mode):
+    data, config = prices_data(), tiny_config(mode, n_features=2)
+    whole = list(batches_for(config, data, CONFIG).epoch(np.random.default_rng(3)))
+    parts = [list(batches_for(config, data, CONFIG, Shard(r, 2)).epoch(np.random.default_rng(3))) for r in range(2)]
+    assert len(parts[0]) == len(parts[1]) == len(whole)
+    for batch, first, second in zip(whole, *parts, strict=True):
+        assert first.reset == second.reset == batch.reset
+        shared_x, shared_y = torch.cat([first.x, second.x]), torch.cat([first.y, second.y])
+        assert shared_x.shape == batch.x.shape
+        # the same rows, in another order: compare them sorted by their bytes
+        order = sorted(range(len(batch.x)), key=lambda i: batch.x[i].numpy().tobytes())
+        shared_order = sorted(range(len(shared_x)), key=lambda i: shared_x[i].numpy().tobytes())
+        torch.testing.assert_close(shared_x[shared_order], batch.x[order])
+        torch.testing.assert_close(shared_y[shared_order], batch.y[order], equal_nan=True)
+
+
+def test_validation_is_shared_by_ticker():
+    data, config = prices_data(), tiny_config("ar", n_features=2)
+    whole = sum(int(torch.isfinite(b.y).any(-1).sum()) for b in batches_for(config, data, CONFIG).validation())
+    parts = [
+        sum(int(torch.isfinite(b.y).any(-1).sum()) for b in batches_for(config, data, CONFIG, Shard(r, 2)).validation())
+        for r in range(2)
+    ]
+    assert min(parts) > 0
+    assert sum(parts) == whole
+
+
+def test_more_processes_than_streams_or_windows_of_a_batch_is_refused():
+    data = prices_data()
+    few = TrainConfig(**{**CONFIG.to_dict(), "batch_size": 2, "streams": 1})
+    with pytest.raises(DataError, match="batches of 2 windows cannot be shared by 3 processes"):
+        batches_for(tiny_config("ar", n_features=2), data, few, Shard(0, 3))
+    with pytest.raises(DataError, match="3 streams cannot be shared by 4 processes"):
+        batches_for(tiny_config("latent", n_features=2), data, few, Shard(0, 4))
+
+
+def test_shard_and_device_names_are_checked():
+    assert Shard(1, 3).take(list(range(7))) == [1, 4]
+    with pytest.raises(ConfigError, match=r"shard rank 2 is outside 0\.\.1"):
+        Shard(2, 2)
+    with pytest.raises(ConfigError, match="device must be one of cpu, cuda, auto, got 'tpu'"):
+        distributed.resolve_device("tpu")
+    assert distributed.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert World().wrap(torch.nn.Linear(1, 1)).__class__ is torch.nn.Linear  # one process: not wrapped
+    assert World().sum([1, 2.5]) == [1.0, 2.5]
