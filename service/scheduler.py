@@ -36,7 +36,8 @@ RETRAIN_JOB = "retrain"
 def describe(job: JobReport) -> str:
     """One log line on a finished job."""
     outcomes = "; ".join(
-        f"{m['mode']} {m['challenger']} {'promoted' if m.get('promoted') else 'not promoted'} ({m.get('reason')})"
+        f"{m['mode']} {m.get('challenger', 'no challenger')} {'promoted' if m.get('promoted') else 'not promoted'} "
+        f"({m.get('reason')})"
         for m in job.modes
     )
     source = job.data.get("source", "?")

@@ -84,11 +84,17 @@ def _volumes(service: dict[str, Any]) -> list[str]:
     return out
 
 
+OLDER_DATA_END = "2012-06-29"
+
+
 def weak_champions(root: Path) -> dict[str, str]:
-    """Tiny champions whose quantiles are far off, so that any trained challenger beats them."""
+    """Tiny champions whose quantiles are far off, so that any trained challenger beats them.
+
+    They claim prices only up to mid-2012, so a retrain on the bundled prices has newer ones to learn from.
+    """
     registry = Registry(root)
     for mode in ("ar", "latent"):
-        checkpoint = tiny_checkpoint(mode, seed=4)
+        checkpoint = tiny_checkpoint(mode, seed=4, last=OLDER_DATA_END)
         checkpoint["state_dict"]["head.bias"] += 3.0
         registry.promote(registry.register(checkpoint).version)
     return {mode: str(registry.champion(mode)) for mode in ("ar", "latent")}

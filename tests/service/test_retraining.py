@@ -15,7 +15,15 @@ from data.errors import ConflictError
 from service.app import create_app
 from service.config import Settings
 from service.retraining import LAUNCH_LOCK_FILE, RetrainLauncher, retrain_command, retrain_env
-from service.scheduler import HEARTBEAT_FILE, STALE_SECONDS, beat, build_scheduler, heartbeat_is_fresh, run_job
+from service.scheduler import (
+    HEARTBEAT_FILE,
+    STALE_SECONDS,
+    beat,
+    build_scheduler,
+    describe,
+    heartbeat_is_fresh,
+    run_job,
+)
 from tests.factories import tiny_checkpoint
 from training.jobs import JobReport
 from training.lock import JobLock
@@ -204,3 +212,15 @@ def test_a_child_that_dies_before_its_report_is_marked_failed(tmp_path, monkeypa
     job = RetrainLauncher(retrain_settings(tmp_path)).run()
     assert job.status == "failed"
     assert job.error == "the retrain process exited with code 3 before finishing its report"
+
+
+def test_the_schedulers_line_on_a_job_names_a_skipped_mode_without_a_challenger():
+    job = JobReport(job_id="20261129T000000-abcdef", status="skipped", seconds=1.5, data={"source": "bundled"})
+    job.modes = [
+        {"mode": "latent", "challenger": "latent-1", "promoted": True, "reason": "no champion yet"},
+        {"mode": "ar", "skipped": True, "promoted": False, "reason": "nothing new"},
+    ]
+    assert describe(job) == (
+        "retrain job 20261129T000000-abcdef skipped in 1.5s on bundled data: "
+        "latent latent-1 promoted (no champion yet); ar no challenger not promoted (nothing new)"
+    )
