@@ -91,6 +91,7 @@ def test_a_refused_setting_is_named_in_one_line_without_its_value(monkeypatch, n
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no chained error repeats it
 
 
+@pytest.mark.slow
 def test_latentcast_names_a_refused_key_setting_without_its_value(tmp_path):
     env = {**os.environ, "LATENTCAST_API_KEYS": "short-secret", "LATENTCAST_ARTIFACTS": str(tmp_path)}
     done = subprocess.run(

@@ -17,6 +17,9 @@ from service.connections import allow_open_files
 from tests.service import hostile
 from training.registry import Registry
 
+# each test runs real server processes (uvicorn, nginx): the full tier runs them, make check does not
+pytestmark = pytest.mark.slow
+
 LIMITS = {
     "LATENTCAST_HEADER_TIMEOUT_SECONDS": "1",
     "LATENTCAST_BODY_TIMEOUT_SECONDS": "1",

@@ -22,6 +22,9 @@ from tests.service import hostile
 from tests.service.test_connections import Prober
 from training.registry import Registry
 
+# each test runs real server processes (uvicorn, nginx): the full tier runs them, make check does not
+pytestmark = pytest.mark.slow
+
 CONFIG = ROOT / "deploy" / "nginx.conf"
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 

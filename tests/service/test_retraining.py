@@ -122,6 +122,7 @@ def test_retrain_route_starts_a_job_that_is_followed_to_its_end(admin_client):
     assert [j["job_id"] for j in listed] == [job_id]
 
 
+@pytest.mark.slow
 def test_a_second_retrain_right_after_the_first_is_409(admin_client, tmp_path):
     # the child takes the job's lock seconds after it starts: the launch must not leave a window
     first = admin_client.post("/v1/retrain", headers={"X-API-Key": ADMIN})
