@@ -7,7 +7,6 @@ says so when the random walk's loss is the lower one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from training.backtest import Backtest
-from training.report import LABELS
+from training.report import LABELS, write_json_report
 
 METHODS = ("latent", "ar", "random_walk", "garch_t", "linear_ar")
 QUANTILE_METHODS = METHODS[:4]  # linear AR forecasts a point only: no pinball loss to plot
@@ -150,9 +149,6 @@ def write_report(backtest: Backtest, out: Path) -> list[Path]:
     """``backtest.json``, ``backtest.md`` and the fold plot in ``out``; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     payload = backtest.to_json()
-    json_path = out / "backtest.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    tmp.replace(json_path)
+    json_path = write_json_report(payload, out / "backtest.json")
     plot = fold_plot(payload, out / "backtest_folds.png")
     return [json_path, write_markdown(payload, plot, out), plot]

@@ -8,7 +8,6 @@ times the cost of one more forecast against history length, and writes
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -35,7 +34,7 @@ from training.dataset import TrainingData, first_unseen_day
 from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit, training_summary
 from training.registry import Registry
-from training.report import write_markdown, write_plots
+from training.report import write_json_report, write_markdown, write_plots
 from training.scoring import outer_band, score_by_ticker
 
 logger = logging.getLogger(__name__)
@@ -206,10 +205,7 @@ def write_report(comparison: Comparison, out: Path, plot_ticker: str | None = No
     """``report.json``, ``report.md`` and the PNG plots in ``out``; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     payload = comparison.to_json()
-    json_path = out / "report.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    tmp.replace(json_path)
+    json_path = write_json_report(payload, out / "report.json")
     plots = write_plots(comparison.spans, comparison.costs, out, plot_ticker)
     md_path = write_markdown(payload, plots, out)
     return [json_path, md_path, *plots]

@@ -6,6 +6,7 @@ that data shows, including that the random walk wins when it does.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -250,4 +251,12 @@ def _cost_plot(costs: Sequence[Cost], path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def write_json_report(payload: dict[str, Any], path: Path) -> Path:
+    """Write ``payload`` to ``path`` whole or not at all (a reader never sees half a report)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
     return path
