@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument(
         "--seeds", type=int, nargs="+", default=list(defaults.seeds), help="one training run per seed and fold"
     )
+    backtest.add_argument(
+        "--other-scalings",
+        choices=SCALINGS,
+        nargs="+",
+        default=[],
+        help="also train ar and latent with these scalings, each tested against the --scaling ones",
+    )
     backtest.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/backtest)")
     backtest.set_defaults(handler=run_backtest_command)
 
@@ -378,7 +385,11 @@ def run_calibration(args: argparse.Namespace) -> int:
 
 def run_backtest_command(args: argparse.Namespace) -> int:
     config = BacktestConfig(
-        folds=args.folds, test_days=args.test_days, validation_days=args.validation_days, seeds=tuple(args.seeds)
+        folds=args.folds,
+        test_days=args.test_days,
+        validation_days=args.validation_days,
+        seeds=tuple(args.seeds),
+        scalings=tuple(args.other_scalings),
     )
     features = tuple(args.features.split(","))
     prices = load_prices(args)

@@ -13,6 +13,11 @@ walk and the coverage of each method's outer band, per seed for the models.
 A Diebold-Mariano test (``training.significance``) compares latent with ar,
 GARCH(1,1)-t and the random walk on the per-origin pinball loss, averaged
 over the seeds and over the tickers of each day (one series over dates).
+
+With ``BacktestConfig.scalings``, each fold also trains ar and latent with
+those other scalings (methods ``latent_global``, ``ar_global``, ...), on the
+same data and seeds, and each is tested against the model of the same mode
+with the configuration's own scaling: the test that picks the default.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import pandas as pd
 
 from data.errors import ConfigError, DataError
 from data.features import Split
-from models.config import MODES, ModelConfig
+from models.config import MODES, SCALINGS, ModelConfig
 from training.compare import baseline_spans
 from training.config import TrainConfig
 from training.dataset import TrainingData
@@ -36,7 +41,7 @@ from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit
 from training.report import LABELS
 from training.scoring import pooled, score
-from training.significance import SIGNIFICANCE, diebold_mariano
+from training.significance import SIGNIFICANCE, DieboldMariano, diebold_mariano
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class BacktestConfig:
     test_days: int = 126  # trading days of each test block (about six months)
     validation_days: int = 126
     seeds: tuple[int, ...] = (0, 1, 2)
+    scalings: tuple[str, ...] = ()  # other scalings trained beside the model's own, each tested against it
 
     def __post_init__(self) -> None:
         for name in ("folds", "test_days", "validation_days"):
@@ -58,6 +64,22 @@ class BacktestConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.seeds:
             raise ConfigError("the backtest needs at least one seed")
+        unknown = [s for s in self.scalings if s not in SCALINGS]
+        if unknown:
+            raise ConfigError(f"unknown scaling {unknown[0]!r}; valid scalings: {', '.join(SCALINGS)}")
+
+
+def scaled(mode: str, scaling: str) -> str:
+    """The method name of ``mode`` trained with the other scaling ``scaling``: ``latent_global``."""
+    return f"{mode}_{scaling}"
+
+
+def label(method: str) -> str:
+    """How reports name a method: ``LABELS``'s, or ``latent, global scaling`` for a scaled model."""
+    if method in LABELS:
+        return LABELS[method]
+    mode, _, scaling = method.partition("_")
+    return f"{mode}, {scaling} scaling"
 
 
 @dataclass(frozen=True)
@@ -125,20 +147,25 @@ def fold_forecasts(
     model_config: ModelConfig,
     train_config: TrainConfig,
     seeds: Sequence[int],
+    scalings: Sequence[str] = (),
 ) -> dict[str, list[list[SpanForecasts]]]:
-    """Method -> one list of per-ticker test-block forecasts per training run (one for a baseline)."""
+    """Method -> one list of per-ticker test-block forecasts per training run (one for a baseline).
+
+    ``scalings``: other scalings, each trained for both modes as ``scaled(mode, scaling)``.
+    """
     known = prices if fold.test_end is None else prices[prices["date"] < fold.test_end]
     split = Split(fold.validation_start, fold.test_start)
     data = TrainingData.prepare(known, features, model_config.horizon, split=lambda _: split)
     starts = [data.split.bounds(s)[1] for s in data.series]
     out: dict[str, list[list[SpanForecasts]]] = {}
-    for mode in MODES:
-        config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode})
-        out[mode] = []
+    variants = [(m, model_config.scaling, m) for m in MODES] + [(m, s, scaled(m, s)) for s in scalings for m in MODES]
+    for mode, scaling, method in variants:
+        config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode, "scaling": scaling})
+        out[method] = []
         for seed in seeds:
             trained = fit(config, data, replace(train_config, seed=seed))
-            out[mode].append(model_forecasts(trained.model, data.scaler, data.series, starts))
-            logger.info("fold %d, %s, seed %d: trained in %.1fs", fold.index, mode, seed, trained.result.seconds)
+            out[method].append(model_forecasts(trained.model, data.scaler, data.series, starts))
+            logger.info("fold %d, %s, seed %d: trained in %.1fs", fold.index, method, seed, trained.result.seconds)
     for name, spans in baseline_spans(data, np.asarray(model_config.quantiles)).items():
         out[name] = [spans]
     return out
@@ -170,24 +197,32 @@ def origin_losses(runs: list[list[SpanForecasts]], levels: Sequence[float], hori
     return losses.groupby(level="date").mean().sort_index()
 
 
+def compare_losses(
+    a: list[list[SpanForecasts]], b: list[list[SpanForecasts]], levels: Sequence[float], horizon: int
+) -> DieboldMariano:
+    """The Diebold-Mariano test of ``a``'s ``origin_losses`` against ``b``'s, over the days both forecast."""
+    both = pd.concat([origin_losses(a, levels, horizon), origin_losses(b, levels, horizon)], axis=1, join="inner")
+    return diebold_mariano(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), horizon)
+
+
+def pairs(scalings: Sequence[str]) -> list[tuple[str, str]]:
+    """The methods tested: latent against each opponent, each mode against itself with each other scaling."""
+    return [("latent", other) for other in OPPONENTS] + [(m, scaled(m, s)) for s in scalings for m in MODES]
+
+
 def significance(
-    forecasts: dict[str, list[list[SpanForecasts]]], levels: Sequence[float], horizons: Sequence[int]
+    forecasts: dict[str, list[list[SpanForecasts]]],
+    levels: Sequence[float],
+    horizons: Sequence[int],
+    scalings: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Diebold-Mariano tests of latent against each opponent, at each horizon, over the days both forecast."""
+    """Diebold-Mariano tests of each pair of ``pairs(scalings)``, at each horizon, over the days both forecast."""
     out = []
     for horizon in horizons:
-        latent = origin_losses(forecasts["latent"], levels, horizon)
-        for other in OPPONENTS:
-            both = pd.concat([latent, origin_losses(forecasts[other], levels, horizon)], axis=1, join="inner")
-            result = diebold_mariano(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), horizon)
+        for a, b in pairs(scalings):
+            result = compare_losses(forecasts[a], forecasts[b], levels, horizon)
             out.append(
-                {
-                    "horizon": horizon,
-                    "a": "latent",
-                    "b": other,
-                    **result.to_dict(),
-                    "verdict": result.verdict(LABELS["latent"], LABELS[other]),
-                }
+                {"horizon": horizon, "a": a, "b": b, **result.to_dict(), "verdict": result.verdict(label(a), label(b))}
             )
     return out
 
@@ -200,13 +235,16 @@ def run_backtest(
     config: BacktestConfig,
     source: str,
 ) -> Backtest:
-    """Train and score every fold, pool them and test latent against ar, GARCH-t and the random walk."""
+    """Train and score every fold, pool them and test latent against ar, GARCH-t and the random walk
+    (and each mode against its other scalings)."""
+    if model_config.scaling in config.scalings:
+        raise ConfigError(f"the models' own scaling {model_config.scaling!r} cannot be an other scaling too")
     levels = list(model_config.quantiles)
     folds = make_folds(prices, config)
     everything: dict[str, list[list[SpanForecasts]]] = {}
     described = []
     for fold in folds:
-        forecasts = fold_forecasts(prices, fold, features, model_config, train_config, config.seeds)
+        forecasts = fold_forecasts(prices, fold, features, model_config, train_config, config.seeds, config.scalings)
         described.append({**fold.to_dict(), "scores": {m: scores(runs, levels) for m, runs in forecasts.items()}})
         for method, runs in forecasts.items():
             # a run's forecasts of every fold, concatenated: seed s of each fold is pooled with seed s of the others
@@ -220,7 +258,7 @@ def run_backtest(
     return Backtest(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         config={
-            "backtest": {**asdict(config), "seeds": list(config.seeds)},
+            "backtest": {**asdict(config), "seeds": list(config.seeds), "scalings": list(config.scalings)},
             "model": model_config.to_dict(),
             "train": train_config.to_dict(),
             "features": list(features),
@@ -233,7 +271,7 @@ def run_backtest(
         },
         folds=described,
         pooled={m: scores(runs, levels) for m, runs in everything.items()},
-        tests=significance(everything, levels, horizons),
+        tests=significance(everything, levels, horizons, config.scalings),
         forecasts=len(pooled(everything["latent"][0])),
     )
 

@@ -17,11 +17,20 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
-from training.backtest import Backtest
-from training.report import LABELS, write_json_report
+from models.config import MODES
+from training.backtest import Backtest, label
+from training.report import write_json_report
 
-METHODS = ("latent", "ar", "random_walk", "garch_t", "linear_ar")
-QUANTILE_METHODS = METHODS[:4]  # linear AR forecasts a point only: no pinball loss to plot
+BASELINES = ("random_walk", "garch_t", "linear_ar")
+POINT_ONLY = ("linear_ar",)  # forecasts a point only: no pinball loss to plot
+
+
+def methods(report: dict[str, Any]) -> list[str]:
+    """The models (those of other scalings after them), then the baselines shown, as the report orders them."""
+    models = [m for m in report["pooled"] if m.partition("_")[0] in MODES]
+    return sorted(models, key=lambda m: (m.count("_"), not m.startswith("latent"), m)) + [
+        m for m in BASELINES if m in report["pooled"]
+    ]
 
 
 def _spread(values: list[float | None], scale: float = 100.0, fmt: str = ".4f") -> str:
@@ -37,31 +46,32 @@ def _spread(values: list[float | None], scale: float = 100.0, fmt: str = ".4f") 
 
 def pooled_table(report: dict[str, Any], horizon: str) -> list[str]:
     lines = ["| method | pinball (%) | MAE / RW | outer-band coverage (%) |", "|---|---|---|---|"]
-    for method in METHODS:
+    for method in methods(report):
         row = report["pooled"][method][horizon]
         lines.append(
-            f"| {LABELS[method]} | {_spread(row['pinball'])} | {_spread(row['mae_ratio'], 1.0, '.3f')} "
+            f"| {label(method)} | {_spread(row['pinball'])} | {_spread(row['mae_ratio'], 1.0, '.3f')} "
             f"| {_spread(row['coverage'], 100.0, '.1f')} |"
         )
     return lines
 
 
 def fold_table(report: dict[str, Any], horizon: str) -> list[str]:
-    header = "| fold | test days | " + " | ".join(LABELS[m] for m in METHODS) + " |"
-    lines = [header, "|---" * (len(METHODS) + 2) + "|"]
+    shown = methods(report)
+    header = "| fold | test days | " + " | ".join(label(m) for m in shown) + " |"
+    lines = [header, "|---" * (len(shown) + 2) + "|"]
     for fold in report["folds"]:
         end = fold["test_end"] or "the end"
-        cells = [_spread(fold["scores"][m][horizon]["pinball"]) for m in METHODS]
+        cells = [_spread(fold["scores"][m][horizon]["pinball"]) for m in shown]
         lines.append(f"| {fold['fold']} | {fold['test_start']} to before {end} | " + " | ".join(cells) + " |")
     return lines
 
 
 def test_table(report: dict[str, Any]) -> list[str]:
-    lines = ["| horizon | latent vs | DM statistic | p-value | verdict |", "|---|---|---|---|---|"]
+    lines = ["| horizon | a | b | DM statistic | p-value | verdict |", "|---|---|---|---|---|---|"]
     for test in report["diebold_mariano"]:
         lines.append(
-            f"| {test['horizon']} | {LABELS[test['b']]} | {test['statistic']:.3f} | {test['p_value']:.4f} "
-            f"| {test['verdict']} |"
+            f"| {test['horizon']} | {label(test['a'])} | {label(test['b'])} | {test['statistic']:.3f} "
+            f"| {test['p_value']:.4f} | {test['verdict']} |"
         )
     return lines
 
@@ -84,6 +94,8 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
     config, data = report["config"], report["config"]["data"]
     back, model, train = config["backtest"], config["model"], config["train"]
     horizons = sorted(report["pooled"]["latent"], key=lambda h: int(h[1:]))
+    others = back.get("scalings", [])
+    beside = f" Beside them, ar and latent with {' and '.join(others)} scaling, same data and seeds." if others else ""
     lines = [
         "# Walk-forward backtest",
         "",
@@ -97,7 +109,8 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         f"latent anew for each of the seeds {back['seeds']} and fits the baselines on its training span; forecasts "
         "are rolled over the test block without refitting. Model: "
         f"{model['cell']} of {model['hidden_size']} units, {model['num_layers']} layer(s), window {model['window']}, "
-        f"quantiles {model['quantiles']}; at most {train['epochs']} epochs (patience {train['patience']}).",
+        f"quantiles {model['quantiles']}, {model.get('scaling', 'global')} scaling; at most {train['epochs']} "
+        f"epochs (patience {train['patience']}).{beside}",
         "",
         "Figures of the models are the mean over seeds, with the lowest and highest seed in brackets. The "
         "Diebold-Mariano tests compare per-day pinball losses (mean over seeds and tickers) over "
@@ -109,7 +122,7 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         *[f"- Horizon {t['horizon']}: {t['verdict']}." for t in report["diebold_mariano"]],
         *[f"- {line}" for line in random_walk_sentences(report)],
         "",
-        "## Diebold-Mariano tests (negative: latent's loss is lower)",
+        "## Diebold-Mariano tests (negative: a's loss is lower)",
         "",
         *test_table(report),
     ]
@@ -128,12 +141,13 @@ def fold_plot(report: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(horizons), figsize=(6 * len(horizons), 4.5), squeeze=False)
     folds = [f["fold"] for f in report["folds"]]
     for ax, horizon in zip(axes[0], horizons, strict=True):
-        for offset, method in enumerate(QUANTILE_METHODS):
+        shown = [m for m in methods(report) if m not in POINT_ONLY]
+        for offset, method in enumerate(shown):
             values = [[v * 100 for v in f["scores"][method][horizon]["pinball"]] for f in report["folds"]]
             mean = np.array([np.mean(v) for v in values])
             low, high = mean - np.array([min(v) for v in values]), np.array([max(v) for v in values]) - mean
-            x = np.array(folds) + (offset - len(QUANTILE_METHODS) / 2) * 0.08
-            ax.errorbar(x, mean, yerr=[low, high], fmt="o", capsize=3, label=LABELS[method])
+            x = np.array(folds) + (offset - len(shown) / 2) * 0.08
+            ax.errorbar(x, mean, yerr=[low, high], fmt="o", capsize=3, label=label(method))
         ax.set_xticks(folds)
         ax.set_xlabel("fold (test block, oldest first)")
         ax.set_ylabel("pinball loss (% log return)")

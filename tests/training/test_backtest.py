@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from data import sources
-from data.errors import DataError
+from data.errors import ConfigError, DataError
 from tests.factories import tiny_config
 from training.backtest import BacktestConfig, make_folds, run_backtest
-from training.backtest_report import write_report
+from training.backtest_report import BASELINES, write_report
 from training.config import TrainConfig
 
 FAST = TrainConfig(epochs=1, streams=4, bptt=25, batch_size=64, threads=1, progress=False)
@@ -56,3 +56,27 @@ def test_backtest_scores_every_fold_and_seed_and_tests_latent(prices, tmp_path):
     text = (tmp_path / "backtest.md").read_text()
     assert "## Diebold-Mariano tests" in text and "![backtest_folds](backtest_folds.png)" in text
     assert (tmp_path / "backtest_folds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_other_scalings_train_both_modes_beside_and_are_tested_against_them(prices, tmp_path):
+    config = BacktestConfig(folds=1, test_days=40, validation_days=40, seeds=(0,), scalings=("global",))
+    backtest = run_backtest(prices, ("returns",), tiny_config(horizon=2, scaling="volatility"), FAST, config, "bundled")
+    report = backtest.to_json()
+    assert set(report["pooled"]) == {"latent", "ar", "latent_global", "ar_global", *BASELINES, "previous_return"}
+    assert report["config"]["backtest"]["scalings"] == ["global"]
+    # the same seed and data, another scaling: other forecasts
+    assert report["pooled"]["latent"]["h1"]["pinball"] != report["pooled"]["latent_global"]["h1"]["pinball"]
+    pairs = [(t["horizon"], t["a"], t["b"]) for t in report["diebold_mariano"]]
+    assert pairs[-2:] == [(2, "ar", "ar_global"), (2, "latent", "latent_global")]
+    assert report["diebold_mariano"][-1]["verdict"].count("latent, global scaling") == 1
+    write_report(backtest, tmp_path)
+    text = (tmp_path / "backtest.md").read_text()
+    assert "volatility scaling; at most 1 epochs" in text
+    assert "Beside them, ar and latent with global scaling, same data and seeds." in text
+    assert "| 1 | latent (model) | latent, global scaling |" in text
+    with pytest.raises(ConfigError) as err:
+        run_backtest(prices, ("returns",), tiny_config(scaling="global"), FAST, config, "bundled")
+    assert str(err.value) == "the models' own scaling 'global' cannot be an other scaling too"
+    with pytest.raises(ConfigError) as err:
+        BacktestConfig(scalings=("local",))
+    assert str(err.value) == "unknown scaling 'local'; valid scalings: global, volatility"
