@@ -39,7 +39,7 @@ from data import sources
 from data.errors import ConflictError, ForecastError
 from data.features import DEFAULT_FEATURES, Scaler, build_series, recent_split, through_end
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets
-from models.config import MODES, ModelConfig
+from models.config import DEFAULT_SCALING, MODES, ModelConfig
 from models.forecaster import Forecaster
 from training.config import TrainConfig
 from training.dataset import TrainingData, first_unseen_day
@@ -71,7 +71,8 @@ class RetrainConfig:
     modes: tuple[str, ...] = MODES
     margin: float = 0.005  # relative: the challenger's loss must be below champion * (1 - margin)
     features: tuple[str, ...] = DEFAULT_FEATURES
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # a first challenger (no champion to copy) is what `latentcast train` would make
+    model: ModelConfig = field(default_factory=partial(ModelConfig, scaling=DEFAULT_SCALING))
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -112,11 +113,13 @@ def score_on_holdout(
     holdout_start: np.datetime64,
     horizon: int,
     keep: Sequence[float],
+    offsets: np.ndarray | None = None,
 ) -> float:
-    """Holdout loss of a model, its state warmed on everything before the holdout."""
+    """Holdout loss of a model moved by its conformal ``offsets`` (H, Q), its state warmed on everything before
+    the holdout."""
     series = build_series(prices, scaler.features, model.config.horizon)
     starts = [int(np.searchsorted(s.dates, holdout_start)) for s in series]
-    spans = model_forecasts(model, scaler, series, starts)
+    spans = model_forecasts(model, scaler, series, starts, offsets)
     return holdout_loss(spans, model.config.quantiles, horizon, keep)
 
 
@@ -210,7 +213,9 @@ def challenge(
                 outcome.update(skipped=True, promoted=False, reason=why, champion_after=champion)
                 return outcome
     trained = fit(model_config, data, config.train)
-    version = registry.register(checkpoint(trained, source)).version
+    made = checkpoint(trained, source)
+    version = registry.register(made).version
+    offsets = checkpoint_offsets(made, trained.model.config, version)  # both are scored as they would serve
     outcome.update(challenger=version, challenger_span=training_spans(data))
     levels = model_config.quantiles
     promote, reason = True, why
@@ -219,15 +224,21 @@ def challenge(
             scored_config = ModelConfig.from_dict(registry.get(scored).config)
             horizon = min(model_config.horizon, scored_config.horizon)
             keep = [q for q in levels if q in scored_config.quantiles]
-            scored_model, scored_scaler = build_from_checkpoint(registry.load(scored), scored)
-            outcome["champion_loss"] = score_on_holdout(scored_model, scored_scaler, prices, holdout, horizon, keep)
+            loaded = registry.load(scored)
+            scored_model, scored_scaler = build_from_checkpoint(loaded, scored)
+            scored_offsets = checkpoint_offsets(loaded, scored_model.config, scored)
+            outcome["champion_loss"] = score_on_holdout(
+                scored_model, scored_scaler, prices, holdout, horizon, keep, scored_offsets
+            )
         except ForecastError as exc:
             reason = f"champion {champion} cannot be scored ({exc})"
         else:
             outcome.update(champion_scored=scored, champion_scored_is=why)
             unseen = first_unseen_day(registry.get(scored).data_span)
             outcome["champion_seen_until"] = _day(unseen - np.timedelta64(1, "D"))
-            outcome["challenger_loss"] = score_on_holdout(trained.model, data.scaler, prices, holdout, horizon, keep)
+            outcome["challenger_loss"] = score_on_holdout(
+                trained.model, data.scaler, prices, holdout, horizon, keep, offsets
+            )
             bar = outcome["champion_loss"] * (1 - config.margin)
             promote = outcome["challenger_loss"] < bar
             verb = "below" if promote else "not below"
@@ -237,7 +248,7 @@ def challenge(
             )
     if "challenger_loss" not in outcome:
         outcome["challenger_loss"] = score_on_holdout(
-            trained.model, data.scaler, prices, holdout, model_config.horizon, levels
+            trained.model, data.scaler, prices, holdout, model_config.horizon, levels, offsets
         )
     if promote:
         promoted = _refit_version(registry, trained, prices, source, version, outcome) if config.refit else version

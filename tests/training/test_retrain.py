@@ -11,16 +11,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from data import sources
+from models.checkpoint import build_from_checkpoint, checkpoint_offsets
+from models.config import DEFAULT_SCALING, ModelConfig
 from tests.factories import tiny_checkpoint, tiny_config
 from training.config import TrainConfig
 from training.jobs import JobStore
 from training.lock import JobLock
 from training.registry import Registry
-from training.retrain import RetrainConfig, run_retrain
+from training.retrain import RetrainConfig, fetch, run_retrain, score_on_holdout
 
 FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
 ROOT = Path(__file__).resolve().parents[2]
@@ -314,3 +317,37 @@ def test_a_full_or_read_only_artifacts_folder_fails_the_job_cleanly_on_a_real_fi
         subprocess.run(["mount", "-o", "remount,ro", str(artifacts)], check=True)
         job = run_retrain(config(artifacts, modes=("latent",)))
         assert_failed_cleanly(job, artifacts, champion, versions, "OSError: [Errno 30] Read-only file system")
+
+
+def test_champion_and_challenger_are_scored_with_their_conformal_offsets(tmp_path):
+    registry = Registry(tmp_path)
+    older = tiny_checkpoint("ar", last=OLDER)
+    older["offsets"] = [[-1.0, 0.0, 1.0]] * 3  # each outer quantile a half-width further out
+    champion = registry.register(older).version
+    registry.promote(champion)
+    job = run_retrain(config(tmp_path, modes=("ar",), refit=False))
+    [outcome] = job.modes
+    prices = fetch(config(tmp_path)).frame
+    holdout = np.datetime64(outcome["holdout_start"])
+
+    def loss(version: str, offsets: bool) -> float:
+        loaded = registry.load(version)
+        model, scaler = build_from_checkpoint(loaded, version)
+        moved = checkpoint_offsets(loaded, model.config) if offsets else None
+        return score_on_holdout(model, scaler, prices, holdout, 3, (0.1, 0.5, 0.9), moved)
+
+    for version, key in ((champion, "champion_loss"), (outcome["challenger"], "challenger_loss")):
+        assert outcome[key] == pytest.approx(loss(version, True), rel=1e-9)
+        assert outcome[key] != pytest.approx(loss(version, False), rel=1e-6)
+
+
+def test_a_first_challenger_takes_the_project_default_scaling(tmp_path):
+    assert RetrainConfig(artifacts=tmp_path).model.scaling == DEFAULT_SCALING != ModelConfig().scaling
+    job = run_retrain(
+        RetrainConfig(
+            artifacts=tmp_path, tickers=("IBM",), source="bundled", history_years=2, modes=("latent",), train=FAST
+        )
+    )
+    [outcome] = job.modes
+    assert outcome["reason"] == "no champion yet"
+    assert Registry(tmp_path).get(outcome["challenger"]).config["scaling"] == DEFAULT_SCALING
