@@ -1,7 +1,8 @@
 """ar against latent against honest baselines, on the same data and split.
 
 ``compare`` trains (or loads) both modes, rolls every method over the test
-span of every ticker without refitting, scores them per ticker and pooled,
+span of every ticker without refitting, scores them per ticker and pooled
+(each model moved by its conformal offsets, as it would serve),
 times the cost of one more forecast against history length, and writes
 ``report.json``, ``report.md`` and PNG plots to one folder.
 """
@@ -23,12 +24,13 @@ import torch
 
 from data.errors import ConfigError
 from data.features import Scaler, build_series
-from models.checkpoint import build_from_checkpoint
+from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Predictor
 from training import baselines
 from training.config import TrainConfig
+from training.conformal import fit_offsets
 from training.costs import Cost, forecast_costs
 from training.dataset import TrainingData, first_unseen_day
 from training.evaluate import SpanForecasts, model_forecasts
@@ -49,13 +51,14 @@ BASELINES: dict[str, baselines.Baseline] = {
 
 @dataclass
 class Contender:
-    """A model in the comparison: trained here or loaded from the registry."""
+    """A model in the comparison: trained here or loaded from the registry, with its (H, Q) conformal offsets."""
 
     mode: str
     model: Forecaster
     scaler: Scaler
     version: str | None
     training: dict[str, Any]
+    offsets: np.ndarray
 
 
 @dataclass
@@ -96,21 +99,25 @@ class Comparison:
 def train_contenders(
     data: TrainingData, model_config: ModelConfig, train_config: TrainConfig, modes: Sequence[str] = MODES
 ) -> list[Contender]:
-    """``modes`` trained on the same data, split and seed."""
+    """``modes`` trained on the same data, split and seed; offsets fit on the validation span, as a checkpoint's."""
     out = []
     for mode in modes:
         config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode})
         trained = fit(config, data, train_config)
-        out.append(Contender(mode, trained.model, data.scaler, None, training_summary(trained.result, train_config)))
+        offsets = fit_offsets(trained.model, data.scaler, data.series, data.split)
+        summary = training_summary(trained.result, train_config)
+        out.append(Contender(mode, trained.model, data.scaler, None, summary, offsets))
     return out
 
 
 def load_contender(registry: Registry, version: str) -> Contender:
-    """A registered version, scored with its own scaler on this comparison's data."""
-    model, scaler = build_from_checkpoint(registry.load(version), version)
+    """A registered version, scored with its own scaler and conformal offsets on this comparison's data."""
+    checkpoint = registry.load(version)
+    model, scaler = build_from_checkpoint(checkpoint, version)
     meta = registry.get(version)
     training = {"val_loss": meta.metrics.get("val_loss"), "data_span": meta.data_span}
-    return Contender(model.config.mode, model, scaler, version, training)
+    offsets = checkpoint_offsets(checkpoint, model.config, version)
+    return Contender(model.config.mode, model, scaler, version, training, offsets)
 
 
 def check_out_of_sample(contender: Contender, test_start: np.datetime64) -> None:
@@ -173,7 +180,7 @@ def compare(
     for c in contenders:
         series = build_series(prices, c.scaler.features, data.horizon) if c.version else data.series
         starts = [data.split.bounds(s)[1] for s in series]
-        spans[c.mode] = model_forecasts(c.model, c.scaler, series, starts)
+        spans[c.mode] = model_forecasts(c.model, c.scaler, series, starts, c.offsets)
         own = list(c.model.config.quantiles)
         metrics[c.mode] = score_by_ticker(spans[c.mode], own)
         described[c.mode] = {
@@ -182,6 +189,7 @@ def compare(
             "training": c.training,
             "quantiles": own,
             "coverage_band": list(outer_band(own)),
+            "offsets": c.offsets.tolist(),
         }
     for name, forecasts in baseline_spans(data, np.asarray(levels)).items():
         spans[name] = forecasts

@@ -7,10 +7,15 @@ import pytest
 
 from data import sources
 from data.errors import ConfigError
-from tests.factories import tiny_config
+from data.features import build_series
+from models.calibration import apply_offsets
+from models.checkpoint import build_from_checkpoint
+from tests.factories import tiny_checkpoint, tiny_config
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
+from training.conformal import fit_offsets
 from training.dataset import TrainingData
+from training.evaluate import model_forecasts
 from training.metrics import pinball
 from training.pipeline import train_and_register
 from training.registry import Registry
@@ -178,3 +183,25 @@ def test_a_version_that_read_the_test_span_is_refused(prices, tmp_path):
         f"inside the test span from {test_start}: it would be scored in sample; "
         "compare on data whose test span starts later, or train it on older data"
     )
+
+
+def test_contenders_are_scored_with_their_conformal_offsets(prices, tmp_path):
+    registry = Registry(tmp_path)
+    made = tiny_checkpoint("ar", last="2005-12-30")
+    made["offsets"] = [[-1.0, 0.0, 1.0]] * 3  # each outer quantile a half-width further out
+    version = registry.register(made).version
+    data = TrainingData.prepare(prices, ("returns",), horizon=3)
+    [latent] = train_contenders(data, tiny_config(), FAST, modes=["latent"])
+    np.testing.assert_array_equal(latent.offsets, fit_offsets(latent.model, data.scaler, data.series, data.split))
+    comparison = compare(data, [latent, load_contender(registry, version)], "bundled", prices, cost_lengths=(30,))
+    assert comparison.contenders["ar"]["offsets"] == made["offsets"]
+    model, scaler = build_from_checkpoint(registry.load(version), version)
+    series = build_series(prices, scaler.features, 3)
+    bare = model_forecasts(model, scaler, series, [data.split.bounds(s)[1] for s in series])
+    for span, plain in zip(comparison.spans["ar"], bare, strict=True):
+        assert span.quantiles is not None and plain.quantiles is not None
+        np.testing.assert_allclose(span.quantiles, apply_offsets(plain.quantiles, np.asarray(made["offsets"])))
+    trained = model_forecasts(latent.model, data.scaler, data.series, [data.split.bounds(s)[1] for s in data.series])
+    for span, plain in zip(comparison.spans["latent"], trained, strict=True):
+        assert span.quantiles is not None and plain.quantiles is not None
+        np.testing.assert_allclose(span.quantiles, apply_offsets(plain.quantiles, latent.offsets))
