@@ -11,7 +11,13 @@ from data.features import build_series, fit_scaler, split_dates
 from models.calibration import apply_offsets, half_width
 from models.forecaster import Forecaster
 from tests.factories import tiny_config
-from training.conformal import conformal_scores, fit_offsets
+from training.calibration import rescaled_prices
+from training.config import TrainConfig
+from training.conformal import adaptive_forecasts, conformal_scores, fit_offsets
+from training.dataset import TrainingData
+from training.evaluate import model_forecasts
+from training.metrics import coverage
+from training.pipeline import fit
 
 
 @pytest.mark.parametrize("scaling", ["global", "volatility"])
@@ -37,3 +43,24 @@ def test_applied_offsets_move_by_half_widths_and_keep_quantiles_in_order():
     np.testing.assert_allclose(half_width(quantiles)[0, :, 0], [1.0, 2.0])
     np.testing.assert_allclose(moved[0, 0], [-0.5, 0.0, 0.5])
     np.testing.assert_allclose(moved[0, 1], [-2.2, 2.2, 4.5])  # the median crossed the top: sorted again
+
+
+def test_adaptive_forecasts_replay_the_session_update_and_reach_nominal_coverage():
+    # a globally scaled model trained at k = 1 reads returns three times as wild: its band is far too narrow
+    data = TrainingData.prepare(sources.bundled(["IBM"]), ("returns",), 3)
+    trained = fit(tiny_config(), data, TrainConfig(epochs=2, streams=4, threads=1, progress=False))
+    series = build_series(rescaled_prices(sources.bundled(["IBM"]), 3.0), ("returns",), 3)
+    [span] = model_forecasts(trained.model, data.scaler, series, [len(series[0]) - 1000])
+    base = np.full((3, 3), 0.1)
+    levels, rate = np.asarray(trained.model.config.quantiles), 0.05
+    adapted = adaptive_forecasts(span, base, levels.tolist(), rate)
+    assert span.quantiles is not None and adapted.quantiles is not None
+    np.testing.assert_allclose(adapted.quantiles[0], apply_offsets(span.quantiles[0], base))
+    # after the first close, horizon 1's offsets took one step on forecast 0's outcome, the others none
+    step = rate * (levels - (span.actual[0, 0] < adapted.quantiles[0, 0]))
+    moved = base + np.stack([step, 0 * step, 0 * step])
+    np.testing.assert_allclose(adapted.quantiles[1], apply_offsets(span.quantiles[1], moved))
+    np.testing.assert_array_equal(adapted.point, adapted.quantiles[:, :, 1])
+    assert coverage(span.actual[:, 0], span.quantiles[:, 0], levels) < 0.7
+    # online conformal's promise: once it has caught up, each quantile is exceeded about as often as its level says
+    assert 0.75 <= coverage(adapted.actual[-750:, 0], adapted.quantiles[-750:, 0], levels) <= 0.85
