@@ -7,7 +7,11 @@ each one's split-conformal offsets on the validation span, and scores them
 the prices, and of copies whose log returns are multiplied by k (0.3 for an
 index-like asset, 3 for a crisis-like one; prices rebuilt from them). The
 models are not retrained on a copy: that is the point. GARCH is fit on each
-copy's own training span, as a user would fit it on a new asset.
+copy's own training span, as a user would fit it on a new asset. The
+volatility-scaled model is also scored with adaptive offsets, as a session
+opened on each ticker at the start of the test span would have them
+(``training.conformal.adaptive_forecasts``), and a Diebold-Mariano test
+compares its daily pinball loss with GARCH's.
 ``write_calibration_report`` writes ``calibration.md``, ``calibration.json``
 and a coverage plot.
 """
@@ -30,30 +34,36 @@ import pandas as pd
 
 from data.errors import ConfigError
 from data.features import build_series
+from models.calibration import AdaptiveConfig
 from models.config import ModelConfig
+from training.backtest import compare_losses
 from training.baselines import garch_t
 from training.config import TrainConfig
-from training.conformal import fit_offsets
+from training.conformal import adaptive_forecasts, fit_offsets
 from training.dataset import TrainingData
 from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit
 from training.scoring import score_by_ticker
+from training.significance import DieboldMariano
 
 METHODS = {
     "global": "global scaling",
     "global_conformal": "global scaling + conformal",
     "volatility": "volatility scaling",
     "volatility_conformal": "volatility scaling + conformal",
+    "volatility_adaptive": "volatility scaling + conformal + adaptive",
     "garch_t": "GARCH(1,1)-t",
 }
+TESTED = ("volatility_conformal", "volatility_adaptive")  # each tested against GARCH(1,1)-t
 GOAL = (0.78, 0.82)  # coverage called calibrated
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """What the report scores: return multipliers (1 is the prices as they are) and the band's goal."""
+    """What the report scores: return multipliers (1 is the prices as they are), the sessions' adaptive rate."""
 
     scales: tuple[float, ...] = (1.0, 0.3, 3.0)
+    adaptive_rate: float = AdaptiveConfig().rate
 
 
 def rescaled_prices(prices: pd.DataFrame, k: float) -> pd.DataFrame:
@@ -113,6 +123,7 @@ def calibration_report(
         training[scaling] = {"val_loss": trained.result.best_val_loss, "epochs_run": trained.result.epochs_run}
     levels = list(model_config.quantiles)
     scores: dict[str, Any] = {}
+    tests: dict[str, Any] = {}
     for k in config.scales:
         series = build_series(rescaled_prices(prices, k), data.features, data.horizon)
         copy = TrainingData(series, data.split, data.scaler, data.horizon)
@@ -121,7 +132,18 @@ def calibration_report(
         for scaling, model in models.items():
             spans[scaling] = model_forecasts(model, data.scaler, series, starts)
             spans[f"{scaling}_conformal"] = model_forecasts(model, data.scaler, series, starts, offsets[scaling])
+        spans["volatility_adaptive"] = [
+            adaptive_forecasts(span, offsets["volatility"], levels, config.adaptive_rate)
+            for span in spans["volatility"]
+        ]
         scores[f"{k:g}"] = {method: score_by_ticker(spans[method], levels) for method in METHODS}
+        tests[f"{k:g}"] = {
+            method: {
+                f"h{h}": compare_losses([spans[method]], [spans["garch_t"]], levels, h).to_dict()
+                for h in dict.fromkeys((1, data.horizon))
+            }
+            for method in TESTED
+        }
     return {
         "data": data.span(source),
         "horizon": data.horizon,
@@ -130,7 +152,9 @@ def calibration_report(
         "train": train_config.to_dict(),
         "training": training,
         "offsets": {scaling: o.tolist() for scaling, o in offsets.items()},
+        "adaptive_rate": config.adaptive_rate,
         "scores": scores,
+        "against_garch": tests,
     }
 
 
@@ -146,7 +170,7 @@ def within_goal(coverage: float) -> bool:
     return GOAL[0] * 100 <= round(coverage * 100, 1) <= GOAL[1] * 100
 
 
-def _tables(scores: dict[str, Any], horizon: str) -> list[str]:
+def _tables(scores: dict[str, Any], horizon: str, tests: dict[str, Any]) -> list[str]:
     tickers = list(next(iter(scores.values())))
     header = "| method | " + " | ".join(tickers) + " |"
     rule = "|---" * (len(tickers) + 1) + "|"
@@ -166,7 +190,15 @@ def _tables(scores: dict[str, Any], horizon: str) -> list[str]:
         for m, label in METHODS.items()
         if m != "garch_t"
     )
-    return [*lines, "", f"Pooled pinball over GARCH(1,1)-t's: {ratios} (below 1 beats it).", ""]
+    lines += ["", f"Pooled pinball over GARCH(1,1)-t's: {ratios} (below 1 beats it).", ""]
+    lines += ["Diebold-Mariano tests of the daily pinball loss (mean over tickers) against GARCH(1,1)-t's:", ""]
+    for method in TESTED:
+        result = DieboldMariano(**tests[method][horizon])
+        lines.append(
+            f"- {METHODS[method]}: statistic {result.statistic:.3f} over {result.n} days; "
+            f"{result.verdict(METHODS[method], METHODS['garch_t'])}."
+        )
+    return [*lines, ""]
 
 
 def summary(report: dict[str, Any]) -> list[str]:
@@ -194,6 +226,9 @@ def summary(report: dict[str, Any]) -> list[str]:
             scores = report["scores"][prices]
             garch = [scores["garch_t"]["pooled"][h]["pinball"] for h in horizons]
             ratios = [f"{scores[method]['pooled'][h]['pinball'] / g:.3f}" for h, g in zip(horizons, garch, strict=True)]
+            if method in TESTED:
+                tests = report["against_garch"][prices][method]
+                ratios = [f"{r} (p = {tests[h]['p_value']:.2f})" for r, h in zip(ratios, horizons, strict=True)]
         lines.append(f"| {label} | {within} of {len(cells)} | {worst:.1f} | " + " | ".join(ratios) + " |")
     return lines
 
@@ -217,13 +252,16 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         "",
         "Offsets are measured in half-widths of the forecast's own 10-90% band, per horizon and quantile "
         "(`models/calibration.py`); volatility scaling divides each return by the stream's EWMA volatility, "
-        "carried in its state (`models/volatility.py`).",
+        'carried in its state (`models/volatility.py`). "+ adaptive" adds the offsets a session opened with '
+        f'`"calibration": "adaptive"` at the start of the test span would have learnt by each day (rate '
+        f"{report['adaptive_rate']} half-widths per outcome, `training/conformal.py`).",
         "",
         "## Summary",
         "",
         f"Per ticker, horizon and return multiplier ({', '.join(report['scores'])}): how many 10-90% bands cover "
         f"{GOAL[0] * 100:.0f}-{GOAL[1] * 100:.0f}% of the outcomes, the furthest from 80%, and the pooled pinball "
-        "loss over GARCH(1,1)-t's on the prices as they are (below 1 beats it).",
+        "loss over GARCH(1,1)-t's on the prices as they are (below 1 beats it; p: the Diebold-Mariano test of "
+        "the difference, called only below 0.05).",
         "",
         *summary(report),
         "",
@@ -233,7 +271,8 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
     for k, scores in report["scores"].items():
         what = "the prices as they are" if float(k) == 1 else f"log returns multiplied by {k}"
         for horizon in dict.fromkeys(("h1", last)):
-            lines += [f"## {what}, horizon {horizon[1:]}", "", *_tables(scores, horizon)]
+            tests = report["against_garch"][k]
+            lines += [f"## {what}, horizon {horizon[1:]}", "", *_tables(scores, horizon, tests)]
     lines += ["## Conformal offsets (half-widths, per horizon and quantile)", ""]
     for scaling, offsets in report["offsets"].items():
         lines.append(
