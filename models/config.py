@@ -12,7 +12,8 @@ from data.errors import ConfigError
 MODES = ("ar", "latent")
 CELLS = ("RNN", "LSTM", "GRU")
 SCALINGS = ("global", "volatility")
-# What new models are trained with (`latentcast train`, `make run`): docs/calibration.md shows why.
+# What new models are trained with (`latentcast train`, `make run`, a first retrain): the better scaling by the
+# backtest's Diebold-Mariano test, docs/backtest.md says why.
 # A config saved without the field is older than volatility scaling, so it loads as "global".
 DEFAULT_SCALING = "volatility"
 
