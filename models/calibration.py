@@ -9,15 +9,18 @@ zero offset is the model's forecast as it is.
 - Split-conformal offsets (``training/conformal.py``) are fit once on the
   validation span and saved with the checkpoint.
 - Adaptive offsets (Gibbs and Candes, 2021) move with a session: when a price
-  reveals the outcome y of an earlier forecast q of level tau, the offset
-  takes one step of online gradient descent on the pinball loss,
+  reveals the outcome y of an earlier forecast q of level tau at horizon h,
+  the offset takes one step of online gradient descent on the pinball loss,
 
-      offset += rate * (tau - 1{y < q}),
+      offset += (rate / h) * (tau - 1{y < q}),
 
   the adaptive conformal update written on the offset itself: a quantile
   exceeded more often than 1 - tau rises, one exceeded less often falls, and
   over any stretch of n outcomes the share below q stays within a bound that
-  shrinks as 1 / (rate * n) of tau.
+  shrinks as h / (rate * n) of tau. The step shrinks with h because an
+  h-step outcome arrives h observations after its forecast: h steps are
+  taken before the first of them shows in an outcome, and a full step at
+  every horizon would overshoot and swing the long horizons' bands.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ _PENDING = struct.Struct("<Qd")  # origin seq and its close; the issued (H, Q) l
 
 @dataclass(frozen=True)
 class AdaptiveConfig:
-    """How fast a session's adaptive offsets move: ``rate`` half-widths per outcome, at most."""
+    """How fast a session's adaptive offsets move: ``rate / h`` half-widths per outcome at horizon h, at most."""
 
     rate: float = 0.05
 
@@ -59,10 +62,12 @@ def apply_offsets(quantiles: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def adaptive_step(
     offsets: np.ndarray, issued: np.ndarray, outcome: float, horizon: int, levels: np.ndarray, rate: float
 ) -> np.ndarray:
-    """(H, Q) offsets after one outcome: ``issued`` (Q,) was the forecast of horizon ``horizon`` (1-based)."""
+    """(H, Q) offsets after one outcome: ``issued`` (Q,) was the forecast of horizon ``horizon`` (1-based).
+
+    The step is ``rate / horizon`` (module docstring: the outcome comes ``horizon`` observations late)."""
     out = offsets.copy()
     below = (outcome < issued).astype(offsets.dtype)  # (Q,)
-    out[horizon - 1] += rate * (levels - below)
+    out[horizon - 1] += rate / horizon * (levels - below)
     return out
 
 

@@ -254,7 +254,7 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         "(`models/calibration.py`); volatility scaling divides each return by the stream's EWMA volatility, "
         'carried in its state (`models/volatility.py`). "+ adaptive" adds the offsets a session opened with '
         f'`"calibration": "adaptive"` at the start of the test span would have learnt by each day (rate '
-        f"{report['adaptive_rate']} half-widths per outcome, `training/conformal.py`).",
+        f"{report['adaptive_rate']} / h half-widths per outcome at horizon h, `training/conformal.py`).",
         "",
         "## Summary",
         "",

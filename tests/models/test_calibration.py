@@ -16,8 +16,8 @@ LEVELS = np.array([0.1, 0.5, 0.9])
 def test_an_outcome_above_a_quantile_raises_it_and_one_below_lowers_it():
     offsets = np.zeros((2, 3))
     issued = np.array([-1.0, 0.0, 1.0])
-    up = adaptive_step(offsets, issued, 2.0, 2, LEVELS, 0.1)  # above every quantile of horizon 2
-    np.testing.assert_allclose(up, [[0.0, 0.0, 0.0], [0.01, 0.05, 0.09]])
+    up = adaptive_step(offsets, issued, 2.0, 2, LEVELS, 0.1)  # above every quantile of horizon 2: half a step
+    np.testing.assert_allclose(up, [[0.0, 0.0, 0.0], [0.005, 0.025, 0.045]])
     down = adaptive_step(offsets, issued, -2.0, 1, LEVELS, 0.1)  # below every quantile of horizon 1
     np.testing.assert_allclose(down, [[-0.09, -0.05, -0.01], [0.0, 0.0, 0.0]])
 
@@ -27,13 +27,13 @@ def test_closes_resolve_each_pending_forecast_at_each_horizon_once():
     adaptive = AdaptiveOffsets.zeros(2, 3).issue(9, 100.0, issued)
     # seq 10 and 11: 100 -> 105 -> 110, far above both horizons' bands
     after = adaptive.observe(10, [105.0, 110.0], LEVELS, 0.1)
-    np.testing.assert_allclose(after.offsets, [[0.01, 0.05, 0.09], [0.01, 0.05, 0.09]])
+    np.testing.assert_allclose(after.offsets, [[0.01, 0.05, 0.09], [0.005, 0.025, 0.045]])
     assert after.pending == ()  # its last horizon has its outcome
     partly = adaptive.observe(10, [100.0], LEVELS, 0.1)  # log return 0: below the top, not below the median
     np.testing.assert_allclose(partly.offsets[0], [0.01, 0.05, -0.01])
     assert [p.origin for p in partly.pending] == [9]
     again = partly.observe(11, [100.0 * math.exp(-0.05)], LEVELS, 0.1)
-    np.testing.assert_allclose(again.offsets[1], [-0.09, -0.05, -0.01])
+    np.testing.assert_allclose(again.offsets[1], [-0.045, -0.025, -0.005])
 
 
 def test_adaptive_offsets_round_trip_through_bytes_and_refuse_another_shape():
