@@ -190,3 +190,20 @@ def test_a_retrain_job_prunes_once_it_concludes(capsys, tmp_path):
     assert main(["retrain", "--source", "bundled", "--mode", "latent", *tiny, "--artifacts", str(tmp_path)]) == 0
     capsys.readouterr()
     assert challenger not in {v.version for v in Registry(tmp_path).versions()}
+
+
+def test_backtest_tests_the_scaling_against_another(tmp_path, capsys):
+    folds = ["--folds", "1", "--test-days", "40", "--validation-days", "40", "--seeds", "0", "--threads", "1"]
+    common = ["backtest", *TINY, *folds, "--out", str(tmp_path)]
+    assert main([*common, "--scaling", "volatility", "--other-scalings", "global"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    verdicts = [line for line in lines if line.startswith("horizon ")]
+    assert len(verdicts) == 2 * 5  # latent against ar, GARCH and the random walk; each mode against its twin
+    assert any(v.startswith("horizon 2: ") and "latent, global scaling" in v for v in verdicts)
+    report = json.loads((tmp_path / "backtest.json").read_text())
+    assert report["config"]["model"]["scaling"] == "volatility"
+    assert report["config"]["backtest"]["scalings"] == ["global"]
+    assert main([*common, "--scaling", "global", "--other-scalings", "global"]) == 2
+    assert capsys.readouterr().err == (
+        "latentcast backtest: error: the models' own scaling 'global' cannot be an other scaling too\n"
+    )
