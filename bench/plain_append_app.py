@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 
 from service.app import create_app as create_service_app
 from service.dependencies import CallerDep, ServicesDep
-from service.schemas import AppendRequest, observations
+from service.schemas.requests import AppendRequest, observations
 
 APPEND_PATH = "/v1/sessions/{session_id}/observations"
 

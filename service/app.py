@@ -23,7 +23,8 @@ from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
 from service.routes import data, forecast, health, jobs, models, observations, page, sessions, stream
 from service.routes.lean import document_bodies
-from service.schemas import AppendRequest, BulkAppendRequest, BulkForecastRequest, ForecastRequest
+from service.schemas.bulk import BulkAppendRequest, BulkForecastRequest
+from service.schemas.requests import AppendRequest, ForecastRequest
 from service.sessions import BatchSettings, SessionService
 from service.stores import SessionStore, build_store
 from training.leases import Leases

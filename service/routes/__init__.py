@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.schemas import ErrorResponse
+from service.schemas.responses import ErrorResponse
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

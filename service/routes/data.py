@@ -17,7 +17,8 @@ from service.dependencies import CallerDep, ServicesDep
 from service.forecasting import in_thread
 from service.price_data import SOURCE, BundledPrices
 from service.routes import error_responses
-from service.schemas import MAX_LABEL, PricesResponse, TickersResponse
+from service.schemas.operations import PricesResponse, TickersResponse
+from service.schemas.requests import MAX_LABEL
 
 router = APIRouter(prefix="/v1/data", tags=["data"])
 

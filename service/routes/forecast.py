@@ -11,15 +11,9 @@ from service.forecasting import ForecastItem
 from service.routes import error_responses
 from service.routes.lean import read_content, validated
 from service.routes.observations import Reply, bulk_response, parse_items
-from service.schemas import (
-    CLOSES,
-    BulkForecastRequest,
-    BulkForecastResponse,
-    Envelope,
-    ForecastRequest,
-    ForecastResponse,
-    observations,
-)
+from service.schemas.bulk import BulkForecastRequest, BulkForecastResponse, Envelope
+from service.schemas.requests import CLOSES, ForecastRequest, observations
+from service.schemas.responses import ForecastResponse
 
 router = APIRouter(prefix="/v1", tags=["forecast"])
 

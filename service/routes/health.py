@@ -19,7 +19,7 @@ from service.dependencies import ServicesDep
 from service.errors import error_response, status_of
 from service.metrics import CONTENT_TYPE
 from service.routes import error_responses
-from service.schemas import StatusResponse
+from service.schemas.operations import StatusResponse
 
 log = logging.getLogger(__name__)
 

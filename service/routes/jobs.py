@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 from service.dependencies import AdminDep, ServicesDep
 from service.forecasting import in_thread
 from service.routes import error_responses
-from service.schemas import JobListResponse, JobResponse
+from service.schemas.operations import JobListResponse, JobResponse
 from training.jobs import JOB_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["retraining"])

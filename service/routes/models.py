@@ -12,7 +12,7 @@ from data.errors import NotFoundError, UnavailableError
 from service.dependencies import AdminDep, CallerDep, ServicesDep
 from service.forecasting import in_thread
 from service.routes import error_responses
-from service.schemas import ComparePlotsResponse, ModelsResponse, ReloadResponse
+from service.schemas.operations import ComparePlotsResponse, ModelsResponse, ReloadResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -15,7 +15,8 @@ from service.forecasting import ForecastReply
 from service.replies import SessionReply
 from service.routes import error_responses
 from service.routes.lean import LeanRoute, body_schema, read_body
-from service.schemas import BulkAppendItem, BulkAppendRequest, BulkAppendResponse, Envelope, observations
+from service.schemas.bulk import BulkAppendItem, BulkAppendRequest, BulkAppendResponse, Envelope
+from service.schemas.requests import observations
 from service.sessions import AppendItem
 
 router = APIRouter(prefix="/v1", tags=["sessions"])

@@ -32,7 +32,8 @@ from service.dependencies import Services, caller_of, services_of
 from service.errors import forecast_error_response, item_error, validation_body
 from service.routes.lean import validated
 from service.routes.observations import Reply, items_json, parse_items
-from service.schemas import BulkAppendItem, Envelope, observations
+from service.schemas.bulk import BulkAppendItem, Envelope
+from service.schemas.requests import observations
 from service.sessions import AppendItem
 
 log = logging.getLogger(__name__)
