@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from data.errors import ConfigError
 from service import cli
 from service.app import create_app
+from service.cli.arguments import model_config
 from service.config import Settings, get_settings
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
@@ -169,10 +170,10 @@ def bounded_env(monkeypatch):
 
 
 def test_training_refuses_a_model_the_service_would_not_serve(bounded_env, capsys, tmp_path):
-    assert cli.model_config(cli_args(horizon=20), "latent").horizon == 20
-    assert len(cli.model_config(cli_args(quantiles=NINETEEN_LEVELS), "latent").quantiles) == 19
+    assert model_config(cli_args(horizon=20), "latent").horizon == 20
+    assert len(model_config(cli_args(quantiles=NINETEEN_LEVELS), "latent").quantiles) == 19
     with pytest.raises(ConfigError) as caught:
-        cli.model_config(cli_args(horizon=21), "ar")
+        model_config(cli_args(horizon=21), "ar")
     assert caught.value.message == (
         "horizon 21 is over the limit of 20 (LATENTCAST_MAX_HORIZON): the service would refuse this model"
     )

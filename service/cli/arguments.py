@@ -1,0 +1,85 @@
+"""The arguments several commands share, and the prices and configs they read into."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from data import sources
+from data.errors import ConfigError
+from data.features import DEFAULT_FEATURES
+from models.config import CELLS, DEFAULT_SCALING, SCALINGS, ModelConfig
+from service.config import get_settings
+from training.config import TrainConfig
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", choices=sources.SOURCES, default="bundled", help="where prices come from")
+    parser.add_argument("--path", help="CSV file or folder (source csv)")
+    parser.add_argument("--tickers", nargs="+", help="only these tickers")
+    parser.add_argument("--start", help="first date, YYYY-MM-DD")
+    parser.add_argument("--end", help="end date (exclusive), YYYY-MM-DD")
+
+
+def add_artifacts_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--artifacts", type=Path, help="registry folder (default: LATENTCAST_ARTIFACTS, else ./artifacts)"
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = TrainConfig.epochs) -> None:
+    model, train = ModelConfig(), TrainConfig()
+    parser.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="comma list of returns,range,volume")
+    parser.add_argument("--cell", choices=CELLS, default=model.cell)
+    parser.add_argument("--hidden", type=int, default=model.hidden_size, help="hidden units of the recurrent core")
+    parser.add_argument("--layers", type=int, default=model.num_layers)
+    parser.add_argument("--window", type=int, default=model.window, help="ar mode's window")
+    parser.add_argument("--horizon", type=int, default=model.horizon)
+    parser.add_argument(
+        "--scaling",
+        choices=SCALINGS,
+        default=DEFAULT_SCALING,
+        help="returns over the training std (global) or over each stream's own EWMA volatility (volatility)",
+    )
+    parser.add_argument(
+        "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"
+    )
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--seed", type=int, default=train.seed)
+    parser.add_argument("--threads", type=int, default=train.threads, help="torch threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_artifacts_argument(parser)
+
+
+def load_prices(args: argparse.Namespace) -> pd.DataFrame:
+    return sources.load(args.source, tickers=args.tickers, path=args.path, start=args.start, end=args.end)
+
+
+def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
+    """The model to train; ``ConfigError`` if it is invalid or larger than the service would serve."""
+    try:
+        quantiles = tuple(float(q) for q in args.quantiles.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--quantiles must be a comma list of numbers, got {args.quantiles!r}") from exc
+    config = ModelConfig(
+        mode=mode,
+        cell=args.cell,
+        n_features=len(args.features.split(",")),
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        window=args.window,
+        horizon=args.horizon,
+        quantiles=quantiles,
+        scaling=args.scaling,
+    )
+    # refused before training, not after: the service would not load it
+    problem = get_settings().model_bounds.problem(config.horizon, len(config.quantiles))
+    if problem is not None:
+        raise ConfigError(f"{problem}: the service would refuse this model")
+    return config
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, progress=not args.no_progress)

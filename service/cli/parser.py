@@ -1,0 +1,170 @@
+"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain, replay,
+schedule, registry."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from data import fetch, sources
+from models.config import MODES, SCALINGS
+from service.cli.arguments import add_artifacts_argument, add_model_arguments, add_source_arguments
+from service.cli.retraining import run_prune, run_retrain_command, run_schedule
+from service.cli.serving import run_data, run_replay, run_serve
+from service.cli.training import run_backtest_command, run_calibration, run_compare, run_evaluate, run_train
+from service.client.replay import ReplayPlan
+from training import distributed
+from training.backtest import BacktestConfig
+from training.calibration import CalibrationConfig
+from training.costs import DEFAULT_LENGTHS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentcast", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser(
+        "data", help="list the tickers, rows and date spans of a price source; fetch: fill the yfinance cache"
+    )
+    data.add_argument("action", nargs="?", choices=("list", "fetch"), default="list", help="list (default) or fetch")
+    add_source_arguments(data)
+    add_artifacts_argument(data)
+    data.add_argument("--tickers-file", type=Path, help="fetch: a file of tickers, one a line")
+    data.add_argument("--chunk", type=int, default=fetch.DEFAULT_CHUNK, help="fetch: tickers per download")
+    data.add_argument("--no-progress", action="store_true", help="fetch: no progress bar")
+    data.set_defaults(handler=run_data)
+
+    train = commands.add_parser("train", help="train a model, register it as a new version")
+    add_source_arguments(train)
+    add_model_arguments(train)
+    train.add_argument("--mode", choices=[*MODES, "both"], default="both", help="which mode to train")
+    train.add_argument("--promote", action="store_true", help="make it the champion (default: only if none)")
+    train.add_argument("--if-missing", action="store_true", help="skip a mode that already has a champion")
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel training processes on this host (under torchrun: leave at 1, torchrun starts them)",
+    )
+    train.add_argument(
+        "--device", choices=distributed.DEVICES, default="cpu", help="where to train (auto: cuda when present)"
+    )
+    train.set_defaults(handler=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="score a version on the test span of its data")
+    add_source_arguments(evaluate)
+    evaluate.add_argument("--version", required=True, help="a version id, or a mode for its champion")
+    add_artifacts_argument(evaluate)
+    evaluate.set_defaults(handler=run_evaluate)
+    serve = commands.add_parser("serve", help="run the HTTP service with uvicorn")
+    serve.add_argument("--host", help="interface to bind (default: LATENTCAST_HOST, else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: LATENTCAST_PORT, else 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs the redis store)")
+    serve.set_defaults(handler=run_serve)
+
+    compare = commands.add_parser("compare", help="ar vs latent vs baselines: report.json, report.md, plots")
+    add_source_arguments(compare)
+    add_model_arguments(compare)
+    compare.add_argument("--ar-version", help="score this registered ar version instead of training one")
+    compare.add_argument("--latent-version", help="score this registered latent version instead of training one")
+    compare.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/compare)")
+    compare.add_argument("--plot-ticker", help="ticker of the forecast plot (default: the first)")
+    compare.add_argument(
+        "--cost-lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="history lengths to time"
+    )
+    compare.set_defaults(handler=run_compare)
+
+    calibration = commands.add_parser(
+        "calibration",
+        help="10-90%% coverage and pinball of global vs volatility scaling, with conformal offsets, on the prices "
+        "and on copies with their returns rescaled",
+    )
+    add_source_arguments(calibration)
+    add_model_arguments(calibration)
+    calibration.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=list(CalibrationConfig.scales),
+        help="return multipliers of the copies scored (1: the prices as they are)",
+    )
+    calibration.add_argument("--out", type=Path, default=Path("docs"), help="report folder (default: docs)")
+    calibration.set_defaults(handler=run_calibration)
+    backtest = commands.add_parser(
+        "backtest", help="walk-forward folds, each trained anew, with Diebold-Mariano tests: JSON, Markdown, plot"
+    )
+    add_source_arguments(backtest)
+    add_model_arguments(backtest)
+    defaults = BacktestConfig()
+    backtest.add_argument("--folds", type=int, default=defaults.folds, help="test blocks, newest data last")
+    backtest.add_argument("--test-days", type=int, default=defaults.test_days, help="trading days per test block")
+    backtest.add_argument(
+        "--validation-days", type=int, default=defaults.validation_days, help="trading days validating each fold"
+    )
+    backtest.add_argument(
+        "--seeds", type=int, nargs="+", default=list(defaults.seeds), help="one training run per seed and fold"
+    )
+    backtest.add_argument(
+        "--other-scalings",
+        choices=SCALINGS,
+        nargs="+",
+        default=[],
+        help="also train ar and latent with these scalings, each tested against the --scaling ones",
+    )
+    backtest.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/backtest)")
+    backtest.set_defaults(handler=run_backtest_command)
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="fetch fresh prices, train challengers, promote the better (defaults: LATENTCAST_RETRAIN_*)",
+    )
+    retrain.add_argument(
+        "--source", choices=sources.SOURCES, help="yfinance falls back to the disk cache, then to the bundled prices"
+    )
+    retrain.add_argument("--path", help="CSV file or folder (source csv)")
+    retrain.add_argument("--tickers", nargs="+")
+    retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
+    retrain.add_argument("--margin", type=float, help="relative loss improvement a challenger needs")
+    retrain.add_argument("--holdout-days", type=int, help="newest trading days scored (as many validate before them)")
+    retrain.add_argument("--history-years", type=int, help="years of prices to learn from")
+    retrain.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        help="refit a promoted challenger through the newest price (default: LATENTCAST_RETRAIN_REFIT)",
+    )
+    retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
+    add_model_arguments(retrain, epochs=None)
+    retrain.set_defaults(handler=run_retrain_command)
+
+    replay = commands.add_parser(
+        "replay", help="stream a CSV of prices into sessions of a running service, one per ticker; CSV forecasts out"
+    )
+    replay.add_argument("path", help="CSV file or folder of prices (columns as `latentcast data --source csv` reads)")
+    replay.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: %(default)s)")
+    replay.add_argument("--api-key", help="the key, when the service requires one (default: LATENTCAST_API_KEY)")
+    replay.add_argument("--tickers", nargs="+", help="only these tickers")
+    replay.add_argument("--mode", choices=MODES, help="open the sessions on this mode's champion (default: latent)")
+    replay.add_argument("--version", help="open the sessions on this exact version")
+    replay.add_argument("--warm", type=int, default=ReplayPlan.warm, help="bars each session opens with")
+    replay.add_argument(
+        "--via",
+        choices=("bulk", "stream"),
+        default=ReplayPlan.via,
+        help="one bulk request or one WebSocket message per date",
+    )
+    replay.add_argument("--out", type=Path, help="write the forecasts to this CSV file (default: print them)")
+    replay.set_defaults(handler=run_replay)
+
+    registry = commands.add_parser("registry", help="look after the registry folder")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    prune = registry_commands.add_parser(
+        "prune", help="remove the versions, job reports and cached prices retention lets go (LATENTCAST_RETAIN_*)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="print what would be removed and why; remove nothing")
+    add_artifacts_argument(prune)
+    prune.set_defaults(handler=run_prune)
+
+    schedule = commands.add_parser("schedule", help="run the retrain on LATENTCAST_RETRAIN_CRON, one job at a time")
+    schedule.add_argument("--check", action="store_true", help="exit 0 if a scheduler's heartbeat is fresh")
+    schedule.set_defaults(handler=run_schedule)
+    return parser

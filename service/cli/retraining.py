@@ -1,0 +1,64 @@
+"""The commands that keep the registry fresh: retrain, registry prune, schedule."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from models.config import MODES
+from service.cli.arguments import model_config, train_config
+from service.config import get_settings
+from service.pruning import prune_all
+from training.retrain import RetrainConfig, run_retrain
+
+
+def run_retrain_command(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.epochs is None:
+        args.epochs = settings.retrain_epochs
+    config = RetrainConfig(
+        artifacts=args.artifacts,
+        tickers=tuple(t.upper() for t in args.tickers or settings.retrain_tickers),
+        source=args.source or settings.retrain_source,
+        path=args.path or settings.retrain_path,
+        modes=tuple(MODES) if args.mode == "both" else (args.mode,),
+        margin=settings.retrain_margin if args.margin is None else args.margin,
+        holdout_days=args.holdout_days or settings.retrain_holdout_days,
+        history_years=args.history_years or settings.retrain_history_years,
+        refit=settings.retrain_refit if args.refit is None else args.refit,
+        features=tuple(args.features.split(",")),
+        model=model_config(args, "latent"),
+        train=train_config(args),
+    )
+    job = run_retrain(config, args.job_id)
+    print(json.dumps(job.to_dict(), indent=2))
+    if job.status != "skipped":  # a skipped job ran beside another, whose own prune follows it
+        for removal in prune_all(settings, args.artifacts):
+            logging.getLogger(__name__).info("retention removed %s (%s)", removal.what, removal.reason)
+    return 0 if job.status in ("succeeded", "skipped") else 1
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    removals = prune_all(get_settings(), args.artifacts, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for removal in removals:
+        print(f"{verb} {removal.what}: {removal.reason}")
+    if not removals:
+        print("nothing to remove")
+    return 0
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    from service.scheduler import heartbeat_is_fresh, run_scheduler  # APScheduler only for this command
+
+    settings = get_settings()
+    if args.check:
+        fresh, why = heartbeat_is_fresh(settings)
+        print(why)
+        return 0 if fresh else 1
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))  # containers stop with SIGTERM
+    run_scheduler(settings)
+    return 0

@@ -1,0 +1,81 @@
+"""The commands around a running service: serve it, replay prices into it, and list or fetch its prices."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+from data import fetch, sources
+from data.errors import ConfigError
+from service.cli.arguments import load_prices
+from service.client import ApiError, Client, ClientSettings
+from service.client.replay import ReplayPlan, replay, write_rows
+from service.config import get_settings
+from training.retrain import RetrainConfig
+
+# the key of `latentcast replay`, read from the environment so that it stays out of shell histories
+API_KEY_VARIABLE = "LATENTCAST_API_KEY"
+
+
+def run_data(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        print(sources.summary(load_prices(args)).to_string())
+        return 0
+    tickers = [t.upper() for t in args.tickers or []]
+    if args.tickers_file is not None:
+        tickers += [t for t in fetch.read_tickers(args.tickers_file) if t not in tickers]
+    if not tickers:
+        raise ConfigError("data fetch needs --tickers-file or --tickers")
+    cache = sources.PriceCache(RetrainConfig(artifacts=args.artifacts).cache_dir)
+    report = fetch.fill_cache(tickers, cache, chunk=args.chunk, start=args.start, progress=not args.no_progress)
+    print(f"{len(report.fetched)} fetched, {len(report.cached)} already cached in {cache.directory}")
+    for ticker, reason in report.failed.items():
+        print(f"{ticker}: not fetched: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    if args.warm < 1:
+        raise ConfigError(f"--warm must be at least 1, got {args.warm}")
+    prices = sources.load("csv", tickers=args.tickers, path=args.path)
+    plan = ReplayPlan(warm=args.warm, mode=args.mode, version=args.version, via=args.via)
+    key = args.api_key or os.environ.get(API_KEY_VARIABLE)
+    try:
+        with Client(ClientSettings(args.url, api_key=key)) as client, contextlib.ExitStack() as files:
+            out = files.enter_context(args.out.open("w", newline="")) if args.out else sys.stdout
+            count = write_rows(replay(client, prices, plan), out)
+    except ApiError as exc:
+        print(f"latentcast replay: error: the service answered {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        print(f"{count} forecast rows in {args.out}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn  # only this command needs it
+
+    settings = get_settings()
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and settings.store == "memory":
+        raise ConfigError(
+            "several workers need LATENTCAST_STORE=redis: with the memory store each would hold its own sessions"
+        )
+    from service.connections import LimitedHttpProtocol, allow_open_files  # uvicorn's, with limits
+
+    allow_open_files(settings.max_connections)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_level=settings.log_level,
+        http=LimitedHttpProtocol,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
+    )
+    return 0

@@ -1,0 +1,129 @@
+"""The commands that train and score models: train, evaluate, compare, calibration, backtest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from models.config import MODES
+from service.cli.arguments import load_prices, model_config, train_config
+from training import distributed
+from training.backtest import BacktestConfig, run_backtest
+from training.backtest_report import write_report as write_backtest
+from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
+from training.compare import compare, load_contender, train_contenders, write_report
+from training.config import TrainConfig
+from training.dataset import TrainingData
+from training.pipeline import train_and_register_in
+from training.registry import Registry
+from training.scoring import score_version
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train in this process, or in ``--nproc`` processes started by ``torch.multiprocessing.spawn``.
+
+    Under ``torchrun`` (or in a spawned process) the environment names this
+    process's rank and the group it joins.
+    """
+    if args.nproc > 1 and not distributed.launched():
+        distributed.spawn(args.nproc, run_train_rank, args)
+        return 0
+    world = distributed.join(args.device)
+    try:
+        return train_modes(args, world)
+    finally:
+        distributed.leave()
+
+
+def run_train_rank(args: argparse.Namespace) -> None:
+    """One spawned training process: logs as the parent does, then trains its shard."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_train(args)
+
+
+def train_modes(args: argparse.Namespace, world: distributed.World) -> int:
+    registry = Registry(args.artifacts)
+    modes = list(MODES) if args.mode == "both" else [args.mode]
+    if args.if_missing:
+        modes = [m for m in modes if registry.champion(m) is None]
+        if not modes:
+            if world.main:
+                print(f"every mode has a champion in {args.artifacts}; nothing to train")
+            return 0
+    prices = load_prices(args)
+    config = train_config(args)
+    if not world.main:  # one progress bar, the main process's
+        config = TrainConfig.from_dict({**config.to_dict(), "progress": False})
+    for mode in modes:
+        version = train_and_register_in(
+            world,
+            registry,
+            prices,
+            args.source,
+            model_config(args, mode),
+            config,
+            features=tuple(args.features.split(",")),
+            promote=args.promote,
+        )
+        if version is not None:
+            champion = " (champion)" if registry.champion(mode) == version.version else ""
+            print(f"{version.version}{champion}: val loss {version.metrics['val_loss']:.4f}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    registry = Registry(args.artifacts)
+    version = registry.champion(args.version) if args.version in MODES else args.version
+    if version is None:
+        print(f"latentcast evaluate: error: no {args.version} champion in {args.artifacts}", file=sys.stderr)
+        return 2
+    report = score_version(registry, version, load_prices(args))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    prices = load_prices(args)
+    features = tuple(args.features.split(","))
+    data = TrainingData.prepare(prices, features, args.horizon)
+    registry = Registry(args.artifacts)
+    given = {"ar": args.ar_version, "latent": args.latent_version}
+    to_train = [m for m in MODES if given[m] is None]
+    trained = {c.mode: c for c in train_contenders(data, model_config(args, "latent"), train_config(args), to_train)}
+    contenders = [trained[m] if m in trained else load_contender(registry, str(given[m])) for m in MODES]
+    comparison = compare(data, contenders, args.source, prices, tuple(args.cost_lengths))
+    out = args.out or args.artifacts / "reports" / "compare"
+    for path in write_report(comparison, out, args.plot_ticker):
+        print(path)
+    return 0
+
+
+def run_calibration(args: argparse.Namespace) -> int:
+    prices = load_prices(args)
+    features = tuple(args.features.split(","))
+    config = CalibrationConfig(scales=tuple(args.scales))
+    report = calibration_report(prices, model_config(args, "latent"), train_config(args), features, config, args.source)
+    command = "latentcast " + " ".join(sys.argv[1:]) if sys.argv[1:] else "latentcast calibration"
+    for path in write_calibration_report(report, args.out, command):
+        print(path)
+    return 0
+
+
+def run_backtest_command(args: argparse.Namespace) -> int:
+    config = BacktestConfig(
+        folds=args.folds,
+        test_days=args.test_days,
+        validation_days=args.validation_days,
+        seeds=tuple(args.seeds),
+        scalings=tuple(args.other_scalings),
+    )
+    features = tuple(args.features.split(","))
+    prices = load_prices(args)
+    result = run_backtest(prices, features, model_config(args, "latent"), train_config(args), config, args.source)
+    for path in write_backtest(result, args.out or args.artifacts / "reports" / "backtest"):
+        print(path)
+    for test in result.tests:
+        print(f"horizon {test['horizon']}: {test['verdict']}")
+    return 0
