@@ -30,9 +30,10 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest --durations=15
 
-# the tests not marked slow (pyproject.toml: deployment, soak, faults, fuzzing, retrains, processes)
+# the tests not marked slow (pyproject.toml: deployment, soak, faults, fuzzing, retrains, processes), on two
+# processes; loadscope keeps a module's tests on one process, so its module fixtures (trained models) build once
 fast: setup
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow" -q -n 2 --dist loadscope
 
 test: lint typecheck unit
 
