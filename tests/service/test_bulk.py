@@ -12,6 +12,9 @@ from models.predictor import Observation
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 
+# each test talks to a real latentcast serve process: the full tier runs them, make check does not
+pytestmark = pytest.mark.slow
+
 ALICE = "alice-key-0123456789abcdef"
 BOB = "bob-key-0123456789abcdefgh"
 WARM = 20

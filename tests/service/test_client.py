@@ -17,6 +17,9 @@ from service.client import ApiError, AsyncClient, Client, ClientSettings
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 
+# each test talks to a real latentcast serve process: the full tier runs them, make check does not
+pytestmark = pytest.mark.slow
+
 WARM = 20
 
 

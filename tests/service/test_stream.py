@@ -23,6 +23,9 @@ from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, stat
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 
+# each test talks to a real latentcast serve process: the full tier runs them, make check does not
+pytestmark = pytest.mark.slow
+
 SLOW_READER = 4008
 
 
