@@ -37,7 +37,7 @@ def wild_closes() -> list[float]:
 def trained_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """A globally scaled latent champion trained on the bundled prices as they are, with no conformal offsets."""
     data = TrainingData.prepare(sources.bundled(["IBM", "MSFT"]), ("returns",), 3)
-    trained = fit(tiny_config(), data, TrainConfig(epochs=2, streams=4, progress=False))
+    trained = fit(tiny_config(), data, TrainConfig(epochs=2, streams=4, threads=1, progress=False))
     registry = Registry(tmp_path_factory.mktemp("artifacts"))
     registry.promote(registry.register(make_checkpoint(trained.model, data.scaler, {"val_loss": 1.0})).version)
     return registry

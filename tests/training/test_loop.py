@@ -27,7 +27,9 @@ def tiny(mode: str, **fields) -> ModelConfig:
     )
 
 
-FAST = TrainConfig(epochs=3, streams=4, bptt=25, burn_in=5, batch_size=32, windows_per_epoch=256, progress=False)
+FAST = TrainConfig(
+    epochs=3, streams=4, bptt=25, burn_in=5, batch_size=32, windows_per_epoch=256, threads=1, progress=False
+)
 
 
 class Spy(Forecaster):
@@ -127,7 +129,7 @@ def test_early_stopping_restores_the_best_weights(monkeypatch):
     monkeypatch.setattr("training.loop.evaluate_loss", recording)
     # validation targets far away except at epoch 3: loss is smallest there, then never improves
     scripted = Scripted([50.0, 40.0, 0.0, 30.0, 30.0, 30.0, 30.0])
-    result = train(model, scripted, TrainConfig(epochs=7, patience=3, lr=1e-2, progress=False))
+    result = train(model, scripted, TrainConfig(epochs=7, patience=3, lr=1e-2, threads=1, progress=False))
     assert result.best_epoch == 3
     assert result.epochs_run == 6  # three epochs without improvement after the best
     for name, value in model.state_dict().items():

@@ -8,7 +8,7 @@ from training.config import TrainConfig
 from training.pipeline import train_and_register
 from training.registry import Registry
 
-FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, progress=False)
+FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ WARM_UP = 250  # days: the EWMA's start weighs 0.94^250 by then
 def trained() -> dict[str, Trained]:
     prices = sources.bundled(TICKERS)
     data = TrainingData.prepare(prices, ("returns",), 3)
-    train = TrainConfig(epochs=2, streams=4, progress=False)
+    train = TrainConfig(epochs=2, streams=4, threads=1, progress=False)
     return {scaling: fit(tiny_config(scaling=scaling), data, train) for scaling in ("global", "volatility")}
 
 
