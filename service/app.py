@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import torch
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
+from service.append_planner import BatchSettings
 from service.auth import KeyRing
 from service.config import Settings, get_settings
 from service.dependencies import Services
@@ -25,7 +27,7 @@ from service.routes import data, forecast, health, jobs, models, observations, p
 from service.routes.lean import document_bodies
 from service.schemas.bulk import BulkAppendRequest, BulkForecastRequest
 from service.schemas.requests import AppendRequest, ForecastRequest
-from service.sessions import BatchSettings, SessionService
+from service.sessions import SessionService
 from service.stores import SessionStore, build_store
 from training.leases import Leases
 from training.registry import Registry
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.set_num_threads(settings.torch_threads)
+        threadpool_limits(settings.torch_threads, user_api="blas")  # the numpy kernel's matrix products
         result = await in_thread(pool.refresh)
         metrics.refreshed(result)
         if not result.champions:

@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     retain_cache_days: float = Field(
         default=30.0, ge=0, description="days a ticker's cached prices are kept once no retrain refreshes them"
     )
-    torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per process")
+    torch_threads: int = Field(
+        default=1, ge=1, description="torch intra-op threads per process, and numpy's BLAS threads"
+    )
     # the objects loaded at startup (torch, pandas, the app) are never garbage, yet every full collection
     # walks them all (docs/performance.md)
     gc_freeze: bool = Field(
