@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Request, Response
 
 from service.dependencies import SECURED, CallerDep, ServicesDep, caller_of, services_of
+from service.owned_records import SESSION_ID_PATTERN
 from service.routes import error_responses
 from service.routes.lean import LeanRoute, body_schema, read_body
 from service.schemas.requests import CLOSES, AppendRequest, MigrateRequest, OpenSessionRequest, observations
 from service.schemas.responses import MigrationResponse, SessionInfoResponse, SessionResponse
-from service.sessions import SESSION_ID_PATTERN
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 

@@ -8,7 +8,7 @@ surviving a restart. Both pass the same tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from service.config import Settings
@@ -48,8 +48,18 @@ class SessionStore(Protocol):
         False, all read in the same atomic step as the rest of the record.
         """
 
+    async def get_many(self, session_ids: Sequence[str], owner: str | None = None) -> list[SessionRecord | None]:
+        """``get(session_id, 0, False, owner)`` of each, in one call: the records as a new batch reads them.
+
+        Each record is read atomically; the reads of different sessions need not be one step.
+        """
+
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
         """Apply ``update`` if the record's ``next_seq`` is ``expected_seq``; False otherwise."""
+
+    async def commit_many(self, commits: Sequence[tuple[str, int, SessionUpdate]]) -> list[bool]:
+        """``commit(session_id, expected_seq, update)`` of each, in one call, each an atomic compare-and-set
+        of its own (a failure of the store may leave some applied: their retries are answered as such)."""
 
     async def delete(self, session_id: str) -> bool:
         """Remove the record; False if there was none."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from service.stores import EvictionListener
@@ -90,12 +90,17 @@ class MemorySessionStore:
         entry = self._touch(session_id, owner)
         return None if entry is None else entry.read(observations, replies)
 
+    async def get_many(self, session_ids: Sequence[str], owner: str | None = None) -> list[SessionRecord | None]:
+        self._expire()
+        found = [self._touch(session_id, owner, expire=False) for session_id in session_ids]
+        return [None if entry is None else entry.read(0, False) for entry in found]
+
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
-        entry = self._touch(session_id)
-        if entry is None or entry.record.next_seq != expected_seq:
-            return False
-        apply(entry, update, self.limits)
-        return True
+        return self._commit(session_id, expected_seq, update)
+
+    async def commit_many(self, commits: Sequence[tuple[str, int, SessionUpdate]]) -> list[bool]:
+        self._expire()
+        return [self._commit(session_id, expected, update, expire=False) for session_id, expected, update in commits]
 
     async def delete(self, session_id: str) -> bool:
         self._expire()
@@ -124,9 +129,19 @@ class MemorySessionStore:
         self._entries.clear()
         self._owned.clear()
 
-    def _touch(self, session_id: str, owner: str | None = None) -> _Entry | None:
-        """The entry, its use recorded; None if there is none or it is not ``owner``'s (then untouched)."""
-        self._expire()
+    def _commit(self, session_id: str, expected_seq: int, update: SessionUpdate, expire: bool = True) -> bool:
+        entry = self._touch(session_id, expire=expire)
+        if entry is None or entry.record.next_seq != expected_seq:
+            return False
+        apply(entry, update, self.limits)
+        return True
+
+    def _touch(self, session_id: str, owner: str | None = None, expire: bool = True) -> _Entry | None:
+        """The entry, its use recorded; None if there is none or it is not ``owner``'s (then untouched).
+
+        ``expire=False``: the caller has just dropped the expired entries (once for many touches)."""
+        if expire:
+            self._expire()
         entry = self._entries.get(session_id)
         if entry is not None and owner is not None and entry.record.owner != owner:
             return None

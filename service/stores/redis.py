@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -273,28 +273,35 @@ class RedisSessionStore:
         async with _available(self.url):
             args: list[Any] = [session_id, self._ttl_ms, wanted, self._owner_prefix, int(replies), owner or ""]
             found = await self._get(keys=self._keys(session_id), args=args)
-        if not found:
-            return None
-        flat, kept, read, stored = found
-        fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
-        return SessionRecord(
-            session_id=session_id,
-            owner=fields["owner"].decode(),
-            mode=fields["mode"].decode(),
-            version=fields["version"].decode(),
-            ticker=fields["ticker"].decode() or None,
-            next_seq=int(fields["next_seq"]),
-            state=fields["state"],
-            retained=tuple(observation_from_bytes(b) for b in read),
-            retained_count=int(kept),
-            replies=tuple(StoredReply.from_bytes(b) for b in stored),
-            created=float(fields["created"]),
-            updated=float(fields["updated"]),
-            calibration=fields.get("calibration", b""),
-        )
+        return _record(session_id, found)
+
+    async def get_many(self, session_ids: Sequence[str], owner: str | None = None) -> list[SessionRecord | None]:
+        # one round trip: the reads pipelined, each its own atomic script
+        async with _available(self.url), self._client.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                args: list[Any] = [session_id, self._ttl_ms, 0, self._owner_prefix, 0, owner or ""]
+                await self._get(keys=self._keys(session_id), args=args, client=pipe)
+            found = await pipe.execute()
+        return [_record(session_id, one) for session_id, one in zip(session_ids, found, strict=True)]
 
     async def commit(self, session_id: str, expected_seq: int, update: SessionUpdate) -> bool:
-        args: list[Any] = [
+        async with _available(self.url):
+            result = await self._commit(
+                keys=self._keys(session_id), args=self._commit_args(session_id, expected_seq, update)
+            )
+        return int(result) == 1
+
+    async def commit_many(self, commits: Sequence[tuple[str, int, SessionUpdate]]) -> list[bool]:
+        # one round trip: the compare-and-sets pipelined, each its own atomic script
+        async with _available(self.url), self._client.pipeline(transaction=False) as pipe:
+            for session_id, expected_seq, update in commits:
+                args = self._commit_args(session_id, expected_seq, update)
+                await self._commit(keys=self._keys(session_id), args=args, client=pipe)
+            results = await pipe.execute()
+        return [int(result) == 1 for result in results]
+
+    def _commit_args(self, session_id: str, expected_seq: int, update: SessionUpdate) -> list[Any]:
+        return [
             session_id,
             self._ttl_ms,
             expected_seq,
@@ -312,9 +319,6 @@ class RedisSessionStore:
             update.calibration or b"",
             *(observation_to_bytes(o) for o in update.appended),
         ]
-        async with _available(self.url):
-            result = await self._commit(keys=self._keys(session_id), args=args)
-        return int(result) == 1
 
     async def delete(self, session_id: str) -> bool:
         async with _available(self.url):
@@ -380,6 +384,29 @@ async def _available(url: str) -> AsyncIterator[None]:
         where = url.split("://", 1)[-1].rsplit("@", 1)[-1]
         log.warning("redis at %s: %s: %s", where, type(exc).__name__, exc)
         raise UnavailableError(f"session store is unavailable: redis {type(exc).__name__}") from exc
+
+
+def _record(session_id: str, found: Any) -> SessionRecord | None:
+    """The record of a ``_GET`` script's answer; None for none."""
+    if not found:
+        return None
+    flat, kept, read, stored = found
+    fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+    return SessionRecord(
+        session_id=session_id,
+        owner=fields["owner"].decode(),
+        mode=fields["mode"].decode(),
+        version=fields["version"].decode(),
+        ticker=fields["ticker"].decode() or None,
+        next_seq=int(fields["next_seq"]),
+        state=fields["state"],
+        retained=tuple(observation_from_bytes(b) for b in read),
+        retained_count=int(kept),
+        replies=tuple(StoredReply.from_bytes(b) for b in stored),
+        created=float(fields["created"]),
+        updated=float(fields["updated"]),
+        calibration=fields.get("calibration", b""),
+    )
 
 
 def _text(value: bytes | str) -> str:

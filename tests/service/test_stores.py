@@ -119,6 +119,24 @@ async def test_commit_applies_only_on_the_expected_seq(make_store: MakeStore):
     assert not await store.commit("missing", 0, update(1))
 
 
+async def test_many_reads_and_commits_in_one_call_each_answer_as_one_would(make_store: MakeStore):
+    store = make_store()
+    for session_id, owner in (("s1", "alice"), ("s2", "alice"), ("s3", "bob")):
+        await store.create(record(session_id, owner=owner))
+    found = await store.get_many(["s2", "nope", "s3", "s1"], owner="alice")
+    assert found == [record("s2", owner="alice", retained=(), retained_count=3), None, None, found[3]]
+    assert found[3] is not None and found[3].session_id == "s1" and found[3].replies == ()
+    assert [r is not None for r in await store.get_many(["s3"])] == [True]
+    done = await store.commit_many(
+        [("s1", 3, update(4, (BARS[0],), reply_seq=3)), ("s2", 2, update(4)), ("nope", 0, update(1))]
+    )
+    assert done == [True, False, False]
+    s1, s2 = await store.get("s1", None), await store.get("s2", None)
+    assert s1 is not None and (s1.next_seq, s1.retained[-1], [r.seq for r in s1.replies]) == (4, BARS[0], [3])
+    assert s2 == record("s2", owner="alice", retained_count=3)
+    assert await store.commit_many([]) == [] and await store.get_many([]) == []
+
+
 async def test_adaptive_offsets_are_stored_replaced_on_commit_and_otherwise_kept(make_store: MakeStore):
     store = make_store()
     await store.create(record(calibration=b"offsets-3\x00\xff"))
