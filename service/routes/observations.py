@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from data.errors import LimitError
+from models.predictor import Observation
+from service.bulk_appends import AppendItem
 from service.dependencies import SECURED, caller_of, services_of
 from service.errors import item_error, validation_body
 from service.forecasting import ForecastReply
@@ -16,12 +18,14 @@ from service.replies import SessionReply
 from service.routes import error_responses
 from service.routes.lean import LeanRoute, body_schema, read_body
 from service.schemas.bulk import BulkAppendItem, BulkAppendRequest, BulkAppendResponse, Envelope
-from service.schemas.requests import observations
-from service.sessions import AppendItem
+from service.schemas.requests import MAX_LABEL, observations
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
 Reply = SessionReply | ForecastReply
+# the integers a float holds exactly: a close sent as a larger integer takes the schema's path
+EXACT_INTEGER = 2**53
+APPEND_FIELDS = frozenset({"session_id", "seq", "observations"})
 
 EXAMPLES: dict[str, Any] = {
     "market": {
@@ -42,15 +46,59 @@ def parse_items(raw: list[Any], model: type[BaseModel], limit: int) -> list[tupl
 
     ``LimitError`` when there are more than ``limit`` items (the whole request is refused).
     """
+    check_item_count(raw, limit)
+    return [validate_item(item, model) for item in raw]
+
+
+def parse_appends(raw: list[Any], limit: int) -> list[tuple[int, AppendItem | dict[str, Any]]]:
+    """``parse_items`` of bulk append items, as ``AppendItem``s.
+
+    An item of the usual shape (a session id, an integer seq, closes as plain numbers) is checked
+    here, as the schema checks it, without building a model per item and per observation; any
+    other item goes through the schema (``BulkAppendItem``), which accepts it the same way or
+    names what is wrong with it.
+    """
+    check_item_count(raw, limit)
+    parsed: list[tuple[int, AppendItem | dict[str, Any]]] = []
+    for item in raw:
+        plain = plain_append(item)
+        if plain is not None:
+            parsed.append((200, plain))
+            continue
+        status, valid = validate_item(item, BulkAppendItem)
+        if isinstance(valid, BulkAppendItem):
+            parsed.append((status, AppendItem(valid.session_id, valid.seq, observations(valid.observations))))
+        else:
+            assert isinstance(valid, dict)
+            parsed.append((status, valid))
+    return parsed
+
+
+def plain_append(item: Any) -> AppendItem | None:
+    """The item if it is of the usual shape and valid as ``BulkAppendItem`` is; None for any other."""
+    if type(item) is not dict or item.keys() != APPEND_FIELDS:
+        return None
+    session_id, seq, closes = item["session_id"], item["seq"], item["observations"]
+    if type(session_id) is not str or len(session_id) > MAX_LABEL or type(seq) is not int or seq < 0:
+        return None
+    if type(closes) is not list or not closes:
+        return None
+    for close in closes:
+        if not (type(close) is float or (type(close) is int and -EXACT_INTEGER <= close <= EXACT_INTEGER)):
+            return None
+    return AppendItem(session_id, seq, [Observation(float(close)) for close in closes])
+
+
+def check_item_count(raw: list[Any], limit: int) -> None:
     if len(raw) > limit:
         raise LimitError(f"{len(raw)} items; the limit is {limit} (LATENTCAST_MAX_BULK_ITEMS)", limit=limit)
-    parsed: list[tuple[int, BaseModel | dict[str, Any]]] = []
-    for item in raw:
-        try:
-            parsed.append((200, model.model_validate(item)))
-        except ValidationError as exc:
-            parsed.append((422, validation_body([dict(e) for e in exc.errors(include_url=False)])))
-    return parsed
+
+
+def validate_item(item: Any, model: type[BaseModel]) -> tuple[int, BaseModel | dict[str, Any]]:
+    try:
+        return 200, model.model_validate(item)
+    except ValidationError as exc:
+        return 422, validation_body([dict(e) for e in exc.errors(include_url=False)])
 
 
 def bulk_response(parsed: list[tuple[int, Any]], results: list[Reply | Exception]) -> Response:
@@ -91,9 +139,8 @@ async def append_many(request: Request) -> Response:
     is malformed as a whole or holds more than `LATENTCAST_MAX_BULK_ITEMS` items (413)."""
     svc, who = services_of(request), caller_of(request)
     body = await read_body(request, Envelope)
-    parsed = parse_items(body.items, BulkAppendItem, svc.settings.max_bulk_items)
-    valid = [item for _, item in parsed if isinstance(item, BulkAppendItem)]
-    batches = [AppendItem(item.session_id, item.seq, observations(item.observations)) for item in valid]
+    parsed = parse_appends(body.items, svc.settings.max_bulk_items)
+    batches = [item for _, item in parsed if isinstance(item, AppendItem)]
     replies: list[Reply | Exception] = list(await svc.sessions.append_many(who.owner, batches))
     return bulk_response(parsed, replies)
 

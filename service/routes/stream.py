@@ -28,13 +28,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from data.errors import ForecastError
+from service.bulk_appends import AppendItem
 from service.dependencies import Services, caller_of, services_of
 from service.errors import forecast_error_response, item_error, validation_body
 from service.routes.lean import validated
-from service.routes.observations import Reply, items_json, parse_items
-from service.schemas.bulk import BulkAppendItem, Envelope
-from service.schemas.requests import observations
-from service.sessions import AppendItem
+from service.routes.observations import Reply, items_json, parse_appends
+from service.schemas.bulk import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ INTERNAL_ERROR = 1011
 
 @dataclass(frozen=True)
 class Message:
-    """A message as read: its id, and its items as parsed (``parse_items``), or the error of the whole."""
+    """A message as read: its id, and its items as parsed (``parse_appends``), or the error of the whole."""
 
     id: Any
     items: list[tuple[int, Any]]
@@ -118,7 +117,7 @@ def parse_message(text: str | bytes, limit: int) -> Message:
         if isinstance(content, dict):
             content = {k: v for k, v in content.items() if k != "id"}
         envelope = validated(Envelope, content)
-        return Message(message_id, parse_items(envelope.items, BulkAppendItem, limit))
+        return Message(message_id, parse_appends(envelope.items, limit))
     except (ForecastError, RequestValidationError) as exc:
         return Message(message_id, [], exc)
 
@@ -129,11 +128,10 @@ async def work(svc: Services, owner: str, inbound: asyncio.Queue[Message], outbo
         messages = [await inbound.get()]
         while not inbound.empty() and sum(len(m.items) for m in messages) < svc.settings.max_bulk_items:
             messages.append(inbound.get_nowait())
-        valid = [item for m in messages for _, item in m.items if isinstance(item, BulkAppendItem)]
-        batches = [AppendItem(item.session_id, item.seq, observations(item.observations)) for item in valid]
+        batches = [item for m in messages for _, item in m.items if isinstance(item, AppendItem)]
         results: list[Reply | Exception] = list(await svc.sessions.append_many(owner, batches))
         for message in messages:
-            mine = sum(isinstance(item, BulkAppendItem) for _, item in message.items)
+            mine = sum(isinstance(item, AppendItem) for _, item in message.items)
             outbound.put_nowait(reply_frame(message, results[:mine]))  # QueueFull: a slow reader
             results = results[mine:]
 
