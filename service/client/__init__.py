@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-from service.client.asynchronous import ApiError, AsyncClient, ClientSettings, Session
+from service.client.asynchronous import ApiError, AsyncClient, ClientSettings, Item, Session
 from service.client.feed import Feed
 from service.client.sync import Client, SyncFeed
 
-__all__ = ["ApiError", "AsyncClient", "Client", "ClientSettings", "Feed", "Session", "SyncFeed"]
+__all__ = ["ApiError", "AsyncClient", "Client", "ClientSettings", "Feed", "Item", "Session", "SyncFeed"]

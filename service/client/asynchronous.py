@@ -69,6 +69,18 @@ class Session:
         self.forecast = reply["forecast"]
 
 
+@dataclass(frozen=True)
+class Item:
+    """A batch for a session at a seq the caller chose: sent as it is, no session's seq read or moved."""
+
+    session_id: str
+    seq: int
+    observations: Sequence[Wire]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "seq": self.seq, "observations": list(self.observations)}
+
+
 def backoff(settings: ClientSettings, attempt: int) -> float:
     first, longest = settings.backoff_seconds
     return float(min(first * 2**attempt, longest))
@@ -129,6 +141,15 @@ class AsyncClient:
         reply = await self._send("POST", "/v1/observations", {"items": items})
         return took_items(batches, reply["items"])
 
+    async def append_items(self, items: Sequence[Item]) -> list[dict[str, Any] | ApiError]:
+        """``items`` in one bulk request, each with the seq it names: a reply or an ``ApiError`` each.
+
+        For resending what was sent before, replaying, or a test of the seq rules (a gap, a rewrite):
+        the service answers each item by its rules, and no ``Session`` moves on.
+        """
+        reply = await self._send("POST", "/v1/observations", {"items": [item.to_dict() for item in items]})
+        return answers(reply["items"])
+
     async def forecast(self, observations: Sequence[Wire], mode: str | None = None, version: str | None = None) -> Any:
         """The forecast after a whole history (stateless)."""
         return await self._send("POST", "/v1/forecast", _choice(mode, version) | {"observations": list(observations)})
@@ -139,10 +160,7 @@ class AsyncClient:
         """A forecast after each history, in one request: a reply or an ``ApiError`` each."""
         items = [_choice(mode, version) | {"observations": list(h)} for h in histories]
         reply = await self._send("POST", "/v1/forecast", {"items": items})
-        return [
-            item["reply"] if item["status"] == 200 else ApiError(item["status"], item["error"])
-            for item in reply["items"]
-        ]
+        return answers(reply["items"])
 
     def feed(self) -> Feed:
         """A WebSocket feed of appends, used as ``async with``."""
@@ -190,6 +208,11 @@ def took_items(
         else:
             results.append(ApiError(answer["status"], answer["error"]))
     return results
+
+
+def answers(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | ApiError]:
+    """A bulk reply's items: each one's reply, or its ``ApiError``."""
+    return [dict(item["reply"]) if item["status"] == 200 else ApiError(item["status"], item["error"]) for item in items]
 
 
 def _choice(mode: str | None, version: str | None) -> dict[str, Any]:

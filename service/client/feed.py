@@ -23,7 +23,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from service.auth import API_KEY_HEADER
-from service.client.asynchronous import ApiError, ClientSettings, Session, Wire, backoff, bulk_items, took_items
+from service.client.asynchronous import (
+    ApiError,
+    ClientSettings,
+    Item,
+    Session,
+    Wire,
+    answers,
+    backoff,
+    bulk_items,
+    took_items,
+)
 
 
 @dataclass
@@ -31,7 +41,7 @@ class _Pending:
     """A message sent and not yet answered."""
 
     frame: bytes
-    batches: Sequence[tuple[Session, Sequence[Wire]]]
+    batches: Sequence[tuple[Session, Sequence[Wire]]] | None  # None for items sent as they are
     reply: asyncio.Future[list[dict[str, Any] | ApiError]]
 
 
@@ -69,7 +79,19 @@ class Feed:
 
     async def send(self, batches: Sequence[tuple[Session, Sequence[Wire]]]) -> list[dict[str, Any] | ApiError]:
         """Apply each batch after its session's last batch sent; a reply or an ``ApiError`` per batch."""
-        items = bulk_items(batches, self._sent)
+        return await self._message(bulk_items(batches, self._sent), batches)
+
+    async def send_items(self, items: Sequence[Item]) -> list[dict[str, Any] | ApiError]:
+        """``items`` in one message, each with the seq it names: a reply or an ``ApiError`` each.
+
+        As ``AsyncClient.append_items``: no session's seq is read or moved. Resent after a reconnection
+        as any message is.
+        """
+        return await self._message([item.to_dict() for item in items], None)
+
+    async def _message(
+        self, items: list[dict[str, Any]], batches: Sequence[tuple[Session, Sequence[Wire]]] | None
+    ) -> list[dict[str, Any] | ApiError]:
         message_id = next(self._ids)
         frame = orjson.dumps({"id": message_id, "items": items})
         reply: asyncio.Future[list[dict[str, Any] | ApiError]] = asyncio.get_running_loop().create_future()
@@ -123,6 +145,12 @@ class Feed:
         pending = self._pending.get(frame["id"])
         if pending is None or pending.reply.done():
             return  # the answer to a message sent twice, already given
+        if pending.batches is None:
+            if "error" in frame:
+                pending.reply.set_exception(ApiError(frame["status"], frame["error"]))
+            else:
+                pending.reply.set_result(answers(frame["items"]))
+            return
         if "error" in frame:
             for session, _ in pending.batches:
                 self._sent.pop(session.session_id, None)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from service.client.asynchronous import ApiError, AsyncClient, ClientSettings, Session, Wire
+from service.client.asynchronous import ApiError, AsyncClient, ClientSettings, Item, Session, Wire
 from service.client.feed import Feed
 
 
@@ -46,6 +46,9 @@ class Client:
     def append_many(self, batches: Sequence[tuple[Session, Sequence[Wire]]]) -> list[dict[str, Any] | ApiError]:
         return self._runner.run(self._client.append_many(batches))
 
+    def append_items(self, items: Sequence[Item]) -> list[dict[str, Any] | ApiError]:
+        return self._runner.run(self._client.append_items(items))
+
     def forecast(self, observations: Sequence[Wire], mode: str | None = None, version: str | None = None) -> Any:
         return self._runner.run(self._client.forecast(observations, mode, version))
 
@@ -75,6 +78,9 @@ class SyncFeed:
 
     def send(self, batches: Sequence[tuple[Session, Sequence[Wire]]]) -> list[dict[str, Any] | ApiError]:
         return self._runner.run(self.feed.send(batches))
+
+    def send_items(self, items: Sequence[Item]) -> list[dict[str, Any] | ApiError]:
+        return self._runner.run(self.feed.send_items(items))
 
 
 async def _made(settings: ClientSettings | None) -> AsyncClient:

@@ -13,7 +13,7 @@ from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
 from service import cli
-from service.client import ApiError, AsyncClient, Client, ClientSettings
+from service.client import ApiError, AsyncClient, Client, ClientSettings, Item
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 
@@ -95,6 +95,26 @@ def test_the_blocking_client_tracks_seqs_and_reports_errors(server, registry, cl
         with pytest.raises(ApiError) as gap:
             client.append(resumed.__class__(session.session_id, WARM + 9, session.model), [closes[0]])
     assert gap.value.status == 409 and gap.value.details["expected_seq"] == WARM + 4
+
+
+@pytest.mark.parametrize("via", ["bulk", "stream"])
+def test_items_sent_as_they_are_get_the_service_s_answers_and_move_no_session(server, closes, via):
+    with Client(ClientSettings(server.url)) as client, client.feed() as feed:
+        session = client.open(closes[:WARM])
+        sid = session.session_id
+        items = [
+            Item(sid, WARM + 2, [closes[WARM]]),  # a gap
+            Item(sid, WARM, closes[WARM : WARM + 2]),
+            Item(sid, WARM, closes[WARM : WARM + 2]),  # a retry
+            Item(sid, WARM + 1, [closes[WARM] * 1.01]),  # a rewrite
+            Item(sid, WARM + 1, closes[WARM + 1 : WARM + 3]),  # an overlap going further
+        ]
+        got = client.append_items(items) if via == "bulk" else feed.send_items(items)
+        assert session.next_seq == WARM  # moved by nothing sent as it is
+    assert [r.status if isinstance(r, ApiError) else 200 for r in got] == [409, 200, 200, 409, 200]
+    assert [r.details["expected_seq"] for r in got if isinstance(r, ApiError)] == [WARM, WARM + 2]
+    assert [r["next_seq"] for r in got if isinstance(r, dict)] == [WARM + 2, WARM + 2, WARM + 3]
+    assert got[1] == got[2]
 
 
 @pytest.mark.parametrize("via", ["bulk", "stream"])
