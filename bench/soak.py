@@ -3,13 +3,16 @@
     .venv/bin/python -m bench.soak --store memory
     .venv/bin/python -m bench.soak --store redis --servers 2
     .venv/bin/python -m bench.soak --store redis --servers 2 --retrain
+    .venv/bin/python -m bench.soak --store redis --servers 2 --via bulk     # or --via stream
 
 Trains small models on the bundled prices into a fresh registry (two versions
 per mode; the first is champion), starts ``latentcast serve`` on loopback ports
 (and a redis-server for ``--store redis`` unless ``--redis-url`` names one),
 opens ``--sessions`` sessions (ar and latent in turn) on four API keys and feeds each real daily bars
-through ``bench.soak_client.FaultyStream``: random retries, overlaps, dropped
-connections and out-of-order batches. With ``--retrain``, ``latentcast retrain``
+with random retries, overlaps, dropped connections and out-of-order batches: one
+append per request (``--via rest``, ``bench/soak_client.py``), or the batches of
+a key's sessions together in bulk requests or WebSocket messages (``--via bulk``
+or ``stream``, ``bench/soak_market.py``). With ``--retrain``, ``latentcast retrain``
 runs against the same registry while the sessions stream; the service picks up
 its champions by polling, and the second half of the sessions opens on them.
 
@@ -25,88 +28,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import random
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from bench.harness import ROOT, ServiceProcess, redis_server
-from bench.soak_client import FaultRates, FaultyStream, StreamStats, check_against_replay
-from data import sources
-from models.config import MODES, ModelConfig
+from bench.harness import redis_server
+from bench.soak_check import applied_by, verify
+from bench.soak_client import FaultyStream, StreamStats, wire
+from bench.soak_market import VIAS, MarketClient
+from bench.soak_setup import KEYS, SoakPlan, bars, prepare_registry, run_retrain_command, service_env, services
+from models.config import MODES
 from models.predictor import Observation
-from training.config import TrainConfig
-from training.pipeline import train_and_register
+from service.client import AsyncClient, ClientSettings
 from training.registry import Registry
 
-TICKERS = ("AAPL", "GOOG", "IBM", "MSFT")
-KEYS = tuple(f"soak-client-key-{i}-0123456789" for i in range(4))
-ADMIN_KEY = "soak-admin-key-0123456789"
-# small models: the soak is about the service, not the forecasts
-MODEL = ModelConfig(conv_channels=4, hidden_size=8, horizon=3, window=10)
-# barely trained (a tiny learning rate), so that a retrain surely beats them
-WEAK = TrainConfig(epochs=1, lr=1e-7, streams=4, bptt=25, windows_per_epoch=128, threads=1, progress=False)
-RETRAIN_ARGS = ["--source", "bundled", "--tickers", "IBM", "MSFT", "--epochs", "3", "--hidden", "8"]
-RETRAIN_ARGS += ["--window", "10", "--horizon", "3", "--threads", "1", "--no-progress"]
-
-
-@dataclass(frozen=True)
-class SoakPlan:
-    """How many sessions, how long each stream is, and how the client misbehaves."""
-
-    sessions: int = 32
-    observations: int = 300  # per session, the warm-up history included
-    warm: int = 5
-    seconds: float = 300.0
-    retained: int = 1000  # LATENTCAST_RETAINED_OBSERVATIONS of the servers
-    rates: FaultRates = field(default_factory=FaultRates)
-    seed: int = 0
-
-
-def bars(plan: SoakPlan) -> list[list[Observation]]:
-    """Real daily bars for each session: tickers in turn, later sessions further into the history."""
-    prices = sources.bundled(list(TICKERS))
-    out = []
-    for i in range(plan.sessions):
-        rows = prices[prices["ticker"] == TICKERS[i % len(TICKERS)]].reset_index(drop=True)
-        start = (i // len(TICKERS)) * plan.observations % max(1, len(rows) - plan.observations)
-        chunk = rows.iloc[start : start + plan.observations]
-        out.append(
-            [
-                Observation(
-                    close=float(r["close"]),
-                    high=float(r["high"]),
-                    low=float(r["low"]),
-                    volume=float(r["volume"]),
-                    time=r["date"].date().isoformat(),
-                )
-                for r in chunk.to_dict("records")
-            ]
-        )
-    return out
+OPEN_TIMEOUT_SECONDS = 30.0
+VIA_NAMES = {"rest": "one per request", "bulk": "in bulk requests", "stream": "in WebSocket messages"}
 
 
 async def open_streams(
-    client: httpx.AsyncClient, plan: SoakPlan, observations: Sequence[list[Observation]], first: int
+    url: str, plan: SoakPlan, observations: Sequence[list[Observation]], first: int
 ) -> list[FaultyStream]:
     """Open sessions ``first..first+len(observations)-1`` on the ar and latent champions in turn, each
-    warmed on its first ``plan.warm`` bars."""
+    warmed on its first ``plan.warm`` bars, on the four keys in turn."""
     streams = []
-    for i, obs in enumerate(observations, start=first):
-        key = KEYS[i % len(KEYS)]
-        history = [{k: v for k, v in vars(o).items() if v is not None} for o in obs[: plan.warm]]
-        body = {"mode": MODES[i % len(MODES)], "history": history}
-        opened = await client.post("/v1/sessions", json=body, headers={"X-API-Key": key})
-        opened.raise_for_status()
-        streams.append(FaultyStream(opened.json()["session_id"], obs, plan.warm, key, plan.seed * 1000 + i))
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(AsyncClient(ClientSettings(url, key, OPEN_TIMEOUT_SECONDS))) for key in KEYS
+        ]
+        for i, obs in enumerate(observations, start=first):
+            history = [wire(o) for o in obs[: plan.warm]]
+            session = await clients[i % len(KEYS)].open(history, mode=MODES[i % len(MODES)])
+            streams.append(FaultyStream(session.session_id, obs, plan.warm, KEYS[i % len(KEYS)], plan.seed * 1000 + i))
     return streams
 
 
@@ -116,8 +74,16 @@ async def feed(
     plan: SoakPlan,
     deadline: float,
     hold_last: asyncio.Event | None = None,
+    via: str = "rest",
 ) -> None:
     """Run every stream to its end (or the deadline), all at once; their last batches wait for ``hold_last``."""
+    if via in VIAS:
+        by_key: dict[str, list[FaultyStream]] = {}
+        for stream in streams:
+            by_key.setdefault(stream.headers["X-API-Key"], []).append(stream)
+        markets = [MarketClient(mine, urls, via, plan.seed * 1000 + k) for k, mine in enumerate(by_key.values())]
+        await asyncio.gather(*(market.run(deadline, plan.rates, hold_last) for market in markets))
+        return
     clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in urls]
     try:
         await asyncio.gather(*(s.run(clients, deadline, plan.rates, hold_last) for s in streams))
@@ -136,6 +102,7 @@ class SoakResult:
     applied_by_servers: float | None  # None when a server restarted (its counters restarted too)
     seconds: float
     retrain: dict[str, object] | None = None
+    via: str = "rest"
 
     @property
     def totals(self) -> StreamStats:
@@ -160,34 +127,14 @@ class SoakResult:
         return max(held, counted, 0)
 
 
-def verify(url: str, streams: list[FaultyStream], registry: Registry, plan: SoakPlan) -> tuple[list[str], list[int]]:
-    """Each session against its offline replay, its retained observations through a migration."""
-    mismatches: list[str] = []
-    held: list[int] = []
-    with httpx.Client(base_url=url, timeout=60) as http:
-        for stream in streams:
-            mode = http.get(f"/v1/sessions/{stream.session_id}", headers=stream.headers).json()["model"]
-            others = [v.version for v in registry.versions(mode["mode"]) if v.version != mode["version"]]
-            check = check_against_replay(http, stream, registry, plan.retained, others[-1] if others else None)
-            mismatches += check.mismatches
-            held.append(check.next_seq)
-    return mismatches, held
-
-
-def applied_by(urls: Sequence[str]) -> float:
-    """Observations the servers applied to sessions by appending (their metrics, added up)."""
-    total = 0.0
-    for url in urls:
-        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-            if line.startswith("latentcast_observations_applied_total{") and 'kind="append"' in line:
-                total += float(line.split()[-1])
-    return total
-
-
 def table(store: str, servers: int, result: SoakResult) -> str:
     t = result.totals
     rows = [
         ("store", f"{store}, {servers} server process{'es' if servers > 1 else ''}"),
+        (
+            "appends sent",
+            {"rest": "one per request", "bulk": "in bulk requests", "stream": "over WebSockets"}[result.via],
+        ),
         ("sessions", str(len(result.streams))),
         ("observations sent (retries, overlaps, drops included)", str(t.sent)),
         ("observations applied (acknowledged)", f"{t.applied} of {result.expected_applied}"),
@@ -212,58 +159,21 @@ def passed(result: SoakResult) -> bool:
     return complete and not (t.problems or result.mismatches or result.lost or result.applied_twice)
 
 
-# processes --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def services(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]]:
-    """``count`` ``latentcast serve`` processes on free loopback ports; yields their URLs."""
-    with contextlib.ExitStack() as stack:
-        started = [stack.enter_context(ServiceProcess(env, folder / f"serve-{i}.log")) for i in range(count)]
-        yield [server.url for server in started]
-
-
-def prepare_registry(root: Path) -> Registry:
-    """Two barely trained versions of each mode on the bundled prices; the first of each is champion."""
-    registry = Registry(root)
-    prices = sources.bundled(["IBM", "MSFT"])
-    for seed in (0, 1):
-        for mode in ("ar", "latent"):
-            config = ModelConfig.from_dict({**MODEL.to_dict(), "mode": mode})
-            train = TrainConfig.from_dict({**WEAK.to_dict(), "seed": seed})
-            train_and_register(registry, prices, "bundled", config, train)
-    return registry
-
-
-def service_env(registry: Registry, store: str, redis_url: str | None, plan: SoakPlan, poll: float) -> dict[str, str]:
-    env = {
-        "LATENTCAST_ARTIFACTS": str(registry.root),
-        "LATENTCAST_REGISTRY_POLL_SECONDS": str(poll),
-        "LATENTCAST_LOG_LEVEL": "warning",
-        "LATENTCAST_STORE": store,
-        "LATENTCAST_API_KEYS": ",".join(KEYS),
-        "LATENTCAST_ADMIN_KEY": ADMIN_KEY,
-        "LATENTCAST_RETAINED_OBSERVATIONS": str(plan.retained),
-    }
-    if redis_url:
-        env |= {"LATENTCAST_REDIS_URL": redis_url, "LATENTCAST_REDIS_PREFIX": f"soak-{random.getrandbits(32):08x}"}
-    return env
-
-
 # the soak -----------------------------------------------------------------------
 
 
-async def soak(urls: Sequence[str], registry: Registry, plan: SoakPlan, retrain: bool) -> SoakResult:
-    """Open the sessions, stream them (with a retrain meanwhile if asked), check them against replays."""
+async def soak(urls: Sequence[str], registry: Registry, plan: SoakPlan, retrain: bool, via: str = "rest") -> SoakResult:
+    """Open the sessions, stream them ``via`` REST, bulk or the WebSocket (with a retrain meanwhile if asked),
+    check them against replays."""
     started = time.monotonic()
     deadline = started + plan.seconds
     observations = bars(plan)
     first_wave = observations[: plan.sessions // 2] if retrain else observations
     async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
-        streams = await open_streams(client, plan, first_wave, 0)
+        streams = await open_streams(urls[0], plan, first_wave, 0)
         # with a retrain, the first sessions send their last batch only once the new champions serve
         promoted = asyncio.Event() if retrain else None
-        tasks = [asyncio.create_task(feed(streams, urls, plan, deadline, promoted))]
+        tasks = [asyncio.create_task(feed(streams, urls, plan, deadline, promoted, via))]
         report: dict[str, object] | None = None
         if retrain:
             assert promoted is not None
@@ -273,28 +183,18 @@ async def soak(urls: Sequence[str], registry: Registry, plan: SoakPlan, retrain:
             promoted.set()
             report["seconds_into_soak"] = round(time.monotonic() - started, 1)
             report["streaming_meanwhile"] = sum(not s.done for s in streams)
-            late = await open_streams(client, plan, observations[len(first_wave) :], len(first_wave))
+            late = await open_streams(urls[0], plan, observations[len(first_wave) :], len(first_wave))
             versions = [
                 (await client.get(f"/v1/sessions/{s.session_id}", headers=s.headers)).json()["model"]["version"]
                 for s in late
             ]
             report["sessions_on_new_champions"] = sum(v not in before.values() for v in versions)
             streams += late
-            tasks.append(asyncio.create_task(feed(late, urls, plan, deadline)))
+            tasks.append(asyncio.create_task(feed(late, urls, plan, deadline, via=via)))
         await asyncio.gather(*tasks)
     mismatches, held = await asyncio.to_thread(verify, urls[0], streams, registry, plan)
     applied = await asyncio.to_thread(applied_by, urls)
-    return SoakResult(streams, held, mismatches, applied, time.monotonic() - started, report)
-
-
-def run_retrain_command(artifacts: Path) -> dict[str, object]:
-    """``latentcast retrain`` against the registry the service polls, as a scheduled job would run it."""
-    command = [sys.executable, "-m", "service.cli", "retrain", *RETRAIN_ARGS, "--artifacts", str(artifacts)]
-    done = subprocess.run(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"latentcast retrain failed ({done.returncode}):\n{done.stderr.decode()[-2000:]}")
-    job: dict[str, object] = json.loads(done.stdout)
-    return job
+    return SoakResult(streams, held, mismatches, applied, time.monotonic() - started, report, via)
 
 
 async def wait_for_champions(client: httpx.AsyncClient, job: dict[str, object], deadline: float) -> None:
@@ -320,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=SoakPlan.seconds, help="stop streaming after this long")
     parser.add_argument("--retrain", action="store_true", help="run a retrain that promotes new champions meanwhile")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--via", choices=["rest", *VIAS], default="rest", help="how appends are sent")
     args = parser.parse_args(argv)
     if args.servers > 1 and args.store == "memory":
         parser.error("several servers need --store redis")
@@ -333,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         env = service_env(registry, args.store, redis_url, plan, poll=1.0 if args.retrain else 0)
         urls = stack.enter_context(services(env, args.servers, Path(folder)))
         print(f"streaming {plan.sessions} sessions to {', '.join(urls)} ...", file=sys.stderr)
-        result = asyncio.run(soak(urls, registry, plan, args.retrain))
+        result = asyncio.run(soak(urls, registry, plan, args.retrain, args.via))
     print(table(args.store, args.servers, result))
     if result.retrain is not None:
         print(f"retrain: {retrain_summary(result.retrain)}")

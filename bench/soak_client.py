@@ -26,13 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import numpy as np
 
-from models.predictor import Observation, SeriesState
-from training.registry import Registry
+from models.predictor import Observation
 
-# forecasts cross JSON and float32 state bytes: equal to an offline replay to this
-ATOL = 1e-4
 # waits between sends to a server that is down: from the first to the last
 BACKOFF_SECONDS = (0.05, 0.5)
 
@@ -206,58 +202,3 @@ class FaultyStream:
     @property
     def _url(self) -> str:
         return f"/v1/sessions/{self.session_id}/observations"
-
-
-@dataclass(frozen=True)
-class ReplayCheck:
-    """A session beside its offline replay: how far it got, and whether they differ."""
-
-    next_seq: int
-    mismatches: list[str]
-    migrated_to: str | None
-
-
-def check_against_replay(
-    http: httpx.Client,
-    stream: FaultyStream,
-    registry: Registry,
-    retained_bound: int,
-    migrate_to: str | None = None,
-) -> ReplayCheck:
-    """Compare the session's seq, forecast and retained observations with an offline replay.
-
-    The retained observations are compared through a migration to ``migrate_to``
-    (another version of the session's mode): the service replays what it retained
-    through it, which must equal the offline replay of the last observations.
-    """
-    session = stream.session_id
-    info = http.get(f"/v1/sessions/{session}", headers=stream.headers).json()
-    total = len(stream.observations)
-    problems = []
-    if info["next_seq"] != total:
-        problems.append(f"{session}: next_seq {info['next_seq']}, offline {total}")
-    retained = min(total, retained_bound)
-    if info["retained"] != retained:
-        problems.append(f"{session}: retains {info['retained']} observations, should be {retained}")
-    offline = registry.predictor(info["model"]["version"]).run(stream.observations)
-    if not _same_forecast(info["forecast"], offline):
-        problems.append(f"{session}: forecast differs from the offline replay")
-    if migrate_to is not None and not problems:
-        moved = http.post(f"/v1/sessions/{session}/migrate", json={"version": migrate_to}, headers=stream.headers)
-        target = registry.predictor(migrate_to)
-        first = total - retained
-        replayed = target.forecast(target.advance(SeriesState(n_obs=first), stream.observations[first:]))
-        body = moved.json()
-        if moved.status_code != 200 or (body["replayed"], body["first_replayed_seq"]) != (retained, first):
-            problems.append(f"{session}: migration to {migrate_to} answered {moved.status_code} {moved.text}")
-        elif not _same_forecast(body["forecast"], replayed):
-            problems.append(f"{session}: retained observations differ from the last {retained} sent")
-    return ReplayCheck(info["next_seq"], problems, migrate_to)
-
-
-def _same_forecast(served: dict[str, Any] | None, offline: Any) -> bool:
-    if served is None or offline is None:
-        return served is None and offline is None
-    return served["as_of_seq"] == offline.as_of_seq and bool(
-        np.allclose(served["log_return"], offline.log_return, atol=ATOL, rtol=0)
-    )

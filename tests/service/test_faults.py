@@ -58,8 +58,7 @@ def test_the_api_killed_under_load_keeps_every_acknowledged_batch_and_goes_on_af
     raw = redis.Redis.from_url(redis_server)
 
     async def scenario() -> tuple[list[FaultyStream], list[int], list[int]]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            streams = await open_streams(client, plan, bars(plan), 0)
+        streams = await open_streams(server.url, plan, bars(plan), 0)
         feeding = asyncio.create_task(feed(streams, [server.url], plan, time.monotonic() + plan.seconds))
         total = sum(len(s.observations) - s.warm for s in streams)
         while sum(s.stats.applied for s in streams) < total // 3:

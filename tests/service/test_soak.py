@@ -50,15 +50,18 @@ def servers(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]
             server.stop()
 
 
-@pytest.mark.parametrize("store", ["memory", "redis"])
+MODES = [("memory", "rest"), ("redis", "rest"), ("memory", "bulk"), ("redis", "bulk"), ("redis", "stream")]
+
+
+@pytest.mark.parametrize(("store", "via"), MODES)
 def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
-    soak_registry: Registry, tmp_path: Path, request, store: str
+    soak_registry: Registry, tmp_path: Path, request, store: str, via: str
 ):
     redis_url = request.getfixturevalue("redis_server") if store == "redis" else None
     env = service_env(soak_registry, store, redis_url, PLAN, poll=0)
     count = 2 if store == "redis" else 1  # two processes on one Redis: only its compare-and-set keeps order
     with servers(env, count, tmp_path) as urls:
-        result = asyncio.run(soak(urls, soak_registry, PLAN, retrain=False))
+        result = asyncio.run(soak(urls, soak_registry, PLAN, retrain=False, via=via))
     shown = table(store, count, result)
     assert passed(result), shown
     totals = result.totals
