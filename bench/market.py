@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import shutil
 import statistics
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     closes = sources.bundled(["IBM"])["close"].tolist()
     figures: dict[str, list[float]] = {}
+    # This process imported torch and pandas (the harness), a heap that a client importing only
+    # service.client does not have; each full collection walks it, and parsing a 500-item reply makes
+    # collections come often. Frozen, as the service freezes its own (LATENTCAST_GC_FREEZE).
+    gc.collect()
+    gc.freeze()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         env = bench_env(folder, torch_threads=1) | {"LATENTCAST_MAX_SESSIONS": "1000000"}
