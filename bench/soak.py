@@ -78,18 +78,22 @@ async def feed(
 ) -> None:
     """Run every stream to its end (or the deadline), all at once; their last batches wait for ``hold_last``."""
     if via in VIAS:
-        by_key: dict[str, list[FaultyStream]] = {}
+        by_key: dict[str | None, list[FaultyStream]] = {}
         for stream in streams:
-            by_key.setdefault(stream.headers["X-API-Key"], []).append(stream)
+            by_key.setdefault(stream.key, []).append(stream)
         markets = [MarketClient(mine, urls, via, plan.seed * 1000 + k) for k, mine in enumerate(by_key.values())]
         await asyncio.gather(*(market.run(deadline, plan.rates, hold_last) for market in markets))
         return
-    clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in urls]
-    try:
-        await asyncio.gather(*(s.run(clients, deadline, plan.rates, hold_last) for s in streams))
-    finally:
-        for client in clients:
-            await client.aclose()
+    # the client's retries are the stream's own (it counts its waits for a server that is away)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            key: [
+                await stack.enter_async_context(AsyncClient(ClientSettings(url, key, OPEN_TIMEOUT_SECONDS, 0)))
+                for url in urls
+            ]
+            for key in {s.key for s in streams}
+        }
+        await asyncio.gather(*(s.run(clients[s.key], deadline, plan.rates, hold_last) for s in streams))
 
 
 @dataclass

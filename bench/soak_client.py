@@ -10,8 +10,10 @@ Each ``FaultyStream`` feeds one session its observations in batches of 1 to
 - sends out of order: a batch past the next seq (a gap) or one that rewrites an
   observation already applied; each must get a 409 naming the expected seq.
 
-A server that is down (refused connections, 503 while a store is away) is waited
-for and the batch sent again, until the deadline. ``check_against_replay``
+Each batch goes through the package's client (``AsyncClient.append``) at the
+seq the stream chooses, with no retries of the client's own: a server that is
+down (refused connections, 503 while a store is away) is waited for here, and
+counted, and the batch sent again, until the deadline. ``bench/soak_check.py``
 then compares the session with an offline replay of the same observations.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 import httpx
 
 from models.predictor import Observation
+from service.client import ApiError, AsyncClient, Session
 
 # waits between sends to a server that is down: from the first to the last
 BACKOFF_SECONDS = (0.05, 0.5)
@@ -79,6 +82,7 @@ class FaultyStream:
         self.observations = list(observations)
         self.next_seq = warm  # the last seq the server acknowledged
         self.warm = warm
+        self.key = key or None
         self.headers = {"X-API-Key": key} if key else {}
         self.rng = random.Random(seed)
         self.stats = StreamStats()
@@ -89,7 +93,7 @@ class FaultyStream:
 
     async def run(
         self,
-        clients: Sequence[httpx.AsyncClient],
+        clients: Sequence[AsyncClient],
         deadline: float,
         rates: FaultRates,
         hold_last: asyncio.Event | None = None,
@@ -128,50 +132,47 @@ class FaultyStream:
                     self.stats.problems.append(f"{self.session_id}: retry of the batch at {seq} got another reply")
 
     async def _send(
-        self, clients: Sequence[httpx.AsyncClient], seq: int, size: int, deadline: float
+        self, clients: Sequence[AsyncClient], seq: int, size: int, deadline: float
     ) -> dict[str, Any] | None:
         """The reply to the batch of ``size`` at ``seq``, sent again while the server is down."""
-        body = {"seq": seq, "observations": [wire(o) for o in self.observations[seq : seq + size]]}
+        batch = [wire(o) for o in self.observations[seq : seq + size]]
         wait = BACKOFF_SECONDS[0]
         while time.monotonic() < deadline:
             self.stats.sent += size
             try:
-                response = await self.rng.choice(clients).post(self._url, json=body, headers=self.headers)
+                return await self._append(self.rng.choice(clients), seq, batch)
             except httpx.TransportError:
-                response = None
-            if response is not None and response.status_code == 200:
-                answer: dict[str, Any] = response.json()
-                return answer
-            if response is not None and response.status_code != 503:
-                self.stats.problems.append(f"{self.session_id}: batch at {seq}: {response.status_code} {response.text}")
-                return None
+                pass
+            except ApiError as exc:
+                if exc.status != 503:
+                    self.stats.problems.append(f"{self.session_id}: batch at {seq}: {exc}")
+                    return None
             self.stats.waits += 1
             await asyncio.sleep(wait)
             wait = min(wait * 2, BACKOFF_SECONDS[1])
         self.stats.problems.append(f"{self.session_id}: batch at {seq} not answered before the deadline")
         return None
 
-    async def _drop(self, clients: Sequence[httpx.AsyncClient], seq: int, size: int, after: float) -> None:
+    async def _drop(self, clients: Sequence[AsyncClient], seq: int, size: int, after: float) -> None:
         """Send the batch and hang up before the answer (it may or may not be applied).
 
         Counted as dropped only if the client did hang up first: an answer that came
         within the wait is a send like another.
         """
         self.stats.sent += size
-        body = {"seq": seq, "observations": [wire(o) for o in self.observations[seq : seq + size]]}
-        request = self.rng.choice(clients).post(self._url, json=body, headers=self.headers)
+        batch = [wire(o) for o in self.observations[seq : seq + size]]
         try:
-            await asyncio.wait_for(request, timeout=self.rng.uniform(0, after))
+            await asyncio.wait_for(self._append(self.rng.choice(clients), seq, batch), self.rng.uniform(0, after))
             return
-        except (TimeoutError, httpx.TransportError):
+        except (TimeoutError, httpx.TransportError, ApiError):
             self.stats.dropped += 1
         # did the server apply it all the same? (then the batch sent next is answered from the stored reply)
         await asyncio.sleep(after)
-        with contextlib.suppress(httpx.TransportError, KeyError, ValueError):
-            info = await self.rng.choice(clients).get(f"/v1/sessions/{self.session_id}", headers=self.headers)
-            self.stats.dropped_applied += info.json()["next_seq"] > self.next_seq
+        with contextlib.suppress(httpx.TransportError, ApiError):
+            info = await self.rng.choice(clients).session(self.session_id)
+            self.stats.dropped_applied += info.next_seq > self.next_seq
 
-    async def _out_of_order(self, clients: Sequence[httpx.AsyncClient], size: int) -> None:
+    async def _out_of_order(self, clients: Sequence[AsyncClient], size: int) -> None:
         """A gap or a rewrite of what was applied: both must be a 409 naming the next seq."""
         expected = self.next_seq
         if self.rng.random() < 0.5 or expected == 0:
@@ -187,18 +188,17 @@ class FaultyStream:
         self.stats.out_of_order += 1
         self.stats.sent += len(batch)
         try:
-            response = await self.rng.choice(clients).post(
-                self._url, json={"seq": seq, "observations": batch}, headers=self.headers
-            )
+            reply = await self._append(self.rng.choice(clients), seq, batch)
         except httpx.TransportError:
             return  # the server is down: nothing was applied, nothing to check
-        if response.status_code == 503:
+        except ApiError as exc:
+            if exc.status == 409 and exc.details.get("expected_seq") == expected:
+                self.stats.conflicts += 1
+            elif exc.status != 503:
+                self.stats.problems.append(f"{self.session_id}: out-of-order seq {seq}: {exc}")
             return
-        if response.status_code == 409 and response.json()["error"].get("expected_seq") == expected:
-            self.stats.conflicts += 1
-        else:
-            self.stats.problems.append(f"{self.session_id}: out-of-order seq {seq}: {response.status_code}")
+        self.stats.problems.append(f"{self.session_id}: out-of-order seq {seq} was applied: {reply}")
 
-    @property
-    def _url(self) -> str:
-        return f"/v1/sessions/{self.session_id}/observations"
+    async def _append(self, client: AsyncClient, seq: int, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        """One ``POST /v1/sessions/{id}/observations`` at ``seq``: the soak chooses the seqs, not the client."""
+        return await client.append(Session(self.session_id, seq, {}), batch)

@@ -15,10 +15,12 @@ from pathlib import Path
 import httpx
 
 from bench.harness import ROOT, ServiceProcess
+from service.client import Client, ClientSettings
 
 SCRIPT = ROOT / "bench" / "http.lua"
 WARM_HISTORY = 50  # closes each session is opened with
 WARMUP_SECONDS = 1
+OPEN_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,9 @@ class Server:
         if self.bare:
             lines = [f"bare-{tag}-{i} {WARM_HISTORY}" for i in range(count)]
         else:
-            with httpx.Client(base_url=self.url, timeout=30) as client:
-                opened = [client.post("/v1/sessions", json={"history": closes[:WARM_HISTORY]}) for _ in range(count)]
-            lines = [f"{r.raise_for_status().json()['session_id']} {WARM_HISTORY}" for r in opened]
+            with Client(ClientSettings(self.url, timeout_seconds=OPEN_TIMEOUT_SECONDS)) as client:
+                opened = [client.open(closes[:WARM_HISTORY]) for _ in range(count)]
+            lines = [f"{session.session_id} {session.next_seq}" for session in opened]
         path = self.folder / f"sessions-{self.name}-{tag}.txt"
         path.write_text("\n".join(lines) + "\n")
         return path
