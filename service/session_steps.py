@@ -61,8 +61,9 @@ def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> lis
         else:
             ready.append((i, *found))
     advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
+    model = ModelRef.of(predictor)  # one for all: a bulk request plans hundreds of appends
     for (i, _, tail, digest), state in zip(ready, advanced, strict=True):
-        results[i] = _change_after(predictor, appends[i], tail, digest, state, now)
+        results[i] = _change_after(predictor, model, appends[i], tail, digest, state, now)
     return [results[i] for i in range(len(appends))]
 
 
@@ -133,7 +134,13 @@ def _check(predictor: Predictor, append: Append) -> SessionReply | tuple[SeriesS
 
 
 def _change_after(
-    predictor: Predictor, append: Append, tail: Sequence[Observation], digest: bytes, state: SeriesState, now: float
+    predictor: Predictor,
+    model: ModelRef,
+    append: Append,
+    tail: Sequence[Observation],
+    digest: bytes,
+    state: SeriesState,
+    now: float,
 ) -> Change:
     record = append.record
     adaptive = None
@@ -143,7 +150,7 @@ def _change_after(
         adaptive = adaptive_offsets(predictor, record).observe(record.next_seq, closes, levels, AdaptiveConfig().rate)
     forecast, adaptive = calibrated_forecast(predictor, state, adaptive)
     offsets = None if adaptive is None else adaptive.offsets
-    reply = SessionReply(record.session_id, ModelRef.of(predictor), state.n_obs, forecast)
+    reply = SessionReply(record.session_id, model, state.n_obs, forecast)
     update = SessionUpdate(
         next_seq=state.n_obs,
         state=predictor.state_to_bytes(state),
