@@ -133,6 +133,7 @@ class SoakResult:
 
 def table(store: str, servers: int, result: SoakResult) -> str:
     t = result.totals
+    dropped = f"{t.dropped} ({t.dropped_applied})" if result.via == "rest" else str(t.dropped)
     rows = [
         ("store", f"{store}, {servers} server process{'es' if servers > 1 else ''}"),
         (
@@ -144,7 +145,7 @@ def table(store: str, servers: int, result: SoakResult) -> str:
         ("observations applied (acknowledged)", f"{t.applied} of {result.expected_applied}"),
         ("retried batches (same reply each time)", str(t.retries)),
         ("overlapping batches", str(t.overlaps)),
-        ("dropped connections (applied all the same, then answered once)", f"{t.dropped} ({t.dropped_applied})"),
+        ("dropped connections (of them applied all the same, REST only)", dropped),
         ("out-of-order batches (409s they got)", f"{t.out_of_order} ({t.conflicts})"),
         ("waits for a server or store that was away", str(t.waits)),
         ("client-side problems", str(len(t.problems))),
