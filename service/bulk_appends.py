@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from data.errors import LimitError
 from models.predictor import Observation
 from service.append_planner import AppendPlanner
 from service.forecasting import check_count
@@ -85,7 +86,7 @@ class BulkAppends:
             try:
                 check_count(item.observations, self.max_batch, "batch", "MAX_BATCH")
                 counted.append(i)
-            except Exception as exc:
+            except LimitError as exc:
                 results[i] = exc
         async with self.locks.hold_many(items[i].session_id for i in counted):
             try:
