@@ -65,7 +65,7 @@ class MarketClient:
 
     async def run(self, deadline: float, rates: FaultRates, hold_last: asyncio.Event | None = None) -> None:
         """Feed every stream until all are acknowledged or the deadline passes; last batches wait for ``hold_last``."""
-        key = self.streams[0].headers.get("X-API-Key")
+        key = self.streams[0].key
         async with contextlib.AsyncExitStack() as stack:
             settings = [ClientSettings(url, key, TIMEOUT_SECONDS, RETRIES, BACKOFF_SECONDS) for url in self.urls]
             clients = [await stack.enter_async_context(AsyncClient(one)) for one in settings]
