@@ -234,6 +234,19 @@ def tampered_champion(registry: Registry, how: str) -> str:
     return version
 
 
+def champion_tampered_before_the_poll(registry: Registry, how: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new champion whose weights were changed before any poll could load them.
+
+    Tampering after the promotion would race a fast poll, which may load the good weights first;
+    the promotion's own load check is lifted for this one call so the damaged files become champion.
+    """
+    version = registry.register(tiny_checkpoint("latent", seed=9)).version
+    TAMPERINGS[how][0](registry.path(version) / "model.pt")
+    monkeypatch.setattr(registry, "load", lambda version: None)
+    registry.promote(version)
+    return version
+
+
 @pytest.mark.parametrize("how", list(TAMPERINGS))
 def test_a_tampered_new_champion_is_refused_by_reload_and_the_old_one_keeps_serving(
     own_registry: Registry, make_settings: MakeSettings, closes, capsys, how: str
@@ -255,12 +268,12 @@ def test_a_tampered_new_champion_is_refused_by_reload_and_the_old_one_keeps_serv
 
 
 def test_a_tampered_new_champion_is_refused_by_the_poll_while_requests_go_on(
-    own_registry: Registry, make_settings: MakeSettings, closes
+    own_registry: Registry, make_settings: MakeSettings, closes, monkeypatch: pytest.MonkeyPatch
 ):
     old = own_registry.champion("latent")
     settings = make_settings(artifacts=own_registry.root, registry_poll_seconds=0.1)
     with TestClient(create_app(settings)) as client:
-        bad = tampered_champion(own_registry, "truncated weights")
+        bad = champion_tampered_before_the_poll(own_registry, "truncated weights", monkeypatch)
         deadline = time.monotonic() + 30
         failed = 0.0
         while failed < 2 and time.monotonic() < deadline:  # two polls saw it and refused it
