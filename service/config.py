@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # where sessions live
     store: Literal["memory", "redis"] = Field(default="memory", description="session store")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis server of the redis store")
+    redis_cluster: bool = Field(
+        default=False,
+        description="LATENTCAST_REDIS_URL names one node of a Redis Cluster (the others are found from it)",
+    )
     redis_prefix: str = Field(default="latentcast", min_length=1, description="prefix of every Redis key")
     redis_timeout_seconds: float = Field(default=2.0, gt=0, description="Redis connect and command timeout")
     session_ttl_seconds: float = Field(default=86400.0, gt=0, description="a session unused this long is dropped")

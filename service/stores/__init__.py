@@ -2,8 +2,8 @@
 
 ``SessionStore`` is the protocol; ``MemorySessionStore`` keeps records in this
 process (TTL, a bound on their number, least recently used dropped first);
-``RedisSessionStore`` keeps them in Redis, shared by several workers and
-surviving a restart. Both pass the same tests.
+``RedisSessionStore`` keeps them in Redis (one server or a cluster), shared by
+several workers and surviving a restart. All pass the same tests.
 """
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def build_store(settings: Settings, on_evict: EvictionListener | None = None) ->
             prefix=settings.redis_prefix,
             timeout=settings.redis_timeout_seconds,
             on_evict=on_evict,
+            cluster=settings.redis_cluster,
         )
     from service.stores.memory import MemorySessionStore
 

@@ -8,7 +8,6 @@ has slots. Only what a ``get`` asks for is turned back into objects.
 
 from __future__ import annotations
 
-import struct
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -16,10 +15,14 @@ from dataclasses import dataclass, replace
 
 from service.stores import EvictionListener
 from service.stores.packed import PackedObservations
-from service.stores.records import SessionRecord, SessionUpdate, StoredReply, StoreLimits
-
-# each stored reply's bytes behind their length
-_LENGTH = struct.Struct("<I")
+from service.stores.records import (
+    REPLY_LENGTH,
+    SessionRecord,
+    SessionUpdate,
+    StoreLimits,
+    pack_replies,
+    unpack_replies,
+)
 
 
 @dataclass(slots=True)
@@ -190,8 +193,8 @@ def apply(entry: _Entry, update: SessionUpdate, limits: StoreLimits) -> None:
         entry.replies += pack_replies((update.reply,))
         entry.reply_count += 1
         while entry.reply_count > limits.retained_replies:  # the oldest goes, still packed
-            (size,) = _LENGTH.unpack_from(entry.replies)
-            entry.replies = entry.replies[_LENGTH.size + size :]
+            (size,) = REPLY_LENGTH.unpack_from(entry.replies)
+            entry.replies = entry.replies[REPLY_LENGTH.size + size :]
             entry.reply_count -= 1
     old = entry.record
     # built field by field: dataclasses.replace costs as much as the rest of a commit
@@ -208,18 +211,3 @@ def apply(entry: _Entry, update: SessionUpdate, limits: StoreLimits) -> None:
         updated=update.updated,
         calibration=old.calibration if update.calibration is None else update.calibration,
     )
-
-
-def pack_replies(replies: tuple[StoredReply, ...]) -> bytes:
-    parts = [reply.to_bytes() for reply in replies]
-    return b"".join(_LENGTH.pack(len(part)) + part for part in parts)
-
-
-def unpack_replies(blob: bytes) -> tuple[StoredReply, ...]:
-    replies, at = [], 0
-    while at < len(blob):
-        (size,) = _LENGTH.unpack_from(blob, at)
-        at += _LENGTH.size
-        replies.append(StoredReply.from_bytes(blob[at : at + size]))
-        at += size
-    return tuple(replies)

@@ -12,6 +12,7 @@ that was not sent.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,13 @@ import numpy as np
 from models.predictor import Observation
 
 EXTRA_FIELDS = ("open", "high", "low", "volume")
+CLOSE_BYTES = 8
+EXTRA_BYTES = 8 * len(EXTRA_FIELDS)
+# a time label's UTF-8 length before it; 0 for none (a label is never empty: "" reads as none)
+TIME_LENGTH = struct.Struct("<H")
+# an observation without the extra fields, and one without a time label, in their columns
+NO_EXTRAS = struct.pack("<4d", *(math.nan,) * len(EXTRA_FIELDS))
+NO_TIME = TIME_LENGTH.pack(0)
 
 
 class PackedObservations:
@@ -79,6 +87,28 @@ class PackedObservations:
         extras = np.frombuffer(self.extras, dtype="<f8").reshape(n, len(EXTRA_FIELDS))[first:].tolist()
         return tuple(_observation(c, row, t) for c, row, t in zip(closes, extras, times, strict=True))
 
+    def columns(self) -> tuple[bytes, bytes, bytes]:
+        """Closes, extras and time labels as bytes, the way the Redis store keeps them.
+
+        Extras and times are empty when no observation has them; times are each
+        label's UTF-8 behind its length (``TIME_LENGTH``), so that a run cut at
+        the front stays readable.
+        """
+        times = b"".join(_time_bytes(t) for t in self.times) if self.times is not None else b""
+        return self.closes, self.extras or b"", times
+
+    @classmethod
+    def from_columns(cls, closes: bytes, extras: bytes, times: bytes) -> PackedObservations:
+        """Inverse of ``columns``."""
+        labels: list[str | None] = []
+        at = 0
+        while at < len(times):
+            (size,) = TIME_LENGTH.unpack_from(times, at)
+            at += TIME_LENGTH.size
+            labels.append(times[at : at + size].decode() or None)
+            at += size
+        return cls(closes, extras or None, tuple(labels) if times else None)
+
     def _extras(self) -> bytes:
         if self.extras is not None:
             return self.extras
@@ -86,6 +116,11 @@ class PackedObservations:
 
     def _times(self) -> tuple[str | None, ...]:
         return self.times if self.times is not None else (None,) * len(self)
+
+
+def _time_bytes(time: str | None) -> bytes:
+    label = (time or "").encode()
+    return TIME_LENGTH.pack(len(label)) + label
 
 
 def _observation(close: float, extras: list[float], time: str | None) -> Observation:

@@ -22,6 +22,8 @@ _NUMERIC_FIELDS = ("close", "open", "high", "low", "volume")
 # seq, then a digest of the batch; the reply's JSON follows
 _REPLY_HEADER = struct.Struct("<Q16s")
 DIGEST_BYTES = 16
+# each stored reply's bytes behind their length, when a store keeps several as one value
+REPLY_LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,3 +159,20 @@ def batch_digest(observations: Sequence[Observation]) -> bytes:
         packed = observation_to_bytes(obs)
         digest.update(len(packed).to_bytes(4, "little") + packed)
     return digest.digest()[:DIGEST_BYTES]
+
+
+def pack_replies(replies: Sequence[StoredReply]) -> bytes:
+    """Replies as one value, oldest first: each one's bytes behind their length (``REPLY_LENGTH``)."""
+    parts = [reply.to_bytes() for reply in replies]
+    return b"".join(REPLY_LENGTH.pack(len(part)) + part for part in parts)
+
+
+def unpack_replies(blob: bytes) -> tuple[StoredReply, ...]:
+    """Inverse of ``pack_replies``."""
+    replies, at = [], 0
+    while at < len(blob):
+        (size,) = REPLY_LENGTH.unpack_from(blob, at)
+        at += REPLY_LENGTH.size
+        replies.append(StoredReply.from_bytes(blob[at : at + size]))
+        at += size
+    return tuple(replies)
