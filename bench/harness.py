@@ -163,11 +163,19 @@ def debian_tool(binary: str, package: str, needed_by: str) -> str:
 
 
 class RedisProcess:
-    """A real redis-server on a free loopback port, its files in ``folder``; a context manager."""
+    """A real redis-server on a free loopback port, its files in ``folder``; a context manager.
 
-    def __init__(self, folder: Path, append_only: bool = True) -> None:
+    ``cluster``: a node of a Redis Cluster (``RedisClusterProcess`` joins them), with
+    ``node_timeout_ms`` before its peers count it as failed.
+    """
+
+    def __init__(
+        self, folder: Path, append_only: bool = True, cluster: bool = False, node_timeout_ms: int = 1000
+    ) -> None:
         self.folder = folder
         self.append_only = append_only
+        self.cluster = cluster
+        self.node_timeout_ms = node_timeout_ms
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -176,6 +184,10 @@ class RedisProcess:
         binary = debian_tool("redis-server", "redis-server", "the Redis store and its benchmarks")
         command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""]
         command += ["--appendonly", "yes" if self.append_only else "no", "--loglevel", "warning"]
+        if self.cluster:
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{self.port}.conf"]
+            # the bus port on a free port of its own (by default it is the port + 10000, which may be taken)
+            command += ["--cluster-port", str(free_port()), "--cluster-node-timeout", str(self.node_timeout_ms)]
         log = self.folder / "redis.log"
         with open(log, "ab") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -192,6 +204,12 @@ class RedisProcess:
             self.process.terminate()
             self.process.wait(timeout=10)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, as in a crash."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
     def pause(self, paused: bool) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
@@ -203,11 +221,75 @@ class RedisProcess:
         self.stop()
 
 
+class RedisClusterProcess:
+    """A real Redis Cluster of ``masters`` masters with ``replicas`` replicas each, on free loopback ports.
+
+    Its nodes are ``RedisProcess`` es in subfolders of ``folder``, joined by
+    ``redis-cli --cluster create``; ready once every node reports ``cluster_state:ok``.
+    ``url`` names the first node (a cluster client finds the others from it).
+    """
+
+    def __init__(self, folder: Path, masters: int = 3, replicas: int = 0, append_only: bool = True) -> None:
+        self.nodes = []
+        for n in range(masters * (1 + replicas)):
+            (folder / f"node{n}").mkdir(parents=True, exist_ok=True)
+            self.nodes.append(RedisProcess(folder / f"node{n}", append_only, cluster=True))
+        self.replicas = replicas
+        self.log = folder / "cluster-create.log"
+        self.url = self.nodes[0].url
+
+    def start(self) -> RedisClusterProcess:
+        try:
+            for node in self.nodes:
+                node.start()
+            cli = debian_tool("redis-cli", "redis-tools", "the Redis Cluster tests and benchmarks")
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            command = [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas)]
+            with open(self.log, "ab") as out:
+                subprocess.run([*command, "--cluster-yes"], stdout=out, stderr=subprocess.STDOUT, check=True)
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ok(self, seconds: float = START_SECONDS) -> None:
+        """Return once every running node reports ``cluster_state:ok`` and sees every slot served."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if all(_cluster_ok(node.port) for node in self.nodes if node.process and node.process.poll() is None):
+                return
+            time.sleep(POLL_SECONDS)
+        raise RuntimeError(f"the Redis Cluster did not reach cluster_state:ok in {seconds} s:\n{_tail(self.log)}")
+
+    def masters(self) -> list[RedisProcess]:
+        """The running nodes that are masters now (after a failover, the promoted replicas among them)."""
+        running = [node for node in self.nodes if node.process and node.process.poll() is None]
+        return [node for node in running if _role(node.port) == "master"]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @contextlib.contextmanager
 def redis_server(append_only: bool = True) -> Iterator[str]:
     """A throwaway redis-server in a temporary folder; yields its URL, stops it after."""
     with tempfile.TemporaryDirectory() as folder, RedisProcess(Path(folder), append_only) as server:
         yield server.url
+
+
+@contextlib.contextmanager
+def redis_cluster(append_only: bool = True) -> Iterator[str]:
+    """A throwaway 3-master Redis Cluster in a temporary folder; yields its first node's URL, stops it after."""
+    with tempfile.TemporaryDirectory() as folder, RedisClusterProcess(Path(folder), append_only=append_only) as nodes:
+        yield nodes.url
 
 
 def bench_env(folder: Path, torch_threads: int) -> dict[str, str]:
@@ -235,6 +317,28 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+def _cluster_ok(port: int) -> bool:
+    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _role(port: int) -> str:
+    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return str(client.info("replication").get("role", ""))
+    except redis.RedisError:
+        return ""
+    finally:
+        client.close()
 
 
 def _tail(log: Path) -> str:

@@ -1,4 +1,4 @@
-"""Service test setup: a registry of tiny champions, real prices, apps, and a real redis-server."""
+"""Service test setup: a registry of tiny champions, real prices, apps, a real redis-server and Redis Cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.harness import RedisProcess
+from bench.harness import RedisClusterProcess, RedisProcess
 from models.predictor import Observation
 from service.app import create_app
 from service.config import Settings
@@ -66,6 +66,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on a free port with an append-only file in a temp dir; yields its URL."""
     with RedisProcess(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis Cluster of 3 masters (redis-server processes on free ports); yields its first node's URL."""
+    with RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster.url
 
 
 @pytest.fixture
