@@ -32,7 +32,7 @@ from service.stores.records import (
 from service.stores.redis_index import Entry, SessionIndex
 from service.stores.redis_keys import Keys
 from service.stores.redis_pipeline import Commands, available, connect
-from service.stores.redis_scripts import COMMIT, CREATE, DELETE, GET, field_pairs
+from service.stores.redis_scripts import COMMIT, CREATE, DELETE, GET, SCRIPTS, field_pairs
 from service.stores.redis_upgrade import LegacyUpgrade
 
 
@@ -60,8 +60,8 @@ class RedisSessionStore:
         self._on_evict = on_evict
         # the earlier layout never ran on a cluster: only one server may hold it
         self._upgrade = None if cluster else LegacyUpgrade(self._commands, prefix, self._keys, limits)
-        self._upgraded = asyncio.Event()
-        self._upgrading = asyncio.Lock()
+        self._ready_event = asyncio.Event()
+        self._readying = asyncio.Lock()
 
     async def create(self, record: SessionRecord) -> bool:
         async with available(self.url):
@@ -234,6 +234,11 @@ class RedisSessionStore:
                 counts.update(_text(v) for v in versions if v is not None)
         return dict(counts)
 
+    @property
+    def pipelines_sent(self) -> int:
+        """Round trips to Redis so far (one per node on a cluster): commands issued together count once."""
+        return self._commands.sent
+
     async def ping(self) -> None:
         async with available(self.url):
             await self._commands.call("PING")
@@ -242,13 +247,15 @@ class RedisSessionStore:
         await self._commands.close()
 
     async def _ready(self) -> None:
-        """Before the first command of this store: sessions of the earlier layout moved into this one."""
-        if self._upgrade is None or self._upgraded.is_set():
+        """Before the first command of this store: its scripts loaded, sessions of the earlier layout moved."""
+        if self._ready_event.is_set():
             return
-        async with self._upgrading:
-            if not self._upgraded.is_set():
-                await self._upgrade.run()
-                self._upgraded.set()
+        async with self._readying:
+            if not self._ready_event.is_set():
+                await asyncio.gather(*(self._commands.load(script) for script in SCRIPTS))
+                if self._upgrade is not None:
+                    await self._upgrade.run()
+                self._ready_event.set()
 
     def _notify(self, reason: str, count: int) -> None:
         if count and self._on_evict is not None:

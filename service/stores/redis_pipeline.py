@@ -54,6 +54,8 @@ class Commands:
         self.client = client
         self._queue: list[_Queued] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self.sent = 0  # pipelines (or lone commands) sent: round trips, one per node on a cluster
+        self._loading: dict[str, asyncio.Task[Any]] = {}
 
     async def call(self, *command: Any) -> Any:
         """The answer to ``command`` (``"HGET", key, field``); its error raised here."""
@@ -69,12 +71,22 @@ class Commands:
         try:
             return await self.call(*command)
         except NoScriptError:
-            # a new server, a restarted one or a promoted replica: load it (on every primary of a cluster)
-            await self.client.script_load(script.source)
+            # a restarted server or a promoted replica: load it, once for every caller that met its absence
+            await self.load(script)
             return await self.call(*command)
+
+    async def load(self, script: Script) -> None:
+        """Make ``script`` known to the server (to every primary of a cluster)."""
+        task = self._loading.get(script.sha)
+        if task is None:
+            task = asyncio.ensure_future(self.client.script_load(script.source))
+            self._loading[script.sha] = task
+            task.add_done_callback(lambda _: self._loading.pop(script.sha, None))
+        await asyncio.shield(task)
 
     def _send_queue(self) -> None:
         queued, self._queue = self._queue, []
+        self.sent += 1
         task = asyncio.get_running_loop().create_task(self._send(queued))
         self._sending.add(task)  # a reference, so that the task is not collected while it runs
         task.add_done_callback(self._sending.discard)

@@ -254,3 +254,5 @@ return removed
 # KEYS: index, owners, owner's set. ARGV: id, owner, expiry (ms since the epoch). Enters the id unbounded:
 # for a session that was already counted (moved from the earlier layout).
 ADOPT = Script(_INDEX + "add(ARGV[1], ARGV[2], tonumber(ARGV[3]))\nreturn 1\n")
+
+SCRIPTS = (CREATE, GET, COMMIT, DELETE, RESERVE, REPLACE, RELEASE, STALE, RESCORE, ADOPT)

@@ -67,7 +67,7 @@ class LegacyUpgrade:
                 self._commands.call("LRANGE", keys[2], 0, -1),
                 self._commands.call("PEXPIRETIME", keys[0]),
             )
-            record = {_text(fields[i]): fields[i + 1] for i in range(0, len(fields), 2)}
+            record = {_text(name): value for name, value in fields.items()}  # redis-py reads HGETALL as a dict
             if "owner" not in record:  # expired, or moved by another worker
                 await self._commands.call("ZREM", self._legacy.index, session_id)
                 return
