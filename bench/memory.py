@@ -12,7 +12,10 @@ by default). Measured:
   sessions), and the process's resident memory after ``--sessions`` full
   sessions (goal: 100,000 within 1 GiB);
 - Redis: ``used_memory`` per session over ``--sample`` sessions, against a
-  redis-server started for the bench on a free loopback port.
+  redis-server started for the bench on a free loopback port, and against a
+  3-master Redis Cluster (``used_memory`` of every node); and on both, the
+  appends per second of ``--streams`` full sessions each appending one close
+  per round, the rounds' appends gathered (as a bulk request's are).
 """
 
 from __future__ import annotations
@@ -26,17 +29,18 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import redis
 
-from bench.harness import default_checkpoint, redis_server
+from bench.harness import default_checkpoint, redis_cluster, redis_server
 from data import sources
 from models.config import ModelConfig
 from models.predictor import Observation, Predictor, SeriesState
 from service.config import Settings
 from service.replies import reply_body
-from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, store_limits
+from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, StoreLimits, store_limits
 from service.stores.memory import MemorySessionStore
 from service.stores.records import batch_digest
 from service.stores.redis import RedisSessionStore
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=100_000, help="full sessions held in the memory store")
     parser.add_argument("--sample", type=int, default=1000, help="sessions measured per store and shape")
+    parser.add_argument("--streams", type=int, default=64, help="sessions appending at once in the Redis rate")
+    parser.add_argument("--rounds", type=int, default=50, help="appends per session in the Redis rate")
     args = parser.parse_args(argv)
     return asyncio.run(run(args))
 
@@ -121,10 +127,18 @@ async def run(args: argparse.Namespace) -> int:
     for name, shape in shapes.items():
         per = await heap_bytes(MemorySessionStore(limits), shape, args.sample)
         print(f"{'memory':<8}{name:<8}{per:>15,.0f}")
-    with redis_server(append_only=False) as url:
-        for name, shape in shapes.items():
-            per = await redis_bytes(url, limits, shape, args.sample, name)
-            print(f"{'redis':<8}{name:<8}{per:>15,.0f}")
+    rates = {}
+    for kind, launch in (("redis", redis_server), ("cluster", redis_cluster)):
+        with launch(append_only=False) as url:
+            for name, shape in shapes.items():
+                per = await redis_bytes(url, kind == "cluster", limits, shape, args.sample, name)
+                print(f"{kind:<8}{name:<8}{per:>15,.0f}")
+            rates[kind] = await append_rate(url, kind == "cluster", limits, shapes["full"], args.streams, args.rounds)
+    print(
+        f"appends/s, {args.streams} full sessions appending one close per round, gathered: one redis-server "
+        f"{rates['redis']:,.0f}, 3-master cluster {rates['cluster']:,.0f} "
+        f"(cluster / one server {rates['cluster'] / rates['redis']:.2f}x, all on this machine's cores)"
+    )
     rss, seconds = await resident(MemorySessionStore(limits), shapes["full"], args.sessions)
     print(
         f"memory store holding {args.sessions:,} full sessions: {rss / GIB:.3f} GiB more resident memory "
@@ -164,17 +178,46 @@ def _peak_rss() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # Linux reports KiB
 
 
-async def redis_bytes(url: str, limits: object, shape: Sessions, count: int, name: str) -> float:
-    """Redis ``used_memory`` per session over ``count`` sessions."""
-    raw = redis.Redis.from_url(url)
-    before = int(raw.info("memory")["used_memory"])
-    store = RedisSessionStore(url, limits, prefix=f"bench-{name}")  # type: ignore[arg-type]
+async def redis_bytes(url: str, cluster: bool, limits: StoreLimits, shape: Sessions, count: int, name: str) -> float:
+    """Redis ``used_memory`` per session over ``count`` sessions (every node's, on a cluster)."""
+    before = _used_memory(url, cluster)
+    store = RedisSessionStore(url, limits, prefix=f"bench-{name}", cluster=cluster)
     for i in range(count):
         await shape.open(store, f"{i:032d}")
-    after = int(raw.info("memory")["used_memory"])
+    after = _used_memory(url, cluster)
     await store.close()
-    raw.close()
     return (after - before) / count
+
+
+async def append_rate(
+    url: str, cluster: bool, limits: StoreLimits, shape: Sessions, streams: int, rounds: int
+) -> float:
+    """Appends per second: ``streams`` sessions of ``shape`` each appending one close per round, gathered."""
+    store = RedisSessionStore(url, limits, prefix="bench-rate", cluster=cluster)
+    ids = [f"rate-{i:027d}" for i in range(streams)]
+    for session_id in ids:
+        await shape.open(store, session_id)
+    last = shape.updates[-1]
+    started = time.perf_counter()
+    for n in range(rounds):
+        update = replace(last, next_seq=last.next_seq + n + 1, appended=(Observation(close=100.0 + n),))
+        applied = await asyncio.gather(*(store.commit(i, update.next_seq - 1, update) for i in ids))
+        assert all(applied)
+    seconds = time.perf_counter() - started
+    await store.close()
+    return streams * rounds / seconds
+
+
+def _used_memory(url: str, cluster: bool) -> int:
+    if cluster:
+        nodes = redis.RedisCluster.from_url(url)
+        total = sum(int(i["used_memory"]) for i in nodes.info("memory", target_nodes=nodes.ALL_NODES).values())
+        nodes.close()
+        return total
+    raw = redis.Redis.from_url(url)
+    used = int(raw.info("memory")["used_memory"])
+    raw.close()
+    return used
 
 
 if __name__ == "__main__":
