@@ -254,7 +254,11 @@ class RedisClusterProcess:
         return self
 
     def wait_ok(self, seconds: float = START_SECONDS) -> None:
-        """Return once every running node reports ``cluster_state:ok`` and sees every slot served."""
+        """Return once every running node reports ``cluster_state:ok``, sees every slot served by a live
+        master, and (a replica) has synchronised with its master.
+
+        After a master is killed, that is once its replica has been promoted.
+        """
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if all(_cluster_ok(node.port) for node in self.nodes if node.process and node.process.poll() is None):
@@ -320,11 +324,19 @@ def _pings(client: redis.Redis) -> bool:
 
 
 def _cluster_ok(port: int) -> bool:
-    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1)
+    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1, decode_responses=True)
     try:
-        info = client.execute_command("CLUSTER", "INFO")
-        text = info.decode() if isinstance(info, bytes) else str(info)
-        return "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
+        info = str(client.execute_command("CLUSTER", "INFO"))
+        if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
+            return False
+        # CLUSTER NODES: id address flags master ping pong epoch link-state slots...
+        nodes = [line.split() for line in str(client.execute_command("CLUSTER", "NODES")).splitlines()]
+        serving = [fields for fields in nodes if len(fields) > 8]
+        if not all("fail" not in fields[2] and fields[7] == "connected" for fields in serving):
+            return False
+        # a replica that never synchronised could not take over from its master
+        replication = client.info("replication")
+        return replication.get("role") == "master" or replication.get("master_link_status") == "up"
     except redis.RedisError:
         return False
     finally:

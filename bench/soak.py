@@ -4,10 +4,12 @@
     .venv/bin/python -m bench.soak --store redis --servers 2
     .venv/bin/python -m bench.soak --store redis --servers 2 --retrain
     .venv/bin/python -m bench.soak --store redis --servers 2 --via bulk     # or --via stream
+    .venv/bin/python -m bench.soak --store redis --redis-cluster --servers 2
 
 Trains small models on the bundled prices into a fresh registry (two versions
 per mode; the first is champion), starts ``latentcast serve`` on loopback ports
-(and a redis-server for ``--store redis`` unless ``--redis-url`` names one),
+(and a redis-server for ``--store redis`` unless ``--redis-url`` names one; a
+3-master Redis Cluster with ``--redis-cluster``),
 opens ``--sessions`` sessions (ar and latent in turn) on four API keys and feeds each real daily bars
 with random retries, overlaps, dropped connections and out-of-order batches: one
 append per request (``--via rest``, ``bench/soak_client.py``), or the batches of
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import redis_server
+from bench.harness import redis_cluster, redis_server
 from bench.soak_check import applied_by, verify
 from bench.soak_client import FaultyStream, StreamStats, wire
 from bench.soak_market import VIAS, MarketClient
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", choices=["memory", "redis"], default="memory")
     parser.add_argument("--redis-url", help="an existing Redis (default: start a redis-server on a free port)")
+    parser.add_argument("--redis-cluster", action="store_true", help="the Redis is a cluster (started if no URL)")
     parser.add_argument("--servers", type=int, default=1, help="service processes sharing the store (redis only)")
     parser.add_argument("--sessions", type=int, default=SoakPlan.sessions)
     parser.add_argument("--observations", type=int, default=SoakPlan.observations, help="per session")
@@ -235,12 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         registry = prepare_registry(Path(folder) / "artifacts")
         redis_url = args.redis_url
         if args.store == "redis" and not redis_url:
-            redis_url = stack.enter_context(redis_server())
-        env = service_env(registry, args.store, redis_url, plan, poll=1.0 if args.retrain else 0)
+            redis_url = stack.enter_context(redis_cluster() if args.redis_cluster else redis_server())
+        poll = 1.0 if args.retrain else 0
+        env = service_env(registry, args.store, redis_url, plan, poll, cluster=args.redis_cluster)
         urls = stack.enter_context(services(env, args.servers, Path(folder)))
         print(f"streaming {plan.sessions} sessions to {', '.join(urls)} ...", file=sys.stderr)
         result = asyncio.run(soak(urls, registry, plan, args.retrain, args.via))
-    print(table(args.store, args.servers, result))
+    print(table(f"{args.store} cluster" if args.redis_cluster else args.store, args.servers, result))
     if result.retrain is not None:
         print(f"retrain: {retrain_summary(result.retrain)}")
     for problem in (result.totals.problems + result.mismatches)[:20]:

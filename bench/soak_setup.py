@@ -94,7 +94,10 @@ def prepare_registry(root: Path) -> Registry:
     return registry
 
 
-def service_env(registry: Registry, store: str, redis_url: str | None, plan: SoakPlan, poll: float) -> dict[str, str]:
+def service_env(
+    registry: Registry, store: str, redis_url: str | None, plan: SoakPlan, poll: float, cluster: bool = False
+) -> dict[str, str]:
+    """The servers' settings; ``cluster``: ``redis_url`` names a node of a Redis Cluster."""
     env = {
         "LATENTCAST_ARTIFACTS": str(registry.root),
         "LATENTCAST_REGISTRY_POLL_SECONDS": str(poll),
@@ -106,6 +109,7 @@ def service_env(registry: Registry, store: str, redis_url: str | None, plan: Soa
     }
     if redis_url:
         env |= {"LATENTCAST_REDIS_URL": redis_url, "LATENTCAST_REDIS_PREFIX": f"soak-{random.getrandbits(32):08x}"}
+        env["LATENTCAST_REDIS_CLUSTER"] = str(cluster).lower()
     return env
 
 

@@ -51,15 +51,17 @@ def servers(env: dict[str, str], count: int, folder: Path) -> Iterator[list[str]
 
 
 MODES = [("memory", "rest"), ("redis", "rest"), ("memory", "bulk"), ("redis", "bulk"), ("redis", "stream")]
+MODES += [("redis-cluster", "rest"), ("redis-cluster", "bulk")]
 
 
 @pytest.mark.parametrize(("store", "via"), MODES)
 def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
     soak_registry: Registry, tmp_path: Path, request, store: str, via: str
 ):
-    redis_url = request.getfixturevalue("redis_server") if store == "redis" else None
-    env = service_env(soak_registry, store, redis_url, PLAN, poll=0)
-    count = 2 if store == "redis" else 1  # two processes on one Redis: only its compare-and-set keeps order
+    cluster = store == "redis-cluster"
+    redis_url = request.getfixturevalue("redis_cluster" if cluster else "redis_server") if store != "memory" else None
+    env = service_env(soak_registry, "memory" if store == "memory" else "redis", redis_url, PLAN, 0, cluster)
+    count = 1 if store == "memory" else 2  # two processes on one Redis: only its compare-and-set keeps order
     with servers(env, count, tmp_path) as urls:
         result = asyncio.run(soak(urls, soak_registry, PLAN, retrain=False, via=via))
     shown = table(store, count, result)
