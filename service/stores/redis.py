@@ -31,7 +31,7 @@ from service.stores.records import (
 )
 from service.stores.redis_index import Entry, SessionIndex
 from service.stores.redis_keys import Keys
-from service.stores.redis_pipeline import Commands, available, connect
+from service.stores.redis_pipeline import Commands, available, connect, text
 from service.stores.redis_scripts import COMMIT, CREATE, DELETE, GET, SCRIPTS, field_pairs
 from service.stores.redis_upgrade import LegacyUpgrade
 
@@ -138,7 +138,7 @@ class RedisSessionStore:
         if not found:
             return None
         kept, closes, extras, times, stored, *meta = found
-        fields = dict(zip(("owner", "mode", "version", "ticker", "next_seq"), (_text(m) for m in meta), strict=False))
+        fields = dict(zip(("owner", "mode", "version", "ticker", "next_seq"), (text(m) for m in meta), strict=False))
         state, created, updated, calibration = meta[5:]
         return SessionRecord(
             session_id=session_id,
@@ -202,7 +202,7 @@ class RedisSessionStore:
             owner = await self._commands.run(DELETE, [self._keys.session(session_id)], [])
             if owner is None:
                 return False
-            await self._index.release(Entry(session_id, _text(owner)))
+            await self._index.release(Entry(session_id, text(owner)))
         return True
 
     async def count(self) -> int:
@@ -231,7 +231,7 @@ class RedisSessionStore:
                 cursor, ids = await self._index.ids(max(cursor, 0))
                 keys = [self._keys.session(i) for i in ids]
                 versions = await asyncio.gather(*(self._commands.call("HGET", key, "version") for key in keys))
-                counts.update(_text(v) for v in versions if v is not None)
+                counts.update(text(v) for v in versions if v is not None)
         return dict(counts)
 
     @property
@@ -260,7 +260,3 @@ class RedisSessionStore:
     def _notify(self, reason: str, count: int) -> None:
         if count and self._on_evict is not None:
             self._on_evict(reason, count)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -18,7 +18,7 @@ import asyncio
 from dataclasses import dataclass
 
 from service.stores.redis_keys import Keys
-from service.stores.redis_pipeline import Commands
+from service.stores.redis_pipeline import Commands, text
 from service.stores.redis_scripts import RELEASE, REPLACE, RESCORE, RESERVE, STALE
 
 # entries checked against their sessions' keys per round trip
@@ -73,7 +73,7 @@ class SessionIndex:
         removed = 0
         while True:
             flat = await self._commands.run(STALE, [entries, self._keys.owners], [SWEEP_SLICE])
-            stale = [Entry(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
+            stale = [Entry(text(flat[i]), text(flat[i + 1])) for i in range(0, len(flat), 2)]
             removed += await self._rescore(stale)
             # a full slice of entries of live sessions moves them all past now: the next slice is new
             if len(stale) < SWEEP_SLICE:
@@ -90,7 +90,7 @@ class SessionIndex:
             flat = await self._commands.call("ZRANGE", self._keys.owner(owner), 0, LRU_SLICE - 1, "WITHSCORES")
             if not flat:
                 return None, removed
-            ids = [_text(flat[i]) for i in range(0, len(flat), 2)]
+            ids = [text(flat[i]) for i in range(0, len(flat), 2)]
             expiries = await self._expiries(ids)
             removed += await self._rescore([Entry(i, owner) for i in ids], expiries)
             live = sorted((expiry, i) for i, expiry in zip(ids, expiries, strict=True) if expiry > 0)
@@ -102,7 +102,7 @@ class SessionIndex:
         """One slice of the entered session ids from ``cursor`` (0 to start; 0 back when done)."""
         # the owners hash holds the same ids as the index; redis-py reads HSCAN's answer as a dict
         cursor, found = await self._commands.call("HSCAN", self._keys.owners, cursor, "COUNT", SWEEP_SLICE)
-        return int(cursor), [_text(session_id) for session_id in found]
+        return int(cursor), [text(session_id) for session_id in found]
 
     async def _expiries(self, ids: list[str]) -> list[int]:
         answers = await asyncio.gather(*(self._commands.call("PEXPIRETIME", self._keys.session(i)) for i in ids))
@@ -116,7 +116,3 @@ class SessionIndex:
         keys = [self._keys.index, self._keys.owners, *(self._keys.owner(e.owner) for e in entries)]
         args = [v for e, expiry in zip(entries, expiries, strict=True) for v in (e.session_id, expiry)]
         return int(await self._commands.run(RESCORE, keys, args))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -136,3 +136,8 @@ async def available(url: str) -> AsyncIterator[None]:
         where = url.split("://", 1)[-1].rsplit("@", 1)[-1]
         log.warning("redis at %s: %s: %s", where, type(exc).__name__, exc)
         raise UnavailableError(f"session store is unavailable: redis {type(exc).__name__}") from exc
+
+
+def text(answer: bytes | str) -> str:
+    """A Redis answer as text (answers are bytes: the store reads binary values too)."""
+    return answer.decode() if isinstance(answer, bytes) else answer

@@ -74,17 +74,18 @@ local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner or (ARGV[4] ~= '' and owner ~= ARGV[4]) then return false end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 local meta = redis.call('HMGET', KEYS[1], '{"', '".join(META_FIELDS)}')
-local columns = redis.call('HMGET', KEYS[1], 'closes', 'extras', 'times', 'replies')
-local closes, extras, times = columns[1] or '', columns[2] or '', columns[3] or ''
 local width = tonumber(ARGV[5])
-local kept = #closes / width
+local kept = redis.call('HSTRLEN', KEYS[1], 'closes') / width
 local wanted = tonumber(ARGV[2])
 if wanted < 0 or wanted > kept then wanted = kept end
-if wanted == 0 then
-  closes, extras, times = '', '', ''
-else
-  closes = string.sub(closes, (kept - wanted) * width + 1)
+-- a new batch's read (no observations, no replies) copies none of the packed values
+local closes, extras, times = '', '', ''
+if wanted > 0 then
+  local columns = redis.call('HMGET', KEYS[1], 'closes', 'extras', 'times')
+  closes = string.sub(columns[1], (kept - wanted) * width + 1)
+  extras = columns[2] or ''
   if extras ~= '' then extras = string.sub(extras, (kept - wanted) * tonumber(ARGV[6]) + 1) end
+  times = columns[3] or ''
   if times ~= '' then
     local at = 1
     for _ = 1, kept - wanted do at = at + 2 + struct.unpack('<I2', times, at) end
@@ -92,7 +93,7 @@ else
   end
 end
 local replies = ''
-if ARGV[3] == '1' then replies = columns[4] or '' end
+if ARGV[3] == '1' then replies = redis.call('HGET', KEYS[1], 'replies') or '' end
 local out = {{kept, closes, extras, times, replies}}
 for i = 1, #meta do out[#out + 1] = meta[i] or '' end
 return out

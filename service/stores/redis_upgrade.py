@@ -19,7 +19,7 @@ from service.stores.packed import PackedObservations
 from service.stores.records import StoredReply, StoreLimits, observation_from_bytes, pack_replies
 from service.stores.redis_index import SWEEP_SLICE
 from service.stores.redis_keys import Keys, LegacyKeys
-from service.stores.redis_pipeline import Commands
+from service.stores.redis_pipeline import Commands, text
 from service.stores.redis_scripts import ADOPT, Script, field_pairs
 
 # the hash fields the earlier layout kept, copied as they are
@@ -56,7 +56,7 @@ class LegacyUpgrade:
             flat = await self._commands.call("ZRANGE", self._legacy.index, 0, SWEEP_SLICE - 1)
             if not flat:
                 return
-            await asyncio.gather(*(self._move(_text(session_id)) for session_id in flat))
+            await asyncio.gather(*(self._move(text(session_id)) for session_id in flat))
 
     async def _move(self, session_id: str) -> None:
         keys = self._legacy.session(session_id)
@@ -67,11 +67,11 @@ class LegacyUpgrade:
                 self._commands.call("LRANGE", keys[2], 0, -1),
                 self._commands.call("PEXPIRETIME", keys[0]),
             )
-            record = {_text(name): value for name, value in fields.items()}  # redis-py reads HGETALL as a dict
+            record = {text(name): value for name, value in fields.items()}  # redis-py reads HGETALL as a dict
             if "owner" not in record:  # expired, or moved by another worker
                 await self._commands.call("ZREM", self._legacy.index, session_id)
                 return
-            owner = _text(record["owner"])
+            owner = text(record["owner"])
             await self._commands.run(ADOPT, self._keys.bookkeeping(owner), [session_id, owner, int(expiry)])
             packed = PackedObservations.pack([observation_from_bytes(b) for b in observations])
             packed = packed.extend((), self._limits.retained_observations)
@@ -83,7 +83,3 @@ class LegacyUpgrade:
             args = [session_id, record["next_seq"], int(expiry), *field_pairs(values)]
             if int(await self._commands.run(_MOVE, move_keys, args)):
                 return
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.predictor import Observation
-from service.stores.packed import PackedObservations
+from service.stores.packed import CLOSE_BYTES, EXTRA_BYTES, NO_TIME, PackedObservations
 
 BARS = [
     Observation(close=101.25, open=100.5, high=102.0, low=99.75, volume=3.1e6, time="2024-01-02"),
@@ -27,3 +27,14 @@ def test_observations_read_back_exactly_and_only_the_last_ones_are_kept():
 def test_closes_after_bars_read_back_as_closes():
     packed = PackedObservations.pack(BARS).extend([Observation(close=float(c)) for c in range(3)], limit=3)
     assert packed.last() == tuple(Observation(close=float(c)) for c in range(3))
+
+
+def test_the_columns_the_redis_store_keeps_read_back_exactly():
+    plain = PackedObservations.pack([Observation(close=float(c)) for c in range(3)])
+    assert plain.columns() == (plain.closes, b"", b"")  # no extras, no labels: nothing stored for them
+    mixed = plain.extend(BARS, limit=6)
+    closes, extras, times = mixed.columns()
+    assert (len(closes), len(extras)) == (6 * CLOSE_BYTES, 6 * EXTRA_BYTES)
+    assert times[: 2 * len(NO_TIME)] == NO_TIME * 2  # the two plain closes: labels of length 0
+    assert PackedObservations.from_columns(closes, extras, times).last() == mixed.last()
+    assert PackedObservations.from_columns(*plain.columns()).last() == plain.last()
