@@ -14,7 +14,6 @@ a transaction across slots. Times come from the Redis servers' clocks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -69,13 +68,11 @@ class RedisSessionStore:
             entry = Entry(record.session_id, record.owner)
             if not await self._enter(entry):
                 return False
+            # if this fails, the entry stays: the write may have happened (a timeout), and a session the
+            # index does not count could exceed the bounds; if it did not, a sweep removes the entry
+            # once its score passes
             args = [self._ttl_ms, record.owner, *field_pairs(self._fields(record))]
-            try:
-                await self._commands.run(CREATE, [self._keys.session(record.session_id)], args)
-            except BaseException:
-                # the entry goes if it can (else its session's absence removes it once its score passes)
-                await asyncio.shield(self._release(entry))
-                raise
+            await self._commands.run(CREATE, [self._keys.session(record.session_id)], args)
         return True
 
     def _fields(self, record: SessionRecord) -> dict[str, Any]:
@@ -122,10 +119,6 @@ class RedisSessionStore:
                     self._notify("capacity", 1)
                 if await self._index.replace(entry, victim):
                     return True
-
-    async def _release(self, entry: Entry) -> None:
-        with contextlib.suppress(Exception):  # the failure the caller raises says it already
-            await self._index.release(entry)
 
     async def get(
         self, session_id: str, observations: int | None = 0, replies: bool = True, owner: str | None = None
