@@ -67,7 +67,7 @@ def test_the_api_killed_under_load_keeps_every_acknowledged_batch_and_goes_on_af
         await asyncio.sleep(0.5)  # answers written before the kill have been read by now; no more can come
         acknowledged = [s.next_seq for s in streams]
         prefix = env["LATENTCAST_REDIS_PREFIX"]
-        stored = [int(raw.hget(f"{prefix}:session:{s.session_id}", "next_seq") or -1) for s in streams]
+        stored = [int(raw.hget(f"{prefix}:{{{s.session_id}}}", "next_seq") or -1) for s in streams]
         await asyncio.to_thread(restarted.start)
         await feeding
         return streams, acknowledged, stored
