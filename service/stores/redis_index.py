@@ -31,6 +31,8 @@ LRU_ROUNDS = 8
 
 @dataclass(frozen=True)
 class Entry:
+    """A session as the index knows it: its id and its owner."""
+
     session_id: str
     owner: str
 
