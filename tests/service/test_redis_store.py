@@ -13,10 +13,14 @@ import redis
 from bench.harness import free_port
 from data.errors import UnavailableError
 from models.predictor import Observation
+from service.metrics import ServiceMetrics
+from service.model_pool import ModelPool
+from service.sessions import AppendItem, SessionService
 from service.stores import StoredReply, StoreLimits
 from service.stores.redis import RedisSessionStore
 from tests.service.redis_legacy import write_legacy
 from tests.service.test_stores import BARS, record, update
+from training.registry import Registry
 
 pytestmark = pytest.mark.anyio
 
@@ -183,3 +187,27 @@ async def test_an_unreachable_cluster_is_unavailable():
         with pytest.raises(UnavailableError, match=r"^session store is unavailable: redis \w+$"):
             await call
     await store.close()
+
+
+async def test_a_bulk_append_through_the_session_service_costs_a_few_round_trips(
+    redis_at: tuple[str, bool], redis_prefix: str, registry: Registry, closes: list[float]
+):
+    url, cluster = redis_at
+    store = RedisSessionStore(url, StoreLimits(60.0, 100, 50, 4), prefix=redis_prefix, cluster=cluster)
+    pool = ModelPool(registry, idle_seconds=60)
+    pool.refresh()
+    service = SessionService(store, pool, ServiceMetrics(pool), max_batch=20, max_history=500)
+    history = [Observation(close=c) for c in closes[:20]]
+    try:
+        ids = [(await service.open("owner", history)).session_id for _ in range(24)]
+        items = [AppendItem(session_id, 20, [Observation(close=closes[20])]) for session_id in ids]
+        before = store.pipelines_sent
+        replies = await service.append_many("owner", items)
+        assert [getattr(reply, "next_seq", reply) for reply in replies] == [21] * len(ids)
+        assert store.pipelines_sent - before == 2  # the items' reads, then their commits
+        again = await service.append_many("owner", items)  # retries: answered from the stored replies
+        assert [getattr(reply, "next_seq", reply) for reply in again] == [21] * len(ids)
+        assert store.pipelines_sent - before == 2 + 2  # the reads, then the reads of their replies
+    finally:
+        await service.close()
+        await store.close()
