@@ -261,7 +261,8 @@ class RedisClusterProcess:
         """
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if all(_cluster_ok(node.port) for node in self.nodes if node.process and node.process.poll() is None):
+            running = {node.port for node in self.nodes if node.process and node.process.poll() is None}
+            if all(_cluster_ok(port, running) for port in running):
                 return
             time.sleep(POLL_SECONDS)
         raise RuntimeError(f"the Redis Cluster did not reach cluster_state:ok in {seconds} s:\n{_tail(self.log)}")
@@ -323,7 +324,7 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def _cluster_ok(port: int) -> bool:
+def _cluster_ok(port: int, running: set[int]) -> bool:
     client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=1, decode_responses=True)
     try:
         info = str(client.execute_command("CLUSTER", "INFO"))
@@ -333,6 +334,9 @@ def _cluster_ok(port: int) -> bool:
         nodes = [line.split() for line in str(client.execute_command("CLUSTER", "NODES")).splitlines()]
         serving = [fields for fields in nodes if len(fields) > 8]
         if not all("fail" not in fields[2] and fields[7] == "connected" for fields in serving):
+            return False
+        # a killed master may still look connected until its peers time out: its slots must have moved
+        if any(int(fields[1].split("@")[0].rsplit(":", 1)[1]) not in running for fields in serving):
             return False
         # a replica that never synchronised could not take over from its master
         replication = client.info("replication")
