@@ -27,7 +27,7 @@ def normalise_columns(frame: pd.DataFrame, origin: str, ticker: str | None = Non
     missing ``ticker`` column is filled with ``ticker`` when one is given.
     Raises ``DataError`` naming the missing columns.
     """
-    renamed = frame.rename(columns=lambda c: _canonical(str(c)))
+    renamed = frame.rename(columns=lambda c: canonical_name(str(c)))
     if "ticker" not in renamed.columns and ticker is not None:
         renamed.insert(0, "ticker", ticker)
     dupes = sorted({c for c in renamed.columns if list(renamed.columns).count(c) > 1})
@@ -42,7 +42,7 @@ def normalise_columns(frame: pd.DataFrame, origin: str, ticker: str | None = Non
     return renamed
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
     key = "".join(ch for ch in name.strip().lower() if ch.isalnum())
     return {"adjclose": "adj_close", "adjustedclose": "adj_close", "symbol": "ticker"}.get(key, key)
 

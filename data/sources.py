@@ -5,7 +5,9 @@ adjusted, sorted by ticker then date) or raises ``DataError``.
 
 - ``bundled``: daily prices of AAPL, IBM, MSFT (2000-2013) and GOOG (2004-2013)
   from the Quandl WIKI dataset, shipped in the package (see NOTICE).
-- ``csv``: a file or a folder of ``*.csv`` / ``*.csv.gz`` files.
+- ``csv``: a file or a folder of ``*.csv`` / ``*.csv.gz`` files;
+- ``parquet``: a file or a folder of ``*.parquet`` files (``data.folder``
+  reads both kinds, one file or one ticker at a time).
 - ``yfinance``: a live download, cached on disk per ticker; ``fetch_fresh``
   falls back to that cache, then to the bundled data, when the network fails.
 """
@@ -23,11 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from data.errors import DataError
+from data.folder import SUFFIXES, read_prices
 from data.prices import tidy
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("bundled", "csv", "yfinance")
+SOURCES = ("bundled", "csv", "parquet", "yfinance")
 BUNDLED_FILE = "stocks.csv.gz"
 YFINANCE_TIMEOUT_SECONDS = 20.0
 
@@ -45,17 +48,17 @@ def load(
 ) -> pd.DataFrame:
     """Load prices from ``source`` (one of ``SOURCES``) as a tidy frame.
 
-    ``path`` is required for ``csv``; ``tickers`` for ``yfinance``, whose
+    ``path`` is required for ``csv`` and ``parquet``; ``tickers`` for ``yfinance``, whose
     download is cached in ``cache_dir`` when given. ``start``/``end`` (ISO
     dates, end exclusive) trim any source.
     """
     wanted = _upper(tickers)
     if source == "bundled":
         frame = bundled(wanted)
-    elif source == "csv":
+    elif source in SUFFIXES:
         if path is None:
-            raise DataError("source 'csv' needs a path to a file or folder")
-        frame = from_csv(path, wanted)
+            raise DataError(f"source {source!r} needs a path to a file or folder")
+        frame = read_prices(path, source, wanted)
     elif source == "yfinance":
         if not wanted:
             raise DataError("source 'yfinance' needs at least one ticker")
@@ -73,42 +76,6 @@ def bundled(tickers: Sequence[str] | None = None) -> pd.DataFrame:
         raw = pd.read_csv(handle, compression="gzip", dtype={"Ticker": str, "Date": str})
     frame = tidy(raw, "bundled")
     return select(frame, tickers, "bundled")
-
-
-def from_csv(path: str | os.PathLike[str], tickers: Sequence[str] | None = None) -> pd.DataFrame:
-    """Prices from a CSV file, or every ``*.csv``/``*.csv.gz`` file of a folder.
-
-    A file without a ticker column takes its ticker from the file name
-    (``msft.csv`` holds MSFT). Errors name the file and its line number.
-    """
-    root = Path(path)
-    if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.name.lower().endswith((".csv", ".csv.gz")))
-        if not files:
-            raise DataError(f"{root}: no .csv or .csv.gz files in this folder")
-    elif root.is_file():
-        files = [root]
-    else:
-        raise DataError(f"{root}: no such file or folder")
-    frames = [_read_csv_file(file) for file in files]
-    owners: dict[str, Path] = {}
-    for file, frame in zip(files, frames, strict=True):
-        for ticker in frame["ticker"].unique():
-            if ticker in owners:
-                raise DataError(f"{file}: ticker {ticker} is also in {owners[ticker]}")
-            owners[ticker] = file
-    combined = pd.concat(frames, ignore_index=True).sort_values(["ticker", "date"], kind="stable")
-    return select(combined.reset_index(drop=True), tickers, str(root))
-
-
-def _read_csv_file(file: Path) -> pd.DataFrame:
-    try:
-        raw = pd.read_csv(file, dtype=str, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{file}: not a readable CSV file ({exc})") from exc
-    raw.index = pd.RangeIndex(2, len(raw) + 2)  # file line numbers, after the header
-    stem = file.name.split(".")[0].upper()
-    return tidy(raw, str(file), row_label="line", ticker=stem)
 
 
 def select(frame: pd.DataFrame, tickers: Sequence[str] | None, origin: str) -> pd.DataFrame:

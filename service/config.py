@@ -180,10 +180,12 @@ class Settings(BaseSettings):
         default="30 22 * * 1-5", description="when the scheduler retrains: a 5-field cron (after the US close, UTC)"
     )
     retrain_timezone: str = Field(default="UTC", description="time zone of the cron expression")
-    retrain_source: Literal["yfinance", "bundled", "csv"] = Field(
+    retrain_source: Literal["yfinance", "bundled", "csv", "parquet"] = Field(
         default="yfinance", description="yfinance falls back to its disk cache, then to the bundled prices"
     )
-    retrain_path: str | None = Field(default=None, description="CSV file or folder when the source is csv")
+    retrain_path: str | None = Field(
+        default=None, description="file or folder of prices when the source is csv or parquet"
+    )
     retrain_tickers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("AAPL", "GOOG", "IBM", "MSFT"), description="comma-separated tickers to retrain on"
     )

@@ -38,8 +38,8 @@ def test_unknown_ticker_lists_the_available_ones():
 
 def test_unknown_source_is_named():
     with pytest.raises(DataError) as err:
-        sources.load("parquet")
-    assert str(err.value) == "unknown source 'parquet'; valid sources: bundled, csv, yfinance"
+        sources.load("feather")
+    assert str(err.value) == "unknown source 'feather'; valid sources: bundled, csv, parquet, yfinance"
 
 
 def test_start_and_end_trim_any_source():
