@@ -35,18 +35,19 @@ import torch
 from torch import Tensor
 
 from data.errors import DataError
+from data.feature_cache import FeatureCache, FeatureSpec
 from data.features import (
     DEFAULT_FRACTIONS,
     Scaler,
     Series,
     Split,
-    build_series,
     check_features,
     fit_scaler,
     mask_after,
     split_dates,
     windows,
 )
+from data.universe import frame_series
 from models.config import ModelConfig
 from training.config import TrainConfig
 from training.distributed import Shard
@@ -92,14 +93,27 @@ class TrainingData:
         horizon: int,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
         split: Callable[[Sequence[Series]], Split] | None = None,
+        cache: FeatureCache | None = None,
     ) -> TrainingData:
-        """Build features and targets, split by date, fit the scaler on training rows.
+        """Build features and targets (each ticker's from ``cache`` when given), then ``from_series``."""
+        spec = FeatureSpec(check_features(features), horizon)
+        return cls.from_series(frame_series(frame, spec, cache), spec.names, horizon, fractions, split)
+
+    @classmethod
+    def from_series(
+        cls,
+        series: list[Series],
+        features: Sequence[str],
+        horizon: int,
+        fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+        split: Callable[[Sequence[Series]], Split] | None = None,
+    ) -> TrainingData:
+        """Split ``series`` by date and fit the scaler on training rows.
 
         ``split`` picks the cut (``recent_split``, ``through_end``); without it the
         pooled days are cut at ``fractions``.
         """
         names = check_features(features)
-        series = build_series(frame, names, horizon)
         cut = split(series) if split is not None else split_dates(series, fractions)
         return cls(series, cut, fit_scaler(series, cut, names), horizon)
 

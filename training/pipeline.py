@@ -125,7 +125,8 @@ def train_and_register(
     promote: bool = False,
 ) -> ModelVersion:
     """Train one mode on ``prices`` and register it (promoted when asked or when no champion exists)."""
-    version = train_and_register_in(World(), registry, prices, source, model_config, train_config, features, promote)
+    data = TrainingData.prepare(prices, features, model_config.horizon)
+    version = train_and_register_in(World(), registry, data, source, model_config, train_config, promote)
     assert version is not None  # a single process is the main one
     return version
 
@@ -133,19 +134,17 @@ def train_and_register(
 def train_and_register_in(
     world: World,
     registry: Registry,
-    prices: pd.DataFrame,
+    data: TrainingData,
     source: str,
     model_config: ModelConfig,
     train_config: TrainConfig,
-    features: Sequence[str] = DEFAULT_FEATURES,
     promote: bool = False,
 ) -> ModelVersion | None:
-    """``train_and_register`` as one of the processes of ``world``, each training its shard.
+    """Train one mode on ``data`` as one of the processes of ``world``, each training its shard.
 
-    Only the main process registers; the others return None.
+    Only the main process registers (and promotes, as ``train_and_register``); the others return None.
     """
     started = time.perf_counter()
-    data = TrainingData.prepare(prices, features, model_config.horizon)
     trained = fit(model_config, data, train_config, world=world)
     if not world.main:
         return None
