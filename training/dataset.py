@@ -313,11 +313,16 @@ class WindowBatches:
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
         chosen = rng.permutation(len(self.ends))[: self.train_rows]
-        if len(chosen) % self.train.batch_size < self.shard.count:
-            # a last batch too small to give every process a window is left out (only with several processes)
-            chosen = chosen[: len(chosen) - len(chosen) % self.train.batch_size]
         for start in range(0, len(chosen), self.train.batch_size):
-            picks = np.sort(chosen[start : start + self.train.batch_size])[self.shard.rank :: self.shard.count]
+            batch = np.sort(chosen[start : start + self.train.batch_size])
+            picks = batch[self.shard.rank :: self.shard.count]
+            if len(picks) == 0:
+                # a last batch of fewer windows than processes: every process must still take the step
+                # (DDP's all-reduce waits for all), so this one reads a window that carries no loss
+                rows = self.rows[self.owner[batch[0]]]
+                x, y = self._windows(rows.x, rows.y_train, self.ends[batch[:1]])
+                yield Batch(x, torch.full_like(y, math.nan), reset=True)
+                continue
             parts = [
                 self._windows(self.rows[i].x, self.rows[i].y_train, self.ends[picks[self.owner[picks] == i]])
                 for i in np.unique(self.owner[picks])

@@ -11,13 +11,15 @@ from data.errors import ConfigError, DataError
 from tests.factories import tiny_config
 from training import distributed
 from training.config import TrainConfig
-from training.dataset import TrainingData, batches_for
+from training.dataset import Batch, TrainingData, batches_for
 from training.distributed import Shard, World
 from training.pipeline import fit
 
 CONFIG = TrainConfig(
     epochs=2, streams=4, bptt=25, burn_in=9, batch_size=32, windows_per_epoch=192, threads=1, progress=False
 )
+# an ar epoch whose last batch holds one window: fewer than the processes
+ODD = TrainConfig(**{**CONFIG.to_dict(), "windows_per_epoch": 193})
 
 
 def prices_data() -> TrainingData:
@@ -29,7 +31,7 @@ def fit_rank(folder: Path, mode: str) -> None:
     """One of the processes the test spawns: trains its shard and saves what it ended with."""
     world = distributed.join("cpu")
     try:
-        trained = fit(tiny_config(mode, n_features=2), prices_data(), CONFIG, world=world)
+        trained = fit(tiny_config(mode, n_features=2), prices_data(), ODD, world=world)
         result = {"val_loss": trained.result.best_val_loss, "rows": trained.result.rows}
         torch.save({"weights": trained.model.state_dict(), **result}, folder / f"rank{world.rank}.pt")
     finally:
@@ -41,7 +43,7 @@ def fit_rank(folder: Path, mode: str) -> None:
 def test_two_processes_end_with_the_weights_of_one_on_the_same_global_batches(tmp_path, mode):
     distributed.spawn(2, fit_rank, tmp_path, mode)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    alone = fit(tiny_config(mode, n_features=2), prices_data(), CONFIG)
+    alone = fit(tiny_config(mode, n_features=2), prices_data(), ODD)
     expected = alone.model.state_dict()
     for rank in ranks:
         assert rank["weights"].keys() == expected.keys()
@@ -49,7 +51,7 @@ def test_two_processes_end_with_the_weights_of_one_on_the_same_global_batches(tm
             torch.testing.assert_close(rank["weights"][name], value, rtol=0, atol=1e-5, msg=name)
         assert rank["val_loss"] == pytest.approx(alone.result.best_val_loss, abs=1e-6)
         assert rank["rows"] == alone.result.rows
-    untrained = fit(tiny_config(mode, n_features=2), prices_data(), TrainConfig(**{**CONFIG.to_dict(), "epochs": 1}))
+    untrained = fit(tiny_config(mode, n_features=2), prices_data(), TrainConfig(**{**ODD.to_dict(), "epochs": 1}))
     changed = max(float((expected[k] - v).abs().max()) for k, v in untrained.model.state_dict().items())
     assert changed > 1e-3  # the second epoch moved the weights: the comparison above is not of untouched weights
 
@@ -69,6 +71,22 @@ def test_the_shards_of_a_batch_are_the_whole_batch(mode):
         shared_order = sorted(range(len(shared_x)), key=lambda i: shared_x[i].numpy().tobytes())
         torch.testing.assert_close(shared_x[shared_order], batch.x[order])
         torch.testing.assert_close(shared_y[shared_order], batch.y[order], equal_nan=True)
+
+
+def test_a_last_batch_of_fewer_windows_than_processes_is_kept_and_the_others_read_a_window_without_loss():
+    data, config = prices_data(), tiny_config("ar", n_features=2)
+    whole = list(batches_for(config, data, ODD).epoch(np.random.default_rng(3)))
+    parts = [list(batches_for(config, data, ODD, Shard(r, 2)).epoch(np.random.default_rng(3))) for r in range(2)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 7
+    assert len(whole[-1].x) == 1
+
+    def scored(batch: Batch) -> int:
+        return int(torch.isfinite(batch.y).any(-1).sum())
+
+    assert [scored(p[-1]) for p in parts] == [1, 0]  # the window, and one that carries no loss
+    assert len(parts[1][-1].x) == 1
+    torch.testing.assert_close(parts[0][-1].x, whole[-1].x)
+    assert sum(scored(b) for p in parts for b in p) == sum(scored(b) for b in whole) == 193
 
 
 def test_validation_is_shared_by_ticker():
