@@ -83,6 +83,35 @@ class World:
         dist.all_reduce(total)
         return [float(v) for v in total.cpu()]
 
+    def agree(self, value: Any) -> Any:
+        """The main process's ``value``, on every process (the others' ``value`` is ignored)."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+class Orders:
+    """What the main process decided, sent to the others as it decides: they follow, in the same order.
+
+    ``close`` sends None, which tells every other process to stop waiting for
+    orders; it is sent once, whatever ended the main process's work.
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.open = world.size > 1
+
+    def send(self, order: Any) -> None:
+        if self.open:
+            self.world.agree(order)
+
+    def close(self) -> None:
+        if self.open:
+            self.world.agree(None)
+            self.open = False
+
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``cpu``, ``cuda`` (this process's GPU; an error without one) or ``auto`` (cuda when present)."""

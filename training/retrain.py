@@ -37,19 +37,18 @@ import pandas as pd
 
 from data import sources
 from data.errors import ConflictError, ForecastError
-from data.features import DEFAULT_FEATURES, Scaler, build_series, recent_split, through_end
+from data.feature_cache import FeatureCache, artifacts_cache
+from data.features import DEFAULT_FEATURES, recent_split, through_end
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import DEFAULT_SCALING, MODES, ModelConfig
-from models.forecaster import Forecaster
 from training.config import TrainConfig
 from training.dataset import TrainingData, first_unseen_day
-from training.evaluate import SpanForecasts, model_forecasts
+from training.distributed import Orders, World
 from training.jobs import JobReport, JobStore, new_job_id
 from training.lock import JobLock
-from training.metrics import pinball
 from training.pipeline import Trained, checkpoint, fit
 from training.registry import Registry
-from training.scoring import pooled
+from training.scoring import score_on_holdout
 
 logger = logging.getLogger(__name__)
 
@@ -97,32 +96,6 @@ def recent_history(prices: pd.DataFrame, years: int) -> pd.DataFrame:
     return prices[prices["date"] >= first].reset_index(drop=True)
 
 
-def holdout_loss(spans: Sequence[SpanForecasts], levels: Sequence[float], horizon: int, keep: Sequence[float]) -> float:
-    """Mean pinball loss over horizons 1..``horizon`` and quantile levels ``keep``."""
-    everything = pooled(spans)
-    assert everything.quantiles is not None
-    columns = [list(levels).index(level) for level in keep]
-    q = everything.quantiles[:, :horizon][:, :, columns]
-    return pinball(everything.actual[:, :horizon], q, np.asarray(keep))
-
-
-def score_on_holdout(
-    model: Forecaster,
-    scaler: Scaler,
-    prices: pd.DataFrame,
-    holdout_start: np.datetime64,
-    horizon: int,
-    keep: Sequence[float],
-    offsets: np.ndarray | None = None,
-) -> float:
-    """Holdout loss of a model moved by its conformal ``offsets`` (H, Q), its state warmed on everything before
-    the holdout."""
-    series = build_series(prices, scaler.features, model.config.horizon)
-    starts = [int(np.searchsorted(s.dates, holdout_start)) for s in series]
-    spans = model_forecasts(model, scaler, series, starts, offsets)
-    return holdout_loss(spans, model.config.quantiles, horizon, keep)
-
-
 def challenger_setup(registry: Registry, mode: str, config: RetrainConfig) -> tuple[ModelConfig, tuple[str, ...]]:
     """The architecture and features of the next challenger of ``mode``.
 
@@ -166,12 +139,14 @@ def opponent(registry: Registry, champion: str, holdout: np.datetime64) -> tuple
     return None, f"champion {champion} has read prices of the holdout from {_day(holdout)}: no out-of-sample verdict"
 
 
-def refit(trained: Trained, prices: pd.DataFrame) -> Trained:
+def refit(
+    trained: Trained, prices: pd.DataFrame, cache: FeatureCache | None = None, world: World | None = None
+) -> Trained:
     """``trained``'s architecture and features fit again through the newest price, for its best epoch count."""
     features, horizon = trained.data.features, trained.data.horizon
-    data = TrainingData.prepare(prices, features, horizon, split=through_end)
+    data = TrainingData.prepare(prices, features, horizon, split=through_end, cache=cache)
     epochs = replace(trained.train_config, epochs=max(trained.result.best_epoch, 1))
-    return fit(trained.model.config, data, epochs, validate=False)
+    return fit(trained.model.config, data, epochs, validate=False, world=world)
 
 
 def training_spans(data: TrainingData) -> dict[str, str]:
@@ -186,9 +161,13 @@ def training_spans(data: TrainingData) -> dict[str, str]:
 
 
 def challenge(
-    registry: Registry, mode: str, prices: pd.DataFrame, config: RetrainConfig, source: str
+    registry: Registry, mode: str, prices: pd.DataFrame, config: RetrainConfig, source: str, orders: Orders
 ) -> dict[str, Any]:
-    """Train a challenger of ``mode``, score it against the champion out of sample, promote it (refit) if better."""
+    """Train a challenger of ``mode``, score it against the champion out of sample, promote it (refit) if better.
+
+    The other processes of ``orders.world`` train beside this one what it sends them (``follow_retrain``).
+    """
+    cache = artifacts_cache(config.artifacts)
     champion = registry.champion(mode)
     outcome: dict[str, Any] = {"mode": mode, "champion_before": champion}
     stale = stale_reason(registry, mode, prices)
@@ -196,8 +175,7 @@ def challenge(
         outcome.update(skipped=True, promoted=False, reason=stale, champion_after=champion)
         return outcome
     model_config, features = challenger_setup(registry, mode, config)
-    split = partial(recent_split, holdout_days=config.holdout_days)
-    data = TrainingData.prepare(prices, features, model_config.horizon, split=split)
+    data = challenger_data(prices, features, model_config.horizon, config, cache)
     holdout = data.split.test_start
     outcome["holdout_start"] = _day(holdout)
     scored: str | None = None
@@ -212,7 +190,8 @@ def challenge(
             if scored is None:
                 outcome.update(skipped=True, promoted=False, reason=why, champion_after=champion)
                 return outcome
-    trained = fit(model_config, data, config.train)
+    orders.send((model_config, features))
+    trained = fit(model_config, data, config.train, world=orders.world)
     made = checkpoint(trained, source)
     version = registry.register(made).version
     offsets = checkpoint_offsets(made, trained.model.config, version)  # both are scored as they would serve
@@ -228,7 +207,7 @@ def challenge(
             scored_model, scored_scaler = build_from_checkpoint(loaded, scored)
             scored_offsets = checkpoint_offsets(loaded, scored_model.config, scored)
             outcome["champion_loss"] = score_on_holdout(
-                scored_model, scored_scaler, prices, holdout, horizon, keep, scored_offsets
+                scored_model, scored_scaler, prices, holdout, horizon, keep, scored_offsets, cache
             )
         except ForecastError as exc:
             reason = f"champion {champion} cannot be scored ({exc})"
@@ -237,7 +216,7 @@ def challenge(
             unseen = first_unseen_day(registry.get(scored).data_span)
             outcome["champion_seen_until"] = _day(unseen - np.timedelta64(1, "D"))
             outcome["challenger_loss"] = score_on_holdout(
-                trained.model, data.scaler, prices, holdout, horizon, keep, offsets
+                trained.model, data.scaler, prices, holdout, horizon, keep, offsets, cache
             )
             bar = outcome["champion_loss"] * (1 - config.margin)
             promote = outcome["challenger_loss"] < bar
@@ -248,10 +227,13 @@ def challenge(
             )
     if "challenger_loss" not in outcome:
         outcome["challenger_loss"] = score_on_holdout(
-            trained.model, data.scaler, prices, holdout, model_config.horizon, levels, offsets
+            trained.model, data.scaler, prices, holdout, model_config.horizon, levels, offsets, cache
         )
+    orders.send(promote and config.refit)
     if promote:
-        promoted = _refit_version(registry, trained, prices, source, version, outcome) if config.refit else version
+        promoted = (
+            _refit_version(registry, trained, prices, source, version, outcome, orders) if config.refit else version
+        )
         registry.promote(promoted)
     outcome.update(promoted=promote, reason=reason, champion_after=registry.champion(mode))
     logger.info("%s: %s %s (%s)", mode, version, "promoted" if promote else "not promoted", reason)
@@ -259,10 +241,16 @@ def challenge(
 
 
 def _refit_version(
-    registry: Registry, trained: Trained, prices: pd.DataFrame, source: str, parent: str, outcome: dict[str, Any]
+    registry: Registry,
+    trained: Trained,
+    prices: pd.DataFrame,
+    source: str,
+    parent: str,
+    outcome: dict[str, Any],
+    orders: Orders,
 ) -> str:
     """Register the refit of ``parent`` and record it in ``outcome``; returns its version."""
-    again = refit(trained, prices)
+    again = refit(trained, prices, artifacts_cache(registry.root), orders.world)
     # a refit has no validation span to fit conformal offsets on: it keeps its parent's
     offsets = checkpoint_offsets(registry.load(parent), trained.model.config, parent)
     version = registry.register(checkpoint(again, source, refit_of=parent, offsets=offsets)).version
@@ -274,6 +262,14 @@ def _refit_version(
         "seconds": round(again.result.seconds, 2),
     }
     return version
+
+
+def challenger_data(
+    prices: pd.DataFrame, features: Sequence[str], horizon: int, config: RetrainConfig, cache: FeatureCache
+) -> TrainingData:
+    """The challenger's data: trained on all but the newest ``2 * holdout_days``, validated on the older half."""
+    split = partial(recent_split, holdout_days=config.holdout_days)
+    return TrainingData.prepare(prices, features, horizon, split=split, cache=cache)
 
 
 def _day(day: np.datetime64) -> str:
@@ -293,12 +289,16 @@ def run_retrain(
     config: RetrainConfig,
     job_id: str | None = None,
     download: sources.Downloader = sources.download_yfinance,
+    world: World | None = None,
 ) -> JobReport:
     """Run one retrain job to the end and return its report (also saved in the job store, when the disk allows).
 
     Once started, a failure anywhere (a full disk or an unwritable artifacts folder included) is not
     raised: it ends the job as ``failed`` with an error that says why, and the champion unchanged.
+    In a ``world`` of several processes this is the main one: it alone fetches, registers and
+    decides, and the others train what it sends them (``follow_retrain``).
     """
+    orders = Orders(world or World())
     jobs = JobStore(config.artifacts / "jobs")
     job = jobs.get(job_id) if job_id and jobs.exists(job_id) else JobReport(job_id=job_id or new_job_id())
     job.start(os.getpid())
@@ -313,12 +313,13 @@ def run_retrain(
             job.stage = "fetching data"
             jobs.save(job)
             fresh = fetch(config, download)
+            orders.send(fresh.frame)
             job.data = {**price_span(fresh.frame), "source": fresh.source, "reason": fresh.reason}
             registry = Registry(config.artifacts)
             for mode in config.modes:
                 job.stage = f"training {mode}"
                 jobs.save(job)
-                job.modes.append(challenge(registry, mode, fresh.frame, config, fresh.source))
+                job.modes.append(challenge(registry, mode, fresh.frame, config, fresh.source, orders))
                 jobs.save(job)
         skipped = [m for m in job.modes if m.get("skipped")]
         if skipped and len(skipped) == len(job.modes):
@@ -331,6 +332,7 @@ def run_retrain(
     except Exception as exc:
         logger.exception("retrain job %s failed", job.job_id)
         job.finish("failed", time.perf_counter() - started, f"{type(exc).__name__}: {exc}")
+    orders.close()
     try:
         jobs.save(job)
     except OSError:

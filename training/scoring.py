@@ -8,10 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.features import build_series
+from data.feature_cache import FeatureCache, FeatureSpec
+from data.features import Scaler, build_series
+from data.universe import frame_series
 from models.checkpoint import build_from_checkpoint
+from models.forecaster import Forecaster
 from training.evaluate import SpanForecasts, model_forecasts
-from training.metrics import evaluate_forecasts
+from training.metrics import evaluate_forecasts, pinball
 from training.registry import Registry
 
 Scores = dict[str, dict[str, float | None]]
@@ -80,3 +83,30 @@ def score_version(registry: Registry, version: str, prices: pd.DataFrame) -> dic
         "from": str(np.datetime_as_string(cut, unit="D")),
         "metrics": score_by_ticker(spans, model.config.quantiles),
     }
+
+
+def holdout_loss(spans: Sequence[SpanForecasts], levels: Sequence[float], horizon: int, keep: Sequence[float]) -> float:
+    """Mean pinball loss over horizons 1..``horizon`` and quantile levels ``keep``."""
+    everything = pooled(spans)
+    assert everything.quantiles is not None
+    columns = [list(levels).index(level) for level in keep]
+    q = everything.quantiles[:, :horizon][:, :, columns]
+    return pinball(everything.actual[:, :horizon], q, np.asarray(keep))
+
+
+def score_on_holdout(
+    model: Forecaster,
+    scaler: Scaler,
+    prices: pd.DataFrame,
+    holdout_start: np.datetime64,
+    horizon: int,
+    keep: Sequence[float],
+    offsets: np.ndarray | None = None,
+    cache: FeatureCache | None = None,
+) -> float:
+    """Holdout loss of a model moved by its conformal ``offsets`` (H, Q), its state warmed on everything before
+    the holdout (features from ``cache``)."""
+    series = frame_series(prices, FeatureSpec(scaler.features, model.config.horizon), cache)
+    starts = [int(np.searchsorted(s.dates, holdout_start)) for s in series]
+    spans = model_forecasts(model, scaler, series, starts, offsets)
+    return holdout_loss(spans, model.config.quantiles, horizon, keep)

@@ -12,15 +12,28 @@ from data.errors import ConfigError
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, DEFAULT_SCALING, SCALINGS, ModelConfig
 from service.config import get_settings
+from training import distributed
 from training.config import TrainConfig
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=sources.SOURCES, default="bundled", help="where prices come from")
-    parser.add_argument("--path", help="CSV file or folder (source csv)")
+    parser.add_argument("--path", help="file or folder of prices (sources csv and parquet)")
     parser.add_argument("--tickers", nargs="+", help="only these tickers")
     parser.add_argument("--start", help="first date, YYYY-MM-DD")
     parser.add_argument("--end", help="end date (exclusive), YYYY-MM-DD")
+
+
+def add_process_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel training processes on this host (under torchrun: leave at 1, torchrun starts them)",
+    )
+    parser.add_argument(
+        "--device", choices=distributed.DEVICES, default="cpu", help="where to train (auto: cuda when present)"
+    )
 
 
 def add_artifacts_argument(parser: argparse.ArgumentParser) -> None:

@@ -8,12 +8,16 @@ from pathlib import Path
 
 from data import fetch, sources
 from models.config import MODES, SCALINGS
-from service.cli.arguments import add_artifacts_argument, add_model_arguments, add_source_arguments
+from service.cli.arguments import (
+    add_artifacts_argument,
+    add_model_arguments,
+    add_process_arguments,
+    add_source_arguments,
+)
 from service.cli.retraining import run_prune, run_retrain_command, run_schedule
 from service.cli.serving import run_data, run_replay, run_serve
 from service.cli.training import run_backtest_command, run_calibration, run_compare, run_evaluate, run_train
 from service.client.replay import ReplayPlan
-from training import distributed
 from training.backtest import BacktestConfig
 from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS
@@ -40,15 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mode", choices=[*MODES, "both"], default="both", help="which mode to train")
     train.add_argument("--promote", action="store_true", help="make it the champion (default: only if none)")
     train.add_argument("--if-missing", action="store_true", help="skip a mode that already has a champion")
-    train.add_argument(
-        "--nproc",
-        type=int,
-        default=1,
-        help="data-parallel training processes on this host (under torchrun: leave at 1, torchrun starts them)",
-    )
-    train.add_argument(
-        "--device", choices=distributed.DEVICES, default="cpu", help="where to train (auto: cuda when present)"
-    )
+    add_process_arguments(train)
     train.set_defaults(handler=run_train)
 
     evaluate = commands.add_parser("evaluate", help="score a version on the test span of its data")
@@ -121,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument(
         "--source", choices=sources.SOURCES, help="yfinance falls back to the disk cache, then to the bundled prices"
     )
-    retrain.add_argument("--path", help="CSV file or folder (source csv)")
+    retrain.add_argument("--path", help="file or folder of prices (sources csv and parquet)")
     retrain.add_argument("--tickers", nargs="+")
     retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
     retrain.add_argument("--margin", type=float, help="relative loss improvement a challenger needs")
@@ -134,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
     add_model_arguments(retrain, epochs=None)
+    add_process_arguments(retrain)
     retrain.set_defaults(handler=run_retrain_command)
 
     replay = commands.add_parser(

@@ -12,7 +12,10 @@ from models.config import MODES
 from service.cli.arguments import model_config, train_config
 from service.config import get_settings
 from service.pruning import prune_all
-from training.retrain import RetrainConfig, run_retrain
+from training import distributed
+from training.jobs import JobReport, JobStore, new_job_id
+from training.retrain import RetrainConfig
+from training.retrain_ranks import run_retrain_rank
 
 
 def run_retrain_command(args: argparse.Namespace) -> int:
@@ -33,12 +36,25 @@ def run_retrain_command(args: argparse.Namespace) -> int:
         model=model_config(args, "latent"),
         train=train_config(args),
     )
-    job = run_retrain(config, args.job_id)
+    job_id = args.job_id or new_job_id()
+    if args.nproc > 1 and not distributed.launched():
+        distributed.spawn(args.nproc, retrain_rank, config, job_id, args.device)
+        job: JobReport | None = JobStore(config.artifacts / "jobs").get(job_id)
+    else:
+        job = run_retrain_rank(config, job_id, args.device)
+    if job is None:  # a process other than the main one, under torchrun: the main one reports
+        return 0
     print(json.dumps(job.to_dict(), indent=2))
     if job.status != "skipped":  # a skipped job ran beside another, whose own prune follows it
         for removal in prune_all(settings, args.artifacts):
             logging.getLogger(__name__).info("retention removed %s (%s)", removal.what, removal.reason)
     return 0 if job.status in ("succeeded", "skipped") else 1
+
+
+def retrain_rank(config: RetrainConfig, job_id: str, device: str) -> None:
+    """One spawned retrain process: logs as the parent does, then runs or follows the job."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_retrain_rank(config, job_id, device)
 
 
 def run_prune(args: argparse.Namespace) -> int:

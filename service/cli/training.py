@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 
+from data.feature_cache import FeatureSpec, artifacts_cache
+from data.universe import load_series
 from models.config import MODES
 from service.cli.arguments import load_prices, model_config, train_config
 from training import distributed
@@ -52,20 +54,15 @@ def train_modes(args: argparse.Namespace, world: distributed.World) -> int:
             if world.main:
                 print(f"every mode has a champion in {args.artifacts}; nothing to train")
             return 0
-    prices = load_prices(args)
+    spec = FeatureSpec(tuple(args.features.split(",")), args.horizon, args.start, args.end)
+    series = load_series(args.source, spec, artifacts_cache(args.artifacts), tickers=args.tickers, path=args.path)
     config = train_config(args)
     if not world.main:  # one progress bar, the main process's
         config = TrainConfig.from_dict({**config.to_dict(), "progress": False})
     for mode in modes:
+        data = TrainingData.from_series(series, spec.names, spec.horizon)
         version = train_and_register_in(
-            world,
-            registry,
-            prices,
-            args.source,
-            model_config(args, mode),
-            config,
-            features=tuple(args.features.split(",")),
-            promote=args.promote,
+            world, registry, data, args.source, model_config(args, mode), config, promote=args.promote
         )
         if version is not None:
             champion = " (champion)" if registry.champion(mode) == version.version else ""

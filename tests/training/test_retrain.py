@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from data import sources
+from data.feature_cache import artifacts_cache
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import DEFAULT_SCALING, ModelConfig
 from tests.factories import tiny_checkpoint, tiny_config
@@ -353,3 +354,15 @@ def test_a_first_challenger_takes_the_project_default_scaling(tmp_path):
     [outcome] = job.modes
     assert outcome["reason"] == "no champion yet"
     assert Registry(tmp_path).get(outcome["challenger"]).config["scaling"] == DEFAULT_SCALING
+
+
+@pytest.mark.slow
+def test_a_retrain_reads_features_another_job_computed_from_the_same_prices(tmp_path):
+    first = run_retrain(until(tmp_path, "2012-12-31", modes=("ar",)))
+    assert first.status == "succeeded", first.error
+    entries = {p: p.stat().st_mtime_ns for p in artifacts_cache(tmp_path).directory.glob("*.npz")}
+    assert len(entries) == 2  # IBM and MSFT, one spec: every stage of the job read the same two entries
+    second = run_retrain(until(tmp_path, "2012-12-31", modes=("latent",)))
+    assert second.status == "succeeded", second.error
+    # not one entry rewritten: the second job computed no features
+    assert {p: p.stat().st_mtime_ns for p in artifacts_cache(tmp_path).directory.glob("*.npz")} == entries
