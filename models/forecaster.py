@@ -45,11 +45,11 @@ class Forecaster(nn.Module):
         self.head = nn.Linear(config.hidden_size, config.horizon * len(config.quantiles))
 
     def initial_state(self, batch_size: int) -> StreamState:
-        """The zero state of ``batch_size`` fresh streams."""
-        c = self.config
-        conv = torch.zeros(batch_size, c.n_features, c.conv_kernel - 1)
-        hidden = torch.zeros(c.num_layers, batch_size, c.hidden_size)
-        variance = torch.full((batch_size, 1), INITIAL_VARIANCE) if c.volatility_scaled else None
+        """The zero state of ``batch_size`` fresh streams, on the device of the weights."""
+        c, device = self.config, self.conv.weight.device
+        conv = torch.zeros(batch_size, c.n_features, c.conv_kernel - 1, device=device)
+        hidden = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
+        variance = torch.full((batch_size, 1), INITIAL_VARIANCE, device=device) if c.volatility_scaled else None
         if c.cell == "LSTM":
             return StreamState(conv, (hidden, torch.zeros_like(hidden)), variance)
         return StreamState(conv, hidden, variance)
@@ -79,8 +79,8 @@ class Forecaster(nn.Module):
         out = monotone_quantiles(raw, c.median_index)
         if variances is None:
             return out, StreamState(conv_buffer, hidden)
-        volatility = torch.from_numpy(np.sqrt(variances[:, 1:]))  # (B, T): after each step's return
-        variance = torch.from_numpy(variances[:, -1:])  # (B, 1)
+        volatility = torch.from_numpy(np.sqrt(variances[:, 1:])).to(x.device)  # (B, T): after each step's return
+        variance = torch.from_numpy(variances[:, -1:]).to(x.device)  # (B, 1)
         return out * volatility[:, :, None, None], StreamState(conv_buffer, hidden, variance)
 
     def volatility(self, x: Tensor, state: StreamState | None = None) -> Tensor | None:
@@ -92,14 +92,17 @@ class Forecaster(nn.Module):
         if not self.config.volatility_scaled:
             return None
         state = self.initial_state(len(x)) if state is None else state
-        return torch.from_numpy(np.sqrt(self._standardise(x, state)[1][:, 1:]))
+        return torch.from_numpy(np.sqrt(self._standardise(x, state)[1][:, 1:])).to(x.device)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray]:
-        """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances."""
+        """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances.
+
+        The recursion runs in numpy, on the CPU, wherever ``x`` is (a copy from and to a GPU).
+        """
         assert state.variance is not None, "a volatility-scaled model needs a state carrying the variance"
-        returns = x[..., 0].detach().numpy()  # (B, T)
-        variances = ewma_variances(returns, state.variance[:, 0].detach().numpy(), self.config)
-        scaled = torch.from_numpy(standardised_returns(returns, variances[:, :-1], self.config))
+        returns = x[..., 0].detach().cpu().numpy()  # (B, T)
+        variances = ewma_variances(returns, state.variance[:, 0].detach().cpu().numpy(), self.config)
+        scaled = torch.from_numpy(standardised_returns(returns, variances[:, :-1], self.config)).to(x.device)
         return torch.cat([scaled[..., None], x[..., 1:]], dim=2), variances
 
 

@@ -118,3 +118,13 @@ def test_shard_and_device_names_are_checked():
     assert distributed.resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert World().wrap(torch.nn.Linear(1, 1)).__class__ is torch.nn.Linear  # one process: not wrapped
     assert World().sum([1, 2.5]) == [1.0, 2.5]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("scaling", ["global", "volatility"])
+def test_a_model_trained_on_cuda_comes_back_on_the_cpu(scaling):
+    config = tiny_config("latent", n_features=2, scaling=scaling)
+    one_epoch = TrainConfig(**{**CONFIG.to_dict(), "epochs": 1})
+    trained = fit(config, prices_data(), one_epoch, world=World(device=torch.device("cuda")))
+    assert {p.device.type for p in trained.model.parameters()} == {"cpu"}
+    assert trained.result.best_val_loss > 0
