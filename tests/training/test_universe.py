@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 from data import sources
 from data.errors import DataError
+from service.cli import main
 from training.registry import Registry
 
 MIB = 1024 * 1024
@@ -64,3 +66,22 @@ def test_a_bad_file_among_many_is_named_with_its_line(tmp_path):
         sources.load("csv", path=folder)
     assert str(err.value).startswith(f"{bad}: T007 line 10 (")
     assert str(err.value).endswith("close is -1.0; prices must be positive")
+
+
+def test_a_second_train_on_the_same_files_reads_every_ticker_from_the_feature_cache(tmp_path, caplog):
+    folder = tmp_path / "prices"
+    folder.mkdir()
+    for ticker in ("IBM", "MSFT", "AAPL"):
+        sources.bundled([ticker]).head(400).drop(columns="ticker").to_parquet(folder / f"{ticker}.parquet")
+    command = ["train", "--artifacts", str(tmp_path / "artifacts"), "--source", "parquet", "--path", str(folder)]
+    command += ["--mode", "ar", "--epochs", "1", "--hidden", "4", "--window", "10", "--threads", "1", "--no-progress"]
+    caplog.set_level(logging.INFO, logger="data.universe")
+    assert main(command) == 0
+    assert main(command) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "data.universe"]
+    cache = tmp_path / "artifacts" / "cache" / "features"
+    assert lines == [
+        f"feature cache {cache}: 0 parts read from it, 3 computed (0 of them replacing unreadable entries)",
+        f"feature cache {cache}: 3 parts read from it, 0 computed (0 of them replacing unreadable entries)",
+    ]
+    assert len(Registry(tmp_path / "artifacts").versions("ar")) == 2
