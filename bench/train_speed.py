@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.train_universe import one_count, universe
+from bench.train_universe import PARTS, one_count, universe
 from data import sources
 from data.features import DEFAULT_FEATURES
 from models.config import MODES, ModelConfig
@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (--universe)")
     parser.add_argument("--darts-python", type=Path, help="an interpreter with darts installed (--universe)")
     parser.add_argument("--darts-epochs", type=int, default=3, help="Darts epochs per run, the first not timed")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which comparisons to run (--universe)"
+    )
     parser.add_argument("--universe-child", nargs=2, type=Path, metavar=("FOLDER", "CACHE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.universe_child is not None:
