@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class PricePart:
     kind: str  # "csv" or "parquet"
     ticker: str | None = None  # known without reading: the file's name, or the Parquet ticker read
     ticker_column: str | None = None  # the Parquet column to filter on, when ``ticker`` is one of several
+    rows: np.ndarray | None = field(default=None, compare=False, repr=False)  # its rows in the file, ascending
 
     @property
     def name(self) -> str:
@@ -57,18 +58,15 @@ class PricePart:
         return tidy(raw, str(self.path), row_label="row", ticker=_stem(self.path))
 
     def _read_parquet(self) -> pd.DataFrame:
-        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         try:
             handle = pq.ParquetFile(self.path)
-            if self.ticker_column is None:
+            if self.rows is None:
                 raw = handle.read().to_pandas()
                 raw.index = pd.RangeIndex(PARQUET_FIRST_ROW, len(raw) + PARQUET_FIRST_ROW)
                 return raw
-            # the ticker column alone says which rows, and so which row groups, hold this ticker
-            column = handle.read(columns=[self.ticker_column]).column(0)
-            rows = np.flatnonzero(pc.equal(column, self.ticker).to_numpy(zero_copy_only=False))
+            rows = self.rows
             sizes = [handle.metadata.row_group(g).num_rows for g in range(handle.num_row_groups)]
             starts = np.concatenate([[0], np.cumsum(sizes)])
             groups = sorted(set(np.searchsorted(starts, rows, side="right") - 1))
@@ -115,10 +113,21 @@ def _file_parts(file: Path, kind: str) -> list[PricePart]:
         column = next((n for n in handle.schema_arrow.names if canonical_name(n) == "ticker"), None)
         if column is None:
             return [PricePart(file, kind, _stem(file))]
-        names = handle.read(columns=[column]).column(0).unique().to_pylist()
+        # the ticker column, read once, says which rows (and so which row groups) hold each ticker
+        encoded = handle.read(columns=[column]).column(0).combine_chunks().dictionary_encode()
     except (OSError, ValueError) as exc:
         raise DataError(f"{file}: not a readable Parquet file ({exc})") from exc
-    return [PricePart(file, kind, str(name), column) for name in sorted(names, key=str) if name is not None]
+    if encoded.null_count:
+        first = int(np.flatnonzero(encoded.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{file}: row {first + PARQUET_FIRST_ROW}: no ticker in column {column}")
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+    names = [str(name) for name in encoded.dictionary.to_pylist()]
+    return [
+        PricePart(file, kind, names[i], column, order[bounds[i] : bounds[i + 1]])
+        for i in sorted(range(len(names)), key=names.__getitem__)
+    ]
 
 
 def _stem(file: Path) -> str:

@@ -83,3 +83,13 @@ def test_an_unreadable_parquet_file_and_an_unknown_ticker_are_named(tmp_path):
     with pytest.raises(DataError) as err:
         sources.load("parquet", path=tmp_path / "none")
     assert str(err.value) == f"{tmp_path / 'none'}: no such file or folder"
+
+
+def test_a_row_without_a_ticker_in_a_shared_parquet_file_is_named(tmp_path):
+    path = tmp_path / "universe.parquet"
+    frame = write_universe_parquet(path, ("AAPL", "IBM"))
+    frame["Ticker"] = frame["Ticker"].where(frame.index != 44, None)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    with pytest.raises(DataError) as err:
+        sources.load("parquet", path=path)
+    assert str(err.value) == f"{path}: row 45: no ticker in column Ticker"
