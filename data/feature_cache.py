@@ -114,7 +114,10 @@ class FeatureCache:
             return cached
         self.misses += 1
         built = build()
-        self._write(path, key, built, spec)
+        try:
+            self._write(path, key, built, spec)
+        except OSError as exc:  # a cache that cannot be written (full disk, read-only folder) costs time, not the run
+            logger.warning("feature cache entry %s not written (%s)", path, exc)
         return built
 
     def _read(self, path: Path, key: str, spec: FeatureSpec) -> list[Series] | None:

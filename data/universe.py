@@ -71,6 +71,7 @@ def file_series(
         if cache is None:
             got = _part_series(part, spec)
         else:
+            # stamped before the read: a file changed while it is read leaves an entry that misses next time
             got = cache.series(part.name, file_stamp(part.path), spec, partial(_part_series, part, spec))
         owners.claim(part, [s.ticker for s in got])
         seen |= {s.ticker for s in got}

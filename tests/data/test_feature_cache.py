@@ -132,3 +132,12 @@ def test_a_frame_is_cached_per_ticker_by_its_rows(tmp_path):
     last = fresh(cache)
     assert len(frame_series(changed, SPEC, last)) == 2
     assert (last.hits, last.misses) == (1, 1)
+
+
+def test_a_cache_that_cannot_be_written_costs_time_not_the_load(tmp_path):
+    folder = write_folder(tmp_path / "prices", ("IBM",))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    cache = FeatureCache(blocker / "features")
+    assert_same(load_series("csv", SPEC, cache, path=str(folder)), load_series("csv", SPEC, path=str(folder)))
+    assert cache.misses == 1
