@@ -36,14 +36,14 @@ class PricePart:
 
     path: Path
     kind: str  # "csv" or "parquet"
-    ticker: str | None = None  # known without reading: the file's name, or the Parquet ticker read
-    ticker_column: str | None = None  # the Parquet column to filter on, when ``ticker`` is one of several
-    rows: np.ndarray | None = field(default=None, compare=False, repr=False)  # its rows in the file, ascending
+    ticker: str | None = None  # known without reading: the file's name, or one ticker of a Parquet file
+    # that ticker's rows in a Parquet file of several (0-based, ascending); None: the whole file
+    rows: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         """What names the part in a cache: its resolved path, and the ticker read from a shared file."""
-        return f"{self.path.resolve()}#{self.ticker if self.ticker_column else ''}"
+        return f"{self.path.resolve()}#{self.ticker if self.rows is not None else ''}"
 
     def read(self) -> pd.DataFrame:
         """The part's tidy rows (``DataError`` naming the file and row if any is unusable)."""
@@ -125,7 +125,7 @@ def _file_parts(file: Path, kind: str) -> list[PricePart]:
     bounds = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
     names = [str(name) for name in encoded.dictionary.to_pylist()]
     return [
-        PricePart(file, kind, names[i], column, order[bounds[i] : bounds[i + 1]])
+        PricePart(file, kind, names[i], order[bounds[i] : bounds[i + 1]])
         for i in sorted(range(len(names)), key=names.__getitem__)
     ]
 
