@@ -220,5 +220,3 @@ def processes(args: argparse.Namespace, work: Path) -> None:
     for base in ("1 process, 1 thread", "1 process, 2 threads"):
         print(f"2 processes / {base}: {medians['2 processes, 1 thread'] / medians[base]:.2f}x")
     print(f"load average after the process comparison: {load_average()}")
-    ar_against_darts(args, work)
-    print(f"load average after: {load_average()}")
