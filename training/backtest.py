@@ -10,9 +10,10 @@ block before forecasting it.
 
 Scores per fold and pooled over folds: pinball loss, MAE ratio to the random
 walk and the coverage of each method's outer band, per seed for the models.
-A Diebold-Mariano test (``training.significance``) compares latent with ar,
-GARCH(1,1)-t and the random walk on the per-origin pinball loss, averaged
-over the seeds and over the tickers of each day (one series over dates).
+A Diebold-Mariano test (``training.significance.compare_losses``) compares
+latent with ar, GARCH(1,1)-t and the random walk on the per-origin pinball
+loss, averaged over the seeds and over the tickers of each day (one series
+over dates).
 
 With ``BacktestConfig.scalings``, each fold also trains ar and latent with
 those other scalings (methods ``latent_global``, ``ar_global``, ...), on the
@@ -41,7 +42,7 @@ from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit
 from training.report import LABELS
 from training.scoring import pooled, score
-from training.significance import SIGNIFICANCE, DieboldMariano, diebold_mariano
+from training.significance import SIGNIFICANCE, compare_losses
 
 logger = logging.getLogger(__name__)
 
@@ -180,29 +181,6 @@ def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str
         }
         for horizon in per_run[0]
     }
-
-
-def origin_losses(runs: list[list[SpanForecasts]], levels: Sequence[float], horizon: int) -> pd.Series:
-    """Pinball loss at ``horizon`` of each origin day: averaged over runs, then over the tickers of that day."""
-    levels_array = np.asarray(levels)
-    frames = []
-    for run in runs:
-        for span in run:
-            if span.quantiles is None:
-                raise ConfigError(f"{span.ticker}: a point forecast has no pinball loss")
-            error = span.actual[:, horizon - 1, None] - span.quantiles[:, horizon - 1]  # (N, Q)
-            loss = np.maximum(levels_array * error, (levels_array - 1) * error).mean(axis=1)
-            frames.append(pd.DataFrame({"ticker": span.ticker, "date": span.dates, "loss": loss}))
-    losses = pd.concat(frames).groupby(["ticker", "date"])["loss"].mean()
-    return losses.groupby(level="date").mean().sort_index()
-
-
-def compare_losses(
-    a: list[list[SpanForecasts]], b: list[list[SpanForecasts]], levels: Sequence[float], horizon: int
-) -> DieboldMariano:
-    """The Diebold-Mariano test of ``a``'s ``origin_losses`` against ``b``'s, over the days both forecast."""
-    both = pd.concat([origin_losses(a, levels, horizon), origin_losses(b, levels, horizon)], axis=1, join="inner")
-    return diebold_mariano(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), horizon)
 
 
 def pairs(scalings: Sequence[str]) -> list[tuple[str, str]]:

@@ -36,7 +36,6 @@ from data.errors import ConfigError
 from data.features import build_series
 from models.calibration import AdaptiveConfig
 from models.config import ModelConfig
-from training.backtest import compare_losses
 from training.baselines import garch_t
 from training.config import TrainConfig
 from training.conformal import adaptive_forecasts, fit_offsets
@@ -44,7 +43,7 @@ from training.dataset import TrainingData
 from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit
 from training.scoring import score_by_ticker
-from training.significance import DieboldMariano
+from training.significance import DieboldMariano, compare_losses
 
 METHODS = {
     "global": "global scaling",

@@ -12,20 +12,31 @@ Harvey-Leybourne-Newbold correction scales the statistic by
 ``sqrt((n + 1 - 2h + h(h - 1) / n) / n)`` and reads the p-value from a Student
 t with n - 1 degrees of freedom, which keeps the size honest on short samples.
 
+Rolling forecasts of several tickers are tested as one series over dates
+(``origin_losses``): the loss of each origin day is the mean over the runs
+and over the tickers of that day, so that correlation across tickers does
+not inflate the evidence.
+
 Diebold and Mariano (1995), JBES 13(3); Harvey, Leybourne and Newbold (1997), IJF 13(2).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from data.errors import ConfigError, DataError
+from training.evaluate import SpanForecasts
 
 SIGNIFICANCE = 0.05  # a difference is called only below this p-value
+Loss = Literal["pinball", "absolute_error"]
+LOSSES: tuple[Loss, ...] = ("pinball", "absolute_error")
 
 
 @dataclass(frozen=True)
@@ -75,3 +86,55 @@ def diebold_mariano(a: np.ndarray, b: np.ndarray, horizon: int = 1) -> DieboldMa
     statistic = correction * mean / math.sqrt(variance / n)
     p_value = float(2 * stats.t.sf(abs(statistic), df=n - 1))
     return DieboldMariano(statistic, p_value, mean, n, horizon - 1)
+
+
+def _losses(span: SpanForecasts, levels: np.ndarray, horizon: int, loss: Loss) -> np.ndarray:
+    """(N,) ``loss`` of each origin of ``span`` at ``horizon``: of the median, or pinball averaged over levels."""
+    actual = span.actual[:, horizon - 1]
+    if loss == "absolute_error":
+        return np.abs(actual - span.point[:, horizon - 1])
+    if span.quantiles is None:
+        raise ConfigError(f"{span.ticker}: a point forecast has no pinball loss")
+    error = actual[:, None] - span.quantiles[:, horizon - 1]  # (N, Q)
+    return np.maximum(levels * error, (levels - 1) * error).mean(axis=1)
+
+
+def origin_losses(
+    runs: Sequence[Sequence[SpanForecasts]], levels: Sequence[float], horizon: int, loss: Loss = "pinball"
+) -> pd.Series:
+    """``loss`` at ``horizon`` of each origin day: averaged over runs, then over the tickers of that day.
+
+    ``runs``: one list of per-ticker spans per training run (one for a
+    baseline); ``levels``: the quantile levels of those spans (pinball only).
+    """
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; valid losses: {', '.join(LOSSES)}")
+    levels_array = np.asarray(levels, dtype=np.float64)
+    frames = [
+        pd.DataFrame({"ticker": span.ticker, "date": span.dates, "loss": _losses(span, levels_array, horizon, loss)})
+        for run in runs
+        for span in run
+    ]
+    losses = pd.concat(frames).groupby(["ticker", "date"])["loss"].mean()
+    return losses.groupby(level="date").mean().sort_index()
+
+
+def compare_losses(
+    a: Sequence[Sequence[SpanForecasts]],
+    b: Sequence[Sequence[SpanForecasts]],
+    levels: Sequence[float],
+    horizon: int,
+    loss: Loss = "pinball",
+    levels_b: Sequence[float] | None = None,
+) -> DieboldMariano:
+    """The Diebold-Mariano test of ``a``'s ``origin_losses`` against ``b``'s, over the days both forecast.
+
+    ``levels_b``: ``b``'s quantile levels when they are not ``levels`` (each
+    forecaster's pinball loss at its own levels).
+    """
+    both = pd.concat(
+        [origin_losses(a, levels, horizon, loss), origin_losses(b, levels_b or levels, horizon, loss)],
+        axis=1,
+        join="inner",
+    )
+    return diebold_mariano(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), horizon)
