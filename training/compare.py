@@ -5,6 +5,12 @@ span of every ticker without refitting, scores them per ticker and pooled
 (each model moved by its conformal offsets, as it would serve),
 times the cost of one more forecast against history length, and writes
 ``report.json``, ``report.md`` and PNG plots to one folder.
+
+Its verdicts rest on Diebold-Mariano tests (``training.significance``), on
+per-day losses pooled over tickers as the backtest pools them: each model's
+point forecast against the random walk's on the absolute error, and the
+latent model's quantiles against ar's, GARCH(1,1)-t's and the random walk's
+on the pinball loss, at horizon 1 and H.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from training.dataset import TrainingData, first_unseen_day
 from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit, training_summary
 from training.registry import Registry
-from training.report import write_json_report, write_markdown, write_plots
+from training.report import LABELS, write_json_report, write_markdown, write_plots
 from training.scoring import outer_band, score_by_ticker
+from training.significance import SIGNIFICANCE, Loss, compare_losses
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,14 @@ BASELINES: dict[str, baselines.Baseline] = {
     "linear_ar": baselines.linear_ar,
     "garch_t": baselines.garch_t,
 }
+# (loss, a, b): each tested at horizon 1 and H; a negative statistic favours a
+TESTS: tuple[tuple[Loss, str, str], ...] = (
+    ("absolute_error", "latent", "random_walk"),
+    ("absolute_error", "ar", "random_walk"),
+    ("pinball", "latent", "ar"),
+    ("pinball", "latent", "garch_t"),
+    ("pinball", "latent", "random_walk"),
+)
 
 
 @dataclass
@@ -73,6 +88,7 @@ class Comparison:
     spans: dict[str, list[SpanForecasts]]  # method -> per-ticker forecasts
     metrics: dict[str, dict[str, dict[str, dict[str, float | None]]]]  # method -> ticker -> h -> metric
     costs: list[Cost]
+    tests: list[dict[str, Any]]  # Diebold-Mariano results, as ``significance`` gives them
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +102,8 @@ class Comparison:
             ),
             "models": self.contenders,
             "metrics": self.metrics,
+            "diebold_mariano": self.tests,
+            "significance_level": SIGNIFICANCE,
             "cost_per_forecast_us": [asdict(c) for c in self.costs],
             "machine": {
                 "cores": os.cpu_count(),
@@ -157,6 +175,33 @@ def baseline_spans(data: TrainingData, levels: np.ndarray) -> dict[str, list[Spa
     return out
 
 
+def significance(
+    spans: dict[str, list[SpanForecasts]], levels: dict[str, Sequence[float]], horizons: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Diebold-Mariano tests of each pair of ``TESTS`` present in ``spans``, at each horizon.
+
+    ``levels``: each method's quantile levels (its pinball loss is taken at its
+    own); losses are per day, averaged over the tickers forecast that day.
+    """
+    out = []
+    for horizon in horizons:
+        for loss, a, b in TESTS:
+            if a not in spans or b not in spans:
+                continue
+            result = compare_losses([spans[a]], [spans[b]], levels[a], horizon, loss, levels_b=levels[b])
+            out.append(
+                {
+                    "horizon": horizon,
+                    "loss": loss,
+                    "a": a,
+                    "b": b,
+                    **result.to_dict(),
+                    "verdict": result.verdict(LABELS.get(a, a), LABELS.get(b, b)),
+                }
+            )
+    return out
+
+
 def compare(
     data: TrainingData,
     contenders: list[Contender],
@@ -191,9 +236,11 @@ def compare(
             "coverage_band": list(outer_band(own)),
             "offsets": c.offsets.tolist(),
         }
+    own_levels: dict[str, Sequence[float]] = {mode: d["quantiles"] for mode, d in described.items()}
     for name, forecasts in baseline_spans(data, np.asarray(levels)).items():
         spans[name] = forecasts
         metrics[name] = score_by_ticker(forecasts, levels)
+        own_levels[name] = levels
     by_mode = {c.mode: Predictor(c.model, c.scaler) for c in contenders}
     longest = max(data.series, key=len).ticker
     costs = forecast_costs(by_mode["latent"], by_mode["ar"], prices[prices["ticker"] == longest], cost_lengths)
@@ -206,6 +253,7 @@ def compare(
         spans=spans,
         metrics=metrics,
         costs=costs,
+        tests=significance(spans, own_levels, sorted({1, data.horizon})),
     )
 
 

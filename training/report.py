@@ -1,7 +1,9 @@
 """The comparison report as people read it: Markdown tables, a verdict, plots.
 
-The verdict is written from the figures, so a rerun on other data says what
-that data shows, including that the random walk wins when it does.
+The verdict is written from the figures and the Diebold-Mariano tests: a
+difference is called only where the test finds it significant, so a rerun on
+other data says what that data shows, including that the random walk wins or
+ties when it does.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ COLUMNS = [
     ("coverage", "outer-band coverage (%)", 100.0, ".1f"),
 ]
 PLOT_DAYS = 120  # the last days of the test span in the forecast plot
-NEGLIGIBLE = 0.01  # relative differences below 1% are called a tie
+LOSS_LABELS = {"absolute_error": "absolute error", "pinball": "pinball"}
+SMALLEST_P = 1e-4  # p-values below this print as "< 0.0001": the digits beyond say nothing
 
 
 def _cell(value: float | None, scale: float, fmt: str) -> str:
@@ -55,62 +58,83 @@ def metric_table(metrics: dict[str, Any], ticker: str, horizon: str) -> list[str
     return lines
 
 
-def verdict(metrics: dict[str, Any], horizon: str) -> list[str]:
-    """Plain sentences on who wins, from the pooled figures of ``horizon``."""
+def p_value(p: float) -> str:
+    return "< 0.0001" if p < SMALLEST_P else f"{p:.4f}"
+
+
+def _find(tests: Sequence[dict[str, Any]], horizon: int, loss: str, a: str, b: str) -> dict[str, Any] | None:
+    return next(
+        (t for t in tests if (t["horizon"], t["loss"], t["a"], t["b"]) == (horizon, loss, a, b)),
+        None,
+    )
+
+
+def _dm(test: dict[str, Any]) -> str:
+    p = p_value(test["p_value"])
+    return f"DM statistic {test['statistic']:.3f}, p {p if p.startswith('<') else '= ' + p}"
+
+
+def _point(mode: str, row: dict[str, Any], test: dict[str, Any] | None, days: str, level: float) -> str | None:
+    """The point-forecast sentence of ``mode`` against the random walk, called by its DM ``test``."""
+    ratio, direction = row["mae_ratio"], row["directional_accuracy"]
+    if ratio is None or test is None:
+        return None
+    hits = "n/a" if direction is None else f"{direction * 100:.1f}%"
+    if test["p_value"] < level and test["mean_difference"] < 0:
+        return (
+            f"**Point forecast, {days} day(s): the {mode} model beats the random walk** by "
+            f"{(1 - ratio) * 100:.1f}% in MAE (ratio {ratio:.3f}; {_dm(test)}); direction right {hits} of the time."
+        )
+    if test["p_value"] < level:
+        head = f"does not beat the random walk.** Its MAE is {ratio:.3f}x the random walk's, significantly higher"
+    else:
+        head = (
+            f"ties with the random walk.** Its MAE is {ratio:.3f}x the random walk's, "
+            "a difference the test does not find significant"
+        )
+    return (
+        f"**Point forecast, {days} day(s): the {mode} model {head} ({_dm(test)}); its direction is right {hits} "
+        "of the time. On daily stock returns the mean is nearly unpredictable: here the random walk is as good or "
+        "better."
+    )
+
+
+def verdict(metrics: dict[str, Any], tests: Sequence[dict[str, Any]], horizon: str, level: float) -> list[str]:
+    """Plain sentences on who wins at ``horizon`` ("h5"): a difference is called only where the
+    Diebold-Mariano p-value of ``tests`` is below ``level``."""
     pooled = {method: by_ticker["pooled"][horizon] for method, by_ticker in metrics.items()}
-    days = horizon[1:]
+    h, days = int(horizon[1:]), horizon[1:]
     out = []
     for mode in ("latent", "ar"):
-        ratio, direction = pooled[mode]["mae_ratio"], pooled[mode]["directional_accuracy"]
-        if ratio is None:
-            continue
-        hits = "n/a" if direction is None else f"{direction * 100:.1f}%"
-        if ratio >= 1:
-            out.append(
-                f"**Point forecast, {days} day(s): the {mode} model does not beat the random walk.** Its MAE is "
-                f"{ratio:.3f}x the random walk's (forecast return 0); its direction is right {hits} of the time. "
-                "On daily stock returns the mean is nearly unpredictable: here the random walk is as good or better."
-            )
-        elif ratio >= 1 - NEGLIGIBLE:
-            out.append(
-                f"**Point forecast, {days} day(s): the {mode} model ties with the random walk.** Its MAE is "
-                f"{ratio:.3f}x the random walk's, less than 1% apart: too small a gain to call skill; its direction "
-                f"is right {hits} of the time."
-            )
-        else:
-            out.append(
-                f"**Point forecast, {days} day(s): the {mode} model beats the random walk** by "
-                f"{(1 - ratio) * 100:.1f}% in MAE (ratio {ratio:.3f}); direction right {hits} of the time."
-            )
+        if mode in pooled:
+            line = _point(mode, pooled[mode], _find(tests, h, "absolute_error", mode, "random_walk"), days, level)
+            out += [line] if line else []
     interval = {m: v for m, v in pooled.items() if v["pinball"] is not None}
-    best = min(interval, key=lambda m: interval[m]["pinball"])
     ranked = sorted(interval, key=lambda m: interval[m]["pinball"])
     figures = ", ".join(
         f"{LABELS.get(m, m)} {interval[m]['pinball'] * 100:.4f} (coverage {interval[m]['coverage'] * 100:.1f}%)"
         for m in ranked
     )
-    lead = ""
-    if len(ranked) > 1:
-        runner_up = ranked[1]
-        margin = 1 - interval[best]["pinball"] / interval[runner_up]["pinball"]
-        if margin < NEGLIGIBLE:
-            lead = f" It leads {LABELS.get(runner_up, runner_up)} by only {margin * 100:.1f}%: too small to call."
     out.append(
-        f"**Quantiles, {days} day(s): {LABELS.get(best, best)} has the lowest pinball loss.**{lead} "
-        f"Pinball loss (%, lower is better) and coverage of the outer quantile band: {figures}."
+        f"**Quantiles, {days} day(s):** pinball loss (%, lower is better) and coverage of the outer quantile band: "
+        f"{figures}. Which of these differences are real, the tests say:"
     )
-    for mode in ("latent", "ar"):
-        if mode not in interval:
-            continue
-        gaps = []
-        for base in ("random_walk", "garch_t"):
-            if base in interval:
-                gap = interval[mode]["pinball"] / interval[base]["pinball"] - 1
-                word = "lower" if gap < 0 else "higher"
-                small = " (under 1%: too small to call)" if abs(gap) < NEGLIGIBLE else ""
-                gaps.append(f"{abs(gap) * 100:.1f}% {word} than {LABELS[base]}{small}")
-        out.append(f"The {mode} model's pinball loss is " + " and ".join(gaps) + ".")
+    for other in ("ar", "garch_t", "random_walk"):
+        test = _find(tests, h, "pinball", "latent", other)
+        if test is not None:
+            out.append(f"Pinball loss, {days} day(s): {test['verdict']}; DM statistic {test['statistic']:.3f}.")
     return out
+
+
+def test_table(tests: Sequence[dict[str, Any]]) -> list[str]:
+    """The Diebold-Mariano tests as a Markdown table, one row per test."""
+    lines = ["| horizon | loss | a | b | DM statistic | p-value | verdict |", "|---|---|---|---|---|---|---|"]
+    for t in tests:
+        lines.append(
+            f"| {t['horizon']} | {LOSS_LABELS[t['loss']]} | {LABELS.get(t['a'], t['a'])} "
+            f"| {LABELS.get(t['b'], t['b'])} | {t['statistic']:.3f} | {p_value(t['p_value'])} | {t['verdict']} |"
+        )
+    return lines
 
 
 def cost_table(costs: Sequence[Cost]) -> list[str]:
@@ -130,6 +154,8 @@ def write_markdown(report: dict[str, Any], plots: Sequence[Path], out: Path) -> 
     data, metrics, horizon = report["data"], report["metrics"], report["horizon"]
     tickers = [t for t in next(iter(metrics.values())) if t != "pooled"]
     last = f"h{horizon}"
+    horizons = ["h1"] if last == "h1" else ["h1", last]
+    tests, level = report["diebold_mariano"], report["significance_level"]
     machine = report["machine"]
     lines = [
         "# ar vs latent vs baselines",
@@ -144,9 +170,17 @@ def write_markdown(report: dict[str, Any], plots: Sequence[Path], out: Path) -> 
         f"**Protocol**: {report['protocol']}. Targets are cumulative log returns over 1..{horizon} days; "
         f"quantiles {report['quantiles']}. MAE/RMSE/pinball in % of log return.",
         "",
+        f"**Verdicts** rest on Diebold-Mariano tests of per-day losses (each day's mean over the tickers "
+        f"forecast that day; Newey-West variance with h - 1 lags, Harvey-Leybourne-Newbold correction): a "
+        f"difference is called only where p < {level}.",
+        "",
         "## Verdict",
         "",
-        *[f"- {line}" for line in verdict(metrics, "h1") + (verdict(metrics, last) if last != "h1" else [])],
+        *[f"- {line}" for h in horizons for line in verdict(metrics, tests, h, level)],
+        "",
+        "## Diebold-Mariano tests (negative: a's loss is lower)",
+        "",
+        *test_table(tests),
         "",
         "## One day ahead, all tickers pooled",
         "",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ from data.features import build_series
 from models.calibration import apply_offsets
 from models.checkpoint import build_from_checkpoint
 from tests.factories import tiny_checkpoint, tiny_config
-from training.compare import compare, load_contender, train_contenders, write_report
+from training.compare import (
+    TESTS,
+    baseline_spans,
+    compare,
+    load_contender,
+    significance,
+    train_contenders,
+    write_report,
+)
 from training.config import TrainConfig
 from training.conformal import fit_offsets
 from training.dataset import TrainingData
@@ -20,7 +29,8 @@ from training.metrics import pinball
 from training.pipeline import train_and_register
 from training.registry import Registry
 from training.report import verdict
-from training.scoring import pooled
+from training.scoring import pooled, score_by_ticker
+from training.significance import SIGNIFICANCE
 
 FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
 METHODS = {"latent", "ar", "random_walk", "previous_return", "linear_ar", "garch_t"}
@@ -62,6 +72,17 @@ def test_report_holds_every_method_ticker_and_horizon(report):
     }
 
 
+def test_the_report_carries_every_test_at_horizon_1_and_h(report):
+    _, _, payload = report
+    tests = payload["diebold_mariano"]
+    assert [(t["horizon"], t["loss"], t["a"], t["b"]) for t in tests] == [(h, *pair) for h in (1, 3) for pair in TESTS]
+    for t in tests:
+        assert 0.0 <= t["p_value"] <= 1.0 and t["n"] > 100, t
+        assert t["lags"] == t["horizon"] - 1
+        assert ("significantly" in t["verdict"]) == (t["p_value"] < SIGNIFICANCE), t
+    assert payload["significance_level"] == SIGNIFICANCE
+
+
 def test_every_method_is_scored_on_the_same_forecasts(report):
     _, _, payload = report
     counts = {m: payload["metrics"][m]["pooled"]["h1"]["count"] for m in METHODS}
@@ -75,55 +96,12 @@ def test_markdown_has_the_verdict_tables_and_plots(report):
     assert "## IBM, 3 days ahead" in text
     assert "| GARCH(1,1)-t |" in text and "| random walk, 20-day vol |" in text
     assert "![cost_per_forecast](cost_per_forecast.png)" in text
-    for line in verdict(payload["metrics"], "h1"):
+    for line in verdict(payload["metrics"], payload["diebold_mariano"], "h1", payload["significance_level"]):
         assert line in text
+    assert "## Diebold-Mariano tests (negative: a's loss is lower)" in text
+    assert "| 3 | pinball | latent (model) | GARCH(1,1)-t |" in text
     for png in ("forecast_vs_actual.png", "cumulative_abs_error.png", "cost_per_forecast.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def metrics_with(latent_ratio: float, latent_pinball: float) -> dict:
-    def row(ratio, direction, pinball, coverage):
-        return {"mae_ratio": ratio, "directional_accuracy": direction, "pinball": pinball, "coverage": coverage}
-
-    pooled = {
-        "latent": row(latent_ratio, 0.52, latent_pinball, 0.79),
-        "ar": row(1.02, 0.49, 0.0060, 0.70),
-        "random_walk": row(1.0, None, 0.0050, 0.78),
-        "previous_return": row(1.4, 0.48, None, None),
-        "linear_ar": row(1.01, 0.5, None, None),
-        "garch_t": row(1.0, 0.51, 0.0049, 0.81),
-    }
-    return {m: {"pooled": {"h1": r}} for m, r in pooled.items()}
-
-
-def test_verdict_says_so_when_the_random_walk_wins():
-    lines = verdict(metrics_with(1.05, 0.0051), "h1")
-    assert lines[0].startswith(
-        "**Point forecast, 1 day(s): the latent model does not beat the random walk.** "
-        "Its MAE is 1.050x the random walk's"
-    )
-    assert lines[1].startswith("**Point forecast, 1 day(s): the ar model does not beat the random walk.**")
-    assert lines[2].startswith("**Quantiles, 1 day(s): GARCH(1,1)-t has the lowest pinball loss.**")
-    assert lines[3] == (
-        "The latent model's pinball loss is 2.0% higher than random walk, 20-day vol and 4.1% higher than GARCH(1,1)-t."
-    )
-    assert verdict(metrics_with(1.05, 0.00492), "h1")[3] == (
-        "The latent model's pinball loss is 1.6% lower than random walk, 20-day vol "
-        "and 0.4% higher than GARCH(1,1)-t (under 1%: too small to call)."
-    )
-
-
-def test_verdict_credits_a_model_that_wins():
-    lines = verdict(metrics_with(0.95, 0.0040), "h1")
-    assert lines[0] == (
-        "**Point forecast, 1 day(s): the latent model beats the random walk** by 5.0% in MAE "
-        "(ratio 0.950); direction right 52.0% of the time."
-    )
-    assert lines[2].startswith("**Quantiles, 1 day(s): latent (model) has the lowest pinball loss.**")
-    assert verdict(metrics_with(0.995, 0.0040), "h1")[0] == (
-        "**Point forecast, 1 day(s): the latent model ties with the random walk.** Its MAE is 0.995x the random "
-        "walk's, less than 1% apart: too small a gain to call skill; its direction is right 52.0% of the time."
-    )
 
 
 def test_a_registered_version_can_stand_in_for_training(prices, tmp_path):
@@ -136,14 +114,6 @@ def test_a_registered_version_can_stand_in_for_training(prices, tmp_path):
     comparison = compare(data, [latent, contender], "bundled", prices, cost_lengths=(30,))
     assert comparison.contenders["ar"]["version"] == version.version
     assert comparison.metrics["ar"]["pooled"]["h1"]["count"] == comparison.metrics["latent"]["pooled"]["h1"]["count"]
-
-
-def test_verdict_says_when_the_best_quantiles_lead_by_too_little_to_call():
-    line = verdict(metrics_with(0.95, 0.00489), "h1")[2]
-    assert line.startswith(
-        "**Quantiles, 1 day(s): latent (model) has the lowest pinball loss.** "
-        "It leads GARCH(1,1)-t by only 0.2%: too small to call."
-    )
 
 
 def test_each_version_is_scored_at_its_own_quantile_levels(prices, tmp_path):
@@ -205,3 +175,75 @@ def test_contenders_are_scored_with_their_conformal_offsets(prices, tmp_path):
     for span, plain in zip(comparison.spans["latent"], trained, strict=True):
         assert span.quantiles is not None and plain.quantiles is not None
         np.testing.assert_allclose(span.quantiles, apply_offsets(plain.quantiles, latent.offsets))
+
+
+LEVELS = [0.1, 0.5, 0.9]
+
+
+@pytest.fixture(scope="module")
+def walk(prices) -> list:
+    """The random walk's forecasts of the real test span: the yardstick the made-up contenders are held to."""
+    data = TrainingData.prepare(prices, ("returns",), horizon=3)
+    return baseline_spans(data, np.asarray(LEVELS))["random_walk"]
+
+
+def contender(walk: list, shrink: float) -> list:
+    """Forecasts ``shrink`` of the way from the realised return to the random walk's (0: perfect, 1: the walk)."""
+    out = []
+    for span in walk:
+        truth = np.nan_to_num(span.actual)
+        spread = span.quantiles - span.point[..., None]
+        point = truth + shrink * (span.point - truth)
+        out.append(replace(span, point=point, quantiles=point[..., None] + shrink * spread))
+    return out
+
+
+def judged(spans: dict) -> tuple[list[dict], list[str]]:
+    tests = significance(spans, dict.fromkeys(spans, LEVELS), [1])
+    metrics = {m: score_by_ticker(s, LEVELS) for m, s in spans.items()}
+    return tests, verdict(metrics, tests, "h1", SIGNIFICANCE)
+
+
+def by_pair(tests: list[dict], loss: str, a: str, b: str) -> dict:
+    return next(t for t in tests if (t["loss"], t["a"], t["b"]) == (loss, a, b))
+
+
+def test_a_clearly_better_contender_gets_a_significant_verdict(walk):
+    spans = {"latent": contender(walk, 0.5), "ar": walk, "random_walk": walk, "garch_t": walk}
+    tests, lines = judged(spans)
+    point = by_pair(tests, "absolute_error", "latent", "random_walk")
+    assert point["p_value"] < SIGNIFICANCE and point["statistic"] < 0
+    assert point["verdict"].startswith("latent (model) has a significantly lower loss than random walk, 20-day vol")
+    for other in ("ar", "garch_t", "random_walk"):
+        assert by_pair(tests, "pinball", "latent", other)["p_value"] < SIGNIFICANCE
+    assert lines[0].startswith("**Point forecast, 1 day(s): the latent model beats the random walk** by ")
+    assert f"DM statistic {point['statistic']:.3f}, p " in lines[0]
+
+
+def test_identical_forecasts_get_no_significant_difference(walk):
+    spans = {"latent": contender(walk, 1.0), "ar": walk, "random_walk": walk, "garch_t": walk}
+    tests, lines = judged(spans)
+    for t in tests:
+        assert t["p_value"] == 1.0 and t["statistic"] == 0.0, t
+        assert t["verdict"].startswith("no significant difference between"), t
+    assert lines[0] == (
+        "**Point forecast, 1 day(s): the latent model ties with the random walk.** Its MAE is 1.000x the random "
+        "walk's, a difference the test does not find significant (DM statistic 0.000, p = 1.0000); its direction "
+        f"is right {lines[0].split('right ')[1].split(' of')[0]} of the time. On daily stock returns the mean is "
+        "nearly unpredictable: here the random walk is as good or better."
+    )
+    assert "Pinball loss, 1 day(s): no significant difference between latent (model) and ar (model)" in lines[3]
+
+
+def test_verdict_says_so_when_the_random_walk_wins(walk):
+    spans = {"latent": contender(walk, 2.0), "ar": walk, "random_walk": walk, "garch_t": walk}
+    tests, lines = judged(spans)
+    assert by_pair(tests, "absolute_error", "latent", "random_walk")["p_value"] < SIGNIFICANCE
+    assert lines[0].startswith(
+        "**Point forecast, 1 day(s): the latent model does not beat the random walk.** Its MAE is "
+    )
+    assert "significantly higher (DM statistic " in lines[0]
+    assert lines[0].endswith(
+        "On daily stock returns the mean is nearly unpredictable: here the random walk is as good or better."
+    )
+    assert "random walk, 20-day vol has a significantly lower loss than latent (model)" in lines[-1]
