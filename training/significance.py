@@ -133,7 +133,10 @@ def compare_losses(
     forecaster's pinball loss at its own levels).
     """
     both = pd.concat(
-        [origin_losses(a, levels, horizon, loss), origin_losses(b, levels_b or levels, horizon, loss)],
+        [
+            origin_losses(a, levels, horizon, loss),
+            origin_losses(b, levels if levels_b is None else levels_b, horizon, loss),
+        ],
         axis=1,
         join="inner",
     )

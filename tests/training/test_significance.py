@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from data.errors import DataError
-from training.significance import diebold_mariano
+from data.errors import ConfigError, DataError
+from training.evaluate import SpanForecasts
+from training.significance import compare_losses, diebold_mariano, origin_losses
 
 # d = a - b = [0.5, -0.5, 1, 1, 1.5]: mean 0.7, deviations [-0.2, -1.2, 0.3, 0.3, 0.8]
 A = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
@@ -54,3 +55,41 @@ def test_too_few_origins_are_refused():
     with pytest.raises(DataError) as err:
         diebold_mariano(A[:4], B[:4], horizon=2)
     assert str(err.value) == "too few origins for a Diebold-Mariano test at horizon 2: 4"
+
+
+def span(ticker: str, days: list[str], actual: list[float], point: list[float], spread: float = 0.1) -> SpanForecasts:
+    """One-step forecasts with quantiles [point - spread, point, point + spread] at levels 0.1, 0.5, 0.9."""
+    y, m = np.array(actual)[:, None], np.array(point)[:, None]
+    return SpanForecasts(
+        ticker,
+        np.array(days, dtype="datetime64[D]"),
+        np.ones(len(days)),
+        y,
+        m,
+        np.stack([m - spread, m, m + spread], -1),
+    )
+
+
+def test_origin_losses_are_the_mean_over_the_tickers_of_each_day():
+    first = span("AAA", ["2020-01-02", "2020-01-03"], [1.0, 2.0], [0.0, 0.0])
+    second = span("BBB", ["2020-01-03"], [-1.0], [0.0])
+    losses = origin_losses([[first, second]], [0.1, 0.5, 0.9], 1, "absolute_error")
+    assert losses.index.tolist() == list(np.array(["2020-01-02", "2020-01-03"], dtype="datetime64[ns]"))
+    assert losses.tolist() == [1.0, 1.5]  # 2020-01-03: mean of |2| and |-1|
+    # pinball of y = 1 against [-0.1, 0, 0.1]: (0.1 * 1.1 + 0.5 * 1 + 0.9 * 0.9) / 3
+    pinball = origin_losses([[first]], [0.1, 0.5, 0.9], 1)
+    assert pinball.iloc[0] == pytest.approx((0.11 + 0.5 + 0.81) / 3)
+    with pytest.raises(ConfigError, match="unknown loss 'squared'"):
+        origin_losses([[first]], [0.1, 0.5, 0.9], 1, "squared")  # type: ignore[arg-type]
+
+
+def test_compare_losses_scores_each_forecaster_at_its_own_levels():
+    rng = np.random.default_rng(0)
+    days = [str(d) for d in np.arange("2020-01-01", "2020-05-01", dtype="datetime64[D]")]
+    y = rng.normal(size=len(days)).tolist()
+    a, b = span("AAA", days, y, [0.0] * len(days)), span("AAA", days, y, [0.0] * len(days))
+    same = compare_losses([[a]], [[b]], [0.1, 0.5, 0.9], 1, levels_b=[0.1, 0.5, 0.9])
+    assert (same.statistic, same.p_value) == (0.0, 1.0)
+    # b's quantiles read at levels 0.45, 0.5, 0.55: a pinball loss of their own, a different one
+    other = compare_losses([[a]], [[b]], [0.1, 0.5, 0.9], 1, levels_b=[0.45, 0.5, 0.55])
+    assert other.mean_difference != 0.0
