@@ -168,6 +168,18 @@ export async function loadCompare() {
       ),
     );
   }
+  // the report's own tests: one sentence per Diebold-Mariano test, which calls a difference only at p < the level
+  const tests = Array.isArray(report.diebold_mariano) ? report.diebold_mariano.filter((t) => t && t.verdict) : [];
+  if (tests.length) {
+    const loss = (name) => String(name || "").replaceAll("_", " ");
+    parts.push(
+      el(
+        "ul",
+        { class: "verdict tests" },
+        ...tests.map((t) => el("li", {}, `${t.horizon} day(s), ${loss(t.loss)}: ${t.verdict}`)),
+      ),
+    );
+  }
   const metrics = report.metrics && typeof report.metrics === "object" ? report.metrics : null;
   if (metrics) {
     const first = Object.values(metrics)[0];
@@ -186,6 +198,7 @@ export async function loadCompare() {
   // shown above (a verdict in another shape is shown below, as it is)
   const known = new Set(["created", "data", "protocol", "metrics", "cost_per_forecast_us", "horizon", "quantiles"]);
   if (sentences) known.add("verdict");
+  if (tests.length) ["diebold_mariano", "significance_level"].forEach((key) => known.add(key));
   for (const [key, value] of Object.entries(report)) {
     if (known.has(key) || value === null || value === undefined) continue;
     parts.push(

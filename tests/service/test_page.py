@@ -132,6 +132,10 @@ def test_the_page_streams_both_champions_and_shows_the_apis_coverage(
         "() => [...document.querySelectorAll('#compare-body img')].filter(i => i.naturalWidth).length == 3"
     )
     assert page.eval_on_selector("#compare-body table", BEST_PINBALL) == ["latent (model)"]  # one day ahead
+    # and each of its Diebold-Mariano tests as a sentence, as report.json words it
+    tests = json.loads((ROOT / "docs" / "compare" / "report.json").read_text())["diebold_mariano"]
+    shown = page.eval_on_selector_all("#compare-body ul.tests li", "items => items.map(i => i.textContent)")
+    assert len(shown) == len(tests) and all(t["verdict"] in line for t, line in zip(tests, shown, strict=True))
     for mode in ("ar", "latent"):
         assert page.inner_text(f"#panel-{mode} .version") == registry.champion(mode)
     page.select_option("#ticker", TICKER)
