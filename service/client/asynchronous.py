@@ -40,6 +40,9 @@ class ClientSettings:
     timeout_seconds: float = 10.0
     retries: int = 5  # sends after the first, on a timeout, a dropped connection or a 5xx that may pass
     backoff_seconds: tuple[float, float] = (0.05, 2.0)  # the wait before the first retry, and the longest
+    # acknowledged observations each Session keeps, to resend when the service answers a gap *behind* it: what a
+    # Redis failover does to the appends its dead master acknowledged last (docs/redis.md); 0 keeps none
+    resend_window: int = 0
 
 
 class ApiError(Exception):
@@ -62,11 +65,22 @@ class Session:
     model: dict[str, str]
     forecast: dict[str, Any] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    kept: list[Wire] = field(default_factory=list, repr=False)  # the last acknowledged observations, up to next_seq
 
     def took(self, reply: Mapping[str, Any]) -> None:
         """Move on to ``reply`` (an append's or an open's): its seq and its forecast."""
         self.next_seq = int(reply["next_seq"])
         self.forecast = reply["forecast"]
+
+    def keep(self, observations: Sequence[Wire], window: int) -> None:
+        """Remember ``observations`` (just acknowledged), the last ``window`` of all kept."""
+        if window > 0:
+            self.kept = [*self.kept, *observations][-window:]
+
+    def resend_from(self, expected_seq: int) -> list[Wire] | None:
+        """The kept observations from ``expected_seq`` on, if the service lost no more than are kept."""
+        behind = self.next_seq - expected_seq
+        return self.kept[len(self.kept) - behind :] if 0 < behind <= len(self.kept) else None
 
 
 @dataclass(frozen=True)
@@ -124,11 +138,24 @@ class AsyncClient:
         return Session(session_id, reply["next_seq"], reply["model"], reply["forecast"])
 
     async def append(self, session: Session, observations: Sequence[Wire]) -> dict[str, Any]:
-        """Apply ``observations`` after what ``session`` holds; its reply (the next forecast)."""
+        """Apply ``observations`` after what ``session`` holds; its reply (the next forecast).
+
+        With ``resend_window``, a gap the service answers behind the session's seq (it lost appends it
+        had acknowledged, as a Redis failover can) is mended: the kept observations from its
+        ``expected_seq`` are sent again ahead of these, and each is applied once.
+        """
         async with session.lock:
-            body = {"seq": session.next_seq, "observations": list(observations)}
-            reply = await self._send("POST", f"/v1/sessions/{session.session_id}/observations", body)
+            path = f"/v1/sessions/{session.session_id}/observations"
+            try:
+                reply = await self._send("POST", path, {"seq": session.next_seq, "observations": list(observations)})
+            except ApiError as error:
+                lost = session.resend_from(int(error.details.get("expected_seq", -1))) if _a_gap(error) else None
+                if lost is None:
+                    raise
+                seq = session.next_seq - len(lost)
+                reply = await self._send("POST", path, {"seq": seq, "observations": [*lost, *observations]})
             session.took(reply)
+            session.keep(observations, self.settings.resend_window)
             return reply
 
     async def append_many(self, batches: Sequence[tuple[Session, Sequence[Wire]]]) -> list[dict[str, Any] | ApiError]:
@@ -213,6 +240,10 @@ def took_items(
 def answers(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | ApiError]:
     """A bulk reply's items: each one's reply, or its ``ApiError``."""
     return [dict(item["reply"]) if item["status"] == 200 else ApiError(item["status"], item["error"]) for item in items]
+
+
+def _a_gap(error: ApiError) -> bool:
+    return error.status == 409 and error.details.get("reason") == "gap"
 
 
 def _choice(mode: str | None, version: str | None) -> dict[str, Any]:

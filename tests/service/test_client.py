@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from bench.harness import ServiceProcess
 from data import sources
@@ -144,3 +145,33 @@ def pd_days(days: int):
     import pandas as pd
 
     return pd.Timedelta(days=days)
+
+
+@pytest.mark.parametrize("window", [0, 8])
+def test_appends_a_failover_lost_are_resent_from_the_kept_window(
+    registry: Registry, closes, redis_server: str, redis_prefix: str, tmp_path: Path, window: int
+):
+    """The session's Redis hash rolled back to an earlier copy, as a promoted replica that missed the last appends."""
+    settings = env(registry, store="redis", redis_url=redis_server, redis_prefix=redis_prefix)
+    with (
+        ServiceProcess(settings, tmp_path / "serve.log") as server,
+        Client(ClientSettings(server.url, resend_window=window)) as client,
+        redis.Redis.from_url(redis_server) as store,
+    ):
+        session = client.open(closes[:WARM])
+        for seq in range(WARM, WARM + 3):
+            client.append(session, [closes[seq]])
+        key = f"{redis_prefix}:{{{session.session_id}}}"
+        replica = store.dump(key)
+        for seq in range(WARM + 3, WARM + 6):  # acknowledged, then lost with the master
+            client.append(session, [closes[seq]])
+        store.restore(key, store.pttl(key), replica, replace=True)
+        if not window:  # nothing kept: the gap behind the session is the caller's to mend
+            with pytest.raises(ApiError) as refused:
+                client.append(session, [closes[WARM + 6]])
+            assert refused.value.status == 409 and refused.value.details["expected_seq"] == WARM + 3
+            return
+        reply = client.append(session, [closes[WARM + 6]])
+        served = client.session(session.session_id)
+    assert reply["next_seq"] == session.next_seq == served.next_seq == WARM + 7
+    assert_close(reply["forecast"], offline(registry, session.model["version"], closes[: WARM + 7]))
