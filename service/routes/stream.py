@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, WebSocket
@@ -36,6 +37,7 @@ from service.routes.observations import Reply, items_json, parse_appends
 from service.schemas.bulk import Envelope
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 router = APIRouter(tags=["sessions"])
 
@@ -129,11 +131,25 @@ async def work(svc: Services, owner: str, inbound: asyncio.Queue[Message], outbo
         while not inbound.empty() and sum(len(m.items) for m in messages) < svc.settings.max_bulk_items:
             messages.append(inbound.get_nowait())
         batches = [item for m in messages for _, item in m.items if isinstance(item, AppendItem)]
-        results: list[Reply | Exception] = list(await svc.sessions.append_many(owner, batches))
+        results: list[Reply | Exception] = list(await finished(svc.sessions.append_many(owner, batches)))
         for message in messages:
             mine = sum(isinstance(item, AppendItem) for _, item in message.items)
             outbound.put_nowait(reply_frame(message, results[:mine]))  # QueueFull: a slow reader
             results = results[mine:]
+
+
+async def finished(batch: Coroutine[Any, Any, T]) -> T:
+    """``batch`` run to its end even when the stream is torn down meanwhile (the client went away).
+
+    Cancelled halfway, a bulk append could have committed its sessions but not yet counted them in
+    the metrics; the stream's end waits for the batch instead, then the cancellation goes on.
+    """
+    running = asyncio.ensure_future(batch)
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await running
+        raise
 
 
 def reply_frame(message: Message, results: list[Reply | Exception]) -> bytes:
