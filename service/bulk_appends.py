@@ -147,19 +147,22 @@ class BulkAppends:
         commits = [(append.record.session_id, append.record.next_seq, change.update) for _, append, change in changes]
         done = await self.store.commit_many(commits) if commits else []
         applied: Counter[str] = Counter()
+        lost = []
         for (i, append, change), committed in zip(changes, done, strict=True):
             if committed:
                 applied[append.record.mode] += change.applied
                 results[i] = change.reply
-                continue
-            # another process moved this session on: the single append's path reads it again
+            else:
+                lost.append(i)
+        # counted before anything else is awaited: what is committed is visible, and so is its count
+        for mode, count in applied.items():
+            self.metrics.applied(mode, "append", count)
+        for i in lost:  # another process moved this session on: the single append's path reads it again
             item = items[i]
             try:
                 results[i] = await self._append_held(owner, item.session_id, item.seq, item.observations)
             except Exception as exc:
                 results[i] = exc
-        for mode, count in applied.items():
-            self.metrics.applied(mode, "append", count)
 
 
 def rounds(items: Sequence[AppendItem]) -> list[list[int]]:
