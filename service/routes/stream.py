@@ -148,7 +148,9 @@ async def finished(batch: Coroutine[Any, Any, T]) -> T:
     try:
         return await asyncio.shield(running)
     except asyncio.CancelledError:
-        await running
+        while not running.done():  # the teardown may cancel more than once: each time, wait on
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([running])  # a cancelled wait leaves the batch running
         raise
 
 

@@ -19,6 +19,7 @@ from websockets.uri import parse_uri
 from bench.harness import ServiceProcess
 from models.predictor import Observation
 from service.client import ApiError, AsyncClient, ClientSettings
+from service.routes.stream import finished
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
@@ -156,3 +157,24 @@ def test_a_feed_that_drops_and_reconnects_equals_an_offline_replay(server, regis
         )
         assert offline is not None
         assert_close(final["forecast"], offline.to_dict())
+
+
+def test_a_batch_begun_runs_to_its_end_through_the_stream_s_teardown():
+    """Cancelled twice (as a close and the teardown both cancel), the batch still commits; the worker ends cancelled."""
+    committed: list[int] = []
+
+    async def batch() -> int:
+        await asyncio.sleep(0.05)
+        committed.append(1)
+        return 1
+
+    async def teardown() -> tuple[int | BaseException]:
+        worker = asyncio.create_task(finished(batch()))
+        await asyncio.sleep(0.01)
+        worker.cancel()
+        await asyncio.sleep(0.01)
+        worker.cancel()
+        return await asyncio.gather(worker, return_exceptions=True)
+
+    [ended] = asyncio.run(teardown())
+    assert committed == [1] and isinstance(ended, asyncio.CancelledError)
