@@ -26,9 +26,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-# every test, the slowest 15 listed at the end
+# every test, the slowest 15 listed at the end: on two processes (as `fast` below), then the tests that time
+# real processes (the "timing" marker) alone, so that nothing else runs on the other core while they measure
 unit: setup
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -m "not timing" -q -n 2 --dist loadscope --durations=15
+	$(BIN)/pytest -m timing -q --durations=5
 
 # the tests not marked slow (pyproject.toml: deployment, soak, faults, fuzzing, retrains, processes), on two
 # processes; loadscope keeps a module's tests on one process, so its module fixtures (trained models) build once

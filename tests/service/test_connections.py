@@ -18,7 +18,7 @@ from tests.service import hostile
 from training.registry import Registry
 
 # each test runs real server processes (uvicorn, nginx): the full tier runs them, make check does not
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 LIMITS = {
     "LATENTCAST_HEADER_TIMEOUT_SECONDS": "1",

@@ -37,7 +37,7 @@ from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.registry import MANIFEST_FILE, Registry
 
-pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
+pytestmark = [pytest.mark.slow, pytest.mark.timing]  # not in `make check`: see the "slow" marker in pyproject.toml
 
 TIMEOUT = 0.5  # LATENTCAST_REDIS_TIMEOUT_SECONDS of these tests
 # an answer to a store that is away comes within its timeout, plus this for a loaded machine

@@ -35,7 +35,7 @@ APPENDS = 380  # the closes fixture holds 400
 HEAD_MEGABYTES = 50
 P99_SECONDS = 0.1
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 log = logging.getLogger(__name__)
 
 

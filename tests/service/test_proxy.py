@@ -23,7 +23,7 @@ from tests.service.test_connections import Prober
 from training.registry import Registry
 
 # each test runs real server processes (uvicorn, nginx): the full tier runs them, make check does not
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 CONFIG = ROOT / "deploy" / "nginx.conf"
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
