@@ -162,11 +162,50 @@ class AsyncClient:
         """Each batch applied after what its session holds, in one request: a reply or an ``ApiError`` each.
 
         A session may appear more than once: its batches follow each other. The caller sends one
-        ``append_many`` at a time for a given session.
+        ``append_many`` at a time for a given session. With ``resend_window``, the sessions the service
+        answers with a gap behind them are mended as ``append`` mends one, in one more request.
         """
         items = bulk_items(batches, {})
         reply = await self._send("POST", "/v1/observations", {"items": items})
-        return took_items(batches, reply["items"])
+        results = took_items(batches, reply["items"])
+        if self.settings.resend_window:
+            await self._mend_gaps(batches, results)
+            for (session, observations), result in zip(batches, results, strict=True):
+                if not isinstance(result, ApiError):
+                    session.keep(observations, self.settings.resend_window)
+        return results
+
+    async def _mend_gaps(
+        self, batches: Sequence[tuple[Session, Sequence[Wire]]], results: list[dict[str, Any] | ApiError]
+    ) -> None:
+        """Send again, in one bulk request, each session whose first refused batch was a gap behind it: its
+        kept observations from ``expected_seq`` ahead of that batch, then its later batches; ``results``
+        takes their answers in place."""
+        mended: dict[str, list[int]] = {}  # session id -> the indices of its batches sent again
+        items: list[dict[str, Any]] = []
+        for index, ((session, observations), result) in enumerate(zip(batches, results, strict=True)):
+            if session.session_id in mended:  # refused too, behind its session's first refused batch
+                mended[session.session_id].append(index)
+                items.append({"session_id": session.session_id, "seq": -1, "observations": list(observations)})
+                continue
+            if not (isinstance(result, ApiError) and _a_gap(result)):
+                continue
+            lost = session.resend_from(int(result.details.get("expected_seq", -1)))
+            if lost is not None:
+                mended[session.session_id] = [index]
+                seq = session.next_seq - len(lost)
+                items.append({"session_id": session.session_id, "seq": seq, "observations": [*lost, *observations]})
+        if not items:
+            return
+        seqs: dict[str, int] = {}
+        for item in items:  # the later batches follow the first at the seqs it leads to
+            item["seq"] = item["seq"] if item["seq"] >= 0 else seqs[item["session_id"]]
+            seqs[item["session_id"]] = item["seq"] + len(item["observations"])
+        reply = await self._send("POST", "/v1/observations", {"items": items})
+        order = sorted(i for indices in mended.values() for i in indices)
+        resent = [batches[i] for i in order]
+        for index, result in zip(order, took_items(resent, reply["items"]), strict=True):
+            results[index] = result
 
     async def append_items(self, items: Sequence[Item]) -> list[dict[str, Any] | ApiError]:
         """``items`` in one bulk request, each with the seq it names: a reply or an ``ApiError`` each.

@@ -175,3 +175,39 @@ def test_appends_a_failover_lost_are_resent_from_the_kept_window(
         served = client.session(session.session_id)
     assert reply["next_seq"] == session.next_seq == served.next_seq == WARM + 7
     assert_close(reply["forecast"], offline(registry, session.model["version"], closes[: WARM + 7]))
+
+
+@pytest.mark.parametrize("window", [0, 8])
+def test_a_bulk_append_mends_each_session_a_failover_rolled_back(
+    registry: Registry, closes, redis_server: str, redis_prefix: str, tmp_path: Path, window: int
+):
+    """Of two sessions in one bulk append, one rolled back by three appends and sending two batches: only it is
+    sent again, from its expected_seq, and both end equal to an offline replay."""
+    settings = env(registry, store="redis", redis_url=redis_server, redis_prefix=redis_prefix)
+    with (
+        ServiceProcess(settings, tmp_path / "serve.log") as server,
+        Client(ClientSettings(server.url, resend_window=window)) as client,
+        redis.Redis.from_url(redis_server) as store,
+    ):
+        lost, kept = client.open(closes[:WARM]), client.open(closes[:WARM])
+        for seq in range(WARM, WARM + 3):
+            client.append_many([(lost, [closes[seq]]), (kept, [closes[seq]])])
+        key = f"{redis_prefix}:{{{lost.session_id}}}"
+        replica = store.dump(key)
+        for seq in range(WARM + 3, WARM + 6):  # acknowledged, then lost with the master
+            client.append_many([(lost, [closes[seq]]), (kept, [closes[seq]])])
+        store.restore(key, store.pttl(key), replica, replace=True)
+        batches = [(lost, [closes[WARM + 6]]), (kept, [closes[WARM + 6]]), (lost, [closes[WARM + 7]])]
+        first, other, second = client.append_many(batches)
+        served = {s.session_id: client.session(s.session_id).next_seq for s in (lost, kept)}
+    assert isinstance(other, dict) and other["next_seq"] == kept.next_seq == WARM + 7
+    assert_close(other["forecast"], offline(registry, kept.model["version"], closes[: WARM + 7]))
+    if not window:  # nothing kept: the gap behind the session is the caller's to mend
+        refused = [r for r in (first, second) if isinstance(r, ApiError)]
+        assert [(r.status, r.details["expected_seq"]) for r in refused] == [(409, WARM + 3)] * 2
+        assert lost.next_seq == WARM + 6 and served[lost.session_id] == WARM + 3
+        return
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert (first["next_seq"], second["next_seq"]) == (WARM + 7, WARM + 8)
+    assert lost.next_seq == served[lost.session_id] == WARM + 8
+    assert_close(second["forecast"], offline(registry, lost.model["version"], closes[: WARM + 8]))
