@@ -14,6 +14,12 @@ Serves the default-size latent GRU (untrained, with a real scaler: ``bench/harne
   with ``--connections`` connections posting one close per request (``bench/http.lua``) (goal >= 1.6x on
   2 cores; wrk and the service share the cores, and so does anything else the machine runs).
 
+Beside the workers ratio it prints where the CPU went during each contender's runs (``bench/cpu.py``):
+the cores each worker, the supervisor, redis-server and wrk used, and the rest of the machine; the
+CPU time each spent per request; the connections each worker held; the load average before and after;
+and the ratio those costs per request would allow on two cores free of other load. A run starts only
+once every worker of ``--workers 2`` serves: ``/readyz`` answers as soon as one does.
+
 Every reply must be a 200 with the expected next seq; the bench fails otherwise.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
@@ -31,12 +38,26 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench.harness import BENCH_MODEL, START_SECONDS, ServiceProcess, bench_env, redis_server, serve_command
-from bench.wrk import Server, wrk
+import httpx
+
+from bench.cpu import connections_held, spawned_workers
+from bench.harness import (
+    BENCH_MODEL,
+    POLL_SECONDS,
+    START_SECONDS,
+    RedisProcess,
+    ServiceProcess,
+    bench_env,
+    serve_command,
+)
+from bench.wrk import Run, Server, wrk
 from data import sources
 from service.client import ApiError, AsyncClient, ClientSettings, Feed, Session
 
 WARM_HISTORY = 50
+PROBES_PER_WORKER = 4  # connections that ask /readyz while waiting for every worker to serve
+SUPERVISOR = "supervisor"
+REDIS = "redis-server"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     closes = sources.bundled(["IBM"])["close"].tolist()
     figures: dict[str, list[float]] = {}
+    runs: dict[int, list[Run]] = {1: [], 2: []}
+    load_before = os.getloadavg()
     # This process imported torch and pandas (the harness), a heap that a client importing only
     # service.client does not have; each full collection walks it, and parsing a 500-item reply makes
     # collections come often. Frozen, as the service freezes its own (LATENTCAST_GC_FREEZE).
@@ -61,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         with ServiceProcess(env, folder / "memory.log") as server:
             settings = ClientSettings(server.url, timeout_seconds=60)
             asyncio.run(streamed(settings, closes, args, figures))
-        with redis_server(append_only=False) as url:
-            redis_env = env | {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": url}
+        with RedisProcess(folder, append_only=False) as redis:
+            redis_env = env | {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": redis.url}
             processes = {
                 n: ServiceProcess(
                     redis_env, folder / f"workers-{n}.log", command=workers(n), start_seconds=n * START_SECONDS
@@ -73,24 +96,70 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for process in processes.values():
                     process.start()
+                pids = {n: serving_workers(process, n) for n, process in processes.items()}
+                assert redis.process is not None
+                watched = {n: watch(processes[n], pids[n], redis.process.pid) for n in pids}
                 for one in servers.values():  # warm-up, not measured
                     wrk(args.wrk, one, args.connections, 1, closes, "warmup")
                 for round_ in range(args.rounds):
                     for n, one in servers.items():
-                        run = wrk(args.wrk, one, args.connections, round(args.seconds), closes, f"{round_}")
+                        run = wrk(
+                            args.wrk,
+                            one,
+                            args.connections,
+                            round(args.seconds),
+                            closes,
+                            f"{round_}",
+                            watched[n],
+                            pids[n],
+                        )
                         if run.failures:
                             raise RuntimeError(f"{run.failures} failed replies from {one.name}")
                         figures.setdefault(f"{n} worker(s), redis, {args.connections} conns, req/s", []).append(
                             run.throughput
                         )
+                        runs[n].append(run)
             finally:
                 for process in processes.values():
                     process.stop()
-    return report(figures, args)
+    report(figures, args)
+    report_cpu(runs, load_before, os.getloadavg())
+    return 0
 
 
 def workers(count: int) -> Callable[[int], list[str]]:
     return lambda port: [*serve_command(port), "--workers", str(count)]
+
+
+def serving_workers(process: ServiceProcess, count: int) -> list[int]:
+    """The pids of the ``count`` worker processes of ``process``, once each has answered a request.
+
+    ``/readyz`` answers as soon as one worker does; another may still be importing torch and
+    loading its models, and takes no connection until it is done: a run begun then measures
+    fewer workers than it names. Each probe is a connection of its own, held open while the
+    connections each worker holds are counted.
+    """
+    if count == 1:
+        return [process.pid]  # one worker: uvicorn serves in the process itself
+    deadline = time.monotonic() + process.start_seconds
+    while time.monotonic() < deadline:
+        pids = spawned_workers(process.pid)
+        with contextlib.ExitStack() as probes:
+            for _ in range(PROBES_PER_WORKER * count):
+                probes.enter_context(httpx.Client(base_url=process.url)).get("/readyz").raise_for_status()
+            held = connections_held(process.port, pids)
+        if len(pids) == count and all(held.values()):
+            return pids
+        time.sleep(POLL_SECONDS)
+    raise RuntimeError(f"the {count} workers on port {process.port} did not all serve in {process.start_seconds} s")
+
+
+def watch(process: ServiceProcess, pids: list[int], redis: int) -> dict[str, int]:
+    """The processes whose CPU a run meters: each worker, the supervisor of several, redis-server."""
+    named = {f"worker {k + 1}": pid for k, pid in enumerate(pids)}
+    if pids != [process.pid]:
+        named[SUPERVISOR] = process.pid
+    return named | {REDIS: redis}
 
 
 async def streamed(
@@ -140,7 +209,7 @@ async def feed(stream: Feed, session: Session, closes: list[float], in_flight: i
     return in_flight
 
 
-def report(figures: dict[str, list[float]], args: argparse.Namespace) -> int:
+def report(figures: dict[str, list[float]], args: argparse.Namespace) -> None:
     config = BENCH_MODEL
     print(f"cores {os.cpu_count()}; model: latent {config.cell}, hidden {config.hidden_size}; torch threads 1")
     print(f"{args.rounds} rounds of {args.seconds} s per contender, in turn; medians over rounds")
@@ -154,7 +223,55 @@ def report(figures: dict[str, list[float]], args: argparse.Namespace) -> int:
     print(f"bulk {args.sessions}/request / one append per request: {bulk_ratio:.1f}x (goal >= 30x)")
     print(f"WebSocket one connection / REST one connection: {ws_ratio:.1f}x (goal >= 3x)")
     print(f"2 workers / 1 worker, redis, {args.connections} connections: {workers[1] / workers[0]:.2f}x (goal >= 1.6x)")
-    return 0
+
+
+def report_cpu(runs: dict[int, list[Run]], load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
+    """Where each contender's CPU went, medians over its runs, and the ratio those costs allow on two cores."""
+    cores = os.cpu_count() or 1
+    print(f"load average (1, 5, 15 min) before {_loads(load_before)}, after {_loads(load_after)}")
+    print("cores used during the runs (CPU seconds per second), and CPU microseconds per request:")
+    per_request: dict[int, dict[str, float]] = {}
+    for n, measured in runs.items():
+        shares = [run.cpu for run in measured if run.cpu is not None]
+        names = list(shares[0].processes) if shares else []
+        used = {name: statistics.median(s.processes[name] for s in shares) for name in names}
+        others = statistics.median(s.others for s in shares) if shares else 0.0
+        throughput = statistics.median(run.throughput for run in measured)
+        cost = {
+            name: statistics.median(
+                1e6 * s.processes[name] / run.throughput for s, run in zip(shares, measured, strict=True)
+            )
+            for name in names
+        }
+        per_request[n] = {
+            "workers": sum(cost[name] for name in names if name.startswith("worker")),
+            "rest": sum(cost[name] for name in names if not name.startswith("worker")),
+        }
+        held = [run.held for run in measured if run.held]
+        print(f"  {n} worker(s), {throughput:.0f} req/s:")
+        print(
+            "    cores: "
+            + ", ".join(f"{name} {value:.2f}" for name, value in used.items())
+            + f", rest of the machine {others:.2f}"
+        )
+        print("    us/request: " + ", ".join(f"{name} {value:.0f}" for name, value in cost.items()))
+        if held:
+            print(
+                "    connections per worker, halfway through each run: "
+                + "; ".join("/".join(str(count) for count in one.values()) for one in held)
+            )
+    # one worker is bound by its one core (a process runs on one); two workers, redis and wrk share all cores
+    one, two = per_request[1], per_request[2]
+    bound_one = min(1e6 / one["workers"], cores * 1e6 / (one["workers"] + one["rest"]))
+    bound_two = min(2e6 / two["workers"], cores * 1e6 / (two["workers"] + two["rest"]))
+    print(
+        f"at these CPU costs per request, {cores} cores free of other load allow 2 workers / 1 worker: "
+        f"{bound_two / bound_one:.2f}x ({bound_two:.0f} / {bound_one:.0f} req/s)"
+    )
+
+
+def _loads(loads: tuple[float, ...]) -> str:
+    return ", ".join(f"{value:.1f}" for value in loads)
 
 
 if __name__ == "__main__":

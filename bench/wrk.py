@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from bench.cpu import CpuMeter, CpuShares, connections_held
 from bench.harness import ROOT, ServiceProcess
 from service.client import Client, ClientSettings
 
@@ -35,6 +38,8 @@ class Run:
     p99_ms: float
     failures: int  # non-2xx replies, socket errors and replies with an unexpected next seq
     mean_batch: float | None  # appends per micro-batch during the run (batched service only)
+    cpu: CpuShares | None = None  # cores each watched process used, and wrk's ("wrk")
+    held: dict[int, int] | None = None  # connections each worker held halfway through the run, by pid
 
     @property
     def throughput(self) -> float:
@@ -85,16 +90,39 @@ def closes_file(folder: Path, closes: list[float]) -> Path:
     return path
 
 
-def wrk(binary: str, server: Server, connections: int, seconds: int, closes: list[float], tag: str) -> Run:
-    """One wrk run of ``connections`` connections, each posting to its own session."""
+def wrk(
+    binary: str,
+    server: Server,
+    connections: int,
+    seconds: int,
+    closes: list[float],
+    tag: str,
+    watch: Mapping[str, int] | None = None,
+    workers: Sequence[int] = (),
+) -> Run:
+    """One wrk run of ``connections`` connections, each posting to its own session.
+
+    ``watch``: processes (name: pid) whose CPU is metered over the run, beside wrk's own;
+    ``workers``: the server's processes whose share of the connections is counted halfway through.
+    """
     threads = min(connections, os.cpu_count() or 1)
     sessions = server.sessions_file(2 * connections, closes, tag)
     before = server.batch_counts()
     command = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s"]
     command += ["-s", str(SCRIPT), server.url, "--", str(sessions), str(closes_file(server.folder, closes))]
     command += [str(threads), str(connections)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    meter = CpuMeter(watch or {}, reaped_as="wrk")
+    meter.start()  # wrk is this process's only child to end during the run: its CPU is what is reaped
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = None
+    if workers:
+        time.sleep(seconds / 2)
+        held = _held(server.process.port, workers)
+    out, err = process.communicate(timeout=seconds + 60)
+    cpu = meter.stop() if watch is not None else None
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, out, err)
+    figures = json.loads(out.strip().splitlines()[-1])
     after = server.batch_counts()
     batches = after[0] - before[0]
     return Run(
@@ -106,7 +134,16 @@ def wrk(binary: str, server: Server, connections: int, seconds: int, closes: lis
         p99_ms=figures["p99_us"] / 1000,
         failures=figures["non2xx"] + figures["socket_errors"] + figures["mismatched"],
         mean_batch=(after[1] - before[1]) / batches if batches else None,
+        cpu=cpu,
+        held=held,
     )
+
+
+def _held(port: int, workers: Sequence[int]) -> dict[int, int] | None:
+    try:
+        return connections_held(port, workers)
+    except OSError:  # a worker that ended: its count is not worth failing the run for
+        return None
 
 
 def wrk_version(binary: str) -> str:
