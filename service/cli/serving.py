@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
+from typing import Any
 
 from data import fetch, sources
 from data.errors import ConfigError
@@ -15,6 +16,7 @@ from service.client.replay import ReplayPlan, replay, write_rows
 from service.config import get_settings
 from training.retrain import RetrainConfig
 
+APP = "service.app:create_app"  # a factory: each worker builds its own app
 # the key of `latentcast replay`, read from the environment so that it stays out of shell histories
 API_KEY_VARIABLE = "LATENTCAST_API_KEY"
 
@@ -65,17 +67,21 @@ def run_serve(args: argparse.Namespace) -> int:
             "several workers need LATENTCAST_STORE=redis: with the memory store each would hold its own sessions"
         )
     from service.connections import LimitedHttpProtocol, allow_open_files  # uvicorn's, with limits
+    from service.listeners import reuse_port_balances, serve_workers
 
     allow_open_files(settings.max_connections)
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers,
-        log_level=settings.log_level,
-        http=LimitedHttpProtocol,
-        timeout_keep_alive=settings.keep_alive_seconds,
-        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host or settings.host,
+        "port": args.port or settings.port,
+        "workers": args.workers,
+        "log_level": settings.log_level,
+        "http": LimitedHttpProtocol,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "timeout_worker_healthcheck": settings.worker_healthcheck_seconds,
+    }
+    if args.workers > 1 and reuse_port_balances():
+        serve_workers(uvicorn.Config(APP, **options))  # each worker on a socket of its own
+    else:
+        uvicorn.run(APP, **options)
     return 0
