@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.market
+	$(BIN)/python -m bench.redis_parser
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

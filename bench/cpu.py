@@ -152,3 +152,8 @@ class CpuMeter:
         used = {name: (after[name] - self._before[name]) / wall for name in after}
         machine = used.pop("")
         return CpuShares(used, machine)
+
+
+def load_text(loads: tuple[float, ...]) -> str:
+    """A load average (``os.getloadavg()``) as printed beside the figures measured under it."""
+    return ", ".join(f"{value:.1f}" for value in loads)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.cpu import connections_held, spawned_workers
+from bench.cpu import connections_held, load_text, spawned_workers
 from bench.harness import (
     BENCH_MODEL,
     POLL_SECONDS,
@@ -228,7 +228,7 @@ def report(figures: dict[str, list[float]], args: argparse.Namespace) -> None:
 def report_cpu(runs: dict[int, list[Run]], load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
     """Where each contender's CPU went, medians over its runs, and the ratio those costs allow on two cores."""
     cores = os.cpu_count() or 1
-    print(f"load average (1, 5, 15 min) before {_loads(load_before)}, after {_loads(load_after)}")
+    print(f"load average (1, 5, 15 min) before {load_text(load_before)}, after {load_text(load_after)}")
     print("cores used during the runs (CPU seconds per second), and CPU microseconds per request:")
     per_request: dict[int, dict[str, float]] = {}
     for n, measured in runs.items():
@@ -268,10 +268,6 @@ def report_cpu(runs: dict[int, list[Run]], load_before: tuple[float, ...], load_
         f"at these CPU costs per request, {cores} cores free of other load allow 2 workers / 1 worker: "
         f"{bound_two / bound_one:.2f}x ({bound_two:.0f} / {bound_one:.0f} req/s)"
     )
-
-
-def _loads(loads: tuple[float, ...]) -> str:
-    return ", ".join(f"{value:.1f}" for value in loads)
 
 
 if __name__ == "__main__":
