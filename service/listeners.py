@@ -41,8 +41,8 @@ def reuse_port_balances() -> bool:
     return sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
-def _bound(family: int, address: tuple[str, int], kind: type[socket.socket] = socket.socket) -> socket.socket:
-    sock = kind(family, socket.SOCK_STREAM)
+def _bind_beside_others(sock: socket.socket, address: tuple[str, int]) -> None:
+    """Bind ``sock`` to ``address`` with ``SO_REUSEPORT``, where the other workers' sockets are; closed on failure."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart needs no wait for TIME_WAIT
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -50,6 +50,12 @@ def _bound(family: int, address: tuple[str, int], kind: type[socket.socket] = so
     except BaseException:
         sock.close()
         raise
+
+
+def _worker_socket(family: int, address: tuple[str, int]) -> socket.socket:
+    """A worker's own socket on ``address``: what the supervisor's socket becomes when pickled to it."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    _bind_beside_others(sock, address)
     return sock
 
 
@@ -58,17 +64,16 @@ class ReusePortSocket(socket.socket):
 
     def __reduce__(self) -> tuple[Callable[[int, tuple[str, int]], socket.socket], tuple[int, tuple[str, int]]]:
         # getsockname: the port the supervisor was given, even where it asked for any (port 0)
-        return _bound, (self.family, self.getsockname()[:2])
+        return _worker_socket, (self.family, self.getsockname()[:2])
 
 
 def bind(host: str, port: int) -> ReusePortSocket:
     """The supervisor's socket on ``host``:``port``; ``ConfigError`` if the address cannot be bound."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = ReusePortSocket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock = _bound(family, (host, port), ReusePortSocket)
+        _bind_beside_others(sock, (host, port))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    assert isinstance(sock, ReusePortSocket)
     return sock
 
 
