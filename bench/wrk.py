@@ -115,10 +115,15 @@ def wrk(
     meter.start()  # wrk is this process's only child to end during the run: its CPU is what is reaped
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     held = None
-    if workers:
-        time.sleep(seconds / 2)
-        held = _held(server.process.port, workers)
-    out, err = process.communicate(timeout=seconds + 60)
+    try:
+        if workers:
+            time.sleep(seconds / 2)
+            held = _held(server.process.port, workers)
+        out, err = process.communicate(timeout=seconds + 60)
+    except BaseException:
+        process.kill()  # a run cut short (a timeout, ^C) leaves no wrk behind
+        process.wait()
+        raise
     cpu = meter.stop() if watch is not None else None
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, command, out, err)
