@@ -260,7 +260,8 @@ def report_cpu(runs: dict[int, list[Run]], load_before: tuple[float, ...], load_
                 "    connections per worker, halfway through each run: "
                 + "; ".join("/".join(str(count) for count in one.values()) for one in held)
             )
-    # one worker is bound by its one core (a process runs on one); two workers, redis and wrk share all cores
+    # a worker works in one thread (docs/performance.md), so one worker is bound by one core; two by two, and
+    # the workers, the supervisor, redis-server and wrk all share the machine's cores
     one, two = per_request[1], per_request[2]
     bound_one = min(1e6 / one["workers"], cores * 1e6 / (one["workers"] + one["rest"]))
     bound_two = min(2e6 / two["workers"], cores * 1e6 / (two["workers"] + two["rest"]))
