@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from service import cli
+from service import cli, listeners
 from service.cli import main
 from service.config import get_settings
 from service.connections import LimitedHttpProtocol
@@ -103,6 +103,8 @@ def test_evaluate_without_a_champion_is_an_error(capsys, tmp_path):
 def runs(monkeypatch) -> Iterator[list[dict[str, Any]]]:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    # several workers, each on a socket of its own (service/listeners.py): uvicorn's config, then its supervisor
+    monkeypatch.setattr(listeners, "serve_workers", lambda config: calls.append({"config": config}))
     get_settings.cache_clear()
     yield calls
     get_settings.cache_clear()
@@ -143,7 +145,18 @@ def test_several_workers_need_the_redis_store(runs, monkeypatch, capsys):
     monkeypatch.setenv("LATENTCAST_STORE", "redis")
     get_settings.cache_clear()
     assert cli.main(["serve", "--workers", "2"]) == 0
-    assert runs[0]["workers"] == 2
+    if not listeners.reuse_port_balances():
+        assert runs[0]["workers"] == 2
+        return
+    [call] = runs
+    config = call["config"]  # uvicorn's, with the options of a single worker's uvicorn.run
+    assert (config.app, config.factory, config.workers, config.http) == (
+        "service.app:create_app",
+        True,
+        2,
+        LimitedHttpProtocol,
+    )
+    assert (config.timeout_keep_alive, config.timeout_worker_healthcheck) == (5, 60)
 
 
 def test_registry_prune_says_what_it_would_remove_and_why_then_removes_it(capsys, tmp_path, monkeypatch):
