@@ -229,7 +229,7 @@ def report_cpu(runs: dict[int, list[Run]], load_before: tuple[float, ...], load_
     """Where each contender's CPU went, medians over its runs, and the ratio those costs allow on two cores."""
     cores = os.cpu_count() or 1
     print(f"load average (1, 5, 15 min) before {load_text(load_before)}, after {load_text(load_after)}")
-    print("cores used during the runs (CPU seconds per second), and CPU microseconds per request:")
+    print("cores used during the runs (CPU seconds per second), and CPU microseconds per request of the run:")
     per_request: dict[int, dict[str, float]] = {}
     for n, measured in runs.items():
         shares = [run.cpu for run in measured if run.cpu is not None]
