@@ -48,8 +48,8 @@ class TrainResult:
 def loss_sum(out: Tensor, target: Tensor, levels: Tensor, scale: Tensor | None = None) -> tuple[Tensor, int]:
     """Summed pinball loss over finite targets and their count.
 
-    out: (B, T, H, Q); target: (B, T, H) with NaN where no loss is due; scale:
-    (B, T) or None, each step's volatility, by which its errors are divided (a
+    out: (B, S, H, Q); target: (B, S, H) with NaN where no loss is due; scale:
+    (B, S) or None, each step's volatility, by which its errors are divided (a
     volatility-scaled model is trained on standardised targets).
     """
     mask = torch.isfinite(target)
@@ -73,9 +73,9 @@ def evaluate_loss(model: Forecaster, batches: Iterable[Batch], world: World | No
     model.eval()
     with torch.no_grad():
         for batch in batches:
-            x = batch.x.to(device)
-            out, _ = model(x)
-            batch_sum, batch_count = loss_sum(out, batch.y.to(device), levels, model.volatility(x))
+            x, last = batch.x.to(device), batch.y.shape[1]
+            out, _ = model(x, last=last)
+            batch_sum, batch_count = loss_sum(out, batch.y.to(device), levels, model.volatility(x, last=last))
             total, count = total + float(batch_sum), count + batch_count
     model.train(was_training)
     if world is not None:
@@ -120,8 +120,8 @@ def train(
         for batch in source.epoch(rng):
             x, y = batch.x.to(world.device), batch.y.to(world.device)
             state = None if batch.reset or state is None else state.detach()
-            scale = model.volatility(x, state)
-            out, state = net(x, state)
+            scale = model.volatility(x, state, y.shape[1])
+            out, state = net(x, state, y.shape[1])
             batch_sum, local_count = loss_sum(out, y, levels, scale)
             (batch_count,) = world.sum([local_count])
             if batch_count == 0:
