@@ -107,7 +107,8 @@ def train(
     rng = np.random.default_rng(config.seed)  # the same on every process: they draw the same batches
     net = world.wrap(model)
     levels = torch.tensor(model.config.quantiles, device=world.device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # fused: one kernel over every parameter per step, not a dozen small ops per tensor (the same Adam)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     best_loss, best_epoch, best_weights = math.inf, 0, copy.deepcopy(model.state_dict())
     history: list[dict[str, float]] = []
     steps = rows = waited = 0
@@ -132,7 +133,7 @@ def train(
                 raise ConfigError(f"training diverged: loss is {loss.item()} at epoch {epoch}; lower the lr")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
             optimiser.step()
             steps, rows = steps + 1, rows + int(torch.isfinite(y).any(dim=-1).sum())
             epoch_sum, epoch_count = epoch_sum + float(batch_sum.detach()), epoch_count + local_count
