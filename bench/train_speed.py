@@ -55,7 +55,7 @@ def measure(mode: str, data: TrainingData, train: TrainConfig, steps: int) -> di
     started = time.perf_counter()
     for batch in batches:
         state = None if batch.reset or state is None else state.detach()
-        out, state = model(batch.x, state)
+        out, state = model(batch.x, state, batch.y.shape[1])
         total, count = loss_sum(out, batch.y, levels)
         optimiser.zero_grad(set_to_none=True)
         (total / max(count, 1)).backward()

@@ -11,7 +11,9 @@
   of a Darts ``BlockRNNModel`` (GRU, 64 hidden, input chunk 32, batch 64) on
   the same scaled returns, run by ``bench/darts_gru.py`` in another
   interpreter (``--darts-python``) so that darts stays out of the project's
-  environment.
+  environment. Both wall-clock and CPU seconds (the process's own, which
+  other work on a shared machine inflates less), and the ratio of each
+  repetition's pair, run one after the other.
 
 The tickers are copies of the bundled four: copy k of a ticker has its daily
 log returns multiplied by a factor between 0.5 and 1.5 (drawn per copy) and
@@ -131,29 +133,40 @@ def ar_against_darts(args: argparse.Namespace, work: Path) -> None:
     x, _ = data.scaled(series)
     returns = work / "ibm_returns.npy"
     np.save(returns, x[: data.split.bounds(series)[0], 0])
-    ours, theirs = [], []
+    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
     # -I: the script's folder off sys.path, where bench/http.py would shadow the standard library's http
     script = Path(__file__).with_name("darts_gru.py")
     command = [str(args.darts_python), "-I", str(script), "--returns", str(returns)]
     command += ["--window", str(AR_WINDOW), "--horizon", str(config.horizon), "--threads", str(args.threads)]
     command += ["--epochs", str(args.darts_epochs)]
     windows = 0
+    fit(config, data, one, validate=False)  # untimed: the first fit of a process also initialises torch's kernels
     for _ in range(args.repeats):
         # the epochs after the first, as for Darts: a longer run less a one-epoch run, which share the setup
-        first, result = (fit(config, data, train, validate=False).result for train in (one, more))
+        cpu = []
+        for train in (one, more):
+            cpu_started = time.process_time()
+            result = fit(config, data, train, validate=False).result
+            cpu.append((result, time.process_time() - cpu_started))
+        (first, first_cpu), (result, result_cpu) = cpu
         ours.append((result.seconds - first.seconds) / (args.darts_epochs - 1))
+        ours_cpu.append((result_cpu - first_cpu) / (args.darts_epochs - 1))
         windows = result.train_rows
         if args.darts_python is not None:
             done = subprocess.run(command, check=True, capture_output=True, text=True)
-            theirs.append(json.loads(done.stdout.strip().splitlines()[-1])["seconds_per_epoch"])
+            got = json.loads(done.stdout.strip().splitlines()[-1])
+            theirs.append(got["seconds_per_epoch"])
+            theirs_cpu.append(got["cpu_seconds_per_epoch"])
     print(f"ar, window {AR_WINDOW}, IBM alone, {windows} windows, batch {one.batch_size}, {args.threads} threads,")
-    print(f"seconds per training epoch after the first, of {args.darts_epochs} epochs:")
-    print(f"    latentcast ar epoch  {statistics.median(ours):8.2f} s (median of {args.repeats} runs: {runs(ours)})")
-    if theirs:
-        median = statistics.median(theirs)
-        print(f"    Darts BlockRNNModel  {median:8.2f} s (median of {args.repeats} runs: {runs(theirs)})")
-        print(f"    latentcast / Darts   {statistics.median(ours) / statistics.median(theirs):8.2f}x the time")
-    else:
+    print(f"seconds per training epoch after the first, of {args.darts_epochs} epochs, median of {args.repeats} runs:")
+    for name, mine, darts in (("wall-clock", ours, theirs), ("CPU", ours_cpu, theirs_cpu)):
+        print(f"  {name}")
+        print(f"    latentcast ar epoch  {statistics.median(mine):8.2f} s ({runs(mine)})")
+        if darts:
+            pairs = [a / b for a, b in zip(mine, darts, strict=True)]
+            print(f"    Darts BlockRNNModel  {statistics.median(darts):8.2f} s ({runs(darts)})")
+            print(f"    latentcast / Darts   {statistics.median(pairs):8.2f}x the time (run by run: {runs(pairs)})")
+    if not theirs:
         print("    Darts not run: pass --darts-python, an interpreter with darts installed")
 
 

@@ -54,17 +54,24 @@ class Forecaster(nn.Module):
             return StreamState(conv, (hidden, torch.zeros_like(hidden)), variance)
         return StreamState(conv, hidden, variance)
 
-    def forward(self, x: Tensor, state: StreamState | None = None) -> tuple[Tensor, StreamState]:
-        """Forecast after every step of ``x``.
+    def forward(
+        self, x: Tensor, state: StreamState | None = None, last: int | None = None
+    ) -> tuple[Tensor, StreamState]:
+        """Forecast after every step of ``x``, or after its ``last`` steps only.
 
         x: (B, T, F) scaled features (with volatility scaling, returns neither
         centred nor clipped); state: carried from the previous call, or None for
-        a zero state. Returns (out, state): out is (B, T, H, Q) scaled
-        cumulative log-return quantiles, increasing along Q.
+        a zero state; last: forecast after the final ``last`` steps only (the
+        head does not run on the others: ar training scores one step of each
+        window). Returns (out, state): out is (B, S, H, Q) scaled cumulative
+        log-return quantiles, increasing along Q, with S = ``last`` or T; the
+        state is that after all T steps either way.
         """
         c = self.config
         batch, steps, n_features = x.shape
         assert n_features == c.n_features, f"expected {c.n_features} features, got {n_features}"
+        shown = steps if last is None else last
+        assert 1 <= shown <= steps, f"cannot forecast after the last {shown} of {steps} steps"
         if state is None:
             state = self.initial_state(batch)
         assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
@@ -75,16 +82,17 @@ class Forecaster(nn.Module):
         conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
         z = self.drop(F.relu(self.conv(seq)))  # (B, C, T)
         y, hidden = self.rnn(z.transpose(1, 2), state.hidden)  # (B, T, Hd)
-        raw = self.head(self.drop(y)).view(batch, steps, c.horizon, len(c.quantiles))
+        raw = self.head(self.drop(y[:, steps - shown :])).view(batch, shown, c.horizon, len(c.quantiles))
         out = monotone_quantiles(raw, c.median_index)
         if variances is None:
             return out, StreamState(conv_buffer, hidden)
-        volatility = torch.from_numpy(np.sqrt(variances[:, 1:])).to(x.device)  # (B, T): after each step's return
+        # (B, S): the volatility after each forecast step's return
+        volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
         variance = torch.from_numpy(variances[:, -1:]).to(x.device)  # (B, 1)
         return out * volatility[:, :, None, None], StreamState(conv_buffer, hidden, variance)
 
-    def volatility(self, x: Tensor, state: StreamState | None = None) -> Tensor | None:
-        """(B, T) the volatility by which ``forward(x, state)`` scales each step's output; None without scaling.
+    def volatility(self, x: Tensor, state: StreamState | None = None, last: int | None = None) -> Tensor | None:
+        """(B, S) the volatility by which ``forward(x, state, last)`` scales each output step; None without scaling.
 
         Training divides targets and quantiles by it, so that every step weighs
         the same in the loss whatever the volatility of its day.
@@ -92,7 +100,9 @@ class Forecaster(nn.Module):
         if not self.config.volatility_scaled:
             return None
         state = self.initial_state(len(x)) if state is None else state
-        return torch.from_numpy(np.sqrt(self._standardise(x, state)[1][:, 1:])).to(x.device)
+        variances = self._standardise(x, state)[1]  # (B, T + 1)
+        shown = x.shape[1] if last is None else last
+        return torch.from_numpy(np.sqrt(variances[:, variances.shape[1] - shown :])).to(x.device)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray]:
         """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances.

@@ -1,8 +1,8 @@
 """Training data: series, split and scaler, served as batches for either mode.
 
 A ``Batch`` is ``(x, y, reset)``: scaled inputs (B, T, F), scaled targets
-(B, T, H) with NaN wherever no loss is due, and whether to start from a zero
-state. With that, one training loop serves both modes, and both score exactly
+(B, S, H) of the last S <= T steps with NaN wherever no loss is due, and
+whether to start from a zero state. With that, one training loop serves both modes, and both score exactly
 the same rows: every training row of every ticker from its row ``first_row``
 on (the burn-in before it has too little history for either mode).
 
@@ -15,7 +15,8 @@ on (the burn-in before it has too little history for either mode).
   phase drawn from the epoch's rng.
 - ``WindowBatches`` (ar): windows of ``window`` steps ending at every scored
   row in random order (or ``windows_per_epoch`` of them), each from a zero
-  state, loss on the last step only.
+  state, loss on the last step only: its targets are those of that step
+  (S = 1), so the model forecasts after it alone.
 
 Validation batches cover the validation span in the same way for both modes
 (the latent model reads each ticker from its first row), so validation losses
@@ -56,7 +57,7 @@ from training.distributed import Shard
 @dataclass(frozen=True)
 class Batch:
     x: Tensor  # (B, T, F) scaled inputs
-    y: Tensor  # (B, T, H) scaled targets, NaN where no loss is due
+    y: Tensor  # (B, S, H) scaled targets of the last S <= T steps (all T in latent, 1 in ar), NaN where no loss is due
     reset: bool  # start from a zero state instead of the previous batch's state
 
 
@@ -307,8 +308,7 @@ class WindowBatches:
 
     def _windows(self, x: np.ndarray, y: np.ndarray, ends: np.ndarray) -> tuple[Tensor, Tensor]:
         inputs = windows(x, ends, self.window)  # (N, W, F)
-        targets = np.full((len(ends), self.window, y.shape[1]), np.nan, dtype=np.float32)
-        targets[:, -1] = y[ends]  # the ar model is scored at the end of its window only
+        targets = y[ends][:, None]  # (N, 1, H): the ar model is scored at the end of its window only
         return torch.from_numpy(inputs), torch.from_numpy(targets)
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:

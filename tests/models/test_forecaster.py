@@ -66,3 +66,21 @@ def test_training_mode_applies_dropout():
     torch.manual_seed(1)
     second, _ = model(x)
     assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("scaling", ["global", "volatility"])
+def test_forecasting_after_the_last_steps_equals_the_tail_of_every_step(scaling):
+    model = tiny("GRU", scaling=scaling)
+    x = torch.randn(3, 9, 2)
+    with torch.no_grad():
+        every, every_state = model(x)
+        tail, tail_state = model(x, last=2)
+    torch.testing.assert_close(tail, every[:, -2:], rtol=0, atol=1e-6)  # the head multiplies fewer rows
+    for a, b in zip(tail_state.tensors(), every_state.tensors(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    volatility, tail_volatility = model.volatility(x), model.volatility(x, last=2)
+    if scaling == "global":
+        assert volatility is None and tail_volatility is None
+    else:
+        assert volatility is not None and tail_volatility is not None
+        torch.testing.assert_close(tail_volatility, volatility[:, -2:], rtol=0, atol=0)
