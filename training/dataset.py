@@ -1,10 +1,12 @@
 """Training data: series, split and scaler, served as batches for either mode.
 
-A ``Batch`` is ``(x, y, reset)``: scaled inputs (B, T, F), scaled targets
-(B, S, H) of the last S <= T steps with NaN wherever no loss is due, and
-whether to start from a zero state. With that, one training loop serves both modes, and both score exactly
-the same rows: every training row of every ticker from its row ``first_row``
-on (the burn-in before it has too little history for either mode).
+A ``Batch`` is ``(x, y, reset, targets)``: scaled inputs (B, T, F), scaled
+targets (B, S, H) of the last S <= T steps with NaN wherever no loss is due,
+whether to start from a zero state, and the finite targets of the whole step
+over every process (``Batch.targets``). With that, one training loop serves
+both modes, and both score exactly the same rows: every training row of every
+ticker from its row ``first_row`` on (the burn-in before it has too little
+history for either mode).
 
 - ``StreamBatches`` (latent): each ticker's training rows, cut into pieces of
   at most ``rows / streams`` rows, become contiguous streams read ``bptt``
@@ -59,6 +61,9 @@ class Batch:
     x: Tensor  # (B, T, F) scaled inputs
     y: Tensor  # (B, S, H) scaled targets of the last S <= T steps (all T in latent, 1 in ar), NaN where no loss is due
     reset: bool  # start from a zero state instead of the previous batch's state
+    # finite targets of the step's whole batch, every process's shard together (a validation batch is not
+    # shared: its own): the divisor of the step's mean loss, known to each process without asking the others
+    targets: int
 
 
 class BatchSource(Protocol):
@@ -219,6 +224,7 @@ class StreamBatches:
         self.rows = _rows(data, first_row, volatility_scaled)
         self.train_rows = sum(_scored(r.y_train) for r in self.rows)
         self.validation_rows = sum(_scored(r.y_valid) for r in self.rows)
+        self.finite = [np.isfinite(r.y_train).sum(axis=-1) for r in self.rows]  # (valid,) targets of each row
         if self.train_rows == 0:
             raise DataError(f"no training rows after the burn-in of {first_row} rows of each ticker")
         # at least ``streams`` pieces: a long ticker is cut, a short one is a piece of its own
@@ -247,6 +253,11 @@ class StreamBatches:
         # the length of every process's chunks is that of the longest piece of all: all take as many steps
         length = math.ceil(max(stop - lead for _, lead, _, stop in every) / self.bptt) * self.bptt
         segments = self.shard.take(every)
+        # the targets of every piece, not only this shard's, so each step's count is that of the whole batch
+        targets = np.zeros(length, dtype=np.int64)
+        for i, lead, start, stop in every:
+            targets[start - lead : stop - lead] += self.finite[i][start:stop]
+        per_step = targets.reshape(-1, self.bptt).sum(axis=1)
         features, horizon = self.rows[0].x.shape[1], self.rows[0].y_train.shape[1]
         x = np.zeros((len(segments), length, features), dtype=np.float32)
         y = np.full((len(segments), length, horizon), np.nan, dtype=np.float32)
@@ -257,9 +268,9 @@ class StreamBatches:
             # the warm-up before ``start`` is read, not scored: another piece scores it
             y[b, start - lead : stop - lead] = self.rows[i].y_train[start:stop]
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        for start in range(0, length, self.bptt):
+        for step, start in enumerate(range(0, length, self.bptt)):
             stop = start + self.bptt
-            yield Batch(xt[:, start:stop], yt[:, start:stop], reset=start == 0)
+            yield Batch(xt[:, start:stop], yt[:, start:stop], reset=start == 0, targets=int(per_step[step]))
 
     def validation(self) -> Iterator[Batch]:
         """Each ticker read from its first row; loss on validation rows only.
@@ -275,7 +286,7 @@ class StreamBatches:
             y = np.full((len(group), length, group[0].y_valid.shape[1]), np.nan, dtype=np.float32)
             for b, rows in enumerate(group):
                 x[b, : rows.test], y[b, : rows.test] = rows.x[: rows.test], rows.y_valid
-            yield Batch(torch.from_numpy(x), torch.from_numpy(y), reset=True)
+            yield Batch(torch.from_numpy(x), torch.from_numpy(y), reset=True, targets=int(np.isfinite(y).sum()))
 
 
 class WindowBatches:
@@ -300,6 +311,9 @@ class WindowBatches:
         self.valid_ends = [np.flatnonzero(np.isfinite(r.y_valid).any(axis=-1)) for r in self.rows]
         self.owner = np.concatenate([np.full(len(e), i) for i, e in enumerate(train_ends)])
         self.ends = np.concatenate(train_ends)
+        self.finite = np.concatenate(
+            [np.isfinite(r.y_train[e]).sum(axis=-1) for r, e in zip(self.rows, train_ends, strict=True)]
+        )  # the targets of the window at each end
         if len(self.ends) == 0:
             raise DataError(f"too few training rows for windows of {window} steps")
         cap = train.windows_per_epoch
@@ -316,21 +330,23 @@ class WindowBatches:
         for start in range(0, len(chosen), self.train.batch_size):
             batch = np.sort(chosen[start : start + self.train.batch_size])
             picks = batch[self.shard.rank :: self.shard.count]
+            targets = int(self.finite[batch].sum())
             if len(picks) == 0:
                 # a last batch of fewer windows than processes: every process must still take the step
                 # (DDP's all-reduce waits for all), so this one reads a window that carries no loss
                 rows = self.rows[self.owner[batch[0]]]
                 x, y = self._windows(rows.x, rows.y_train, self.ends[batch[:1]])
-                yield Batch(x, torch.full_like(y, math.nan), reset=True)
+                yield Batch(x, torch.full_like(y, math.nan), reset=True, targets=targets)
                 continue
             parts = [
                 self._windows(self.rows[i].x, self.rows[i].y_train, self.ends[picks[self.owner[picks] == i]])
                 for i in np.unique(self.owner[picks])
             ]
-            yield Batch(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), reset=True)
+            x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            yield Batch(x, y, reset=True, targets=targets)
 
     def validation(self) -> Iterator[Batch]:
         for rows, ends in self.shard.take(list(zip(self.rows, self.valid_ends, strict=True))):
             if len(ends):
                 inputs, targets = self._windows(rows.x, rows.y_valid, ends)
-                yield Batch(inputs, targets, reset=True)
+                yield Batch(inputs, targets, reset=True, targets=int(torch.isfinite(targets).sum()))

@@ -98,8 +98,10 @@ def train(
     weights; ``best_val_loss`` is then NaN.
 
     With a ``world`` of several processes, ``source`` yields this process's
-    shard of each batch: every step scales the local loss sum by the global
-    count, so the averaged gradients are those of the whole batch.
+    shard of each batch: every step scales the local loss sum by the count of
+    the whole batch (``Batch.targets``), so the averaged gradients are those
+    of the whole batch, and the gradients' all-reduce is the step's only
+    exchange between processes.
     """
     world = world or World()
     torch.set_num_threads(config.threads)
@@ -124,11 +126,10 @@ def train(
             scale = model.volatility(x, state, y.shape[1])
             out, state = net(x, state, y.shape[1])
             batch_sum, local_count = loss_sum(out, y, levels, scale)
-            (batch_count,) = world.sum([local_count])
-            if batch_count == 0:
+            if batch.targets == 0:
                 continue
             # DDP averages gradients over processes: times ``size`` makes them those of the global mean
-            loss = batch_sum * world.size / batch_count
+            loss = batch_sum * world.size / batch.targets
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged: loss is {loss.item()} at epoch {epoch}; lower the lr")
             optimiser.zero_grad(set_to_none=True)

@@ -64,6 +64,8 @@ def test_the_shards_of_a_batch_are_the_whole_batch(mode):
     assert len(parts[0]) == len(parts[1]) == len(whole)
     for batch, first, second in zip(whole, *parts, strict=True):
         assert first.reset == second.reset == batch.reset
+        # every shard knows the count of the whole batch, the divisor of the step's loss
+        assert first.targets == second.targets == batch.targets == int(torch.isfinite(batch.y).sum())
         shared_x, shared_y = torch.cat([first.x, second.x]), torch.cat([first.y, second.y])
         assert shared_x.shape == batch.x.shape
         # the same rows, in another order: compare them sorted by their bytes
@@ -84,6 +86,7 @@ def test_a_last_batch_of_fewer_windows_than_processes_is_kept_and_the_others_rea
         return int(torch.isfinite(batch.y).any(-1).sum())
 
     assert [scored(p[-1]) for p in parts] == [1, 0]  # the window, and one that carries no loss
+    assert parts[0][-1].targets == parts[1][-1].targets == int(torch.isfinite(whole[-1].y).sum()) > 0
     assert len(parts[1][-1].x) == 1
     torch.testing.assert_close(parts[0][-1].x, whole[-1].x)
     assert sum(scored(b) for p in parts for b in p) == sum(scored(b) for b in whole) == 193

@@ -110,10 +110,10 @@ class Scripted:
         self.x = torch.zeros(1, 4, 2)
 
     def epoch(self, rng: np.random.Generator) -> Iterator[Batch]:
-        yield Batch(self.x, torch.zeros(1, 4, 2), reset=True)
+        yield Batch(self.x, torch.zeros(1, 4, 2), reset=True, targets=8)
 
     def validation(self) -> Iterator[Batch]:
-        yield Batch(self.x, torch.full((1, 4, 2), next(self.targets)), reset=True)
+        yield Batch(self.x, torch.full((1, 4, 2), next(self.targets)), reset=True, targets=8)
 
 
 def test_early_stopping_restores_the_best_weights(monkeypatch):
