@@ -11,8 +11,8 @@ says what): rows per second and peak memory against the number of tickers,
 one process against two, and the ar model against Darts' ``BlockRNNModel``.
 
     python -m bench.train_speed [--steps 30] [--repeats 5]
-    python -m bench.train_speed --universe [--tickers 4 100 500] [--parallel-tickers 100] [--repeats 3] \
-        [--darts-python /path/to/venv/bin/python]
+    python -m bench.train_speed --universe [--tickers 4 100 500] [--parallel-tickers 100 500] [--repeats 3] \
+        [--step-streams 25 50 100 250 500] [--darts-python /path/to/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -73,7 +73,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--universe", action="store_true", help="training at scale instead (bench.train_universe)")
     parser.add_argument("--tickers", type=int, nargs="+", default=[4, 100, 500], help="ticker counts (--universe)")
-    parser.add_argument("--parallel-tickers", type=int, default=100, help="tickers of the 1 vs 2 processes run")
+    parser.add_argument(
+        "--parallel-tickers", type=int, nargs="+", default=[100, 500], help="ticker counts of 1 vs 2 processes"
+    )
+    parser.add_argument(
+        "--step-streams", type=int, nargs="+", default=[25, 50, 100, 250, 500], help="streams of a step (--universe)"
+    )
+    parser.add_argument("--step-count", type=int, default=5, help="latent steps timed per width and round")
     parser.add_argument("--ar-windows", type=int, default=8192, help="ar windows per epoch (--universe)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (--universe)")
     parser.add_argument("--darts-python", type=Path, help="an interpreter with darts installed (--universe)")

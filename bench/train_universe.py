@@ -4,9 +4,12 @@
   tickers, each count trained in a child process of its own from a folder of
   Parquet files (through ``data.universe`` and its feature cache), which also
   reports its peak resident memory;
+- the CPU time of one latent optimiser step against the streams it reads,
+  in one process: the part of a step that does not shrink with its batch
+  bounds what data parallelism can gain;
 - one latent epoch in one process and in two data-parallel processes
-  (``torch.distributed``, gloo), interleaved, with the load average of the
-  machine before and after;
+  (``torch.distributed``, gloo), at each ticker count, in rounds, each with
+  the load average before it and every process's CPU seconds;
 - seconds per training epoch of the ar model at window 32 on one ticker, and
   of a Darts ``BlockRNNModel`` (GRU, 64 hidden, input chunk 32, batch 64) on
   the same scaled returns, run by ``bench/darts_gru.py`` in another
@@ -35,20 +38,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from data import sources
 from data.feature_cache import FeatureCache, FeatureSpec
 from data.features import DEFAULT_FEATURES
 from data.universe import load_series
 from models.config import MODES, ModelConfig
-from training import distributed
+from models.forecaster import Forecaster
+from training import distributed, loop
 from training.config import TrainConfig
 from training.dataset import TrainingData, batches_for
-from training.loop import evaluate_loss
 from training.pipeline import fit
 
 AR_WINDOW = 32
-PARTS = ("tickers", "processes", "darts")  # the comparisons, in the order they run
+PARTS = ("tickers", "steps", "processes", "darts")  # the comparisons, in the order they run
+PROCESSES = 2  # the data-parallel processes compared with one, as many as the cores of the machine measured
+MS = 1000.0
 SCALE_RANGE = (0.5, 1.5)  # the return multipliers of the copies
 KIB = 1024
 
@@ -88,7 +94,7 @@ def one_count(folder: Path, cache: Path, train: TrainConfig) -> dict[str, float]
         trained = fit(config, data, train, validate=False)
         out[f"{mode}_rows_per_s"] = trained.result.rows / trained.result.seconds
         if mode == "latent":  # the validation batches count towards the peak too
-            evaluate_loss(trained.model, batches_for(config, data, train).validation())
+            loop.evaluate_loss(trained.model, batches_for(config, data, train).validation())
     out["peak_rss_bytes"] = float(peak_rss_bytes())
     return out
 
@@ -101,17 +107,37 @@ def run_child(args: list[str]) -> dict[str, float]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.World) -> dict[str, float]:
+    """One latent training epoch of this process's shard: rows/s over every process, and this process's CPU.
+
+    The CPU seconds are the process's (every thread, gloo's too) over the
+    epoch and its setup (the model wrapped, the optimiser built), not over
+    loading the data.
+    """
+    config = ModelConfig(n_features=len(data.features))
+    # the first optimiser built in a process imports torch's compiler stack: done before the CPU clock starts
+    torch.optim.Adam(Forecaster(config).parameters())
+    source = batches_for(config, data, train, world.shard)
+    torch.manual_seed(train.seed)
+    model = Forecaster(config)
+    cpu = time.process_time()
+    result = loop.train(model, source, train, validate=False, world=world)
+    return {"rows_per_s": result.rows / result.seconds, "cpu_seconds": time.process_time() - cpu}
+
+
+def load_universe(folder: Path, cache: Path) -> TrainingData:
+    spec = FeatureSpec(DEFAULT_FEATURES, ModelConfig().horizon)
+    return TrainingData.from_series(
+        load_series("parquet", spec, FeatureCache(cache), path=str(folder)), spec.names, spec.horizon
+    )
+
+
 def parallel_rank(folder: Path, cache: Path, train: TrainConfig, out: Path) -> None:
-    """One of two data-parallel processes: a latent epoch on its shard; the main one writes the rate."""
+    """One of the data-parallel processes: a latent epoch on its shard, written to ``out``.``rank``."""
     world = distributed.join("cpu")
     try:
-        spec = FeatureSpec(DEFAULT_FEATURES, ModelConfig().horizon)
-        data = TrainingData.from_series(
-            load_series("parquet", spec, FeatureCache(cache), path=str(folder)), spec.names, spec.horizon
-        )
-        result = fit(ModelConfig(n_features=len(spec.names)), data, train, validate=False, world=world).result
-        if world.main:
-            out.write_text(str(result.rows / result.seconds))
+        measured = latent_epoch(load_universe(folder, cache), train, world)
+        out.with_suffix(f".{world.rank}").write_text(json.dumps(measured))
     finally:
         distributed.leave()
 
@@ -177,6 +203,8 @@ def universe(args: argparse.Namespace) -> None:
         work = Path(scratch)
         if "tickers" in args.parts:
             tickers_table(args, work)
+        if "steps" in args.parts:
+            step_costs(args)
         if "processes" in args.parts:
             processes(args, work)
         if "darts" in args.parts:
@@ -205,31 +233,91 @@ def tickers_table(args: argparse.Namespace, work: Path) -> None:
 
 
 def processes(args: argparse.Namespace, work: Path) -> None:
-    """One latent training epoch in one process (one thread, two threads) and in two processes."""
-    n = args.parallel_tickers
-    folder, cache = write_universe(work / f"p{n}", n), work / f"pcache{n}"
+    """One latent training epoch in one process (one thread, two threads) and in two, at each ticker count.
+
+    Each round runs the three one after another and prints them with the
+    load average before it, and the CPU seconds of each process: a process
+    that got less than a core shows fewer CPU seconds than wall seconds.
+    The CPU ceiling is the ratio two free cores would give if neither process
+    ever waited for the other: one process's CPU seconds over the busier of
+    the two processes' (the work of a step that does not halve with the
+    batch keeps it under 2).
+    """
     one_thread = TrainConfig(epochs=1, threads=1, progress=False)
-    two_threads = TrainConfig(epochs=1, threads=2, progress=False)
-    spec = FeatureSpec(DEFAULT_FEATURES, ModelConfig().horizon)
-    data = TrainingData.from_series(
-        load_series("parquet", spec, FeatureCache(cache), path=str(folder)), spec.names, spec.horizon
-    )
-    runs: dict[str, list[float]] = {
-        "1 process, 1 thread": [],
-        "1 process, 2 threads": [],
-        "2 processes, 1 thread": [],
-    }
-    for _ in range(args.repeats):
-        for name, train in (("1 process, 1 thread", one_thread), ("1 process, 2 threads", two_threads)):
-            result = fit(ModelConfig(n_features=len(spec.names)), data, train, validate=False).result
-            runs[name].append(result.rows / result.seconds)
-        out = work / "rate"
-        distributed.spawn(2, parallel_rank, folder, cache, one_thread, out)
-        runs["2 processes, 1 thread"].append(float(out.read_text()))
-    print(f"latent, {n} tickers, one training epoch, median of {args.repeats} interleaved runs")
-    medians = {name: statistics.median(r) for name, r in runs.items()}
-    for name, rate in medians.items():
-        print(f"{name:>24}{rate:>10.0f} rows/s")
-    for base in ("1 process, 1 thread", "1 process, 2 threads"):
-        print(f"2 processes / {base}: {medians['2 processes, 1 thread'] / medians[base]:.2f}x")
+    two_threads = TrainConfig(epochs=1, threads=PROCESSES, progress=False)
+    header = f"{'round':>6}{'load':>6}{'1p 1t rows/s':>14}{'cpu s':>7}{'1p 2t rows/s':>14}{'cpu s':>7}"
+    summary = []
+    for n in args.parallel_tickers:
+        folder, cache = write_universe(work / f"p{n}", n), work / f"pcache{n}"
+        data = load_universe(folder, cache)
+        streams = len(next(iter(batches_for(ModelConfig(), data, one_thread).epoch(np.random.default_rng(0)))).x)
+        print(f"latent, {n} tickers ({streams} streams), one training epoch per run, {args.repeats} rounds")
+        print(f"{header}{'2p rows/s':>11}{'cpu s, each':>13}{'2p/1p':>7}{'CPU ceiling':>13}")
+        ratios, ceilings = [], []
+        for k in range(args.repeats):
+            load = os.getloadavg()[0]
+            alone = latent_epoch(data, one_thread, distributed.World())
+            threads = latent_epoch(data, two_threads, distributed.World())
+            out = work / "rank"
+            distributed.spawn(PROCESSES, parallel_rank, folder, cache, one_thread, out)
+            ranks = [json.loads(out.with_suffix(f".{r}").read_text()) for r in range(PROCESSES)]
+            ratio = ranks[0]["rows_per_s"] / alone["rows_per_s"]
+            ceiling = alone["cpu_seconds"] / max(r["cpu_seconds"] for r in ranks)
+            ratios.append(ratio)
+            ceilings.append(ceiling)
+            each = "/".join(f"{r['cpu_seconds']:.2f}" for r in ranks)
+            print(
+                f"{k + 1:>6}{load:>6.1f}{alone['rows_per_s']:>14.0f}{alone['cpu_seconds']:>7.2f}"
+                f"{threads['rows_per_s']:>14.0f}{threads['cpu_seconds']:>7.2f}{ranks[0]['rows_per_s']:>11.0f}"
+                f"{each:>13}{ratio:>6.2f}x{ceiling:>12.2f}x"
+            )
+        summary.append((n, statistics.median(ratios), max(ratios), statistics.median(ceilings)))
+    print("2 processes / 1 process, 1 thread, each: median and best of the rounds; CPU ceiling: median")
+    for n, median, best, ceiling in summary:
+        print(f"{n:>8} tickers: {median:.2f}x, best {best:.2f}x; CPU ceiling {ceiling:.2f}x")
     print(f"load average after the process comparison: {load_average()}")
+
+
+def step_costs(args: argparse.Namespace) -> None:
+    """CPU milliseconds of one latent optimiser step against the streams it reads, in one process, 1 thread.
+
+    The bundled tickers cut into about ``streams`` pieces (``TrainConfig.streams``);
+    each step is the loop's: forward, loss, backward, clipping, Adam. A line
+    fitted to the fastest round of each width splits a step into a fixed part
+    and a part per stream; two processes, each reading half of every batch,
+    can at best divide the step's time by (fixed + n per stream) / (fixed + n/2 per stream).
+    """
+    torch.set_num_threads(1)
+    data = TrainingData.prepare(sources.bundled(), DEFAULT_FEATURES, ModelConfig().horizon)
+    config = ModelConfig(n_features=len(data.features))
+    levels = torch.tensor(config.quantiles)
+    batches = {}
+    for n in args.step_streams:
+        train = TrainConfig(streams=n, threads=1, progress=False)
+        batches[n] = next(iter(batches_for(config, data, train).epoch(np.random.default_rng(train.seed))))
+    cpu: dict[int, list[float]] = {n: [] for n in args.step_streams}
+    for _ in range(args.repeats):
+        for n, batch in batches.items():  # interleaved, so that every width sees the same load
+            model = Forecaster(config).train()
+            optimiser = torch.optim.Adam(model.parameters())
+            started = time.process_time()
+            for _ in range(args.step_count):
+                out, _ = model(batch.x)
+                total, _ = loop.loss_sum(out, batch.y, levels)
+                optimiser.zero_grad(set_to_none=True)
+                (total / max(batch.targets, 1)).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), TrainConfig().clip_norm)
+                optimiser.step()
+            cpu[n].append((time.process_time() - started) / args.step_count * MS)
+    widths = np.array([len(b.x) for b in batches.values()], dtype=float)
+    fastest = np.array([min(cpu[n]) for n in args.step_streams])
+    per_stream, fixed = np.polyfit(widths, fastest, 1)
+    print(
+        f"latent optimiser step, {config.cell} {config.hidden_size}, bptt {TrainConfig().bptt}, 1 thread; "
+        f"the fastest of {args.repeats} rounds of {args.step_count} steps; load average {load_average()}"
+    )
+    print(f"{'streams':>8}{'cpu ms':>8}{'ms per stream':>15}{'fitted ms':>11}{'2-process ceiling':>19}")
+    for width, ms in zip(widths, fastest, strict=True):
+        ceiling = (fixed + per_stream * width) / (fixed + per_stream * width / PROCESSES)
+        print(f"{width:>8.0f}{ms:>8.1f}{ms / width:>15.3f}{fixed + per_stream * width:>11.1f}{ceiling:>18.2f}x")
+    print(f"fitted: {fixed:.1f} ms per step whatever its streams, plus {per_stream:.3f} ms per stream")
