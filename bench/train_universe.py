@@ -235,8 +235,8 @@ def tickers_table(args: argparse.Namespace, work: Path) -> None:
 def processes(args: argparse.Namespace, work: Path) -> None:
     """One latent training epoch in one process (one thread, two threads) and in two, at each ticker count.
 
-    Each round runs the three one after another and prints them with the
-    load average before it, and the CPU seconds of each process: a process
+    Each round runs the three one after another (the two compared first, side
+    by side) and prints them with the load average before it, and the CPU seconds of each process: a process
     that got less than a core shows fewer CPU seconds than wall seconds.
     The CPU ceiling is the ratio two free cores would give if neither process
     ever waited for the other: one process's CPU seconds over the busier of
@@ -257,10 +257,11 @@ def processes(args: argparse.Namespace, work: Path) -> None:
         for k in range(args.repeats):
             load = os.getloadavg()[0]
             alone = latent_epoch(data, one_thread, distributed.World())
-            threads = latent_epoch(data, two_threads, distributed.World())
             out = work / "rank"
             distributed.spawn(PROCESSES, parallel_rank, folder, cache, one_thread, out)
             ranks = [json.loads(out.with_suffix(f".{r}").read_text()) for r in range(PROCESSES)]
+            # last: two threads of one process spin while either waits for a core, loading the machine
+            threads = latent_epoch(data, two_threads, distributed.World())
             ratio = ranks[0]["rows_per_s"] / alone["rows_per_s"]
             ceiling = alone["cpu_seconds"] / max(r["cpu_seconds"] for r in ranks)
             ratios.append(ratio)
