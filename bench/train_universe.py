@@ -112,7 +112,8 @@ def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.Worl
 
     The CPU seconds are the process's (every thread, gloo's too) over the
     epoch and its setup (the model wrapped, the optimiser built), not over
-    loading the data.
+    loading the data; ``busy`` is their share of the wall seconds over the
+    same span (below 1: the process waited, for a core or for the others).
     """
     config = ModelConfig(n_features=len(data.features))
     # the first optimiser built in a process imports torch's compiler stack: done before the CPU clock starts
@@ -120,9 +121,10 @@ def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.Worl
     source = batches_for(config, data, train, world.shard)
     torch.manual_seed(train.seed)
     model = Forecaster(config)
-    cpu = time.process_time()
+    cpu, clock = time.process_time(), time.perf_counter()
     result = loop.train(model, source, train, validate=False, world=world)
-    return {"rows_per_s": result.rows / result.seconds, "cpu_seconds": time.process_time() - cpu}
+    cpu, clock = time.process_time() - cpu, time.perf_counter() - clock
+    return {"rows_per_s": result.rows / result.seconds, "cpu_seconds": cpu, "busy": cpu / clock}
 
 
 def load_universe(folder: Path, cache: Path) -> TrainingData:
@@ -235,24 +237,27 @@ def tickers_table(args: argparse.Namespace, work: Path) -> None:
 def processes(args: argparse.Namespace, work: Path) -> None:
     """One latent training epoch in one process (one thread, two threads) and in two, at each ticker count.
 
-    Each round runs the three one after another (the two compared first, side
-    by side) and prints them with the load average before it, and the CPU seconds of each process: a process
-    that got less than a core shows fewer CPU seconds than wall seconds.
-    The CPU ceiling is the ratio two free cores would give if neither process
-    ever waited for the other: one process's CPU seconds over the busier of
-    the two processes' (the work of a step that does not halve with the
-    batch keeps it under 2).
+    Each round runs the three one after another, the two compared first, and
+    prints them with the load average before it and each process's CPU
+    seconds and busy share (``latent_epoch``). The CPU ceiling is the ratio
+    two free cores would give if neither process ever waited: one process's
+    CPU seconds over the busier of the two processes'. The part of a step
+    that does not halve with its batch (the ``steps`` part) keeps it under 2.
     """
     one_thread = TrainConfig(epochs=1, threads=1, progress=False)
     two_threads = TrainConfig(epochs=1, threads=PROCESSES, progress=False)
-    header = f"{'round':>6}{'load':>6}{'1p 1t rows/s':>14}{'cpu s':>7}{'1p 2t rows/s':>14}{'cpu s':>7}"
     summary = []
     for n in args.parallel_tickers:
         folder, cache = write_universe(work / f"p{n}", n), work / f"pcache{n}"
         data = load_universe(folder, cache)
         streams = len(next(iter(batches_for(ModelConfig(), data, one_thread).epoch(np.random.default_rng(0)))).x)
-        print(f"latent, {n} tickers ({streams} streams), one training epoch per run, {args.repeats} rounds")
-        print(f"{header}{'2p rows/s':>11}{'cpu s, each':>13}{'2p/1p':>7}{'CPU ceiling':>13}")
+        print(f"latent, {n} tickers ({streams} streams), one training epoch per run, {args.repeats} rounds;")
+        print("rows/s, CPU seconds and busy share of 1 process (1 thread), of 2 processes (1 thread each),")
+        print("their ratio and its CPU ceiling, and 1 process with 2 threads")
+        print(
+            f"{'round':>6}{'load':>6}{'1p rows/s':>11}{'cpu s':>7}{'busy':>6}{'2p rows/s':>11}{'cpu s each':>12}"
+            f"{'busy each':>11}{'2p/1p':>7}{'ceiling':>9}{'2t rows/s':>11}{'busy':>6}"
+        )
         ratios, ceilings = [], []
         for k in range(args.repeats):
             load = os.getloadavg()[0]
@@ -262,18 +267,17 @@ def processes(args: argparse.Namespace, work: Path) -> None:
             ranks = [json.loads(out.with_suffix(f".{r}").read_text()) for r in range(PROCESSES)]
             # last: two threads of one process spin while either waits for a core, loading the machine
             threads = latent_epoch(data, two_threads, distributed.World())
-            ratio = ranks[0]["rows_per_s"] / alone["rows_per_s"]
-            ceiling = alone["cpu_seconds"] / max(r["cpu_seconds"] for r in ranks)
-            ratios.append(ratio)
-            ceilings.append(ceiling)
-            each = "/".join(f"{r['cpu_seconds']:.2f}" for r in ranks)
+            ratios.append(ranks[0]["rows_per_s"] / alone["rows_per_s"])
+            ceilings.append(alone["cpu_seconds"] / max(r["cpu_seconds"] for r in ranks))
+            cpus = "/".join(f"{r['cpu_seconds']:.2f}" for r in ranks)
+            busy = "/".join(f"{r['busy']:.2f}" for r in ranks)
             print(
-                f"{k + 1:>6}{load:>6.1f}{alone['rows_per_s']:>14.0f}{alone['cpu_seconds']:>7.2f}"
-                f"{threads['rows_per_s']:>14.0f}{threads['cpu_seconds']:>7.2f}{ranks[0]['rows_per_s']:>11.0f}"
-                f"{each:>13}{ratio:>6.2f}x{ceiling:>12.2f}x"
+                f"{k + 1:>6}{load:>6.1f}{alone['rows_per_s']:>11.0f}{alone['cpu_seconds']:>7.2f}{alone['busy']:>6.2f}"
+                f"{ranks[0]['rows_per_s']:>11.0f}{cpus:>12}{busy:>11}{ratios[-1]:>6.2f}x{ceilings[-1]:>8.2f}x"
+                f"{threads['rows_per_s']:>11.0f}{threads['busy']:>6.2f}"
             )
         summary.append((n, statistics.median(ratios), max(ratios), statistics.median(ceilings)))
-    print("2 processes / 1 process, 1 thread, each: median and best of the rounds; CPU ceiling: median")
+    print("2 processes / 1 process (1 thread each): median and best of the rounds; CPU ceiling: median")
     for n, median, best, ceiling in summary:
         print(f"{n:>8} tickers: {median:.2f}x, best {best:.2f}x; CPU ceiling {ceiling:.2f}x")
     print(f"load average after the process comparison: {load_average()}")
