@@ -1,6 +1,6 @@
 """A whole market streamed: bulk appends, the WebSocket feed and two workers, each beside its baseline, in one run.
 
-    .venv/bin/python -m bench.market [--sessions 500] [--seconds 4] [--rounds 3] [--connections 64]
+    .venv/bin/python -m bench.market [--sessions 500] [--seconds 4] [--rounds 3] [--connections 64] [--only bulk]
 
 Serves the default-size latent GRU (untrained, with a real scaler: ``bench/harness.py``) with
 ``latentcast serve`` on loopback ports, and measures, rounds taking turns, medians printed:
@@ -19,6 +19,11 @@ the cores each worker, the supervisor, redis-server and wrk used, and the rest o
 CPU time each spent per request; the connections each worker held; the load average before and after;
 and the ratio those costs per request would allow on two cores free of other load. A run starts only
 once every worker of ``--workers 2`` serves: ``/readyz`` answers as soon as one does.
+
+Beside the bulk and WebSocket figures, the CPU time per observation of the server process (user and
+system, every thread, from /proc) and of the client (this process): less noisy than throughput on
+shared cores, as they leave out the time spent waiting for the other side and for the cores.
+``--only`` runs some of the comparisons.
 
 Every reply must be a 200 with the expected next seq; the bench fails otherwise.
 """
@@ -40,7 +45,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.cpu import connections_held, load_text, spawned_workers
+from bench.cpu import connections_held, load_text, process_seconds, spawned_workers
 from bench.harness import (
     BENCH_MODEL,
     POLL_SECONDS,
@@ -58,6 +63,7 @@ WARM_HISTORY = 50
 PROBES_PER_WORKER = 4  # connections that ask /readyz while waiting for every worker to serve
 SUPERVISOR = "supervisor"
 REDIS = "redis-server"
+COMPARISONS = ("bulk", "websocket", "workers")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=64, help="WebSocket messages sent before waiting")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections of the workers comparison")
     parser.add_argument("--wrk", default=shutil.which("wrk") or "wrk", help="the wrk binary")
+    parser.add_argument("--only", action="append", choices=COMPARISONS, help="run this comparison (repeatable)")
     args = parser.parse_args(argv)
+    args.only = set(args.only or COMPARISONS)
     closes = sources.bundled(["IBM"])["close"].tolist()
     figures: dict[str, list[float]] = {}
     runs: dict[int, list[Run]] = {1: [], 2: []}
@@ -81,49 +89,51 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         env = bench_env(folder, torch_threads=1) | {"LATENTCAST_MAX_SESSIONS": "1000000"}
-        with ServiceProcess(env, folder / "memory.log") as server:
-            settings = ClientSettings(server.url, timeout_seconds=60)
-            asyncio.run(streamed(settings, closes, args, figures))
-        with RedisProcess(folder, append_only=False) as redis:
-            redis_env = env | {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": redis.url}
-            processes = {
-                n: ServiceProcess(
-                    redis_env, folder / f"workers-{n}.log", command=workers(n), start_seconds=n * START_SECONDS
-                )
-                for n in (1, 2)
-            }
-            servers = {n: Server(f"workers-{n}", process, folder) for n, process in processes.items()}
-            try:
-                for process in processes.values():
-                    process.start()
-                pids = {n: serving_workers(process, n) for n, process in processes.items()}
-                assert redis.process is not None
-                watched = {n: watch(processes[n], pids[n], redis.process.pid) for n in pids}
-                for one in servers.values():  # warm-up, not measured
-                    wrk(args.wrk, one, args.connections, 1, closes, "warmup")
-                for round_ in range(args.rounds):
-                    for n, one in servers.items():
-                        run = wrk(
-                            args.wrk,
-                            one,
-                            args.connections,
-                            round(args.seconds),
-                            closes,
-                            f"{round_}",
-                            watched[n],
-                            pids[n],
-                        )
-                        if run.failures:
-                            raise RuntimeError(f"{run.failures} failed replies from {one.name}")
-                        figures.setdefault(f"{n} worker(s), redis, {args.connections} conns, req/s", []).append(
-                            run.throughput
-                        )
-                        runs[n].append(run)
-            finally:
-                for process in processes.values():
-                    process.stop()
+        if args.only & {"bulk", "websocket"}:
+            with ServiceProcess(env, folder / "memory.log") as server:
+                asyncio.run(streamed(server, closes, args, figures))
+        if "workers" in args.only:
+            with RedisProcess(folder, append_only=False) as redis:
+                redis_env = env | {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": redis.url}
+                processes = {
+                    n: ServiceProcess(
+                        redis_env, folder / f"workers-{n}.log", command=workers(n), start_seconds=n * START_SECONDS
+                    )
+                    for n in (1, 2)
+                }
+                servers = {n: Server(f"workers-{n}", process, folder) for n, process in processes.items()}
+                try:
+                    for process in processes.values():
+                        process.start()
+                    pids = {n: serving_workers(process, n) for n, process in processes.items()}
+                    assert redis.process is not None
+                    watched = {n: watch(processes[n], pids[n], redis.process.pid) for n in pids}
+                    for one in servers.values():  # warm-up, not measured
+                        wrk(args.wrk, one, args.connections, 1, closes, "warmup")
+                    for round_ in range(args.rounds):
+                        for n, one in servers.items():
+                            run = wrk(
+                                args.wrk,
+                                one,
+                                args.connections,
+                                round(args.seconds),
+                                closes,
+                                f"{round_}",
+                                watched[n],
+                                pids[n],
+                            )
+                            if run.failures:
+                                raise RuntimeError(f"{run.failures} failed replies from {one.name}")
+                            figures.setdefault(f"{n} worker(s), redis, {args.connections} conns, req/s", []).append(
+                                run.throughput
+                            )
+                            runs[n].append(run)
+                finally:
+                    for process in processes.values():
+                        process.stop()
     report(figures, args)
-    report_cpu(runs, load_before, os.getloadavg())
+    if "workers" in args.only:
+        report_cpu(runs, load_before, os.getloadavg())
     return 0
 
 
@@ -163,19 +173,25 @@ def watch(process: ServiceProcess, pids: list[int], redis: int) -> dict[str, int
 
 
 async def streamed(
-    settings: ClientSettings, closes: list[float], args: argparse.Namespace, figures: dict[str, list[float]]
+    server: ServiceProcess, closes: list[float], args: argparse.Namespace, figures: dict[str, list[float]]
 ) -> None:
-    """The bulk and WebSocket comparisons, rounds taking turns, observations per second into ``figures``."""
-    async with AsyncClient(settings) as http, http.feed() as stream:
+    """The bulk and WebSocket comparisons, rounds taking turns: observations per second and the CPU
+    microseconds per observation of the server and of this client into ``figures``."""
+    async with AsyncClient(ClientSettings(server.url, timeout_seconds=60)) as http, http.feed() as stream:
         # a session of its own for each contender: the feed numbers the batches it sends itself
         single, fed, *many = [await http.open(closes[:WARM_HISTORY]) for _ in range(args.sessions + 2)]
         contenders: dict[str, Callable[[], Awaitable[int]]] = {
             "REST, one append per request": lambda: one_per_request(http, single, closes),
-            f"REST, bulk of {args.sessions} per request": lambda: bulk(http, many, closes),
-            f"WebSocket, {args.in_flight} messages in flight": lambda: feed(stream, fed, closes, args.in_flight),
         }
+        if "bulk" in args.only:
+            contenders[f"REST, bulk of {args.sessions} per request"] = lambda: bulk(http, many, closes)
+        if "websocket" in args.only:
+            contenders[f"WebSocket, {args.in_flight} messages in flight"] = lambda: feed(
+                stream, fed, closes, args.in_flight
+            )
         for round_ in range(args.rounds + 1):  # the first round warms up
             for name, contender in contenders.items():
+                cpu, client_cpu = process_seconds(server.pid), time.process_time()
                 started = time.perf_counter()
                 deadline = started + args.seconds
                 count = 0
@@ -183,6 +199,10 @@ async def streamed(
                     count += await contender()
                 if round_:
                     figures.setdefault(f"{name}, obs/s", []).append(count / (time.perf_counter() - started))
+                    used = process_seconds(server.pid) - cpu
+                    figures.setdefault(f"{name}, server CPU us/obs", []).append(1e6 * used / count)
+                    used = time.process_time() - client_cpu
+                    figures.setdefault(f"{name}, client CPU us/obs", []).append(1e6 * used / count)
 
 
 async def one_per_request(http: AsyncClient, session: Session, closes: list[float]) -> int:
@@ -215,14 +235,17 @@ def report(figures: dict[str, list[float]], args: argparse.Namespace) -> None:
     print(f"{args.rounds} rounds of {args.seconds} s per contender, in turn; medians over rounds")
     medians = {name: statistics.median(values) for name, values in figures.items()}
     for name, value in medians.items():
-        print(f"{name:<52}{value:>12.0f}")
-    single = medians["REST, one append per request, obs/s"]
-    bulk_ratio = medians[f"REST, bulk of {args.sessions} per request, obs/s"] / single
-    ws_ratio = medians[f"WebSocket, {args.in_flight} messages in flight, obs/s"] / single
-    workers = [medians[f"{n} worker(s), redis, {args.connections} conns, req/s"] for n in (1, 2)]
-    print(f"bulk {args.sessions}/request / one append per request: {bulk_ratio:.1f}x (goal >= 30x)")
-    print(f"WebSocket one connection / REST one connection: {ws_ratio:.1f}x (goal >= 3x)")
-    print(f"2 workers / 1 worker, redis, {args.connections} connections: {workers[1] / workers[0]:.2f}x (goal >= 1.6x)")
+        print(f"{name:<60}{value:>12.0f}")
+    single = medians.get("REST, one append per request, obs/s", 0.0)  # absent when only workers ran
+    if "bulk" in args.only:
+        ratio = medians[f"REST, bulk of {args.sessions} per request, obs/s"] / single
+        print(f"bulk {args.sessions}/request / one append per request: {ratio:.1f}x (goal >= 30x)")
+    if "websocket" in args.only:
+        ratio = medians[f"WebSocket, {args.in_flight} messages in flight, obs/s"] / single
+        print(f"WebSocket one connection / REST one connection: {ratio:.1f}x (goal >= 3x)")
+    if "workers" in args.only:
+        one, two = (medians[f"{n} worker(s), redis, {args.connections} conns, req/s"] for n in (1, 2))
+        print(f"2 workers / 1 worker, redis, {args.connections} connections: {two / one:.2f}x (goal >= 1.6x)")
 
 
 def report_cpu(runs: dict[int, list[Run]], load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
