@@ -33,6 +33,7 @@ from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel
 from models.series import Forecast, Observation, SeriesState, series_from_bytes, series_to_bytes
+from models.series_batch import SeriesBatch
 from models.state import StreamState
 
 OBSERVATION_VALUES = ("close", "open", "high", "low", "volume")
@@ -150,19 +151,29 @@ class Predictor:
             return {}
         olds = [states[i] for i in picked]
         bars = [batches[i][0] for i in picked]
-        rows = self.scaler.transform(self._bar_features(olds, bars), self._volatility_scaled)  # (B, F)
         packed = [kernel.zeros(1) if s.stream is None else s.stream.packed() for s in olds]
-        out, after = kernel.step(rows, packed[0] if len(packed) == 1 else np.concatenate(packed))  # (B, H, Q), (B, P)
-        return {
-            i: SeriesState(
-                n_obs=old.n_obs + 1,
-                last_close=float(bar.close),
-                last_volume=None if bar.volume is None else float(bar.volume),
-                output=out[j],
-                stream=StreamState.from_packed(after[j : j + 1], self.config),
-            )
-            for j, (i, old, bar) in enumerate(zip(picked, olds, bars, strict=True))
-        }
+        volumes = [s.last_volume for s in olds]
+        after = self.step_many(
+            SeriesBatch(
+                np.array([s.n_obs for s in olds]),
+                np.array([s.last_close for s in olds], np.float64),
+                np.array(volumes, np.float64),  # None reads as NaN
+                np.empty((len(olds), 0, 0), np.float32),  # the step does not read it
+                packed[0] if len(packed) == 1 else np.concatenate(packed),
+            ),
+            bars,
+        )
+        return {i: after.state(j, self.config) for j, i in enumerate(picked)}
+
+    def step_many(self, batch: SeriesBatch, bars: Sequence[Observation]) -> SeriesBatch:
+        """The latent streams of ``batch`` after one more bar each (``bars[b]`` for stream b), stepped
+        together by the kernel: each as ``advance`` leaves it. ``bars`` must have passed ``validate``."""
+        assert self._kernel is not None, "only a latent model steps a carried state"
+        closes = np.array([bar.close for bar in bars], np.float64)
+        volumes = np.array([bar.volume for bar in bars], np.float64)  # None reads as NaN
+        features = self._bar_features(closes, batch.last_close, volumes, batch.last_volume, bars)  # (B, F)
+        out, after = self._kernel.step(self.scaler.transform(features, self._volatility_scaled), batch.packed)
+        return SeriesBatch(batch.n_obs + 1, closes, volumes, out, after)  # (B, H, Q), (B, P)
 
     def _forward_many(
         self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
@@ -243,21 +254,28 @@ class Predictor:
             prev_volume=prev.last_volume,
         )
 
-    def _bar_features(self, olds: Sequence[SeriesState], bars: Sequence[Observation]) -> np.ndarray:
-        """(B, F) features of one new bar per stream, each after its stream's last bar."""
+    def _bar_features(
+        self,
+        closes: np.ndarray,
+        prev_closes: np.ndarray,
+        volumes: np.ndarray,
+        prev_volumes: np.ndarray,
+        bars: Sequence[Observation],
+    ) -> np.ndarray:
+        """(B, F) features of one new bar per stream, each after its stream's last bar: (B,) arrays in."""
 
-        def column(items: Sequence[Observation | SeriesState], name: str) -> np.ndarray:
-            return np.array([getattr(item, name) for item in items], dtype=np.float64)
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(bar, name) for bar in bars], dtype=np.float64)
 
-        ranges, volumes = "range" in self.scaler.features, "volume" in self.scaler.features
+        ranges, volumed = "range" in self.scaler.features, "volume" in self.scaler.features
         return bar_features(
             self.scaler.features,
-            column(bars, "close"),
-            column(olds, "last_close"),
-            high=column(bars, "high") if ranges else None,
-            low=column(bars, "low") if ranges else None,
-            volume=column(bars, "volume") if volumes else None,
-            prev_volume=column(olds, "last_volume") if volumes else None,
+            closes,
+            prev_closes,
+            high=column("high") if ranges else None,
+            low=column("low") if ranges else None,
+            volume=volumes if volumed else None,
+            prev_volume=prev_volumes if volumed else None,
         )
 
     def forecast(self, state: SeriesState, offsets: np.ndarray | None = None) -> Forecast | None:
@@ -278,6 +296,22 @@ class Predictor:
         return Forecast(
             state.n_obs - 1, list(self._horizons), list(self.config.quantiles), log_return.tolist(), price.tolist()
         )
+
+    def forecasts(self, batch: SeriesBatch) -> list[Forecast]:
+        """The forecast after each stream of ``batch``, as ``forecast`` makes it, made for all at once."""
+        output = batch.output.astype(np.float64)  # (B, H, Q)
+        if self._calibrated:
+            output = apply_offsets(output, self.offsets)
+        log_return = output * self._scale
+        price = np.exp(log_return)
+        price *= batch.last_close[:, None, None]
+        horizons, quantiles = list(self._horizons), list(self.config.quantiles)
+        return [
+            Forecast(as_of, horizons.copy(), quantiles.copy(), returns, prices)
+            for as_of, returns, prices in zip(
+                (batch.n_obs - 1).tolist(), log_return.tolist(), price.tolist(), strict=True
+            )
+        ]
 
     def run(self, observations: Sequence[Observation]) -> Forecast | None:
         """Stateless: the forecast after a whole history, in one call."""

@@ -33,6 +33,7 @@ VOLATILITY_FORMAT_VERSION = 2  # the same, then one float per stream: its EWMA v
 # magic, version, cell, n_features, conv_kernel, hidden_size, num_layers, batch
 _HEADER = struct.Struct("<4sBBHHIHI")
 _BATCH = struct.Struct("<I")  # the header's last field
+HEADER_BYTES = _HEADER.size
 
 Hidden = Tensor | tuple[Tensor, Tensor]
 
@@ -230,6 +231,11 @@ def _layout(config: ModelConfig) -> _Layout:
         + hidden_tensors * config.num_layers * config.hidden_size
         + int(config.volatility_scaled),
     )
+
+
+def floats_per_stream(config: ModelConfig) -> int:
+    """P: the float32 values of one stream's state, packed (``StreamState.packed``)."""
+    return _layout(config).floats_per_stream
 
 
 def _refuse(blob: bytes, config: ModelConfig) -> NoReturn:
