@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from models.predictor import Forecast, Predictor, SeriesState
+from models.series_batch import SeriesBatch
 from service.forecasting import ModelRef
 
 # a stored reply's body: format, next_seq, last close; the model's float32 output follows,
@@ -65,6 +66,27 @@ def reply_body(state: SeriesState, offsets: np.ndarray | None = None) -> bytes:
     if offsets is None or state.output is None:
         return _REPLY_BODY.pack(REPLY_FORMAT, state.n_obs, close) + output
     return _REPLY_BODY.pack(ADAPTIVE_REPLY_FORMAT, state.n_obs, close) + output + offsets.astype("<f8").tobytes()
+
+
+def reply_bodies(batch: SeriesBatch) -> list[bytes]:
+    """``reply_body`` of each stream of ``batch`` (without adaptive offsets), made for all at once."""
+    horizon, quantiles = batch.output.shape[1:]
+    records = np.empty(len(batch), _body_record(horizon, quantiles))
+    records["format"] = REPLY_FORMAT
+    records["n_obs"] = batch.n_obs
+    records["close"] = batch.last_close
+    records["output"] = batch.output
+    blob, size = records.tobytes(), records.dtype.itemsize
+    return [blob[at : at + size] for at in range(0, len(blob), size)]
+
+
+@functools.cache
+def _body_record(horizon: int, quantiles: int) -> np.dtype:
+    """``_REPLY_BODY`` followed by the (H, Q) float32 output, as a numpy record."""
+    fields = [("format", "u1"), ("n_obs", "<u8"), ("close", "<f8"), ("output", "<f4", (horizon, quantiles))]
+    record = np.dtype(fields, align=False)
+    assert record.itemsize == _REPLY_BODY.size + 4 * horizon * quantiles
+    return record
 
 
 def stored_reply(predictor: Predictor, session_id: str, body: bytes) -> SessionReply | None:

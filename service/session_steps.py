@@ -21,11 +21,12 @@ import numpy as np
 from data.errors import StateError
 from models.calibration import AdaptiveConfig, AdaptiveOffsets
 from models.predictor import Forecast, Observation, Predictor, SeriesState
+from models.series_batch import batch_from_bytes, batch_to_bytes
 from service.forecasting import ModelRef
-from service.replies import SessionReply, reply_body, stored_reply
+from service.replies import SessionReply, reply_bodies, reply_body, stored_reply
 from service.seq_rules import new_observations
 from service.stores import SessionRecord, SessionUpdate, StoredReply
-from service.stores.records import batch_digest
+from service.stores.records import batch_digests
 
 
 @dataclass(frozen=True)
@@ -47,24 +48,93 @@ class Change:
 
 
 def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> list[SessionReply | Change | Exception]:
-    """For each append: its stored reply, its change, or why it is refused; the model runs once for all."""
+    """For each append: its stored reply, its change, or why it is refused; the model runs once for all.
+
+    The appends of one new observation to a live latent session (the usual append) are planned
+    as arrays from their states' bytes to their replies' (``_step_together``); the others one by one
+    around one ``advance_many``. Both give the same changes.
+    """
     results: dict[int, SessionReply | Change | Exception] = {}
-    ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
+    valid = []
     for i, append in enumerate(appends):
         try:
-            found = _check(predictor, append)
+            predictor.validate(append.observations, append.seq)
+            valid.append(i)
         except Exception as exc:  # refused alone: the other appends of the batch go on
+            results[i] = exc
+    new: list[tuple[int, Sequence[Observation], bytes]] = []
+    for i, digest in zip(valid, batch_digests([appends[i].observations for i in valid]), strict=True):
+        try:
+            found = _check(predictor, appends[i], digest)
+        except Exception as exc:
             results[i] = exc
             continue
         if isinstance(found, SessionReply):
             results[i] = found
         else:
-            ready.append((i, *found))
-    advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
+            new.append((i, found, digest))
     model = ModelRef.of(predictor)  # one for all: a bulk request plans hundreds of appends
+    results |= _step_together(predictor, model, appends, new, now)
+    ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
+    for i, tail, digest in new:
+        if i in results:
+            continue
+        try:
+            ready.append((i, state_of(predictor, appends[i].record), tail, digest))
+        except Exception as exc:
+            results[i] = exc
+    advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
     for (i, _, tail, digest), state in zip(ready, advanced, strict=True):
         results[i] = _change_after(predictor, model, appends[i], tail, digest, state, now)
     return [results[i] for i in range(len(appends))]
+
+
+def _step_together(
+    predictor: Predictor,
+    model: ModelRef,
+    appends: list[Append],
+    new: list[tuple[int, Sequence[Observation], bytes]],
+    now: float,
+) -> dict[int, Change]:
+    """The changes of the ``new`` appends that add one observation to a live latent session without
+    adaptive offsets, by index: states read, stepped, forecast and written as arrays (``SeriesBatch``).
+
+    A state that does not read as a live stream's, or whose count is not its record's ``next_seq``,
+    is left to the one-by-one path, which reads it or says why it cannot.
+    """
+    if predictor.config.mode != "latent":
+        return {}
+    lane = [(i, tail, digest) for i, tail, digest in new if len(tail) == 1 and not appends[i].record.calibration]
+    batch, read = batch_from_bytes([appends[i].record.state for i, _, _ in lane], predictor.config)
+    picked = [lane[k] for k in read]
+    counted = batch.n_obs == np.array([appends[i].record.next_seq for i, _, _ in picked], np.int64)
+    if not counted.all():
+        batch = batch.take(counted)
+        picked = [item for item, fits in zip(picked, counted.tolist(), strict=True) if fits]
+    if not picked:
+        return {}
+    after = predictor.step_many(batch, [tail[0] for _, tail, _ in picked])
+    changes = {}
+    for (i, tail, digest), next_seq, forecast, state, body in zip(
+        picked,
+        after.n_obs.tolist(),
+        predictor.forecasts(after),
+        batch_to_bytes(after, predictor.config),
+        reply_bodies(after),
+        strict=True,
+    ):
+        record = appends[i].record
+        update = SessionUpdate(
+            next_seq=next_seq,
+            state=state,
+            mode=record.mode,
+            version=record.version,
+            updated=now,
+            appended=tuple(tail),
+            reply=StoredReply(seq=appends[i].seq, digest=digest, body=body),
+        )
+        changes[i] = Change(update, SessionReply(record.session_id, model, next_seq, forecast), len(tail))
+    return changes
 
 
 def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Change:
@@ -120,17 +190,14 @@ def state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
     return state
 
 
-def _check(predictor: Predictor, append: Append) -> SessionReply | tuple[SeriesState, Sequence[Observation], bytes]:
-    """The stored reply of a retry, or the state to advance, the new tail and the batch's digest."""
-    predictor.validate(append.observations, append.seq)
-    digest = batch_digest(append.observations)
+def _check(predictor: Predictor, append: Append, digest: bytes) -> SessionReply | Sequence[Observation]:
+    """The stored reply of a retry, or the batch's new tail; ``append`` has passed ``validate``."""
     for stored in reversed(append.record.replies):
         if stored.seq == append.seq and stored.digest == digest:
             reply = stored_reply(predictor, append.record.session_id, stored.body)
             if reply is not None:
                 return reply
-    tail = new_observations(append.record, append.seq, append.observations)
-    return state_of(predictor, append.record), tail, digest
+    return new_observations(append.record, append.seq, append.observations)
 
 
 def _change_after(

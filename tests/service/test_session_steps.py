@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from data.errors import ConflictError, DataError, StateError
+from models.calibration import AdaptiveOffsets
 from models.predictor import Observation, Predictor, SeriesState
+from service import session_steps
 from service.replies import reply_body
 from service.session_steps import Append, Change, plan_appends, plan_migration, state_of
 from service.stores import SessionRecord, StoredReply
@@ -61,3 +63,42 @@ def test_a_state_that_does_not_match_its_record_is_an_error(predictor: Predictor
     broken = record(predictor, closes[:10], next_seq=11)
     with pytest.raises(StateError, match="state holds 10 observations, next_seq is 11"):
         state_of(predictor, broken)
+
+
+def test_appends_planned_as_arrays_change_what_one_by_one_planning_changes(
+    predictor: Predictor, closes: list[float], monkeypatch: pytest.MonkeyPatch
+):
+    done = record(predictor, closes[:21], "done")
+    adaptive = AdaptiveOffsets.zeros(predictor.config.horizon, len(predictor.config.quantiles)).to_bytes()
+    appends = [
+        *(
+            Append(record(predictor, closes[: 20 + k], f"live-{k}"), 20 + k, [Observation(closes[20 + k])])
+            for k in range(5)
+        ),
+        Append(record(predictor, closes[:1], "one-close"), 1, [Observation(closes[1])]),  # no model state yet
+        Append(record(predictor, closes[:20], "adaptive", calibration=adaptive), 20, [Observation(closes[20])]),
+        Append(record(predictor, closes[:20], "two"), 20, [Observation(c) for c in closes[20:22]]),
+        Append(done, 20, [Observation(c) for c in closes[20:22]]),  # an overlap: its new tail of one is applied
+        Append(record(predictor, closes[:20], "broken", next_seq=21), 21, [Observation(closes[21])]),
+        Append(record(predictor, closes[:20], "bad"), 20, [Observation(0.0)]),
+        Append(record(predictor, closes[:20], "gap"), 22, [Observation(closes[22])]),
+    ]
+    lane, stepped = session_steps._step_together, []
+
+    def recorded(*args: Any) -> dict[int, Change]:
+        stepped.append(lane(*args))
+        return stepped[-1]
+
+    monkeypatch.setattr(session_steps, "_step_together", recorded)
+    together = plan_appends(predictor, appends, now=3.0)
+    assert sorted(stepped[0]) == [0, 1, 2, 3, 4, 8]  # the live sessions' one new observation each
+    monkeypatch.setattr(session_steps, "_step_together", lambda *args: {})
+    alone = plan_appends(predictor, appends, now=3.0)
+    assert [type(c) for c in together] == [Change] * 9 + [StateError, DataError, ConflictError]
+    for got, want in zip(together, alone, strict=True):
+        if isinstance(got, Exception):
+            assert type(got) is type(want) and str(got) == str(want)
+        else:
+            assert isinstance(got, Change) and isinstance(want, Change)
+            assert (got.update, got.applied) == (want.update, want.applied)
+            assert got.reply.to_json() == want.reply.to_json()
