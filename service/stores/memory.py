@@ -190,7 +190,8 @@ def apply(entry: _Entry, update: SessionUpdate, limits: StoreLimits) -> None:
     if update.clear_replies:
         entry.replies, entry.reply_count = b"", 0
     if update.reply is not None:
-        entry.replies += pack_replies((update.reply,))
+        reply = update.reply.to_bytes()  # pack_replies of one reply, without its loops
+        entry.replies += REPLY_LENGTH.pack(len(reply)) + reply
         entry.reply_count += 1
         while entry.reply_count > limits.retained_replies:  # the oldest goes, still packed
             (size,) = REPLY_LENGTH.unpack_from(entry.replies)

@@ -46,13 +46,18 @@ class PackedObservations:
 
     @classmethod
     def pack(cls, observations: Sequence[Observation]) -> PackedObservations:
-        n = len(observations)
-        closes = np.fromiter((o.close for o in observations), dtype="<f8", count=n).tobytes()
+        # a commit packs the observations it appends: list comprehensions, as generators cost more
+        closes = np.array([o.close for o in observations], dtype="<f8").tobytes()
         extras = None
-        if any(getattr(o, name) is not None for o in observations for name in EXTRA_FIELDS):
+        if any(
+            [
+                o.open is not None or o.high is not None or o.low is not None or o.volume is not None
+                for o in observations
+            ]
+        ):
             values = [[math.nan if v is None else v for v in (o.open, o.high, o.low, o.volume)] for o in observations]
-            extras = np.array(values, dtype="<f8").reshape(n, len(EXTRA_FIELDS)).tobytes()
-        times = tuple(o.time for o in observations) if any(o.time is not None for o in observations) else None
+            extras = np.array(values, dtype="<f8").reshape(len(observations), len(EXTRA_FIELDS)).tobytes()
+        times = tuple([o.time for o in observations]) if any([o.time is not None for o in observations]) else None
         return cls(closes, extras, times)
 
     def __len__(self) -> int:
@@ -63,8 +68,7 @@ class PackedObservations:
         if limit <= 0:
             return PackedObservations()
         new = PackedObservations.pack(observations)
-        count = min(len(self) + len(new), limit)
-        drop = len(self) + len(new) - count
+        drop = max(len(self) + len(observations) - limit, 0)
         closes = (self.closes + new.closes)[8 * drop :]
         extras = None
         if self.extras is not None or new.extras is not None:
