@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import redis
 
@@ -207,6 +208,35 @@ async def test_a_bulk_append_through_the_session_service_costs_a_few_round_trips
         assert store.pipelines_sent - before == 2  # the items' reads, then their commits
         again = await service.append_many("owner", items)  # retries: answered from the stored replies
         assert [getattr(reply, "next_seq", reply) for reply in again] == [21] * len(ids)
+    finally:
+        await service.close()
+        await store.close()
+
+
+async def test_states_a_bulk_append_writes_as_arrays_read_back_from_redis_as_any_state(
+    redis_at: tuple[str, bool], redis_prefix: str, registry: Registry, closes: list[float]
+):
+    url, cluster = redis_at
+    store = RedisSessionStore(url, StoreLimits(60.0, 100, 50, 4), prefix=redis_prefix, cluster=cluster)
+    pool = ModelPool(registry, idle_seconds=60)
+    pool.refresh()
+    service = SessionService(store, pool, ServiceMetrics(pool), max_batch=20, max_history=500)
+    try:
+        opened = [await service.open("owner", [Observation(c) for c in closes[:20]]) for _ in range(8)]
+        ids = [reply.session_id for reply in opened]
+        for seq in range(20, 26):  # one close each: stepped as arrays
+            items = [AppendItem(session_id, seq, [Observation(closes[seq])]) for session_id in ids]
+            replies = await service.append_many("owner", items)
+        retried = await service.append_many("owner", items)  # rebuilt from the reply bodies stored in Redis
+        assert [reply.to_json() for reply in retried] == [reply.to_json() for reply in replies]  # type: ignore[union-attr]
+        # two closes each: the one-by-one path (the torch forward) reads the states the arrays wrote
+        items = [AppendItem(session_id, 26, [Observation(c) for c in closes[26:28]]) for session_id in ids]
+        want = pool.get(opened[0].model.version).run([Observation(c) for c in closes[:28]])
+        assert want is not None
+        for reply in await service.append_many("owner", items):
+            assert not isinstance(reply, Exception) and reply.forecast is not None
+            assert reply.forecast.as_of_seq == want.as_of_seq == 27
+            np.testing.assert_allclose(reply.forecast.log_return, want.log_return, atol=1e-5)
     finally:
         await service.close()
         await store.close()
