@@ -26,11 +26,16 @@ Planned = SessionReply | Change | Exception
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``."""
+    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``.
+
+    ``arrays_from``: a batch of at least this many appends plans its usual ones as arrays
+    (``plan_appends``); below it, numpy's cost per call exceeds what the arrays save.
+    """
 
     enabled: bool = False
     wait_seconds: float = 0.002
     max_size: int = 64
+    arrays_from: int = 8
 
 
 class AppendPlanner:
@@ -46,6 +51,7 @@ class AppendPlanner:
         self.inline_observations = inline_observations
         self._clock = clock
         batching = batching or BatchSettings()
+        self._arrays_from = batching.arrays_from
         self._batcher: MicroBatcher[Predictor, Append, SessionReply | Change] | None = None
         if batching.enabled:
             self._batcher = MicroBatcher(
@@ -77,7 +83,7 @@ class AppendPlanner:
             await self._batcher.close()
 
     def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
-        return plan_appends(predictor, appends, self._clock())
+        return plan_appends(predictor, appends, self._clock(), self._arrays_from)
 
     def _runs_inline(self, appends: list[Append]) -> bool:
         """Whether appends are small enough to plan on the event loop rather than in a worker thread."""

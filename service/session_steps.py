@@ -26,7 +26,7 @@ from service.forecasting import ModelRef
 from service.replies import SessionReply, reply_bodies, reply_body, stored_reply
 from service.seq_rules import new_observations
 from service.stores import SessionRecord, SessionUpdate, StoredReply
-from service.stores.records import batch_digests
+from service.stores.records import batch_digest, batch_digests
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,16 @@ class Change:
     applied: int
 
 
-def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> list[SessionReply | Change | Exception]:
+def plan_appends(
+    predictor: Predictor, appends: list[Append], now: float, arrays_from: int = 1
+) -> list[SessionReply | Change | Exception]:
     """For each append: its stored reply, its change, or why it is refused; the model runs once for all.
 
-    The appends of one new observation to a live latent session (the usual append) are planned
-    as arrays from their states' bytes to their replies' (``_step_together``); the others one by one
-    around one ``advance_many``. Both give the same changes.
+    In a batch of at least ``arrays_from`` appends, those of one new observation to a live latent
+    session (the usual append) are planned as arrays from their states' bytes to their replies'
+    (``_step_together``); the others one by one around one ``advance_many``. Both give the same changes.
     """
+    arrays = len(appends) >= arrays_from
     results: dict[int, SessionReply | Change | Exception] = {}
     valid = []
     for i, append in enumerate(appends):
@@ -62,8 +65,10 @@ def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> lis
             valid.append(i)
         except Exception as exc:  # refused alone: the other appends of the batch go on
             results[i] = exc
+    batches = [appends[i].observations for i in valid]
+    digests = batch_digests(batches) if arrays else [batch_digest(batch) for batch in batches]
     new: list[tuple[int, Sequence[Observation], bytes]] = []
-    for i, digest in zip(valid, batch_digests([appends[i].observations for i in valid]), strict=True):
+    for i, digest in zip(valid, digests, strict=True):
         try:
             found = _check(predictor, appends[i], digest)
         except Exception as exc:
@@ -74,7 +79,8 @@ def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> lis
         else:
             new.append((i, found, digest))
     model = ModelRef.of(predictor)  # one for all: a bulk request plans hundreds of appends
-    results |= _step_together(predictor, model, appends, new, now)
+    if arrays:
+        results |= _step_together(predictor, model, appends, new, now)
     ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
     for i, tail, digest in new:
         if i in results:

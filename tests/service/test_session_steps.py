@@ -92,8 +92,8 @@ def test_appends_planned_as_arrays_change_what_one_by_one_planning_changes(
     monkeypatch.setattr(session_steps, "_step_together", recorded)
     together = plan_appends(predictor, appends, now=3.0)
     assert sorted(stepped[0]) == [0, 1, 2, 3, 4, 8]  # the live sessions' one new observation each
-    monkeypatch.setattr(session_steps, "_step_together", lambda *args: {})
-    alone = plan_appends(predictor, appends, now=3.0)
+    alone = plan_appends(predictor, appends, now=3.0, arrays_from=len(appends) + 1)
+    assert len(stepped) == 1  # a batch smaller than arrays_from plans every append one by one
     assert [type(c) for c in together] == [Change] * 9 + [StateError, DataError, ConflictError]
     for got, want in zip(together, alone, strict=True):
         if isinstance(got, Exception):
