@@ -152,28 +152,31 @@ class Predictor:
         olds = [states[i] for i in picked]
         bars = [batches[i][0] for i in picked]
         packed = [kernel.zeros(1) if s.stream is None else s.stream.packed() for s in olds]
-        volumes = [s.last_volume for s in olds]
-        after = self.step_many(
-            SeriesBatch(
-                np.array([s.n_obs for s in olds]),
-                np.array([s.last_close for s in olds], np.float64),
-                np.array(volumes, np.float64),  # None reads as NaN
-                np.empty((len(olds), 0, 0), np.float32),  # the step does not read it
-                packed[0] if len(packed) == 1 else np.concatenate(packed),
-            ),
+        stepped = self._step(
+            np.array([s.last_close for s in olds], np.float64),
+            np.array([s.last_volume for s in olds], np.float64),  # None reads as NaN
+            packed[0] if len(packed) == 1 else np.concatenate(packed),
             bars,
         )
+        after = SeriesBatch(np.array([s.n_obs + 1 for s in olds]), *stepped)
         return {i: after.state(j, self.config) for j, i in enumerate(picked)}
 
     def step_many(self, batch: SeriesBatch, bars: Sequence[Observation]) -> SeriesBatch:
-        """The latent streams of ``batch`` after one more bar each (``bars[b]`` for stream b), stepped
-        together by the kernel: each as ``advance`` leaves it. ``bars`` must have passed ``validate``."""
+        """The streams of ``batch`` after one more bar each (``bars[b]`` for stream b), stepped together
+        by the kernel (latent mode): each as ``advance_many`` leaves it. ``bars`` must have passed ``validate``."""
+        return SeriesBatch(batch.n_obs + 1, *self._step(batch.last_close, batch.last_volume, batch.packed, bars))
+
+    def _step(
+        self, prev_closes: np.ndarray, prev_volumes: np.ndarray, packed: np.ndarray, bars: Sequence[Observation]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One bar per stream through the kernel, after its last close and volume (B,) and its packed
+        state (B, P): the bars' closes and volumes (B,) (NaN for none), out (B, H, Q), packed (B, P)."""
         assert self._kernel is not None, "only a latent model steps a carried state"
         closes = np.array([bar.close for bar in bars], np.float64)
         volumes = np.array([bar.volume for bar in bars], np.float64)  # None reads as NaN
-        features = self._bar_features(closes, batch.last_close, volumes, batch.last_volume, bars)  # (B, F)
-        out, after = self._kernel.step(self.scaler.transform(features, self._volatility_scaled), batch.packed)
-        return SeriesBatch(batch.n_obs + 1, closes, volumes, out, after)  # (B, H, Q), (B, P)
+        features = self._bar_features(closes, prev_closes, volumes, prev_volumes, bars)  # (B, F)
+        out, after = self._kernel.step(self.scaler.transform(features, self._volatility_scaled), packed)
+        return closes, volumes, out, after
 
     def _forward_many(
         self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]

@@ -23,6 +23,10 @@ from models.config import ModelConfig
 from models.series import SeriesState, series_to_bytes
 from models.state import HEADER_BYTES, StreamState, floats_per_stream
 
+# the bytes every live stream's state of one model shares: the series header's magic, format and
+# mode; its output flag and (zero) window rows; the stream state's header
+_FIXED = ("head", "flags", "stream_head")
+
 
 @dataclass(frozen=True)
 class SeriesBatch:
@@ -101,11 +105,6 @@ def batch_to_bytes(batch: SeriesBatch, config: ModelConfig) -> list[bytes]:
     records["packed"] = batch.packed
     blob, size = records.tobytes(), dtype.itemsize
     return [blob[at : at + size] for at in range(0, len(blob), size)]
-
-
-# the bytes every live stream's state of one model shares: the series header's magic, format and
-# mode; its output flag and (zero) window rows; the stream state's header
-_FIXED = ("head", "flags", "stream_head")
 
 
 @functools.cache
