@@ -168,7 +168,8 @@ def batch_digest(observations: Sequence[Observation]) -> bytes:
 def batch_digests(batches: Sequence[Sequence[Observation]]) -> list[bytes]:
     """``[batch_digest(batch) for batch in batches]``, the observations' bytes made for all at once.
 
-    Observations with a time label (bytes of their own length) are digested one batch at a time.
+    For validated observations (finite values: a NaN would read as a value not sent). When one
+    has a time label (bytes of their own length), each batch is digested on its own.
     """
     if any(obs.time is not None for batch in batches for obs in batch):
         return [batch_digest(batch) for batch in batches]
