@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -190,16 +191,28 @@ async def test_an_unreachable_cluster_is_unavailable():
     await store.close()
 
 
-async def test_a_bulk_append_through_the_session_service_costs_a_few_round_trips(
-    redis_at: tuple[str, bool], redis_prefix: str, registry: Registry, closes: list[float]
-):
+@asynccontextmanager
+async def session_service(
+    redis_at: tuple[str, bool], redis_prefix: str, registry: Registry
+) -> AsyncIterator[tuple[SessionService, RedisSessionStore, ModelPool]]:
+    """The session service of the registry's champions on a Redis store (a server or a cluster), closed after."""
     url, cluster = redis_at
     store = RedisSessionStore(url, StoreLimits(60.0, 100, 50, 4), prefix=redis_prefix, cluster=cluster)
     pool = ModelPool(registry, idle_seconds=60)
     pool.refresh()
     service = SessionService(store, pool, ServiceMetrics(pool), max_batch=20, max_history=500)
-    history = [Observation(close=c) for c in closes[:20]]
     try:
+        yield service, store, pool
+    finally:
+        await service.close()
+        await store.close()
+
+
+async def test_a_bulk_append_through_the_session_service_costs_a_few_round_trips(
+    redis_at: tuple[str, bool], redis_prefix: str, registry: Registry, closes: list[float]
+):
+    history = [Observation(close=c) for c in closes[:20]]
+    async with session_service(redis_at, redis_prefix, registry) as (service, store, _):
         ids = [(await service.open("owner", history)).session_id for _ in range(24)]
         items = [AppendItem(session_id, 20, [Observation(close=closes[20])]) for session_id in ids]
         before = store.pipelines_sent
@@ -208,20 +221,12 @@ async def test_a_bulk_append_through_the_session_service_costs_a_few_round_trips
         assert store.pipelines_sent - before == 2  # the items' reads, then their commits
         again = await service.append_many("owner", items)  # retries: answered from the stored replies
         assert [getattr(reply, "next_seq", reply) for reply in again] == [21] * len(ids)
-    finally:
-        await service.close()
-        await store.close()
 
 
 async def test_states_a_bulk_append_writes_as_arrays_read_back_from_redis_as_any_state(
     redis_at: tuple[str, bool], redis_prefix: str, registry: Registry, closes: list[float]
 ):
-    url, cluster = redis_at
-    store = RedisSessionStore(url, StoreLimits(60.0, 100, 50, 4), prefix=redis_prefix, cluster=cluster)
-    pool = ModelPool(registry, idle_seconds=60)
-    pool.refresh()
-    service = SessionService(store, pool, ServiceMetrics(pool), max_batch=20, max_history=500)
-    try:
+    async with session_service(redis_at, redis_prefix, registry) as (service, _, pool):
         opened = [await service.open("owner", [Observation(c) for c in closes[:20]]) for _ in range(8)]
         ids = [reply.session_id for reply in opened]
         for seq in range(20, 26):  # one close each: stepped as arrays
@@ -237,6 +242,3 @@ async def test_states_a_bulk_append_writes_as_arrays_read_back_from_redis_as_any
             assert not isinstance(reply, Exception) and reply.forecast is not None
             assert reply.forecast.as_of_seq == want.as_of_seq == 27
             np.testing.assert_allclose(reply.forecast.log_return, want.log_return, atol=1e-5)
-    finally:
-        await service.close()
-        await store.close()
