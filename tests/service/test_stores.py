@@ -22,6 +22,8 @@ from service.stores.redis import RedisSessionStore
 pytestmark = pytest.mark.anyio
 
 MakeStore = Callable[..., SessionStore]
+# these tests are about what the stores keep, not how fast: a loaded machine may be slow to connect to Redis
+TIMEOUT = 10.0
 BARS = [
     Observation(close=101.25, open=100.5, high=102.0, low=99.75, volume=3.1e6, time="2024-01-02"),
     Observation(close=102.5),
@@ -57,7 +59,7 @@ async def make_store(request: pytest.FixtureRequest, evictions: dict[str, int]) 
             cluster = request.param == "redis-cluster"
             url = request.getfixturevalue("redis_cluster" if cluster else "redis_server")
             prefix = request.getfixturevalue("redis_prefix")
-            store = RedisSessionStore(url, limits, prefix=prefix, on_evict=count, cluster=cluster)
+            store = RedisSessionStore(url, limits, prefix=prefix, on_evict=count, cluster=cluster, timeout=TIMEOUT)
         made.append(store)
         return store
 
