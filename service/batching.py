@@ -44,6 +44,18 @@ R = TypeVar("R")
 BatchWork = Callable[[K, list[I]], Sequence[R | Exception]]
 
 
+def settle(futures: Sequence[asyncio.Future[R]], outcomes: Sequence[R | BaseException]) -> None:
+    """Each future given its outcome: the exception it raises, or its result. A future already done (its
+    caller was cancelled) is left as it is."""
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+
 @dataclass
 class _Queue(Generic[I, R]):
     """The items of one key waiting for a batch, and its batches running."""
@@ -117,13 +129,7 @@ class MicroBatcher(Generic[K, I, R]):
             results = [exc] * len(batch)
         finally:
             queue.running -= 1
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # its request was cancelled
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        settle([future for _, future in batch], results)
         if queue.waiting and (queue.running == 0 or len(queue.waiting) >= self.max_size):
             self._start(key, queue)
         elif not queue.waiting and queue.running == 0 and self._queues.get(key) is queue:

@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from data.errors import UnavailableError
+from service.batching import settle
 from service.stores.redis_scripts import Script
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,7 @@ class Commands:
             for _, future in queued:
                 future.cancel()
             raise
-        for (_, future), answer in zip(queued, answers, strict=True):
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(answer, BaseException):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+        settle([future for _, future in queued], answers)
 
     async def _answers(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Each command's answer or error, in order; one pipeline for several (split by node on a cluster)."""
