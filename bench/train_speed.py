@@ -12,7 +12,7 @@ one process against two, and the ar model against Darts' ``BlockRNNModel``.
 
     python -m bench.train_speed [--steps 30] [--repeats 5]
     python -m bench.train_speed --universe [--tickers 4 100 500] [--parallel-tickers 100 500] [--repeats 3] \
-        [--step-streams 25 50 100 250 500] [--darts-python /path/to/venv/bin/python]
+        [--step-streams 25 50 100 250 500] [--cells GRU LSTM] [--darts-python /path/to/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from bench.train_universe import PARTS, one_count, universe
 from data import sources
 from data.features import DEFAULT_FEATURES
-from models.config import MODES, ModelConfig
+from models.config import CELLS, MODES, ModelConfig
 from models.forecaster import Forecaster
 from training.config import TrainConfig
 from training.dataset import Batch, TrainingData, batches_for
@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--step-count", type=int, default=5, help="latent steps timed per width and round")
     parser.add_argument("--ar-windows", type=int, default=8192, help="ar windows per epoch (--universe)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (--universe)")
+    parser.add_argument(
+        "--cells", nargs="+", choices=CELLS, default=["GRU"], help="cells of the steps, processes and darts parts"
+    )
     parser.add_argument("--darts-python", type=Path, help="an interpreter with darts installed (--universe)")
     parser.add_argument("--darts-epochs", type=int, default=3, help="Darts epochs per run, the first not timed")
     parser.add_argument(

@@ -18,6 +18,11 @@
   other work on a shared machine inflates less), and the ratio of each
   repetition's pair, run one after the other.
 
+The steps, processes and darts parts run once for each cell of ``--cells``
+(GRU alone by default, the cell of the default model and of the Darts model):
+torch runs an LSTM on the CPU through oneDNN's fused kernels, a GRU or an RNN
+as one small op after another, so the cell changes what a step costs.
+
 The tickers are copies of the bundled four: copy k of a ticker has its daily
 log returns multiplied by a factor between 0.5 and 1.5 (drawn per copy) and
 its bars rebuilt from them, on the original dates, so that no two copies are
@@ -27,6 +32,7 @@ the same series and every copy has the rows of its original.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -107,7 +113,7 @@ def run_child(args: list[str]) -> dict[str, float]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.World) -> dict[str, float]:
+def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.World, cell: str) -> dict[str, float]:
     """One latent training epoch of this process's shard: rows/s over every process, and this process's CPU.
 
     The CPU seconds are the process's (every thread, gloo's too) over the
@@ -115,7 +121,7 @@ def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.Worl
     loading the data; ``busy`` is their share of the wall seconds over the
     same span (below 1: the process waited, for a core or for the others).
     """
-    config = ModelConfig(n_features=len(data.features))
+    config = ModelConfig(cell=cell, n_features=len(data.features))
     # the first optimiser built in a process imports torch's compiler stack: done before the CPU clock starts
     torch.optim.Adam(Forecaster(config).parameters())
     source = batches_for(config, data, train, world.shard)
@@ -134,14 +140,20 @@ def load_universe(folder: Path, cache: Path) -> TrainingData:
     )
 
 
-def parallel_rank(folder: Path, cache: Path, train: TrainConfig, out: Path) -> None:
+def parallel_rank(folder: Path, cache: Path, train: TrainConfig, out: Path, cell: str) -> None:
     """One of the data-parallel processes: a latent epoch on its shard, written to ``out``.``rank``."""
     world = distributed.join("cpu")
     try:
-        measured = latent_epoch(load_universe(folder, cache), train, world)
+        measured = latent_epoch(load_universe(folder, cache), train, world, cell)
         out.with_suffix(f".{world.rank}").write_text(json.dumps(measured))
     finally:
         distributed.leave()
+
+
+def independent_rank(folder: Path, cache: Path, train: TrainConfig, out: Path, cell: str) -> None:
+    """One of two processes that each train a whole latent epoch at once, with no exchange: the cores' own ceiling."""
+    measured = latent_epoch(load_universe(folder, cache), train, distributed.World(), cell)
+    out.with_suffix(f".{os.environ['RANK']}").write_text(json.dumps(measured))
 
 
 def runs(seconds: list[float]) -> str:
@@ -153,33 +165,37 @@ def load_average() -> str:
 
 
 def ar_against_darts(args: argparse.Namespace, work: Path) -> None:
-    """Seconds per training epoch of the ar model at window 32 on IBM, and of Darts' BlockRNNModel."""
+    """Seconds per training epoch of the ar model at window 32 on IBM, of each cell, and of Darts' BlockRNNModel."""
     data = TrainingData.prepare(sources.bundled(["IBM"]), DEFAULT_FEATURES, ModelConfig().horizon)
-    config = ModelConfig(mode="ar", n_features=len(data.features), window=AR_WINDOW)
+    configs = {c: ModelConfig(mode="ar", cell=c, n_features=len(data.features), window=AR_WINDOW) for c in args.cells}
     one, more = (TrainConfig(epochs=e, threads=args.threads, progress=False) for e in (1, args.darts_epochs))
     (series,) = data.series
     x, _ = data.scaled(series)
     returns = work / "ibm_returns.npy"
     np.save(returns, x[: data.split.bounds(series)[0], 0])
-    ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
+    ours: dict[str, list[float]] = {c: [] for c in args.cells}
+    ours_cpu: dict[str, list[float]] = {c: [] for c in args.cells}
+    theirs, theirs_cpu = [], []
     # -I: the script's folder off sys.path, where bench/http.py would shadow the standard library's http
     script = Path(__file__).with_name("darts_gru.py")
     command = [str(args.darts_python), "-I", str(script), "--returns", str(returns)]
-    command += ["--window", str(AR_WINDOW), "--horizon", str(config.horizon), "--threads", str(args.threads)]
+    command += ["--window", str(AR_WINDOW), "--horizon", str(ModelConfig().horizon), "--threads", str(args.threads)]
     command += ["--epochs", str(args.darts_epochs)]
     windows = 0
-    fit(config, data, one, validate=False)  # untimed: the first fit of a process also initialises torch's kernels
+    for config in configs.values():  # untimed: the first fit of a process also initialises torch's kernels
+        fit(config, data, one, validate=False)
     for _ in range(args.repeats):
-        # the epochs after the first, as for Darts: a longer run less a one-epoch run, which share the setup
-        cpu = []
-        for train in (one, more):
-            cpu_started = time.process_time()
-            result = fit(config, data, train, validate=False).result
-            cpu.append((result, time.process_time() - cpu_started))
-        (first, first_cpu), (result, result_cpu) = cpu
-        ours.append((result.seconds - first.seconds) / (args.darts_epochs - 1))
-        ours_cpu.append((result_cpu - first_cpu) / (args.darts_epochs - 1))
-        windows = result.train_rows
+        for cell, config in configs.items():
+            # the epochs after the first, as for Darts: a longer run less a one-epoch run, which share the setup
+            cpu = []
+            for train in (one, more):
+                cpu_started = time.process_time()
+                result = fit(config, data, train, validate=False).result
+                cpu.append((result, time.process_time() - cpu_started))
+            (first, first_cpu), (result, result_cpu) = cpu
+            ours[cell].append((result.seconds - first.seconds) / (args.darts_epochs - 1))
+            ours_cpu[cell].append((result_cpu - first_cpu) / (args.darts_epochs - 1))
+            windows = result.train_rows
         if args.darts_python is not None:
             done = subprocess.run(command, check=True, capture_output=True, text=True)
             got = json.loads(done.stdout.strip().splitlines()[-1])
@@ -189,11 +205,14 @@ def ar_against_darts(args: argparse.Namespace, work: Path) -> None:
     print(f"seconds per training epoch after the first, of {args.darts_epochs} epochs, median of {args.repeats} runs:")
     for name, mine, darts in (("wall-clock", ours, theirs), ("CPU", ours_cpu, theirs_cpu)):
         print(f"  {name}")
-        print(f"    latentcast ar epoch  {statistics.median(mine):8.2f} s ({runs(mine)})")
         if darts:
-            pairs = [a / b for a, b in zip(mine, darts, strict=True)]
-            print(f"    Darts BlockRNNModel  {statistics.median(darts):8.2f} s ({runs(darts)})")
-            print(f"    latentcast / Darts   {statistics.median(pairs):8.2f}x the time (run by run: {runs(pairs)})")
+            print(f"    Darts BlockRNNModel GRU   {statistics.median(darts):8.2f} s ({runs(darts)})")
+        for cell, seconds in mine.items():
+            print(f"    latentcast ar {cell:<11} {statistics.median(seconds):8.2f} s ({runs(seconds)})")
+            if darts:
+                pairs = [a / b for a, b in zip(seconds, darts, strict=True)]
+                ratio = statistics.median(pairs)
+                print(f"      / Darts                 {ratio:8.2f}x the time (run by run: {runs(pairs)})")
     if not theirs:
         print("    Darts not run: pass --darts-python, an interpreter with darts installed")
 
@@ -206,7 +225,8 @@ def universe(args: argparse.Namespace) -> None:
         if "tickers" in args.parts:
             tickers_table(args, work)
         if "steps" in args.parts:
-            step_costs(args)
+            for cell in args.cells:
+                step_costs(args, cell)
         if "processes" in args.parts:
             processes(args, work)
         if "darts" in args.parts:
@@ -243,30 +263,42 @@ def processes(args: argparse.Namespace, work: Path) -> None:
     two free cores would give if neither process ever waited: one process's
     CPU seconds over the busier of the two processes'. The part of a step
     that does not halve with its batch (the ``steps`` part) keeps it under 2.
+
+    Each round also runs two processes that each train the whole epoch at
+    once, with no exchange between them: their rows/s together over one
+    process's alone is what the two cores give this work when both are
+    busy, whatever the code (the cores' column). Where cores slow each other
+    (caches, memory bandwidth, virtual cores on one physical core), it is
+    below 2, and no data-parallel run can do better.
     """
     one_thread = TrainConfig(epochs=1, threads=1, progress=False)
     two_threads = TrainConfig(epochs=1, threads=PROCESSES, progress=False)
     summary = []
-    for n in args.parallel_tickers:
-        folder, cache = write_universe(work / f"p{n}", n), work / f"pcache{n}"
+    for cell, n in itertools.product(args.cells, args.parallel_tickers):
+        folder, cache = work / f"p{n}", work / f"pcache{n}"
+        if not folder.exists():
+            write_universe(folder, n)
         data = load_universe(folder, cache)
         streams = len(next(iter(batches_for(ModelConfig(), data, one_thread).epoch(np.random.default_rng(0)))).x)
-        print(f"latent, {n} tickers ({streams} streams), one training epoch per run, {args.repeats} rounds;")
+        print(f"latent {cell}, {n} tickers ({streams} streams), one training epoch per run, {args.repeats} rounds;")
         print("rows/s, CPU seconds and busy share of 1 process (1 thread), of 2 processes (1 thread each),")
-        print("their ratio and its CPU ceiling, and 1 process with 2 threads")
+        print("their ratio and its CPU ceiling, the cores' ceiling, and 1 process with 2 threads")
         print(
             f"{'round':>6}{'load':>6}{'1p rows/s':>11}{'cpu s':>7}{'busy':>6}{'2p rows/s':>11}{'cpu s each':>12}"
-            f"{'busy each':>11}{'2p/1p':>7}{'ceiling':>9}{'2t rows/s':>11}{'busy':>6}"
+            f"{'busy each':>11}{'2p/1p':>7}{'ceiling':>9}{'cores':>7}{'2t rows/s':>11}{'busy':>6}"
         )
-        ratios, ceilings = [], []
+        ratios, ceilings, cores = [], [], []
         for k in range(args.repeats):
             load = os.getloadavg()[0]
-            alone = latent_epoch(data, one_thread, distributed.World())
+            alone = latent_epoch(data, one_thread, distributed.World(), cell)
             out = work / "rank"
-            distributed.spawn(PROCESSES, parallel_rank, folder, cache, one_thread, out)
+            distributed.spawn(PROCESSES, parallel_rank, folder, cache, one_thread, out, cell)
             ranks = [json.loads(out.with_suffix(f".{r}").read_text()) for r in range(PROCESSES)]
+            distributed.spawn(PROCESSES, independent_rank, folder, cache, one_thread, out, cell)
+            apart = [json.loads(out.with_suffix(f".{r}").read_text()) for r in range(PROCESSES)]
+            cores.append(sum(a["rows_per_s"] for a in apart) / alone["rows_per_s"])
             # last: two threads of one process spin while either waits for a core, loading the machine
-            threads = latent_epoch(data, two_threads, distributed.World())
+            threads = latent_epoch(data, two_threads, distributed.World(), cell)
             ratios.append(ranks[0]["rows_per_s"] / alone["rows_per_s"])
             ceilings.append(alone["cpu_seconds"] / max(r["cpu_seconds"] for r in ranks))
             cpus = "/".join(f"{r['cpu_seconds']:.2f}" for r in ranks)
@@ -274,17 +306,20 @@ def processes(args: argparse.Namespace, work: Path) -> None:
             print(
                 f"{k + 1:>6}{load:>6.1f}{alone['rows_per_s']:>11.0f}{alone['cpu_seconds']:>7.2f}{alone['busy']:>6.2f}"
                 f"{ranks[0]['rows_per_s']:>11.0f}{cpus:>12}{busy:>11}{ratios[-1]:>6.2f}x{ceilings[-1]:>8.2f}x"
-                f"{threads['rows_per_s']:>11.0f}{threads['busy']:>6.2f}"
+                f"{cores[-1]:>6.2f}x{threads['rows_per_s']:>11.0f}{threads['busy']:>6.2f}"
             )
-        summary.append((n, statistics.median(ratios), max(ratios), statistics.median(ceilings)))
-    print("2 processes / 1 process (1 thread each): median and best of the rounds; CPU ceiling: median")
-    for n, median, best, ceiling in summary:
-        print(f"{n:>8} tickers: {median:.2f}x, best {best:.2f}x; CPU ceiling {ceiling:.2f}x")
+        summary.append((cell, n, statistics.median(ratios), max(ratios), statistics.median(ceilings), cores))
+    print("2 processes / 1 process (1 thread each): median and best of the rounds; CPU and cores' ceilings: medians")
+    for cell, n, median, best, ceiling, both in summary:
+        print(
+            f"{cell:>5} {n:>4} tickers: {median:.2f}x, best {best:.2f}x; CPU ceiling {ceiling:.2f}x, "
+            f"cores' ceiling {statistics.median(both):.2f}x"
+        )
     print(f"load average after the process comparison: {load_average()}")
 
 
-def step_costs(args: argparse.Namespace) -> None:
-    """CPU milliseconds of one latent optimiser step against the streams it reads, in one process, 1 thread.
+def step_costs(args: argparse.Namespace, cell: str) -> None:
+    """CPU milliseconds of one latent optimiser step of ``cell`` against the streams it reads, in one process, 1 thread.
 
     The bundled tickers cut into about ``streams`` pieces (``TrainConfig.streams``);
     each step is the loop's: forward, loss, backward, clipping, Adam. A line
@@ -294,7 +329,7 @@ def step_costs(args: argparse.Namespace) -> None:
     """
     torch.set_num_threads(1)
     data = TrainingData.prepare(sources.bundled(), DEFAULT_FEATURES, ModelConfig().horizon)
-    config = ModelConfig(n_features=len(data.features))
+    config = ModelConfig(cell=cell, n_features=len(data.features))
     levels = torch.tensor(config.quantiles)
     batches = {}
     for n in args.step_streams:
