@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +12,11 @@ from bench.harness import RedisClusterProcess, RedisProcess
 from models.predictor import Observation
 from service.app import create_app
 from service.config import Settings
+from service.stores import SessionStore, StoreLimits
+from service.stores.memory import MemorySessionStore
+from service.stores.redis import RedisSessionStore
 from tests.factories import real_bars, tiny_checkpoint
+from tests.service.store_records import TIMEOUT, MakeStore
 from training.registry import Registry
 
 MakeSettings = Callable[..., Settings]
@@ -79,3 +83,40 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def redis_prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix of this test's own, so that tests sharing the server do not meet."""
     return "test-" + request.node.name.replace("[", "-").replace("]", "")[:80]
+
+
+@pytest.fixture
+def evictions() -> dict[str, int]:
+    return {}
+
+
+@pytest.fixture(params=["memory", "redis", pytest.param("redis-cluster", marks=pytest.mark.slow)])
+async def make_store(request: pytest.FixtureRequest, evictions: dict[str, int]) -> AsyncIterator[MakeStore]:
+    """Builds stores of the parametrised kind with the given limits; closes them after the test."""
+    made: list[SessionStore] = []
+
+    def count(reason: str, n: int) -> None:
+        evictions[reason] = evictions.get(reason, 0) + n
+
+    def make(
+        ttl_seconds: float = 60.0,
+        max_sessions: int = 100,
+        retained_observations: int = 5,
+        retained_replies: int = 2,
+        max_sessions_per_owner: int | None = None,
+    ) -> SessionStore:
+        limits = StoreLimits(ttl_seconds, max_sessions, retained_observations, retained_replies, max_sessions_per_owner)
+        store: SessionStore
+        if request.param == "memory":
+            store = MemorySessionStore(limits, on_evict=count)
+        else:
+            cluster = request.param == "redis-cluster"
+            url = request.getfixturevalue("redis_cluster" if cluster else "redis_server")
+            prefix = request.getfixturevalue("redis_prefix")
+            store = RedisSessionStore(url, limits, prefix=prefix, on_evict=count, cluster=cluster, timeout=TIMEOUT)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()

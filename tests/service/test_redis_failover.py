@@ -24,7 +24,7 @@ from data.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import StoreLimits
 from service.stores.redis import RedisSessionStore
-from tests.service.test_stores import record, update
+from tests.service.store_records import record, update
 
 pytestmark = pytest.mark.slow  # a cluster of six processes and a failover: some seconds
 

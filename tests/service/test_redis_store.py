@@ -21,7 +21,7 @@ from service.sessions import AppendItem, SessionService
 from service.stores import StoredReply, StoreLimits
 from service.stores.redis import RedisSessionStore
 from tests.service.redis_legacy import write_legacy
-from tests.service.test_stores import BARS, record, update
+from tests.service.store_records import BARS, record, update
 from training.registry import Registry
 
 pytestmark = pytest.mark.anyio
