@@ -1,64 +1,19 @@
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 from data import sources
 from data.feature_cache import artifacts_cache
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import DEFAULT_SCALING, ModelConfig
-from tests.factories import tiny_checkpoint, tiny_config
+from tests.factories import tiny_checkpoint
+from tests.training.retrain_setup import FAST, HOLDOUT, OLDER, config, trading_days, until
 from training.config import TrainConfig
 from training.jobs import JobStore
 from training.lock import JobLock
 from training.registry import Registry
 from training.retrain import RetrainConfig, fetch, run_retrain, score_on_holdout
-
-FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
-ROOT = Path(__file__).resolve().parents[2]
-
-
-HOLDOUT = 60
-OLDER = "2012-06-29"  # prices of a first run, so that a second run on the bundled ones has news
-
-
-def config(tmp_path, **fields) -> RetrainConfig:
-    values = {
-        "artifacts": tmp_path,
-        "tickers": ("IBM", "MSFT"),
-        "source": "bundled",
-        "history_years": 6,
-        "holdout_days": HOLDOUT,
-        "model": tiny_config(),
-        "train": FAST,
-    }
-    values.update(fields)
-    return RetrainConfig(**values)
-
-
-def until(tmp_path, end: str, **fields) -> RetrainConfig:
-    """A retrain on the bundled IBM and MSFT prices up to ``end`` (a CSV file of them)."""
-    path = tmp_path / f"prices-{end}.csv"
-    prices = sources.bundled(["IBM", "MSFT"])
-    prices[prices["date"] <= end].to_csv(path, index=False)
-    return config(tmp_path, source="csv", path=str(path), **fields)
-
-
-def trading_days(end: str) -> list[str]:
-    dates = sources.bundled(["IBM", "MSFT"])["date"]
-    return sorted({d.date().isoformat() for d in dates[dates <= end]})
 
 
 @pytest.mark.slow
@@ -211,115 +166,6 @@ def test_yfinance_download_refreshes_the_cache(tmp_path):
     job = run_retrain(config(tmp_path, source="yfinance", modes=("ar",)), download=online)
     assert job.data["source"] == "yfinance" and job.data["reason"].startswith("downloaded ")
     assert sources.PriceCache(RetrainConfig(artifacts=tmp_path).cache_dir).load(["IBM"]).shape[0] == 3270
-
-
-@pytest.mark.slow
-def test_sigkill_mid_training_leaves_the_champion_and_the_next_run_succeeds(tmp_path):
-    first = run_retrain(until(tmp_path, OLDER, modes=("latent",)))
-    champion = first.modes[0]["champion_after"]
-    job_id = "20260101T000000-dead00"
-    slow = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "retrain",
-        "--source",
-        "bundled",
-        "--tickers",
-        "IBM",
-        "MSFT",
-        "--mode",
-        "latent",
-        "--epochs",
-        "500",
-        "--hidden",
-        "32",
-        "--no-progress",
-        "--artifacts",
-        str(tmp_path),
-        "--job-id",
-        job_id,
-    ]
-    process = subprocess.Popen(slow, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    report = tmp_path / "jobs" / f"{job_id}.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if report.exists() and json.loads(report.read_text())["stage"] == "training latent":
-            break
-        time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("the retrain never reached its training stage")
-    time.sleep(0.5)  # well inside the training loop
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    registry = Registry(tmp_path)
-    assert registry.champion("latent") == champion
-    assert sorted(v.version for v in registry.versions("latent")) == sorted([first.modes[0]["challenger"], champion])
-    crashed = JobStore(tmp_path / "jobs").get(job_id)
-    assert crashed.status == "crashed"
-    job = run_retrain(config(tmp_path, modes=("latent",)))
-    assert job.status == "succeeded"
-    assert job.recovered_lock is not None and job.recovered_lock["job"] == job_id
-
-
-def assert_failed_cleanly(job, artifacts: Path, champion: str, versions: list[str], error: str) -> None:
-    """Failed with ``error``, the champion and the versions as before, no half-written version left."""
-    assert job.status == "failed" and job.error is not None and job.error.startswith(error), job.error
-    registry = Registry(artifacts)
-    assert registry.champion("latent") == champion
-    assert sorted(v.version for v in registry.versions()) == sorted(versions)
-    assert list((artifacts / "latent").glob(".tmp-*")) == [] and list((artifacts / "latent").glob(".*.tmp")) == []
-
-
-@pytest.mark.slow
-def test_a_disk_that_fills_while_the_weights_are_written_fails_the_job_cleanly(tmp_path, monkeypatch):
-    first = run_retrain(until(tmp_path, OLDER, modes=("latent",)))
-    champion = first.modes[0]["champion_after"]
-    versions = [first.modes[0]["challenger"], champion]
-
-    def disk_full(checkpoint, handle, *args, **kwargs):
-        handle.write(b"\0" * 4096)  # part of the file, then no space left
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    job = run_retrain(config(tmp_path, modes=("latent",)))
-    assert_failed_cleanly(job, tmp_path, champion, versions, "OSError: [Errno 28] No space left on device")
-    assert JobStore(tmp_path / "jobs").get(job.job_id).status == "failed"  # the report itself could be written
-
-
-@contextlib.contextmanager
-def tmpfs(folder: Path, megabytes: int) -> Iterator[Path]:
-    """A tmpfs of ``megabytes`` on ``folder``: a real file system that can be filled or made read-only."""
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); the ENOSPC test above stands in")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-@pytest.mark.slow
-def test_a_full_or_read_only_artifacts_folder_fails_the_job_cleanly_on_a_real_file_system(tmp_path):
-    with tmpfs(tmp_path / "artifacts", megabytes=4) as artifacts:
-        first = run_retrain(until(artifacts, OLDER, modes=("latent",)))
-        champion = first.modes[0]["champion_after"]
-        versions = [first.modes[0]["challenger"], champion]
-        with open(artifacts / "filler", "wb") as filler, contextlib.suppress(OSError):
-            while True:
-                filler.write(b"\0" * 65536)
-                filler.flush()
-        job = run_retrain(config(artifacts, modes=("latent",)))
-        assert_failed_cleanly(job, artifacts, champion, versions, "OSError: [Errno 28] No space left on device")
-        (artifacts / "filler").unlink()
-
-        subprocess.run(["mount", "-o", "remount,ro", str(artifacts)], check=True)
-        job = run_retrain(config(artifacts, modes=("latent",)))
-        assert_failed_cleanly(job, artifacts, champion, versions, "OSError: [Errno 30] Read-only file system")
 
 
 def test_champion_and_challenger_are_scored_with_their_conformal_offsets(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from service.cli import main
-from tests.training.test_retrain import config
+from tests.training.retrain_setup import config
 from training import distributed
 from training.jobs import JobStore, new_job_id
 from training.registry import Registry
