@@ -12,6 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m models.fused_gru  # builds training's fused GRU once (about 30 s), or says why it cannot
 	touch $(STAMP)
 
 # First start: train both modes on the bundled prices (a few minutes at most), then serve.

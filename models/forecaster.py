@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import fused_gru
 from models.config import ModelConfig, cell_class
 from models.state import StreamState
 from models.volatility import INITIAL_VARIANCE, ewma_variances, standardised_returns
@@ -85,7 +86,10 @@ class Forecaster(nn.Module):
         fields = seq.unfold(2, c.conv_kernel, 1).transpose(1, 2).reshape(batch, steps, -1)  # (B, T, F*k)
         weight = self.conv.weight.reshape(c.conv_channels, -1)  # (C, F*k), in the same (F, k) order
         z = self.drop(F.relu(F.linear(fields, weight, self.conv.bias)))  # (B, T, C)
-        y, hidden = self.rnn(z, state.hidden)  # (B, T, Hd)
+        if fused_gru.applies(self.rnn, z):  # training on the CPU: each GRU step one fused loop, not a dozen ops
+            y, hidden = fused_gru.gru(self.rnn, z, state.hidden)
+        else:
+            y, hidden = self.rnn(z, state.hidden)  # (B, T, Hd)
         raw = self.head(self.drop(y[:, steps - shown :])).view(batch, shown, c.horizon, len(c.quantiles))
         out = monotone_quantiles(raw, c.median_index)
         if variances is None:

@@ -1,0 +1,186 @@
+"""Training's GRU on the CPU: each step's gate arithmetic fused into one vectorised loop, in C++.
+
+torch runs a GRU on the CPU as a dozen small ops a time step, each recorded by
+autograd and replayed backward (an LSTM goes through oneDNN's fused kernel
+instead). At the sizes trained here, dispatch costs more than arithmetic
+(docs/universe.md). This layer keeps ``nn.GRU``'s parameters and math (gates
+r, u, n in PyTorch's order) and runs each step as one matrix product and one
+loop over the batch's gate values (``fused_gru.cpp``), forward and backward;
+the input side and the weights' gradients are products over all steps at once.
+
+The C++ is compiled once per machine by ``torch.utils.cpp_extension`` on first
+use, into torch's extension cache (``python -m models.fused_gru`` does it
+ahead, as ``make`` does). Where it cannot be (no C++ compiler, a CPU without
+AVX2), ``available()`` is False and the forecaster runs ``nn.GRU``, as it also
+does for float64, CUDA, or a forward without gradients (evaluation, serving).
+It is a second copy of the GRU's math, so ``tests/models/test_fused_gru.py``
+holds its outputs and gradients to ``nn.GRU``'s.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("fused_gru.cpp")
+FLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+VECTOR_CPUS = ("AVX2", "AVX512")  # torch's names of the CPUs whose instructions FLAGS ask for
+DISABLE = "LATENTCAST_FUSED_GRU"  # set to 0 to train with nn.GRU
+POOLED = 4  # shapes of batch whose buffers are kept for reuse
+
+
+@functools.cache
+def _extension() -> ModuleType | None:
+    """The compiled kernel, built on first use; None (logged once) where it cannot be."""
+    if os.environ.get(DISABLE, "1") == "0":
+        return None
+    if torch.backends.cpu.get_cpu_capability() not in VECTOR_CPUS:
+        logger.warning("training runs nn.GRU: this CPU lacks AVX2, which the fused GRU is built for")
+        return None
+    # the ninja that pip installs sits beside the interpreter, which need not be on PATH
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    if shutil.which("ninja") is None or shutil.which("c++") is None:
+        logger.warning("training runs nn.GRU: the fused GRU needs ninja and a C++ compiler to build")
+        return None
+    from torch.utils import cpp_extension
+
+    try:
+        return cpp_extension.load("latentcast_fused_gru", [str(SOURCE)], extra_cflags=FLAGS, verbose=False)
+    except (RuntimeError, OSError, ImportError) as exc:  # a failed compile or link
+        logger.warning("training runs nn.GRU: the fused GRU did not build (%s)", str(exc).splitlines()[0])
+        return None
+
+
+def available() -> bool:
+    """Whether the fused kernel is built and loads here (it is built the first time this is asked)."""
+    return _extension() is not None
+
+
+def applies(rnn: nn.Module, x: Tensor) -> bool:
+    """Whether ``gru(rnn, x, ...)`` is used for ``rnn(x, ...)``: a CPU float32 GRU, with gradients."""
+    return (
+        isinstance(rnn, nn.GRU)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.is_grad_enabled()
+        and available()
+    )
+
+
+def gru(rnn: nn.Module, x: Tensor, hidden: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """``rnn(x, hidden)`` for a batch-first ``nn.GRU``: x (B, T, In), hidden (L, B, Hd) -> (y (B, T, Hd), (L, B, Hd)).
+
+    Between layers, ``rnn.dropout`` in training mode, as ``nn.GRU`` applies it.
+    """
+    assert isinstance(rnn, nn.GRU) and isinstance(hidden, Tensor), "a GRU's hidden state is one tensor"
+    assert rnn.batch_first and not rnn.bidirectional and rnn.bias, "a batch-first, one-way GRU with biases"
+    finals = []
+    for layer in range(rnn.num_layers):
+        if layer:
+            x = F.dropout(x, rnn.dropout, rnn.training)
+        weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        x, last = _Layer.apply(x, hidden[layer], *weights)
+        finals.append(last)
+    return x, torch.stack(finals)
+
+
+class _Buffers:
+    """What one forward pass writes and its backward pass reads, kept for the next batch of the same shape.
+
+    Large buffers allocated afresh at every step cost a page fault for every page first written;
+    reused, they cost nothing.
+    """
+
+    def __init__(self, steps: int, batch: int, hidden: int) -> None:
+        self.key = (steps, batch, hidden)
+        gates = 3 * hidden
+        self.gi = torch.empty(steps * batch, gates)
+        self.hs = torch.empty(steps + 1, batch, hidden)
+        self.r, self.u, self.n, self.ghn = (torch.empty(steps, batch, hidden) for _ in range(4))
+        self.gh = torch.empty(batch, gates)
+        self.dgi, self.dgh = torch.empty(steps, batch, gates), torch.empty(steps, batch, gates)
+        self.carried = torch.empty(batch, hidden)
+
+    @staticmethod
+    def take(steps: int, batch: int, hidden: int) -> _Buffers:
+        with _POOL_LOCK:
+            free = _POOL.get((steps, batch, hidden))
+            if free:
+                return free.pop()
+        return _Buffers(steps, batch, hidden)
+
+    def give_back(self) -> None:
+        with _POOL_LOCK:
+            if self.key not in _POOL and len(_POOL) >= POOLED:
+                _POOL.pop(next(iter(_POOL)))  # the shape seen longest ago
+            _POOL.setdefault(self.key, []).append(self)
+
+
+_POOL: dict[tuple[int, int, int], list[_Buffers]] = {}  # by (T, B, Hd): buffers no pass is using
+_POOL_LOCK = threading.Lock()
+
+
+class _Layer(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        extension = _extension()
+        assert extension is not None
+        batch, steps, inputs = x.shape
+        hd = h0.shape[-1]
+        buffers = _Buffers.take(steps, batch, hd)
+        xt = x.transpose(0, 1).reshape(steps * batch, inputs)  # (T*B, In), step-major
+        bias = torch.cat([b_ih[: 2 * hd] + b_hh[: 2 * hd], b_ih[2 * hd :]])  # n's hidden bias sits inside r * (...)
+        gi = torch.addmm(bias, xt, w_ih.t(), out=buffers.gi).view(steps, batch, 3 * hd)
+        buffers.hs[0].copy_(h0)
+        hs, r, u, n, ghn = buffers.hs, buffers.r, buffers.u, buffers.n, buffers.ghn
+        extension.forward(gi, w_hh.t().contiguous(), b_hh[2 * hd :].contiguous(), hs, r, u, n, ghn, buffers.gh)
+        ctx.buffers = buffers  # type: ignore[attr-defined]
+        ctx.save_for_backward(xt, w_ih, w_hh)
+        return hs[1:].transpose(0, 1).contiguous(), hs[-1].clone()  # copies: the buffers go back to the pool
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, dy: Tensor, dh_last: Tensor) -> tuple[Tensor, ...]:
+        extension = _extension()
+        assert extension is not None
+        xt, w_ih, w_hh = ctx.saved_tensors
+        buffers: _Buffers = ctx.buffers
+        del ctx.buffers
+        hs, n, dgi, dgh = buffers.hs, buffers.n, buffers.dgi, buffers.dgh
+        steps, batch, hd = n.shape
+        dh = dh_last.contiguous().clone()
+        extension.backward(
+            dy.contiguous(), dh, w_hh.contiguous(), hs, buffers.r, buffers.u, n, buffers.ghn, dgi, dgh, buffers.carried
+        )
+        dgi_, dgh_ = dgi.view(steps * batch, 3 * hd), dgh.view(steps * batch, 3 * hd)
+        grads = (
+            (dgi_ @ w_ih).view(steps, batch, -1).transpose(0, 1),
+            dh,
+            dgi_.t() @ xt,
+            dgh_.t() @ hs[:-1].reshape(steps * batch, hd),
+            dgi_.sum(0),
+            dgh_.sum(0),
+        )
+        buffers.give_back()
+        return grads
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.info("fused GRU built and loaded" if available() else "fused GRU unavailable: training runs nn.GRU")

@@ -1,0 +1,120 @@
+"""The fused GRU against nn.GRU: the same outputs, states and gradients; and where the forecaster uses it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models import fused_gru
+from models.forecaster import Forecaster
+from tests.factories import tiny_config
+
+
+@pytest.fixture(autouse=True)
+def built() -> None:
+    assert fused_gru.available(), "the fused GRU did not build: see the warning logged"
+
+
+def assert_equal(mine: torch.Tensor | None, reference: torch.Tensor | None, name: str) -> None:
+    """Equal to float32 rounding: gradients sum thousands of terms, in another order than nn.GRU's."""
+    assert mine is not None and reference is not None, name
+    scale = float(reference.detach().abs().max())
+    torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6 * max(scale, 1.0), msg=name)
+
+
+def pair(inputs: int, hidden: int, layers: int = 1) -> tuple[nn.GRU, nn.GRU]:
+    torch.manual_seed(0)
+    ours = nn.GRU(inputs, hidden, num_layers=layers, batch_first=True)
+    theirs = nn.GRU(inputs, hidden, num_layers=layers, batch_first=True)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+# hidden sizes of whole vectors of 8 floats, of none, and of both
+@pytest.mark.parametrize(("batch", "steps", "inputs", "hidden"), [(64, 32, 32, 64), (5, 7, 3, 4), (3, 9, 2, 13)])
+def test_outputs_states_and_gradients_equal_nn_gru_s(batch, steps, inputs, hidden):
+    layers = 1
+    ours, theirs = pair(inputs, hidden, layers)
+    x = torch.randn(batch, steps, inputs)
+    h0 = torch.randn(layers, batch, hidden)
+    weights = (torch.randn(batch, steps, hidden), torch.randn(layers, batch, hidden))
+    grads = []
+    for use_fused, rnn in ((True, ours), (False, theirs)):
+        xi, hi = x.clone().requires_grad_(), h0.clone().requires_grad_()
+        y, h = fused_gru.gru(rnn, xi, hi) if use_fused else rnn(xi, hi)
+        ((y * weights[0]).sum() + (h * weights[1]).sum()).backward()
+        grads.append([y, h, xi.grad, hi.grad, *(p.grad for p in rnn.parameters())])
+    for name, mine, reference in zip(["y", "h", "dx", "dh0", "dW_ih", "dW_hh", "db_ih", "db_hh"], *grads, strict=True):
+        assert_equal(mine, reference, name)
+
+
+def test_two_layers_equal_nn_gru_s():
+    ours, theirs = pair(6, 16, layers=2)
+    x = torch.randn(4, 12, 6)
+    h0 = torch.zeros(2, 4, 16)
+    (y, h), (y_ref, h_ref) = fused_gru.gru(ours, x, h0), theirs(x, h0)
+    (y.sum() + h.sum()).backward()
+    (y_ref.sum() + h_ref.sum()).backward()
+    assert_equal(y, y_ref, "y")
+    for (name, mine), reference in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert_equal(mine.grad, reference.grad, name)
+
+
+def test_a_pass_whose_backward_waits_keeps_its_buffers_while_others_run():
+    ours, theirs = pair(3, 8)
+    first, second = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    y, _ = fused_gru.gru(ours, first, torch.zeros(1, 2, 8))
+    for _ in range(2):  # two more passes of the same shape, each taking buffers and giving them back
+        z, _ = fused_gru.gru(ours, second, torch.zeros(1, 2, 8))
+        z.sum().backward()
+    ours.zero_grad()
+    y.sum().backward()
+    theirs(first, torch.zeros(1, 2, 8))[0].sum().backward()
+    for (name, mine), reference in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        assert_equal(mine.grad, reference.grad, name)
+
+
+def test_a_forecaster_training_step_takes_the_fused_gru_with_nn_gru_s_gradients(monkeypatch):
+    model = Forecaster(tiny_config("latent", hidden_size=16)).train()
+    x, target = torch.randn(6, 20, 1), torch.randn(6, 20, 3, 3)
+    assert fused_gru.applies(model.rnn, torch.randn(6, 20, model.config.conv_channels))
+    fused, calls = fused_gru.gru, []
+
+    def counted(*args):
+        calls.append(args)
+        return fused(*args)
+
+    monkeypatch.setattr(fused_gru, "gru", counted)
+    grads = []
+    for use in (True, False):
+        monkeypatch.setattr(fused_gru, "applies", lambda rnn, z, use=use: use)
+        model.zero_grad()
+        out, _ = model(x)
+        ((out - target) ** 2).mean().backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert len(calls) == 1
+    assert grads[0].keys() == grads[1].keys() == {name for name, _ in model.named_parameters()}
+    for name, reference in grads[1].items():
+        assert_equal(grads[0][name], reference, name)
+
+
+@pytest.mark.parametrize("case", ["no gradients", "float64", "LSTM"])
+def test_nn_gru_runs_where_the_fused_one_does_not_apply(case):
+    rnn: nn.Module = nn.LSTM(3, 8, batch_first=True) if case == "LSTM" else nn.GRU(3, 8, batch_first=True)
+    x = torch.randn(2, 5, 3, dtype=torch.float64 if case == "float64" else torch.float32)
+    with torch.set_grad_enabled(case != "no gradients"):
+        assert not fused_gru.applies(rnn, x)
+    assert fused_gru.applies(nn.GRU(3, 8, batch_first=True), torch.randn(2, 5, 3))
+
+
+def test_disabled_by_the_environment_training_runs_nn_gru(monkeypatch):
+    monkeypatch.setenv(fused_gru.DISABLE, "0")
+    fused_gru._extension.cache_clear()
+    try:
+        assert not fused_gru.available()
+        assert not fused_gru.applies(nn.GRU(3, 8, batch_first=True), torch.randn(2, 5, 3))
+    finally:
+        monkeypatch.delenv(fused_gru.DISABLE)
+        fused_gru._extension.cache_clear()
+    assert fused_gru.available()
