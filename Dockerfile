@@ -9,6 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# A C++ compiler for training's fused GRU (models/fused_gru.py), built once below: the scheduler's retrains run it.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
 # The CPU build of torch first, from PyTorch's CPU index: the default index would pull CUDA (several GB).
 COPY constraints.txt ./
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
@@ -24,6 +29,8 @@ RUN useradd --create-home --uid 10001 latentcast \
     && mkdir -p /artifacts \
     && chown latentcast:latentcast /artifacts
 USER latentcast
+# into torch's extension cache in this user's home; where it cannot build, training runs nn.GRU
+RUN python -m models.fused_gru
 VOLUME ["/artifacts"]
 EXPOSE 8000
 

@@ -75,6 +75,9 @@ def test_the_image_runs_as_a_non_root_user_with_a_health_check():
     assert "FROM python:3.11-slim" in dockerfile
     assert "torch==2.13.0" in dockerfile and "whl/cpu" in dockerfile
     assert "\nUSER latentcast\n" in dockerfile and "\nHEALTHCHECK " in dockerfile
+    # training's fused GRU is built as the user who trains, into that user's extension cache
+    assert dockerfile.index("\nUSER latentcast\n") < dockerfile.index("\nRUN python -m models.fused_gru\n")
+    assert "install -y --no-install-recommends g++" in dockerfile
 
 
 def _volumes(service: dict[str, Any]) -> list[str]:
