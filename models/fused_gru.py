@@ -51,8 +51,8 @@ def _extension() -> ModuleType | None:
     if torch.backends.cpu.get_cpu_capability() not in VECTOR_CPUS:
         logger.warning("training runs nn.GRU: this CPU lacks AVX2, which the fused GRU is built for")
         return None
-    # the ninja that pip installs sits beside the interpreter, which need not be on PATH
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    if shutil.which("ninja") is None:  # the ninja that pip installs sits beside the interpreter, maybe off PATH
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     if shutil.which("ninja") is None or shutil.which("c++") is None:
         logger.warning("training runs nn.GRU: the fused GRU needs ninja and a C++ compiler to build")
         return None
