@@ -23,12 +23,12 @@ import functools
 import logging
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import ninja
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,8 +51,9 @@ def _extension() -> ModuleType | None:
     if torch.backends.cpu.get_cpu_capability() not in VECTOR_CPUS:
         logger.warning("training runs nn.GRU: this CPU lacks AVX2, which the fused GRU is built for")
         return None
-    if shutil.which("ninja") is None:  # the ninja that pip installs sits beside the interpreter, maybe off PATH
-        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    # every process builds with the pinned ninja, whatever its PATH: a ninja of another version (a system one)
+    # hashes the same commands differently and compiles the whole kernel again, in the middle of a training
+    os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
     if shutil.which("ninja") is None or shutil.which("c++") is None:
         logger.warning("training runs nn.GRU: the fused GRU needs ninja and a C++ compiler to build")
         return None

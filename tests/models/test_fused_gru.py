@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +14,8 @@ from torch import nn
 from models import fused_gru
 from models.forecaster import Forecaster
 from tests.factories import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -118,3 +125,14 @@ def test_disabled_by_the_environment_training_runs_nn_gru(monkeypatch):
         monkeypatch.delenv(fused_gru.DISABLE)
         fused_gru._extension.cache_clear()
     assert fused_gru.available()
+
+
+def test_a_process_started_with_another_path_loads_the_built_kernel_without_building_it_again():
+    # a ninja of another version on PATH (a system one) would compile the kernel again, mid-training
+    extension = fused_gru._extension()
+    assert extension is not None and extension.__file__ is not None
+    built = Path(extension.__file__).stat().st_mtime_ns
+    load = "from models import fused_gru; assert fused_gru.available()"
+    env = {**os.environ, "PATH": os.pathsep.join(["/usr/bin", "/bin"])}
+    subprocess.run([sys.executable, "-c", load], check=True, env=env, cwd=ROOT, timeout=120)
+    assert Path(extension.__file__).stat().st_mtime_ns == built
