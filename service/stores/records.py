@@ -178,10 +178,9 @@ def batch_digests(batches: Sequence[Sequence[Observation]]) -> list[bytes]:
     rows["length"] = _OBSERVATION.size
     values = np.array([[getattr(obs, name) for name in _NUMERIC_FIELDS] for obs in flat], np.float64).reshape(
         len(flat), len(_NUMERIC_FIELDS)
-    )  # None reads as NaN
-    present = ~np.isnan(values)
-    rows["present"] = present @ (1 << np.arange(len(_NUMERIC_FIELDS)))
-    rows["values"] = np.where(present, values, math.nan)
+    )  # None reads as NaN, the value observation_to_bytes writes for it
+    rows["present"] = ~np.isnan(values) @ (1 << np.arange(len(_NUMERIC_FIELDS)))
+    rows["values"] = values
     blob, size = rows.tobytes(), _DIGESTED.itemsize
     digests, at = [], 0
     for batch in batches:
