@@ -4,16 +4,21 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+KERNEL := $(VENV)/.fused-gru
 
 .PHONY: setup run test check fmt lint typecheck unit fast bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNEL)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	$(BIN)/python -m models.fused_gru  # builds training's fused GRU once (about 30 s), or says why it cannot
 	touch $(STAMP)
+
+# builds training's fused GRU (about 30 s) once for each version of its source, or says why it cannot
+$(KERNEL): $(STAMP) models/fused_gru.cpp models/fused_gru.py
+	$(BIN)/python -m models.fused_gru
+	touch $(KERNEL)
 
 # First start: train both modes on the bundled prices (a few minutes at most), then serve.
 run: setup

@@ -10,9 +10,12 @@ the input side and the weights' gradients are products over all steps at once.
 
 The C++ is compiled once per machine by ``torch.utils.cpp_extension`` on first
 use, into torch's extension cache (``python -m models.fused_gru`` does it
-ahead, as ``make`` does). Where it cannot be (no C++ compiler, a CPU without
-AVX2), ``available()`` is False and the forecaster runs ``nn.GRU``, as it also
-does for float64, CUDA, or a forward without gradients (evaluation, serving).
+ahead, as ``make`` does), in a folder named by what it is built from: every
+checkout of the same source loads the same build. It is built for the widest
+vectors torch uses on this CPU, AVX-512 or AVX2. Where it cannot be (no C++
+compiler, a CPU without AVX2), ``available()`` is False and the forecaster
+runs ``nn.GRU``, as it also does for float64, CUDA, or a forward without
+gradients (evaluation, serving).
 It is a second copy of the GRU's math, so ``tests/models/test_fused_gru.py``
 holds its outputs and gradients to ``nn.GRU``'s.
 """
@@ -20,9 +23,12 @@ holds its outputs and gradients to ``nn.GRU``'s.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
+import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -37,8 +43,16 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("fused_gru.cpp")
-FLAGS = ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
-VECTOR_CPUS = ("AVX2", "AVX512")  # torch's names of the CPUs whose instructions FLAGS ask for
+# by torch's name for this CPU's widest vectors (``torch.backends.cpu.get_cpu_capability()``): ATen's
+# Vectorized<float> holds 8 floats with AVX2, 16 with AVX-512, and the loop over the gates goes as wide
+FLAGS = {
+    "AVX2": ["-O3", "-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "AVX512": [
+        "-O3",
+        *("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"),
+        *("-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"),
+    ],
+}
 DISABLE = "LATENTCAST_FUSED_GRU"  # set to 0 to train with nn.GRU
 POOLED = 4  # shapes of batch whose buffers are kept for reuse
 
@@ -48,7 +62,8 @@ def _extension() -> ModuleType | None:
     """The compiled kernel, built on first use; None (logged once) where it cannot be."""
     if os.environ.get(DISABLE, "1") == "0":
         return None
-    if torch.backends.cpu.get_cpu_capability() not in VECTOR_CPUS:
+    flags = FLAGS.get(torch.backends.cpu.get_cpu_capability())
+    if flags is None:
         logger.warning("training runs nn.GRU: this CPU lacks AVX2, which the fused GRU is built for")
         return None
     # every process builds with the pinned ninja, whatever its PATH: a ninja of another version (a system one)
@@ -60,10 +75,45 @@ def _extension() -> ModuleType | None:
     from torch.utils import cpp_extension
 
     try:
-        return cpp_extension.load("latentcast_fused_gru", [str(SOURCE)], extra_cflags=FLAGS, verbose=False)
+        name, source = _build_source(Path(cpp_extension.get_default_build_root()), flags)
+        return cpp_extension.load(
+            name, [str(source)], extra_cflags=flags, build_directory=str(source.parent), verbose=False
+        )
     except (RuntimeError, OSError, ImportError) as exc:  # a failed compile or link
         logger.warning("training runs nn.GRU: the fused GRU did not build (%s)", str(exc).splitlines()[0])
         return None
+
+
+def extension_name(flags: list[str]) -> str:
+    """The name of the build of ``SOURCE`` with ``flags``: a digest of both and of torch's and Python's versions."""
+    key = b"\0".join([SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(), sys.version.encode()])
+    return f"latentcast_fused_gru_{hashlib.sha256(key).hexdigest()[:16]}"
+
+
+def _build_source(root: Path, flags: list[str]) -> tuple[str, Path]:
+    """The extension's name and its source's copy in a build folder of ``root`` named by what it is built from.
+
+    torch's build file names the source by its path: built in one shared folder,
+    two checkouts of the project on one machine would each compile the kernel
+    again over the other's build. Named by a digest of the source, the flags,
+    torch's and Python's versions instead, the folder holds one build that every
+    checkout of that source loads, and a changed source builds beside it.
+    """
+    name = extension_name(flags)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / SOURCE.name
+    if not source.exists():
+        # written whole, then linked in only if absent: a copy already there keeps its time, so ninja keeps its build
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as part:
+            part.write(SOURCE.read_bytes())
+        try:
+            os.link(part.name, source)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(part.name)
+    return name, source
 
 
 def available() -> bool:

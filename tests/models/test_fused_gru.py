@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from torch import nn
 from models import fused_gru
 from models.forecaster import Forecaster
 from tests.factories import tiny_config
+
+AVX2 = fused_gru.FLAGS["AVX2"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,8 +41,8 @@ def pair(inputs: int, hidden: int, layers: int = 1) -> tuple[nn.GRU, nn.GRU]:
     return ours, theirs
 
 
-# hidden sizes of whole vectors of 8 floats, of none, and of both
-@pytest.mark.parametrize(("batch", "steps", "inputs", "hidden"), [(64, 32, 32, 64), (5, 7, 3, 4), (3, 9, 2, 13)])
+# hidden sizes of whole vectors (of 8 floats with AVX2, 16 with AVX-512), of none, and of both
+@pytest.mark.parametrize(("batch", "steps", "inputs", "hidden"), [(64, 32, 32, 64), (5, 7, 3, 4), (3, 9, 2, 21)])
 def test_outputs_states_and_gradients_equal_nn_gru_s(batch, steps, inputs, hidden):
     layers = 1
     ours, theirs = pair(inputs, hidden, layers)
@@ -136,3 +139,66 @@ def test_a_process_started_with_another_path_loads_the_built_kernel_without_buil
     env = {**os.environ, "PATH": os.pathsep.join(["/usr/bin", "/bin"])}
     subprocess.run([sys.executable, "-c", load], check=True, env=env, cwd=ROOT, timeout=120)
     assert Path(extension.__file__).stat().st_mtime_ns == built
+
+
+def test_another_checkout_of_the_same_source_loads_the_same_build(tmp_path):
+    # torch's build file names the source by its path: a shared build folder would be compiled again by each checkout
+    extension = fused_gru._extension()
+    assert extension is not None and extension.__file__ is not None
+    built = Path(extension.__file__).stat().st_mtime_ns
+    checkout = tmp_path / "models"
+    checkout.mkdir()
+    (checkout / "__init__.py").write_text("")
+    for name in ("fused_gru.py", "fused_gru.cpp"):
+        shutil.copy2(ROOT / "models" / name, checkout / name)
+    load = "from models import fused_gru; e = fused_gru._extension(); assert e is not None; print(e.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", load], check=True, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == extension.__file__
+    assert Path(extension.__file__).stat().st_mtime_ns == built
+
+
+def test_a_changed_source_builds_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    first, source = fused_gru._build_source(tmp_path, AVX2)
+    assert source.read_bytes() == fused_gru.SOURCE.read_bytes() and source.parent == tmp_path / first
+    stamp = source.stat().st_mtime_ns
+    assert fused_gru._build_source(tmp_path, AVX2) == (first, source)
+    assert source.stat().st_mtime_ns == stamp, "the copy is not written again: ninja would build again"
+    changed = tmp_path / "changed.cpp"
+    changed.write_bytes(fused_gru.SOURCE.read_bytes() + b"\n// changed\n")
+    monkeypatch.setattr(fused_gru, "SOURCE", changed)
+    second, other = fused_gru._build_source(tmp_path, AVX2)
+    assert second != first and other.read_bytes() == changed.read_bytes()
+    third, _ = fused_gru._build_source(tmp_path, fused_gru.FLAGS["AVX512"])
+    assert third not in (first, second), "built for other vectors: a folder of its own too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first, second, third, "changed.cpp"])
+
+
+AVX2_CHECK = """
+import torch
+from torch import nn
+from models import fused_gru
+assert torch.backends.cpu.get_cpu_capability() == "AVX2"
+extension = fused_gru._extension()
+assert extension is not None and fused_gru.extension_name(fused_gru.FLAGS["AVX2"]) in extension.__file__
+for hidden in (64, 21):
+    torch.manual_seed(0)
+    ours = nn.GRU(5, hidden, batch_first=True)
+    theirs = nn.GRU(5, hidden, batch_first=True)
+    theirs.load_state_dict(ours.state_dict())
+    x, h0 = torch.randn(6, 9, 5), torch.randn(1, 6, hidden)
+    (y, h), (y_ref, h_ref) = fused_gru.gru(ours, x, h0), theirs(x, h0)
+    (y.sum() + h.sum()).backward()
+    (y_ref.sum() + h_ref.sum()).backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    for mine, reference in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-5, atol=1e-5)
+"""
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="an AVX-512 CPU runs both builds")
+def test_the_avx2_build_equals_nn_gru_s_too():
+    # a CPU with AVX2 and no AVX-512 loads the build of 8-float vectors: torch told to stop at AVX2 does the same
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    subprocess.run([sys.executable, "-c", AVX2_CHECK], check=True, env=env, cwd=ROOT, timeout=300)
