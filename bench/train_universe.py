@@ -117,16 +117,23 @@ def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.Worl
     """One latent training epoch of this process's shard: rows/s over every process, and this process's CPU.
 
     The CPU seconds are the process's (every thread, gloo's too) over the
-    epoch and its setup (the model wrapped, the optimiser built), not over
-    loading the data; ``busy`` is their share of the wall seconds over the
-    same span (below 1: the process waited, for a core or for the others).
+    epoch and its setup (the model wrapped, the optimiser built), from when
+    every process has loaded its data; ``busy`` is their share of the wall
+    seconds over the same span (below 1: the process waited, for a core or for
+    the others).
     """
     config = ModelConfig(cell=cell, n_features=len(data.features))
-    # the first optimiser built in a process imports torch's compiler stack: done before the CPU clock starts
-    torch.optim.Adam(Forecaster(config).parameters())
     source = batches_for(config, data, train, world.shard)
+    # what a process does once, before its first step, stays off the clocks, as it is for a lone process that
+    # trained before: the first optimiser imports torch's compiler stack, the first GRU step loads the fused
+    # kernel (about 0.13 s) and allocates the buffers of the shard's shape
+    torch.set_num_threads(train.threads)
+    warm = Forecaster(config)
+    torch.optim.Adam(warm.parameters())
+    warm(next(iter(source.epoch(np.random.default_rng(train.seed)))).x)[0].sum().backward()
     torch.manual_seed(train.seed)
     model = Forecaster(config)
+    world.sum([0.0])  # the processes meet first: no process's clock counts the wait for another's loading
     cpu, clock = time.process_time(), time.perf_counter()
     result = loop.train(model, source, train, validate=False, world=world)
     cpu, clock = time.process_time() - cpu, time.perf_counter() - clock
