@@ -12,10 +12,11 @@ using at::Tensor;
 using Vec = at::vec::Vectorized<float>;
 
 // gi (T, B, G): W_ih x + b_ih, with b_hh's r and u parts added; w_hh_t (H, G); b_hn (H).
-// hs (T+1, B, H) holds h_0 in hs[0] and receives h_1 .. h_T; r, u, n and ghn = W_hn h + b_hn (T, B, H)
-// receive what the backward pass reads. gh (B, G) is scratch.
-void forward(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor& hs, Tensor& r, Tensor& u,
-             Tensor& n, Tensor& ghn, Tensor& gh) {
+// hs (T+1, B, H) holds h_0 in hs[0] and receives h_1 .. h_T. With Keep, r, u, n and ghn = W_hn h + b_hn
+// (T, B, H) receive what the backward pass reads; without, they are not touched. gh (B, G) is scratch.
+template <bool Keep>
+void steps(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor& hs, Tensor& r, Tensor& u,
+           Tensor& n, Tensor& ghn, Tensor& gh) {
   at::NoGradGuard no_grad;
   const int64_t T = gi.size(0), B = gi.size(1), H = hs.size(2), G = 3 * H;
   const float* bn = b_hn.data_ptr<float>();
@@ -26,10 +27,10 @@ void forward(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor&
     const float* gh_p = gh.data_ptr<float>();
     const float* h_p = hs.data_ptr<float>() + t * B * H;
     float* h_next = hs.data_ptr<float>() + (t + 1) * B * H;
-    float* r_t = r.data_ptr<float>() + t * B * H;
-    float* u_t = u.data_ptr<float>() + t * B * H;
-    float* n_t = n.data_ptr<float>() + t * B * H;
-    float* ghn_t = ghn.data_ptr<float>() + t * B * H;
+    float* r_t = Keep ? r.data_ptr<float>() + t * B * H : nullptr;
+    float* u_t = Keep ? u.data_ptr<float>() + t * B * H : nullptr;
+    float* n_t = Keep ? n.data_ptr<float>() + t * B * H : nullptr;
+    float* ghn_t = Keep ? ghn.data_ptr<float>() + t * B * H : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       const float* gib = gi_t + b * G;
       const float* ghb = gh_p + b * G;
@@ -41,10 +42,12 @@ void forward(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor&
         const Vec uv = one / (one + (zero - (Vec::loadu(gib + H + j) + Vec::loadu(ghb + H + j))).exp());
         const Vec gn = Vec::loadu(ghb + 2 * H + j) + Vec::loadu(bn + j);
         const Vec nv = one - two / (((Vec::loadu(gib + 2 * H + j) + rv * gn) * two).exp() + one);
-        rv.store(r_t + o + j);
-        uv.store(u_t + o + j);
-        gn.store(ghn_t + o + j);
-        nv.store(n_t + o + j);
+        if constexpr (Keep) {
+          rv.store(r_t + o + j);
+          uv.store(u_t + o + j);
+          gn.store(ghn_t + o + j);
+          nv.store(n_t + o + j);
+        }
         (nv + uv * (Vec::loadu(h_p + o + j) - nv)).store(h_next + o + j);
       }
       for (; j < H; ++j) {
@@ -52,14 +55,28 @@ void forward(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor&
         const float uv = 1.0f / (1.0f + std::exp(-(gib[H + j] + ghb[H + j])));
         const float gn = ghb[2 * H + j] + bn[j];
         const float nv = std::tanh(gib[2 * H + j] + rv * gn);
-        r_t[o + j] = rv;
-        u_t[o + j] = uv;
-        ghn_t[o + j] = gn;
-        n_t[o + j] = nv;
+        if constexpr (Keep) {
+          r_t[o + j] = rv;
+          u_t[o + j] = uv;
+          ghn_t[o + j] = gn;
+          n_t[o + j] = nv;
+        }
         h_next[o + j] = nv + uv * (h_p[o + j] - nv);
       }
     }
   }
+}
+
+// Training's forward pass: the states, and what backward reads.
+void forward(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor& hs, Tensor& r, Tensor& u,
+             Tensor& n, Tensor& ghn, Tensor& gh) {
+  steps<true>(gi, w_hh_t, b_hn, hs, r, u, n, ghn, gh);
+}
+
+// Evaluation's: the states alone.
+void infer(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor& hs, Tensor& gh) {
+  Tensor none;
+  steps<false>(gi, w_hh_t, b_hn, hs, none, none, none, none, gh);
 }
 
 // dy (B, T, H): the gradient of each output h_1 .. h_T; dh (B, H): that of h_T as the final state,
@@ -124,5 +141,6 @@ void backward(const Tensor& dy, Tensor& dh, const Tensor& w_hh, const Tensor& hs
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward);
+  m.def("infer", &infer);
   m.def("backward", &backward);
 }

@@ -1,4 +1,4 @@
-"""Training's GRU on the CPU: each step's gate arithmetic fused into one vectorised loop, in C++.
+"""Training's and evaluation's GRU on the CPU: each step's gate arithmetic one vectorised loop, in C++.
 
 torch runs a GRU on the CPU as a dozen small ops a time step, each recorded by
 autograd and replayed backward (an LSTM goes through oneDNN's fused kernel
@@ -7,6 +7,8 @@ instead). At the sizes trained here, dispatch costs more than arithmetic
 r, u, n in PyTorch's order) and runs each step as one matrix product and one
 loop over the batch's gate values (``fused_gru.cpp``), forward and backward;
 the input side and the weights' gradients are products over all steps at once.
+Inside ``evaluation()`` (training's validation, scoring, comparisons), a
+forward without gradients runs it too, keeping nothing for a backward pass.
 
 The C++ is compiled once per machine by ``torch.utils.cpp_extension`` on first
 use, into torch's extension cache (``python -m models.fused_gru`` does it
@@ -15,13 +17,14 @@ checkout of the same source loads the same build. It is built for the widest
 vectors torch uses on this CPU, AVX-512 or AVX2. Where it cannot be (no C++
 compiler, a CPU without AVX2), ``available()`` is False and the forecaster
 runs ``nn.GRU``, as it also does for float64, CUDA, or a forward without
-gradients (evaluation, serving).
-It is a second copy of the GRU's math, so ``tests/models/test_fused_gru.py``
-holds its outputs and gradients to ``nn.GRU``'s.
+gradients outside ``evaluation()`` (serving). It is a second copy of the
+GRU's math, so ``tests/models/test_fused_gru.py`` holds its outputs and
+gradients to ``nn.GRU``'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -30,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -55,6 +59,8 @@ FLAGS = {
 }
 DISABLE = "LATENTCAST_FUSED_GRU"  # set to 0 to train with nn.GRU
 POOLED = 4  # shapes of batch whose buffers are kept for reuse
+INFER_STEPS = 256  # steps whose input products a forward without gradients computes at once
+_EVALUATING = threading.local()  # .on: inside ``evaluation()`` on this thread
 
 
 @functools.cache
@@ -121,13 +127,28 @@ def available() -> bool:
     return _extension() is not None
 
 
+@contextlib.contextmanager
+def evaluation() -> Iterator[None]:
+    """Inside, forwards without gradients run the fused GRU too: training's validation, scoring and comparisons.
+
+    Outside, a forward without gradients runs ``nn.GRU``: a serving process
+    never loads the kernel (nor builds it, where nothing has).
+    """
+    before = getattr(_EVALUATING, "on", False)
+    _EVALUATING.on = True
+    try:
+        yield
+    finally:
+        _EVALUATING.on = before
+
+
 def applies(rnn: nn.Module, x: Tensor) -> bool:
-    """Whether ``gru(rnn, x, ...)`` is used for ``rnn(x, ...)``: a CPU float32 GRU, with gradients."""
+    """Whether ``gru(rnn, x, ...)`` is used for ``rnn(x, ...)``: a CPU float32 GRU, with gradients or evaluating."""
     return (
         isinstance(rnn, nn.GRU)
         and x.device.type == "cpu"
         and x.dtype == torch.float32
-        and torch.is_grad_enabled()
+        and (torch.is_grad_enabled() or getattr(_EVALUATING, "on", False))
         and available()
     )
 
@@ -144,9 +165,39 @@ def gru(rnn: nn.Module, x: Tensor, hidden: Tensor | tuple[Tensor, Tensor]) -> tu
         if layer:
             x = F.dropout(x, rnn.dropout, rnn.training)
         weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        x, last = _Layer.apply(x, hidden[layer], *weights)
+        x, last = (
+            _Layer.apply(x, hidden[layer], *weights) if torch.is_grad_enabled() else _infer(x, hidden[layer], *weights)
+        )
         finals.append(last)
     return x, torch.stack(finals)
+
+
+def _gate_bias(b_ih: Tensor, b_hh: Tensor, hd: int) -> Tensor:
+    """(3 Hd) the bias added to the input products: b_ih, with b_hh's r and u parts (n's sits inside r * (...))."""
+    return torch.cat([b_ih[: 2 * hd] + b_hh[: 2 * hd], b_ih[2 * hd :]])
+
+
+def _infer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+    """One layer without gradients: (y (B, T, Hd), h_T (B, Hd)), keeping nothing for a backward pass.
+
+    The input products are computed ``INFER_STEPS`` steps at a time, so that
+    evaluating a whole history (thousands of steps) holds no more than that
+    many steps of them.
+    """
+    extension = _extension()
+    assert extension is not None
+    batch, steps, inputs = x.shape
+    hd = h0.shape[-1]
+    bias, w_hh_t, b_hn = _gate_bias(b_ih, b_hh, hd), w_hh.t().contiguous(), b_hh[2 * hd :].contiguous()
+    hs = torch.empty(steps + 1, batch, hd)  # time-major: the states of a span of steps are one contiguous block
+    hs[0].copy_(h0)
+    gh = torch.empty(batch, 3 * hd)
+    for first in range(0, steps, INFER_STEPS):
+        stop = min(first + INFER_STEPS, steps)
+        xt = x[:, first:stop].transpose(0, 1).reshape((stop - first) * batch, inputs)
+        gi = torch.addmm(bias, xt, w_ih.t()).view(stop - first, batch, 3 * hd)
+        extension.infer(gi, w_hh_t, b_hn, hs[first : stop + 1], gh)
+    return hs[1:].transpose(0, 1).contiguous(), hs[-1].clone()
 
 
 class _Buffers:
@@ -196,7 +247,7 @@ class _Layer(torch.autograd.Function):
         hd = h0.shape[-1]
         buffers = _Buffers.take(steps, batch, hd)
         xt = x.transpose(0, 1).reshape(steps * batch, inputs)  # (T*B, In), step-major
-        bias = torch.cat([b_ih[: 2 * hd] + b_hh[: 2 * hd], b_ih[2 * hd :]])  # n's hidden bias sits inside r * (...)
+        bias = _gate_bias(b_ih, b_hh, hd)
         gi = torch.addmm(bias, xt, w_ih.t(), out=buffers.gi).view(steps, batch, 3 * hd)
         buffers.hs[0].copy_(h0)
         hs, r, u, n, ghn = buffers.hs, buffers.r, buffers.u, buffers.n, buffers.ghn

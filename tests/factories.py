@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from data import sources
 from data.features import build_series, fit_scaler, split_dates
+from models import fused_gru
 from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
@@ -52,3 +54,15 @@ def tiny_checkpoint(
 def real_bars(ticker: str = "IBM", count: int = 400, start: int = 0) -> list[Observation]:
     """``count`` real daily bars of ``ticker`` from the bundled prices, from its row ``start``."""
     return bars_of(sources.bundled([ticker]).iloc[start : start + count])
+
+
+def fused_inference_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The calls of the fused GRU's forward without gradients (evaluation's), recorded from now on."""
+    infer, calls = fused_gru._infer, []
+
+    def recorded(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(args)
+        return infer(*args)
+
+    monkeypatch.setattr(fused_gru, "_infer", recorded)
+    return calls

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from data.features import Scaler, Series, window_ends, windows
+from models import fused_gru
 from models.calibration import apply_offsets
 from models.forecaster import Forecaster
 
@@ -43,7 +44,7 @@ def model_outputs(model: Forecaster, scaler: Scaler, series: Series, start: int)
     config = model.config
     x = scaler.transform(series.features, config.volatility_scaled)
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), fused_gru.evaluation():
         if config.mode == "latent":
             outs, state = [], None
             for begin in range(0, len(x), CHUNK_ROWS):

@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from data.errors import ConfigError
+from models import fused_gru
 from models.forecaster import Forecaster
 from models.state import StreamState
 from training.config import TrainConfig
@@ -71,7 +72,7 @@ def evaluate_loss(model: Forecaster, batches: Iterable[Batch], world: World | No
     total, count = 0.0, 0.0
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), fused_gru.evaluation():
         for batch in batches:
             x, last = batch.x.to(device), batch.y.shape[1]
             out, _ = model(x, last=last)

@@ -14,7 +14,7 @@ from torch import nn
 
 from models import fused_gru
 from models.forecaster import Forecaster
-from tests.factories import tiny_config
+from tests.factories import fused_inference_calls, tiny_config
 
 AVX2 = fused_gru.FLAGS["AVX2"]
 
@@ -114,8 +114,41 @@ def test_nn_gru_runs_where_the_fused_one_does_not_apply(case):
     rnn: nn.Module = nn.LSTM(3, 8, batch_first=True) if case == "LSTM" else nn.GRU(3, 8, batch_first=True)
     x = torch.randn(2, 5, 3, dtype=torch.float64 if case == "float64" else torch.float32)
     with torch.set_grad_enabled(case != "no gradients"):
-        assert not fused_gru.applies(rnn, x)
+        assert not fused_gru.applies(rnn, x)  # without gradients, outside evaluation: serving's forwards
+    with torch.no_grad(), fused_gru.evaluation():
+        assert fused_gru.applies(rnn, x) == (case == "no gradients")
     assert fused_gru.applies(nn.GRU(3, 8, batch_first=True), torch.randn(2, 5, 3))
+
+
+# across INFER_STEPS' spans, at whole vectors and not, one and two layers; no_grad (validation) and inference_mode
+@pytest.mark.parametrize(("steps", "hidden", "layers"), [(30, 64, 1), (30, 21, 2), (7, 16, 1)])
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_evaluation_without_gradients_equals_nn_gru_s(monkeypatch, steps, hidden, layers, mode):
+    monkeypatch.setattr(fused_gru, "INFER_STEPS", 8)
+    calls = fused_inference_calls(monkeypatch)
+    ours, theirs = pair(5, hidden, layers)
+    x, h0 = torch.randn(3, steps, 5), torch.randn(layers, 3, hidden)
+    with mode(), fused_gru.evaluation():
+        assert fused_gru.applies(ours, x)
+        y, h = fused_gru.gru(ours, x, h0)
+    with mode():
+        y_ref, h_ref = theirs(x, h0)
+    assert len(calls) == layers and not y.requires_grad
+    assert_equal(y, y_ref, "y")
+    assert_equal(h, h_ref, "h")
+
+
+def test_a_forecaster_s_validation_loss_and_states_are_nn_gru_s(monkeypatch):
+    model = Forecaster(tiny_config("latent", hidden_size=16)).eval()
+    x = torch.randn(4, 40, 1)
+    with torch.no_grad():
+        reference, ref_state = model(x)
+    calls = fused_inference_calls(monkeypatch)
+    with torch.no_grad(), fused_gru.evaluation():
+        out, state = model(x)
+    assert calls, "evaluation ran the fused GRU"
+    assert_equal(out, reference, "out")
+    assert_equal(state.hidden, ref_state.hidden, "state")
 
 
 def test_disabled_by_the_environment_training_runs_nn_gru(monkeypatch):

@@ -9,6 +9,7 @@ from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Observation, Predictor
+from tests.factories import fused_inference_calls
 from training.evaluate import model_forecasts
 
 FEATURES = ("returns", "range")
@@ -20,14 +21,20 @@ def prices():
 
 
 @pytest.mark.parametrize("mode", ["latent", "ar"])
-def test_rolling_forecasts_equal_what_the_service_would_answer(prices, mode):
-    """Each forecast of the evaluation equals a stateless forecast over the history up to its day."""
+def test_rolling_forecasts_equal_what_the_service_would_answer(prices, mode, monkeypatch):
+    """Each forecast of the evaluation equals a stateless forecast over the history up to its day.
+
+    The evaluation runs the fused GRU (``fused_gru.evaluation()``), the service ``nn.GRU`` and its kernel.
+    """
     [series] = build_series(prices, FEATURES, horizon=3)
     scaler = Scaler.fit(series.features[:300], FEATURES)
     torch.manual_seed(0)
     config = ModelConfig(mode=mode, n_features=2, hidden_size=16, conv_channels=8, horizon=3, window=20)
     model = Forecaster(config).eval()
+    calls = fused_inference_calls(monkeypatch)
     [span] = model_forecasts(model, scaler, [series], [500])
+    assert calls, "the evaluation ran the fused GRU"
+    calls.clear()
     assert span.quantiles is not None
     assert span.dates[0] == series.dates[500] and len(span) == len(series) - 500
     predictor = Predictor(model, scaler)
@@ -41,6 +48,7 @@ def test_rolling_forecasts_equal_what_the_service_would_answer(prices, mode):
         assert served is not None
         np.testing.assert_allclose(span.quantiles[k], served.log_return, atol=1e-6)
         assert span.close[k] == pytest.approx(history[-1].close)
+    assert not calls, "serving did not"
     np.testing.assert_array_equal(span.point, span.quantiles[:, :, 1])
     np.testing.assert_array_equal(span.actual, series.targets[500:])
 

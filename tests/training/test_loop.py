@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from data import sources
+from models import fused_gru
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.state import StreamState
+from tests.factories import fused_inference_calls
 from training.config import TrainConfig
 from training.dataset import Batch, TrainingData, batches_for
 from training.loop import evaluate_loss, train
@@ -154,3 +156,15 @@ def test_a_refit_runs_every_epoch_without_validation(data):
     assert (result.epochs_run, result.best_epoch) == (FAST.epochs, FAST.epochs)
     assert np.isnan(result.best_val_loss)
     assert all("val_loss" not in h for h in result.history)
+
+
+def test_validation_runs_the_fused_gru_to_nn_gru_s_loss(data, monkeypatch):
+    torch.manual_seed(0)
+    model = Forecaster(tiny("latent"))
+    source = batches_for(model.config, data, FAST)
+    with monkeypatch.context() as nn_gru:  # the reference: a forward without gradients runs nn.GRU
+        nn_gru.setattr(fused_gru, "applies", lambda rnn, x: torch.is_grad_enabled() and fused_gru.available())
+        reference = evaluate_loss(model, source.validation())
+    calls = fused_inference_calls(monkeypatch)
+    assert evaluate_loss(model, source.validation()) == pytest.approx(reference, rel=1e-6)
+    assert calls, "validation ran the fused GRU"
