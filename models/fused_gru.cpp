@@ -6,6 +6,7 @@
 // side allocates them.
 
 #include <ATen/cpu/vec/vec.h>
+#include <algorithm>
 #include <torch/extension.h>
 
 using at::Tensor;
@@ -81,15 +82,22 @@ void infer(const Tensor& gi, const Tensor& w_hh_t, const Tensor& b_hn, Tensor& h
 
 // dy (B, T, H): the gradient of each output h_1 .. h_T; dh (B, H): that of h_T as the final state,
 // overwritten with the gradient of h_0. w_hh (G, H); hs, r, u, n, ghn as the forward pass left them.
-// Receives dgi (T, B, G), the gradient of W_ih x + b_ih, and dgh (T, B, G), of W_hh h + b_hh.
-// carried (B, H) is scratch.
+// Receives dgi (T, B, G), the gradient of W_ih x + b_ih, and dgh (T, B, G), of W_hh h + b_hh, and into
+// db (G + H, float64) their sums over steps and streams: b_ih's gradient, then that of b_hh's n part (b_hh's
+// r and u parts have b_ih's). Each step's sum over its streams is added up in float, the steps' in double.
+// carried (B, H) and step_sum (G + H) are scratch.
 void backward(const Tensor& dy, Tensor& dh, const Tensor& w_hh, const Tensor& hs, const Tensor& r,
-              const Tensor& u, const Tensor& n, const Tensor& ghn, Tensor& dgi, Tensor& dgh, Tensor& carried) {
+              const Tensor& u, const Tensor& n, const Tensor& ghn, Tensor& dgi, Tensor& dgh, Tensor& carried,
+              Tensor& db, Tensor& step_sum) {
   at::NoGradGuard no_grad;
   const int64_t T = n.size(0), B = n.size(1), H = n.size(2), G = 3 * H;
   dh.add_(dy.select(1, T - 1));
   const Vec one(1.0f);
+  double* db_p = db.data_ptr<double>();
+  float* s_p = step_sum.data_ptr<float>();
+  std::fill(db_p, db_p + G + H, 0.0);
   for (int64_t t = T - 1; t >= 0; --t) {
+    std::fill(s_p, s_p + G + H, 0.0f);
     const float* dh_p = dh.data_ptr<float>();
     const float* h_p = hs.data_ptr<float>() + t * B * H;  // h_t's input, h_{t-1} in 1-based steps
     const float* r_t = r.data_ptr<float>() + t * B * H;
@@ -112,12 +120,17 @@ void backward(const Tensor& dy, Tensor& dh, const Tensor& w_hh, const Tensor& hs
         const Vec dan = d * (one - uv) * (one - nv * nv);  // of n's pre-activation
         const Vec dau = d * (Vec::loadu(h_p + o + j) - nv) * uv * (one - uv);
         const Vec dar = dan * Vec::loadu(ghn_t + o + j) * rv * (one - rv);
+        const Vec dahn = dan * rv;
         dar.store(gi_b + j);
         dau.store(gi_b + H + j);
         dan.store(gi_b + 2 * H + j);
         dar.store(gh_b + j);
         dau.store(gh_b + H + j);
-        (dan * rv).store(gh_b + 2 * H + j);
+        dahn.store(gh_b + 2 * H + j);
+        (Vec::loadu(s_p + j) + dar).store(s_p + j);
+        (Vec::loadu(s_p + H + j) + dau).store(s_p + H + j);
+        (Vec::loadu(s_p + 2 * H + j) + dan).store(s_p + 2 * H + j);
+        (Vec::loadu(s_p + G + j) + dahn).store(s_p + G + j);
         const Vec direct = d * uv;  // h' = n + u * (h - n) reads h once outside the gates
         (dy_b ? direct + Vec::loadu(dy_b + j) : direct).store(c_p + o + j);
       }
@@ -132,10 +145,15 @@ void backward(const Tensor& dy, Tensor& dh, const Tensor& w_hh, const Tensor& hs
         gh_b[j] = dar;
         gh_b[H + j] = dau;
         gh_b[2 * H + j] = dan * rv;
+        s_p[j] += dar;
+        s_p[H + j] += dau;
+        s_p[2 * H + j] += dan;
+        s_p[G + j] += dan * rv;
         c_p[o + j] = d * uv + (dy_b ? dy_b[j] : 0.0f);
       }
     }
     at::addmm_out(dh, carried, dgh[t], w_hh);  // dh_{t-1}: what reached h directly, plus through W_hh h
+    for (int64_t k = 0; k < G + H; ++k) db_p[k] += s_p[k];
   }
 }
 

@@ -216,6 +216,7 @@ class _Buffers:
         self.gh = torch.empty(batch, gates)
         self.dgi, self.dgh = torch.empty(steps, batch, gates), torch.empty(steps, batch, gates)
         self.carried = torch.empty(batch, hidden)
+        self.db, self.step_sum = torch.empty(gates + hidden, dtype=torch.float64), torch.empty(gates + hidden)
 
     @staticmethod
     def take(steps: int, batch: int, hidden: int) -> _Buffers:
@@ -268,16 +269,29 @@ class _Layer(torch.autograd.Function):
         steps, batch, hd = n.shape
         dh = dh_last.contiguous().clone()
         extension.backward(
-            dy.contiguous(), dh, w_hh.contiguous(), hs, buffers.r, buffers.u, n, buffers.ghn, dgi, dgh, buffers.carried
+            dy.contiguous(),
+            dh,
+            w_hh.contiguous(),
+            hs,
+            buffers.r,
+            buffers.u,
+            n,
+            buffers.ghn,
+            dgi,
+            dgh,
+            buffers.carried,
+            buffers.db,
+            buffers.step_sum,
         )
         dgi_, dgh_ = dgi.view(steps * batch, 3 * hd), dgh.view(steps * batch, 3 * hd)
+        db_ih = buffers.db[: 3 * hd].float()  # new tensors: the buffers go back to the pool
         grads = (
             (dgi_ @ w_ih).view(steps, batch, -1).transpose(0, 1),
             dh,
             dgi_.t() @ xt,
             dgh_.t() @ hs[:-1].reshape(steps * batch, hd),
-            dgi_.sum(0),
-            dgh_.sum(0),
+            db_ih,
+            torch.cat([db_ih[: 2 * hd], buffers.db[3 * hd :].float()]),
         )
         buffers.give_back()
         return grads
