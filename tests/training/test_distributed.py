@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,12 +28,26 @@ def prices_data() -> TrainingData:
     return TrainingData.prepare(prices, ("returns", "range"), horizon=3)
 
 
-def fit_rank(folder: Path, mode: str, cell: str) -> None:
-    """One of the processes the test spawns: trains its shard and saves what it ended with."""
+def fit_rank(folder: Path, mode: str, cell: str, exchange: str) -> None:
+    """One of the processes the test spawns: trains its shard and saves what it ended with.
+
+    ``exchange``: ``gather`` as set up (the tiny model's gradients are one small
+    bucket), or ``all-reduce``, as for a bucket over ``distributed.GATHERED``.
+    """
+    if exchange == "all-reduce":
+        distributed.GATHERED = 0
+    gathers = []
+    all_gather_single = distributed.dist.all_gather_single
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        gathers.append(args)
+        return all_gather_single(*args, **kwargs)
+
+    distributed.dist.all_gather_single = counted
     world = distributed.join("cpu")
     try:
         trained = fit(tiny_config(mode, cell=cell, n_features=2), prices_data(), ODD, world=world)
-        result = {"val_loss": trained.result.best_val_loss, "rows": trained.result.rows}
+        result = {"val_loss": trained.result.best_val_loss, "rows": trained.result.rows, "gathers": len(gathers)}
         torch.save({"weights": trained.model.state_dict(), **result}, folder / f"rank{world.rank}.pt")
     finally:
         distributed.leave()
@@ -40,10 +55,17 @@ def fit_rank(folder: Path, mode: str, cell: str) -> None:
 
 @pytest.mark.slow
 # the LSTM too: on the CPU torch runs it through oneDNN's fused kernels, not the GRU's one op at a time
-@pytest.mark.parametrize(("mode", "cell"), [("ar", "GRU"), ("latent", "GRU"), ("latent", "LSTM")])
-def test_two_processes_end_with_the_weights_of_one_on_the_same_global_batches(tmp_path, mode, cell):
-    distributed.spawn(2, fit_rank, tmp_path, mode, cell)
+@pytest.mark.parametrize(
+    ("mode", "cell", "exchange"),
+    [("ar", "GRU", "gather"), ("latent", "GRU", "gather"), ("latent", "LSTM", "gather"), ("ar", "GRU", "all-reduce")],
+)
+def test_two_processes_end_with_the_weights_of_one_on_the_same_global_batches(tmp_path, mode, cell, exchange):
+    distributed.spawn(2, fit_rank, tmp_path, mode, cell, exchange)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    gathers = [rank["gathers"] for rank in ranks]  # every step's gradients: one all-gather, or none
+    assert gathers[0] == gathers[1] and (gathers[0] > 0) == (exchange == "gather")
+    for name, value in ranks[0]["weights"].items():  # the processes agree exactly, not only within 1e-5
+        assert torch.equal(ranks[1]["weights"][name], value), name
     alone = fit(tiny_config(mode, cell=cell, n_features=2), prices_data(), ODD)
     expected = alone.model.state_dict()
     for rank in ranks:
