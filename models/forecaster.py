@@ -16,6 +16,7 @@ no output at t ever reads an input after t.
 from __future__ import annotations
 
 import functools
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -55,9 +56,24 @@ class Forecaster(nn.Module):
             return StreamState(conv, (hidden, torch.zeros_like(hidden)), variance)
         return StreamState(conv, hidden, variance)
 
+    @overload
     def forward(
-        self, x: Tensor, state: StreamState | None = None, last: int | None = None
-    ) -> tuple[Tensor, StreamState]:
+        self,
+        x: Tensor,
+        state: StreamState | None = ...,
+        last: int | None = ...,
+        *,
+        with_volatility: Literal[False] = ...,
+    ) -> tuple[Tensor, StreamState]: ...
+
+    @overload
+    def forward(
+        self, x: Tensor, state: StreamState | None = ..., last: int | None = ..., *, with_volatility: Literal[True]
+    ) -> tuple[Tensor, StreamState, Tensor | None]: ...
+
+    def forward(
+        self, x: Tensor, state: StreamState | None = None, last: int | None = None, *, with_volatility: bool = False
+    ) -> tuple[Tensor, StreamState] | tuple[Tensor, StreamState, Tensor | None]:
         """Forecast after every step of ``x``, or after its ``last`` steps only.
 
         x: (B, T, F) scaled features (with volatility scaling, returns neither
@@ -67,6 +83,12 @@ class Forecaster(nn.Module):
         window). Returns (out, state): out is (B, S, H, Q) scaled cumulative
         log-return quantiles, increasing along Q, with S = ``last`` or T; the
         state is that after all T steps either way.
+
+        with_volatility: return (out, state, volatility) instead, volatility
+        the (B, S) volatility by which each output step was scaled (None
+        without volatility scaling). Training divides targets and quantiles by
+        it, so that every step weighs the same in the loss whatever the
+        volatility of its day; it comes from the same EWMA recursion as out.
         """
         c = self.config
         batch, steps, n_features = x.shape
@@ -93,24 +115,16 @@ class Forecaster(nn.Module):
         raw = self.head(self.drop(y[:, steps - shown :])).view(batch, shown, c.horizon, len(c.quantiles))
         out = monotone_quantiles(raw, c.median_index)
         if variances is None:
-            return out, StreamState(conv_buffer, hidden)
+            return (
+                (out, StreamState(conv_buffer, hidden), None)
+                if with_volatility
+                else (out, StreamState(conv_buffer, hidden))
+            )
         # (B, S): the volatility after each forecast step's return
         volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
         variance = torch.from_numpy(variances[:, -1:]).to(x.device)  # (B, 1)
-        return out * volatility[:, :, None, None], StreamState(conv_buffer, hidden, variance)
-
-    def volatility(self, x: Tensor, state: StreamState | None = None, last: int | None = None) -> Tensor | None:
-        """(B, S) the volatility by which ``forward(x, state, last)`` scales each output step; None without scaling.
-
-        Training divides targets and quantiles by it, so that every step weighs
-        the same in the loss whatever the volatility of its day.
-        """
-        if not self.config.volatility_scaled:
-            return None
-        state = self.initial_state(len(x)) if state is None else state
-        variances = self._standardise(x, state)[1]  # (B, T + 1)
-        shown = x.shape[1] if last is None else last
-        return torch.from_numpy(np.sqrt(variances[:, variances.shape[1] - shown :])).to(x.device)
+        scaled, carried = out * volatility[:, :, None, None], StreamState(conv_buffer, hidden, variance)
+        return (scaled, carried, volatility) if with_volatility else (scaled, carried)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray]:
         """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances.

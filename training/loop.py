@@ -75,8 +75,8 @@ def evaluate_loss(model: Forecaster, batches: Iterable[Batch], world: World | No
     with torch.no_grad(), fused_gru.evaluation():
         for batch in batches:
             x, last = batch.x.to(device), batch.y.shape[1]
-            out, _ = model(x, last=last)
-            batch_sum, batch_count = loss_sum(out, batch.y.to(device), levels, model.volatility(x, last=last))
+            out, _, scale = model(x, last=last, with_volatility=True)
+            batch_sum, batch_count = loss_sum(out, batch.y.to(device), levels, scale)
             total, count = total + float(batch_sum), count + batch_count
     model.train(was_training)
     if world is not None:
@@ -124,8 +124,7 @@ def train(
         for batch in source.epoch(rng):
             x, y = batch.x.to(world.device), batch.y.to(world.device)
             state = None if batch.reset or state is None else state.detach()
-            scale = model.volatility(x, state, y.shape[1])
-            out, state = net(x, state, y.shape[1])
+            out, state, scale = net(x, state, y.shape[1], with_volatility=True)
             batch_sum, local_count = loss_sum(out, y, levels, scale)
             if batch.targets == 0:
                 continue

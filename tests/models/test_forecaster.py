@@ -78,7 +78,11 @@ def test_forecasting_after_the_last_steps_equals_the_tail_of_every_step(scaling)
     torch.testing.assert_close(tail, every[:, -2:], rtol=0, atol=1e-6)  # the head multiplies fewer rows
     for a, b in zip(tail_state.tensors(), every_state.tensors(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    volatility, tail_volatility = model.volatility(x), model.volatility(x, last=2)
+    with torch.no_grad():
+        out, _, volatility = model(x, with_volatility=True)
+        tail_out, _, tail_volatility = model(x, last=2, with_volatility=True)
+    torch.testing.assert_close(out, every, rtol=0, atol=0)
+    torch.testing.assert_close(tail_out, tail, rtol=0, atol=0)
     if scaling == "global":
         assert volatility is None and tail_volatility is None
     else:

@@ -41,11 +41,11 @@ class Spy(Forecaster):
         super().__init__(config)
         self.calls: list[tuple[StreamState | None, StreamState]] = []
 
-    def forward(self, x, state=None, last=None):
-        out, new = super().forward(x, state, last)
+    def forward(self, x, state=None, last=None, *, with_volatility=False):
+        out, new, volatility = super().forward(x, state, last, with_volatility=True)
         if self.training:
             self.calls.append((state, new))
-        return out, new
+        return (out, new, volatility) if with_volatility else (out, new)
 
 
 @pytest.mark.parametrize("cell", ["GRU", "LSTM"])
