@@ -25,8 +25,9 @@ from data import sources
 from data.features import DEFAULT_FEATURES
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
+from training.batches import BatchSource, batches_for
 from training.config import TrainConfig
-from training.dataset import BatchSource, TrainingData, batches_for
+from training.dataset import TrainingData
 from training.loop import train
 
 

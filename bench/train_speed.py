@@ -32,8 +32,9 @@ from data import sources
 from data.features import DEFAULT_FEATURES
 from models.config import CELLS, MODES, ModelConfig
 from models.forecaster import Forecaster
+from training.batches import Batch, batches_for
 from training.config import TrainConfig
-from training.dataset import Batch, TrainingData, batches_for
+from training.dataset import TrainingData
 from training.loop import loss_sum
 
 

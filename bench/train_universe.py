@@ -12,11 +12,9 @@
   the load average before it and every process's CPU seconds;
 - seconds per training epoch of the ar model at window 32 on one ticker, and
   of a Darts ``BlockRNNModel`` (GRU, 64 hidden, input chunk 32, batch 64) on
-  the same scaled returns, run by ``bench/darts_gru.py`` in another
-  interpreter (``--darts-python``) so that darts stays out of the project's
-  environment. Both wall-clock and CPU seconds (the process's own, which
-  other work on a shared machine inflates less), and the ratio of each
-  repetition's pair, run one after the other.
+  the same scaled returns (``bench/ar_darts.py``). Both wall-clock and CPU
+  seconds (the process's own, which other work on a shared machine inflates
+  less), and the ratio of each repetition's pair, run one after the other.
 
 The steps, processes and darts parts run once for each cell of ``--cells``
 (GRU alone by default, the cell of the default model and of the Darts model):
@@ -46,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import ar_darts
 from data import sources
 from data.feature_cache import FeatureCache, FeatureSpec
 from data.features import DEFAULT_FEATURES
@@ -53,11 +52,11 @@ from data.universe import load_series
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
 from training import distributed, loop
+from training.batches import batches_for
 from training.config import TrainConfig
-from training.dataset import TrainingData, batches_for
+from training.dataset import TrainingData
 from training.pipeline import fit
 
-AR_WINDOW = 32
 PARTS = ("tickers", "steps", "processes", "darts")  # the comparisons, in the order they run
 PROCESSES = 2  # the data-parallel processes compared with one, as many as the cores of the machine measured
 MS = 1000.0
@@ -163,65 +162,8 @@ def independent_rank(folder: Path, cache: Path, train: TrainConfig, out: Path, c
     out.with_suffix(f".{os.environ['RANK']}").write_text(json.dumps(measured))
 
 
-def runs(seconds: list[float]) -> str:
-    return ", ".join(f"{s:.2f}" for s in seconds)
-
-
 def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def ar_against_darts(args: argparse.Namespace, work: Path) -> None:
-    """Seconds per training epoch of the ar model at window 32 on IBM, of each cell, and of Darts' BlockRNNModel."""
-    data = TrainingData.prepare(sources.bundled(["IBM"]), DEFAULT_FEATURES, ModelConfig().horizon)
-    configs = {c: ModelConfig(mode="ar", cell=c, n_features=len(data.features), window=AR_WINDOW) for c in args.cells}
-    one, more = (TrainConfig(epochs=e, threads=args.threads, progress=False) for e in (1, args.darts_epochs))
-    (series,) = data.series
-    x, _ = data.scaled(series)
-    returns = work / "ibm_returns.npy"
-    np.save(returns, x[: data.split.bounds(series)[0], 0])
-    ours: dict[str, list[float]] = {c: [] for c in args.cells}
-    ours_cpu: dict[str, list[float]] = {c: [] for c in args.cells}
-    theirs, theirs_cpu = [], []
-    # -I: the script's folder off sys.path, where bench/http.py would shadow the standard library's http
-    script = Path(__file__).with_name("darts_gru.py")
-    command = [str(args.darts_python), "-I", str(script), "--returns", str(returns)]
-    command += ["--window", str(AR_WINDOW), "--horizon", str(ModelConfig().horizon), "--threads", str(args.threads)]
-    command += ["--epochs", str(args.darts_epochs)]
-    windows = 0
-    for config in configs.values():  # untimed: the first fit of a process also initialises torch's kernels
-        fit(config, data, one, validate=False)
-    for _ in range(args.repeats):
-        for cell, config in configs.items():
-            # the epochs after the first, as for Darts: a longer run less a one-epoch run, which share the setup
-            cpu = []
-            for train in (one, more):
-                cpu_started = time.process_time()
-                result = fit(config, data, train, validate=False).result
-                cpu.append((result, time.process_time() - cpu_started))
-            (first, first_cpu), (result, result_cpu) = cpu
-            ours[cell].append((result.seconds - first.seconds) / (args.darts_epochs - 1))
-            ours_cpu[cell].append((result_cpu - first_cpu) / (args.darts_epochs - 1))
-            windows = result.train_rows
-        if args.darts_python is not None:
-            done = subprocess.run(command, check=True, capture_output=True, text=True)
-            got = json.loads(done.stdout.strip().splitlines()[-1])
-            theirs.append(got["seconds_per_epoch"])
-            theirs_cpu.append(got["cpu_seconds_per_epoch"])
-    print(f"ar, window {AR_WINDOW}, IBM alone, {windows} windows, batch {one.batch_size}, {args.threads} threads,")
-    print(f"seconds per training epoch after the first, of {args.darts_epochs} epochs, median of {args.repeats} runs:")
-    for name, mine, darts in (("wall-clock", ours, theirs), ("CPU", ours_cpu, theirs_cpu)):
-        print(f"  {name}")
-        if darts:
-            print(f"    Darts BlockRNNModel GRU   {statistics.median(darts):8.2f} s ({runs(darts)})")
-        for cell, seconds in mine.items():
-            print(f"    latentcast ar {cell:<11} {statistics.median(seconds):8.2f} s ({runs(seconds)})")
-            if darts:
-                pairs = [a / b for a, b in zip(seconds, darts, strict=True)]
-                ratio = statistics.median(pairs)
-                print(f"      / Darts                 {ratio:8.2f}x the time (run by run: {runs(pairs)})")
-    if not theirs:
-        print("    Darts not run: pass --darts-python, an interpreter with darts installed")
 
 
 def universe(args: argparse.Namespace) -> None:
@@ -237,7 +179,7 @@ def universe(args: argparse.Namespace) -> None:
         if "processes" in args.parts:
             processes(args, work)
         if "darts" in args.parts:
-            ar_against_darts(args, work)
+            ar_darts.ar_against_darts(args, work)
     print(f"load average after: {load_average()}")
 
 

@@ -24,8 +24,8 @@ from data.errors import ConfigError
 from models import fused_gru
 from models.forecaster import Forecaster
 from models.state import StreamState
+from training.batches import Batch, BatchSource
 from training.config import TrainConfig
-from training.dataset import Batch, BatchSource
 from training.distributed import World
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,10 @@ from data.features import DEFAULT_FEATURES
 from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
+from training.batches import batches_for
 from training.config import TrainConfig
 from training.conformal import fit_offsets
-from training.dataset import TrainingData, batches_for
+from training.dataset import TrainingData
 from training.distributed import World
 from training.evaluate import model_forecasts
 from training.loop import TrainResult, train

@@ -9,8 +9,9 @@ from data import sources
 from data.errors import DataError
 from models.forecaster import Forecaster
 from tests.factories import tiny_config
+from training.batches import batches_for, first_scored_row
 from training.config import TrainConfig
-from training.dataset import TrainingData, batches_for, first_scored_row
+from training.dataset import TrainingData
 from training.loop import train
 
 ONE_EPOCH = TrainConfig(epochs=1, streams=16, bptt=50, burn_in=20, batch_size=256, threads=1, progress=False)

@@ -11,8 +11,9 @@ from data import sources
 from data.errors import ConfigError, DataError
 from tests.factories import tiny_config
 from training import distributed
+from training.batches import Batch, batches_for
 from training.config import TrainConfig
-from training.dataset import Batch, TrainingData, batches_for
+from training.dataset import TrainingData
 from training.distributed import Shard, World
 from training.pipeline import fit
 

@@ -12,8 +12,9 @@ from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.state import StreamState
 from tests.factories import fused_inference_calls
+from training.batches import Batch, batches_for
 from training.config import TrainConfig
-from training.dataset import Batch, TrainingData, batches_for
+from training.dataset import TrainingData
 from training.loop import evaluate_loss, train
 
 
