@@ -5,7 +5,10 @@ a Darts ``BlockRNNModel`` (GRU, 64 hidden, input chunk 32, batch 64) on the
 same scaled returns, run by ``bench/darts_gru.py`` in another interpreter
 (``--darts-python``) so that darts stays out of the project's environment.
 Both wall-clock and CPU seconds, and the ratio of each repetition's pair, run
-one after the other.
+one after the other. The ar model scales returns as ``--scaling`` says: global
+by default (Darts reads the same globally scaled returns); ``volatility`` is
+what ``latentcast train`` trains by default, each step also running the
+EWMA recursion over its window.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ def runs(seconds: list[float]) -> str:
 def ar_against_darts(args: argparse.Namespace, work: Path) -> None:
     """Seconds per training epoch of the ar model at window 32 on IBM, of each cell, and of Darts' BlockRNNModel."""
     data = TrainingData.prepare(sources.bundled(["IBM"]), DEFAULT_FEATURES, ModelConfig().horizon)
-    configs = {c: ModelConfig(mode="ar", cell=c, n_features=len(data.features), window=AR_WINDOW) for c in args.cells}
+    configs = {
+        c: ModelConfig(mode="ar", cell=c, n_features=len(data.features), window=AR_WINDOW, scaling=args.scaling)
+        for c in args.cells
+    }
     one, more = (TrainConfig(epochs=e, threads=args.threads, progress=False) for e in (1, args.darts_epochs))
     (series,) = data.series
     x, _ = data.scaled(series)
@@ -70,7 +76,10 @@ def ar_against_darts(args: argparse.Namespace, work: Path) -> None:
             got = json.loads(done.stdout.strip().splitlines()[-1])
             theirs.append(got["seconds_per_epoch"])
             theirs_cpu.append(got["cpu_seconds_per_epoch"])
-    print(f"ar, window {AR_WINDOW}, IBM alone, {windows} windows, batch {one.batch_size}, {args.threads} threads,")
+    print(
+        f"ar, window {AR_WINDOW}, {args.scaling} scaling, IBM alone, {windows} windows, batch {one.batch_size}, "
+        f"{args.threads} threads,"
+    )
     print(f"seconds per training epoch after the first, of {args.darts_epochs} epochs, median of {args.repeats} runs:")
     for name, mine, darts in (("wall-clock", ours, theirs), ("CPU", ours_cpu, theirs_cpu)):
         print(f"  {name}")

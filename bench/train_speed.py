@@ -12,7 +12,8 @@ one process against two, and the ar model against Darts' ``BlockRNNModel``.
 
     python -m bench.train_speed [--steps 30] [--repeats 5]
     python -m bench.train_speed --universe [--tickers 4 100 500] [--parallel-tickers 100 500] [--repeats 3] \
-        [--step-streams 25 50 100 250 500] [--cells GRU LSTM] [--darts-python /path/to/venv/bin/python]
+        [--step-streams 25 50 100 250 500] [--cells GRU LSTM] [--darts-python /path/to/venv/bin/python] \
+        [--scaling volatility]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 from bench.train_universe import PARTS, one_count, universe
 from data import sources
 from data.features import DEFAULT_FEATURES
-from models.config import CELLS, MODES, ModelConfig
+from models.config import CELLS, MODES, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from training.batches import Batch, batches_for
 from training.config import TrainConfig
@@ -88,6 +89,7 @@ def main() -> None:
     )
     parser.add_argument("--darts-python", type=Path, help="an interpreter with darts installed (--universe)")
     parser.add_argument("--darts-epochs", type=int, default=3, help="Darts epochs per run, the first not timed")
+    parser.add_argument("--scaling", choices=SCALINGS, default="global", help="the ar model's scaling (darts part)")
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which comparisons to run (--universe)"
     )
