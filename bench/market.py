@@ -46,15 +46,8 @@ from pathlib import Path
 import httpx
 
 from bench.cpu import connections_held, load_text, process_seconds, spawned_workers
-from bench.harness import (
-    BENCH_MODEL,
-    POLL_SECONDS,
-    START_SECONDS,
-    RedisProcess,
-    ServiceProcess,
-    bench_env,
-    serve_command,
-)
+from bench.harness import BENCH_MODEL, POLL_SECONDS, START_SECONDS, ServiceProcess, bench_env, serve_command
+from bench.redis_processes import RedisProcess
 from bench.wrk import Run, Server, wrk
 from data import sources
 from service.client import ApiError, AsyncClient, ClientSettings, Feed, Session

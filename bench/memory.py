@@ -34,7 +34,8 @@ from pathlib import Path
 
 import redis
 
-from bench.harness import default_checkpoint, redis_cluster, redis_server
+from bench.harness import default_checkpoint
+from bench.redis_processes import redis_cluster, redis_server
 from data import sources
 from models.config import ModelConfig
 from models.predictor import Observation, Predictor, SeriesState

@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 from bench.cpu import load_text
-from bench.harness import ROOT, Command, RedisProcess, ServiceProcess, bench_env, serve_command
+from bench.harness import ROOT, Command, ServiceProcess, bench_env, serve_command
+from bench.redis_processes import RedisProcess
 from bench.wrk import WARMUP_SECONDS, Run, Server, wrk
 from data import sources
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import redis_cluster, redis_server
+from bench.redis_processes import redis_cluster, redis_server
 from bench.soak_check import applied_by, verify
 from bench.soak_client import FaultyStream, StreamStats, wire
 from bench.soak_market import VIAS, MarketClient

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.harness import RedisClusterProcess, RedisProcess
+from bench.redis_processes import RedisClusterProcess, RedisProcess
 from models.predictor import Observation
 from service.app import create_app
 from service.config import Settings

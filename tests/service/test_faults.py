@@ -28,7 +28,8 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
-from bench.harness import RedisProcess, ServiceProcess
+from bench.harness import ServiceProcess
+from bench.redis_processes import RedisProcess
 from bench.soak import SoakPlan, bars, feed, open_streams, service_env, verify
 from bench.soak_client import FaultRates, FaultyStream
 from models.predictor import Observation

@@ -19,7 +19,7 @@ from typing import TypeVar
 import pytest
 import redis
 
-from bench.harness import RedisClusterProcess, RedisProcess
+from bench.redis_processes import RedisClusterProcess, RedisProcess
 from data.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import StoreLimits
