@@ -89,7 +89,7 @@ def main() -> None:
     )
     parser.add_argument("--darts-python", type=Path, help="an interpreter with darts installed (--universe)")
     parser.add_argument("--darts-epochs", type=int, default=3, help="Darts epochs per run, the first not timed")
-    parser.add_argument("--scaling", choices=SCALINGS, default="global", help="the ar model's scaling (darts part)")
+    parser.add_argument("--scaling", choices=SCALINGS, default="global", help="the model's scaling (--universe)")
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which comparisons to run (--universe)"
     )

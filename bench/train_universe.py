@@ -16,8 +16,11 @@
   seconds (the process's own, which other work on a shared machine inflates
   less), and the ratio of each repetition's pair, run one after the other.
 
-The steps, processes and darts parts run once for each cell of ``--cells``
-(GRU alone by default, the cell of the default model and of the Darts model):
+The model scales returns as ``--scaling`` says (global by default, as before;
+``volatility`` is what ``latentcast train`` trains, each step also running the
+EWMA recursion over its steps). The steps, processes and darts parts run once
+for each cell of ``--cells`` (GRU alone by default, the cell of the default
+model and of the Darts model):
 torch runs an LSTM on the CPU through oneDNN's fused kernels, a GRU or an RNN
 as one small op after another, so the cell changes what a step costs.
 
@@ -112,7 +115,9 @@ def run_child(args: list[str]) -> dict[str, float]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.World, cell: str) -> dict[str, float]:
+def latent_epoch(
+    data: TrainingData, train: TrainConfig, world: distributed.World, cell: str, scaling: str
+) -> dict[str, float]:
     """One latent training epoch of this process's shard: rows/s over every process, and this process's CPU.
 
     The CPU seconds are the process's (every thread, gloo's too) over the
@@ -121,7 +126,7 @@ def latent_epoch(data: TrainingData, train: TrainConfig, world: distributed.Worl
     seconds over the same span (below 1: the process waited, for a core or for
     the others).
     """
-    config = ModelConfig(cell=cell, n_features=len(data.features))
+    config = ModelConfig(cell=cell, n_features=len(data.features), scaling=scaling)
     source = batches_for(config, data, train, world.shard)
     # what a process does once, before its first step, stays off the clocks, as it is for a lone process that
     # trained before: the first optimiser imports torch's compiler stack, the first GRU step loads the fused
@@ -146,19 +151,19 @@ def load_universe(folder: Path, cache: Path) -> TrainingData:
     )
 
 
-def parallel_rank(folder: Path, cache: Path, train: TrainConfig, out: Path, cell: str) -> None:
+def parallel_rank(folder: Path, cache: Path, train: TrainConfig, out: Path, cell: str, scaling: str) -> None:
     """One of the data-parallel processes: a latent epoch on its shard, written to ``out``.``rank``."""
     world = distributed.join("cpu")
     try:
-        measured = latent_epoch(load_universe(folder, cache), train, world, cell)
+        measured = latent_epoch(load_universe(folder, cache), train, world, cell, scaling)
         out.with_suffix(f".{world.rank}").write_text(json.dumps(measured))
     finally:
         distributed.leave()
 
 
-def independent_rank(folder: Path, cache: Path, train: TrainConfig, out: Path, cell: str) -> None:
+def independent_rank(folder: Path, cache: Path, train: TrainConfig, out: Path, cell: str, scaling: str) -> None:
     """One of two processes that each train a whole latent epoch at once, with no exchange: the cores' own ceiling."""
-    measured = latent_epoch(load_universe(folder, cache), train, distributed.World(), cell)
+    measured = latent_epoch(load_universe(folder, cache), train, distributed.World(), cell, scaling)
     out.with_suffix(f".{os.environ['RANK']}").write_text(json.dumps(measured))
 
 
@@ -229,7 +234,10 @@ def processes(args: argparse.Namespace, work: Path) -> None:
             write_universe(folder, n)
         data = load_universe(folder, cache)
         streams = len(next(iter(batches_for(ModelConfig(), data, one_thread).epoch(np.random.default_rng(0)))).x)
-        print(f"latent {cell}, {n} tickers ({streams} streams), one training epoch per run, {args.repeats} rounds;")
+        print(
+            f"latent {cell}, {args.scaling} scaling, {n} tickers ({streams} streams), one training epoch per run, "
+            f"{args.repeats} rounds;"
+        )
         print("rows/s, CPU seconds and busy share of 1 process (1 thread), of 2 processes (1 thread each),")
         print("their ratio and its CPU ceiling, the cores' ceiling, and 1 process with 2 threads")
         print(
@@ -239,15 +247,15 @@ def processes(args: argparse.Namespace, work: Path) -> None:
         ratios, ceilings, cores = [], [], []
         for k in range(args.repeats):
             load = os.getloadavg()[0]
-            alone = latent_epoch(data, one_thread, distributed.World(), cell)
+            alone = latent_epoch(data, one_thread, distributed.World(), cell, args.scaling)
             out = work / "rank"
-            distributed.spawn(PROCESSES, parallel_rank, folder, cache, one_thread, out, cell)
+            distributed.spawn(PROCESSES, parallel_rank, folder, cache, one_thread, out, cell, args.scaling)
             ranks = [json.loads(out.with_suffix(f".{r}").read_text()) for r in range(PROCESSES)]
-            distributed.spawn(PROCESSES, independent_rank, folder, cache, one_thread, out, cell)
+            distributed.spawn(PROCESSES, independent_rank, folder, cache, one_thread, out, cell, args.scaling)
             apart = [json.loads(out.with_suffix(f".{r}").read_text()) for r in range(PROCESSES)]
             cores.append(sum(a["rows_per_s"] for a in apart) / alone["rows_per_s"])
             # last: two threads of one process spin while either waits for a core, loading the machine
-            threads = latent_epoch(data, two_threads, distributed.World(), cell)
+            threads = latent_epoch(data, two_threads, distributed.World(), cell, args.scaling)
             ratios.append(ranks[0]["rows_per_s"] / alone["rows_per_s"])
             ceilings.append(alone["cpu_seconds"] / max(r["cpu_seconds"] for r in ranks))
             cpus = "/".join(f"{r['cpu_seconds']:.2f}" for r in ranks)
@@ -278,7 +286,7 @@ def step_costs(args: argparse.Namespace, cell: str) -> None:
     """
     torch.set_num_threads(1)
     data = TrainingData.prepare(sources.bundled(), DEFAULT_FEATURES, ModelConfig().horizon)
-    config = ModelConfig(cell=cell, n_features=len(data.features))
+    config = ModelConfig(cell=cell, n_features=len(data.features), scaling=args.scaling)
     levels = torch.tensor(config.quantiles)
     batches = {}
     for n in args.step_streams:
@@ -291,8 +299,8 @@ def step_costs(args: argparse.Namespace, cell: str) -> None:
             optimiser = torch.optim.Adam(model.parameters(), fused=True)  # as the loop's
             started = time.process_time()
             for _ in range(args.step_count):
-                out, _ = model(batch.x)
-                total, _ = loop.loss_sum(out, batch.y, levels)
+                out, _, scale = model(batch.x, with_volatility=True)
+                total, _ = loop.loss_sum(out, batch.y, levels, scale)
                 optimiser.zero_grad(set_to_none=True)
                 (total / max(batch.targets, 1)).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), TrainConfig().clip_norm, foreach=True)
@@ -302,7 +310,8 @@ def step_costs(args: argparse.Namespace, cell: str) -> None:
     fastest = np.array([min(cpu[n]) for n in args.step_streams])
     per_stream, fixed = np.polyfit(widths, fastest, 1)
     print(
-        f"latent optimiser step, {config.cell} {config.hidden_size}, bptt {TrainConfig().bptt}, 1 thread; "
+        f"latent optimiser step, {config.cell} {config.hidden_size}, {config.scaling} scaling, "
+        f"bptt {TrainConfig().bptt}, 1 thread; "
         f"the fastest of {args.repeats} rounds of {args.step_count} steps; load average {load_average()}"
     )
     print(f"{'streams':>8}{'cpu ms':>8}{'ms per stream':>15}{'fitted ms':>11}{'2-process ceiling':>19}")
