@@ -91,8 +91,15 @@ def _extension() -> ModuleType | None:
 
 
 def extension_name(flags: list[str]) -> str:
-    """The name of the build of ``SOURCE`` with ``flags``: a digest of both and of torch's and Python's versions."""
-    key = b"\0".join([SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(), sys.version.encode()])
+    """The name of the build of ``SOURCE`` with ``flags`` against this torch: a digest of all it is built from.
+
+    torch's folder is in it as well as its version: the build commands name
+    torch's headers by their path, so a second environment (another checkout's
+    virtualenv) would otherwise compile the kernel again over this one's build.
+    """
+    torch_dir = str(Path(torch.__file__).resolve().parent)
+    parts = [SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(), torch_dir.encode()]
+    key = b"\0".join([*parts, sys.version.encode()])
     return f"latentcast_fused_gru_{hashlib.sha256(key).hexdigest()[:16]}"
 
 
@@ -102,8 +109,9 @@ def _build_source(root: Path, flags: list[str]) -> tuple[str, Path]:
     torch's build file names the source by its path: built in one shared folder,
     two checkouts of the project on one machine would each compile the kernel
     again over the other's build. Named by a digest of the source, the flags,
-    torch's and Python's versions instead, the folder holds one build that every
-    checkout of that source loads, and a changed source builds beside it.
+    torch's folder and version and Python's version instead, the folder holds
+    one build that every checkout of that source loads with that torch, and a
+    changed source builds beside it.
     """
     name = extension_name(flags)
     folder = root / name

@@ -205,7 +205,12 @@ def test_a_changed_source_builds_in_a_folder_of_its_own(tmp_path, monkeypatch):
     assert second != first and other.read_bytes() == changed.read_bytes()
     third, _ = fused_gru._build_source(tmp_path, fused_gru.FLAGS["AVX512"])
     assert third not in (first, second), "built for other vectors: a folder of its own too"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first, second, third, "changed.cpp"])
+    # another environment's torch (another checkout's virtualenv): its headers' path is in the build commands
+    monkeypatch.setattr(torch, "__file__", str(tmp_path / "elsewhere" / "torch" / "__init__.py"))
+    fourth, _ = fused_gru._build_source(tmp_path, AVX2)
+    assert fourth not in (first, second, third), "built against another torch: a folder of its own too"
+    names = [first, second, third, fourth, "changed.cpp"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "elsewhere") == sorted(names)
 
 
 AVX2_CHECK = """
