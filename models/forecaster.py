@@ -108,23 +108,19 @@ class Forecaster(nn.Module):
         fields = seq.unfold(2, c.conv_kernel, 1).transpose(1, 2).reshape(batch, steps, -1)  # (B, T, F*k)
         weight = self.conv.weight.reshape(c.conv_channels, -1)  # (C, F*k), in the same (F, k) order
         z = self.drop(F.relu(F.linear(fields, weight, self.conv.bias)))  # (B, T, C)
-        if fused_gru.applies(self.rnn, z):  # training on the CPU: each GRU step one fused loop, not a dozen ops
+        if fused_gru.applies(self.rnn, z):  # training and evaluation on the CPU: each GRU step one fused loop
             y, hidden = fused_gru.gru(self.rnn, z, state.hidden)
         else:
             y, hidden = self.rnn(z, state.hidden)  # (B, T, Hd)
         raw = self.head(self.drop(y[:, steps - shown :])).view(batch, shown, c.horizon, len(c.quantiles))
         out = monotone_quantiles(raw, c.median_index)
-        if variances is None:
-            return (
-                (out, StreamState(conv_buffer, hidden), None)
-                if with_volatility
-                else (out, StreamState(conv_buffer, hidden))
-            )
-        # (B, S): the volatility after each forecast step's return
-        volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
-        variance = torch.from_numpy(variances[:, -1:]).to(x.device)  # (B, 1)
-        scaled, carried = out * volatility[:, :, None, None], StreamState(conv_buffer, hidden, variance)
-        return (scaled, carried, volatility) if with_volatility else (scaled, carried)
+        volatility, carried = None, StreamState(conv_buffer, hidden)
+        if variances is not None:
+            # (B, S): the volatility after each forecast step's return
+            volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
+            out = out * volatility[:, :, None, None]
+            carried = StreamState(conv_buffer, hidden, torch.from_numpy(variances[:, -1:]).to(x.device))  # (B, 1)
+        return (out, carried, volatility) if with_volatility else (out, carried)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray]:
         """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances.

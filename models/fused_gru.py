@@ -180,9 +180,14 @@ def gru(rnn: nn.Module, x: Tensor, hidden: Tensor | tuple[Tensor, Tensor]) -> tu
     return x, torch.stack(finals)
 
 
-def _gate_bias(b_ih: Tensor, b_hh: Tensor, hd: int) -> Tensor:
-    """(3 Hd) the bias added to the input products: b_ih, with b_hh's r and u parts (n's sits inside r * (...))."""
-    return torch.cat([b_ih[: 2 * hd] + b_hh[: 2 * hd], b_ih[2 * hd :]])
+def _step_weights(w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """What the kernel's steps read: the input products' bias (3 Hd), W_hh transposed (Hd, 3 Hd), b_hh's n part.
+
+    The bias is b_ih with b_hh's r and u parts added; n's hidden bias sits inside r * (...).
+    """
+    hd = w_hh.shape[1]
+    bias = torch.cat([b_ih[: 2 * hd] + b_hh[: 2 * hd], b_ih[2 * hd :]])
+    return bias, w_hh.t().contiguous(), b_hh[2 * hd :].contiguous()
 
 
 def _infer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
@@ -196,7 +201,7 @@ def _infer(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh
     assert extension is not None
     batch, steps, inputs = x.shape
     hd = h0.shape[-1]
-    bias, w_hh_t, b_hn = _gate_bias(b_ih, b_hh, hd), w_hh.t().contiguous(), b_hh[2 * hd :].contiguous()
+    bias, w_hh_t, b_hn = _step_weights(w_hh, b_ih, b_hh)
     hs = torch.empty(steps + 1, batch, hd)  # time-major: the states of a span of steps are one contiguous block
     hs[0].copy_(h0)
     gh = torch.empty(batch, 3 * hd)
@@ -256,11 +261,11 @@ class _Layer(torch.autograd.Function):
         hd = h0.shape[-1]
         buffers = _Buffers.take(steps, batch, hd)
         xt = x.transpose(0, 1).reshape(steps * batch, inputs)  # (T*B, In), step-major
-        bias = _gate_bias(b_ih, b_hh, hd)
+        bias, w_hh_t, b_hn = _step_weights(w_hh, b_ih, b_hh)
         gi = torch.addmm(bias, xt, w_ih.t(), out=buffers.gi).view(steps, batch, 3 * hd)
         buffers.hs[0].copy_(h0)
         hs, r, u, n, ghn = buffers.hs, buffers.r, buffers.u, buffers.n, buffers.ghn
-        extension.forward(gi, w_hh.t().contiguous(), b_hh[2 * hd :].contiguous(), hs, r, u, n, ghn, buffers.gh)
+        extension.forward(gi, w_hh_t, b_hn, hs, r, u, n, ghn, buffers.gh)
         ctx.buffers = buffers  # type: ignore[attr-defined]
         ctx.save_for_backward(xt, w_ih, w_hh)
         return hs[1:].transpose(0, 1).contiguous(), hs[-1].clone()  # copies: the buffers go back to the pool
