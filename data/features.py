@@ -127,13 +127,28 @@ class Series:
         return len(self.dates)
 
 
+def columns_needed(names: Sequence[str]) -> str:
+    """The price columns ``names`` read, for an error message: ``date, close, high, low``."""
+    return ", ".join(("date", *fields_needed(names)))
+
+
 def build_series(frame: pd.DataFrame, names: Sequence[str], horizon: int) -> list[Series]:
-    """Features and targets for every ticker of a tidy frame, ticker order kept."""
+    """Features and targets for every ticker of a tidy frame, ticker order kept.
+
+    ``DataError`` when a ticker lacks a column the features read (a source
+    without it leaves it empty: ``data.prices``), naming the columns they need.
+    """
     names = check_features(names)
     out = []
     for ticker, rows in frame.groupby("ticker", sort=True):
         if len(rows) < 2:
             raise DataError(f"{ticker}: too few rows, {len(rows)} < 2 needed (one return)")
+        lacking = [f for f in fields_needed(names) if rows[f].isna().all()]
+        if lacking:
+            raise DataError(
+                f"{ticker}: no {', '.join(lacking)} in the prices; features {','.join(names)} need the columns "
+                f"{columns_needed(names)} (features returns alone need date, close)"
+            )
         close = rows["close"].to_numpy(np.float64)
         volume = rows["volume"].to_numpy(np.float64)
         feats = feature_rows(

@@ -4,7 +4,9 @@ A tidy frame has the columns ``COLUMNS``: one row per ticker and trading day,
 sorted by ticker then date. Open, high, low and close are split- and
 dividend-adjusted (multiplied by ``adj_close / close`` of the raw row), so that
 after ``tidy`` the close equals ``adj_close`` and the range ``high / low`` is
-unchanged. Volume is left as reported.
+unchanged. Volume is left as reported. Only a date and a close are required:
+open, high, low and volume are NaN throughout where a source has no such
+column (features that read them refuse such prices: ``data.features``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from data.errors import DataError
 
 COLUMNS = ("ticker", "date", "open", "high", "low", "close", "adj_close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
-REQUIRED = ("date", "open", "high", "low", "close", "volume")
+REQUIRED = ("date", "close")
+OPTIONAL = ("open", "high", "low", "volume")
 
 
 def normalise_columns(frame: pd.DataFrame, origin: str, ticker: str | None = None) -> pd.DataFrame:
@@ -24,8 +27,9 @@ def normalise_columns(frame: pd.DataFrame, origin: str, ticker: str | None = Non
 
     ``Adj Close``, ``adj close`` and ``AdjClose`` all become ``adj_close``. A
     missing ``adj_close`` is taken to mean the prices are already adjusted; a
-    missing ``ticker`` column is filled with ``ticker`` when one is given.
-    Raises ``DataError`` naming the missing columns.
+    missing ``ticker`` column is filled with ``ticker`` when one is given; a
+    missing open, high, low or volume column is filled with NaN.
+    Raises ``DataError`` naming the missing required columns.
     """
     renamed = frame.rename(columns=lambda c: canonical_name(str(c)))
     if "ticker" not in renamed.columns and ticker is not None:
@@ -39,6 +43,9 @@ def normalise_columns(frame: pd.DataFrame, origin: str, ticker: str | None = Non
         raise DataError(f"{origin}: missing columns {', '.join(missing)} (found: {found})")
     if "adj_close" not in renamed.columns:
         renamed["adj_close"] = renamed["close"]
+    for column in OPTIONAL:
+        if column not in renamed.columns:
+            renamed[column] = np.nan
     return renamed
 
 
@@ -58,6 +65,7 @@ def tidy(frame: pd.DataFrame, origin: str, *, row_label: str = "row", ticker: st
     if not frame.index.is_unique:
         frame = frame.reset_index(drop=True)
     frame = normalise_columns(frame, origin, ticker)
+    given = {c for c in OPTIONAL if frame[c].notna().any()}
     if frame.empty:
         raise DataError(f"{origin}: no rows")
     frame = frame.assign(
@@ -66,7 +74,7 @@ def tidy(frame: pd.DataFrame, origin: str, *, row_label: str = "row", ticker: st
     )
     for column in (*PRICE_COLUMNS, "volume"):
         frame[column] = _parse_numbers(frame, column, origin, row_label)
-    _check_values(frame, origin, row_label)
+    _check_values(frame, origin, row_label, given)
     _check_dates(frame, origin, row_label)
     factor = frame["adj_close"] / frame["close"]
     for column in ("open", "high", "low", "close"):
@@ -106,16 +114,21 @@ def _parse_numbers(frame: pd.DataFrame, column: str, origin: str, row_label: str
     return parsed
 
 
-def _check_values(frame: pd.DataFrame, origin: str, row_label: str) -> None:
+def _check_values(frame: pd.DataFrame, origin: str, row_label: str, given: set[str]) -> None:
+    """The values of the required columns and of the optional ones ``given`` (not empty throughout)."""
     for column in PRICE_COLUMNS:
+        if column in OPTIONAL and column not in given:
+            continue
         values = frame[column].to_numpy()
         _first_bad(
             frame, ~np.isfinite(values), f"{column} is {{value}}; prices must be finite", column, origin, row_label
         )
         _first_bad(frame, values <= 0, f"{column} is {{value}}; prices must be positive", column, origin, row_label)
-    volume = frame["volume"].to_numpy()
-    _first_bad(frame, ~np.isfinite(volume), "volume is {value}; volume must be finite", "volume", origin, row_label)
-    _first_bad(frame, volume < 0, "volume is {value}; volume must not be negative", "volume", origin, row_label)
+    if "volume" in given:
+        volume = frame["volume"].to_numpy()
+        message = "volume is {value}; volume must be finite"
+        _first_bad(frame, ~np.isfinite(volume), message, "volume", origin, row_label)
+        _first_bad(frame, volume < 0, "volume is {value}; volume must not be negative", "volume", origin, row_label)
     inverted = frame["high"].to_numpy() < frame["low"].to_numpy()
     if inverted.any():
         position = int(np.argmax(inverted))

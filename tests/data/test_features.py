@@ -160,3 +160,16 @@ def test_through_end_keeps_every_row_in_training(prices):
     series = build_series(prices, ("returns",), horizon=1)
     split = through_end(series)
     assert all(split.bounds(s) == (len(s), len(s)) for s in series)
+
+
+def test_features_that_read_a_missing_column_name_the_columns_they_need(prices):
+    closes = prices.loc[prices["ticker"] == "IBM", ["ticker", "date", "close"]].head(30)
+    closes_only = closes.assign(open=np.nan, high=np.nan, low=np.nan, adj_close=closes["close"], volume=np.nan)
+    series = build_series(closes_only, ("returns",), 1)
+    np.testing.assert_allclose(series[0].features[:, 0], np.diff(np.log(closes["close"].to_numpy())))
+    with pytest.raises(DataError) as err:
+        build_series(closes_only, ("returns", "range"), 1)
+    assert str(err.value) == (
+        "IBM: no high, low in the prices; features returns,range need the columns date, close, high, low "
+        "(features returns alone need date, close)"
+    )

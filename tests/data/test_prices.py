@@ -40,12 +40,20 @@ def test_missing_adj_close_means_already_adjusted():
     assert frame["adj_close"].tolist() == frame["close"].tolist()
 
 
-def test_missing_columns_are_named():
+def test_missing_required_columns_are_named():
     with pytest.raises(DataError) as err:
-        tidy(raw_frame().drop(columns=["High", "Volume"]), "prices.csv")
-    assert str(err.value) == (
-        "prices.csv: missing columns high, volume (found: Ticker, Date, Open, Low, Close, Adj Close)"
+        tidy(raw_frame().drop(columns=["Date", "Close"]), "prices.csv")
+    assert (
+        str(err.value) == "prices.csv: missing columns date, close (found: Ticker, Open, High, Low, Volume, Adj Close)"
     )
+
+
+def test_a_date_and_a_close_are_prices_the_rest_left_empty():
+    frame = tidy(raw_frame()[["Date", "Close"]], "closes.csv", ticker="ACME")
+    assert frame["close"].tolist() == pytest.approx(np.linspace(100.0, 110.0, 5).tolist())
+    assert frame[["open", "high", "low", "volume"]].isna().all().all()
+    with pytest.raises(DataError, match=r"closes.csv: ACME row 1 \(2020-01-02\): close is -1.0"):
+        tidy(raw_frame()[["Date", "Close"]].assign(Close=[1.0, -1.0, 1.0, 1.0, 1.0]), "closes.csv", ticker="ACME")
 
 
 @pytest.mark.parametrize(
