@@ -20,6 +20,13 @@ from data.errors import ConfigError
 ENV_PREFIX = "LATENTCAST_"
 # a short key is guessable; 16 characters of token_urlsafe carry 96 bits
 MIN_KEY_LENGTH = 16
+# Read by the commands that talk to a running service (`latentcast replay`), never by the service: a client's one
+# key, where the service reads its list in api_keys (LATENTCAST_API_KEYS). docs/settings.md lists it.
+CLIENT_API_KEY = f"{ENV_PREFIX}API_KEY"
+CLIENT_VARIABLES = {
+    CLIENT_API_KEY: "the key `latentcast replay` sends as X-API-Key, one of the service's "
+    f"`{ENV_PREFIX}API_KEYS`; `--api-key` overrides it",
+}
 # file descriptors a worker needs besides its client connections: the registry's files, the Redis
 # pool, the retrain jobs' pipes and logs
 RESERVED_FILES = 256
@@ -169,7 +176,7 @@ class Settings(BaseSettings):
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
         description="comma-separated client keys, each at least 16 characters; with these or an admin key set, "
-        "every /v1 route needs X-API-Key",
+        "every /v1 route needs X-API-Key (`latentcast replay` sends LATENTCAST_API_KEY, one key)",
     )
     admin_key: str | None = Field(
         default=None, description="key of the admin routes (also a client key), at least 16 characters"

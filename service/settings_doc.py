@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from service.config import ENV_PREFIX, Settings
+from service.config import CLIENT_VARIABLES, ENV_PREFIX, Settings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 COMMAND = ".venv/bin/python -m service.settings_doc"
@@ -33,10 +33,25 @@ by `service/config.py` (`Settings`). This page is written from that file by
 """
 
 
+CLIENT_INTRO = f"""
+## Read by the client side
+
+`latentcast replay` talks to a running service and reads these, which the
+service does not. Its default `--url` is made of `{ENV_PREFIX}HOST` (127.0.0.1
+when it is 0.0.0.0) and `{ENV_PREFIX}PORT` above: where `latentcast serve`
+listens with the same settings.
+
+| variable | default | meaning |
+| --- | --- | --- |
+"""
+
+
 def render() -> str:
-    """docs/settings.md's text: one table row per ``Settings`` field, in the order of the class."""
+    """docs/settings.md's text: one table row per ``Settings`` field, in the order of the class, then the
+    variables the client side reads (``CLIENT_VARIABLES``)."""
     rows = [_row(name, field) for name, field in Settings.model_fields.items()]
-    return INTRO + "\n".join(rows) + "\n"
+    client = [f"| `{name}` | none | {meaning} |" for name, meaning in CLIENT_VARIABLES.items()]
+    return INTRO + "\n".join(rows) + "\n" + CLIENT_INTRO + "\n".join(client) + "\n"
 
 
 def _row(name: str, field: FieldInfo) -> str:

@@ -8,17 +8,17 @@ import os
 import sys
 from typing import Any
 
+import httpx
+
 from data import fetch, sources
 from data.errors import ConfigError
 from service.cli.arguments import load_prices
 from service.client import ApiError, Client, ClientSettings
 from service.client.replay import ReplayPlan, replay, write_rows
-from service.config import get_settings
+from service.config import CLIENT_API_KEY, Settings, get_settings
 from training.retrain import RetrainConfig
 
 APP = "service.app:create_app"  # a factory: each worker builds its own app
-# the key of `latentcast replay`, read from the environment so that it stays out of shell histories
-API_KEY_VARIABLE = "LATENTCAST_API_KEY"
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -43,17 +43,34 @@ def run_replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"--warm must be at least 1, got {args.warm}")
     prices = sources.load("csv", tickers=args.tickers, path=args.path)
     plan = ReplayPlan(warm=args.warm, mode=args.mode, version=args.version, via=args.via)
-    key = args.api_key or os.environ.get(API_KEY_VARIABLE)
+    # from the environment, so that the key stays out of shell histories
+    key = args.api_key or os.environ.get(CLIENT_API_KEY)
+    url = args.url or local_url(get_settings())
     try:
-        with Client(ClientSettings(args.url, api_key=key)) as client, contextlib.ExitStack() as files:
+        with Client(ClientSettings(url, api_key=key)) as client, contextlib.ExitStack() as files:
             out = files.enter_context(args.out.open("w", newline="")) if args.out else sys.stdout
             count = write_rows(replay(client, prices, plan), out)
     except ApiError as exc:
         print(f"latentcast replay: error: the service answered {exc}", file=sys.stderr)
         return 1
+    except (httpx.TransportError, OSError) as exc:  # OSError: the WebSocket's refused connection
+        reason = str(exc) or type(exc).__name__
+        print(
+            f"latentcast replay: error: no service answers at {url} ({reason}); start one with `latentcast serve`"
+            " or pass --url",
+            file=sys.stderr,
+        )
+        return 1
     if args.out:
         print(f"{count} forecast rows in {args.out}")
     return 0
+
+
+def local_url(settings: Settings) -> str:
+    """The URL of ``latentcast serve`` started here with these settings: its port, and its host unless it binds every
+    interface."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "::") else settings.host
+    return f"http://{host}:{settings.port}"
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -18,6 +18,14 @@ def test_every_setting_has_a_row_with_its_variable_default_and_description():
     assert "| `LATENTCAST_BATCH_ENABLED` | `true` |" in text
 
 
+def test_the_client_sides_key_is_listed_apart_from_the_services_keys():
+    text = render()
+    service, client = text.split("## Read by the client side")
+    assert "| `LATENTCAST_API_KEYS` | none |" in service and "`LATENTCAST_API_KEY` |" not in service
+    assert "| `LATENTCAST_API_KEY` | none | the key `latentcast replay` sends as X-API-Key" in client
+    assert "`LATENTCAST_API_KEYS`" in client
+
+
 def test_check_names_the_command_when_stale(tmp_path, monkeypatch, capsys):
     stale = tmp_path / "settings.md"
     stale.write_text("old\n")
