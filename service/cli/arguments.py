@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,12 +17,36 @@ from training import distributed
 from training.config import TrainConfig
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it has none (None, a flag's False) or says it itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            return text
+        if "default" in text or not action.option_strings:
+            return text
+        shown = " ".join(str(d) for d in default) if isinstance(default, list | tuple) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose help shows defaults; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=sources.SOURCES, default="bundled", help="where prices come from")
-    parser.add_argument("--path", help="file or folder of prices (sources csv and parquet)")
-    parser.add_argument("--tickers", nargs="+", help="only these tickers")
-    parser.add_argument("--start", help="first date, YYYY-MM-DD")
-    parser.add_argument("--end", help="end date (exclusive), YYYY-MM-DD")
+    parser.add_argument(
+        "--path", help="file or folder of prices (sources csv and parquet; default: none, needed by them)"
+    )
+    parser.add_argument("--tickers", nargs="+", help="only these tickers (default: every ticker of the source)")
+    parser.add_argument("--start", help="first date, YYYY-MM-DD (default: the source's first)")
+    parser.add_argument("--end", help="end date (exclusive), YYYY-MM-DD (default: after the source's last)")
 
 
 def add_process_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,11 +70,11 @@ def add_artifacts_argument(parser: argparse.ArgumentParser) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = TrainConfig.epochs) -> None:
     model, train = ModelConfig(), TrainConfig()
     parser.add_argument("--features", default=",".join(DEFAULT_FEATURES), help="comma list of returns,range,volume")
-    parser.add_argument("--cell", choices=CELLS, default=model.cell)
+    parser.add_argument("--cell", choices=CELLS, default=model.cell, help="the recurrent core's cell")
     parser.add_argument("--hidden", type=int, default=model.hidden_size, help="hidden units of the recurrent core")
-    parser.add_argument("--layers", type=int, default=model.num_layers)
+    parser.add_argument("--layers", type=int, default=model.num_layers, help="stacked recurrent layers")
     parser.add_argument("--window", type=int, default=model.window, help="ar mode's window")
-    parser.add_argument("--horizon", type=int, default=model.horizon)
+    parser.add_argument("--horizon", type=int, default=model.horizon, help="days ahead forecast, 1 to this")
     parser.add_argument(
         "--scaling",
         choices=SCALINGS,
@@ -59,8 +84,14 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
     parser.add_argument(
         "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"
     )
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--seed", type=int, default=train.seed)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=epochs,
+        help="most passes over the training rows; early stopping may end sooner"
+        + ("" if epochs is not None else " (default: LATENTCAST_RETRAIN_EPOCHS)"),
+    )
+    parser.add_argument("--seed", type=int, default=train.seed, help="seed of the weights' draw and the batches")
     parser.add_argument("--threads", type=int, default=train.threads, help="torch threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_artifacts_argument(parser)

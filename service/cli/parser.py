@@ -9,6 +9,7 @@ from pathlib import Path
 from data import fetch, sources
 from models.config import MODES, SCALINGS
 from service.cli.arguments import (
+    CommandParser,
     add_artifacts_argument,
     add_model_arguments,
     add_process_arguments,
@@ -23,8 +24,8 @@ from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentcast", description=__doc__)
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="latentcast", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser(
@@ -33,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", nargs="?", choices=("list", "fetch"), default="list", help="list (default) or fetch")
     add_source_arguments(data)
     add_artifacts_argument(data)
-    data.add_argument("--tickers-file", type=Path, help="fetch: a file of tickers, one a line")
+    data.add_argument(
+        "--tickers-file", type=Path, help="fetch: a file of tickers, one a line (default: only --tickers)"
+    )
     data.add_argument("--chunk", type=int, default=fetch.DEFAULT_CHUNK, help="fetch: tickers per download")
     data.add_argument("--no-progress", action="store_true", help="fetch: no progress bar")
     data.set_defaults(handler=run_data)
@@ -61,8 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="ar vs latent vs baselines: report.json, report.md, plots")
     add_source_arguments(compare)
     add_model_arguments(compare)
-    compare.add_argument("--ar-version", help="score this registered ar version instead of training one")
-    compare.add_argument("--latent-version", help="score this registered latent version instead of training one")
+    compare.add_argument(
+        "--ar-version",
+        help="score this registered ar version (or `ar`: its champion) instead of training one (default: train one)",
+    )
+    compare.add_argument(
+        "--latent-version",
+        help="score this registered latent version (or `latent`: its champion) instead of training one "
+        "(default: train one)",
+    )
     compare.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/compare)")
     compare.add_argument("--plot-ticker", help="ticker of the forecast plot (default: the first)")
     compare.add_argument(
@@ -84,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(CalibrationConfig.scales),
         help="return multipliers of the copies scored (1: the prices as they are)",
     )
-    calibration.add_argument("--out", type=Path, default=Path("docs"), help="report folder (default: docs)")
+    calibration.add_argument(
+        "--out",
+        type=Path,
+        help="report folder (default: ARTIFACTS/reports/calibration; docs/ holds the committed one)",
+    )
     calibration.set_defaults(handler=run_calibration)
     backtest = commands.add_parser(
         "backtest", help="walk-forward folds, each trained anew, with Diebold-Mariano tests: JSON, Markdown, plot"
@@ -115,20 +129,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="fetch fresh prices, train challengers, promote the better (defaults: LATENTCAST_RETRAIN_*)",
     )
     retrain.add_argument(
-        "--source", choices=sources.SOURCES, help="yfinance falls back to the disk cache, then to the bundled prices"
+        "--source",
+        choices=sources.SOURCES,
+        help="where prices come from; yfinance falls back to the disk cache, then to the bundled prices "
+        "(default: LATENTCAST_RETRAIN_SOURCE)",
     )
-    retrain.add_argument("--path", help="file or folder of prices (sources csv and parquet)")
-    retrain.add_argument("--tickers", nargs="+")
-    retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
-    retrain.add_argument("--margin", type=float, help="relative loss improvement a challenger needs")
-    retrain.add_argument("--holdout-days", type=int, help="newest trading days scored (as many validate before them)")
-    retrain.add_argument("--history-years", type=int, help="years of prices to learn from")
+    retrain.add_argument(
+        "--path", help="file or folder of prices (sources csv and parquet; default: LATENTCAST_RETRAIN_PATH)"
+    )
+    retrain.add_argument("--tickers", nargs="+", help="the tickers to learn from (default: LATENTCAST_RETRAIN_TICKERS)")
+    retrain.add_argument("--mode", choices=[*MODES, "both"], default="both", help="which mode to retrain")
+    retrain.add_argument(
+        "--margin", type=float, help="relative loss improvement a challenger needs (default: LATENTCAST_RETRAIN_MARGIN)"
+    )
+    retrain.add_argument(
+        "--holdout-days",
+        type=int,
+        help="newest trading days scored, as many validate before them (default: LATENTCAST_RETRAIN_HOLDOUT_DAYS)",
+    )
+    retrain.add_argument(
+        "--history-years", type=int, help="years of prices to learn from (default: LATENTCAST_RETRAIN_HISTORY_YEARS)"
+    )
     retrain.add_argument(
         "--refit",
         action=argparse.BooleanOptionalAction,
         help="refit a promoted challenger through the newest price (default: LATENTCAST_RETRAIN_REFIT)",
     )
-    retrain.add_argument("--job-id", help="report under this job id (the service passes one)")
+    retrain.add_argument("--job-id", help="report under this job id (the service passes one; default: a new id)")
     add_model_arguments(retrain, epochs=None)
     add_process_arguments(retrain)
     retrain.set_defaults(handler=run_retrain_command)
@@ -137,11 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="stream a CSV of prices into sessions of a running service, one per ticker; CSV forecasts out"
     )
     replay.add_argument("path", help="CSV file or folder of prices (columns as `latentcast data --source csv` reads)")
-    replay.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: %(default)s)")
+    replay.add_argument(
+        "--url",
+        help="the service (default: LATENTCAST_HOST and LATENTCAST_PORT as `latentcast serve` reads them, "
+        "127.0.0.1 for 0.0.0.0: http://127.0.0.1:8000 when neither is set)",
+    )
     replay.add_argument("--api-key", help="the key, when the service requires one (default: LATENTCAST_API_KEY)")
-    replay.add_argument("--tickers", nargs="+", help="only these tickers")
+    replay.add_argument("--tickers", nargs="+", help="only these tickers (default: every ticker of the file)")
     replay.add_argument("--mode", choices=MODES, help="open the sessions on this mode's champion (default: latent)")
-    replay.add_argument("--version", help="open the sessions on this exact version")
+    replay.add_argument("--version", help="open the sessions on this exact version (default: the --mode champion)")
     replay.add_argument("--warm", type=int, default=ReplayPlan.warm, help="bars each session opens with")
     replay.add_argument(
         "--via",

@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
+from data.errors import ConfigError
 from data.feature_cache import FeatureSpec, artifacts_cache
 from data.universe import load_series
 from models.config import MODES
@@ -70,12 +72,27 @@ def train_modes(args: argparse.Namespace, world: distributed.World) -> int:
     return 0
 
 
+def version_named(registry: Registry, name: str, mode: str | None = None) -> str:
+    """``name`` itself, or the champion of the mode it names; ``ConfigError`` for a mode without one, or for
+    another mode than ``mode`` when one is given."""
+    if name not in MODES:
+        return name
+    if mode is not None and name != mode:
+        raise ConfigError(f"--{mode}-version {name!r} names the other mode: give {mode!r} or a version of {mode}")
+    champion = registry.champion(name)
+    if champion is None:
+        raise ConfigError(f"no {name} champion in {registry.root}")
+    return champion
+
+
+def report_folder(args: argparse.Namespace, report: str) -> Path:
+    """Where a report command writes: ``--out``, else a folder of the registry's (never a committed one)."""
+    return Path(args.out) if args.out is not None else Path(args.artifacts) / "reports" / report
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     registry = Registry(args.artifacts)
-    version = registry.champion(args.version) if args.version in MODES else args.version
-    if version is None:
-        print(f"latentcast evaluate: error: no {args.version} champion in {args.artifacts}", file=sys.stderr)
-        return 2
+    version = version_named(registry, args.version)
     report = score_version(registry, version, load_prices(args))
     print(json.dumps(report, indent=2))
     return 0
@@ -89,10 +106,12 @@ def run_compare(args: argparse.Namespace) -> int:
     given = {"ar": args.ar_version, "latent": args.latent_version}
     to_train = [m for m in MODES if given[m] is None]
     trained = {c.mode: c for c in train_contenders(data, model_config(args, "latent"), train_config(args), to_train)}
-    contenders = [trained[m] if m in trained else load_contender(registry, str(given[m])) for m in MODES]
+    contenders = [
+        trained[m] if m in trained else load_contender(registry, version_named(registry, str(given[m]), m))
+        for m in MODES
+    ]
     comparison = compare(data, contenders, args.source, prices, tuple(args.cost_lengths))
-    out = args.out or args.artifacts / "reports" / "compare"
-    for path in write_report(comparison, out, args.plot_ticker):
+    for path in write_report(comparison, report_folder(args, "compare"), args.plot_ticker):
         print(path)
     return 0
 
@@ -103,7 +122,7 @@ def run_calibration(args: argparse.Namespace) -> int:
     config = CalibrationConfig(scales=tuple(args.scales))
     report = calibration_report(prices, model_config(args, "latent"), train_config(args), features, config, args.source)
     command = "latentcast " + " ".join(sys.argv[1:]) if sys.argv[1:] else "latentcast calibration"
-    for path in write_calibration_report(report, args.out, command):
+    for path in write_calibration_report(report, report_folder(args, "calibration"), command):
         print(path)
     return 0
 
@@ -119,7 +138,7 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     features = tuple(args.features.split(","))
     prices = load_prices(args)
     result = run_backtest(prices, features, model_config(args, "latent"), train_config(args), config, args.source)
-    for path in write_backtest(result, args.out or args.artifacts / "reports" / "backtest"):
+    for path in write_backtest(result, report_folder(args, "backtest")):
         print(path)
     for test in result.tests:
         print(f"horizon {test['horizon']}: {test['verdict']}")

@@ -9,9 +9,50 @@ import re
 from service.app import create_app
 from service.cli import build_parser
 from tests.service.conftest import MakeSettings
+from training.costs import DEFAULT_LENGTHS
 
 # ``literal``, :role:`target`, and directives such as .. note::
 RST = re.compile(r"``|:[a-z]+:`|^\s*\.\. [a-z]+::", re.MULTILINE)
+
+
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its command line, subcommands of subcommands included."""
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(name: str, parser: argparse.ArgumentParser) -> None:
+        found[name] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(f"{name} {sub_name}", sub)
+
+    walk("latentcast", build_parser())
+    return found
+
+
+def test_every_option_has_help_that_shows_its_default():
+    missing = []
+    for command, parser in parsers().items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            name = f"{command} {'/'.join(action.option_strings) or action.dest}"
+            text = formatter._expand_help(action) if action.help else ""
+            if not text:
+                missing.append(f"{name}: no help")
+            elif action.option_strings and not action.required and action.nargs != 0 and "default" not in text:
+                # a flag's default is its absence; a positional or required option has none
+                missing.append(f"{name}: no default in {text!r}")
+    assert missing == []
+    assert len(parsers()) == 13
+
+
+def test_a_default_is_shown_as_it_is_typed():
+    help_text = " ".join(parsers()["latentcast compare"].format_help().split())
+    lengths = " ".join(str(n) for n in DEFAULT_LENGTHS)
+    assert f"history lengths to time (default: {lengths})" in help_text
+    assert "--cell {RNN,LSTM,GRU} the recurrent core's cell (default: GRU)" in help_text
 
 
 def helps() -> dict[str, str]:

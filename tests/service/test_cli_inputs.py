@@ -1,0 +1,81 @@
+"""The CLI as a newcomer meets it: a CSV of closes, mode names for versions, report folders, replay's answers."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from data import sources
+from service.cli import build_parser, main
+from service.cli.training import report_folder
+from service.config import get_settings
+from tests.service.test_cli import TINY
+from training.registry import Registry
+
+
+def closes_csv(folder: Path) -> Path:
+    """IBM's bundled closes as a file of two columns, date and close."""
+    ibm = sources.bundled(["IBM"])
+    path = folder / "IBM.csv"
+    ibm[["date", "close"]].to_csv(path, index=False, date_format="%Y-%m-%d")
+    assert path.read_text().splitlines()[0] == "date,close"
+    return path
+
+
+def test_a_csv_of_dates_and_closes_trains_on_returns_and_is_refused_for_range(capsys, tmp_path):
+    path = closes_csv(tmp_path)
+    csv = ["--source", "csv", "--path", str(path), *TINY, "--artifacts", str(tmp_path / "artifacts")]
+    assert main(["train", "--mode", "latent", *csv]) == 0
+    assert capsys.readouterr().out.startswith("latent-")
+    assert main(["train", "--mode", "latent", *csv, "--features", "returns,range"]) == 2
+    assert capsys.readouterr().err == (
+        "latentcast train: error: IBM: no high, low in the prices; features returns,range need the columns "
+        "date, close, high, low (features returns alone need date, close)\n"
+    )
+
+
+def test_compare_takes_a_mode_for_its_champion_as_evaluate_does(capsys, tmp_path):
+    artifacts = ["--artifacts", str(tmp_path)]
+    out = ["--out", str(tmp_path / "report"), "--cost-lengths", "20"]
+    assert main(["compare", *TINY, *artifacts, "--ar-version", "ar", *out]) == 2
+    assert capsys.readouterr().err == f"latentcast compare: error: no ar champion in {tmp_path}\n"
+    assert main(["train", "--mode", "ar", *TINY, *artifacts]) == 0
+    champion = Registry(tmp_path).champion("ar")
+    assert main(["compare", *TINY, *artifacts, "--ar-version", "latent", *out]) == 2
+    assert capsys.readouterr().err.endswith(
+        "--ar-version 'latent' names the other mode: give 'ar' or a version of ar\n"
+    )
+    assert main(["compare", *TINY, *artifacts, "--ar-version", "ar", *out]) == 0
+    report = (tmp_path / "report" / "report.json").read_text()
+    assert f'"version": "{champion}"' in report
+
+
+@pytest.mark.parametrize("command", ["compare", "calibration", "backtest"])
+def test_reports_go_to_the_registry_unless_told_otherwise(command, tmp_path):
+    args = build_parser().parse_args([command, "--artifacts", str(tmp_path)])
+    assert report_folder(args, command) == tmp_path / "reports" / command
+    args = build_parser().parse_args([command, "--artifacts", str(tmp_path), "--out", "docs"])
+    assert report_folder(args, command) == Path("docs")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("via", ["bulk", "stream"])
+def test_replay_without_a_service_says_so_in_one_line_at_the_port_of_the_settings(via, capsys, tmp_path, monkeypatch):
+    port = free_port()
+    monkeypatch.setenv("LATENTCAST_PORT", str(port))
+    get_settings.cache_clear()
+    try:
+        assert main(["replay", str(closes_csv(tmp_path)), "--via", via, "--warm", "5"]) == 1
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith(f"latentcast replay: error: no service answers at http://127.0.0.1:{port} (")
+    assert err.endswith("); start one with `latentcast serve` or pass --url\n")
+    assert err.count("\n") == 1 and "Traceback" not in err
