@@ -26,7 +26,7 @@ from data.features import DEFAULT_FEATURES
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
 from training.batches import BatchSource, batches_for
-from training.config import TrainConfig
+from training.config import TrainConfig, cores_allowed
 from training.dataset import TrainingData
 from training.loop import train
 
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to time")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    config = TrainConfig(epochs=1, progress=False)
+    config = TrainConfig(epochs=1, threads=cores_allowed(), progress=False)
     torch.set_num_threads(config.threads)
     datasets = {
         n: TrainingData.prepare(copied_prices(n), DEFAULT_FEATURES, ModelConfig().horizon) for n in args.tickers

@@ -34,7 +34,7 @@ from data.features import DEFAULT_FEATURES
 from models.config import CELLS, MODES, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from training.batches import Batch, batches_for
-from training.config import TrainConfig
+from training.config import TrainConfig, cores_allowed
 from training.dataset import TrainingData
 from training.loop import loss_sum
 
@@ -103,7 +103,7 @@ def main() -> None:
     if args.universe:
         universe(args)
         return
-    train = TrainConfig(progress=False)
+    train = TrainConfig(threads=cores_allowed(), progress=False)
     torch.set_num_threads(train.threads)
     data = TrainingData.prepare(sources.bundled(), DEFAULT_FEATURES, ModelConfig().horizon)
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}

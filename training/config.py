@@ -2,10 +2,52 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from data.errors import ConfigError
+
+# long enough to see a core that a training keeps busy as busy, short beside the training it sizes
+BUSY_SAMPLE_SECONDS = 0.5
+PROC_STAT = Path("/proc/stat")
+
+
+def cores_allowed() -> int:
+    """The cores this process may run on: its CPU affinity where the platform tells it, else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def busy_cores(seconds: float = BUSY_SAMPLE_SECONDS) -> float:
+    """How many cores the machine keeps busy now: from /proc/stat over ``seconds``, else the 1-minute load."""
+    try:
+        before = _cpu_times()
+        time.sleep(seconds)
+        after = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    total = sum(after) - sum(before)
+    idle = (after[3] + after[4]) - (before[3] + before[4])  # idle and iowait
+    cores = (os.cpu_count() or 1) * (1 - idle / total) if total > 0 else 0.0
+    return max(0.0, cores)
+
+
+def free_cores(processes: int = 1, seconds: float = BUSY_SAMPLE_SECONDS) -> int:
+    """Torch threads for each of ``processes`` training processes starting now: the cores this process may run on
+    that the machine does not keep busy, shared out; at least 1."""
+    return max(1, round(cores_allowed() - busy_cores(seconds)) // max(1, processes))
+
+
+def _cpu_times() -> list[int]:
+    """The machine's CPU times (user, nice, system, idle, iowait, ...) in jiffies, from /proc/stat's first line."""
+    first = PROC_STAT.read_text().split("\n", 1)[0].split()
+    if first[0] != "cpu":
+        raise ValueError(f"{PROC_STAT} does not start with the cpu line")
+    return [int(v) for v in first[1:]]
 
 
 @dataclass(frozen=True)
@@ -18,7 +60,9 @@ class TrainConfig:
     each ticker (at least an ar window) carry no loss in either mode, as too
     little history lies behind them. Ar mode reads a window ending at every
     scored row each epoch in random order, in batches of ``batch_size``, or
-    only ``windows_per_epoch`` of them when that is set.
+    only ``windows_per_epoch`` of them when that is set. ``threads`` None:
+    as many torch threads as ``free_cores`` finds when training starts, so
+    that a training beside another does not oversubscribe the busy cores.
     """
 
     epochs: int = 40
@@ -33,13 +77,13 @@ class TrainConfig:
     patience: int = 6
     min_delta: float = 1e-4
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "streams", "bptt", "batch_size", "windows_per_epoch", "patience", "threads"):
             value = getattr(self, name)
-            if name == "windows_per_epoch" and value is None:
+            if name in ("windows_per_epoch", "threads") and value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

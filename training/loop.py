@@ -25,7 +25,7 @@ from models import fused_gru
 from models.forecaster import Forecaster
 from models.state import StreamState
 from training.batches import Batch, BatchSource
-from training.config import TrainConfig
+from training.config import TrainConfig, free_cores
 from training.distributed import World
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,9 @@ def train(
     exchange between processes.
     """
     world = world or World()
-    torch.set_num_threads(config.threads)
+    threads = config.threads or free_cores(world.size if world.device.type == "cpu" else 1)
+    torch.set_num_threads(threads)
+    logger.info("%s: %d torch threads%s", desc, threads, "" if config.threads else " (the cores free now)")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)  # the same on every process: they draw the same batches
     net = world.wrap(model)

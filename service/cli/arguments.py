@@ -92,7 +92,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
         + ("" if epochs is not None else " (default: LATENTCAST_RETRAIN_EPOCHS)"),
     )
     parser.add_argument("--seed", type=int, default=train.seed, help="seed of the weights' draw and the batches")
-    parser.add_argument("--threads", type=int, default=train.threads, help="torch threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=train.threads,
+        help="torch threads (default: the cores this process may use that are not busy when training starts)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_artifacts_argument(parser)
 

@@ -169,3 +169,15 @@ def test_validation_runs_the_fused_gru_to_nn_gru_s_loss(data, monkeypatch):
     calls = fused_inference_calls(monkeypatch)
     assert evaluate_loss(model, source.validation()) == pytest.approx(reference, rel=1e-6)
     assert calls, "validation ran the fused GRU"
+
+
+def test_without_threads_training_takes_the_free_cores_and_says_so(data, caplog, monkeypatch):
+    monkeypatch.setattr("training.loop.free_cores", lambda processes: 2 if processes == 1 else 99)
+    torch.set_num_threads(1)
+    model = Forecaster(tiny("latent"))
+    config = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "threads": None})
+    with caplog.at_level("INFO", logger="training.loop"):
+        train(model, batches_for(model.config, data, config), config, desc="latent")
+    assert torch.get_num_threads() == 2
+    assert "latent: 2 torch threads (the cores free now)" in caplog.messages
+    torch.set_num_threads(1)
