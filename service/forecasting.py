@@ -118,6 +118,8 @@ def _reply(predictor: Predictor, state: SeriesState, count: int) -> ForecastRepl
     if forecast is None:
         needed = predictor.min_observations
         return DataError(
-            f"{count} observations give no forecast: {predictor.version} needs at least {needed}", needed=needed
+            f"{count} {'observation gives' if count == 1 else 'observations give'} no forecast: "
+            f"{predictor.version} needs at least {needed}",
+            needed=needed,
         )
     return ForecastReply(model=ModelRef.of(predictor), forecast=forecast)

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -34,16 +35,29 @@ RETRAIN_JOB = "retrain"
 
 
 def describe(job: JobReport) -> str:
-    """One log line on a finished job."""
-    outcomes = "; ".join(
-        f"{m['mode']} {m.get('challenger', 'no challenger')} {'promoted' if m.get('promoted') else 'not promoted'} "
-        f"({m.get('reason')})"
-        for m in job.modes
-    )
+    """One log line on a finished job: how long from queued to done (the process's start included), and per mode
+    what its challenger did, or why none was trained."""
+    outcomes = "; ".join(_outcome(m) for m in job.modes)
     source = job.data.get("source", "?")
-    return f"retrain job {job.job_id} {job.status} in {job.seconds}s on {source} data" + (
+    return f"retrain job {job.job_id} {job.status} in {_wall_seconds(job):g}s on {source} data" + (
         f": {outcomes}" if outcomes else f": {job.error}"
     )
+
+
+def _outcome(mode: dict[str, Any]) -> str:
+    if "challenger" not in mode:
+        return f"{mode['mode']} not retrained ({mode.get('reason')})"
+    verb = "promoted" if mode.get("promoted") else "not promoted"
+    return f"{mode['mode']} {mode['challenger']} {verb} ({mode.get('reason')})"
+
+
+def _wall_seconds(job: JobReport) -> float:
+    """Seconds from the job's creation to its end; its own count (the work after the process started) when the
+    times are missing."""
+    if job.finished is not None:
+        wall = (datetime.fromisoformat(job.finished) - datetime.fromisoformat(job.created)).total_seconds()
+        return max(wall, job.seconds or 0.0)
+    return job.seconds or 0.0
 
 
 def run_job(launcher: RetrainLauncher) -> None:

@@ -61,16 +61,25 @@ def fit(
     source = batches_for(model_config, data, train_config, world.shard)
     result = train(model, source, train_config, desc=f"train {model_config.mode}", validate=validate, world=world)
     model.to("cpu")
-    logger.info(
-        "trained %s: best val loss %.4f at epoch %d of %d, %d training and %d validation rows scored, %.1fs",
-        model_config.mode,
-        result.best_val_loss,
-        result.best_epoch,
-        result.epochs_run,
-        result.train_rows,
-        result.validation_rows,
-        result.seconds,
-    )
+    if validate:
+        logger.info(
+            "trained %s: best val loss %.4f at epoch %d of %d, %d training and %d validation rows scored, %.1fs",
+            model_config.mode,
+            result.best_val_loss,
+            result.best_epoch,
+            result.epochs_run,
+            result.train_rows,
+            result.validation_rows,
+            result.seconds,
+        )
+    else:  # a refit through the newest price: nothing is left to validate on
+        logger.info(
+            "refit %s through the newest price: %d epochs, %d training rows scored, %.1fs",
+            model_config.mode,
+            result.epochs_run,
+            result.train_rows,
+            result.seconds,
+        )
     return Trained(model, data, result, train_config)
 
 

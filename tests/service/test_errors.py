@@ -84,7 +84,7 @@ def test_bad_values_in_a_stateless_forecast_or_a_history_are_422(client: TestCli
     response = client.post("/v1/forecast", json={"observations": [100.0]})
     assert error(response, 422) == {
         "code": "invalid_data",
-        "message": f"1 observations give no forecast: {registry.champion('latent')} needs at least 2",
+        "message": f"1 observation gives no forecast: {registry.champion('latent')} needs at least 2",
         "needed": 2,
     }
 

@@ -223,5 +223,15 @@ def test_the_schedulers_line_on_a_job_names_a_skipped_mode_without_a_challenger(
     ]
     assert describe(job) == (
         "retrain job 20261129T000000-abcdef skipped in 1.5s on bundled data: "
-        "latent latent-1 promoted (no champion yet); ar no challenger not promoted (nothing new)"
+        "latent latent-1 promoted (no champion yet); ar not retrained (nothing new)"
+    )
+
+
+def test_the_schedulers_line_counts_a_job_from_queued_to_done_not_only_its_own_work():
+    job = JobReport(job_id="20261129T000000-abcdef", created="2026-11-29T00:00:00+00:00", data={"source": "bundled"})
+    job.finish("skipped", 0.04, "ar: nothing new")
+    job.finished = "2026-11-29T00:00:04+00:00"  # the process's start and its imports took the rest
+    job.modes = [{"mode": "ar", "skipped": True, "promoted": False, "reason": "nothing new"}]
+    assert describe(job) == (
+        "retrain job 20261129T000000-abcdef skipped in 4s on bundled data: ar not retrained (nothing new)"
     )

@@ -3,9 +3,11 @@ from __future__ import annotations
 import pytest
 
 from data import sources
+from data.features import through_end
 from tests.factories import tiny_config
 from training.config import TrainConfig
-from training.pipeline import train_and_register
+from training.dataset import TrainingData
+from training.pipeline import fit, train_and_register
 from training.registry import Registry
 
 FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
@@ -42,3 +44,12 @@ def test_registered_metrics_and_span_describe_the_training(tmp_path, prices):
     assert span["tickers"] == ["IBM", "MSFT"] and span["features"] == ["returns", "range"]
     assert span["source"] == "bundled" and span["first"] >= "2005-01-01"
     assert registry.predictor(version.version).fields == ("close", "high", "low")
+
+
+def test_a_refit_logs_its_epochs_not_a_validation_it_did_not_run(prices, caplog):
+    data = TrainingData.prepare(prices, ("returns",), tiny_config("latent").horizon, split=through_end)
+    with caplog.at_level("INFO", logger="training.pipeline"):
+        fit(tiny_config("latent"), data, FAST, validate=False)
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].startswith("refit latent through the newest price: 2 epochs, ")
+    assert "nan" not in caplog.messages[0] and "validation" not in caplog.messages[0]
