@@ -73,6 +73,7 @@ class RetrainConfig:
     # a first challenger (no champion to copy) is what `latentcast train` would make
     model: ModelConfig = field(default_factory=partial(ModelConfig, scaling=DEFAULT_SCALING))
     train: TrainConfig = field(default_factory=TrainConfig)
+    as_of: str | None = None  # a date: only the prices before it, as a retrain run on that day would have seen
 
     @property
     def cache_dir(self) -> Path:
@@ -87,7 +88,8 @@ def fetch(config: RetrainConfig, download: sources.Downloader = sources.download
     else:
         frame = sources.load(config.source, tickers=config.tickers, path=config.path)
         fresh = sources.FreshPrices(frame, config.source, f"source {config.source} as configured")
-    return replace(fresh, frame=recent_history(fresh.frame, config.history_years))
+    frame = sources.between(fresh.frame, None, config.as_of) if config.as_of else fresh.frame
+    return replace(fresh, frame=recent_history(frame, config.history_years))
 
 
 def recent_history(prices: pd.DataFrame, years: int) -> pd.DataFrame:

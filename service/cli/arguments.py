@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,15 @@ from models.config import CELLS, DEFAULT_SCALING, SCALINGS, ModelConfig
 from service.config import get_settings
 from training import distributed
 from training.config import TrainConfig
+
+
+def iso_date(text: str) -> str:
+    """An argument that must be a date, YYYY-MM-DD; argparse names the option when it is not."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date, YYYY-MM-DD") from None
+    return text
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -14,6 +14,7 @@ from service.cli.arguments import (
     add_model_arguments,
     add_process_arguments,
     add_source_arguments,
+    iso_date,
 )
 from service.cli.retraining import run_prune, run_retrain_command, run_schedule
 from service.cli.serving import run_data, run_replay, run_serve
@@ -154,6 +155,12 @@ def build_parser() -> CommandParser:
         "--refit",
         action=argparse.BooleanOptionalAction,
         help="refit a promoted challenger through the newest price (default: LATENTCAST_RETRAIN_REFIT)",
+    )
+    retrain.add_argument(
+        "--as-of",
+        type=iso_date,
+        metavar="YYYY-MM-DD",
+        help="retrain as on this day: only the prices before it (default: every price fetched)",
     )
     retrain.add_argument("--job-id", help="report under this job id (the service passes one; default: a new id)")
     add_model_arguments(retrain, epochs=None)

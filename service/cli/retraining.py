@@ -35,6 +35,7 @@ def run_retrain_command(args: argparse.Namespace) -> int:
         features=tuple(args.features.split(",")),
         model=model_config(args, "latent"),
         train=train_config(args),
+        as_of=args.as_of,
     )
     job_id = args.job_id or new_job_id()
     if args.nproc > 1 and not distributed.launched():

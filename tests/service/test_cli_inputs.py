@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import socket
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from service.cli.training import report_folder
 from service.config import get_settings
 from tests.service.test_cli import TINY
 from training.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def closes_csv(folder: Path) -> Path:
@@ -79,3 +83,40 @@ def test_replay_without_a_service_says_so_in_one_line_at_the_port_of_the_setting
     assert err.startswith(f"latentcast replay: error: no service answers at http://127.0.0.1:{port} (")
     assert err.endswith("); start one with `latentcast serve` or pass --url\n")
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.slow  # three trainings of the default model
+def test_a_promotion_offline_as_docs_retraining_md_shows_it(capsys, tmp_path):
+    """docs/retraining.md's commands: an old champion, a retrain as on a later day that keeps it, one that
+    promotes."""
+    text = (ROOT / "docs" / "retraining.md").read_text()
+    block = text.split("## Seeing a promotion offline", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line.replace("/tmp/promotion", str(tmp_path))) for line in block.splitlines()]
+    assert [c[:2] for c in commands] == [["latentcast", "train"], ["latentcast", "retrain"], ["latentcast", "retrain"]]
+    assert main([*commands[0][1:], "--no-progress"]) == 0
+    champion = Registry(tmp_path).champion("latent")
+    capsys.readouterr()
+    outcomes = []
+    for command in commands[1:]:
+        assert main([*command[1:], "--no-progress"]) == 0
+        job = json.loads(capsys.readouterr().out)
+        assert job["status"] == "succeeded"
+        outcomes.append(job["modes"][0])
+    assert outcomes[0]["promoted"] is False and "is not below champion loss" in outcomes[0]["reason"]
+    assert outcomes[0]["champion_after"] == champion
+    assert outcomes[1]["promoted"] is True and "is below champion loss" in outcomes[1]["reason"]
+    assert Registry(tmp_path).champion("latent") not in (None, champion)
+
+
+def test_retrain_as_of_reads_only_the_prices_before_that_day(capsys, tmp_path):
+    artifacts = ["--artifacts", str(tmp_path)]
+    small = ["--tickers", "IBM", "--hidden", "8", "--window", "10", "--horizon", "2", "--no-progress"]
+    retrain = ["retrain", "--source", "bundled", "--mode", "latent", *small, *artifacts, "--holdout-days", "60"]
+    assert main([*retrain, "--as-of", "2012-01-01", "--epochs", "1"]) == 0
+    job = json.loads(capsys.readouterr().out)
+    assert job["status"] == "succeeded" and job["data"]["last"] == "2011-12-30"
+    assert main([*retrain, "--as-of", "2012-01-01", "--epochs", "1"]) == 0  # the same day again: nothing new
+    assert json.loads(capsys.readouterr().out)["modes"][0]["reason"].endswith("nothing new")
+    with pytest.raises(SystemExit):
+        main([*retrain, "--as-of", "2012-13-01"])
+    assert "argument --as-of: '2012-13-01' is not a date, YYYY-MM-DD" in capsys.readouterr().err
