@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     config = TrainConfig(epochs=1, threads=cores_allowed(), progress=False)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or cores_allowed())
     datasets = {
         n: TrainingData.prepare(copied_prices(n), DEFAULT_FEATURES, ModelConfig().horizon) for n in args.tickers
     }

@@ -104,7 +104,7 @@ def main() -> None:
         universe(args)
         return
     train = TrainConfig(threads=cores_allowed(), progress=False)
-    torch.set_num_threads(train.threads)
+    torch.set_num_threads(train.threads or cores_allowed())
     data = TrainingData.prepare(sources.bundled(), DEFAULT_FEATURES, ModelConfig().horizon)
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     for _ in range(args.repeats):

@@ -56,7 +56,7 @@ from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
 from training import distributed, loop
 from training.batches import batches_for
-from training.config import TrainConfig
+from training.config import TrainConfig, cores_allowed
 from training.dataset import TrainingData
 from training.pipeline import fit
 
@@ -131,7 +131,7 @@ def latent_epoch(
     # what a process does once, before its first step, stays off the clocks, as it is for a lone process that
     # trained before: the first optimiser imports torch's compiler stack, the first GRU step loads the fused
     # kernel (about 0.13 s) and allocates the buffers of the shard's shape
-    torch.set_num_threads(train.threads)
+    torch.set_num_threads(train.threads or cores_allowed())
     warm = Forecaster(config)
     torch.optim.Adam(warm.parameters())
     warm(next(iter(source.epoch(np.random.default_rng(train.seed)))).x)[0].sum().backward()
