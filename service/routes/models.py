@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response
 
 from data.errors import NotFoundError, UnavailableError
+from models.config import MODES
 from service.dependencies import AdminDep, CallerDep, ServicesDep
 from service.forecasting import in_thread
 from service.routes import error_responses
@@ -30,7 +31,9 @@ async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     """Every registered version with its metrics and data span; `champions` are the versions
     this process serves to new sessions. A version folder that does not read (its manifest
     missing, say) is listed under `broken` with the reason, and never served."""
-    listing = await in_thread(svc.pool.registry.listing)
+    registry = svc.pool.registry
+    listing = await in_thread(registry.listing)
+    promoted = await in_thread(lambda: {v for mode in MODES for v in registry.promotions(mode)})
     champions = svc.pool.champions()
     loaded = svc.pool.loaded()
     return {
@@ -43,6 +46,7 @@ async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
                 "created": v.created,
                 "champion": champions.get(v.mode) == v.version,
                 "loaded": v.version in loaded,
+                "promoted": v.version in promoted,
                 "metrics": v.metrics,
                 "data_span": v.data_span,
                 "config": v.config,

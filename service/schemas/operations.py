@@ -15,6 +15,9 @@ class ModelVersionOut(BaseModel):
     created: str
     champion: bool
     loaded: bool
+    promoted: bool = Field(
+        description="ever promoted (the champion now or before); false for a challenger never promoted"
+    )
     metrics: dict[str, Any]
     data_span: dict[str, Any]
     config: dict[str, Any]
@@ -37,6 +40,7 @@ class ModelsResponse(BaseModel):
                             "created": "2026-11-25T10:15:30.123456+00:00",
                             "champion": True,
                             "loaded": True,
+                            "promoted": True,
                             "metrics": {"val_loss": 0.412},
                             "data_span": {"source": "bundled", "first": "2000-03-01", "last": "2013-03-01"},
                             "config": {"mode": "latent", "cell": "GRU", "hidden_size": 64, "horizon": 5},

@@ -19,7 +19,8 @@ import { loadCompare, loadModels } from "./report.js";
 async function loadAll() {
   clearError();
   const doing = ["Loading the models", "Loading the bundled tickers", "Loading the comparison"];
-  const results = await Promise.allSettled([loadModels(), loadTickers(), loadCompare()]);
+  const models = loadModels();
+  const results = await Promise.allSettled([models, loadTickers(), loadCompare(models)]);
   const failed = results.map((result, i) => [result, doing[i]]).filter(([result]) => result.status === "rejected");
   // one 401 is said once, not once per section
   const said = [...new Set(failed.map(([result, what]) => plain(result.reason, what)))];

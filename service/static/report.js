@@ -43,7 +43,7 @@ export async function loadModels() {
     String(v.created || "")
       .slice(0, 19)
       .replace("T", " "),
-    v.champion ? "champion" : v.loaded ? "loaded" : "",
+    status(v),
     Object.entries(v.metrics || {})
       .filter(([, x]) => isNumber(x))
       .map(([k, x]) => `${k} ${scalar(x)}`)
@@ -60,6 +60,28 @@ export async function loadModels() {
     $("#warmup-hint").textContent =
       `sent when the sessions open; the ar champion needs ${ar.window + 1} prices before its first forecast`;
   }
+  return body.champions || {};
+}
+
+// a version's place: the champion, a champion before, or a challenger never promoted; and loaded or not
+function status(v) {
+  const place = v.champion ? "champion" : v.promoted ? "champion before" : "challenger, never promoted";
+  return v.loaded && !v.champion ? `${place}, loaded` : place;
+}
+
+// which models the report scored, against the champions now: a report outlives the champions it scored
+async function scored(models, champions) {
+  const now = await champions.catch(() => null);
+  const lines = [];
+  for (const mode of MODES) {
+    if (!models[mode] || typeof models[mode] !== "object") continue;
+    const version = models[mode].version;
+    if (!version) lines.push(`${mode}: a model trained for this report, not a registered version`);
+    else if (!now) lines.push(`${mode}: ${version}`);
+    else if (now[mode] === version) lines.push(`${mode}: ${version}, the ${mode} champion`);
+    else lines.push(`${mode}: ${version}, no longer the ${mode} champion (now ${now[mode] || "none"})`);
+  }
+  return lines.length ? el("p", { class: "hint scored" }, `Scored here: ${lines.join("; ")}.`) : null;
 }
 
 const METRICS = [
@@ -131,7 +153,8 @@ function costTable(rows) {
   );
 }
 
-export async function loadCompare() {
+// champions: loadModels's promise of each mode's champion, to say whether the report scored them
+export async function loadCompare(champions) {
   const body = $("#compare-body");
   let report;
   try {
@@ -156,6 +179,10 @@ export async function loadCompare() {
     .filter(Boolean)
     .join("; ");
   if (about) parts.push(el("p", {}, about));
+  if (report.models && typeof report.models === "object") {
+    const note = await scored(report.models, champions);
+    if (note) parts.push(note);
+  }
   if (report.protocol) parts.push(el("p", { class: "hint" }, `Protocol: ${report.protocol}`));
   const verdict = report.verdict;
   const sentences = Array.isArray(verdict) || typeof verdict === "string";

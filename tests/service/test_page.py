@@ -48,8 +48,17 @@ PAUSE_MS = 600  # a paused replay sends nothing for this long (three prices at 5
 # the methods whose pinball cell is in bold (the best) in a table of the comparison
 BEST_PINBALL = """table => [...table.rows].filter(r => [...r.cells].some(c => c.classList.contains('best')
     && table.rows[0].cells[c.cellIndex].textContent === 'pinball (%)')).map(r => r.cells[0].textContent)"""
+# the versions table's rows as (version, status)
+VERSION_STATUSES = (
+    "rows => rows.filter(r => r.cells.length > 3).map(r => [r.cells[0].textContent, r.cells[3].textContent])"
+)
 # Chromium logs each failed request as a console error: those the test means to cause are expected
 EXPECTED_401 = "Failed to load resource: the server responded with a status of 401"
+
+
+def challenger(registry: Registry) -> str:
+    """The latent version never promoted."""
+    return next(v.version for v in registry.versions("latent") if v.version != registry.champion("latent"))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +68,11 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
     artifacts = folder / "artifacts"
     shutil.copytree(registry.root, artifacts)
     shutil.copytree(ROOT / "docs" / "compare", artifacts / "reports" / "compare", ignore=shutil.ignore_patterns("*.md"))
+    # as if the report had scored the latent version that is not the champion: the page must say so
+    report = artifacts / "reports" / "compare" / "report.json"
+    body = json.loads(report.read_text())
+    body["models"]["latent"]["version"] = challenger(registry)
+    report.write_text(json.dumps(body))
     env = {
         "LATENTCAST_ARTIFACTS": str(artifacts),
         "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
@@ -127,6 +141,15 @@ def test_the_page_streams_both_champions_and_shows_the_apis_coverage(
     page.wait_for_selector("body[data-loaded=ok]", timeout=WAIT_MS)
     assert page.is_hidden("#error")
     assert page.input_value("#warmup") == "11"  # the tiny ar champion's window + 1
+    statuses = dict(page.eval_on_selector_all("#versions tr", VERSION_STATUSES))
+    assert statuses[registry.champion("latent")] == "champion"
+    assert statuses[challenger(registry)] == "challenger, never promoted"
+    # which models the comparison scored, against the champions now
+    page.wait_for_selector("#compare-body .scored", timeout=WAIT_MS)
+    assert page.inner_text("#compare-body .scored") == (
+        "Scored here: ar: a model trained for this report, not a registered version; "
+        f"latent: {challenger(registry)}, no longer the latent champion (now {registry.champion('latent')})."
+    )
     # the comparison of docs/compare: its pooled table (lowest pinball in bold) and its three plots, loaded
     page.wait_for_function(
         "() => [...document.querySelectorAll('#compare-body img')].filter(i => i.naturalWidth).length == 3"

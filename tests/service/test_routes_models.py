@@ -25,6 +25,19 @@ def test_models_lists_versions_metrics_and_champions(client: TestClient, registr
     assert champion["metrics"] == {"val_loss": 1.0} and champion["config"]["hidden_size"] == 8
     other = next(v for v in listed.values() if not v["champion"])
     assert other["loaded"] is False and other["config"]["n_features"] == 3
+    assert champion["promoted"] is True and other["promoted"] is False  # a challenger, never promoted
+
+
+def test_a_champion_replaced_is_listed_as_promoted_before(tmp_path, make_settings: MakeSettings):
+    registry = Registry(tmp_path / "artifacts")
+    first = registry.register(tiny_checkpoint("latent", seed=1)).version
+    registry.promote(first)
+    second = registry.register(tiny_checkpoint("latent", seed=2)).version
+    registry.promote(second)
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        listed = {v["version"]: v for v in client.get("/v1/models").json()["versions"]}
+    assert (listed[first]["champion"], listed[first]["promoted"]) == (False, True)
+    assert (listed[second]["champion"], listed[second]["promoted"]) == (True, True)
 
 
 def test_compare_serves_the_latest_report_or_says_there_is_none(tmp_path, make_settings: MakeSettings):
