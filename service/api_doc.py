@@ -57,7 +57,7 @@ def routes_outside_schema(app: FastAPI) -> list[str]:
         if isinstance(route, APIWebSocketRoute):
             found.append(f"WS {route.path}")
         elif isinstance(route, APIRoute) and not route.include_in_schema:
-            found += [f"{method} {route.path}" for method in sorted(route.methods)]
+            found += [f"{method} {route.path}" for method in sorted(route.methods or ())]
     return found
 
 
