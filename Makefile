@@ -20,7 +20,8 @@ $(KERNEL): $(STAMP) models/fused_gru.cpp models/fused_gru.py
 	$(BIN)/python -m models.fused_gru
 	touch $(KERNEL)
 
-# First start: train both modes on the bundled prices (a few minutes at most), then serve.
+# First start: train both modes on the bundled prices (about 20 s on 2 quiet cores, about 100 s beside another
+# training on cores other work keeps busy: docs/operations.md), then serve.
 run: setup
 	$(BIN)/latentcast train --if-missing --source bundled
 	$(BIN)/latentcast serve
