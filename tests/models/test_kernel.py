@@ -86,8 +86,8 @@ def test_packed_state_round_trips_through_tensors_and_bytes(scaling):
         assert torch.equal(a, b)
     h, c = state.hidden
     for i in range(state.batch_size):
-        variance = None if state.variance is None else state.variance[i : i + 1]
-        one = StreamState(state.conv[i : i + 1], (h[:, i : i + 1], c[:, i : i + 1]), variance)
+        volatility = None if state.volatility is None else state.volatility[i : i + 1]
+        one = StreamState(state.conv[i : i + 1], (h[:, i : i + 1], c[:, i : i + 1]), volatility)
         blob = one.to_bytes(forecaster.config)
         assert StreamState.from_packed(packed[i : i + 1], forecaster.config).to_bytes(forecaster.config) == blob
         np.testing.assert_array_equal(StreamState.from_bytes(blob, forecaster.config).packed(), packed[i : i + 1])
