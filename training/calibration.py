@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from training.dataset import TrainingData
 from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit
 from training.scoring import score_by_ticker
+from training.session_age import AgeConfig, age_lines, age_plot, age_scores, session_spans
 from training.significance import DieboldMariano, compare_losses
 
 METHODS = {
@@ -55,6 +56,7 @@ METHODS = {
 }
 TESTED = ("volatility_conformal", "volatility_adaptive")  # each tested against GARCH(1,1)-t
 GOAL = (0.78, 0.82)  # coverage called calibrated
+AGE_GOAL = (0.75, 0.85)  # coverage of each age bucket of young sessions called calibrated
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class CalibrationConfig:
 
     scales: tuple[float, ...] = (1.0, 0.3, 3.0)
     adaptive_rate: float = AdaptiveConfig().rate
+    age: AgeConfig = field(default_factory=AgeConfig)
 
 
 def rescaled_prices(prices: pd.DataFrame, k: float) -> pd.DataFrame:
@@ -123,6 +126,7 @@ def calibration_report(
     levels = list(model_config.quantiles)
     scores: dict[str, Any] = {}
     tests: dict[str, Any] = {}
+    by_age: dict[str, Any] = {}
     for k in config.scales:
         series = build_series(rescaled_prices(prices, k), data.features, data.horizon)
         copy = TrainingData(series, data.split, data.scaler, data.horizon)
@@ -136,6 +140,8 @@ def calibration_report(
             for span in spans["volatility"]
         ]
         scores[f"{k:g}"] = {method: score_by_ticker(spans[method], levels) for method in METHODS}
+        young = session_spans(models["volatility"], data.scaler, series, starts, offsets["volatility"], config.age)
+        by_age[f"{k:g}"] = age_scores(young, levels, list(dict.fromkeys((1, data.horizon))), config.age)
         tests[f"{k:g}"] = {
             method: {
                 f"h{h}": compare_losses([spans[method]], [spans["garch_t"]], levels, h).to_dict()
@@ -154,6 +160,8 @@ def calibration_report(
         "adaptive_rate": config.adaptive_rate,
         "scores": scores,
         "against_garch": tests,
+        "by_age": by_age,
+        "age": {"every": config.age.every, "history": config.age.history},
     }
 
 
@@ -238,6 +246,8 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
     json_path = out / "calibration.json"
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     plot = _coverage_plot(report, out / "calibration_coverage.png")
+    age = AgeConfig(**report["age"])
+    by_age = age_plot(report["by_age"], age, AGE_GOAL, out / "calibration_age.png")
     data, last = report["data"], f"h{report['horizon']}"
     lines = [
         "# Calibration: global scaling, volatility scaling, conformal offsets",
@@ -272,6 +282,20 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         for horizon in dict.fromkeys(("h1", last)):
             tests = report["against_garch"][k]
             lines += [f"## {what}, horizon {horizon[1:]}", "", *_tables(scores, horizon, tests)]
+    lines += [
+        "## Sessions by age",
+        "",
+        f"Sessions opened every {age.every} trading days of the test span with {age.history} closes (forecast 1 "
+        "is the one the open answers), each then read one close a day to the end of the span, served with the "
+        "volatility-scaled model: 10-90% coverage of each age bucket (goal "
+        f"{AGE_GOAL[0] * 100:.0f}-{AGE_GOAL[1] * 100:.0f}%, ✗ outside), and beside it the warmed forecasts' "
+        "coverage on the same days, the pinball loss over the warmed one's and the band width over the warmed "
+        "one's (`training/session_age.py`).",
+        "",
+        f"![coverage by age]({by_age.name})",
+        "",
+        *age_lines(report["by_age"], age, AGE_GOAL),
+    ]
     lines += ["## Conformal offsets (half-widths, per horizon and quantile)", ""]
     for scaling, offsets in report["offsets"].items():
         lines.append(
@@ -279,7 +303,7 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         )
     md_path = out / "calibration.md"
     md_path.write_text("\n".join(lines) + "\n")
-    return [md_path, json_path, plot]
+    return [md_path, json_path, plot, by_age]
 
 
 def _coverage_plot(report: dict[str, Any], path: Path) -> Path:
