@@ -99,7 +99,7 @@ def test_the_blocking_client_tracks_seqs_and_reports_errors(server, registry, cl
 
 
 def test_a_client_session_knows_how_many_prices_it_needs_before_its_first_forecast(server, registry, closes):
-    needed = registry.load(registry.champion("ar"))["config"]["window"] + 1
+    needed = registry.load(str(registry.champion("ar")))["config"]["window"] + 1
     with Client(ClientSettings(server.url)) as client:
         session = client.open(closes[:5], mode="ar")
         assert (session.forecast, session.needs) == (None, needed - 5)

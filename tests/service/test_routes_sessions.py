@@ -36,7 +36,7 @@ def test_a_session_from_open_to_delete(client: TestClient, registry: Registry, c
 def test_a_session_without_enough_history_has_no_forecast_yet_and_says_what_it_needs(
     client: TestClient, registry: Registry, closes
 ):
-    needed = registry.load(registry.champion("ar"))["config"]["window"] + 1  # closes before an ar forecast
+    needed = registry.load(str(registry.champion("ar")))["config"]["window"] + 1  # closes before an ar forecast
     opened = client.post("/v1/sessions", json={"mode": "ar"}).json()
     assert (opened["next_seq"], opened["forecast"], opened["needs"]) == (0, None, needed)
     session = opened["session_id"]

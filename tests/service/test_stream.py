@@ -181,7 +181,7 @@ def test_a_batch_begun_runs_to_its_end_through_the_stream_s_teardown():
 
 
 def test_a_feed_reply_without_a_forecast_says_what_the_session_needs(server, registry: Registry, closes):
-    needed = registry.load(registry.champion("ar"))["config"]["window"] + 1
+    needed = registry.load(str(registry.champion("ar")))["config"]["window"] + 1
     with client(server, ALICE) as alice:
         opened = alice.post("/v1/sessions", json={"mode": "ar", "history": closes[:5]}).json()
         assert (opened["forecast"], opened["needs"]) == (None, needed - 5)
