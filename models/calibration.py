@@ -29,6 +29,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,37 @@ def adaptive_step(
     below = (outcome < issued).astype(offsets.dtype)  # (Q,)
     out[horizon - 1] += rate / horizon * (levels - below)
     return out
+
+
+@dataclass(frozen=True)
+class YoungOffsets:
+    """Split-conformal offsets of young streams, by how many returns a stream has read.
+
+    A stream that has read few returns forecasts from a variance estimated on
+    them and a state that has seen little: its quantiles are not those of a
+    warmed stream. ``offsets[i]`` (H, Q) are the split-conformal offsets of the
+    forecasts made after ``returns_seen[i]`` to ``returns_seen[i + 1] - 1``
+    returns (fit on sessions opened in the validation span,
+    ``training/conformal.py``); from ``returns_seen[-1]`` returns on, the
+    model's own offsets apply.
+    """
+
+    returns_seen: tuple[int, ...]  # (A + 1,) increasing bucket edges
+    offsets: np.ndarray  # (A, H, Q)
+
+    def __post_init__(self) -> None:
+        edges = self.returns_seen
+        if len(edges) != len(self.offsets) + 1 or list(edges) != sorted(set(edges)) or edges[0] < 1:
+            raise StateError(f"young offsets need {len(self.offsets) + 1} increasing edges from 1, got {list(edges)}")
+
+    def at(self, seen: int | np.ndarray, steady: np.ndarray) -> np.ndarray:
+        """(H, Q), or (B, H, Q) for (B,) counts: the offsets of a forecast after ``seen`` returns."""
+        table = np.concatenate([self.offsets, steady[None]])  # (A + 1, H, Q)
+        bucket = np.searchsorted(self.returns_seen, seen, side="right") - 1
+        return table[np.clip(bucket, 0, len(self.offsets))]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {"returns_seen": list(self.returns_seen), "offsets": self.offsets.tolist()}
 
 
 @dataclass(frozen=True)

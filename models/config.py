@@ -42,7 +42,9 @@ class ModelConfig:
     r_t^2 as they grow (``models/volatility.py``), floored at
     ``variance_floor`` (in units of the training variance); inputs
     r_t / sqrt(v_{t-1}) are clipped to ``±input_clip``. A config saved
-    before ``scaling`` existed loads as ``global``.
+    before ``scaling`` existed loads as ``global``; one saved before
+    ``variance_prior`` with the steady weight 1 / (1 - decay), the plain
+    EWMA it was trained with.
     """
 
     mode: str = "latent"
@@ -59,7 +61,7 @@ class ModelConfig:
     scaling: str = "global"
     ewma_decay: float = 0.94  # RiskMetrics' daily decay
     variance_floor: float = 1e-4
-    variance_prior: float = 1.0  # pseudo-returns the training variance weighs as at a stream's start
+    variance_prior: float = 0.005  # pseudo-returns the training variance weighs as at a stream's start
     input_clip: float = 10.0
 
     def __post_init__(self) -> None:
@@ -105,6 +107,9 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model config fields: {', '.join(unknown)}")
         values = dict(raw)
+        if "scaling" in values and "variance_prior" not in values:
+            # saved before the variance carried its weight: its EWMA started at the steady weight
+            values["variance_prior"] = 1.0 / (1.0 - values.get("ewma_decay", cls.ewma_decay))
         if "quantiles" in values:
             values["quantiles"] = tuple(values["quantiles"])
         return cls(**values)

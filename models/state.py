@@ -221,7 +221,7 @@ class StreamState:
                 tensors.append(torch.from_numpy(body[at : at + size].reshape(shape).copy()))
                 at += size
             hidden = (tensors[1], tensors[2]) if config.cell == "LSTM" else tensors[1]
-            values[:, :-1] = cls(tensors[0], hidden, tensors[-1]).packed()  # type: ignore[arg-type]
+            values[:, :-1] = cls(tensors[0], hidden, tensors[-1]).packed()
         values[:, -1] = steady_weight(config)
         return cls._of_packed(values, _layout(config))
 

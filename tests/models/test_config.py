@@ -52,3 +52,11 @@ def test_a_config_saved_before_scaling_existed_loads_as_global():
     for name in ("scaling", "ewma_decay", "variance_floor", "variance_prior", "input_clip"):
         del raw[name]
     assert ModelConfig.from_dict(raw).scaling == "global"
+
+
+def test_a_config_saved_before_the_variance_carried_its_weight_loads_with_the_plain_ewma():
+    raw = ModelConfig(scaling="volatility").to_dict()
+    del raw["variance_prior"]
+    loaded = ModelConfig.from_dict(raw)
+    assert loaded.variance_prior == pytest.approx(1 / (1 - loaded.ewma_decay))
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).variance_prior == ModelConfig().variance_prior
