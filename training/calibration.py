@@ -38,12 +38,12 @@ from models.calibration import AdaptiveConfig
 from models.config import ModelConfig
 from training.baselines import garch_t
 from training.config import TrainConfig
-from training.conformal import adaptive_forecasts, fit_offsets
+from training.conformal import adaptive_forecasts, fit_offsets, fit_young_offsets
 from training.dataset import TrainingData
 from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit
 from training.scoring import score_by_ticker
-from training.session_age import AgeConfig, age_lines, age_plot, age_scores, session_spans
+from training.session_age import AgeConfig, against_plain_ewma, age_plot, age_scores, age_section, session_spans
 from training.significance import DieboldMariano, compare_losses
 
 METHODS = {
@@ -118,15 +118,19 @@ def calibration_report(
     config = config or CalibrationConfig()
     data = TrainingData.prepare(prices, features, model_config.horizon)
     models, offsets, training = {}, {}, {}
+    young = None
     for scaling in ("global", "volatility"):
         trained = fit(ModelConfig.from_dict({**model_config.to_dict(), "scaling": scaling}), data, train_config)
         models[scaling] = trained.model
         offsets[scaling] = fit_offsets(trained.model, data.scaler, data.series, data.split)
+        if scaling == "volatility":
+            young = fit_young_offsets(trained.model, data.scaler, data.series, data.split)
         training[scaling] = {"val_loss": trained.result.best_val_loss, "epochs_run": trained.result.epochs_run}
     levels = list(model_config.quantiles)
     scores: dict[str, Any] = {}
     tests: dict[str, Any] = {}
     by_age: dict[str, Any] = {}
+    before: dict[str, Any] = {}
     for k in config.scales:
         series = build_series(rescaled_prices(prices, k), data.features, data.horizon)
         copy = TrainingData(series, data.split, data.scaler, data.horizon)
@@ -140,8 +144,14 @@ def calibration_report(
             for span in spans["volatility"]
         ]
         scores[f"{k:g}"] = {method: score_by_ticker(spans[method], levels) for method in METHODS}
-        young = session_spans(models["volatility"], data.scaler, series, starts, offsets["volatility"], config.age)
-        by_age[f"{k:g}"] = age_scores(young, levels, list(dict.fromkeys((1, data.horizon))), config.age)
+        sessions = session_spans(
+            models["volatility"], data.scaler, series, starts, offsets["volatility"], config.age, young
+        )
+        by_age[f"{k:g}"] = age_scores(sessions, levels, list(dict.fromkeys((1, data.horizon))), config.age)
+        if k == 1:
+            volatility = ModelConfig.from_dict({**model_config.to_dict(), "scaling": "volatility"})
+            horizons = list(dict.fromkeys((1, data.horizon)))
+            before = against_plain_ewma(data, volatility, train_config, spans["volatility_conformal"], horizons)
         tests[f"{k:g}"] = {
             method: {
                 f"h{h}": compare_losses([spans[method]], [spans["garch_t"]], levels, h).to_dict()
@@ -161,6 +171,8 @@ def calibration_report(
         "scores": scores,
         "against_garch": tests,
         "by_age": by_age,
+        "against_plain_ewma": before,
+        "young_offsets": None if young is None else young.to_dict(),
         "age": {"every": config.age.every, "history": config.age.history},
     }
 
@@ -282,20 +294,7 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         for horizon in dict.fromkeys(("h1", last)):
             tests = report["against_garch"][k]
             lines += [f"## {what}, horizon {horizon[1:]}", "", *_tables(scores, horizon, tests)]
-    lines += [
-        "## Sessions by age",
-        "",
-        f"Sessions opened every {age.every} trading days of the test span with {age.history} closes (forecast 1 "
-        "is the one the open answers), each then read one close a day to the end of the span, served with the "
-        "volatility-scaled model: 10-90% coverage of each age bucket (goal "
-        f"{AGE_GOAL[0] * 100:.0f}-{AGE_GOAL[1] * 100:.0f}%, ✗ outside), and beside it the warmed forecasts' "
-        "coverage on the same days, the pinball loss over the warmed one's and the band width over the warmed "
-        "one's (`training/session_age.py`).",
-        "",
-        f"![coverage by age]({by_age.name})",
-        "",
-        *age_lines(report["by_age"], age, AGE_GOAL),
-    ]
+    lines += age_section(report, age, AGE_GOAL, by_age.name)
     lines += ["## Conformal offsets (half-widths, per horizon and quantile)", ""]
     for scaling, offsets in report["offsets"].items():
         lines.append(

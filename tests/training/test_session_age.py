@@ -9,16 +9,16 @@ from fastapi.testclient import TestClient
 
 from data import sources
 from data.features import build_series, fit_scaler, split_dates
-from models.calibration import apply_offsets
+from models.calibration import YoungOffsets, apply_offsets
 from models.checkpoint import make_checkpoint
 from models.forecaster import Forecaster
 from models.predictor import Predictor
 from service.app import create_app
 from service.config import Settings
 from tests.factories import tiny_config
-from training.evaluate import SpanForecasts
+from training.evaluate import SpanForecasts, session_outputs
 from training.registry import Registry
-from training.session_age import AgeConfig, age_scores, session_outputs
+from training.session_age import AgeConfig, age_scores
 
 ORIGIN = 304  # the session opens after this row of IBM's bundled prices
 HISTORY = 5
@@ -31,8 +31,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Predicto
     series = build_series(sources.bundled(), ("returns",), config.horizon)
     scaler = fit_scaler(series, split_dates(series), ("returns",))
     torch.manual_seed(3)
-    offsets = np.random.default_rng(3).normal(0, 0.2, (config.horizon, len(config.quantiles)))
-    checkpoint = make_checkpoint(Forecaster(config), scaler, {"val_loss": 1.0}, {"source": "bundled"}, offsets)
+    rng = np.random.default_rng(3)
+    offsets = rng.normal(0, 0.2, (config.horizon, len(config.quantiles)))
+    young = YoungOffsets((1, 5, 9, 17), rng.normal(0, 0.3, (3, config.horizon, len(config.quantiles))))
+    checkpoint = make_checkpoint(Forecaster(config), scaler, {"val_loss": 1.0}, {"source": "bundled"}, offsets, young)
     registry = Registry(tmp_path_factory.mktemp("artifacts"))
     registry.promote(registry.register(checkpoint).version)
     return registry, Predictor.from_checkpoint(checkpoint)
@@ -52,7 +54,11 @@ def test_a_fresh_rest_session_forecasts_what_the_report_scores(served):
             ).json()
             served_forecasts.append(reply["forecast"]["log_return"])
     raw = session_outputs(predictor.model, predictor.scaler, series, ORIGIN, HISTORY)
-    offline = apply_offsets(raw, predictor.offsets)
+    assert predictor.young is not None
+    seen = np.arange(HISTORY - 1, HISTORY - 1 + len(raw))  # returns read before each forecast
+    offline = apply_offsets(raw, predictor.young.at(seen, predictor.offsets))
+    assert not np.allclose(offline[:13], apply_offsets(raw, predictor.offsets)[:13])  # young offsets apply, then
+    np.testing.assert_allclose(offline[13:], apply_offsets(raw, predictor.offsets)[13:])  # from 17 returns on not
     assert len(served_forecasts) == STREAMED + 1
     np.testing.assert_allclose(np.array(served_forecasts), offline[: STREAMED + 1], rtol=1e-4, atol=1e-7)
 
