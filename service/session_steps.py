@@ -153,7 +153,8 @@ def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Chan
     state = target.advance(SeriesState(n_obs=record.first_retained_seq), record.retained)
     adaptive = None
     if record.calibration:
-        adaptive = AdaptiveOffsets(adaptive_offsets(target, record).offsets)
+        kept = adaptive_offsets(target, record)
+        adaptive = AdaptiveOffsets(kept.offsets, (), kept.outcomes)
     forecast, adaptive = calibrated_forecast(target, state, adaptive)
     reply = session_reply(record.session_id, target, state.n_obs, forecast)
     update = SessionUpdate(
@@ -220,7 +221,10 @@ def _change_after(
     if record.calibration:
         levels = np.asarray(predictor.config.quantiles)
         closes = [obs.close for obs in tail]
-        adaptive = adaptive_offsets(predictor, record).observe(record.next_seq, closes, levels, AdaptiveConfig().rate)
+        config = AdaptiveConfig()
+        adaptive = adaptive_offsets(predictor, record).observe(
+            record.next_seq, closes, levels, config.rate, config.first_rate
+        )
     forecast, adaptive = calibrated_forecast(predictor, state, adaptive)
     offsets = None if adaptive is None else adaptive.offsets
     reply = session_reply(record.session_id, predictor, state.n_obs, forecast, model)

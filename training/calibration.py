@@ -65,6 +65,7 @@ class CalibrationConfig:
 
     scales: tuple[float, ...] = (1.0, 0.3, 3.0)
     adaptive_rate: float = AdaptiveConfig().rate
+    adaptive_first_rate: float = AdaptiveConfig().first_rate
     age: AgeConfig = field(default_factory=AgeConfig)
 
 
@@ -140,7 +141,7 @@ def calibration_report(
             spans[scaling] = model_forecasts(model, data.scaler, series, starts)
             spans[f"{scaling}_conformal"] = model_forecasts(model, data.scaler, series, starts, offsets[scaling])
         spans["volatility_adaptive"] = [
-            adaptive_forecasts(span, offsets["volatility"], levels, config.adaptive_rate)
+            adaptive_forecasts(span, offsets["volatility"], levels, config.adaptive_rate, config.adaptive_first_rate)
             for span in spans["volatility"]
         ]
         scores[f"{k:g}"] = {method: score_by_ticker(spans[method], levels) for method in METHODS}
@@ -168,6 +169,7 @@ def calibration_report(
         "training": training,
         "offsets": {scaling: o.tolist() for scaling, o in offsets.items()},
         "adaptive_rate": config.adaptive_rate,
+        "adaptive_first_rate": config.adaptive_first_rate,
         "scores": scores,
         "against_garch": tests,
         "by_age": by_age,
@@ -275,7 +277,8 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         "(`models/calibration.py`); volatility scaling divides each return by the stream's EWMA volatility, "
         'carried in its state (`models/volatility.py`). "+ adaptive" adds the offsets a session opened with '
         f'`"calibration": "adaptive"` at the start of the test span would have learnt by each day (rate '
-        f"{report['adaptive_rate']} / h half-widths per outcome at horizon h, `training/conformal.py`).",
+        f"{report['adaptive_rate']} / h half-widths per outcome at horizon h, {report['adaptive_first_rate']} / (n h) "
+        "for the n-th outcome while that is larger, `training/conformal.py`).",
         "",
         "## Summary",
         "",

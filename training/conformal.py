@@ -112,7 +112,9 @@ def fit_young_offsets(
     return YoungOffsets(tuple(edges), offsets)
 
 
-def adaptive_forecasts(span: SpanForecasts, offsets: np.ndarray, levels: Sequence[float], rate: float) -> SpanForecasts:
+def adaptive_forecasts(
+    span: SpanForecasts, offsets: np.ndarray, levels: Sequence[float], rate: float, first_rate: float = 0.0
+) -> SpanForecasts:
     """``span``'s forecasts (as the model made them) as a session opened at its first origin would issue them.
 
     Forecast i is moved by ``offsets`` (H, Q), or ``offsets[i]`` of (N, H, Q), plus the adaptive offsets learnt
@@ -127,7 +129,7 @@ def adaptive_forecasts(span: SpanForecasts, offsets: np.ndarray, levels: Sequenc
     out = np.empty_like(span.quantiles)  # (N, H, Q)
     for i in range(len(span)):
         if i > 0:
-            adaptive = adaptive.observe(i, [float(span.close[i])], levels_array, rate)
+            adaptive = adaptive.observe(i, [float(span.close[i])], levels_array, rate, first_rate)
         out[i] = apply_offsets(span.quantiles[i], (offsets if offsets.ndim == 2 else offsets[i]) + adaptive.offsets)
         adaptive = adaptive.issue(i, float(span.close[i]), out[i])
     return replace(span, point=out[:, :, list(levels).index(0.5)], quantiles=out)

@@ -52,6 +52,7 @@ class AgeConfig:
     history: int = 5
     buckets: tuple[tuple[int, int | None], ...] = ((1, 5), (6, 20), (21, 60), (61, None))
     adaptive_rate: float = AdaptiveConfig().rate
+    adaptive_first_rate: float = AdaptiveConfig().first_rate
 
     def labels(self) -> list[str]:
         return [f"{a}-{b}" if b is not None else f"{a}+" for a, b in self.buckets]
@@ -86,7 +87,7 @@ def session_spans(
             by_age = offsets if young is None else young.at(ages + config.history - 2, offsets)
             conformal = apply_offsets(raw, by_age)
             out["conformal"].append((replace(span, quantiles=conformal), warmed_span, ages))
-            adaptive = adaptive_forecasts(span, by_age, levels, config.adaptive_rate)
+            adaptive = adaptive_forecasts(span, by_age, levels, config.adaptive_rate, config.adaptive_first_rate)
             out["adaptive"].append((adaptive, warmed_span, ages))
     return out
 
