@@ -52,6 +52,9 @@ def test_stepping_one_row_at_a_time_equals_one_forward(cell, layers, n_features,
         assert out.shape == (batch, 4, 3) and out.dtype == np.float32
         assert np.abs(out - whole[:, t].numpy()).max() <= 1e-5
     assert np.abs(packed - state.packed()).max() <= 1e-5
+    if scaling == "volatility":  # the variance's weight: the discounted count of the prior and the returns read
+        d, prior = forecaster.config.ewma_decay, forecaster.config.variance_prior
+        np.testing.assert_allclose(packed[:, -1], d**STEPS * prior + (1 - d**STEPS) / (1 - d), rtol=1e-5)
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -142,7 +142,8 @@ def test_a_state_written_before_the_weight_reads_as_a_warmed_stream_and_goes_on_
     with torch.no_grad():
         _, state = model(x)
         per_stream = state.packed().shape[1]
-        old = StreamState.from_bytes(_unweighted(state.to_bytes(model.config), streams, per_stream), model.config)
+        blob = b"series header" + _unweighted(state.to_bytes(model.config), streams, per_stream)
+        old = StreamState.from_bytes(blob, model.config, offset=13)  # read where a series state holds it
         assert old.volatility is not None and state.volatility is not None
         torch.testing.assert_close(old.volatility[:, 0], state.volatility[:, 0], rtol=0, atol=0)
         assert np.allclose(old.volatility[:, 1].numpy(), steady_weight(model.config))
