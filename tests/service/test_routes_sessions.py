@@ -56,6 +56,8 @@ def test_a_session_without_enough_history_has_no_forecast_yet_and_says_what_it_n
 def test_a_latent_session_needs_one_return(client: TestClient, closes):
     opened = client.post("/v1/sessions", json={"mode": "latent", "history": closes[:1]}).json()
     assert (opened["forecast"], opened["needs"]) == (None, 1)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SessionResponse"]["properties"]
+    assert "only when forecast is null" in schema["needs"]["description"]
 
 
 def test_migrate_moves_a_pinned_session_to_the_new_champion(tmp_path, make_settings: MakeSettings, closes):
