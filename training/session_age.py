@@ -10,8 +10,10 @@ whole history before it, ``training/evaluate.py``), by age bucket: 10-90%
 coverage, pinball loss, and band width over the warmed one's.
 
 Sessions are scored as the service serves them: split-conformal offsets by
-default, and adaptive ones for a session opened with ``"calibration":
-"adaptive"`` (the same arithmetic as ``training/conformal.py``'s replay).
+default (young offsets in their place while a session has read few returns,
+``models/calibration.py``), and adaptive ones besides for a session opened with
+``"calibration": "adaptive"`` (the same arithmetic as ``training/conformal.py``'s
+replay).
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def session_spans(
     ``offsets`` (H, Q) calibrate every forecast, and ``young`` in their place
     those made after few returns, as ``Predictor`` does.
     """
-    levels = list(model.config.quantiles)
+    levels, median = list(model.config.quantiles), model.config.median_index
     out: dict[str, list[tuple[SpanForecasts, SpanForecasts, np.ndarray]]] = {name: [] for name in SESSIONS}
     for s, start in zip(series, starts, strict=True):
         rows, warm = model_outputs(model, scaler, s, start)
@@ -80,13 +82,15 @@ def session_spans(
         for origin in range(max(start, config.history - 1), len(s), config.every):
             raw = session_outputs(model, scaler, s, origin, config.history)
             days = np.arange(origin, len(s))
-            span = SpanForecasts(s.ticker, s.dates[days], s.close[days], s.targets[days], raw[:, :, 0], raw)
-            warmed_span = replace(span, quantiles=warm[days - rows[0]])
+            span = SpanForecasts(s.ticker, s.dates[days], s.close[days], s.targets[days], raw[:, :, median], raw)
+            warmed = warm[days - rows[0]]
+            warmed_span = replace(span, point=warmed[:, :, median], quantiles=warmed)
             ages = days - origin + 1
             # forecast j follows history - 2 + j returns
             by_age = offsets if young is None else young.at(ages + config.history - 2, offsets)
             conformal = apply_offsets(raw, by_age)
-            out["conformal"].append((replace(span, quantiles=conformal), warmed_span, ages))
+            served = replace(span, point=conformal[:, :, median], quantiles=conformal)
+            out["conformal"].append((served, warmed_span, ages))
             adaptive = adaptive_forecasts(span, by_age, levels, config.adaptive_rate, config.adaptive_first_rate)
             out["adaptive"].append((adaptive, warmed_span, ages))
     return out
