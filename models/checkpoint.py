@@ -5,7 +5,8 @@
 
 ``offsets`` are the split-conformal offsets (``models/calibration.py``), one
 per horizon and quantile; a checkpoint saved before they existed loads with
-zero offsets.
+zero offsets. A latent checkpoint may also hold ``young_offsets``, those of
+streams that have read few returns (``YoungOffsets``).
 
 They load with ``torch.load(path, weights_only=True)``; the model is rebuilt
 from the config and the weights are checked against it.
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.errors import CheckpointError, ConfigError
+from data.errors import CheckpointError, ConfigError, StateError
 from data.features import Scaler
+from models.calibration import YoungOffsets
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 
@@ -36,8 +38,9 @@ def make_checkpoint(
     metrics: dict[str, Any] | None = None,
     data_span: dict[str, Any] | None = None,
     offsets: np.ndarray | None = None,
+    young: YoungOffsets | None = None,
 ) -> dict[str, Any]:
-    """The plain dict that ``save_checkpoint`` writes; ``offsets`` (H, Q), zeros if None."""
+    """The plain dict that ``save_checkpoint`` writes; ``offsets`` (H, Q), zeros if None; ``young``, if any."""
     c = model.config
     offsets = np.zeros((c.horizon, len(c.quantiles))) if offsets is None else offsets
     assert offsets.shape == (c.horizon, len(c.quantiles)), offsets.shape
@@ -49,7 +52,7 @@ def make_checkpoint(
         "metrics": metrics or {},
         "data_span": data_span or {},
         "offsets": [[float(v) for v in row] for row in offsets],
-    }
+    } | ({} if young is None else {"young_offsets": young.to_dict()})
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -122,3 +125,21 @@ def checkpoint_offsets(checkpoint: dict[str, Any], config: ModelConfig, origin: 
     if offsets.shape != shape or not np.isfinite(offsets).all():
         raise CheckpointError(f"{origin}: conformal offsets must be {shape[0]} x {shape[1]} finite numbers")
     return offsets
+
+
+def checkpoint_young_offsets(
+    checkpoint: dict[str, Any], config: ModelConfig, origin: str = "checkpoint"
+) -> YoungOffsets | None:
+    """The checkpoint's offsets of young streams, None if it has none; ``CheckpointError`` if malformed."""
+    raw = checkpoint.get("young_offsets")
+    if raw is None:
+        return None
+    shape = (config.horizon, len(config.quantiles))
+    try:
+        offsets = np.asarray(raw["offsets"], dtype=np.float64)
+        young = YoungOffsets(tuple(int(e) for e in raw["returns_seen"]), offsets)
+    except (KeyError, TypeError, ValueError, StateError) as exc:
+        raise CheckpointError(f"{origin}: malformed young offsets ({exc})") from exc
+    if offsets.ndim != 3 or offsets.shape[1:] != shape or not np.isfinite(offsets).all():
+        raise CheckpointError(f"{origin}: young offsets must be {shape[0]} x {shape[1]} finite numbers per bucket")
+    return young

@@ -36,11 +36,15 @@ class ModelConfig:
 
     ``scaling`` says how returns are put on a common scale: ``global`` by the
     training returns' std (the scaler's), ``volatility`` by each stream's own
-    causal EWMA volatility, carried in its state: its variance follows
-    v_t = decay * v_{t-1} + (1 - decay) * r_t^2 from the training variance,
-    floored at ``variance_floor`` (in units of the training variance), and
-    inputs r_t / sqrt(v_{t-1}) are clipped to ``±input_clip``. A config
-    saved before ``scaling`` existed loads as ``global``.
+    causal EWMA volatility, carried in its state: its variance starts at the
+    training variance, weighing as ``variance_prior`` returns, and moves from
+    a running mean of squared returns to v_t = decay * v_{t-1} + (1 - decay) *
+    r_t^2 as they grow (``models/volatility.py``), floored at
+    ``variance_floor`` (in units of the training variance); inputs
+    r_t / sqrt(v_{t-1}) are clipped to ``±input_clip``. A config saved
+    before ``scaling`` existed loads as ``global``; one saved before
+    ``variance_prior`` with the steady weight 1 / (1 - decay), the plain
+    EWMA it was trained with.
     """
 
     mode: str = "latent"
@@ -57,6 +61,7 @@ class ModelConfig:
     scaling: str = "global"
     ewma_decay: float = 0.94  # RiskMetrics' daily decay
     variance_floor: float = 1e-4
+    variance_prior: float = 0.005  # pseudo-returns the training variance weighs as at a stream's start
     input_clip: float = 10.0
 
     def __post_init__(self) -> None:
@@ -67,8 +72,8 @@ class ModelConfig:
             raise ConfigError(f"unknown scaling {self.scaling!r}; valid scalings: {', '.join(SCALINGS)}")
         if not 0.0 < self.ewma_decay < 1.0:
             raise ConfigError(f"ewma_decay must be in (0, 1), got {self.ewma_decay!r}")
-        if not self.variance_floor > 0 or not self.input_clip > 0:
-            raise ConfigError("variance_floor and input_clip must be positive")
+        if not self.variance_floor > 0 or not self.input_clip > 0 or not self.variance_prior > 0:
+            raise ConfigError("variance_floor, variance_prior and input_clip must be positive")
         for name in ("n_features", "conv_channels", "conv_kernel", "hidden_size", "num_layers", "horizon", "window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -102,6 +107,9 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model config fields: {', '.join(unknown)}")
         values = dict(raw)
+        if "scaling" in values and "variance_prior" not in values:
+            # saved before the variance carried its weight: its EWMA started at the steady weight
+            values["variance_prior"] = 1.0 / (1.0 - values.get("ewma_decay", cls.ewma_decay))
         if "quantiles" in values:
             values["quantiles"] = tuple(values["quantiles"])
         return cls(**values)

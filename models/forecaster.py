@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from models import fused_gru
 from models.config import ModelConfig, cell_class
 from models.state import StreamState
-from models.volatility import INITIAL_VARIANCE, ewma_variances, standardised_returns
+from models.volatility import ewma_variances, initial_volatility, standardised_returns
 
 
 class Forecaster(nn.Module):
@@ -51,10 +51,10 @@ class Forecaster(nn.Module):
         c, device = self.config, self.conv.weight.device
         conv = torch.zeros(batch_size, c.n_features, c.conv_kernel - 1, device=device)
         hidden = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
-        variance = torch.full((batch_size, 1), INITIAL_VARIANCE, device=device) if c.volatility_scaled else None
+        volatility = torch.from_numpy(initial_volatility(batch_size, c)).to(device) if c.volatility_scaled else None
         if c.cell == "LSTM":
-            return StreamState(conv, (hidden, torch.zeros_like(hidden)), variance)
-        return StreamState(conv, hidden, variance)
+            return StreamState(conv, (hidden, torch.zeros_like(hidden)), volatility)
+        return StreamState(conv, hidden, volatility)
 
     @overload
     def forward(
@@ -98,9 +98,9 @@ class Forecaster(nn.Module):
         if state is None:
             state = self.initial_state(batch)
         assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
-        variances = None
+        variances = weights = None
         if c.volatility_scaled:
-            x, variances = self._standardise(x, state)
+            x, variances, weights = self._standardise(x, state)
         seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F, k-1+T)
         conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
         # the causal conv as one product over each step's receptive field: what nn.Conv1d computes, in the
@@ -115,23 +115,25 @@ class Forecaster(nn.Module):
         raw = self.head(self.drop(y[:, steps - shown :])).view(batch, shown, c.horizon, len(c.quantiles))
         out = monotone_quantiles(raw, c.median_index)
         volatility, carried = None, StreamState(conv_buffer, hidden)
-        if variances is not None:
+        if variances is not None and weights is not None:
             # (B, S): the volatility after each forecast step's return
             volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
             out = out * volatility[:, :, None, None]
-            carried = StreamState(conv_buffer, hidden, torch.from_numpy(variances[:, -1:]).to(x.device))  # (B, 1)
+            after = np.stack([variances[:, -1], weights[:, -1]], axis=1)  # (B, 2)
+            carried = StreamState(conv_buffer, hidden, torch.from_numpy(after).to(x.device))
         return (out, carried, volatility) if with_volatility else (out, carried)
 
-    def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray]:
-        """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances.
+    def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray, np.ndarray]:
+        """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances and weights.
 
         The recursion runs in numpy, on the CPU, wherever ``x`` is (a copy from and to a GPU).
         """
-        assert state.variance is not None, "a volatility-scaled model needs a state carrying the variance"
+        assert state.volatility is not None, "a volatility-scaled model needs a state carrying the variance"
         returns = x[..., 0].detach().cpu().numpy()  # (B, T)
-        variances = ewma_variances(returns, state.variance[:, 0].detach().cpu().numpy(), self.config)
+        before = state.volatility.detach().cpu().numpy()  # (B, 2)
+        variances, weights = ewma_variances(returns, before[:, 0], before[:, 1], self.config)
         scaled = torch.from_numpy(standardised_returns(returns, variances[:, :-1], self.config)).to(x.device)
-        return torch.cat([scaled[..., None], x[..., 1:]], dim=2), variances
+        return torch.cat([scaled[..., None], x[..., 1:]], dim=2), variances, weights
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:

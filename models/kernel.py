@@ -9,8 +9,8 @@ against ``Forecaster.forward``.
 
 States are packed: row b of a (B, P) float32 array holds stream b's values in
 the order of its ``StreamState`` bytes: the conv inputs (F, k-1), then h
-(L, Hd), then c (L, Hd) for an LSTM, then the EWMA variance of a
-volatility-scaled model (whose volatility arithmetic is ``models/volatility.py``'s,
+(L, Hd), then c (L, Hd) for an LSTM, then the EWMA variance and its weight of
+a volatility-scaled model (whose volatility arithmetic is ``models/volatility.py``'s,
 shared with the torch forward).
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from models.forecaster import Forecaster, gap_signs
-from models.volatility import INITIAL_VARIANCE, ewma_variances, standardised_returns
+from models.volatility import ewma_variances, initial_volatility, standardised_returns
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class StepKernel:
         self.conv_size = c.n_features * (c.conv_kernel - 1)
         self.config = c
         self.scaled = c.volatility_scaled
-        self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size + int(self.scaled)  # P
+        self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size + 2 * self.scaled  # P
         self.conv_w = _array(conv.weight.reshape(c.conv_channels, -1).T)  # (F*k, C), in the (F, k) order of seq
         self.conv_b = _array(conv.bias)
         self.head_w, self.head_b = _array(head.weight.T), _array(head.bias)  # (Hd, H*Q), (H*Q,)
@@ -63,7 +63,7 @@ class StepKernel:
         """(B, P): the packed state of fresh streams."""
         packed = np.zeros((batch, self.width), np.float32)
         if self.scaled:
-            packed[:, -1] = INITIAL_VARIANCE
+            packed[:, -2:] = initial_volatility(batch, self.config)
         return packed
 
     def step(self, x: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,9 +75,9 @@ class StepKernel:
         seq[:, :, :-1] = packed[:, : self.conv_size].reshape(batch, f, k - 1)
         seq[:, :, -1] = x
         if self.scaled:
-            variances = ewma_variances(x[:, :1], packed[:, -1], self.config)  # (B, 2): before, after
+            variances, weights = ewma_variances(x[:, :1], packed[:, -2], packed[:, -1], self.config)  # (B, 2) each
             seq[:, 0, -1] = standardised_returns(x[:, 0], variances[:, 0], self.config)
-            after[:, -1] = variances[:, 1]
+            after[:, -2], after[:, -1] = variances[:, 1], weights[:, 1]
         after[:, : self.conv_size] = seq[:, :, 1:].reshape(batch, -1)
         z = np.dot(seq.reshape(batch, -1), self.conv_w)  # (B, C)
         z += self.conv_b
@@ -97,7 +97,7 @@ class StepKernel:
         out += raw[:, self.median : self.median + 1]
         out = out.reshape(batch, *self.shape)
         if self.scaled:
-            out *= np.sqrt(after[:, -1])[:, None, None]
+            out *= np.sqrt(after[:, -2])[:, None, None]
         return out, after
 
 

@@ -17,7 +17,6 @@ the whole history (to float32 rounding).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,34 +24,41 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.errors import DataError, StateError
+from data.errors import StateError
 from data.features import Scaler, bar_features, feature_rows, fields_needed
-from models.calibration import apply_offsets
-from models.checkpoint import build_from_checkpoint, checkpoint_offsets
+from models.calibration import YoungOffsets, apply_offsets
+from models.checkpoint import build_from_checkpoint, checkpoint_offsets, checkpoint_young_offsets
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel
-from models.series import Forecast, Observation, SeriesState, series_from_bytes, series_to_bytes
+from models.series import (
+    Forecast,
+    Observation,
+    SeriesState,
+    series_from_bytes,
+    series_to_bytes,
+    validate_observations,
+)
 from models.series_batch import SeriesBatch
 from models.state import StreamState
-
-OBSERVATION_VALUES = ("close", "open", "high", "low", "volume")
-# A forecast price is close * exp(log return): far below float64's 1.8e308, so that it stays
-# finite (and JSON can carry it), and far above any quoted price, even in a hyperinflation.
-MAX_PRICE = 1e15
-# Below float64's smallest normal number (2.2e-308) a price loses its precision, and its forecast
-# prices (close * exp(q)) collapse to one value; a trillionth is far below any quoted price.
-MIN_PRICE = 1e-12
 
 
 class Predictor:
     """A trained forecaster ready to serve: thread-safe, no autograd, eval mode.
 
     ``offsets`` (H, Q) are its conformal offsets (``models/calibration.py``),
-    applied to every forecast; None for none.
+    applied to every forecast; None for none. ``young``: those of a stream
+    that has read few returns, in their place.
     """
 
-    def __init__(self, model: Forecaster, scaler: Scaler, version: str = "", offsets: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        model: Forecaster,
+        scaler: Scaler,
+        version: str = "",
+        offsets: np.ndarray | None = None,
+        young: YoungOffsets | None = None,
+    ) -> None:
         config = model.config
         if len(scaler.features) != config.n_features:
             raise StateError(f"scaler has {len(scaler.features)} features, model {config.n_features}")
@@ -69,12 +75,19 @@ class Predictor:
         self.offsets = np.zeros(shape) if offsets is None else np.asarray(offsets, dtype=np.float64)
         if self.offsets.shape != shape:
             raise StateError(f"offsets have shape {self.offsets.shape}, the model forecasts {shape}")
-        self._calibrated = bool(self.offsets.any())
+        self.young = young
+        self._calibrated = bool(self.offsets.any()) or young is not None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], version: str = "") -> Predictor:
         model, scaler = build_from_checkpoint(checkpoint, version or "checkpoint")
-        return cls(model, scaler, version, checkpoint_offsets(checkpoint, model.config, version or "checkpoint"))
+        origin = version or "checkpoint"
+        offsets = checkpoint_offsets(checkpoint, model.config, origin)
+        return cls(model, scaler, version, offsets, checkpoint_young_offsets(checkpoint, model.config, origin))
+
+    def offsets_after(self, n_obs: int | np.ndarray) -> np.ndarray:
+        """(H, Q), or (B, H, Q) for (B,) counts: the offsets of a forecast after ``n_obs`` observations."""
+        return self.offsets if self.young is None else self.young.at(n_obs - 1, self.offsets)
 
     @property
     def min_observations(self) -> int:
@@ -83,35 +96,7 @@ class Predictor:
 
     def validate(self, observations: Sequence[Observation], first_seq: int = 0) -> None:
         """Raise ``DataError`` naming the first bad observation by its seq."""
-        for i, obs in enumerate(observations):
-            where = f"observation {first_seq + i}"
-            # every value sent is checked, also those this model does not read: the same
-            # observation is then valid or not whatever the model, as the API schema says
-            for name in OBSERVATION_VALUES:
-                value = getattr(obs, name)
-                if value is None:
-                    if name in self.fields:
-                        needed = ", ".join(self.fields)
-                        raise DataError(f"{where}: {name} is missing; this model needs {needed}", seq=first_seq + i)
-                    continue
-                if not math.isfinite(value):
-                    raise DataError(f"{where}: {name} is {value}; values must be finite", seq=first_seq + i)
-                if value < 0 or (value == 0 and name != "volume"):
-                    kind = "volume must not be negative" if name == "volume" else "prices must be positive"
-                    raise DataError(f"{where}: {name} is {value}; {kind}", seq=first_seq + i)
-                if name != "volume" and not MIN_PRICE <= value <= MAX_PRICE:
-                    bound = f"at most {MAX_PRICE:g}" if value > MAX_PRICE else f"at least {MIN_PRICE:g}"
-                    raise DataError(f"{where}: {name} is {value}; prices must be {bound}", seq=first_seq + i)
-            if obs.high is not None and obs.low is not None and obs.high < obs.low:
-                raise DataError(f"{where}: high {obs.high} is below low {obs.low}", seq=first_seq + i)
-            for name in ("open", "close"):
-                value = getattr(obs, name)
-                if value is None:
-                    continue
-                if obs.low is not None and value < obs.low:
-                    raise DataError(f"{where}: {name} {value} is below low {obs.low}", seq=first_seq + i)
-                if obs.high is not None and value > obs.high:
-                    raise DataError(f"{where}: {name} {value} is above high {obs.high}", seq=first_seq + i)
+        validate_observations(observations, self.fields, first_seq)
 
     def advance(self, state: SeriesState, observations: Sequence[Observation]) -> SeriesState:
         """The state after ``observations``; ``state`` itself is not changed."""
@@ -290,9 +275,9 @@ class Predictor:
             return None
         output = state.output.astype(np.float64)  # (H, Q)
         if offsets is not None:
-            output = apply_offsets(output, self.offsets + offsets)
+            output = apply_offsets(output, self.offsets_after(state.n_obs) + offsets)
         elif self._calibrated:
-            output = apply_offsets(output, self.offsets)
+            output = apply_offsets(output, self.offsets_after(state.n_obs))
         log_return = output * self._scale  # (H, Q)
         price = np.exp(log_return)
         price *= state.last_close
@@ -304,7 +289,7 @@ class Predictor:
         """The forecast after each stream of ``batch``, as ``forecast`` makes it, made for all at once."""
         output = batch.output.astype(np.float64)  # (B, H, Q)
         if self._calibrated:
-            output = apply_offsets(output, self.offsets)
+            output = apply_offsets(output, self.offsets_after(batch.n_obs))
         log_return = output * self._scale
         price = np.exp(log_return)
         price *= batch.last_close[:, None, None]

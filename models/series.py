@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from data.errors import StateError
+from data.errors import DataError, StateError
 from models.config import MODES, ModelConfig
 from models.state import StreamState
 
@@ -24,6 +25,15 @@ SERIES_MAGIC = b"LCSE"
 SERIES_FORMAT = 1
 # magic, version, mode, n_obs, last_close, last_volume, has_output, window rows
 _SERIES_HEADER = struct.Struct("<4sBBQddBI")
+
+
+OBSERVATION_VALUES = ("close", "open", "high", "low", "volume")
+# A forecast price is close * exp(log return): far below float64's 1.8e308, so that it stays
+# finite (and JSON can carry it), and far above any quoted price, even in a hyperinflation.
+MAX_PRICE = 1e15
+# Below float64's smallest normal number (2.2e-308) a price loses its precision, and its forecast
+# prices (close * exp(q)) collapse to one value; a trillionth is far below any quoted price.
+MIN_PRICE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -133,3 +143,36 @@ def _floats(blob: bytes, offset: int, shape: tuple[int, int]) -> np.ndarray:
     if end > len(blob):
         raise StateError(f"series state truncated: needs {end} bytes, has {len(blob)}")
     return np.ndarray(shape, "<f4", blob, offset).copy()
+
+
+def validate_observations(observations: Sequence[Observation], fields: Sequence[str], first_seq: int = 0) -> None:
+    """Raise ``DataError`` naming the first bad observation by its seq; ``fields``: those the model needs."""
+    for i, obs in enumerate(observations):
+        where = f"observation {first_seq + i}"
+        # every value sent is checked, also those this model does not read: the same
+        # observation is then valid or not whatever the model, as the API schema says
+        for name in OBSERVATION_VALUES:
+            value = getattr(obs, name)
+            if value is None:
+                if name in fields:
+                    needed = ", ".join(fields)
+                    raise DataError(f"{where}: {name} is missing; this model needs {needed}", seq=first_seq + i)
+                continue
+            if not math.isfinite(value):
+                raise DataError(f"{where}: {name} is {value}; values must be finite", seq=first_seq + i)
+            if value < 0 or (value == 0 and name != "volume"):
+                kind = "volume must not be negative" if name == "volume" else "prices must be positive"
+                raise DataError(f"{where}: {name} is {value}; {kind}", seq=first_seq + i)
+            if name != "volume" and not MIN_PRICE <= value <= MAX_PRICE:
+                bound = f"at most {MAX_PRICE:g}" if value > MAX_PRICE else f"at least {MIN_PRICE:g}"
+                raise DataError(f"{where}: {name} is {value}; prices must be {bound}", seq=first_seq + i)
+        if obs.high is not None and obs.low is not None and obs.high < obs.low:
+            raise DataError(f"{where}: high {obs.high} is below low {obs.low}", seq=first_seq + i)
+        for name in ("open", "close"):
+            value = getattr(obs, name)
+            if value is None:
+                continue
+            if obs.low is not None and value < obs.low:
+                raise DataError(f"{where}: {name} {value} is below low {obs.low}", seq=first_seq + i)
+            if obs.high is not None and value > obs.high:
+                raise DataError(f"{where}: {name} {value} is above high {obs.high}", seq=first_seq + i)

@@ -2,13 +2,19 @@
 
 It holds the causal conv's last ``kernel - 1`` inputs, the recurrent hidden
 state (``(h, c)`` for an LSTM) and, for a volatility-scaled model, the EWMA
-variance of each stream's returns, for a batch of B independent streams. It
+variance of each stream's returns and its weight (``models/volatility.py``),
+for a batch of B independent streams. It
 serialises to compact bytes (float32) behind a versioned header that records
 the architecture, so that a state is never fed to a model it does not fit.
 
 Packed, a state is a (B, P) float32 array whose row b holds stream b's values
 in the order of its bytes; the numpy step kernel (``models/kernel.py``) reads
 and writes that form, and the state read from bytes keeps it.
+
+Format 2 (written before the variance carried its weight) is still read: its
+streams get the steady weight 1 / (1 - decay), under which the recursion is
+the plain EWMA that wrote them, so a stored session goes on as it would have.
+Such a state is written back in format 3.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from torch import Tensor
 
 from data.errors import StateError
 from models.config import CELLS, ModelConfig
+from models.volatility import steady_weight
 
 MAGIC = b"LCSS"
 FORMAT_VERSION = 1  # conv and hidden: the states of globally scaled models, as ever written
-VOLATILITY_FORMAT_VERSION = 2  # the same, then one float per stream: its EWMA variance
+UNWEIGHTED_FORMAT_VERSION = 2  # the same, then one float per stream: its EWMA variance
+VOLATILITY_FORMAT_VERSION = 3  # the same, then two floats per stream: its EWMA variance and that variance's weight
 # magic, version, cell, n_features, conv_kernel, hidden_size, num_layers, batch
 _HEADER = struct.Struct("<4sBBHHIHI")
 _BATCH = struct.Struct("<I")  # the header's last field
@@ -43,8 +51,9 @@ class StreamState:
 
     conv:     (B, F, kernel - 1) last inputs of the causal conv, oldest first
     hidden:   (num_layers, B, hidden_size), or a pair of them for an LSTM
-    variance: (B, 1) EWMA variance of the returns read so far (volatility
-              scaling only, else None), in units of the training variance
+    volatility: (B, 2) the EWMA variance of the returns read so far, in
+              units of the training variance, and its weight (volatility
+              scaling only, else None)
 
     A state built from a packed array (``from_packed``, ``from_bytes``) keeps
     it, and makes conv and hidden, views of it, only when they are read: a
@@ -53,12 +62,12 @@ class StreamState:
     in place, so the packed array stays its values.
     """
 
-    __slots__ = ("_conv", "_hidden", "_layout", "_packed", "_variance")
+    __slots__ = ("_conv", "_hidden", "_layout", "_packed", "_volatility")
 
-    def __init__(self, conv: Tensor, hidden: Hidden, variance: Tensor | None = None) -> None:
+    def __init__(self, conv: Tensor, hidden: Hidden, volatility: Tensor | None = None) -> None:
         self._conv: Tensor | None = conv
         self._hidden: Hidden | None = hidden
-        self._variance = variance
+        self._volatility = volatility
         self._packed: np.ndarray | None = None
         self._layout: _Layout | None = None
 
@@ -72,7 +81,7 @@ class StreamState:
     @classmethod
     def _of_packed(cls, values: np.ndarray, layout: _Layout) -> StreamState:
         state = cls.__new__(cls)
-        state._conv = state._hidden = state._variance = None
+        state._conv = state._hidden = state._volatility = None
         state._packed, state._layout = values, layout
         return state
 
@@ -91,10 +100,11 @@ class StreamState:
         return self._hidden
 
     @property
-    def variance(self) -> Tensor | None:
+    def volatility(self) -> Tensor | None:
+        """(B, 2): each stream's EWMA variance and its weight, or None without volatility scaling."""
         if self._conv is None:
             self._unpack()
-        return self._variance
+        return self._volatility
 
     def _unpack(self) -> None:
         """Make conv and hidden as views of the packed array: numpy slices, then shared with torch.
@@ -109,7 +119,7 @@ class StreamState:
             for at in range(f * k, f * k + layout.hidden_tensors * layers * size, layers * size)
         ]
         self._hidden = (hidden[0], hidden[1]) if layout.hidden_tensors == 2 else hidden[0]
-        self._variance = torch.from_numpy(values[:, -1:]) if layout.variance else None
+        self._volatility = torch.from_numpy(values[:, -2:]) if layout.volatility else None
         self._conv = torch.from_numpy(values[:, : f * k].reshape(batch, f, k))
 
     @property
@@ -118,8 +128,8 @@ class StreamState:
 
     def tensors(self) -> list[Tensor]:
         hidden = list(self.hidden) if isinstance(self.hidden, tuple) else [self.hidden]
-        variance = self.variance
-        return [self.conv, *hidden] if variance is None else [self.conv, *hidden, variance]
+        volatility = self.volatility
+        return [self.conv, *hidden] if volatility is None else [self.conv, *hidden, volatility]
 
     def packed(self) -> np.ndarray:
         """(B, P) float32: row b holds stream b's values in the order of its bytes."""
@@ -128,29 +138,29 @@ class StreamState:
         batch = self.batch_size
         hidden = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
         parts = [self.conv.reshape(batch, -1), *(h.transpose(0, 1).reshape(batch, -1) for h in hidden)]
-        if self.variance is not None:
-            parts.append(self.variance)
+        if self.volatility is not None:
+            parts.append(self.volatility)
         return torch.cat(parts, dim=1).detach().to(torch.float32).numpy()
 
     def detach(self) -> StreamState:
         """The same values cut from the autograd graph (the TBPTT boundary)."""
         hidden = self.hidden
         detached = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
-        variance = None if self.variance is None else self.variance.detach()
-        return StreamState(self.conv.detach(), detached, variance)  # type: ignore[arg-type]
+        volatility = None if self.volatility is None else self.volatility.detach()
+        return StreamState(self.conv.detach(), detached, volatility)  # type: ignore[arg-type]
 
     @staticmethod
     def stack(states: Sequence[StreamState]) -> StreamState:
         """Concatenate states along the batch dimension."""
         conv = torch.cat([s.conv for s in states], dim=0)
-        variance = None if states[0].variance is None else torch.cat([s.variance for s in states])  # type: ignore[misc]
+        volatility = None if states[0].volatility is None else torch.cat([s.volatility for s in states])  # type: ignore[misc]
         first = states[0].hidden
         if isinstance(first, tuple):
             pairs = [s.hidden for s in states]
             h = torch.cat([p[0] for p in pairs], dim=1)
             c = torch.cat([p[1] for p in pairs], dim=1)
-            return StreamState(conv, (h, c), variance)
-        return StreamState(conv, torch.cat([s.hidden for s in states], dim=1), variance)  # type: ignore[misc]
+            return StreamState(conv, (h, c), volatility)
+        return StreamState(conv, torch.cat([s.hidden for s in states], dim=1), volatility)  # type: ignore[misc]
 
     def to_bytes(self, config: ModelConfig) -> bytes:
         """Serialise: a header naming the architecture, then float32 values."""
@@ -171,6 +181,8 @@ class StreamState:
         layout = _layout(config)
         end = offset + _HEADER.size
         if not blob.startswith(layout.prefix, offset):
+            if config.volatility_scaled and blob.startswith(_layout(config, UNWEIGHTED_FORMAT_VERSION).prefix, offset):
+                return cls._from_unweighted(blob, config, offset)
             _refuse(blob[offset:], config)
         (batch,) = _BATCH.unpack_from(blob, end - _BATCH.size)
         if len(blob) - end != 4 * batch * layout.floats_per_stream:
@@ -184,10 +196,34 @@ class StreamState:
             size = math.prod(shape)
             tensors.append(torch.from_numpy(values[at : at + size].reshape(shape)))
             at += size
-        variance = tensors.pop() if layout.variance else None
+        volatility = tensors.pop() if layout.volatility else None
         if config.cell == "LSTM":
-            return cls(tensors[0], (tensors[1], tensors[2]), variance)
-        return cls(tensors[0], tensors[1], variance)
+            return cls(tensors[0], (tensors[1], tensors[2]), volatility)
+        return cls(tensors[0], tensors[1], volatility)
+
+    @classmethod
+    def _from_unweighted(cls, blob: bytes, config: ModelConfig, offset: int) -> StreamState:
+        """A format-2 state (its variance without a weight), each stream given the steady weight (module doc)."""
+        old = _layout(config, UNWEIGHTED_FORMAT_VERSION)
+        end = offset + _HEADER.size
+        (batch,) = _BATCH.unpack_from(blob, end - _BATCH.size)
+        expected = _HEADER.size + 4 * batch * old.floats_per_stream
+        if len(blob) - offset != expected:
+            raise StateError(f"stream state has {len(blob) - offset} bytes, expected {expected}")
+        values = np.empty((batch, old.floats_per_stream + 1), np.float32)
+        body = np.frombuffer(blob, "<f4", batch * old.floats_per_stream, end)
+        if batch == 1:
+            values[:, :-1] = body
+        else:  # the old bytes hold each tensor whole: read them as such, then pack them in rows
+            tensors, at = [], 0
+            for shape in old.shapes(batch):
+                size = math.prod(shape)
+                tensors.append(torch.from_numpy(body[at : at + size].reshape(shape).copy()))
+                at += size
+            hidden = (tensors[1], tensors[2]) if config.cell == "LSTM" else tensors[1]
+            values[:, :-1] = cls(tensors[0], hidden, tensors[-1]).packed()
+        values[:, -1] = steady_weight(config)
+        return cls._of_packed(values, _layout(config))
 
 
 @dataclass(frozen=True)
@@ -198,21 +234,24 @@ class _Layout:
     conv: tuple[int, int]  # (F, kernel - 1) per stream
     hidden: tuple[int, int]  # (num_layers, hidden_size)
     hidden_tensors: int  # 2 for an LSTM's (h, c)
-    variance: bool  # one float per stream after the hidden state (volatility scaling)
+    volatility: int  # floats per stream after the hidden state: the variance and, from format 3, its weight
     floats_per_stream: int  # P, read at every state read and write: a field, not a property
 
     def shapes(self, batch: int) -> list[tuple[int, ...]]:
         layers, size = self.hidden
         shapes: list[tuple[int, ...]] = [(batch, *self.conv)]
         shapes += [(layers, batch, size)] * self.hidden_tensors
-        return [*shapes, (batch, 1)] if self.variance else shapes
+        return [*shapes, (batch, self.volatility)] if self.volatility else shapes
 
 
 @functools.cache
-def _layout(config: ModelConfig) -> _Layout:
+def _layout(config: ModelConfig, version: int | None = None) -> _Layout:
+    """The layout ``config``'s model writes, or that of an older ``version`` of its format."""
+    version = version or (VOLATILITY_FORMAT_VERSION if config.volatility_scaled else FORMAT_VERSION)
+    volatility = {FORMAT_VERSION: 0, UNWEIGHTED_FORMAT_VERSION: 1, VOLATILITY_FORMAT_VERSION: 2}[version]
     header = _HEADER.pack(
         MAGIC,
-        VOLATILITY_FORMAT_VERSION if config.volatility_scaled else FORMAT_VERSION,
+        version,
         CELLS.index(config.cell),
         config.n_features,
         config.conv_kernel,
@@ -226,10 +265,10 @@ def _layout(config: ModelConfig) -> _Layout:
         conv=(config.n_features, config.conv_kernel - 1),
         hidden=(config.num_layers, config.hidden_size),
         hidden_tensors=hidden_tensors,
-        variance=config.volatility_scaled,
+        volatility=volatility,
         floats_per_stream=config.n_features * (config.conv_kernel - 1)
         + hidden_tensors * config.num_layers * config.hidden_size
-        + int(config.volatility_scaled),
+        + volatility,
     )
 
 
@@ -246,13 +285,13 @@ def _refuse(blob: bytes, config: ModelConfig) -> NoReturn:
     if magic != MAGIC:
         raise StateError("not a stream state: bad magic bytes")
     expected_version = VOLATILITY_FORMAT_VERSION if config.volatility_scaled else FORMAT_VERSION
-    if version not in (FORMAT_VERSION, VOLATILITY_FORMAT_VERSION):
+    if version not in (FORMAT_VERSION, UNWEIGHTED_FORMAT_VERSION, VOLATILITY_FORMAT_VERSION):
         raise StateError(
             f"stream state format {version} is not supported "
-            f"(this build reads {FORMAT_VERSION} and {VOLATILITY_FORMAT_VERSION})"
+            f"(this build reads {FORMAT_VERSION}, {UNWEIGHTED_FORMAT_VERSION} and {VOLATILITY_FORMAT_VERSION})"
         )
-    if version != expected_version:
-        carried = "carries" if version == VOLATILITY_FORMAT_VERSION else "does not carry"
+    if (version == FORMAT_VERSION) != (expected_version == FORMAT_VERSION):
+        carried = "does not carry" if version == FORMAT_VERSION else "carries"
         raise StateError(f"stream state {carried} a volatility estimate; the model's scaling is {config.scaling}")
     found = {
         "cell": CELLS[cell] if cell < len(CELLS) else f"#{cell}",

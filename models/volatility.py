@@ -2,15 +2,26 @@
 
 A volatility-scaled forecaster (``ModelConfig.scaling == "volatility"``)
 reads a return r_t (in units of the training returns' std) as
-r_t / sqrt(v_{t-1}), where v is RiskMetrics' EWMA of squared returns,
+r_t / sqrt(v_{t-1}), where v is an EWMA of squared returns that knows how
+much it has seen. It carries, besides v, its weight w, the count of returns
+(discounted by ``decay`` per step) behind it:
 
-    v_t = max(decay * v_{t-1} + (1 - decay) * r_t^2, floor),
+    w_t = decay * w_{t-1} + 1
+    v_t = max(v_{t-1} + (r_t^2 - v_{t-1}) / w_t, floor)
 
-started at the training variance (1 in these units) and carried in the
-stream's state. Its quantiles are learnt in units of sqrt(v_t), the
-volatility after the newest return, and scaled back by it. Multiply every
-return of a series by k and, once the start is forgotten, v is multiplied by
-k^2 and the forecast by k: one model fits a quiet index and a wild stock.
+started at v_0 = the training variance (1 in these units) with the weight
+w_0 = ``variance_prior`` of a few pseudo-returns. So v_t is the weighted mean
+of the prior and of every squared return so far, return r_{t-k} weighing
+decay^k: the first returns weigh like a running mean, shrunk toward the
+training variance by how few they are, and as w grows to 1 / (1 - decay) the
+recursion becomes RiskMetrics' EWMA, v_t = decay * v_{t-1} + (1 - decay) * r_t^2.
+A session opened with five closes of a wild stock starts near its variance,
+not the training one.
+
+Its quantiles are learnt in units of sqrt(v_t), the volatility after the
+newest return, and scaled back by it. Multiply every return of a series by k
+and v is multiplied by k^2 (but for the prior's share) and the forecast by k:
+one model fits a quiet index and a wild stock.
 
 The torch forward and the numpy step kernel both call these functions, so the
 two paths do the same float32 arithmetic.
@@ -25,23 +36,41 @@ from models.config import ModelConfig
 INITIAL_VARIANCE = 1.0  # the training returns' variance, in the units the scaler gives returns
 
 
-def ewma_variances(returns: np.ndarray, variance: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """(B, T) float32 returns and the (B,) variance before them -> (B, T + 1) float32.
+def steady_weight(config: ModelConfig) -> float:
+    """The weight w of a stream that has seen many returns: 1 / (1 - decay)."""
+    return 1.0 / (1.0 - config.ewma_decay)
 
-    Column t is the variance before return t; the last column is the variance
-    after the last return (the state to carry).
+
+def initial_volatility(batch: int, config: ModelConfig) -> np.ndarray:
+    """(B, 2) float32: the (variance, weight) of fresh streams."""
+    out = np.empty((batch, 2), np.float32)
+    out[:, 0], out[:, 1] = INITIAL_VARIANCE, config.variance_prior
+    return out
+
+
+def ewma_variances(
+    returns: np.ndarray, variance: np.ndarray, weight: np.ndarray, config: ModelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B, T) float32 returns, the (B,) variance and weight before them -> two (B, T + 1) float32 arrays.
+
+    Column t of each is the variance (weight) before return t; the last column
+    is that after the last return (the state to carry).
     """
     batch, steps = returns.shape
     out = np.empty((batch, steps + 1), np.float32)
-    out[:, 0] = variance
+    weights = np.empty((batch, steps + 1), np.float32)
+    out[:, 0], weights[:, 0] = variance, weight
     decay, floor = np.float32(config.ewma_decay), np.float32(config.variance_floor)
-    weighted = np.square(returns, dtype=np.float32)
-    weighted *= np.float32(1.0 - config.ewma_decay)
+    squares = np.square(returns, dtype=np.float32)
     for t in range(steps):  # a recursion: each step needs the one before
-        v = out[:, t] * decay
-        v += weighted[:, t]
+        w = weights[:, t + 1]
+        np.multiply(weights[:, t], decay, out=w)
+        w += np.float32(1.0)
+        v = squares[:, t] - out[:, t]
+        v /= w
+        v += out[:, t]
         np.maximum(v, floor, out=out[:, t + 1])
-    return out
+    return out, weights
 
 
 def standardised_returns(returns: np.ndarray, before: np.ndarray, config: ModelConfig) -> np.ndarray:

@@ -1,5 +1,9 @@
 """``SessionReply``: what opening a session or posting to it answers, and its compact stored form.
 
+A reply without a forecast says why: ``needs``, how many more observations the
+session must read before its first forecast (an ar model reads a full window of
+returns, a latent one a first return).
+
 A retried batch is answered with the reply its first try got. Stores keep that
 reply as the few values it is made from (``reply_body``), about 100 bytes
 where its JSON takes about 700, and ``stored_reply`` rebuilds it to the same bytes.
@@ -35,13 +39,22 @@ class SessionReply:
     model: ModelRef
     next_seq: int
     forecast: Forecast | None
+    needs: int = 0  # observations still to come before the first forecast (0 once there is one)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.forecast is None:
+            return {
+                "session_id": self.session_id,
+                "model": self.model.to_dict(),
+                "next_seq": self.next_seq,
+                "forecast": None,
+                "needs": self.needs,
+            }
         return {
             "session_id": self.session_id,
             "model": self.model.to_dict(),
             "next_seq": self.next_seq,
-            "forecast": None if self.forecast is None else self.forecast.to_dict(),
+            "forecast": self.forecast.to_dict(),
         }
 
     def to_json(self) -> bytes:
@@ -51,6 +64,19 @@ class SessionReply:
     @functools.cached_property
     def _json(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+
+def observations_needed(predictor: Predictor, n_obs: int) -> int:
+    """How many more observations a session of ``predictor`` that has read ``n_obs`` needs to forecast."""
+    return max(predictor.min_observations - n_obs, 0)
+
+
+def session_reply(
+    session_id: str, predictor: Predictor, n_obs: int, forecast: Forecast | None, model: ModelRef | None = None
+) -> SessionReply:
+    """The reply of a session of ``predictor`` after ``n_obs`` observations (``model``: its ref, if made already)."""
+    needs = 0 if forecast is not None else observations_needed(predictor, n_obs)
+    return SessionReply(session_id, model or ModelRef.of(predictor), n_obs, forecast, needs)
 
 
 def reply_body(state: SeriesState, offsets: np.ndarray | None = None) -> bytes:
@@ -106,4 +132,4 @@ def stored_reply(predictor: Predictor, session_id: str, body: bytes) -> SessionR
     if body[0] == ADAPTIVE_REPLY_FORMAT:
         offsets = np.frombuffer(body, dtype="<f8", offset=_REPLY_BODY.size + 4 * size).reshape(horizon, -1)
     state = SeriesState(n_obs=n_obs, last_close=None if math.isnan(close) else close, output=output)
-    return SessionReply(session_id, ModelRef.of(predictor), n_obs, predictor.forecast(state, offsets))
+    return session_reply(session_id, predictor, n_obs, predictor.forecast(state, offsets))

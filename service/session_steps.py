@@ -23,7 +23,7 @@ from models.calibration import AdaptiveConfig, AdaptiveOffsets
 from models.predictor import Forecast, Observation, Predictor, SeriesState
 from models.series_batch import batch_from_bytes, batch_to_bytes
 from service.forecasting import ModelRef
-from service.replies import SessionReply, reply_bodies, reply_body, stored_reply
+from service.replies import SessionReply, reply_bodies, reply_body, session_reply, stored_reply
 from service.seq_rules import new_observations
 from service.stores import SessionRecord, SessionUpdate, StoredReply
 from service.stores.records import batch_digest, batch_digests
@@ -139,7 +139,7 @@ def _step_together(
             appended=tuple(tail),
             reply=StoredReply(seq=appends[i].seq, digest=digest, body=body),
         )
-        changes[i] = Change(update, SessionReply(record.session_id, model, next_seq, forecast), len(tail))
+        changes[i] = Change(update, session_reply(record.session_id, predictor, next_seq, forecast, model), len(tail))
     return changes
 
 
@@ -153,9 +153,10 @@ def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Chan
     state = target.advance(SeriesState(n_obs=record.first_retained_seq), record.retained)
     adaptive = None
     if record.calibration:
-        adaptive = AdaptiveOffsets(adaptive_offsets(target, record).offsets)
+        kept = adaptive_offsets(target, record)
+        adaptive = AdaptiveOffsets(kept.offsets, (), kept.outcomes)
     forecast, adaptive = calibrated_forecast(target, state, adaptive)
-    reply = SessionReply(record.session_id, ModelRef.of(target), state.n_obs, forecast)
+    reply = session_reply(record.session_id, target, state.n_obs, forecast)
     update = SessionUpdate(
         next_seq=record.next_seq,
         state=target.state_to_bytes(state),
@@ -220,10 +221,13 @@ def _change_after(
     if record.calibration:
         levels = np.asarray(predictor.config.quantiles)
         closes = [obs.close for obs in tail]
-        adaptive = adaptive_offsets(predictor, record).observe(record.next_seq, closes, levels, AdaptiveConfig().rate)
+        config = AdaptiveConfig()
+        adaptive = adaptive_offsets(predictor, record).observe(
+            record.next_seq, closes, levels, config.rate, config.first_rate
+        )
     forecast, adaptive = calibrated_forecast(predictor, state, adaptive)
     offsets = None if adaptive is None else adaptive.offsets
-    reply = SessionReply(record.session_id, model, state.n_obs, forecast)
+    reply = session_reply(record.session_id, predictor, state.n_obs, forecast, model)
     update = SessionUpdate(
         next_seq=state.n_obs,
         state=predictor.state_to_bytes(state),

@@ -41,7 +41,7 @@ from service.forecasting import ModelRef, check_count, in_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.owned_records import OwnedRecords, not_found
-from service.replies import SessionReply
+from service.replies import SessionReply, session_reply
 from service.session_locks import SessionLocks
 from service.session_steps import Append, adaptive_offsets, calibrated_forecast, plan_migration, state_of
 from service.stores import SessionRecord, SessionStore
@@ -116,7 +116,7 @@ class SessionService:
         state = await in_thread(predictor.advance, SeriesState(), history)
         offsets = AdaptiveOffsets.zeros(predictor.config.horizon, len(predictor.config.quantiles)) if adaptive else None
         forecast, offsets = calibrated_forecast(predictor, state, offsets)
-        reply = SessionReply(session_id, ModelRef.of(predictor), state.n_obs, forecast)
+        reply = session_reply(session_id, predictor, state.n_obs, forecast)
         now = self._clock()
         record = SessionRecord(
             session_id=session_id,
@@ -179,7 +179,7 @@ class SessionService:
         predictor = await self.records.predictor(record.version)
         state = await in_thread(state_of, predictor, record)
         offsets = adaptive_offsets(predictor, record).offsets if record.calibration else None
-        reply = SessionReply(session_id, ModelRef.of(predictor), record.next_seq, predictor.forecast(state, offsets))
+        reply = session_reply(session_id, predictor, record.next_seq, predictor.forecast(state, offsets))
         shown = None if offsets is None else offsets.tolist()
         return SessionInfo(reply, record.ticker, record.created, record.updated, record.retained_count, shown)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,12 @@ from models.calibration import AdaptiveConfig
 from models.config import ModelConfig
 from training.baselines import garch_t
 from training.config import TrainConfig
-from training.conformal import adaptive_forecasts, fit_offsets
+from training.conformal import adaptive_forecasts, fit_offsets, fit_young_offsets
 from training.dataset import TrainingData
 from training.evaluate import SpanForecasts, model_forecasts
 from training.pipeline import fit
 from training.scoring import score_by_ticker
+from training.session_age import AgeConfig, against_plain_ewma, age_plot, age_scores, age_section, session_spans
 from training.significance import DieboldMariano, compare_losses
 
 METHODS = {
@@ -55,6 +56,7 @@ METHODS = {
 }
 TESTED = ("volatility_conformal", "volatility_adaptive")  # each tested against GARCH(1,1)-t
 GOAL = (0.78, 0.82)  # coverage called calibrated
+AGE_GOAL = (0.75, 0.85)  # coverage of each age bucket of young sessions called calibrated
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class CalibrationConfig:
 
     scales: tuple[float, ...] = (1.0, 0.3, 3.0)
     adaptive_rate: float = AdaptiveConfig().rate
+    adaptive_first_rate: float = AdaptiveConfig().first_rate
+    age: AgeConfig = field(default_factory=AgeConfig)
 
 
 def rescaled_prices(prices: pd.DataFrame, k: float) -> pd.DataFrame:
@@ -115,14 +119,19 @@ def calibration_report(
     config = config or CalibrationConfig()
     data = TrainingData.prepare(prices, features, model_config.horizon)
     models, offsets, training = {}, {}, {}
+    young = None
     for scaling in ("global", "volatility"):
         trained = fit(ModelConfig.from_dict({**model_config.to_dict(), "scaling": scaling}), data, train_config)
         models[scaling] = trained.model
         offsets[scaling] = fit_offsets(trained.model, data.scaler, data.series, data.split)
+        if scaling == "volatility":
+            young = fit_young_offsets(trained.model, data.scaler, data.series, data.split)
         training[scaling] = {"val_loss": trained.result.best_val_loss, "epochs_run": trained.result.epochs_run}
     levels = list(model_config.quantiles)
     scores: dict[str, Any] = {}
     tests: dict[str, Any] = {}
+    by_age: dict[str, Any] = {}
+    before: dict[str, Any] = {}
     for k in config.scales:
         series = build_series(rescaled_prices(prices, k), data.features, data.horizon)
         copy = TrainingData(series, data.split, data.scaler, data.horizon)
@@ -132,10 +141,18 @@ def calibration_report(
             spans[scaling] = model_forecasts(model, data.scaler, series, starts)
             spans[f"{scaling}_conformal"] = model_forecasts(model, data.scaler, series, starts, offsets[scaling])
         spans["volatility_adaptive"] = [
-            adaptive_forecasts(span, offsets["volatility"], levels, config.adaptive_rate)
+            adaptive_forecasts(span, offsets["volatility"], levels, config.adaptive_rate, config.adaptive_first_rate)
             for span in spans["volatility"]
         ]
         scores[f"{k:g}"] = {method: score_by_ticker(spans[method], levels) for method in METHODS}
+        sessions = session_spans(
+            models["volatility"], data.scaler, series, starts, offsets["volatility"], config.age, young
+        )
+        by_age[f"{k:g}"] = age_scores(sessions, levels, list(dict.fromkeys((1, data.horizon))), config.age)
+        if k == 1:
+            volatility = ModelConfig.from_dict({**model_config.to_dict(), "scaling": "volatility"})
+            horizons = list(dict.fromkeys((1, data.horizon)))
+            before = against_plain_ewma(data, volatility, train_config, spans["volatility_conformal"], horizons)
         tests[f"{k:g}"] = {
             method: {
                 f"h{h}": compare_losses([spans[method]], [spans["garch_t"]], levels, h).to_dict()
@@ -152,8 +169,13 @@ def calibration_report(
         "training": training,
         "offsets": {scaling: o.tolist() for scaling, o in offsets.items()},
         "adaptive_rate": config.adaptive_rate,
+        "adaptive_first_rate": config.adaptive_first_rate,
         "scores": scores,
         "against_garch": tests,
+        "by_age": by_age,
+        "against_plain_ewma": before,
+        "young_offsets": None if young is None else young.to_dict(),
+        "age": {"every": config.age.every, "history": config.age.history},
     }
 
 
@@ -238,6 +260,8 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
     json_path = out / "calibration.json"
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     plot = _coverage_plot(report, out / "calibration_coverage.png")
+    age = AgeConfig(**report["age"])
+    by_age = age_plot(report["by_age"], age, AGE_GOAL, out / "calibration_age.png")
     data, last = report["data"], f"h{report['horizon']}"
     lines = [
         "# Calibration: global scaling, volatility scaling, conformal offsets",
@@ -253,7 +277,8 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         "(`models/calibration.py`); volatility scaling divides each return by the stream's EWMA volatility, "
         'carried in its state (`models/volatility.py`). "+ adaptive" adds the offsets a session opened with '
         f'`"calibration": "adaptive"` at the start of the test span would have learnt by each day (rate '
-        f"{report['adaptive_rate']} / h half-widths per outcome at horizon h, `training/conformal.py`).",
+        f"{report['adaptive_rate']} / h half-widths per outcome at horizon h, {report['adaptive_first_rate']} / (n h) "
+        "for the n-th outcome while that is larger, `training/conformal.py`).",
         "",
         "## Summary",
         "",
@@ -272,6 +297,7 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         for horizon in dict.fromkeys(("h1", last)):
             tests = report["against_garch"][k]
             lines += [f"## {what}, horizon {horizon[1:]}", "", *_tables(scores, horizon, tests)]
+    lines += age_section(report, age, AGE_GOAL, by_age.name)
     lines += ["## Conformal offsets (half-widths, per horizon and quantile)", ""]
     for scaling, offsets in report["offsets"].items():
         lines.append(
@@ -279,7 +305,7 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
         )
     md_path = out / "calibration.md"
     md_path.write_text("\n".join(lines) + "\n")
-    return [md_path, json_path, plot]
+    return [md_path, json_path, plot, by_age]
 
 
 def _coverage_plot(report: dict[str, Any], path: Path) -> Path:

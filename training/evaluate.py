@@ -91,3 +91,23 @@ def model_forecasts(
             )
         )
     return out
+
+
+def session_outputs(
+    model: Forecaster, scaler: Scaler, series: Series, origin: int, history: int, count: int | None = None
+) -> np.ndarray:
+    """(N, H, Q) unscaled quantiles of a session opened after row ``origin`` with ``history`` closes.
+
+    Row i's feature is the return from close i - 1 to close i, so ``history``
+    closes up to ``origin`` give the session its rows ``origin - history + 2``
+    to ``origin`` (a fresh state reads them); its first forecast is that after
+    row ``origin``. Forecasts to the end of the series, or the first ``count``.
+    """
+    first = origin - history + 2
+    assert first >= 1 and history >= 2, f"a session opened after row {origin} cannot hold {history} closes"
+    end = len(series) if count is None else min(len(series), origin + count)
+    x = scaler.transform(series.features[first:end], model.config.volatility_scaled)
+    model.eval()
+    with torch.inference_mode(), fused_gru.evaluation():
+        out, _ = model(torch.from_numpy(x)[None])
+    return out[0].numpy()[history - 2 :].astype(np.float64) * scaler.target_scale

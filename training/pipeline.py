@@ -14,12 +14,13 @@ import pandas as pd
 import torch
 
 from data.features import DEFAULT_FEATURES
+from models.calibration import YoungOffsets
 from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from training.batches import batches_for
 from training.config import TrainConfig
-from training.conformal import fit_offsets
+from training.conformal import fit_offsets, fit_young_offsets
 from training.dataset import TrainingData
 from training.distributed import World
 from training.evaluate import model_forecasts
@@ -108,21 +109,28 @@ def training_summary(result: TrainResult, train_config: TrainConfig) -> dict[str
 
 
 def checkpoint(
-    trained: Trained, source: str, refit_of: str | None = None, offsets: np.ndarray | None = None
+    trained: Trained,
+    source: str,
+    refit_of: str | None = None,
+    offsets: np.ndarray | None = None,
+    young: YoungOffsets | None = None,
 ) -> dict[str, Any]:
     """The registry checkpoint: weights, config, scaler, metrics, data span and conformal offsets.
 
-    The offsets are fit on the validation span unless given: a refit through the
-    newest price has no validation span and takes those of ``refit_of``, the
-    version whose architecture and epoch count it repeats (it has no validation loss).
+    The offsets (and a latent model's young offsets) are fit on the validation
+    span unless given: a refit through the newest price has no validation span
+    and takes those of ``refit_of``, the version whose architecture and epoch
+    count it repeats (it has no validation loss).
     """
     data = trained.data
     if offsets is None:
         offsets = fit_offsets(trained.model, data.scaler, data.series, data.split)
+        if trained.model.config.mode == "latent":
+            young = fit_young_offsets(trained.model, data.scaler, data.series, data.split)
     metrics = {**training_summary(trained.result, trained.train_config), "test": holdout_metrics(trained, offsets)}
     if refit_of is not None:
         metrics["refit_of"] = refit_of
-    return make_checkpoint(trained.model, data.scaler, metrics, data.span(source), offsets)
+    return make_checkpoint(trained.model, data.scaler, metrics, data.span(source), offsets, young)
 
 
 def train_and_register(

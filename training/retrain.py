@@ -39,7 +39,7 @@ from data import sources
 from data.errors import ConflictError, ForecastError
 from data.feature_cache import FeatureCache, artifacts_cache
 from data.features import DEFAULT_FEATURES, recent_split, through_end
-from models.checkpoint import build_from_checkpoint, checkpoint_offsets
+from models.checkpoint import build_from_checkpoint, checkpoint_offsets, checkpoint_young_offsets
 from models.config import DEFAULT_SCALING, MODES, ModelConfig
 from training.config import TrainConfig
 from training.dataset import TrainingData, first_unseen_day
@@ -254,8 +254,10 @@ def _refit_version(
     """Register the refit of ``parent`` and record it in ``outcome``; returns its version."""
     again = refit(trained, prices, artifacts_cache(registry.root), orders.world)
     # a refit has no validation span to fit conformal offsets on: it keeps its parent's
-    offsets = checkpoint_offsets(registry.load(parent), trained.model.config, parent)
-    version = registry.register(checkpoint(again, source, refit_of=parent, offsets=offsets)).version
+    saved = registry.load(parent)
+    offsets = checkpoint_offsets(saved, trained.model.config, parent)
+    young = checkpoint_young_offsets(saved, trained.model.config, parent)
+    version = registry.register(checkpoint(again, source, refit_of=parent, offsets=offsets, young=young)).version
     outcome["refit"] = {
         "version": version,
         "of": parent,

@@ -84,7 +84,7 @@ def build_parser() -> CommandParser:
     calibration = commands.add_parser(
         "calibration",
         help="10-90%% coverage and pinball of global vs volatility scaling, with conformal offsets, on the prices "
-        "and on copies with their returns rescaled",
+        "and on copies with their returns rescaled, and of sessions by age (forecasts since they opened)",
     )
     add_source_arguments(calibration)
     add_model_arguments(calibration)

@@ -64,13 +64,15 @@ class Session:
     next_seq: int
     model: dict[str, str]
     forecast: dict[str, Any] | None = None
+    needs: int = 0  # with no forecast yet: how many more observations the service needs before the first
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     kept: list[Wire] = field(default_factory=list, repr=False)  # the last acknowledged observations, up to next_seq
 
     def took(self, reply: Mapping[str, Any]) -> None:
-        """Move on to ``reply`` (an append's or an open's): its seq and its forecast."""
+        """Move on to ``reply`` (an append's or an open's): its seq, its forecast, or what it still needs."""
         self.next_seq = int(reply["next_seq"])
         self.forecast = reply["forecast"]
+        self.needs = int(reply.get("needs") or 0)
 
     def keep(self, observations: Sequence[Wire], window: int) -> None:
         """Remember ``observations`` (just acknowledged), the last ``window`` of all kept."""
@@ -130,12 +132,16 @@ class AsyncClient:
         body: dict[str, Any] = {"history": list(history)}
         body |= {k: v for k, v in (("mode", mode), ("version", version), ("ticker", ticker)) if v is not None}
         reply = _checked(await self.http.post("/v1/sessions", content=orjson.dumps(body), headers=JSON))
-        return Session(reply["session_id"], reply["next_seq"], reply["model"], reply["forecast"])
+        session = Session(reply["session_id"], reply["next_seq"], reply["model"])
+        session.took(reply)
+        return session
 
     async def session(self, session_id: str) -> Session:
         """A session opened before (by this client or another): it resumes from its ``next_seq``."""
         reply = await self._send("GET", f"/v1/sessions/{session_id}")
-        return Session(session_id, reply["next_seq"], reply["model"], reply["forecast"])
+        session = Session(session_id, reply["next_seq"], reply["model"])
+        session.took(reply)
+        return session
 
     async def append(self, session: Session, observations: Sequence[Wire]) -> dict[str, Any]:
         """Apply ``observations`` after what ``session`` holds; its reply (the next forecast).

@@ -49,6 +49,7 @@ MIGRATE_EXAMPLES: dict[str, Any] = {
     "",
     status_code=201,
     response_model=SessionResponse,
+    response_model_exclude_unset=True,  # `needs` only in a reply without a forecast
     summary="Open a session",
     responses=error_responses(401, 404, 413, 415, 422, 429, 503),
 )
@@ -97,6 +98,7 @@ router.add_api_route(
 @router.get(
     "/{session_id}",
     response_model=SessionInfoResponse,
+    response_model_exclude_unset=True,  # `needs` only in a reply without a forecast
     summary="What a session holds",
     responses=error_responses(401, 404, 503),
 )
@@ -122,6 +124,7 @@ async def delete(session_id: SessionId, svc: ServicesDep, who: CallerDep) -> Res
 @router.post(
     "/{session_id}/migrate",
     response_model=MigrationResponse,
+    response_model_exclude_unset=True,  # `needs` only in a reply without a forecast
     summary="Move a session to another model version",
     responses=error_responses(401, 404, 415, 422, 503),
 )

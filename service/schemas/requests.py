@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from models.predictor import MAX_PRICE, MIN_PRICE, Observation
+from models.series import MAX_PRICE, MIN_PRICE, Observation
 
 MAX_LABEL = 64
 CLOSES = [101.2, 101.9, 100.7, 102.3, 103.0]

@@ -61,6 +61,12 @@ class SessionResponse(BaseModel):
     model: ModelOut
     next_seq: int = Field(description="seq the next batch must carry (observations applied so far)")
     forecast: ForecastOut | None = Field(description="null while the session has too little history")
+    needs: int | None = Field(
+        default=None,
+        description="only when forecast is null: how many more observations the session needs before its first "
+        "forecast (an ar model reads a full window of returns, a latent one a first return)",
+        examples=[56],
+    )
 
 
 class SessionInfoResponse(SessionResponse):

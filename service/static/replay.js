@@ -96,9 +96,16 @@ class Track {
     this.panel = $(`#panel-${mode}`);
   }
 
-  received(forecast, latency) {
+  // A reply: its forecast, or (null) how many more prices the session needs before its first one.
+  received(reply, latency) {
     if (latency !== undefined) this.latencies.push(latency);
-    if (!forecast) return;
+    const { forecast, needs } = reply;
+    const note = $(".needs", this.panel);
+    note.hidden = Boolean(forecast);
+    if (!forecast) {
+      note.textContent = needs ? `needs ${needs} more price${needs === 1 ? "" : "s"} before its first forecast` : "";
+      return;
+    }
     this.forecasts.set(forecast.as_of_seq, forecast);
     const [low, high] = band(forecast);
     const median = forecast.price[0][Math.floor(forecast.quantiles.length / 2)];
@@ -241,7 +248,7 @@ export async function startReplay() {
     if (refused) throw refused.reason;
     opened.forEach(({ value: reply }, i) => {
       $(`#panel-${tracks[i].mode} .version`).textContent = reply.model.version;
-      tracks[i].received(reply.forecast);
+      tracks[i].received(reply);
     });
     const first = prices.warmup.length;
     let scheduled = false;
@@ -268,7 +275,7 @@ export async function startReplay() {
             { seq, observations: [bar] },
             key,
           );
-          t.received(reply.forecast, performance.now() - sent);
+          t.received(reply, performance.now() - sent);
         }),
       );
       realised.set(seq, closes.get(seq));

@@ -6,6 +6,7 @@ import torch
 
 from data.errors import CheckpointError
 from data.features import Scaler
+from models.calibration import YoungOffsets
 from models.checkpoint import build_from_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
@@ -100,3 +101,21 @@ def test_malformed_conformal_offsets_are_refused():
     with pytest.raises(CheckpointError) as err:
         Predictor.from_checkpoint(checkpoint, "v1")
     assert str(err.value) == "v1: conformal offsets must be 3 x 3 finite numbers"
+
+
+def test_young_offsets_travel_with_the_checkpoint_and_malformed_ones_are_refused():
+    checkpoint = tiny_checkpoint()
+    young = YoungOffsets((1, 5, 9), np.arange(18, dtype=np.float64).reshape(2, 3, 3) / 100)
+    checkpoint["young_offsets"] = young.to_dict()
+    loaded = Predictor.from_checkpoint(checkpoint).young
+    assert loaded is not None and loaded.returns_seen == (1, 5, 9)
+    np.testing.assert_array_equal(loaded.offsets, young.offsets)
+    assert Predictor.from_checkpoint(tiny_checkpoint()).young is None  # a checkpoint without them
+    checkpoint["young_offsets"] = {"returns_seen": [1, 5, 9], "offsets": [[[0.0] * 3] * 3]}
+    with pytest.raises(CheckpointError) as err:
+        Predictor.from_checkpoint(checkpoint, "v1")
+    assert str(err.value) == "v1: malformed young offsets (young offsets need 2 increasing edges from 1, got [1, 5, 9])"
+    checkpoint["young_offsets"] = {"returns_seen": [1, 5], "offsets": [[[0.0] * 3] * 2]}
+    with pytest.raises(CheckpointError) as err:
+        Predictor.from_checkpoint(checkpoint, "v1")
+    assert str(err.value) == "v1: young offsets must be 3 x 3 finite numbers per bucket"

@@ -31,7 +31,8 @@ def test_unknown_cell_lists_the_valid_ones():
         ({"quantiles": (0.1, 0.9)}, "quantiles must include the median 0.5, got [0.1, 0.9]"),
         ({"scaling": "local"}, "unknown scaling 'local'; valid scalings: global, volatility"),
         ({"ewma_decay": 1.0}, "ewma_decay must be in (0, 1), got 1.0"),
-        ({"variance_floor": 0.0}, "variance_floor and input_clip must be positive"),
+        ({"variance_floor": 0.0}, "variance_floor, variance_prior and input_clip must be positive"),
+        ({"variance_prior": 0.0}, "variance_floor, variance_prior and input_clip must be positive"),
     ],
 )
 def test_invalid_values_are_refused(fields, message):
@@ -48,6 +49,14 @@ def test_unknown_fields_are_refused():
 
 def test_a_config_saved_before_scaling_existed_loads_as_global():
     raw = ModelConfig().to_dict()
-    for name in ("scaling", "ewma_decay", "variance_floor", "input_clip"):
+    for name in ("scaling", "ewma_decay", "variance_floor", "variance_prior", "input_clip"):
         del raw[name]
     assert ModelConfig.from_dict(raw).scaling == "global"
+
+
+def test_a_config_saved_before_the_variance_carried_its_weight_loads_with_the_plain_ewma():
+    raw = ModelConfig(scaling="volatility").to_dict()
+    del raw["variance_prior"]
+    loaded = ModelConfig.from_dict(raw)
+    assert loaded.variance_prior == pytest.approx(1 / (1 - loaded.ewma_decay))
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).variance_prior == ModelConfig().variance_prior

@@ -52,6 +52,9 @@ def test_stepping_one_row_at_a_time_equals_one_forward(cell, layers, n_features,
         assert out.shape == (batch, 4, 3) and out.dtype == np.float32
         assert np.abs(out - whole[:, t].numpy()).max() <= 1e-5
     assert np.abs(packed - state.packed()).max() <= 1e-5
+    if scaling == "volatility":  # the variance's weight: the discounted count of the prior and the returns read
+        d, prior = forecaster.config.ewma_decay, forecaster.config.variance_prior
+        np.testing.assert_allclose(packed[:, -1], d**STEPS * prior + (1 - d**STEPS) / (1 - d), rtol=1e-5)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -86,8 +89,8 @@ def test_packed_state_round_trips_through_tensors_and_bytes(scaling):
         assert torch.equal(a, b)
     h, c = state.hidden
     for i in range(state.batch_size):
-        variance = None if state.variance is None else state.variance[i : i + 1]
-        one = StreamState(state.conv[i : i + 1], (h[:, i : i + 1], c[:, i : i + 1]), variance)
+        volatility = None if state.volatility is None else state.volatility[i : i + 1]
+        one = StreamState(state.conv[i : i + 1], (h[:, i : i + 1], c[:, i : i + 1]), volatility)
         blob = one.to_bytes(forecaster.config)
         assert StreamState.from_packed(packed[i : i + 1], forecaster.config).to_bytes(forecaster.config) == blob
         np.testing.assert_array_equal(StreamState.from_bytes(blob, forecaster.config).packed(), packed[i : i + 1])

@@ -11,7 +11,8 @@ from data.errors import DataError, StateError
 from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
-from models.predictor import MAX_PRICE, MIN_PRICE, Observation, Predictor, SeriesState
+from models.predictor import Observation, Predictor, SeriesState
+from models.series import MAX_PRICE, MIN_PRICE
 from tests.factories import real_bars
 
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from data import sources
+from models.calibration import AdaptiveConfig, AdaptiveOffsets
 from models.checkpoint import make_checkpoint
 from service.app import create_app
 from tests.factories import tiny_config
@@ -87,3 +88,28 @@ def test_a_session_without_adaptive_calibration_shows_no_offsets(app_client: Tes
     assert app_client.get(f"/v1/sessions/{opened['session_id']}").json()["adaptive_offsets"] is None
     refused = app_client.post("/v1/sessions", json={"history": wild_closes[:HISTORY], "calibration": "sometimes"})
     assert refused.status_code == 422
+
+
+def test_a_fresh_adaptive_session_adapts_from_its_first_outcome_as_the_offline_replay_does(
+    app_client: TestClient, wild_closes
+):
+    closes = wild_closes[:40]
+    opened = app_client.post("/v1/sessions", json={"history": closes[:5], "calibration": "adaptive"}).json()
+    session_id, issued = opened["session_id"], [opened["forecast"]["log_return"]]
+    for seq in range(5, len(closes)):
+        body = {"seq": seq, "observations": [closes[seq]]}
+        reply = app_client.post(f"/v1/sessions/{session_id}/observations", json=body)
+        issued.append(reply.json()["forecast"]["log_return"])
+    served = np.array(app_client.get(f"/v1/sessions/{session_id}").json()["adaptive_offsets"])
+    # the same arithmetic offline, on the forecasts as issued (offsets included)
+    config, levels = AdaptiveConfig(), np.array([0.1, 0.5, 0.9])
+    offline = AdaptiveOffsets.zeros(3, 3).issue(4, closes[4], np.array(issued[0]))
+    steady = AdaptiveOffsets(np.zeros((3, 3)), offline.pending)  # as offsets stored before outcomes were counted
+    for seq in range(5, len(closes)):
+        offline = offline.observe(seq, [closes[seq]], levels, config.rate, config.first_rate)
+        offline = offline.issue(seq, closes[seq], np.array(issued[seq - 4]))
+        steady = steady.observe(seq, [closes[seq]], levels, config.rate, config.first_rate)
+        steady = steady.issue(seq, closes[seq], np.array(issued[seq - 4]))
+    np.testing.assert_allclose(served, offline.offsets, rtol=1e-9, atol=1e-12)
+    assert offline.outcomes == (35, 34, 33)
+    assert np.abs(offline.offsets - steady.offsets).max() > 0.01  # the first outcomes stepped further

@@ -98,6 +98,18 @@ def test_the_blocking_client_tracks_seqs_and_reports_errors(server, registry, cl
     assert gap.value.status == 409 and gap.value.details["expected_seq"] == WARM + 4
 
 
+def test_a_client_session_knows_how_many_prices_it_needs_before_its_first_forecast(server, registry, closes):
+    needed = registry.load(str(registry.champion("ar")))["config"]["window"] + 1
+    with Client(ClientSettings(server.url)) as client:
+        session = client.open(closes[:5], mode="ar")
+        assert (session.forecast, session.needs) == (None, needed - 5)
+        client.append(session, closes[5 : needed - 1])
+        assert (session.forecast, session.needs) == (None, 1)
+        assert client.session(session.session_id).needs == 1
+        client.append(session, [closes[needed - 1]])
+        assert session.forecast is not None and session.needs == 0
+
+
 @pytest.mark.parametrize("via", ["bulk", "stream"])
 def test_items_sent_as_they_are_get_the_service_s_answers_and_move_no_session(server, closes, via):
     with Client(ClientSettings(server.url)) as client, client.feed() as feed:

@@ -272,3 +272,23 @@ def scores(forecasts: dict[int, dict[str, Any]], closes: list[float], h: int) ->
         errors = [y - q for q in forecast["log_return"][h - 1]]
         losses.append(sum(max(t * e, (t - 1) * e) for t, e in zip(levels, errors, strict=True)) / len(levels))
     return {"n": len(inside), "coverage": sum(inside) / len(inside), "pinball": sum(losses) / len(losses)}
+
+
+def test_a_session_without_a_forecast_yet_shows_how_many_prices_it_needs(
+    browser: BrowserContext, server: ServiceProcess, registry: Registry
+):
+    needed = registry.load(str(registry.champion("ar")))["config"]["window"] + 1
+    page, problems = open_page(browser, server)
+    use_key(page, KEY)
+    page.wait_for_selector("body[data-loaded=ok]", timeout=WAIT_MS)
+    page.select_option("#ticker", TICKER)
+    page.fill("#start", START)
+    page.fill("#warmup", "5")
+    page.fill("#count", "3")
+    page.select_option("#speed", "0")
+    page.click("#start-button")
+    page.wait_for_selector("#replay[data-state=done]", timeout=WAIT_MS)
+    # 5 + 3 prices: the ar session still needs the rest of its window, the latent one forecasts
+    assert page.inner_text("#panel-ar .needs") == f"needs {needed - 8} more prices before its first forecast"
+    assert page.is_hidden("#panel-latent .needs")
+    assert problems.found == []

@@ -33,17 +33,31 @@ def test_a_session_from_open_to_delete(client: TestClient, registry: Registry, c
     assert client.get(f"/v1/sessions/{session_id}").status_code == 404
 
 
-def test_a_session_without_enough_history_has_no_forecast_yet(client: TestClient, closes):
+def test_a_session_without_enough_history_has_no_forecast_yet_and_says_what_it_needs(
+    client: TestClient, registry: Registry, closes
+):
+    needed = registry.load(str(registry.champion("ar")))["config"]["window"] + 1  # closes before an ar forecast
     opened = client.post("/v1/sessions", json={"mode": "ar"}).json()
-    assert (opened["next_seq"], opened["forecast"]) == (0, None)
-    posted = client.post(
-        f"/v1/sessions/{opened['session_id']}/observations", json={"seq": 0, "observations": closes[:10]}
-    )
-    assert posted.json()["forecast"] is None
-    posted = client.post(
-        f"/v1/sessions/{opened['session_id']}/observations", json={"seq": 10, "observations": [closes[10]]}
-    )
-    assert posted.json()["forecast"]["as_of_seq"] == 10
+    assert (opened["next_seq"], opened["forecast"], opened["needs"]) == (0, None, needed)
+    session = opened["session_id"]
+    posted = client.post(f"/v1/sessions/{session}/observations", json={"seq": 0, "observations": closes[:5]})
+    assert (posted.json()["forecast"], posted.json()["needs"]) == (None, needed - 5)
+    assert client.get(f"/v1/sessions/{session}").json()["needs"] == needed - 5
+    retried = client.post(f"/v1/sessions/{session}/observations", json={"seq": 0, "observations": closes[:5]})
+    assert retried.json() == posted.json()  # a stored reply says it too
+    bulk = client.post(
+        "/v1/observations", json={"items": [{"session_id": session, "seq": 5, "observations": closes[5 : needed - 1]}]}
+    ).json()["items"][0]
+    assert bulk["status"] == 200 and (bulk["reply"]["forecast"], bulk["reply"]["needs"]) == (None, 1)
+    fed = client.post(f"/v1/sessions/{session}/observations", json={"seq": needed - 1, "observations": [closes[0]]})
+    assert fed.json()["forecast"]["as_of_seq"] == needed - 1 and "needs" not in fed.json()
+
+
+def test_a_latent_session_needs_one_return(client: TestClient, closes):
+    opened = client.post("/v1/sessions", json={"mode": "latent", "history": closes[:1]}).json()
+    assert (opened["forecast"], opened["needs"]) == (None, 1)
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["SessionResponse"]["properties"]
+    assert "only when forecast is null" in schema["needs"]["description"]
 
 
 def test_migrate_moves_a_pinned_session_to_the_new_champion(tmp_path, make_settings: MakeSettings, closes):

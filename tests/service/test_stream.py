@@ -178,3 +178,15 @@ def test_a_batch_begun_runs_to_its_end_through_the_stream_s_teardown():
 
     [ended] = asyncio.run(teardown())
     assert committed == [1] and isinstance(ended, asyncio.CancelledError)
+
+
+def test_a_feed_reply_without_a_forecast_says_what_the_session_needs(server, registry: Registry, closes):
+    needed = registry.load(str(registry.champion("ar")))["config"]["window"] + 1
+    with client(server, ALICE) as alice:
+        opened = alice.post("/v1/sessions", json={"mode": "ar", "history": closes[:5]}).json()
+        assert (opened["forecast"], opened["needs"]) == (None, needed - 5)
+        item = {"session_id": opened["session_id"], "seq": 5, "observations": [closes[5]]}
+        with connect(ws_url(server), additional_headers={"X-API-Key": ALICE}) as ws:
+            ws.send(json.dumps({"id": "young", "items": [item]}))
+            reply = json.loads(ws.recv(timeout=10))["items"][0]["reply"]
+    assert (reply["forecast"], reply["needs"]) == (None, needed - 6)

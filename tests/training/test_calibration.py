@@ -39,7 +39,12 @@ def test_every_method_is_scored_and_the_conformal_ones_tested_against_garch(repo
 
 def test_the_markdown_shows_the_adaptive_column_and_the_verdicts(report, tmp_path):
     paths = write_calibration_report(report, tmp_path, "latentcast calibration --epochs 1")
-    assert [p.name for p in paths] == ["calibration.md", "calibration.json", "calibration_coverage.png"]
+    assert [p.name for p in paths] == [
+        "calibration.md",
+        "calibration.json",
+        "calibration_coverage.png",
+        "calibration_age.png",
+    ]
     assert json.loads((tmp_path / "calibration.json").read_text()) == json.loads(json.dumps(report))
     text = (tmp_path / "calibration.md").read_text()
     assert "Made by `latentcast calibration --epochs 1`." in text
@@ -48,3 +53,21 @@ def test_the_markdown_shows_the_adaptive_column_and_the_verdicts(report, tmp_pat
     label = "volatility scaling + conformal + adaptive"
     assert f"- {label}: statistic {result.statistic:.3f} over {result.n} days; " in text
     assert result.verdict(label, "GARCH(1,1)-t") in text
+
+
+def test_sessions_are_scored_by_age_on_every_copy_against_the_warmed_forecasts_of_the_same_days(report, tmp_path):
+    assert list(report["by_age"]) == ["1", "3"]
+    for by_serving in report["by_age"].values():
+        assert list(by_serving) == ["conformal", "adaptive"]
+        for by_horizon in by_serving.values():
+            assert list(by_horizon) == ["h1", "h2"]
+            for buckets in by_horizon.values():
+                assert list(buckets) == ["1-5", "6-20", "21-60", "61+"]
+                assert all(b["n"] > 0 and 0 <= b["coverage"] <= 1 for b in buckets.values())
+    # old sessions are warmed ones: the same forecasts as the warmed model's, bucket 61+ scores them alike
+    old = report["by_age"]["1"]["conformal"]["h1"]["61+"]
+    assert old["pinball"] == pytest.approx(old["warmed_pinball"], rel=0.02)
+    write_calibration_report(report, tmp_path, "latentcast calibration")
+    text = (tmp_path / "calibration.md").read_text()
+    assert "## Sessions by age" in text and "![coverage by age](calibration_age.png)" in text
+    assert text.count("| x3 | ") == 2 * 2  # a row per way of serving and horizon

@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from data import sources
-from data.features import build_series, fit_scaler, split_dates
+from data.features import build_series, fit_scaler, mask_after, split_dates
 from models.calibration import apply_offsets, half_width
 from models.forecaster import Forecaster
 from tests.factories import tiny_config
 from training.calibration import rescaled_prices
 from training.config import TrainConfig
-from training.conformal import adaptive_forecasts, conformal_scores, fit_offsets
+from training.conformal import YoungConfig, adaptive_forecasts, conformal_scores, fit_offsets, fit_young_offsets
 from training.dataset import TrainingData
-from training.evaluate import model_forecasts
+from training.evaluate import model_forecasts, session_outputs
 from training.metrics import coverage
 from training.pipeline import fit
 
@@ -64,3 +64,32 @@ def test_adaptive_forecasts_replay_the_session_update_and_reach_nominal_coverage
     assert coverage(span.actual[:, 0], span.quantiles[:, 0], levels) < 0.7
     # online conformal's promise: once it has caught up, each quantile is exceeded about as often as its level says
     assert 0.75 <= coverage(adapted.actual[-750:, 0], adapted.quantiles[-750:, 0], levels) <= 0.85
+
+
+def test_young_offsets_calibrate_each_bucket_of_returns_seen_on_validation_sessions():
+    config = tiny_config(scaling="volatility")
+    series = build_series(sources.bundled(["IBM", "MSFT"]), ("returns",), config.horizon)
+    split = split_dates(series)
+    scaler = fit_scaler(series, split, ("returns",))
+    torch.manual_seed(0)
+    model = Forecaster(config).eval()
+    young = fit_young_offsets(model, scaler, series, split, YoungConfig(returns_seen=(1, 3, 9), every=10))
+    assert young.returns_seen == (1, 3, 9) and young.offsets.shape == (2, 3, 3)
+    # bucket 0: forecasts after 1 and 2 returns of sessions opened with two closes every 10 validation days
+    scores = []
+    for s in series:
+        valid, test = split.bounds(s)
+        for origin in range(valid, test, 10):
+            q = session_outputs(model, scaler, s, origin, 2, 2)
+            y = mask_after(s.targets, test)[origin : origin + 2]
+            scores.append((y[..., None] - q) / half_width(q))
+    h1 = np.concatenate(scores)[:, 0]  # (N, Q)
+    h1 = h1[np.isfinite(h1).all(axis=1)]
+    below = (h1 < young.offsets[0, 0]).mean(axis=0)
+    np.testing.assert_allclose(below, config.quantiles, atol=2 / len(h1))
+    # past the last edge a forecast takes the model's own offsets
+    steady = np.full((3, 3), 0.25)
+    np.testing.assert_array_equal(young.at(9, steady), steady)
+    np.testing.assert_array_equal(
+        young.at(np.array([1, 2, 3, 8, 40]), steady)[:, 0, 0], [*young.offsets[[0, 0, 1, 1], 0, 0].tolist(), 0.25]
+    )
