@@ -34,7 +34,7 @@ from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Predictor
-from training import baselines
+from training.baselines import BASELINES
 from training.config import TrainConfig
 from training.conformal import fit_offsets
 from training.costs import Cost, forecast_costs
@@ -48,12 +48,6 @@ from training.significance import SIGNIFICANCE, Loss, compare_losses
 
 logger = logging.getLogger(__name__)
 
-BASELINES: dict[str, baselines.Baseline] = {
-    "random_walk": baselines.random_walk,
-    "previous_return": baselines.previous_return,
-    "linear_ar": baselines.linear_ar,
-    "garch_t": baselines.garch_t,
-}
 # (loss, a, b): each tested at horizon 1 and H; a negative statistic favours a
 TESTS: tuple[tuple[Loss, str, str], ...] = (
     ("absolute_error", "latent", "random_walk"),
@@ -98,7 +92,7 @@ class Comparison:
             "quantiles": self.levels,
             "protocol": (
                 "rolling forecasts over the test span, one per day after its close, no refitting; "
-                "model state warmed on train+validation; baselines fit on the training span only"
+                "model state warmed on train+validation; baselines fit on train+validation"
             ),
             "models": self.contenders,
             "metrics": self.metrics,
@@ -154,14 +148,18 @@ def check_out_of_sample(contender: Contender, test_start: np.datetime64) -> None
 
 
 def baseline_spans(data: TrainingData, levels: np.ndarray) -> dict[str, list[SpanForecasts]]:
-    """Each baseline's forecasts over each ticker's test span (fit on its training span)."""
+    """Each baseline's forecasts over each ticker's test span, fit on the training and validation spans.
+
+    The models learn from both (validation picks their weights, and their state
+    is warmed through it): the baselines are fit on as much.
+    """
     out: dict[str, list[SpanForecasts]] = {name: [] for name in BASELINES}
     for series in data.series:
-        valid, test = data.split.bounds(series)
+        _, test = data.split.bounds(series)
         returns = series.features[:, 0]
         origins = np.arange(test, len(series))
         for name, baseline in BASELINES.items():
-            forecast = baseline(returns, valid, origins, data.horizon, levels)
+            forecast = baseline(returns, test, origins, data.horizon, levels)
             out[name].append(
                 SpanForecasts(
                     series.ticker,

@@ -30,6 +30,8 @@ LABELS = {
     "previous_return": "previous return",
     "linear_ar": "linear AR(5)",
     "garch_t": "GARCH(1,1)-t",
+    "riskmetrics_normal": "RiskMetrics, normal",
+    "riskmetrics_t": "RiskMetrics, t",
 }
 COLUMNS = [
     ("mae", "MAE (%)", 100.0, ".3f"),

@@ -33,7 +33,16 @@ from training.scoring import pooled, score_by_ticker
 from training.significance import SIGNIFICANCE
 
 FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
-METHODS = {"latent", "ar", "random_walk", "previous_return", "linear_ar", "garch_t"}
+METHODS = {
+    "latent",
+    "ar",
+    "random_walk",
+    "previous_return",
+    "linear_ar",
+    "garch_t",
+    "riskmetrics_normal",
+    "riskmetrics_t",
+}
 
 
 @pytest.fixture(scope="module")
