@@ -169,3 +169,19 @@ def test_validation_runs_the_fused_gru_to_nn_gru_s_loss(data, monkeypatch):
     calls = fused_inference_calls(monkeypatch)
     assert evaluate_loss(model, source.validation()) == pytest.approx(reference, rel=1e-6)
     assert calls, "validation ran the fused GRU"
+
+
+@pytest.mark.parametrize("mode", ["ar", "latent"])
+def test_a_step_budget_gives_both_modes_the_same_steps_and_carries_the_state_across_epochs(data, mode):
+    torch.manual_seed(0)
+    model = Spy(tiny(mode))
+    config = TrainConfig(**{**FAST.to_dict(), "epochs": 3, "patience": 10, "epoch_steps": 7})
+    source = batches_for(model.config, data, config)
+    passes = sum(1 for _ in source.epoch(np.random.default_rng(0)))
+    result = train(model, source, config)
+    assert result.steps == 21 and result.epochs_run == 3 and len(result.history) == 3
+    carried = [state is not None for state, _ in model.calls]
+    if mode == "ar":
+        assert not any(carried)
+    else:  # epochs of 7 steps cut across passes: only each pass's first chunk starts from a zero state
+        assert passes != 7 and carried.count(False) == -(-21 // passes)
