@@ -28,6 +28,7 @@ import numpy as np
 from scipy import stats
 
 from data.errors import DataError
+from training.evaluate import SpanForecasts
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,19 @@ def coverage_tests(misses: Sequence[np.ndarray], expected: float) -> CoverageTes
         independence_p=float(stats.chi2.sf(independence, 1)),
         conditional_p=float(stats.chi2.sf(pof + independence, 2)),
     )
+
+
+def band_tests(runs: Sequence[Sequence[SpanForecasts]], levels: Sequence[float]) -> list[dict[str, float | int]]:
+    """The tests of each run's outer band (``levels``' first to last) on its one-step forecasts, ticker by ticker."""
+    expected = 1 - (levels[-1] - levels[0])
+    out = []
+    for run in runs:
+        misses = []
+        for span in run:
+            if span.quantiles is None:
+                raise DataError(f"{span.ticker}: a point forecast has no band to test")
+            actual, band = span.actual[:, 0], span.quantiles[:, 0]  # (N,), (N, Q)
+            known = np.isfinite(actual)
+            misses.append(((actual < band[:, 0]) | (actual > band[:, -1]))[known])
+        out.append(coverage_tests(misses, expected).to_dict())
+    return out

@@ -21,6 +21,7 @@ from service.client.replay import ReplayPlan
 from training.backtest import BacktestConfig
 from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS
+from training.trials import default_jobs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.add_argument("--out", type=Path, default=Path("docs"), help="report folder (default: docs)")
     calibration.set_defaults(handler=run_calibration)
     backtest = commands.add_parser(
-        "backtest", help="walk-forward folds, each trained anew, with Diebold-Mariano tests: JSON, Markdown, plot"
+        "backtest",
+        help="the verdict: walk-forward folds, each trained anew on equal budgets, Holm-adjusted Diebold-Mariano "
+        "tests and model confidence sets: JSON, Markdown, plot",
     )
     add_source_arguments(backtest)
     add_model_arguments(backtest)
@@ -106,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         help="also train ar and latent with these scalings, each tested against the --scaling ones",
+    )
+    backtest.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=defaults.epoch_steps,
+        help="optimiser steps per epoch in both modes, so that ar and latent train on the same budget "
+        "(0: an epoch is one pass over the data)",
+    )
+    backtest.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="trainings run at once, one local process each"
+    )
+    backtest.add_argument(
+        "--rescale", type=float, default=1.0, help="multiply every daily log return by this (a quieter or wilder copy)"
     )
     backtest.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/backtest)")
     backtest.set_defaults(handler=run_backtest_command)

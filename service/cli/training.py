@@ -14,7 +14,7 @@ from service.cli.arguments import load_prices, model_config, train_config
 from training import distributed
 from training.backtest import BacktestConfig, run_backtest
 from training.backtest_report import write_report as write_backtest
-from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
+from training.calibration import CalibrationConfig, calibration_report, rescaled_prices, write_calibration_report
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
 from training.dataset import TrainingData
@@ -115,12 +115,20 @@ def run_backtest_command(args: argparse.Namespace) -> int:
         validation_days=args.validation_days,
         seeds=tuple(args.seeds),
         scalings=tuple(args.other_scalings),
+        epoch_steps=args.epoch_steps or None,
     )
     features = tuple(args.features.split(","))
-    prices = load_prices(args)
-    result = run_backtest(prices, features, model_config(args, "latent"), train_config(args), config, args.source)
+    prices, source = load_prices(args), args.source
+    if args.rescale != 1.0:
+        prices, source = rescaled_prices(prices, args.rescale), f"{source} (returns x{args.rescale:g})"
+    model, train = model_config(args, "latent"), train_config(args)
+    result = run_backtest(prices, features, model, train, config, source, jobs=args.jobs)
     for path in write_backtest(result, args.out or args.artifacts / "reports" / "backtest"):
         print(path)
     for test in result.tests:
         print(f"horizon {test['horizon']}: {test['verdict']}")
+    for mcs in result.confidence_sets:
+        print(f"horizon {mcs['horizon']}: model confidence set {', '.join(mcs['included'])}")
+    for failure in result.failures:
+        print(f"failed: fold {failure['fold']}, {failure['method']}, seed {failure['seed']}: {failure['error']}")
     return 0

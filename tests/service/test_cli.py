@@ -207,11 +207,13 @@ def test_a_retrain_job_prunes_once_it_concludes(capsys, tmp_path):
 
 def test_backtest_tests_the_scaling_against_another(tmp_path, capsys):
     folds = ["--folds", "1", "--test-days", "40", "--validation-days", "40", "--seeds", "0", "--threads", "1"]
-    common = ["backtest", *TINY, *folds, "--out", str(tmp_path)]
+    common = ["backtest", *TINY, *folds, "--jobs", "1", "--epoch-steps", "5", "--out", str(tmp_path)]
     assert main([*common, "--scaling", "volatility", "--other-scalings", "global"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    verdicts = [line for line in lines if line.startswith("horizon ")]
-    assert len(verdicts) == 2 * 5  # latent against ar, GARCH and the random walk; each mode against its twin
+    sets = [line for line in lines if "model confidence set" in line]
+    verdicts = [line for line in lines if line.startswith("horizon ") and line not in sets]
+    # latent against ar and four baselines, ar against the four; each mode against its twin
+    assert len(verdicts) == 2 * 11 and len(sets) == 2
     assert any(v.startswith("horizon 2: ") and "latent, global scaling" in v for v in verdicts)
     report = json.loads((tmp_path / "backtest.json").read_text())
     assert report["config"]["model"]["scaling"] == "volatility"
