@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from typing import Any
@@ -119,11 +119,27 @@ def run_trials(
     """
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    results: list[TrialResult | None] = [None] * len(trials)
     if jobs == 1 or len(trials) <= 1:
-        return [runner(prices, features, t) for t in trials]
-    with ProcessPoolExecutor(max_workers=min(jobs, len(trials)), mp_context=get_context("spawn")) as pool:
-        futures: list[Future[TrialResult]] = [pool.submit(runner, prices, features, t) for t in trials]
-        return [_result(future, trial) for future, trial in zip(futures, trials, strict=True)]
+        for done, trial in enumerate(trials, start=1):
+            results[done - 1] = _logged(runner(prices, features, trial), done, len(trials))
+    else:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(trials)), mp_context=get_context("spawn")) as pool:
+            futures: dict[Future[TrialResult], int] = {
+                pool.submit(runner, prices, features, t): i for i, t in enumerate(trials)
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                i = futures[future]
+                results[i] = _logged(_result(future, trials[i]), done, len(trials))
+    return [r for r in results if r is not None]
+
+
+def _logged(result: TrialResult, done: int, count: int) -> TrialResult:
+    """``result``, its progress logged here (a spawned process's own log goes nowhere)."""
+    training = result.training or {}
+    outcome = result.error or f"{training.get('steps')} steps, {training.get('seconds')} s"
+    logger.info("trial %d of %d, %s: %s", done, count, result.trial.describe(), outcome)
+    return result
 
 
 def _result(future: Future[TrialResult], trial: Trial) -> TrialResult:

@@ -32,7 +32,7 @@ from data.errors import DataError
 from training.evaluate import SpanForecasts
 from training.significance import SIGNIFICANCE, DieboldMariano, Loss, diebold_mariano, origin_losses
 
-MCS_SIZE = 0.10  # methods whose MCS p-value is at least this stay in the set
+MCS_SIZE = 0.10  # methods whose MCS p-value is above this stay in the set
 MCS_REPS = 1000  # bootstrap replications
 MCS_SEED = 0  # the bootstrap's seed: a report is reproducible
 
@@ -74,10 +74,19 @@ def confidence_set(
     if len(complete) < 2 * horizon + 1:
         raise DataError(f"too few days for a model confidence set at horizon {horizon}: {len(complete)}")
     block = block_size(len(complete), horizon)
-    mcs = MCS(complete, size=size, reps=reps, block_size=block, method="R", seed=seed)
-    mcs.compute()
-    p_values = {str(name): float(p) for name, p in mcs.pvalues["Pvalue"].items()}
-    included = [str(name) for name in complete.columns if str(name) in set(map(str, mcs.included))]
+    # methods with identical losses (a twin) cannot be told apart: the bootstrap would divide 0 by 0
+    twins: dict[str, str] = {}  # method -> the first method of identical losses
+    for name in complete.columns:
+        twins[str(name)] = next(str(o) for o in complete.columns if complete[o].equals(complete[name]))
+    distinct = complete[[c for c in complete.columns if twins[str(c)] == str(c)]]
+    if distinct.shape[1] == 1:
+        kept = {twins[str(distinct.columns[0])]: 1.0}
+    else:
+        mcs = MCS(distinct, size=size, reps=reps, block_size=block, method="R", seed=seed)
+        mcs.compute()
+        kept = {str(name): float(p) for name, p in mcs.pvalues["Pvalue"].items()}
+    p_values = {name: kept[twin] for name, twin in twins.items()}
+    included = [name for name, p in p_values.items() if p > size]  # arch's rule: kept above the size
     return ConfidenceSet(horizon, size, block, len(complete), included, p_values)
 
 

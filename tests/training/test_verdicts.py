@@ -64,3 +64,13 @@ def test_a_verdict_needs_the_adjusted_p_and_most_seeds():
     assert pair_verdict(result(-0.1, 0.01), 0.08, [-0.1], "latent", "GARCH") == (
         "no significant difference between latent and GARCH (Holm-adjusted p = 0.08, raw 0.01)"
     )
+
+
+def test_methods_of_identical_losses_share_one_p_value():
+    rng = np.random.default_rng(1)
+    base = rng.random(300)
+    losses = pd.DataFrame({"a": base, "copy": base.copy(), "worse": base + 0.5})
+    result = confidence_set(losses, horizon=2)
+    assert result.included == ["a", "copy"] and result.p_values["a"] == result.p_values["copy"] == 1.0
+    alone = confidence_set(losses[["a", "copy"]], horizon=2)
+    assert alone.included == ["a", "copy"] and alone.p_values == {"a": 1.0, "copy": 1.0}
