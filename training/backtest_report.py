@@ -145,7 +145,7 @@ def headline(report: dict[str, Any]) -> list[str]:
         if {test["a"], test["b"]} == {"latent", "ar"}:
             line = f"Horizon {test['horizon']}: {test['verdict']}."
             if test["horizon"] in sets:
-                line += " " + confidence_sentence(sets[test["horizon"]]).partition(": ")[2]
+                line += " The " + confidence_sentence(sets[test["horizon"]]).partition(": the ")[2]
             out.append(line)
     return out
 

@@ -59,11 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs the redis store)")
     serve.set_defaults(handler=run_serve)
 
-    compare = commands.add_parser("compare", help="ar vs latent vs baselines: report.json, report.md, plots")
+    compare = commands.add_parser(
+        "compare",
+        help="one fold of the backtest: ar vs latent vs baselines on one test span, or the registered versions: "
+        "report.json, report.md, plots",
+    )
     add_source_arguments(compare)
     add_model_arguments(compare)
     compare.add_argument("--ar-version", help="score this registered ar version instead of training one")
     compare.add_argument("--latent-version", help="score this registered latent version instead of training one")
+    compare.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=BacktestConfig().epoch_steps,
+        help="optimiser steps per epoch in both modes, as the backtest trains (0: an epoch is one pass)",
+    )
     compare.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/compare)")
     compare.add_argument("--plot-ticker", help="ticker of the forecast plot (default: the first)")
     compare.add_argument(

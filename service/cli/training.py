@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 
 from data.feature_cache import FeatureSpec, artifacts_cache
 from data.universe import load_series
@@ -88,7 +89,8 @@ def run_compare(args: argparse.Namespace) -> int:
     registry = Registry(args.artifacts)
     given = {"ar": args.ar_version, "latent": args.latent_version}
     to_train = [m for m in MODES if given[m] is None]
-    trained = {c.mode: c for c in train_contenders(data, model_config(args, "latent"), train_config(args), to_train)}
+    config = replace(train_config(args), epoch_steps=args.epoch_steps or None)
+    trained = {c.mode: c for c in train_contenders(data, model_config(args, "latent"), config, to_train)}
     contenders = [trained[m] if m in trained else load_contender(registry, str(given[m])) for m in MODES]
     comparison = compare(data, contenders, args.source, prices, tuple(args.cost_lengths))
     out = args.out or args.artifacts / "reports" / "compare"

@@ -89,6 +89,8 @@ def test_compare_trains_what_is_not_given_and_scores_a_given_version(capsys, tmp
     report = json.loads((out / "report.json").read_text())
     assert report["models"]["ar"]["version"] == ar
     assert report["models"]["latent"]["version"] is None  # trained for the report
+    assert report["models"]["latent"]["training"]["train_config"]["epoch_steps"] == 50  # the backtest's budget
+    assert report["view"].startswith("one fold of the backtest's machinery")
     assert [c["history"] for c in report["cost_per_forecast_us"]] == [20] * 4
 
 
