@@ -51,6 +51,7 @@ from training.coverage_tests import band_tests
 from training.evaluate import SpanForecasts
 from training.report import LABELS
 from training.scoring import pooled, score
+from training.search import Search, with_choice
 from training.significance import SIGNIFICANCE, Loss
 from training.trials import Trial, TrialResult, failures, fold_data, run_trials
 from training.verdicts import MCS_SIZE, judge
@@ -129,6 +130,7 @@ class Backtest:
     coverage_tests: dict[str, list[dict[str, float | int]]]  # method -> per seed, Kupiec and Christoffersen
     trainings: dict[str, list[dict[str, Any]]]  # model -> per fold and seed: steps, epochs, best epoch, seconds
     failures: list[dict[str, Any]]  # trials that failed, and why
+    search: dict[str, Any] | None  # the per-mode choices and their trials, or None: the configuration as given
     forecasts: int  # origins per method, all folds
     seconds: float  # wall time of the whole backtest
 
@@ -143,6 +145,7 @@ class Backtest:
             "coverage_tests": self.coverage_tests,
             "trainings": self.trainings,
             "failures": self.failures,
+            "search": self.search,
             "forecasts": self.forecasts,
             "seconds": self.seconds,
             "significance_level": SIGNIFICANCE,
@@ -168,27 +171,31 @@ def make_folds(prices: pd.DataFrame, config: BacktestConfig) -> list[Fold]:
 
 
 def fold_trials(
-    fold: Fold, model_config: ModelConfig, train_config: TrainConfig, seeds: Sequence[int], scalings: Sequence[str]
+    fold: Fold,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    seeds: Sequence[int],
+    scalings: Sequence[str],
+    search: Search | None = None,
 ) -> list[Trial]:
-    """The trainings of one fold: each mode (and each other scaling of it) once per seed."""
+    """The trainings of one fold: each mode (and each other scaling of it) once per seed, with the search's
+    choice for that mode if there is one."""
     variants = [(m, model_config.scaling, m) for m in MODES] + [(m, s, scaled(m, s)) for s in scalings for m in MODES]
     out = []
     for mode, scaling, method in variants:
         config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode, "scaling": scaling})
-        for seed in seeds:
-            out.append(
-                Trial(
-                    fold.index,
-                    method,
-                    seed,
-                    fold.validation_start,
-                    fold.test_start,
-                    fold.test_end,
-                    config,
-                    train_config,
-                )
-            )
+        train = train_config
+        if search is not None and mode in search.choices:
+            config, train = with_choice(search.choices[mode], config, train_config)
+        span = (fold.validation_start, fold.test_start, fold.test_end)
+        out += [Trial(fold.index, method, seed, *span, config, train) for seed in seeds]
     return out
+
+
+def search_span(prices: pd.DataFrame, config: BacktestConfig) -> tuple[np.datetime64, np.datetime64]:
+    """Where a search may look: the first fold's validation span, ending where its test block (the first) starts."""
+    first = make_folds(prices, config)[0]
+    return first.validation_start, first.test_start
 
 
 def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str, dict[str, list[float | None]]]:
@@ -230,16 +237,28 @@ def run_backtest(
     config: BacktestConfig,
     source: str,
     jobs: int = 1,
+    search: Search | None = None,
 ) -> Backtest:
-    """Train and score every fold on ``jobs`` processes, pool the folds and judge every method at once."""
+    """Train and score every fold on ``jobs`` processes, pool the folds and judge every method at once.
+
+    ``search``: per-mode choices made on validation only, which must not have
+    read a price of any test block.
+    """
     if model_config.scaling in config.scalings:
         raise ConfigError(f"the models' own scaling {model_config.scaling!r} cannot be an other scaling too")
+    if search is not None and np.datetime64(search.test_start) > search_span(prices, config)[1]:
+        raise ConfigError(
+            f"the search read prices up to {search.test_start}, past the first test block's start "
+            f"{_day(search_span(prices, config)[1])}: its choices would have seen what the backtest scores"
+        )
     started = time.perf_counter()
     if config.epoch_steps is not None:
         train_config = replace(train_config, epoch_steps=config.epoch_steps)
     levels = list(model_config.quantiles)
     folds = make_folds(prices, config)
-    trials = [t for f in folds for t in fold_trials(f, model_config, train_config, config.seeds, config.scalings)]
+    trials = [
+        t for f in folds for t in fold_trials(f, model_config, train_config, config.seeds, config.scalings, search)
+    ]
     results = run_trials(prices, features, trials, jobs)
     everything: dict[str, dict[int, list[SpanForecasts]]] = {}  # method -> seed -> spans of every fold
     trainings: dict[str, list[dict[str, Any]]] = {}
@@ -284,6 +303,7 @@ def run_backtest(
         coverage_tests={m: band_tests(r, levels) for m, r in banded.items()},
         trainings=trainings,
         failures=failures(results),
+        search=None if search is None else search.to_json(),
         forecasts=len(pooled(runs["random_walk"][0])),
         seconds=round(time.perf_counter() - started, 1),
     )

@@ -137,6 +137,43 @@ def training_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def search_lines(report: dict[str, Any]) -> list[str]:
+    """Which span chose what: the search's choices and trials, or that the configuration came as given."""
+    search = report.get("search")
+    if search is None:
+        return [
+            "No search: both modes train with the configuration above, as given on the command line. Its "
+            "defaults were set before this report on spans that overlap its test blocks, so no block here is "
+            "untouched by a choice."
+        ]
+    config = search["config"]
+    lines = [
+        f"Chosen per mode by Optuna (TPE sampler, seed {config['seed']}, {config['trials']} trials per mode) on the "
+        f"validation loss of the span from {search['validation_start']} to before {search['test_start']}, each trial "
+        f"learning from every earlier day on the budget above. No search trial read a price from "
+        f"{search['test_start']} on, where the first test block starts: no test block of this report touched a "
+        f"choice. Searched: learning rate {config['lr'][0]:g} to {config['lr'][1]:g} (log scale), hidden size "
+        f"{config['hidden']}, ar's window {config['window']}, latent's bptt {config['bptt']}.",
+        "",
+        *[
+            f"- **{mode}**: {', '.join(f'{k} {v:.4g}' for k, v in choice.items())}"
+            for mode, choice in search["choices"].items()
+        ],
+        "",
+        "| mode | trial | learning rate | hidden size | window or bptt | validation loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, trials in search["trials"].items():
+        for t in trials:
+            p = t["params"]
+            loss = "failed" if t["val_loss"] is None else f"{t['val_loss']:.4f}"
+            lines.append(
+                f"| {mode} | {t['number']} | {p['lr']:.4g} | {p['hidden_size']} | {p.get('window', p.get('bptt'))} "
+                f"| {loss} |"
+            )
+    return lines
+
+
 def headline(report: dict[str, Any]) -> list[str]:
     """The ar against latent verdict at each horizon, with the confidence set beside it."""
     sets = {m["horizon"]: m for m in report["confidence_sets"]}
@@ -190,7 +227,8 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         f"**Protocol**: {back['folds']} expanding-window folds; each tests {back['test_days']} trading days after "
         f"learning from every earlier day ({back['validation_days']} of them validate). Each fold trains ar and "
         f"latent anew for each of the seeds {back['seeds']} and fits the baselines on its training and validation "
-        "spans; forecasts are rolled over the test block without refitting. Model: "
+        "spans; forecasts are rolled over the test block without refitting. Model"
+        f"{' (before the per-mode choices under Hyperparameters)' if report.get('search') else ''}: "
         f"{model['cell']} of {model['hidden_size']} units, {model['num_layers']} layer(s), window {model['window']}, "
         f"quantiles {model['quantiles']}, {model.get('scaling', 'global')} scaling, learning rate {train['lr']}, "
         f"bptt {train['bptt']}; {budget}.{beside}",
@@ -226,6 +264,10 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         "## The 10-90% band, one day ahead: Kupiec and Christoffersen (range over seeds)",
         "",
         *coverage_table(report),
+        "",
+        "## Hyperparameters",
+        "",
+        *search_lines(report),
         "",
         "## Training",
         "",

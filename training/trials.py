@@ -45,6 +45,7 @@ class Trial:
     test_end: np.datetime64 | None  # exclusive; None: to the end of the data
     model_config: ModelConfig
     train_config: TrainConfig
+    forecast: bool = True  # False: train and validate only (a search trial)
 
     def describe(self) -> str:
         return f"fold {self.fold}, {self.method}, seed {self.seed}"
@@ -83,7 +84,7 @@ def run_trial(prices: pd.DataFrame, features: Sequence[str], trial: Trial) -> Tr
         config = replace(trial.train_config, seed=trial.seed)
         trained = fit(trial.model_config, data, config)
         starts = [data.split.bounds(s)[1] for s in data.series]
-        spans = model_forecasts(trained.model, data.scaler, data.series, starts)
+        spans = model_forecasts(trained.model, data.scaler, data.series, starts) if trial.forecast else []
     except Exception as exc:  # reported in the backtest, never fatal to the other trials
         logger.warning("%s failed: %s: %s", trial.describe(), type(exc).__name__, exc)
         return TrialResult(trial, None, None, f"{type(exc).__name__}: {exc}")
@@ -92,6 +93,7 @@ def run_trial(prices: pd.DataFrame, features: Sequence[str], trial: Trial) -> Tr
         "steps": result.steps,
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
+        "val_loss": result.best_val_loss,
         "seconds": round(result.seconds, 2),
     }
     logger.info(

@@ -21,6 +21,7 @@ from service.client.replay import ReplayPlan
 from training.backtest import BacktestConfig
 from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS
+from training.search import SearchConfig
 from training.trials import default_jobs
 
 
@@ -130,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument(
         "--jobs", type=int, default=default_jobs(), help="trainings run at once, one local process each"
     )
+    backtest.add_argument(
+        "--search-trials",
+        type=int,
+        default=SearchConfig.trials,
+        help="Optuna trials per mode choosing its learning rate, hidden size and window (ar) or bptt (latent) "
+        "on the first fold's validation span, before any test block; written to search.json (0: no search)",
+    )
+    backtest.add_argument("--search", type=Path, help="reuse the choices of this search.json instead of searching")
     backtest.add_argument(
         "--rescale", type=float, default=1.0, help="multiply every daily log return by this (a quieter or wilder copy)"
     )

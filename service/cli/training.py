@@ -13,7 +13,7 @@ from data.universe import load_series
 from models.config import MODES
 from service.cli.arguments import load_prices, model_config, train_config
 from training import distributed
-from training.backtest import BacktestConfig, run_backtest
+from training.backtest import BacktestConfig, run_backtest, search_span
 from training.backtest_report import write_report as write_backtest
 from training.calibration import CalibrationConfig, calibration_report, rescaled_prices, write_calibration_report
 from training.compare import compare, load_contender, train_contenders, write_report
@@ -22,6 +22,8 @@ from training.dataset import TrainingData
 from training.pipeline import train_and_register_in
 from training.registry import Registry
 from training.scoring import score_version
+from training.search import Search, SearchConfig
+from training.search import search as run_search
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -124,8 +126,18 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     if args.rescale != 1.0:
         prices, source = rescaled_prices(prices, args.rescale), f"{source} (returns x{args.rescale:g})"
     model, train = model_config(args, "latent"), train_config(args)
-    result = run_backtest(prices, features, model, train, config, source, jobs=args.jobs)
-    for path in write_backtest(result, args.out or args.artifacts / "reports" / "backtest"):
+    out = args.out or args.artifacts / "reports" / "backtest"
+    search = None
+    if args.search is not None:
+        search = Search.read(args.search)
+    elif args.search_trials:
+        validation_start, test_start = search_span(prices, config)
+        budget = replace(train, epoch_steps=config.epoch_steps)
+        searched = SearchConfig(trials=args.search_trials, seed=args.seed)
+        search = run_search(prices, features, model, budget, validation_start, test_start, searched, args.jobs)
+        print(search.write(out / "search.json"))
+    result = run_backtest(prices, features, model, train, config, source, jobs=args.jobs, search=search)
+    for path in write_backtest(result, out):
         print(path)
     for test in result.tests:
         print(f"horizon {test['horizon']}: {test['verdict']}")

@@ -210,8 +210,9 @@ def test_a_retrain_job_prunes_once_it_concludes(capsys, tmp_path):
 def test_backtest_tests_the_scaling_against_another(tmp_path, capsys):
     folds = ["--folds", "1", "--test-days", "40", "--validation-days", "40", "--seeds", "0", "--threads", "1"]
     common = ["backtest", *TINY, *folds, "--jobs", "1", "--epoch-steps", "5", "--out", str(tmp_path)]
-    assert main([*common, "--scaling", "volatility", "--other-scalings", "global"]) == 0
+    assert main([*common, "--scaling", "volatility", "--other-scalings", "global", "--search-trials", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(tmp_path / "search.json")
     sets = [line for line in lines if "model confidence set" in line]
     verdicts = [line for line in lines if line.startswith("horizon ") and line not in sets]
     # latent against ar and four baselines, ar against the four; each mode against its twin
@@ -220,6 +221,14 @@ def test_backtest_tests_the_scaling_against_another(tmp_path, capsys):
     report = json.loads((tmp_path / "backtest.json").read_text())
     assert report["config"]["model"]["scaling"] == "volatility"
     assert report["config"]["backtest"]["scalings"] == ["global"]
+    assert set(report["search"]["choices"]) == {"ar", "latent"}
+    # a later report reuses the search, and runs none of its own
+    again = tmp_path / "again"
+    reuse = ["--search", str(tmp_path / "search.json"), "--out", str(again)]
+    assert main([*common[:-2], *reuse, "--scaling", "volatility"]) == 0
+    assert not (again / "search.json").exists()
+    assert json.loads((again / "backtest.json").read_text())["search"] == report["search"]
+    capsys.readouterr()
     assert main([*common, "--scaling", "global", "--other-scalings", "global"]) == 2
     assert capsys.readouterr().err == (
         "latentcast backtest: error: the models' own scaling 'global' cannot be an other scaling too\n"
