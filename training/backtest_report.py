@@ -107,8 +107,9 @@ def coverage_table(report: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
 
-    def cell(values: list[float]) -> str:
-        return f"{min(values):.3f}" if len(values) == 1 else f"{min(values):.3f}-{max(values):.3f}"
+    def cell(values: list[float], fmt: str = ".3f") -> str:
+        low, high = format(min(values), fmt), format(max(values), fmt)
+        return low if low == high else f"{low}-{high}"
 
     for method in methods(report):
         runs = report["coverage_tests"].get(method)
@@ -116,7 +117,7 @@ def coverage_table(report: dict[str, Any]) -> list[str]:
             continue
         rate = [r["misses"] / r["n"] * 100 for r in runs]
         lines.append(
-            f"| {label(method)} | {cell(rate).replace('.000', '')} (of {runs[0]['expected'] * 100:.0f}) "
+            f"| {label(method)} | {cell(rate, '.1f')} (of {runs[0]['expected'] * 100:.0f}) "
             f"| {cell([r['kupiec_p'] for r in runs])} | {cell([r['independence_p'] for r in runs])} "
             f"| {cell([r['conditional_p'] for r in runs])} |"
         )

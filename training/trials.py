@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class Trial:
     """One training: ``model_config`` with ``seed``, learning before ``test_start``, forecasting to ``test_end``."""
 
-    fold: int
+    fold: int  # -1: a search trial, of no fold
     method: str
     seed: int
     validation_start: np.datetime64
@@ -48,7 +48,8 @@ class Trial:
     forecast: bool = True  # False: train and validate only (a search trial)
 
     def describe(self) -> str:
-        return f"fold {self.fold}, {self.method}, seed {self.seed}"
+        where = "search" if self.fold < 0 else f"fold {self.fold}"
+        return f"{where}, {self.method}, seed {self.seed}"
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def rejection_rate(horizon: int, weights: Weights, draws: int = 4000, n: int = 5
     """
     rng = np.random.default_rng(horizon)
     shocks = rng.standard_normal((draws, n + horizon - 1))
-    d = sum(shocks[:, j : j + n] for j in range(horizon))  # (draws, n)
+    d = np.sum([shocks[:, j : j + n] for j in range(horizon)], axis=0)  # (draws, n)
     statistic, variance = hln_statistic(d, horizon, weights)
     if weights == "equal" and horizon > 1:
         fallback, _ = hln_statistic(d, horizon, "bartlett")
