@@ -123,7 +123,9 @@ def pair_verdict(
     agree = sum(1 for d in differences if np.sign(d) == np.sign(result.mean_difference) and d != 0)
     p = f"Holm-adjusted p = {adjusted_p:.3g}, raw {result.p_value:.3g}"
     if adjusted_p >= level:
-        return f"no significant difference between {a} and {b} ({p})"
+        below = sum(1 for d in differences if d < 0)
+        seeds = f"; {a} lower in {below} of {len(differences)} seeds" if len(differences) > 1 else ""
+        return f"no significant difference between {a} and {b} ({p}{seeds})"
     better, worse = (a, b) if result.mean_difference < 0 else (b, a)
     seeds = f"; {better} lower in {agree} of {len(differences)} seeds" if len(differences) > 1 else ""
     if len(differences) > 1 and 2 * agree <= len(differences):

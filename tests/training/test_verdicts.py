@@ -64,6 +64,11 @@ def test_a_verdict_needs_the_adjusted_p_and_most_seeds():
     assert pair_verdict(result(-0.1, 0.01), 0.08, [-0.1], "latent", "GARCH") == (
         "no significant difference between latent and GARCH (Holm-adjusted p = 0.08, raw 0.01)"
     )
+    # every verdict over seeds gives their spread, called or not
+    assert pair_verdict(result(-0.1, 0.01), 0.08, [-0.1, 0.2, -0.3], "latent", "ar") == (
+        "no significant difference between latent and ar "
+        "(Holm-adjusted p = 0.08, raw 0.01; latent lower in 2 of 3 seeds)"
+    )
 
 
 def test_methods_of_identical_losses_share_one_p_value():
