@@ -27,6 +27,7 @@ import pandas as pd
 from data.errors import ConfigError
 from models.config import MODES, ModelConfig
 from training.config import TrainConfig
+from training.report import write_json_report
 from training.trials import Trial, run_trials
 
 logger = logging.getLogger(__name__)
@@ -77,9 +78,9 @@ class Search:
         return search
 
     def write(self, path: Path) -> Path:
+        """``search.json`` whole or not at all."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        return path
+        return write_json_report(self.to_json(), path)
 
 
 def with_choice(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
@@ -58,7 +58,7 @@ class TrialResult:
 
     trial: Trial
     spans: list[SpanForecasts] | None
-    training: dict[str, float | int] | None  # steps, epochs run, best epoch, seconds
+    training: dict[str, float | int] | None  # steps, epochs run, best epoch, best validation loss, seconds
     error: str | None = None
 
 
@@ -97,9 +97,6 @@ def run_trial(prices: pd.DataFrame, features: Sequence[str], trial: Trial) -> Tr
         "val_loss": result.best_val_loss,
         "seconds": round(result.seconds, 2),
     }
-    logger.info(
-        "%s: %d steps, best epoch %d of %d", trial.describe(), result.steps, result.best_epoch, result.epochs_run
-    )
     return TrialResult(trial, spans, training)
 
 
@@ -113,7 +110,6 @@ def run_trials(
     features: Sequence[str],
     trials: Sequence[Trial],
     jobs: int = 1,
-    runner: Callable[[pd.DataFrame, Sequence[str], Trial], TrialResult] = run_trial,
 ) -> list[TrialResult]:
     """Every trial's result, in the order of ``trials``, run on ``jobs`` processes (1: in this one).
 
@@ -125,11 +121,11 @@ def run_trials(
     results: list[TrialResult | None] = [None] * len(trials)
     if jobs == 1 or len(trials) <= 1:
         for done, trial in enumerate(trials, start=1):
-            results[done - 1] = _logged(runner(prices, features, trial), done, len(trials))
+            results[done - 1] = _logged(run_trial(prices, features, trial), done, len(trials))
     else:
         with ProcessPoolExecutor(max_workers=min(jobs, len(trials)), mp_context=get_context("spawn")) as pool:
             futures: dict[Future[TrialResult], int] = {
-                pool.submit(runner, prices, features, t): i for i, t in enumerate(trials)
+                pool.submit(run_trial, prices, features, t): i for i, t in enumerate(trials)
             }
             for done, future in enumerate(as_completed(futures), start=1):
                 i = futures[future]
