@@ -228,7 +228,14 @@ def test_backtest_tests_the_scaling_against_another(tmp_path, capsys):
     assert main([*common[:-2], *reuse, "--scaling", "volatility"]) == 0
     assert not (again / "search.json").exists()
     assert json.loads((again / "backtest.json").read_text())["search"] == report["search"]
+    # a copy of the prices with every return x3: another source, the same protocol
+    wild = tmp_path / "wild"
+    assert main([*common[:-2], "--search-trials", "0", "--rescale", "3", "--out", str(wild)]) == 0
+    wild_report = json.loads((wild / "backtest.json").read_text())
+    assert wild_report["config"]["data"]["source"] == "bundled (returns x3)" and wild_report["search"] is None
     capsys.readouterr()
+    assert main([*common, "--search-trials", "0", "--rescale", "-1"]) == 2
+    assert capsys.readouterr().err == "latentcast backtest: error: a return multiplier must be positive, got -1.0\n"
     assert main([*common, "--scaling", "global", "--other-scalings", "global"]) == 2
     assert capsys.readouterr().err == (
         "latentcast backtest: error: the models' own scaling 'global' cannot be an other scaling too\n"
