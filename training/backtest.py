@@ -1,29 +1,40 @@
-"""Walk-forward backtest: expanding-window folds, each trained anew, tested for significance.
+"""Walk-forward backtest: expanding-window folds, each trained anew, judged over many methods at once.
 
-The newest ``folds * test_days`` trading days are cut into ``folds``
+This is the verdict on ar against latent (``latentcast compare`` is one fold
+of it). The newest ``folds * test_days`` trading days are cut into ``folds``
 consecutive test blocks. Fold k learns from every day before its block (the
 last ``validation_days`` of them validate, for early stopping), trains ar
-and latent once per seed and fits the baselines on its training span, then
-forecasts its block as ``compare`` does (one forecast per day after its
-close, no refitting inside the block). No fold reads a price of its own test
-block before forecasting it.
+and latent once per seed and fits the baselines on its training and
+validation spans, then forecasts its block as ``compare`` does (one forecast
+per day after its close, no refitting inside the block). No fold reads a
+price of its own test block before forecasting it.
+
+Equal budgets: with ``epoch_steps`` (the default), both modes train for at
+most ``epochs * epoch_steps`` optimiser steps, validated every
+``epoch_steps`` steps, instead of one pass of the data per epoch (which
+takes ar about ten times latent's steps). Every training is a ``Trial``,
+run here or on ``jobs`` local processes (``training.trials``); one that
+fails is listed in the report and the rest are pooled.
 
 Scores per fold and pooled over folds: pinball loss, MAE ratio to the random
-walk and the coverage of each method's outer band, per seed for the models.
-A Diebold-Mariano test (``training.significance.compare_losses``) compares
-latent with ar, GARCH(1,1)-t and the random walk on the per-origin pinball
-loss, averaged over the seeds and over the tickers of each day (one series
-over dates).
+walk and the coverage of each method's outer band, per seed for the models,
+with Kupiec's and Christoffersen's tests of the band at horizon 1. The
+verdicts (``training.verdicts.judge``): per horizon the model confidence set
+of every method with quantiles, and Diebold-Mariano tests of each model
+against the other and the baselines, on per-day pinball losses averaged over
+seeds and tickers, Holm-adjusted across the report, called only where the
+sign holds in most seeds.
 
 With ``BacktestConfig.scalings``, each fold also trains ar and latent with
 those other scalings (methods ``latent_global``, ``ar_global``, ...), on the
 same data and seeds, and each is tested against the model of the same mode
-with the configuration's own scaling: the test that picks the default.
+with the configuration's own scaling.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -33,20 +44,23 @@ import numpy as np
 import pandas as pd
 
 from data.errors import ConfigError, DataError
-from data.features import Split
 from models.config import MODES, SCALINGS, ModelConfig
 from training.compare import baseline_spans
 from training.config import TrainConfig
-from training.dataset import TrainingData
-from training.evaluate import SpanForecasts, model_forecasts
-from training.pipeline import fit
+from training.coverage_tests import band_tests
+from training.evaluate import SpanForecasts
 from training.report import LABELS
 from training.scoring import pooled, score
-from training.significance import SIGNIFICANCE, compare_losses
+from training.search import Search, with_choice
+from training.significance import SIGNIFICANCE, Loss
+from training.trials import Trial, TrialResult, failures, fold_data, run_trials
+from training.verdicts import MCS_SIZE, judge
 
 logger = logging.getLogger(__name__)
 
-OPPONENTS = ("ar", "garch_t", "random_walk")  # latent is tested against each
+BANDED_BASELINES = ("garch_t", "riskmetrics_t", "riskmetrics_normal", "random_walk")
+# each model against the other and every baseline with quantiles
+OPPONENTS = {"latent": ("ar", *BANDED_BASELINES), "ar": BANDED_BASELINES}
 
 
 @dataclass(frozen=True)
@@ -56,13 +70,15 @@ class BacktestConfig:
     folds: int = 3
     test_days: int = 126  # trading days of each test block (about six months)
     validation_days: int = 126
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     scalings: tuple[str, ...] = ()  # other scalings trained beside the model's own, each tested against it
+    epoch_steps: int | None = 50  # optimiser steps per epoch in both modes (equal budgets); None: passes
 
     def __post_init__(self) -> None:
-        for name in ("folds", "test_days", "validation_days"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("folds", "test_days", "validation_days", "epoch_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
         if not self.seeds:
             raise ConfigError("the backtest needs at least one seed")
         unknown = [s for s in self.scalings if s not in SCALINGS]
@@ -109,8 +125,14 @@ class Backtest:
     config: dict[str, Any]
     folds: list[dict[str, Any]]  # per fold: its dates and each method's scores
     pooled: dict[str, dict[str, dict[str, list[float | None]]]]  # method -> horizon -> metric -> per seed
-    tests: list[dict[str, Any]]  # Diebold-Mariano results with their verdicts
+    tests: list[dict[str, Any]]  # Diebold-Mariano results, Holm-adjusted, with their verdicts
+    confidence_sets: list[dict[str, Any]]  # per horizon, the model confidence set at ``MCS_SIZE``
+    coverage_tests: dict[str, list[dict[str, float | int]]]  # method -> per seed, Kupiec and Christoffersen
+    trainings: dict[str, list[dict[str, Any]]]  # model -> per fold and seed: steps, epochs, best epoch, seconds
+    failures: list[dict[str, Any]]  # trials that failed, and why
+    search: dict[str, Any] | None  # the per-mode choices and their trials, or None: the configuration as given
     forecasts: int  # origins per method, all folds
+    seconds: float  # wall time of the whole backtest
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,8 +141,15 @@ class Backtest:
             "folds": self.folds,
             "pooled": self.pooled,
             "diebold_mariano": self.tests,
+            "confidence_sets": self.confidence_sets,
+            "coverage_tests": self.coverage_tests,
+            "trainings": self.trainings,
+            "failures": self.failures,
+            "search": self.search,
             "forecasts": self.forecasts,
+            "seconds": self.seconds,
             "significance_level": SIGNIFICANCE,
+            "mcs_size": MCS_SIZE,
         }
 
 
@@ -141,35 +170,32 @@ def make_folds(prices: pd.DataFrame, config: BacktestConfig) -> list[Fold]:
     return out
 
 
-def fold_forecasts(
-    prices: pd.DataFrame,
+def fold_trials(
     fold: Fold,
-    features: Sequence[str],
     model_config: ModelConfig,
     train_config: TrainConfig,
     seeds: Sequence[int],
-    scalings: Sequence[str] = (),
-) -> dict[str, list[list[SpanForecasts]]]:
-    """Method -> one list of per-ticker test-block forecasts per training run (one for a baseline).
-
-    ``scalings``: other scalings, each trained for both modes as ``scaled(mode, scaling)``.
-    """
-    known = prices if fold.test_end is None else prices[prices["date"] < fold.test_end]
-    split = Split(fold.validation_start, fold.test_start)
-    data = TrainingData.prepare(known, features, model_config.horizon, split=lambda _: split)
-    starts = [data.split.bounds(s)[1] for s in data.series]
-    out: dict[str, list[list[SpanForecasts]]] = {}
+    scalings: Sequence[str],
+    search: Search | None = None,
+) -> list[Trial]:
+    """The trainings of one fold: each mode (and each other scaling of it) once per seed, with the search's
+    choice for that mode if there is one."""
     variants = [(m, model_config.scaling, m) for m in MODES] + [(m, s, scaled(m, s)) for s in scalings for m in MODES]
+    out = []
     for mode, scaling, method in variants:
         config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode, "scaling": scaling})
-        out[method] = []
-        for seed in seeds:
-            trained = fit(config, data, replace(train_config, seed=seed))
-            out[method].append(model_forecasts(trained.model, data.scaler, data.series, starts))
-            logger.info("fold %d, %s, seed %d: trained in %.1fs", fold.index, method, seed, trained.result.seconds)
-    for name, spans in baseline_spans(data, np.asarray(model_config.quantiles)).items():
-        out[name] = [spans]
+        train = train_config
+        if search is not None and mode in search.choices:
+            config, train = with_choice(search.choices[mode], config, train_config)
+        span = (fold.validation_start, fold.test_start, fold.test_end)
+        out += [Trial(fold.index, method, seed, *span, config, train) for seed in seeds]
     return out
+
+
+def search_span(prices: pd.DataFrame, config: BacktestConfig) -> tuple[np.datetime64, np.datetime64]:
+    """Where a search may look: the first fold's validation span, ending where its test block (the first) starts."""
+    first = make_folds(prices, config)[0]
+    return first.validation_start, first.test_start
 
 
 def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str, dict[str, list[float | None]]]:
@@ -183,26 +209,24 @@ def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str
     }
 
 
-def pairs(scalings: Sequence[str]) -> list[tuple[str, str]]:
-    """The methods tested: latent against each opponent, each mode against itself with each other scaling."""
-    return [("latent", other) for other in OPPONENTS] + [(m, scaled(m, s)) for s in scalings for m in MODES]
+def pairs(scalings: Sequence[str]) -> list[tuple[Loss, str, str]]:
+    """The pairs tested: each model against ``OPPONENTS``, each mode against itself with each other scaling."""
+    out: list[tuple[Loss, str, str]] = [("pinball", a, b) for a, others in OPPONENTS.items() for b in others]
+    return out + [("pinball", m, scaled(m, s)) for s in scalings for m in MODES]
 
 
-def significance(
-    forecasts: dict[str, list[list[SpanForecasts]]],
-    levels: Sequence[float],
-    horizons: Sequence[int],
-    scalings: Sequence[str] = (),
-) -> list[dict[str, Any]]:
-    """Diebold-Mariano tests of each pair of ``pairs(scalings)``, at each horizon, over the days both forecast."""
-    out = []
-    for horizon in horizons:
-        for a, b in pairs(scalings):
-            result = compare_losses(forecasts[a], forecasts[b], levels, horizon)
-            out.append(
-                {"horizon": horizon, "a": a, "b": b, **result.to_dict(), "verdict": result.verdict(label(a), label(b))}
-            )
-    return out
+def _collect(
+    results: Sequence[TrialResult], fold: int
+) -> tuple[dict[str, dict[int, list[SpanForecasts]]], dict[str, list[dict[str, Any]]]]:
+    """One fold's successful trials: method -> seed -> per-ticker spans, and method -> their trainings."""
+    spans: dict[str, dict[int, list[SpanForecasts]]] = {}
+    trainings: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if r.trial.fold != fold or r.spans is None or r.training is None:
+            continue
+        spans.setdefault(r.trial.method, {})[r.trial.seed] = r.spans
+        trainings.setdefault(r.trial.method, []).append({"fold": fold, "seed": r.trial.seed, **r.training})
+    return spans, trainings
 
 
 def run_backtest(
@@ -212,26 +236,50 @@ def run_backtest(
     train_config: TrainConfig,
     config: BacktestConfig,
     source: str,
+    jobs: int = 1,
+    search: Search | None = None,
 ) -> Backtest:
-    """Train and score every fold, pool them and test latent against ar, GARCH-t and the random walk
-    (and each mode against its other scalings)."""
+    """Train and score every fold on ``jobs`` processes, pool the folds and judge every method at once.
+
+    ``search``: per-mode choices made on validation only, which must not have
+    read a price of any test block.
+    """
     if model_config.scaling in config.scalings:
         raise ConfigError(f"the models' own scaling {model_config.scaling!r} cannot be an other scaling too")
+    if search is not None and np.datetime64(search.test_start) > search_span(prices, config)[1]:
+        raise ConfigError(
+            f"the search read prices up to {search.test_start}, past the first test block's start "
+            f"{_day(search_span(prices, config)[1])}: its choices would have seen what the backtest scores"
+        )
+    started = time.perf_counter()
+    if config.epoch_steps is not None:
+        train_config = replace(train_config, epoch_steps=config.epoch_steps)
     levels = list(model_config.quantiles)
     folds = make_folds(prices, config)
-    everything: dict[str, list[list[SpanForecasts]]] = {}
+    trials = [
+        t for f in folds for t in fold_trials(f, model_config, train_config, config.seeds, config.scalings, search)
+    ]
+    results = run_trials(prices, features, trials, jobs)
+    everything: dict[str, dict[int, list[SpanForecasts]]] = {}  # method -> seed -> spans of every fold
+    trainings: dict[str, list[dict[str, Any]]] = {}
     described = []
     for fold in folds:
-        forecasts = fold_forecasts(prices, fold, features, model_config, train_config, config.seeds, config.scalings)
-        described.append({**fold.to_dict(), "scores": {m: scores(runs, levels) for m, runs in forecasts.items()}})
-        for method, runs in forecasts.items():
-            # a run's forecasts of every fold, concatenated: seed s of each fold is pooled with seed s of the others
-            if method not in everything:
-                everything[method] = [list(run) for run in runs]
-            else:
-                for pooled_run, run in zip(everything[method], runs, strict=True):
-                    pooled_run.extend(run)
+        forecasts, trained = _collect(results, fold.index)
+        data = fold_data(prices, features, model_config.horizon, fold.validation_start, fold.test_start, fold.test_end)
+        for name, spans in baseline_spans(data, np.asarray(levels)).items():
+            forecasts[name] = {0: spans}
+        for method, done in trained.items():
+            trainings.setdefault(method, []).extend(done)
+        fold_scores = {m: scores(list(by_seed.values()), levels) for m, by_seed in forecasts.items()}
+        described.append({**fold.to_dict(), "scores": fold_scores})
+        for method, by_seed in forecasts.items():
+            # seed s of each fold is pooled with seed s of the others
+            for seed, spans in by_seed.items():
+                everything.setdefault(method, {}).setdefault(seed, []).extend(spans)
+    runs = {m: [by_seed[s] for s in sorted(by_seed)] for m, by_seed in everything.items()}
     horizons = sorted({1, model_config.horizon})
+    banded = {m: r for m, r in runs.items() if r[0][0].quantiles is not None}
+    tests, sets = judge(runs, {m: levels for m in runs}, horizons, pairs(config.scalings), label)
     first, last = prices["date"].min(), prices["date"].max()
     return Backtest(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -240,6 +288,7 @@ def run_backtest(
             "model": model_config.to_dict(),
             "train": train_config.to_dict(),
             "features": list(features),
+            "jobs": jobs,
             "data": {
                 "source": source,
                 "tickers": sorted(prices["ticker"].unique().tolist()),
@@ -248,9 +297,15 @@ def run_backtest(
             },
         },
         folds=described,
-        pooled={m: scores(runs, levels) for m, runs in everything.items()},
-        tests=significance(everything, levels, horizons, config.scalings),
-        forecasts=len(pooled(everything["latent"][0])),
+        pooled={m: scores(r, levels) for m, r in runs.items()},
+        tests=tests,
+        confidence_sets=sets,
+        coverage_tests={m: band_tests(r, levels) for m, r in banded.items()},
+        trainings=trainings,
+        failures=failures(results),
+        search=None if search is None else search.to_json(),
+        forecasts=len(pooled(runs["random_walk"][0])),
+        seconds=round(time.perf_counter() - started, 1),
     )
 
 

@@ -1,8 +1,9 @@
-"""The backtest report as people read it: fold and pooled tables, the tests, a plot of the folds.
+"""The backtest report as people read it: the verdict, the confidence sets, the tests, the tables, a plot.
 
 The sentences are written from the figures: a difference is called only where
-the Diebold-Mariano p-value is below the significance level, and the report
-says so when the random walk's loss is the lower one.
+the Holm-adjusted Diebold-Mariano p-value is below the significance level and
+the sign holds in most seeds, and the report says so when the random walk's
+loss is the lower one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from models.config import MODES
 from training.backtest import Backtest, label
 from training.report import write_json_report
 
-BASELINES = ("random_walk", "garch_t", "linear_ar")
+BASELINES = ("random_walk", "garch_t", "riskmetrics_normal", "riskmetrics_t", "linear_ar")
 POINT_ONLY = ("linear_ar",)  # forecasts a point only: no pinball loss to plot
 
 
@@ -61,19 +62,130 @@ def fold_table(report: dict[str, Any], horizon: str) -> list[str]:
     lines = [header, "|---" * (len(shown) + 2) + "|"]
     for fold in report["folds"]:
         end = fold["test_end"] or "the end"
-        cells = [_spread(fold["scores"][m][horizon]["pinball"]) for m in shown]
+        cells = [_spread(fold["scores"][m][horizon]["pinball"]) if m in fold["scores"] else "failed" for m in shown]
         lines.append(f"| {fold['fold']} | {fold['test_start']} to before {end} | " + " | ".join(cells) + " |")
     return lines
 
 
+def _p(value: float) -> str:
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
 def test_table(report: dict[str, Any]) -> list[str]:
-    lines = ["| horizon | a | b | DM statistic | p-value | verdict |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| horizon | a | b | DM statistic | p-value | Holm-adjusted | a - b per seed (%) | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for test in report["diebold_mariano"]:
+        seeds = test["seeds"]
+        spread = f"{min(seeds) * 100:.4f} to {max(seeds) * 100:.4f}" if len(seeds) > 1 else f"{seeds[0] * 100:.4f}"
+        weights = "" if test["weights"] == "equal" else " (Bartlett weights)"
         lines.append(
-            f"| {test['horizon']} | {label(test['a'])} | {label(test['b'])} | {test['statistic']:.3f} "
-            f"| {test['p_value']:.4f} | {test['verdict']} |"
+            f"| {test['horizon']} | {label(test['a'])} | {label(test['b'])} | {test['statistic']:.3f}{weights} "
+            f"| {_p(test['p_value'])} | {_p(test['adjusted_p'])} | {spread} | {test['verdict']} |"
         )
     return lines
+
+
+def confidence_sentence(mcs: dict[str, Any]) -> str:
+    kept = ", ".join(label(m) for m in mcs["included"])
+    return f"Horizon {mcs['horizon']}: the {1 - mcs['size']:.0%} model confidence set is {{{kept}}}."
+
+
+def confidence_table(report: dict[str, Any]) -> list[str]:
+    lines = ["| horizon | method | MCS p-value | in the set |", "|---|---|---|---|"]
+    for mcs in report["confidence_sets"]:
+        for method, p in sorted(mcs["p_values"].items(), key=lambda item: -item[1]):
+            kept = "yes" if method in mcs["included"] else "no"
+            lines.append(f"| {mcs['horizon']} | {label(method)} | {p:.3f} | {kept} |")
+    return lines
+
+
+def coverage_table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| method | misses (%) | Kupiec p | Christoffersen independence p | conditional coverage p |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(values: list[float], fmt: str = ".3f") -> str:
+        low, high = format(min(values), fmt), format(max(values), fmt)
+        return low if low == high else f"{low}-{high}"
+
+    for method in methods(report):
+        runs = report["coverage_tests"].get(method)
+        if not runs:
+            continue
+        rate = [r["misses"] / r["n"] * 100 for r in runs]
+        lines.append(
+            f"| {label(method)} | {cell(rate, '.1f')} (of {runs[0]['expected'] * 100:.0f}) "
+            f"| {cell([r['kupiec_p'] for r in runs])} | {cell([r['independence_p'] for r in runs])} "
+            f"| {cell([r['conditional_p'] for r in runs])} |"
+        )
+    return lines
+
+
+def training_table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| model | trainings | optimiser steps (mean) | best epoch was the last | seconds (mean) |",
+        "|---|---|---|---|---|",
+    ]
+    for method, runs in report["trainings"].items():
+        last = sum(1 for r in runs if r["best_epoch"] == r["epochs_run"])
+        lines.append(
+            f"| {label(method)} | {len(runs)} | {np.mean([r['steps'] for r in runs]):.0f} | {last} of {len(runs)} "
+            f"| {np.mean([r['seconds'] for r in runs]):.1f} |"
+        )
+    return lines
+
+
+def search_lines(report: dict[str, Any]) -> list[str]:
+    """Which span chose what: the search's choices and trials, or that the configuration came as given."""
+    search = report.get("search")
+    if search is None:
+        return [
+            "No search: both modes train with the configuration above, as given on the command line. Its "
+            "defaults were set before this report on spans that overlap its test blocks, so no block here is "
+            "untouched by a choice."
+        ]
+    config = search["config"]
+    lines = [
+        f"Chosen per mode by Optuna (TPE sampler, seed {config['seed']}, {config['trials']} trials per mode) on the "
+        f"validation loss of the span from {search['validation_start']} to before {search['test_start']}, each trial "
+        f"learning from every earlier day on the budget above. No search trial read a price from "
+        f"{search['test_start']} on, where the first test block starts: no test block of this report touched a "
+        f"choice. Searched: learning rate {config['lr'][0]:g} to {config['lr'][1]:g} (log scale), hidden size "
+        f"{config['hidden']}, ar's window {config['window']}, latent's bptt {config['bptt']}.",
+        "",
+        *[
+            f"- **{mode}**: {', '.join(f'{k} {v:.4g}' for k, v in choice.items())}"
+            for mode, choice in search["choices"].items()
+        ],
+        "",
+        "| mode | trial | learning rate | hidden size | window or bptt | validation loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, trials in search["trials"].items():
+        for t in trials:
+            p = t["params"]
+            loss = "failed" if t["val_loss"] is None else f"{t['val_loss']:.4f}"
+            lines.append(
+                f"| {mode} | {t['number']} | {p['lr']:.4g} | {p['hidden_size']} | {p.get('window', p.get('bptt'))} "
+                f"| {loss} |"
+            )
+    return lines
+
+
+def headline(report: dict[str, Any]) -> list[str]:
+    """The ar against latent verdict at each horizon, with the confidence set beside it."""
+    sets = {m["horizon"]: m for m in report["confidence_sets"]}
+    out = []
+    for test in report["diebold_mariano"]:
+        if {test["a"], test["b"]} == {"latent", "ar"}:
+            line = f"Horizon {test['horizon']}: {test['verdict']}."
+            if test["horizon"] in sets:
+                line += " The " + confidence_sentence(sets[test["horizon"]]).partition(": the ")[2]
+            out.append(line)
+    return out
 
 
 def random_walk_sentences(report: dict[str, Any]) -> list[str]:
@@ -96,28 +208,52 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
     horizons = sorted(report["pooled"]["latent"], key=lambda h: int(h[1:]))
     others = back.get("scalings", [])
     beside = f" Beside them, ar and latent with {' and '.join(others)} scaling, same data and seeds." if others else ""
+    steps = back.get("epoch_steps")
+    budget = (
+        f"at most {train['epochs']} epochs of {steps} optimiser steps each in both modes (equal budgets: "
+        f"{train['epochs'] * steps} steps), validated after each (patience {train['patience']})"
+        if steps
+        else f"at most {train['epochs']} epochs, each one pass over the data (patience {train['patience']})"
+    )
+    failed = [f"- fold {f['fold']}, {label(f['method'])}, seed {f['seed']}: {f['error']}" for f in report["failures"]]
     lines = [
         "# Walk-forward backtest",
         "",
-        f"Made by `latentcast backtest` on {report['created']}.",
+        f"Made by `latentcast backtest` on {report['created']} in {report['seconds'] / 60:.1f} minutes "
+        f"({config.get('jobs', 1)} processes).",
         "",
         f"**Data**: {data['source']} prices of {', '.join(data['tickers'])}, {data['first']} to {data['last']}, "
         f"features {', '.join(config['features'])}.",
         "",
         f"**Protocol**: {back['folds']} expanding-window folds; each tests {back['test_days']} trading days after "
         f"learning from every earlier day ({back['validation_days']} of them validate). Each fold trains ar and "
-        f"latent anew for each of the seeds {back['seeds']} and fits the baselines on its training span; forecasts "
-        "are rolled over the test block without refitting. Model: "
+        f"latent anew for each of the seeds {back['seeds']} and fits the baselines on its training and validation "
+        "spans; forecasts are rolled over the test block without refitting. Model"
+        f"{' (before the per-mode choices under Hyperparameters)' if report.get('search') else ''}: "
         f"{model['cell']} of {model['hidden_size']} units, {model['num_layers']} layer(s), window {model['window']}, "
-        f"quantiles {model['quantiles']}, {model.get('scaling', 'global')} scaling; at most {train['epochs']} "
-        f"epochs (patience {train['patience']}).{beside}",
+        f"quantiles {model['quantiles']}, {model.get('scaling', 'global')} scaling, learning rate {train['lr']}, "
+        f"bptt {train['bptt']}; {budget}.{beside}",
         "",
         "Figures of the models are the mean over seeds, with the lowest and highest seed in brackets. The "
-        "Diebold-Mariano tests compare per-day pinball losses (mean over seeds and tickers) over "
-        f"{report['diebold_mariano'][0]['n']} days ({report['forecasts']} forecasts per method); a difference is "
-        f"called only where p < {report['significance_level']}.",
+        "Diebold-Mariano tests (equal weights on lags 1..h-1, HLN correction) compare per-day pinball losses "
+        f"(mean over seeds and tickers) over {report['diebold_mariano'][0]['n']} days ({report['forecasts']} "
+        f"forecasts per method); their p-values are Holm-adjusted across the {len(report['diebold_mariano'])} "
+        f"tests of this report, and a difference is called only where the adjusted p < "
+        f"{report['significance_level']} and the sign holds in most seeds. The model confidence set "
+        f"(Hansen, Lunde and Nason, `arch.bootstrap.MCS`, size {report['mcs_size']}) holds the methods that "
+        "cannot be told from the best on the same per-day losses.",
         "",
-        "## Verdicts",
+        "## Verdict: ar against latent",
+        "",
+        *[f"- {line}" for line in headline(report)],
+        "",
+        "## Model confidence sets",
+        "",
+        *[f"- {confidence_sentence(m)}" for m in report["confidence_sets"]],
+        "",
+        *confidence_table(report),
+        "",
+        "## Every verdict",
         "",
         *[f"- Horizon {t['horizon']}: {t['verdict']}." for t in report["diebold_mariano"]],
         *[f"- {line}" for line in random_walk_sentences(report)],
@@ -125,6 +261,21 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         "## Diebold-Mariano tests (negative: a's loss is lower)",
         "",
         *test_table(report),
+        "",
+        "## The 10-90% band, one day ahead: Kupiec and Christoffersen (range over seeds)",
+        "",
+        *coverage_table(report),
+        "",
+        "## Hyperparameters",
+        "",
+        *search_lines(report),
+        "",
+        "## Training",
+        "",
+        *training_table(report),
+        "",
+        "Failed trials: none." if not failed else "Failed trials (left out of everything above):",
+        *failed,
     ]
     for horizon in horizons:
         lines += ["", f"## Pooled over folds, {horizon[1:]} day(s) ahead", "", *pooled_table(report, horizon)]
@@ -141,7 +292,7 @@ def fold_plot(report: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(horizons), figsize=(6 * len(horizons), 4.5), squeeze=False)
     folds = [f["fold"] for f in report["folds"]]
     for ax, horizon in zip(axes[0], horizons, strict=True):
-        shown = [m for m in methods(report) if m not in POINT_ONLY]
+        shown = [m for m in methods(report) if m not in POINT_ONLY and all(m in f["scores"] for f in report["folds"])]
         for offset, method in enumerate(shown):
             values = [[v * 100 for v in f["scores"][method][horizon]["pinball"]] for f in report["folds"]]
             mean = np.array([np.mean(v) for v in values])

@@ -29,6 +29,7 @@ import numpy as np
 from arch import arch_model
 from arch.univariate import StudentsT
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy import stats
 
 from data.errors import ConfigError, DataError
 from training.metrics import check_levels
@@ -43,6 +44,7 @@ RETURN_SCALE = 100.0
 # many returns the estimates mean little.
 MIN_GARCH_ROWS = 250
 GARCH_MAX_ITERATIONS = 100  # SciPy's SLSQP default; the bundled tickers converge in 13 to 35
+RISKMETRICS_DECAY = 0.94  # RiskMetrics' decay for daily returns (J.P. Morgan/Reuters, 1996)
 
 
 @dataclass(frozen=True)
@@ -264,9 +266,62 @@ def garch_t(r: np.ndarray, train_end: int, origins: np.ndarray, horizon: int, le
     return BaselineForecast("garch_t", point, garch_quantiles(fit, next_variance, horizon, levels), fit.params())
 
 
+def ewma_variance(r: np.ndarray, initial: float, decay: float = RISKMETRICS_DECAY) -> np.ndarray:
+    """(T + 1,) RiskMetrics variances: entry t is the forecast of r_t^2 from r[:t], entry 0 ``initial``.
+
+    sigma2_{t+1} = decay * sigma2_t + (1 - decay) * r_t^2 (zero mean, as RiskMetrics has it).
+    """
+    sigma2 = np.empty(len(r) + 1)
+    sigma2[0] = initial
+    for t, value in enumerate(r):
+        sigma2[t + 1] = decay * sigma2[t] + (1 - decay) * value * value
+    return sigma2
+
+
+def _riskmetrics(
+    r: np.ndarray, train_end: int, origins: np.ndarray, horizon: int, levels: np.ndarray, tails: str
+) -> BaselineForecast:
+    """EWMA variance (decay 0.94) started from the training span's mean square; sqrt(h) scaling to h steps.
+
+    ``tails`` "normal": normal quantiles; "t": a Student t (degrees of freedom
+    and scale) fit by maximum likelihood to the training returns over their
+    EWMA volatility. Point 0, the median.
+    """
+    r, rows = _check_inputs(r, train_end, origins, horizon)
+    levels = check_levels(levels)
+    sigma2 = ewma_variance(r, float(np.mean(r[:train_end] ** 2)))
+    params = {"decay": RISKMETRICS_DECAY}
+    if tails == "normal":
+        z = stats.norm.ppf(levels)  # (Q,)
+    else:
+        standardised = r[:train_end] / np.sqrt(sigma2[:train_end])
+        nu, _, scale = stats.t.fit(standardised, floc=0)
+        z = scale * stats.t.ppf(levels, nu)
+        params |= {"nu": float(nu), "scale": float(scale)}
+    sigma = np.sqrt(sigma2[rows + 1])  # (N,) one-step volatility after observing r[0..t]
+    quantiles = sigma[:, None, None] * np.sqrt(_steps(horizon))[None, :, None] * z[None, None, :]
+    return BaselineForecast(f"riskmetrics_{tails}", np.zeros((len(rows), horizon)), quantiles, params)
+
+
+def riskmetrics_normal(
+    r: np.ndarray, train_end: int, origins: np.ndarray, horizon: int, levels: np.ndarray
+) -> BaselineForecast:
+    """RiskMetrics EWMA volatility with normal quantiles (see ``_riskmetrics``)."""
+    return _riskmetrics(r, train_end, origins, horizon, levels, "normal")
+
+
+def riskmetrics_t(
+    r: np.ndarray, train_end: int, origins: np.ndarray, horizon: int, levels: np.ndarray
+) -> BaselineForecast:
+    """RiskMetrics EWMA volatility with Student t quantiles fit on the training span (see ``_riskmetrics``)."""
+    return _riskmetrics(r, train_end, origins, horizon, levels, "t")
+
+
 BASELINES: dict[str, Baseline] = {
     "random_walk": random_walk,
     "previous_return": previous_return,
     "linear_ar": linear_ar,
     "garch_t": garch_t,
+    "riskmetrics_normal": riskmetrics_normal,
+    "riskmetrics_t": riskmetrics_t,
 }

@@ -1,6 +1,9 @@
-"""ar against latent against honest baselines, on the same data and split.
+"""ar against latent against honest baselines, on the same data and split: one fold of the backtest.
 
-``compare`` trains (or loads) both modes, rolls every method over the test
+``compare`` is one view of the backtest's machinery (``training.backtest``,
+whose report is the verdict): one test span, one training run per mode or
+the registered versions, judged by the same ``training.verdicts.judge``.
+It trains (or loads) both modes, rolls every method over the test
 span of every ticker without refitting, scores them per ticker and pooled
 (each model moved by its conformal offsets, as it would serve),
 times the cost of one more forecast against history length, and writes
@@ -9,8 +12,9 @@ times the cost of one more forecast against history length, and writes
 Its verdicts rest on Diebold-Mariano tests (``training.significance``), on
 per-day losses pooled over tickers as the backtest pools them: each model's
 point forecast against the random walk's on the absolute error, and the
-latent model's quantiles against ar's, GARCH(1,1)-t's and the random walk's
-on the pinball loss, at horizon 1 and H.
+latent model's quantiles against ar's, GARCH(1,1)-t's, RiskMetrics-t's and
+the random walk's on the pinball loss, at horizon 1 and H, Holm-adjusted
+across the report; beside them, per horizon, the model confidence set.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Predictor
-from training import baselines
+from training.baselines import BASELINES
 from training.config import TrainConfig
 from training.conformal import fit_offsets
 from training.costs import Cost, forecast_costs
@@ -44,23 +48,23 @@ from training.pipeline import fit, training_summary
 from training.registry import Registry
 from training.report import LABELS, write_json_report, write_markdown, write_plots
 from training.scoring import outer_band, score_by_ticker
-from training.significance import SIGNIFICANCE, Loss, compare_losses
+from training.significance import SIGNIFICANCE, Loss
+from training.verdicts import MCS_SIZE, judge
 
 logger = logging.getLogger(__name__)
 
-BASELINES: dict[str, baselines.Baseline] = {
-    "random_walk": baselines.random_walk,
-    "previous_return": baselines.previous_return,
-    "linear_ar": baselines.linear_ar,
-    "garch_t": baselines.garch_t,
-}
 # (loss, a, b): each tested at horizon 1 and H; a negative statistic favours a
 TESTS: tuple[tuple[Loss, str, str], ...] = (
     ("absolute_error", "latent", "random_walk"),
     ("absolute_error", "ar", "random_walk"),
     ("pinball", "latent", "ar"),
     ("pinball", "latent", "garch_t"),
+    ("pinball", "latent", "riskmetrics_t"),
     ("pinball", "latent", "random_walk"),
+)
+VIEW = (
+    "one fold of the backtest's machinery: one test span, one training run per mode (or the registered "
+    "versions), the same tests; the verdict on ar against latent is `latentcast backtest`'s"
 )
 
 
@@ -88,7 +92,8 @@ class Comparison:
     spans: dict[str, list[SpanForecasts]]  # method -> per-ticker forecasts
     metrics: dict[str, dict[str, dict[str, dict[str, float | None]]]]  # method -> ticker -> h -> metric
     costs: list[Cost]
-    tests: list[dict[str, Any]]  # Diebold-Mariano results, as ``significance`` gives them
+    tests: list[dict[str, Any]]  # Diebold-Mariano results, Holm-adjusted, as ``significance`` gives them
+    confidence_sets: list[dict[str, Any]]  # per horizon, the model confidence set
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,12 +103,15 @@ class Comparison:
             "quantiles": self.levels,
             "protocol": (
                 "rolling forecasts over the test span, one per day after its close, no refitting; "
-                "model state warmed on train+validation; baselines fit on the training span only"
+                "model state warmed on train+validation; baselines fit on train+validation"
             ),
             "models": self.contenders,
             "metrics": self.metrics,
+            "view": VIEW,
             "diebold_mariano": self.tests,
+            "confidence_sets": self.confidence_sets,
             "significance_level": SIGNIFICANCE,
+            "mcs_size": MCS_SIZE,
             "cost_per_forecast_us": [asdict(c) for c in self.costs],
             "machine": {
                 "cores": os.cpu_count(),
@@ -154,14 +162,18 @@ def check_out_of_sample(contender: Contender, test_start: np.datetime64) -> None
 
 
 def baseline_spans(data: TrainingData, levels: np.ndarray) -> dict[str, list[SpanForecasts]]:
-    """Each baseline's forecasts over each ticker's test span (fit on its training span)."""
+    """Each baseline's forecasts over each ticker's test span, fit on the training and validation spans.
+
+    The models learn from both (validation picks their weights, and their state
+    is warmed through it): the baselines are fit on as much.
+    """
     out: dict[str, list[SpanForecasts]] = {name: [] for name in BASELINES}
     for series in data.series:
-        valid, test = data.split.bounds(series)
+        _, test = data.split.bounds(series)
         returns = series.features[:, 0]
         origins = np.arange(test, len(series))
         for name, baseline in BASELINES.items():
-            forecast = baseline(returns, valid, origins, data.horizon, levels)
+            forecast = baseline(returns, test, origins, data.horizon, levels)
             out[name].append(
                 SpanForecasts(
                     series.ticker,
@@ -177,29 +189,14 @@ def baseline_spans(data: TrainingData, levels: np.ndarray) -> dict[str, list[Spa
 
 def significance(
     spans: dict[str, list[SpanForecasts]], levels: dict[str, Sequence[float]], horizons: Sequence[int]
-) -> list[dict[str, Any]]:
-    """Diebold-Mariano tests of each pair of ``TESTS`` present in ``spans``, at each horizon.
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The tests of ``TESTS`` present in ``spans`` (Holm-adjusted across them) and each horizon's confidence set.
 
     ``levels``: each method's quantile levels (its pinball loss is taken at its
     own); losses are per day, averaged over the tickers forecast that day.
     """
-    out = []
-    for horizon in horizons:
-        for loss, a, b in TESTS:
-            if a not in spans or b not in spans:
-                continue
-            result = compare_losses([spans[a]], [spans[b]], levels[a], horizon, loss, levels_b=levels[b])
-            out.append(
-                {
-                    "horizon": horizon,
-                    "loss": loss,
-                    "a": a,
-                    "b": b,
-                    **result.to_dict(),
-                    "verdict": result.verdict(LABELS.get(a, a), LABELS.get(b, b)),
-                }
-            )
-    return out
+    pairs = [(loss, a, b) for loss, a, b in TESTS if a in spans and b in spans]
+    return judge({m: [s] for m, s in spans.items()}, levels, horizons, pairs, lambda m: LABELS.get(m, m))
 
 
 def compare(
@@ -241,6 +238,7 @@ def compare(
         spans[name] = forecasts
         metrics[name] = score_by_ticker(forecasts, levels)
         own_levels[name] = levels
+    tests, sets = significance(spans, own_levels, sorted({1, data.horizon}))
     by_mode = {c.mode: Predictor(c.model, c.scaler) for c in contenders}
     longest = max(data.series, key=len).ticker
     costs = forecast_costs(by_mode["latent"], by_mode["ar"], prices[prices["ticker"] == longest], cost_lengths)
@@ -253,7 +251,8 @@ def compare(
         spans=spans,
         metrics=metrics,
         costs=costs,
-        tests=significance(spans, own_levels, sorted({1, data.horizon})),
+        tests=tests,
+        confidence_sets=sets,
     )
 
 

@@ -63,6 +63,14 @@ class TrainConfig:
     only ``windows_per_epoch`` of them when that is set. ``threads`` None:
     as many torch threads as ``free_cores`` finds when training starts, so
     that a training beside another does not oversubscribe the busy cores.
+
+    With ``epoch_steps`` set, an epoch is that many optimiser steps in either
+    mode, whatever the data: the batches run on across the source's own
+    passes over the data, and validation (early stopping) comes every
+    ``epoch_steps`` steps. Both modes then have the same budget of
+    ``epochs * epoch_steps`` steps (the backtest's equal budgets). Unset, an
+    epoch is one pass, which takes many more steps in ar mode (one per
+    ``batch_size`` windows) than in latent mode (one per ``bptt`` chunk).
     """
 
     epochs: int = 40
@@ -71,6 +79,7 @@ class TrainConfig:
     batch_size: int = 64
     burn_in: int = 20
     windows_per_epoch: int | None = None
+    epoch_steps: int | None = None
     lr: float = 3e-3
     weight_decay: float = 1e-5
     clip_norm: float = 1.0
@@ -81,9 +90,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "streams", "bptt", "batch_size", "windows_per_epoch", "patience", "threads"):
+        names = ("epochs", "streams", "bptt", "batch_size", "windows_per_epoch", "epoch_steps", "patience", "threads")
+        for name in names:
             value = getattr(self, name)
-            if name in ("windows_per_epoch", "threads") and value is None:
+            if name in ("windows_per_epoch", "threads", "epoch_steps") and value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -12,7 +12,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,12 +118,14 @@ def train(
     history: list[dict[str, float]] = []
     steps = rows = waited = 0
     started = time.perf_counter()
+    # with a step budget, one endless run of batches over the source's passes, cut every ``epoch_steps`` steps
+    endless = None if config.epoch_steps is None else _endless(source, rng)
     bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not config.progress, leave=False)
+    state: StreamState | None = None  # each pass's first batch resets it; an epoch of steps may start mid-pass
     for epoch in bar:
         model.train()
-        state: StreamState | None = None
-        epoch_sum, epoch_count = 0.0, 0.0
-        for batch in source.epoch(rng):
+        epoch_sum, epoch_count, taken = 0.0, 0.0, 0
+        for batch in source.epoch(rng) if endless is None else endless:
             x, y = batch.x.to(world.device), batch.y.to(world.device)
             state = None if batch.reset or state is None else state.detach()
             out, state, scale = net(x, state, y.shape[1], with_volatility=True)
@@ -140,6 +142,9 @@ def train(
             optimiser.step()
             steps, rows = steps + 1, rows + int(torch.isfinite(y).any(dim=-1).sum())
             epoch_sum, epoch_count = epoch_sum + float(batch_sum.detach()), epoch_count + local_count
+            taken += 1
+            if taken == config.epoch_steps:
+                break
         epoch_sum, epoch_count = world.sum([epoch_sum, epoch_count])
         train_loss = epoch_sum / max(epoch_count, 1)
         if not validate:
@@ -167,3 +172,9 @@ def train(
     return TrainResult(
         best_epoch, best_loss, len(history), steps, rows, source.train_rows, source.validation_rows, seconds, history
     )
+
+
+def _endless(source: BatchSource, rng: np.random.Generator) -> Iterator[Batch]:
+    """The batches of one pass of ``source`` after another, without end (each pass starts from a zero state)."""
+    while True:
+        yield from source.epoch(rng)

@@ -30,6 +30,8 @@ LABELS = {
     "previous_return": "previous return",
     "linear_ar": "linear AR(5)",
     "garch_t": "GARCH(1,1)-t",
+    "riskmetrics_normal": "RiskMetrics, normal",
+    "riskmetrics_t": "RiskMetrics, t",
 }
 COLUMNS = [
     ("mae", "MAE (%)", 100.0, ".3f"),
@@ -70,8 +72,8 @@ def _find(tests: Sequence[dict[str, Any]], horizon: int, loss: str, a: str, b: s
 
 
 def _dm(test: dict[str, Any]) -> str:
-    p = p_value(test["p_value"])
-    return f"DM statistic {test['statistic']:.3f}, p {p if p.startswith('<') else '= ' + p}"
+    p = p_value(test["adjusted_p"])
+    return f"DM statistic {test['statistic']:.3f}, Holm-adjusted p {p if p.startswith('<') else '= ' + p}"
 
 
 def _point(mode: str, row: dict[str, Any], test: dict[str, Any] | None, days: str, level: float) -> str | None:
@@ -80,12 +82,12 @@ def _point(mode: str, row: dict[str, Any], test: dict[str, Any] | None, days: st
     if ratio is None or test is None:
         return None
     hits = "n/a" if direction is None else f"{direction * 100:.1f}%"
-    if test["p_value"] < level and test["mean_difference"] < 0:
+    if test["adjusted_p"] < level and test["mean_difference"] < 0:
         return (
             f"**Point forecast, {days} day(s): the {mode} model beats the random walk** by "
             f"{(1 - ratio) * 100:.1f}% in MAE (ratio {ratio:.3f}; {_dm(test)}); direction right {hits} of the time."
         )
-    if test["p_value"] < level:
+    if test["adjusted_p"] < level:
         head = f"does not beat the random walk.** Its MAE is {ratio:.3f}x the random walk's, significantly higher"
     else:
         head = (
@@ -101,7 +103,7 @@ def _point(mode: str, row: dict[str, Any], test: dict[str, Any] | None, days: st
 
 def verdict(metrics: dict[str, Any], tests: Sequence[dict[str, Any]], horizon: str, level: float) -> list[str]:
     """Plain sentences on who wins at ``horizon`` ("h5"): a difference is called only where the
-    Diebold-Mariano p-value of ``tests`` is below ``level``."""
+    Holm-adjusted Diebold-Mariano p-value of ``tests`` is below ``level``."""
     pooled = {method: by_ticker["pooled"][horizon] for method, by_ticker in metrics.items()}
     h, days = int(horizon[1:]), horizon[1:]
     out = []
@@ -119,7 +121,7 @@ def verdict(metrics: dict[str, Any], tests: Sequence[dict[str, Any]], horizon: s
         f"**Quantiles, {days} day(s):** pinball loss (%, lower is better) and coverage of the outer quantile band: "
         f"{figures}. Which of these differences are real, the tests say:"
     )
-    for other in ("ar", "garch_t", "random_walk"):
+    for other in ("ar", "garch_t", "riskmetrics_t", "random_walk"):
         test = _find(tests, h, "pinball", "latent", other)
         if test is not None:
             out.append(f"Pinball loss, {days} day(s): {test['verdict']}; DM statistic {test['statistic']:.3f}.")
@@ -128,13 +130,26 @@ def verdict(metrics: dict[str, Any], tests: Sequence[dict[str, Any]], horizon: s
 
 def test_table(tests: Sequence[dict[str, Any]]) -> list[str]:
     """The Diebold-Mariano tests as a Markdown table, one row per test."""
-    lines = ["| horizon | loss | a | b | DM statistic | p-value | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| horizon | loss | a | b | DM statistic | p-value | Holm-adjusted | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for t in tests:
         lines.append(
             f"| {t['horizon']} | {LOSS_LABELS[t['loss']]} | {LABELS.get(t['a'], t['a'])} "
-            f"| {LABELS.get(t['b'], t['b'])} | {t['statistic']:.3f} | {p_value(t['p_value'])} | {t['verdict']} |"
+            f"| {LABELS.get(t['b'], t['b'])} | {t['statistic']:.3f} | {p_value(t['p_value'])} "
+            f"| {p_value(t['adjusted_p'])} | {t['verdict']} |"
         )
     return lines
+
+
+def confidence_lines(sets: Sequence[dict[str, Any]]) -> list[str]:
+    """One sentence per horizon: the methods of its model confidence set."""
+    return [
+        f"Horizon {m['horizon']}: the {1 - m['size']:.0%} model confidence set (pinball loss) is "
+        f"{{{', '.join(LABELS.get(x, x) for x in m['included'])}}}."
+        for m in sets
+    ]
 
 
 def cost_table(costs: Sequence[Cost]) -> list[str]:
@@ -170,13 +185,18 @@ def write_markdown(report: dict[str, Any], plots: Sequence[Path], out: Path) -> 
         f"**Protocol**: {report['protocol']}. Targets are cumulative log returns over 1..{horizon} days; "
         f"quantiles {report['quantiles']}. MAE/RMSE/pinball in % of log return.",
         "",
+        f"**This is {report['view']}** ([backtest](../backtest/backtest.md) in the docs).",
+        "",
         f"**Verdicts** rest on Diebold-Mariano tests of per-day losses (each day's mean over the tickers "
-        f"forecast that day; Newey-West variance with h - 1 lags, Harvey-Leybourne-Newbold correction): a "
-        f"difference is called only where p < {level}.",
+        f"forecast that day; equal weights on lags 1..h-1, Harvey-Leybourne-Newbold correction), their p-values "
+        f"Holm-adjusted across the {len(tests)} tests of this report: a difference is called only where the "
+        f"adjusted p < {level}. Beside them, the model confidence set (Hansen, Lunde and Nason, at "
+        f"{report['mcs_size']}) of every method with quantiles.",
         "",
         "## Verdict",
         "",
         *[f"- {line}" for h in horizons for line in verdict(metrics, tests, h, level)],
+        *[f"- {line}" for line in confidence_lines(report["confidence_sets"])],
         "",
         "## Diebold-Mariano tests (negative: a's loss is lower)",
         "",

@@ -2,15 +2,22 @@
 
 Given the losses of two forecasters on the same origins, ``d_t = a_t - b_t``,
 the statistic is the mean of ``d`` over its standard error. Forecasts of
-horizon h overlap, so ``d`` is autocorrelated up to lag h - 1: the variance of
-the mean is the Newey-West (HAC) long-run variance with h - 1 lags,
+horizon h overlap, so ``d`` is autocorrelated up to lag h - 1 (an MA(h - 1) under the
+null): the variance of the mean is the truncated (equal-weight) long-run
+variance with h - 1 lags, as Diebold and Mariano wrote it,
 
-    V = (gamma_0 + 2 * sum_{k=1}^{h-1} (1 - k / h) * gamma_k) / n,
+    V = (gamma_0 + 2 * sum_{k=1}^{h-1} gamma_k) / n,
 
 where ``gamma_k`` is the lag-k autocovariance of ``d`` (divided by n). The
 Harvey-Leybourne-Newbold correction scales the statistic by
 ``sqrt((n + 1 - 2h + h(h - 1) / n) / n)`` and reads the p-value from a Student
-t with n - 1 degrees of freedom, which keeps the size honest on short samples.
+t with n - 1 degrees of freedom: that factor is the bias of this estimator,
+so it belongs with equal weights. Bartlett weights ``1 - k / h`` shrink the
+variance of an MA(h - 1) and, under the same correction, reject a true null
+about twice as often as they should at h = 5 (``tests/training/
+test_significance.py`` simulates it). The equal-weight variance can come out
+negative on a short or odd sample; only then is the Bartlett (Newey-West)
+variance used, always positive, and the result says so (``weights``).
 
 Rolling forecasts of several tickers are tested as one series over dates
 (``origin_losses``): the loss of each origin day is the mean over the runs
@@ -36,6 +43,7 @@ from training.evaluate import SpanForecasts
 
 SIGNIFICANCE = 0.05  # a difference is called only below this p-value
 Loss = Literal["pinball", "absolute_error"]
+Weights = Literal["equal", "bartlett"]
 LOSSES: tuple[Loss, ...] = ("pinball", "absolute_error")
 
 
@@ -47,7 +55,8 @@ class DieboldMariano:
     p_value: float
     mean_difference: float  # mean of a - b
     n: int  # origins compared
-    lags: int  # autocovariances in the HAC variance (h - 1)
+    lags: int  # autocovariances in the long-run variance (h - 1)
+    weights: Weights = "equal"  # "bartlett" only where the equal-weight variance was not positive
 
     def verdict(self, a: str, b: str, level: float = SIGNIFICANCE) -> str:
         """A plain sentence: who has the lower loss, or that no difference is significant."""
@@ -61,7 +70,7 @@ class DieboldMariano:
 
 
 def diebold_mariano(a: np.ndarray, b: np.ndarray, horizon: int = 1) -> DieboldMariano:
-    """DM test (HAC variance, HLN correction) of the losses ``a`` and ``b`` (N,) at ``horizon``.
+    """DM test (equal-weight variance, HLN correction) of the losses ``a`` and ``b`` (N,) at ``horizon``.
 
     Origins where either loss is NaN are left out (in order: the lags are
     taken over the origins that remain).
@@ -76,16 +85,35 @@ def diebold_mariano(a: np.ndarray, b: np.ndarray, horizon: int = 1) -> DieboldMa
     if n < 2 * horizon + 1:
         raise DataError(f"too few origins for a Diebold-Mariano test at horizon {horizon}: {n}")
     mean = float(d.mean())
-    centred = d - mean
-    variance = float(centred @ centred) / n
-    for k in range(1, horizon):
-        variance += 2 * (1 - k / horizon) * float(centred[k:] @ centred[:-k]) / n
+    weights: Weights = "equal"
+    statistic, variance = hln_statistic(d, horizon, weights)
+    if variance <= 0 and horizon > 1:
+        weights = "bartlett"
+        statistic, variance = hln_statistic(d, horizon, weights)
     if variance <= 0:  # identical forecasters (or a constant difference): nothing to test
-        return DieboldMariano(0.0, 1.0, mean, n, horizon - 1)
-    correction = math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
-    statistic = correction * mean / math.sqrt(variance / n)
+        return DieboldMariano(0.0, 1.0, mean, n, horizon - 1, weights)
     p_value = float(2 * stats.t.sf(abs(statistic), df=n - 1))
-    return DieboldMariano(statistic, p_value, mean, n, horizon - 1)
+    return DieboldMariano(float(statistic), p_value, mean, n, horizon - 1, weights)
+
+
+def hln_statistic(d: np.ndarray, horizon: int, weights: Weights = "equal") -> tuple[np.ndarray, np.ndarray]:
+    """The HLN-corrected DM statistic of ``d`` and its long-run variance: (N,) one series, or (R, N) at once.
+
+    Returns two arrays of shape ``d.shape[:-1]`` (0-d for one series); the
+    statistic is NaN where the variance is not positive. The long-run variance
+    is gamma_0 + 2 * sum_{k=1}^{h-1} w_k gamma_k, w_k = 1 (equal) or 1 - k / h (Bartlett).
+    """
+    n = d.shape[-1]
+    mean = d.mean(axis=-1)
+    centred = d - mean[..., None]
+    variance = (centred * centred).sum(axis=-1) / n
+    for k in range(1, horizon):
+        weight = 1.0 if weights == "equal" else 1 - k / horizon
+        variance = variance + 2 * weight * (centred[..., k:] * centred[..., :-k]).sum(axis=-1) / n
+    correction = math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        statistic = np.where(variance > 0, correction * mean / np.sqrt(np.abs(variance) / n), np.nan)
+    return statistic, variance
 
 
 def _losses(span: SpanForecasts, levels: np.ndarray, horizon: int, loss: Loss) -> np.ndarray:

@@ -23,6 +23,8 @@ from service.client.replay import ReplayPlan
 from training.backtest import BacktestConfig
 from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS
+from training.search import SearchConfig
+from training.trials import default_jobs
 
 
 def build_parser() -> CommandParser:
@@ -62,7 +64,11 @@ def build_parser() -> CommandParser:
     serve.add_argument("--workers", type=int, default=1, help="worker processes (more than 1 needs the redis store)")
     serve.set_defaults(handler=run_serve)
 
-    compare = commands.add_parser("compare", help="ar vs latent vs baselines: report.json, report.md, plots")
+    compare = commands.add_parser(
+        "compare",
+        help="one fold of the backtest: ar vs latent vs baselines on one test span, or the registered versions: "
+        "report.json, report.md, plots",
+    )
     add_source_arguments(compare)
     add_model_arguments(compare)
     compare.add_argument(
@@ -73,6 +79,12 @@ def build_parser() -> CommandParser:
         "--latent-version",
         help="score this registered latent version (or `latent`: its champion) instead of training one "
         "(default: train one)",
+    )
+    compare.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=BacktestConfig().epoch_steps,
+        help="optimiser steps per epoch in both modes, as the backtest trains (0: an epoch is one pass)",
     )
     compare.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/compare)")
     compare.add_argument("--plot-ticker", help="ticker of the forecast plot (default: the first)")
@@ -102,7 +114,9 @@ def build_parser() -> CommandParser:
     )
     calibration.set_defaults(handler=run_calibration)
     backtest = commands.add_parser(
-        "backtest", help="walk-forward folds, each trained anew, with Diebold-Mariano tests: JSON, Markdown, plot"
+        "backtest",
+        help="the verdict: walk-forward folds, each trained anew on equal budgets, Holm-adjusted Diebold-Mariano "
+        "tests and model confidence sets: JSON, Markdown, plot",
     )
     add_source_arguments(backtest)
     add_model_arguments(backtest)
@@ -121,6 +135,27 @@ def build_parser() -> CommandParser:
         nargs="+",
         default=[],
         help="also train ar and latent with these scalings, each tested against the --scaling ones",
+    )
+    backtest.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=defaults.epoch_steps,
+        help="optimiser steps per epoch in both modes, so that ar and latent train on the same budget "
+        "(0: an epoch is one pass over the data)",
+    )
+    backtest.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="trainings run at once, one local process each"
+    )
+    backtest.add_argument(
+        "--search-trials",
+        type=int,
+        default=SearchConfig.trials,
+        help="Optuna trials per mode choosing its learning rate, hidden size and window (ar) or bptt (latent) "
+        "on the first fold's validation span, before any test block; written to search.json (0: no search)",
+    )
+    backtest.add_argument("--search", type=Path, help="reuse the choices of this search.json instead of searching")
+    backtest.add_argument(
+        "--rescale", type=float, default=1.0, help="multiply every daily log return by this (a quieter or wilder copy)"
     )
     backtest.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/backtest)")
     backtest.set_defaults(handler=run_backtest_command)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from dataclasses import replace
 
 from data.errors import ConfigError
 from data.feature_cache import FeatureSpec, artifacts_cache
@@ -14,15 +15,17 @@ from data.universe import load_series
 from models.config import MODES
 from service.cli.arguments import load_prices, model_config, train_config
 from training import distributed
-from training.backtest import BacktestConfig, run_backtest
+from training.backtest import BacktestConfig, run_backtest, search_span
 from training.backtest_report import write_report as write_backtest
-from training.calibration import CalibrationConfig, calibration_report, write_calibration_report
+from training.calibration import CalibrationConfig, calibration_report, rescaled_prices, write_calibration_report
 from training.compare import compare, load_contender, train_contenders, write_report
 from training.config import TrainConfig
 from training.dataset import TrainingData
 from training.pipeline import train_and_register_in
 from training.registry import Registry
 from training.scoring import score_version
+from training.search import Search, SearchConfig
+from training.search import search as run_search
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -105,7 +108,8 @@ def run_compare(args: argparse.Namespace) -> int:
     registry = Registry(args.artifacts)
     given = {"ar": args.ar_version, "latent": args.latent_version}
     to_train = [m for m in MODES if given[m] is None]
-    trained = {c.mode: c for c in train_contenders(data, model_config(args, "latent"), train_config(args), to_train)}
+    config = replace(train_config(args), epoch_steps=args.epoch_steps or None)
+    trained = {c.mode: c for c in train_contenders(data, model_config(args, "latent"), config, to_train)}
     contenders = [
         trained[m] if m in trained else load_contender(registry, version_named(registry, str(given[m]), m))
         for m in MODES
@@ -134,12 +138,30 @@ def run_backtest_command(args: argparse.Namespace) -> int:
         validation_days=args.validation_days,
         seeds=tuple(args.seeds),
         scalings=tuple(args.other_scalings),
+        epoch_steps=args.epoch_steps or None,
     )
     features = tuple(args.features.split(","))
-    prices = load_prices(args)
-    result = run_backtest(prices, features, model_config(args, "latent"), train_config(args), config, args.source)
-    for path in write_backtest(result, report_folder(args, "backtest")):
+    prices, source = load_prices(args), args.source
+    if args.rescale != 1.0:
+        prices, source = rescaled_prices(prices, args.rescale), f"{source} (returns x{args.rescale:g})"
+    model, train = model_config(args, "latent"), train_config(args)
+    out = report_folder(args, "backtest")
+    search = None
+    if args.search is not None:
+        search = Search.read(args.search)
+    elif args.search_trials:
+        validation_start, test_start = search_span(prices, config)
+        budget = replace(train, epoch_steps=config.epoch_steps)
+        searched = SearchConfig(trials=args.search_trials, seed=args.seed)
+        search = run_search(prices, features, model, budget, validation_start, test_start, searched, args.jobs)
+        print(search.write(out / "search.json"))
+    result = run_backtest(prices, features, model, train, config, source, jobs=args.jobs, search=search)
+    for path in write_backtest(result, out):
         print(path)
     for test in result.tests:
         print(f"horizon {test['horizon']}: {test['verdict']}")
+    for mcs in result.confidence_sets:
+        print(f"horizon {mcs['horizon']}: model confidence set {', '.join(mcs['included'])}")
+    for failure in result.failures:
+        print(f"failed: fold {failure['fold']}, {failure['method']}, seed {failure['seed']}: {failure['error']}")
     return 0

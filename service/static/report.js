@@ -101,6 +101,8 @@ const LABELS = {
   previous_return: "previous return",
   linear_ar: "linear AR(5)",
   garch_t: "GARCH(1,1)-t",
+  riskmetrics_normal: "RiskMetrics, normal",
+  riskmetrics_t: "RiskMetrics, t",
 };
 const methodLabel = (method) => LABELS[method] || method.replaceAll("_", " ");
 

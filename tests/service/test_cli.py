@@ -89,6 +89,8 @@ def test_compare_trains_what_is_not_given_and_scores_a_given_version(capsys, tmp
     report = json.loads((out / "report.json").read_text())
     assert report["models"]["ar"]["version"] == ar
     assert report["models"]["latent"]["version"] is None  # trained for the report
+    assert report["models"]["latent"]["training"]["train_config"]["epoch_steps"] == 50  # the backtest's budget
+    assert report["view"].startswith("one fold of the backtest's machinery")
     assert [c["history"] for c in report["cost_per_forecast_us"]] == [20] * 4
 
 
@@ -207,15 +209,33 @@ def test_a_retrain_job_prunes_once_it_concludes(capsys, tmp_path):
 
 def test_backtest_tests_the_scaling_against_another(tmp_path, capsys):
     folds = ["--folds", "1", "--test-days", "40", "--validation-days", "40", "--seeds", "0", "--threads", "1"]
-    common = ["backtest", *TINY, *folds, "--out", str(tmp_path)]
-    assert main([*common, "--scaling", "volatility", "--other-scalings", "global"]) == 0
+    common = ["backtest", *TINY, *folds, "--jobs", "1", "--epoch-steps", "5", "--out", str(tmp_path)]
+    assert main([*common, "--scaling", "volatility", "--other-scalings", "global", "--search-trials", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    verdicts = [line for line in lines if line.startswith("horizon ")]
-    assert len(verdicts) == 2 * 5  # latent against ar, GARCH and the random walk; each mode against its twin
+    assert lines[0] == str(tmp_path / "search.json")
+    sets = [line for line in lines if "model confidence set" in line]
+    verdicts = [line for line in lines if line.startswith("horizon ") and line not in sets]
+    # latent against ar and four baselines, ar against the four; each mode against its twin
+    assert len(verdicts) == 2 * 11 and len(sets) == 2
     assert any(v.startswith("horizon 2: ") and "latent, global scaling" in v for v in verdicts)
     report = json.loads((tmp_path / "backtest.json").read_text())
     assert report["config"]["model"]["scaling"] == "volatility"
     assert report["config"]["backtest"]["scalings"] == ["global"]
+    assert set(report["search"]["choices"]) == {"ar", "latent"}
+    # a later report reuses the search, and runs none of its own
+    again = tmp_path / "again"
+    reuse = ["--search", str(tmp_path / "search.json"), "--out", str(again)]
+    assert main([*common[:-2], *reuse, "--scaling", "volatility"]) == 0
+    assert not (again / "search.json").exists()
+    assert json.loads((again / "backtest.json").read_text())["search"] == report["search"]
+    # a copy of the prices with every return x3: another source, the same protocol
+    wild = tmp_path / "wild"
+    assert main([*common[:-2], "--search-trials", "0", "--rescale", "3", "--out", str(wild)]) == 0
+    wild_report = json.loads((wild / "backtest.json").read_text())
+    assert wild_report["config"]["data"]["source"] == "bundled (returns x3)" and wild_report["search"] is None
+    capsys.readouterr()
+    assert main([*common, "--search-trials", "0", "--rescale", "-1"]) == 2
+    assert capsys.readouterr().err == "latentcast backtest: error: a return multiplier must be positive, got -1.0\n"
     assert main([*common, "--scaling", "global", "--other-scalings", "global"]) == 2
     assert capsys.readouterr().err == (
         "latentcast backtest: error: the models' own scaling 'global' cannot be an other scaling too\n"

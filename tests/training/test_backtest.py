@@ -13,7 +13,8 @@ from training.backtest_report import BASELINES, write_report
 from training.config import TrainConfig
 
 FAST = TrainConfig(epochs=1, streams=4, bptt=25, batch_size=64, threads=1, progress=False)
-SMALL = BacktestConfig(folds=2, test_days=40, validation_days=40, seeds=(0, 1))
+SMALL = BacktestConfig(folds=2, test_days=40, validation_days=40, seeds=(0, 1, 2), epoch_steps=5)
+BANDED = ("ar", "garch_t", "riskmetrics_t", "riskmetrics_normal", "random_walk")
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +35,52 @@ def test_folds_expand_and_their_test_blocks_follow_one_another(prices):
     )
 
 
-def test_backtest_scores_every_fold_and_seed_and_tests_latent(prices, tmp_path):
+def test_backtest_scores_every_fold_and_seed_and_judges_every_method(prices, tmp_path):
     backtest = run_backtest(prices, ("returns",), tiny_config(horizon=2), FAST, SMALL, "bundled")
     report = backtest.to_json()
     assert [f["fold"] for f in report["folds"]] == [0, 1]
     for fold in report["folds"]:
-        assert len(fold["scores"]["latent"]["h1"]["pinball"]) == 2  # one per seed
+        assert len(fold["scores"]["latent"]["h1"]["pinball"]) == 3  # one per seed
         assert len(fold["scores"]["garch_t"]["h1"]["pinball"]) == 1  # fit once per fold
     # every test day of both blocks is scored, but the last of each: its return lies past the fold's prices
-    assert report["pooled"]["latent"]["h1"]["count"] == [78, 78]
+    assert report["pooled"]["latent"]["h1"]["count"] == [78, 78, 78]
     assert report["pooled"]["random_walk"]["h1"]["count"] == [78]
-    tests = {(t["horizon"], t["b"]) for t in report["diebold_mariano"]}
-    assert tests == {(h, b) for h in (1, 2) for b in ("ar", "garch_t", "random_walk")}
+    tests = {(t["horizon"], t["a"], t["b"]) for t in report["diebold_mariano"]}
+    expected = {(h, "latent", b) for h in (1, 2) for b in BANDED} | {(h, "ar", b) for h in (1, 2) for b in BANDED[1:]}
+    assert tests == expected
+    raw = [t["p_value"] for t in report["diebold_mariano"]]
     for test in report["diebold_mariano"]:
-        called = test["p_value"] < 0.05
-        assert ("significantly" in test["verdict"]) == called
-        assert test["verdict"].startswith("no significant difference") != called
+        # Holm: never below the raw p-value, at most 18 times it
+        assert test["p_value"] <= test["adjusted_p"] <= min(1.0, 18 * test["p_value"]) + 1e-12
+        assert len(test["seeds"]) == 3  # a model's seeds, each paired with the other's or with the baseline
+        called = test["verdict"].startswith(("latent has", "ar has", "GARCH", "RiskMetrics", "random walk"))
+        assert called == (test["adjusted_p"] < 0.05 and "no verdict" not in test["verdict"])
+    assert min(t["adjusted_p"] for t in report["diebold_mariano"]) >= min(raw)
+    # one model confidence set per horizon, over every method with quantiles
+    assert [m["horizon"] for m in report["confidence_sets"]] == [1, 2]
+    for mcs in report["confidence_sets"]:
+        assert set(mcs["p_values"]) == {"latent", *BANDED} and mcs["included"]
+        assert all((mcs["p_values"][m] > 0.1) == (m in mcs["included"]) for m in mcs["p_values"])
+    assert {m: len(r) for m, r in report["coverage_tests"].items()} == {
+        "latent": 3,
+        "ar": 3,
+        **dict.fromkeys(BANDED[1:], 1),
+    }
+    # equal budgets: every training of either mode took 5 steps an epoch, one epoch here
+    assert {r["steps"] for m in ("ar", "latent") for r in report["trainings"][m]} == {5}
+    assert len(report["trainings"]["latent"]) == 6 and report["failures"] == []
     paths = write_report(backtest, tmp_path)
     assert sorted(p.name for p in paths) == ["backtest.json", "backtest.md", "backtest_folds.png"]
     assert json.loads((tmp_path / "backtest.json").read_text()) == json.loads(json.dumps(report))
     text = (tmp_path / "backtest.md").read_text()
+    assert "## Verdict: ar against latent" in text and "## Model confidence sets" in text
+    assert "at most 1 epochs of 5 optimiser steps each in both modes (equal budgets: 5 steps)" in text
     assert "## Diebold-Mariano tests" in text and "![backtest_folds](backtest_folds.png)" in text
     assert (tmp_path / "backtest_folds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_other_scalings_train_both_modes_beside_and_are_tested_against_them(prices, tmp_path):
-    config = BacktestConfig(folds=1, test_days=40, validation_days=40, seeds=(0,), scalings=("global",))
+    config = BacktestConfig(folds=1, test_days=40, validation_days=40, seeds=(0,), scalings=("global",), epoch_steps=5)
     backtest = run_backtest(prices, ("returns",), tiny_config(horizon=2, scaling="volatility"), FAST, config, "bundled")
     report = backtest.to_json()
     assert set(report["pooled"]) == {"latent", "ar", "latent_global", "ar_global", *BASELINES, "previous_return"}
@@ -71,7 +92,7 @@ def test_other_scalings_train_both_modes_beside_and_are_tested_against_them(pric
     assert report["diebold_mariano"][-1]["verdict"].count("latent, global scaling") == 1
     write_report(backtest, tmp_path)
     text = (tmp_path / "backtest.md").read_text()
-    assert "volatility scaling; at most 1 epochs" in text
+    assert "volatility scaling, learning rate 0.003, bptt 25; at most 1 epochs of 5" in text
     assert "Beside them, ar and latent with global scaling, same data and seeds." in text
     assert "| 1 | latent (model) | latent, global scaling |" in text
     with pytest.raises(ConfigError) as err:

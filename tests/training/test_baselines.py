@@ -24,6 +24,8 @@ from training.baselines import (
     linear_ar,
     previous_return,
     random_walk,
+    riskmetrics_normal,
+    riskmetrics_t,
 )
 from training.metrics import coverage, evaluate_forecasts
 
@@ -193,7 +195,30 @@ def test_garch_needs_enough_training_rows():
     assert str(info.value) == "GARCH(1,1)-t needs at least 250 training returns, got 249"
 
 
-@pytest.mark.parametrize("name", ["random_walk", "garch_t"])
+def test_riskmetrics_by_hand():
+    # start: the mean square of the 2 training returns, (0.01 + 0.04) / 2 = 0.025; then
+    # sigma2 = 0.94 * 0.025 + 0.06 * 0.1^2 = 0.0241 after r_0, and 0.94 * 0.0241 + 0.06 * 0.2^2 after r_1
+    r = np.array([0.1, 0.2, -0.3])
+    forecast = riskmetrics_normal(r, 2, np.array([1]), 2, LEVELS)
+    sigma2 = 0.94 * (0.94 * 0.025 + 0.06 * 0.01) + 0.06 * 0.04
+    z = NormalDist().inv_cdf(0.9)
+    assert forecast.quantiles is not None
+    np.testing.assert_allclose(forecast.quantiles[0, :, 2], [math.sqrt(sigma2) * z, math.sqrt(2 * sigma2) * z])
+    np.testing.assert_allclose(forecast.quantiles[0, :, 1], 0.0)
+    assert forecast.point.tolist() == [[0.0, 0.0]] and forecast.params == {"decay": 0.94}
+
+
+def test_riskmetrics_t_has_wider_outer_tails_on_fat_tailed_returns(garch_returns):
+    # GARCH-t returns over their EWMA volatility are fat-tailed: the fitted t's 1% and 99% lie outside the normal's
+    levels = np.array([0.01, 0.5, 0.99])
+    normal = riskmetrics_normal(garch_returns, 3000, np.arange(3000, 4000), 1, levels)
+    student = riskmetrics_t(garch_returns, 3000, np.arange(3000, 4000), 1, levels)
+    assert normal.quantiles is not None and student.quantiles is not None
+    assert student.params["nu"] < 30
+    assert (student.quantiles[:, 0, 2] > normal.quantiles[:, 0, 2]).all()
+
+
+@pytest.mark.parametrize("name", ["random_walk", "garch_t", "riskmetrics_normal", "riskmetrics_t"])
 def test_quantiles_increase_along_levels(name, garch_returns):
     forecast = BASELINES[name](garch_returns[:3000], 2000, np.arange(2000, 3000), 5, WIDE_LEVELS)
     assert forecast.quantiles is not None and forecast.quantiles.shape == (1000, 5, 7)

@@ -33,7 +33,16 @@ from training.scoring import pooled, score_by_ticker
 from training.significance import SIGNIFICANCE
 
 FAST = TrainConfig(epochs=2, streams=4, bptt=25, batch_size=32, windows_per_epoch=128, threads=1, progress=False)
-METHODS = {"latent", "ar", "random_walk", "previous_return", "linear_ar", "garch_t"}
+METHODS = {
+    "latent",
+    "ar",
+    "random_walk",
+    "previous_return",
+    "linear_ar",
+    "garch_t",
+    "riskmetrics_normal",
+    "riskmetrics_t",
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +88,13 @@ def test_the_report_carries_every_test_at_horizon_1_and_h(report):
     for t in tests:
         assert 0.0 <= t["p_value"] <= 1.0 and t["n"] > 100, t
         assert t["lags"] == t["horizon"] - 1
-        assert ("significantly" in t["verdict"]) == (t["p_value"] < SIGNIFICANCE), t
+        assert t["p_value"] <= t["adjusted_p"] <= 1.0
+        assert ("significantly" in t["verdict"]) == (t["adjusted_p"] < SIGNIFICANCE), t
     assert payload["significance_level"] == SIGNIFICANCE
+    assert [m["horizon"] for m in payload["confidence_sets"]] == [1, 3]
+    banded = {"latent", "ar", "garch_t", "random_walk", "riskmetrics_normal", "riskmetrics_t"}
+    assert all(set(m["p_values"]) == banded for m in payload["confidence_sets"])
+    assert payload["view"].startswith("one fold of the backtest's machinery")
 
 
 def test_every_method_is_scored_on_the_same_forecasts(report):
@@ -199,7 +213,7 @@ def contender(walk: list, shrink: float) -> list:
 
 
 def judged(spans: dict) -> tuple[list[dict], list[str]]:
-    tests = significance(spans, dict.fromkeys(spans, LEVELS), [1])
+    tests, _ = significance(spans, dict.fromkeys(spans, LEVELS), [1])
     metrics = {m: score_by_ticker(s, LEVELS) for m, s in spans.items()}
     return tests, verdict(metrics, tests, "h1", SIGNIFICANCE)
 
@@ -212,12 +226,12 @@ def test_a_clearly_better_contender_gets_a_significant_verdict(walk):
     spans = {"latent": contender(walk, 0.5), "ar": walk, "random_walk": walk, "garch_t": walk}
     tests, lines = judged(spans)
     point = by_pair(tests, "absolute_error", "latent", "random_walk")
-    assert point["p_value"] < SIGNIFICANCE and point["statistic"] < 0
+    assert point["adjusted_p"] < SIGNIFICANCE and point["statistic"] < 0
     assert point["verdict"].startswith("latent (model) has a significantly lower loss than random walk, 20-day vol")
     for other in ("ar", "garch_t", "random_walk"):
-        assert by_pair(tests, "pinball", "latent", other)["p_value"] < SIGNIFICANCE
+        assert by_pair(tests, "pinball", "latent", other)["adjusted_p"] < SIGNIFICANCE
     assert lines[0].startswith("**Point forecast, 1 day(s): the latent model beats the random walk** by ")
-    assert f"DM statistic {point['statistic']:.3f}, p " in lines[0]
+    assert f"DM statistic {point['statistic']:.3f}, Holm-adjusted p " in lines[0]
 
 
 def test_identical_forecasts_get_no_significant_difference(walk):
@@ -228,7 +242,8 @@ def test_identical_forecasts_get_no_significant_difference(walk):
         assert t["verdict"].startswith("no significant difference between"), t
     assert lines[0] == (
         "**Point forecast, 1 day(s): the latent model ties with the random walk.** Its MAE is 1.000x the random "
-        "walk's, a difference the test does not find significant (DM statistic 0.000, p = 1.0000); its direction "
+        "walk's, a difference the test does not find significant (DM statistic 0.000, Holm-adjusted p = 1.0000); "
+        "its direction "
         f"is right {lines[0].split('right ')[1].split(' of')[0]} of the time. On daily stock returns the mean is "
         "nearly unpredictable: here the random walk is as good or better."
     )
@@ -238,7 +253,7 @@ def test_identical_forecasts_get_no_significant_difference(walk):
 def test_verdict_says_so_when_the_random_walk_wins(walk):
     spans = {"latent": contender(walk, 2.0), "ar": walk, "random_walk": walk, "garch_t": walk}
     tests, lines = judged(spans)
-    assert by_pair(tests, "absolute_error", "latent", "random_walk")["p_value"] < SIGNIFICANCE
+    assert by_pair(tests, "absolute_error", "latent", "random_walk")["adjusted_p"] < SIGNIFICANCE
     assert lines[0].startswith(
         "**Point forecast, 1 day(s): the latent model does not beat the random walk.** Its MAE is "
     )

@@ -181,3 +181,19 @@ def test_without_threads_training_takes_the_free_cores_and_says_so(data, caplog,
     assert torch.get_num_threads() == 2
     assert "latent: 2 torch threads (the cores free now)" in caplog.messages
     torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("mode", ["ar", "latent"])
+def test_a_step_budget_gives_both_modes_the_same_steps_and_carries_the_state_across_epochs(data, mode):
+    torch.manual_seed(0)
+    model = Spy(tiny(mode))
+    config = TrainConfig(**{**FAST.to_dict(), "epochs": 3, "patience": 10, "epoch_steps": 7})
+    source = batches_for(model.config, data, config)
+    passes = sum(1 for _ in source.epoch(np.random.default_rng(0)))
+    result = train(model, source, config)
+    assert result.steps == 21 and result.epochs_run == 3 and len(result.history) == 3
+    carried = [state is not None for state, _ in model.calls]
+    if mode == "ar":
+        assert not any(carried)
+    else:  # epochs of 7 steps cut across passes: only each pass's first chunk starts from a zero state
+        assert passes != 7 and carried.count(False) == -(-21 // passes)

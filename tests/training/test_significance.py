@@ -8,7 +8,7 @@ from scipy import stats
 
 from data.errors import ConfigError, DataError
 from training.evaluate import SpanForecasts
-from training.significance import compare_losses, diebold_mariano, origin_losses
+from training.significance import Weights, compare_losses, diebold_mariano, hln_statistic, origin_losses
 
 # d = a - b = [0.5, -0.5, 1, 1, 1.5]: mean 0.7, deviations [-0.2, -1.2, 0.3, 0.3, 0.8]
 A = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
@@ -25,13 +25,58 @@ def test_one_step_statistic_worked_by_hand():
     assert result.mean_difference == pytest.approx(0.7) and (result.n, result.lags) == (5, 0)
 
 
-def test_two_step_statistic_uses_one_newey_west_lag():
-    # gamma_1 = (0.24 - 0.36 + 0.09 + 0.24) / 5 = 0.042, weight 1 - 1/2
-    # V = (0.46 + 2 * 0.5 * 0.042) / 5 = 0.1004; HLN factor sqrt((5 + 1 - 4 + 2 / 5) / 5) = sqrt(0.48)
+def test_two_step_statistic_weighs_its_one_lag_fully():
+    # gamma_1 = (0.24 - 0.36 + 0.09 + 0.24) / 5 = 0.042, weight 1 (equal weights, not Bartlett's 1 - 1/2)
+    # V = (0.46 + 2 * 0.042) / 5 = 0.1088; HLN factor sqrt((5 + 1 - 4 + 2 / 5) / 5) = sqrt(0.48)
     result = diebold_mariano(A, B, horizon=2)
-    assert result.statistic == pytest.approx(0.7 / math.sqrt(0.1004) * math.sqrt(0.48))
-    assert result.statistic == pytest.approx(1.53056, abs=1e-5)
-    assert result.lags == 1
+    assert result.statistic == pytest.approx(0.7 / math.sqrt(0.1088) * math.sqrt(0.48))
+    assert result.statistic == pytest.approx(1.47029, abs=1e-5)
+    assert (result.lags, result.weights) == (1, "equal")
+
+
+def test_bartlett_weights_stand_in_only_where_the_equal_weight_variance_is_not_positive():
+    # centred d alternates +1, -1: gamma_0 = 1, gamma_1 = -(n - 1) / n, so the equal-weight variance
+    # 1 - 2 (n - 1) / n is negative and Bartlett's 1 - (n - 1) / n = 1 / n is not
+    n = 40
+    d = 0.1 + (-1.0) ** np.arange(n)
+    result = diebold_mariano(d, np.zeros(n), horizon=2)
+    assert result.weights == "bartlett"
+    correction = math.sqrt((n + 1 - 4 + 2 / n) / n)
+    assert result.statistic == pytest.approx(correction * 0.1 / math.sqrt((1 / n) / n))
+
+
+def rejection_rate(horizon: int, weights: Weights, draws: int = 4000, n: int = 500) -> float:
+    """How often the DM test rejects a true null at 5% on MA(h - 1) loss differentials, all draws at once.
+
+    d_t = e_t + ... + e_{t-h+1} (equal coefficients: h-step forecasts sharing h - 1 shocks, the strongest
+    overlap), e iid normal; the draws whose equal-weight variance is not positive fall back as
+    ``diebold_mariano`` does.
+    """
+    rng = np.random.default_rng(horizon)
+    shocks = rng.standard_normal((draws, n + horizon - 1))
+    d = np.sum([shocks[:, j : j + n] for j in range(horizon)], axis=0)  # (draws, n)
+    statistic, variance = hln_statistic(d, horizon, weights)
+    if weights == "equal" and horizon > 1:
+        fallback, _ = hln_statistic(d, horizon, "bartlett")
+        statistic = np.where(variance > 0, statistic, fallback)
+    critical = stats.t.ppf(0.975, df=n - 1)
+    return float(np.mean(np.abs(statistic) > critical))
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 5])
+def test_the_test_rejects_a_true_null_five_percent_of_the_time(horizon):
+    assert 0.035 <= rejection_rate(horizon, "equal") <= 0.065
+
+
+def test_bartlett_weights_with_the_hln_correction_reject_too_often_past_one_step():
+    assert rejection_rate(5, "bartlett") > 0.065
+
+
+def test_the_vectorised_statistic_is_the_one_diebold_mariano_reports():
+    d = np.random.default_rng(3).standard_normal((3, 60))
+    statistic, _ = hln_statistic(d, 3)
+    for row, value in zip(d, statistic, strict=True):
+        assert diebold_mariano(row, np.zeros(60), horizon=3).statistic == pytest.approx(value)
 
 
 def test_identical_forecasters_give_p_one_and_no_verdict():

@@ -1,0 +1,159 @@
+"""A backtest's trainings as independent trials, run in this process or fanned out over local processes.
+
+A backtest is folds x methods x seeds trainings that share nothing but their
+inputs: each ``Trial`` prepares its fold's data, trains one model and rolls
+it over the fold's test block. ``run_trials`` runs them one after another
+(``jobs=1``) or on ``jobs`` processes of this host (``spawn``ed: a fresh
+interpreter each, never a fork of one holding torch's threads). A trial that
+fails comes back with its error, and the others go on: the report names the
+failure and pools what succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data.errors import ConfigError
+from data.features import Split
+from models.config import ModelConfig
+from training.config import TrainConfig
+from training.dataset import TrainingData
+from training.evaluate import SpanForecasts, model_forecasts
+from training.pipeline import fit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One training: ``model_config`` with ``seed``, learning before ``test_start``, forecasting to ``test_end``."""
+
+    fold: int  # -1: a search trial, of no fold
+    method: str
+    seed: int
+    validation_start: np.datetime64
+    test_start: np.datetime64
+    test_end: np.datetime64 | None  # exclusive; None: to the end of the data
+    model_config: ModelConfig
+    train_config: TrainConfig
+    forecast: bool = True  # False: train and validate only (a search trial)
+
+    def describe(self) -> str:
+        where = "search" if self.fold < 0 else f"fold {self.fold}"
+        return f"{where}, {self.method}, seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A trial's forecasts (per ticker) and how its training went; or, when it failed, why."""
+
+    trial: Trial
+    spans: list[SpanForecasts] | None
+    training: dict[str, float | int] | None  # steps, epochs run, best epoch, best validation loss, seconds
+    error: str | None = None
+
+
+def fold_data(
+    prices: pd.DataFrame,
+    features: Sequence[str],
+    horizon: int,
+    validation_start: np.datetime64,
+    test_start: np.datetime64,
+    test_end: np.datetime64 | None,
+) -> TrainingData:
+    """The data a fold learns from: prices before its block's end, split at its validation and test starts."""
+    known = prices if test_end is None else prices[prices["date"] < test_end]
+    split = Split(validation_start, test_start)
+    return TrainingData.prepare(known, features, horizon, split=lambda _: split)
+
+
+def run_trial(prices: pd.DataFrame, features: Sequence[str], trial: Trial) -> TrialResult:
+    """Train ``trial`` and forecast its test block; an exception becomes the result's ``error``."""
+    try:
+        data = fold_data(
+            prices, features, trial.model_config.horizon, trial.validation_start, trial.test_start, trial.test_end
+        )
+        config = replace(trial.train_config, seed=trial.seed)
+        trained = fit(trial.model_config, data, config)
+        starts = [data.split.bounds(s)[1] for s in data.series]
+        spans = model_forecasts(trained.model, data.scaler, data.series, starts) if trial.forecast else []
+    except Exception as exc:  # reported in the backtest, never fatal to the other trials
+        logger.warning("%s failed: %s: %s", trial.describe(), type(exc).__name__, exc)
+        return TrialResult(trial, None, None, f"{type(exc).__name__}: {exc}")
+    result = trained.result
+    training: dict[str, float | int] = {
+        "steps": result.steps,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "val_loss": result.best_val_loss,
+        "seconds": round(result.seconds, 2),
+    }
+    return TrialResult(trial, spans, training)
+
+
+def default_jobs() -> int:
+    """The cores of this host: one trial per core."""
+    return os.cpu_count() or 1
+
+
+def run_trials(
+    prices: pd.DataFrame,
+    features: Sequence[str],
+    trials: Sequence[Trial],
+    jobs: int = 1,
+) -> list[TrialResult]:
+    """Every trial's result, in the order of ``trials``, run on ``jobs`` processes (1: in this one).
+
+    A process that dies takes its trial with it: that trial's result carries
+    the error, and the others are still collected.
+    """
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    results: list[TrialResult | None] = [None] * len(trials)
+    if jobs == 1 or len(trials) <= 1:
+        for done, trial in enumerate(trials, start=1):
+            results[done - 1] = _logged(run_trial(prices, features, trial), done, len(trials))
+    else:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(trials)), mp_context=get_context("spawn")) as pool:
+            futures: dict[Future[TrialResult], int] = {
+                pool.submit(run_trial, prices, features, t): i for i, t in enumerate(trials)
+            }
+            for done, future in enumerate(as_completed(futures), start=1):
+                i = futures[future]
+                results[i] = _logged(_result(future, trials[i]), done, len(trials))
+    return [r for r in results if r is not None]
+
+
+def _logged(result: TrialResult, done: int, count: int) -> TrialResult:
+    """``result``, its progress logged here (a spawned process's own log goes nowhere)."""
+    training = result.training or {}
+    outcome = result.error or f"{training.get('steps')} steps, {training.get('seconds')} s"
+    logger.info("trial %d of %d, %s: %s", done, count, result.trial.describe(), outcome)
+    return result
+
+
+def _result(future: Future[TrialResult], trial: Trial) -> TrialResult:
+    """The future's result, or a failed result naming why its process gave none."""
+    try:
+        return future.result()
+    except Exception as exc:  # a dead worker (BrokenProcessPool) or an unpicklable result
+        logger.warning("%s failed in its process: %s: %s", trial.describe(), type(exc).__name__, exc)
+        return TrialResult(trial, None, None, f"{type(exc).__name__}: {exc}")
+
+
+def failures(results: Sequence[TrialResult]) -> list[dict[str, Any]]:
+    """The failed trials, as the report lists them."""
+    return [
+        {"fold": r.trial.fold, "method": r.trial.method, "seed": r.trial.seed, "error": r.error}
+        for r in results
+        if r.error is not None
+    ]
