@@ -153,7 +153,11 @@ def build_parser() -> CommandParser:
         help="Optuna trials per mode choosing its learning rate, hidden size and window (ar) or bptt (latent) "
         "on the first fold's validation span, before any test block; written to search.json (0: no search)",
     )
-    backtest.add_argument("--search", type=Path, help="reuse the choices of this search.json instead of searching")
+    backtest.add_argument(
+        "--search",
+        type=Path,
+        help="reuse the choices of this search.json instead of searching (default: search when --search-trials is set)",
+    )
     backtest.add_argument(
         "--rescale", type=float, default=1.0, help="multiply every daily log return by this (a quieter or wilder copy)"
     )

@@ -6,8 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 from data.errors import ConfigError
 from data.feature_cache import FeatureSpec, artifacts_cache
