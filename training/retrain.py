@@ -5,7 +5,8 @@
     champion's -> train a challenger on all but the newest ``2 * holdout_days``
     days (the older of those validate) -> score challenger and champion on the
     newest ``holdout_days``, which neither has read -> promote if the
-    challenger's loss is lower by the margin (or there is no champion) -> refit
+    one-sided paired Diebold-Mariano test on the holdout's daily losses says
+    so (``training.promotion``; or there is no champion) -> refit
     the promoted challenger through the newest price and promote the refit ->
     job report
 
@@ -47,8 +48,9 @@ from training.distributed import Orders, World
 from training.jobs import JobReport, JobStore, new_job_id
 from training.lock import JobLock
 from training.pipeline import Trained, checkpoint, fit
+from training.promotion import check_rule, decide, newer_days
 from training.registry import Registry
-from training.scoring import score_on_holdout
+from training.scoring import day_losses, holdout_loss, holdout_spans, score_on_holdout
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +70,15 @@ class RetrainConfig:
     holdout_days: int = 126  # the newest trading days, scored; as many before them validate
     refit: bool = True  # refit a promoted challenger through the newest price
     modes: tuple[str, ...] = MODES
-    margin: float = 0.005  # relative: the challenger's loss must be below champion * (1 - margin)
+    level: float = 0.10  # promote when the one-sided DM test says the challenger is better at this level
+    stale_days: int = 126  # or when it is not worse and has read this many trading days the champion never did
     features: tuple[str, ...] = DEFAULT_FEATURES
     # a first challenger (no champion to copy) is what `latentcast train` would make
     model: ModelConfig = field(default_factory=partial(ModelConfig, scaling=DEFAULT_SCALING))
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check_rule(self.level, self.stale_days)
 
     @property
     def cache_dir(self) -> Path:
@@ -206,25 +212,27 @@ def challenge(
             loaded = registry.load(scored)
             scored_model, scored_scaler = build_from_checkpoint(loaded, scored)
             scored_offsets = checkpoint_offsets(loaded, scored_model.config, scored)
-            outcome["champion_loss"] = score_on_holdout(
-                scored_model, scored_scaler, prices, holdout, horizon, keep, scored_offsets, cache
-            )
+            champion_spans = holdout_spans(scored_model, scored_scaler, prices, holdout, scored_offsets, cache)
         except ForecastError as exc:
             reason = f"champion {champion} cannot be scored ({exc})"
         else:
             outcome.update(champion_scored=scored, champion_scored_is=why)
             unseen = first_unseen_day(registry.get(scored).data_span)
             outcome["champion_seen_until"] = _day(unseen - np.timedelta64(1, "D"))
-            outcome["challenger_loss"] = score_on_holdout(
-                trained.model, data.scaler, prices, holdout, horizon, keep, offsets, cache
+            spans = holdout_spans(trained.model, data.scaler, prices, holdout, offsets, cache)
+            outcome["champion_loss"] = holdout_loss(champion_spans, scored_model.config.quantiles, horizon, keep)
+            outcome["challenger_loss"] = holdout_loss(spans, levels, horizon, keep)
+            assert champion is not None
+            verdict = decide(
+                day_losses(spans, levels, horizon, keep),
+                day_losses(champion_spans, scored_model.config.quantiles, horizon, keep),
+                horizon,
+                config.level,
+                config.stale_days,
+                newer_days(prices, first_unseen_day(registry.get(champion).data_span), holdout),
             )
-            bar = outcome["champion_loss"] * (1 - config.margin)
-            promote = outcome["challenger_loss"] < bar
-            verb = "below" if promote else "not below"
-            reason = (
-                f"challenger loss {outcome['challenger_loss']:.6f} is {verb} champion loss "
-                f"{outcome['champion_loss']:.6f} x (1 - margin {config.margin}) = {bar:.6f}"
-            )
+            outcome["test"] = verdict.to_dict()
+            promote, reason = verdict.promote, verdict.reason
     if "challenger_loss" not in outcome:
         outcome["challenger_loss"] = score_on_holdout(
             trained.model, data.scaler, prices, holdout, model_config.horizon, levels, offsets, cache

@@ -120,7 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--path", help="file or folder of prices (sources csv and parquet)")
     retrain.add_argument("--tickers", nargs="+")
     retrain.add_argument("--mode", choices=[*MODES, "both"], default="both")
-    retrain.add_argument("--margin", type=float, help="relative loss improvement a challenger needs")
+    retrain.add_argument(
+        "--level", type=float, help="level of the one-sided test a challenger must pass (LATENTCAST_RETRAIN_LEVEL)"
+    )
+    retrain.add_argument(
+        "--stale-days",
+        type=int,
+        help="newer trading days that let a challenger that is not worse replace the champion",
+    )
     retrain.add_argument("--holdout-days", type=int, help="newest trading days scored (as many validate before them)")
     retrain.add_argument("--history-years", type=int, help="years of prices to learn from")
     retrain.add_argument(

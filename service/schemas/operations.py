@@ -151,7 +151,8 @@ JOB_EXAMPLE: dict[str, Any] = {
             "champion_before": "latent-20261124T223039-1a2b3c",
             "champion_after": "latent-20261125T223040-9c1d2e",
             "promoted": True,
-            "reason": "challenger loss 0.003601 is below champion loss 0.003650 x (1 - margin 0.005) = 0.003632",
+            "reason": "the challenger is better at level 0.1: DM statistic -1.912 over 125 days, "
+            "p(challenger better) = 0.0291, p(challenger worse) = 0.9709",
         }
     ],
     "recovered_lock": None,

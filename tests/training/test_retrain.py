@@ -87,20 +87,25 @@ def test_a_champion_that_has_read_the_holdout_is_replaced_by_its_parent_or_not_s
 
 
 @pytest.mark.slow
-def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
+def test_a_challenger_not_shown_better_is_not_promoted_and_the_report_says_why(tmp_path):
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 4})
     first = run_retrain(until(tmp_path, OLDER, train=strong, modes=("latent",)))
     champion = first.modes[0]["champion_after"]
     # a challenger that barely moves from its random start
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7, "seed": 3})
-    job = run_retrain(config(tmp_path, train=weak, modes=("latent",), margin=0.0))
+    job = run_retrain(config(tmp_path, train=weak, modes=("latent",)))
     [outcome] = job.modes
     assert job.status == "succeeded"
-    assert not outcome["promoted"]
+    assert not outcome["promoted"], outcome["reason"]
     assert outcome["challenger_loss"] > outcome["champion_loss"]
-    assert outcome["reason"] == (
-        f"challenger loss {outcome['challenger_loss']:.6f} is not below champion loss "
-        f"{outcome['champion_loss']:.6f} x (1 - margin 0.0) = {outcome['champion_loss']:.6f}"
+    test = outcome["test"]
+    assert test["rule"] == "kept" and test["p_better"] >= 0.10 and test["statistic"] > 0
+    # the champion (refit through OLDER) misses fewer newer days than would make it stale
+    assert test["newer_days"] == len([d for d in trading_days("2013-03-01") if OLDER < d < outcome["holdout_start"]])
+    assert outcome["reason"] == test["reason"]
+    assert outcome["reason"].startswith(
+        f"the challenger is not better at level 0.1 and has read only {test['newer_days']} newer days "
+        "(stale after 126): DM statistic "
     )
     registry = Registry(tmp_path)
     assert registry.champion("latent") == champion == outcome["champion_after"]
@@ -108,15 +113,16 @@ def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_better_challenger_is_promoted_past_the_margin(tmp_path):
+def test_a_better_challenger_is_promoted_by_the_test(tmp_path):
     # both are scored with their conformal offsets: fit on 60 validation days, the challenger's are too noisy to
     # tell a better model, so this test validates (and holds out) 126
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7})
     run_retrain(until(tmp_path, OLDER, train=weak, modes=("ar",), holdout_days=126))
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 6})
-    job = run_retrain(config(tmp_path, train=strong, modes=("ar",), margin=0.001, holdout_days=126))
+    job = run_retrain(config(tmp_path, train=strong, modes=("ar",), holdout_days=126))
     [outcome] = job.modes
     assert outcome["promoted"], outcome["reason"]
+    assert outcome["test"]["rule"] == "better" and outcome["test"]["p_better"] < 0.10
     assert Registry(tmp_path).champion("ar") == outcome["refit"]["version"]
 
 
