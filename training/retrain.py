@@ -4,16 +4,16 @@
     else bundled) -> per mode: skip if the data holds nothing newer than the
     champion's -> train a challenger on all but the newest ``2 * holdout_days``
     days (the older of those validate) -> score challenger and champion on the
-    newest ``holdout_days``, which neither has read -> promote if the
-    one-sided paired Diebold-Mariano test on the holdout's daily losses says
-    so (``training.promotion``; or there is no champion) -> refit
-    the promoted challenger through the newest price and promote the refit ->
-    job report
+    newest ``holdout_days`` that neither has read -> promote if a one-sided
+    paired Diebold-Mariano test on the daily losses says so
+    (``training.promotion``), or there is no champion -> if so configured,
+    refit the promoted challenger through the newest price and promote the
+    refit -> job report
 
-The champion scored is the one serving, unless it has read the holdout (a
-refit reads everything up to its day): then the version it was refit from,
-which was chosen by the same protocol on older data. If neither is out of
-sample on this holdout, the mode is skipped rather than scored in sample.
+The champion scored is the one serving, whatever it is. A refit has read
+every price up to its own day: it is scored on the holdout days after that,
+and the challenger on the same days; if too few are left for the test, the
+mode is skipped rather than scored in sample.
 
 The job's progress and outcome are written to ``ARTIFACTS/jobs/<id>.json``
 after every stage. A crash anywhere leaves the champion pointer untouched
@@ -134,15 +134,23 @@ def stale_reason(registry: Registry, mode: str, prices: pd.DataFrame) -> str | N
     return None
 
 
-def opponent(registry: Registry, champion: str, holdout: np.datetime64) -> tuple[str | None, str]:
-    """The version to score against the challenger: the champion, else its parent, if it never read the holdout."""
-    meta = registry.get(champion)
-    if first_unseen_day(meta.data_span) <= holdout:
-        return champion, "the champion"
-    parent = meta.metrics.get("refit_of")
-    if parent is not None and first_unseen_day(registry.get(parent).data_span) <= holdout:
-        return parent, f"the version champion {champion} was refit from (the champion has read the holdout)"
-    return None, f"champion {champion} has read prices of the holdout from {_day(holdout)}: no out-of-sample verdict"
+def scored_from(
+    registry: Registry, champion: str, prices: pd.DataFrame, holdout: np.datetime64, horizon: int
+) -> tuple[np.datetime64 | None, str]:
+    """The first day both are scored from: the holdout's start, or the first holdout day the champion never
+    read (a refit has read up to its own day); None with the reason when too few such days are left."""
+    seen = first_unseen_day(registry.get(champion).data_span)
+    days = np.unique(prices["date"].to_numpy().astype("datetime64[D]"))
+    unread = int((days >= max(holdout, seen)).sum())
+    start = days[-unread] if unread else max(holdout, seen)  # a trading day
+    if unread - 1 < 2 * horizon + 1:  # the last day has no outcome; the test needs 2h + 1 origins
+        return None, (
+            f"champion {champion} has read prices up to {_day(seen - np.timedelta64(1, 'D'))}: {unread} holdout "
+            f"days left unread from {_day(holdout)}, too few for a test at horizon {horizon}"
+        )
+    if start == holdout:
+        return start, "the champion, on the whole holdout"
+    return start, f"the champion, on the {unread} holdout days from {_day(start)} that it never read"
 
 
 def refit(
@@ -184,16 +192,16 @@ def challenge(
     data = challenger_data(prices, features, model_config.horizon, config, cache)
     holdout = data.split.test_start
     outcome["holdout_start"] = _day(holdout)
-    scored: str | None = None
+    start: np.datetime64 | None = None
     if champion is None:
         why = "no champion yet"
     else:
         try:
-            scored, why = opponent(registry, champion, holdout)
+            start, why = scored_from(registry, champion, prices, holdout, model_config.horizon)
         except ForecastError as exc:
             why = f"champion {champion} cannot be scored ({exc})"
         else:
-            if scored is None:
+            if start is None:
                 outcome.update(skipped=True, promoted=False, reason=why, champion_after=champion)
                 return outcome
     orders.send((model_config, features))
@@ -204,7 +212,9 @@ def challenge(
     outcome.update(challenger=version, challenger_span=training_spans(data))
     levels = model_config.quantiles
     promote, reason = True, why
-    if scored is not None:
+    if start is not None:
+        assert champion is not None
+        scored = champion
         try:
             scored_config = ModelConfig.from_dict(registry.get(scored).config)
             horizon = min(model_config.horizon, scored_config.horizon)
@@ -212,24 +222,24 @@ def challenge(
             loaded = registry.load(scored)
             scored_model, scored_scaler = build_from_checkpoint(loaded, scored)
             scored_offsets = checkpoint_offsets(loaded, scored_model.config, scored)
-            champion_spans = holdout_spans(scored_model, scored_scaler, prices, holdout, scored_offsets, cache)
+            champion_spans = holdout_spans(scored_model, scored_scaler, prices, start, scored_offsets, cache)
         except ForecastError as exc:
             reason = f"champion {champion} cannot be scored ({exc})"
         else:
             outcome.update(champion_scored=scored, champion_scored_is=why)
             unseen = first_unseen_day(registry.get(scored).data_span)
             outcome["champion_seen_until"] = _day(unseen - np.timedelta64(1, "D"))
-            spans = holdout_spans(trained.model, data.scaler, prices, holdout, offsets, cache)
+            outcome["scored_from"] = _day(start)
+            spans = holdout_spans(trained.model, data.scaler, prices, start, offsets, cache)
             outcome["champion_loss"] = holdout_loss(champion_spans, scored_model.config.quantiles, horizon, keep)
             outcome["challenger_loss"] = holdout_loss(spans, levels, horizon, keep)
-            assert champion is not None
             verdict = decide(
                 day_losses(spans, levels, horizon, keep),
                 day_losses(champion_spans, scored_model.config.quantiles, horizon, keep),
                 horizon,
                 config.level,
                 config.stale_days,
-                newer_days(prices, first_unseen_day(registry.get(champion).data_span), holdout),
+                newer_days(prices, unseen, holdout),
             )
             outcome["test"] = verdict.to_dict()
             promote, reason = verdict.promote, verdict.reason

@@ -62,26 +62,44 @@ def test_recency_split_refit_and_a_stale_run(tmp_path):
     assert len(registry.versions("latent")) == 2
 
 
-def test_a_champion_that_has_read_the_holdout_is_replaced_by_its_parent_or_not_scored(tmp_path):
-    first = run_retrain(until(tmp_path, OLDER, modes=("ar",)))
+def test_the_refit_that_serves_is_what_the_next_retrain_scores_on_the_days_it_never_read(tmp_path):
+    first = run_retrain(until(tmp_path, OLDER, modes=("ar",), refit=True))
     [before] = first.modes
-    # one more month of prices: the refit champion has read the new holdout, the challenger it came from has not
-    job = run_retrain(until(tmp_path, "2012-07-31", modes=("ar",)))
+    served = before["refit"]["version"]
+    assert before["champion_after"] == served
+    # one more month of prices: the refit has read most of the new holdout, not its last month
+    end = "2012-07-31"
+    job = run_retrain(until(tmp_path, end, modes=("ar",)))
     [outcome] = job.modes
-    assert outcome["champion_scored"] == before["challenger"] and "refit from" in outcome["champion_scored_is"]
-    assert outcome["champion_seen_until"] < outcome["holdout_start"]
-    # without a parent that is out of sample, no verdict
+    days = trading_days(end)
+    unread = [d for d in days if d > OLDER]
+    assert outcome["champion_scored"] == served
+    assert outcome["scored_from"] == unread[0] > outcome["holdout_start"]
+    assert (
+        outcome["champion_scored_is"]
+        == f"the champion, on the {len(unread)} holdout days from {unread[0]} that it never read"
+    )
+    assert outcome["test"]["days"] == len(unread) - 1  # the last day has no outcome yet
+    # the champion's loss is the served refit's own, with the offsets it serves with, on those days
     registry = Registry(tmp_path)
+    loaded = registry.load(served)
+    model, scaler = build_from_checkpoint(loaded, served)
+    prices = fetch(until(tmp_path, end)).frame
+    moved = checkpoint_offsets(loaded, model.config)
+    assert outcome["champion_loss"] == pytest.approx(
+        score_on_holdout(model, scaler, prices, np.datetime64(unread[0]), 3, (0.1, 0.5, 0.9), moved), rel=1e-9
+    )
+    # a champion that has read (nearly) the whole holdout gets no verdict
     read_all = tiny_checkpoint("ar")
-    read_all["data_span"] = {**read_all["data_span"], "last": "2012-12-31"}  # no split: it read all it lists
+    read_all["data_span"] = {**read_all["data_span"], "last": "2013-02-20"}  # no split: it read all it lists
     champion = registry.register(read_all).version
     registry.promote(champion)
     job = run_retrain(config(tmp_path, modes=("ar",)))
     [outcome] = job.modes
     assert job.status == "skipped" and "challenger" not in outcome
     assert job.error == (
-        f"ar: champion {champion} has read prices of the holdout from {outcome['holdout_start']}: "
-        "no out-of-sample verdict"
+        f"ar: champion {champion} has read prices up to 2013-02-20: 7 holdout days left unread from "
+        f"{outcome['holdout_start']}, too few for a test at horizon 3"
     )
     assert registry.champion("ar") == champion
 
