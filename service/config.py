@@ -213,7 +213,7 @@ class Settings(BaseSettings):
         default=10, ge=1, description="years of prices a retrain learns from (yfinance is asked from then on)"
     )
     retrain_refit: bool = Field(
-        default=True, description="refit a promoted challenger through the newest price and serve the refit"
+        default=False, description="refit a promoted challenger through the newest price and serve the refit"
     )
     retrain_timeout_seconds: float = Field(
         default=3600.0, gt=0, description="a retrain running longer is killed and reported failed"

@@ -16,7 +16,9 @@ that it is worse. The rules, in order:
 - **kept**: otherwise the champion stays.
 
 The decision is pure (no I/O): ``decide`` takes the losses and the day count
-and returns a ``Verdict`` that the job report records whole.
+and returns a ``Verdict`` that the job report records whole; ``scored_from``
+says from which holdout day both are scored (a champion that has read part of
+the holdout, a refit, is scored on the rest).
 """
 
 from __future__ import annotations
@@ -108,3 +110,25 @@ def newer_days(prices: pd.DataFrame, champion_unseen: np.datetime64, holdout_sta
     """Trading days of ``prices`` from the first day the champion never read to the holdout's start (excluded)."""
     days = np.unique(prices["date"].to_numpy().astype("datetime64[D]"))
     return int(((days >= champion_unseen) & (days < holdout_start)).sum())
+
+
+def scored_from(
+    champion: str, unseen: np.datetime64, prices: pd.DataFrame, holdout: np.datetime64, horizon: int
+) -> tuple[np.datetime64 | None, str]:
+    """The first day both are scored from: the holdout's start, or the first trading day of it that the champion
+    never read (``unseen``: a refit has read up to its own day); None with the reason when too few are left."""
+    days = np.unique(prices["date"].to_numpy().astype("datetime64[D]"))
+    unread = int((days >= max(holdout, unseen)).sum())
+    if unread - 1 < 2 * horizon + 1:  # the last day has no outcome; the test needs 2h + 1 origins
+        return None, (
+            f"champion {champion} has read prices up to {_day(unseen - np.timedelta64(1, 'D'))}: {unread} holdout "
+            f"days left unread from {_day(holdout)}, too few for a test at horizon {horizon}"
+        )
+    start = days[-unread]
+    if start == holdout:
+        return start, "the champion, on the whole holdout"
+    return start, f"the champion, on the {unread} holdout days from {_day(start)} that it never read"
+
+
+def _day(day: np.datetime64) -> str:
+    return str(np.datetime_as_string(day, unit="D"))

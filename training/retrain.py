@@ -48,7 +48,7 @@ from training.distributed import Orders, World
 from training.jobs import JobReport, JobStore, new_job_id
 from training.lock import JobLock
 from training.pipeline import Trained, checkpoint, fit
-from training.promotion import check_rule, decide, newer_days
+from training.promotion import check_rule, decide, newer_days, scored_from
 from training.registry import Registry
 from training.scoring import day_losses, holdout_loss, holdout_spans, score_on_holdout
 
@@ -68,7 +68,7 @@ class RetrainConfig:
     path: str | None = None  # for source "csv"
     history_years: int = 10  # how far back the prices go (yfinance is asked from then, never for all it has)
     holdout_days: int = 126  # the newest trading days, scored; as many before them validate
-    refit: bool = True  # refit a promoted challenger through the newest price
+    refit: bool = False  # refit a promoted challenger through the newest price (docs/retraining.md: why not)
     modes: tuple[str, ...] = MODES
     level: float = 0.10  # promote when the one-sided DM test says the challenger is better at this level
     stale_days: int = 126  # or when it is not worse and has read this many trading days the champion never did
@@ -134,25 +134,6 @@ def stale_reason(registry: Registry, mode: str, prices: pd.DataFrame) -> str | N
     return None
 
 
-def scored_from(
-    registry: Registry, champion: str, prices: pd.DataFrame, holdout: np.datetime64, horizon: int
-) -> tuple[np.datetime64 | None, str]:
-    """The first day both are scored from: the holdout's start, or the first holdout day the champion never
-    read (a refit has read up to its own day); None with the reason when too few such days are left."""
-    seen = first_unseen_day(registry.get(champion).data_span)
-    days = np.unique(prices["date"].to_numpy().astype("datetime64[D]"))
-    unread = int((days >= max(holdout, seen)).sum())
-    start = days[-unread] if unread else max(holdout, seen)  # a trading day
-    if unread - 1 < 2 * horizon + 1:  # the last day has no outcome; the test needs 2h + 1 origins
-        return None, (
-            f"champion {champion} has read prices up to {_day(seen - np.timedelta64(1, 'D'))}: {unread} holdout "
-            f"days left unread from {_day(holdout)}, too few for a test at horizon {horizon}"
-        )
-    if start == holdout:
-        return start, "the champion, on the whole holdout"
-    return start, f"the champion, on the {unread} holdout days from {_day(start)} that it never read"
-
-
 def refit(
     trained: Trained, prices: pd.DataFrame, cache: FeatureCache | None = None, world: World | None = None
 ) -> Trained:
@@ -197,7 +178,8 @@ def challenge(
         why = "no champion yet"
     else:
         try:
-            start, why = scored_from(registry, champion, prices, holdout, model_config.horizon)
+            unread = first_unseen_day(registry.get(champion).data_span)
+            start, why = scored_from(champion, unread, prices, holdout, model_config.horizon)
         except ForecastError as exc:
             why = f"champion {champion} cannot be scored ({exc})"
         else:
@@ -212,8 +194,7 @@ def challenge(
     outcome.update(challenger=version, challenger_span=training_spans(data))
     levels = model_config.quantiles
     promote, reason = True, why
-    if start is not None:
-        assert champion is not None
+    if start is not None and champion is not None:
         scored = champion
         try:
             scored_config = ModelConfig.from_dict(registry.get(scored).config)

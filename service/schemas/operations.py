@@ -150,6 +150,18 @@ JOB_EXAMPLE: dict[str, Any] = {
             "challenger": "latent-20261125T223040-9c1d2e",
             "champion_before": "latent-20261124T223039-1a2b3c",
             "champion_after": "latent-20261125T223040-9c1d2e",
+            "test": {
+                "promote": True,
+                "rule": "better",
+                "statistic": -1.912,
+                "p_better": 0.0291,
+                "p_worse": 0.9709,
+                "mean_difference": -0.000049,
+                "days": 125,
+                "level": 0.1,
+                "stale_days": 126,
+                "newer_days": 21,
+            },
             "promoted": True,
             "reason": "the challenger is better at level 0.1: DM statistic -1.912 over 125 days, "
             "p(challenger better) = 0.0291, p(challenger worse) = 0.9709",

@@ -59,7 +59,7 @@ def test_the_child_runs_with_this_services_retrain_settings(tmp_path):
     assert env["LATENTCAST_RETRAIN_TICKERS"] == "IBM,MSFT"
     assert env["LATENTCAST_RETRAIN_SOURCE"] == "bundled"
     assert env["LATENTCAST_RETRAIN_LEVEL"] == "0.02" and env["LATENTCAST_RETRAIN_STALE_DAYS"] == "21"
-    assert env["LATENTCAST_RETRAIN_HOLDOUT_DAYS"] == "126" and env["LATENTCAST_RETRAIN_REFIT"] == "True"
+    assert env["LATENTCAST_RETRAIN_HOLDOUT_DAYS"] == "126" and env["LATENTCAST_RETRAIN_REFIT"] == "False"
     assert "LATENTCAST_RETRAIN_PATH" not in env
     assert retrain_command("J")[1:] == ["-m", "service.cli", "retrain", "--job-id", "J", "--no-progress"]
 

@@ -18,7 +18,7 @@ from training.retrain import RetrainConfig, fetch, run_retrain, score_on_holdout
 
 @pytest.mark.slow
 def test_first_retrain_promotes_a_refit_of_each_challenger_and_reports(tmp_path):
-    job = run_retrain(config(tmp_path))
+    job = run_retrain(config(tmp_path, refit=True))
     assert job.status == "succeeded" and job.error is None
     registry = Registry(tmp_path)
     assert [m["mode"] for m in job.modes] == ["ar", "latent"]
@@ -39,7 +39,7 @@ def test_first_retrain_promotes_a_refit_of_each_challenger_and_reports(tmp_path)
 def test_recency_split_refit_and_a_stale_run(tmp_path):
     end = "2011-12-30"
     days = trading_days(end)
-    job = run_retrain(until(tmp_path, end, modes=("latent",)))
+    job = run_retrain(until(tmp_path, end, modes=("latent",), refit=True))
     [outcome] = job.modes
     registry = Registry(tmp_path)
     challenger, refit = registry.get(outcome["challenger"]), registry.get(outcome["refit"]["version"])
@@ -107,7 +107,7 @@ def test_the_refit_that_serves_is_what_the_next_retrain_scores_on_the_days_it_ne
 @pytest.mark.slow
 def test_a_challenger_not_shown_better_is_not_promoted_and_the_report_says_why(tmp_path):
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 4})
-    first = run_retrain(until(tmp_path, OLDER, train=strong, modes=("latent",)))
+    first = run_retrain(until(tmp_path, OLDER, train=strong, modes=("latent",), refit=True))
     champion = first.modes[0]["champion_after"]
     # a challenger that barely moves from its random start
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7, "seed": 3})
@@ -137,7 +137,7 @@ def test_a_better_challenger_is_promoted_by_the_test(tmp_path):
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7})
     run_retrain(until(tmp_path, OLDER, train=weak, modes=("ar",), holdout_days=126))
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 6})
-    job = run_retrain(config(tmp_path, train=strong, modes=("ar",), holdout_days=126))
+    job = run_retrain(config(tmp_path, train=strong, modes=("ar",), holdout_days=126, refit=True))
     [outcome] = job.modes
     assert outcome["promoted"], outcome["reason"]
     assert outcome["test"]["rule"] == "better" and outcome["test"]["p_better"] < 0.10
@@ -198,7 +198,7 @@ def test_champion_and_challenger_are_scored_with_their_conformal_offsets(tmp_pat
     older["offsets"] = [[-1.0, 0.0, 1.0]] * 3  # each outer quantile a half-width further out
     champion = registry.register(older).version
     registry.promote(champion)
-    job = run_retrain(config(tmp_path, modes=("ar",), refit=False))
+    job = run_retrain(config(tmp_path, modes=("ar",)))
     [outcome] = job.modes
     prices = fetch(config(tmp_path)).frame
     holdout = np.datetime64(outcome["holdout_start"])
