@@ -25,6 +25,37 @@ class BrokenVersionOut(BaseModel):
     reason: str
 
 
+class PromotionsResponse(BaseModel):
+    """The champions' promotions, newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "promotions": [
+                        {
+                            "job_id": "20261125T223000-9c1d2e",
+                            "finished": "2026-11-25T22:31:12+00:00",
+                            "mode": "latent",
+                            "version": "latent-20261125T223040-9c1d2e",
+                            "replaced": "latent-20261124T223039-1a2b3c",
+                            "rule": "better",
+                            "statistic": -1.912,
+                            "p_better": 0.0291,
+                            "p_worse": 0.9709,
+                            "days": 125,
+                            "reason": "the challenger is better at level 0.1: DM statistic -1.912 over 125 days, "
+                            "p(challenger better) = 0.0291, p(challenger worse) = 0.9709",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    promotions: list[dict[str, Any]]
+
+
 class ModelsResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
