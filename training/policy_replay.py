@@ -55,7 +55,7 @@ class ReplayConfig:
     retrain: RetrainConfig
     start: str = "2010-01-04"
     every: int = 21
-    mode: str = "ar"
+    mode: str = "latent"  # one mode per replay: the cheaper to train (ar reads a whole window for every row)
 
     def __post_init__(self) -> None:
         if self.every < 1:
