@@ -196,8 +196,18 @@ class Settings(BaseSettings):
     retrain_tickers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("AAPL", "GOOG", "IBM", "MSFT"), description="comma-separated tickers to retrain on"
     )
-    retrain_margin: float = Field(
-        default=0.005, ge=0, lt=1, description="relative holdout-loss gain a challenger needs to be promoted"
+    retrain_level: float = Field(
+        default=0.10,
+        gt=0,
+        lt=1,
+        description="a challenger is promoted when a one-sided paired Diebold-Mariano test on the holdout's daily "
+        "losses says it is better at this level (docs/retraining.md)",
+    )
+    retrain_stale_days: int = Field(
+        default=126,
+        ge=0,
+        description="or when it is not significantly worse and has read at least this many trading days of prices "
+        "that the champion never read",
     )
     retrain_epochs: int = Field(default=40, ge=1, description="most epochs of a retrain (early stopping may end it)")
     retrain_holdout_days: int = Field(
@@ -210,7 +220,7 @@ class Settings(BaseSettings):
         default=10, ge=1, description="years of prices a retrain learns from (yfinance is asked from then on)"
     )
     retrain_refit: bool = Field(
-        default=True, description="refit a promoted challenger through the newest price and serve the refit"
+        default=False, description="refit a promoted challenger through the newest price and serve the refit"
     )
     retrain_timeout_seconds: float = Field(
         default=3600.0, gt=0, description="a retrain running longer is killed and reported failed"

@@ -109,6 +109,33 @@ class JobStore:
         return [self.get(name) for name in reversed(names[-count:])]
 
 
+def promotions(jobs: list[JobReport]) -> list[dict[str, Any]]:
+    """Every promotion in ``jobs`` (newest first, as given): when, which version replaced which, the rule
+    that fired and its test's statistic and p-values (null for a first champion, which had nothing to beat)."""
+    out = []
+    for job in jobs:
+        for outcome in job.modes:
+            if not outcome.get("promoted"):
+                continue
+            test = outcome.get("test") or {}
+            out.append(
+                {
+                    "job_id": job.job_id,
+                    "finished": job.finished,
+                    "mode": outcome["mode"],
+                    "version": outcome.get("champion_after"),
+                    "replaced": outcome.get("champion_before"),
+                    "rule": test.get("rule", "first" if outcome.get("champion_before") is None else "unscored"),
+                    "statistic": test.get("statistic"),
+                    "p_better": test.get("p_better"),
+                    "p_worse": test.get("p_worse"),
+                    "days": test.get("days"),
+                    "reason": outcome.get("reason"),
+                }
+            )
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

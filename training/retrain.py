@@ -4,15 +4,16 @@
     else bundled) -> per mode: skip if the data holds nothing newer than the
     champion's -> train a challenger on all but the newest ``2 * holdout_days``
     days (the older of those validate) -> score challenger and champion on the
-    newest ``holdout_days``, which neither has read -> promote if the
-    challenger's loss is lower by the margin (or there is no champion) -> refit
-    the promoted challenger through the newest price and promote the refit ->
-    job report
+    newest ``holdout_days`` that neither has read -> promote if a one-sided
+    paired Diebold-Mariano test on the daily losses says so
+    (``training.promotion``), or there is no champion -> if so configured,
+    refit the promoted challenger through the newest price and promote the
+    refit -> job report
 
-The champion scored is the one serving, unless it has read the holdout (a
-refit reads everything up to its day): then the version it was refit from,
-which was chosen by the same protocol on older data. If neither is out of
-sample on this holdout, the mode is skipped rather than scored in sample.
+The champion scored is the one serving, whatever it is. A refit has read
+every price up to its own day: it is scored on the holdout days after that,
+and the challenger on the same days; if too few are left for the test, the
+mode is skipped rather than scored in sample.
 
 The job's progress and outcome are written to ``ARTIFACTS/jobs/<id>.json``
 after every stage. A crash anywhere leaves the champion pointer untouched
@@ -47,8 +48,9 @@ from training.distributed import Orders, World
 from training.jobs import JobReport, JobStore, new_job_id
 from training.lock import JobLock
 from training.pipeline import Trained, checkpoint, fit
+from training.promotion import check_rule, decide, newer_days, scored_from
 from training.registry import Registry
-from training.scoring import score_on_holdout
+from training.scoring import day_losses, holdout_loss, holdout_spans, score_on_holdout
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +68,18 @@ class RetrainConfig:
     path: str | None = None  # for source "csv"
     history_years: int = 10  # how far back the prices go (yfinance is asked from then, never for all it has)
     holdout_days: int = 126  # the newest trading days, scored; as many before them validate
-    refit: bool = True  # refit a promoted challenger through the newest price
+    refit: bool = False  # refit a promoted challenger through the newest price (docs/retraining.md: why not)
     modes: tuple[str, ...] = MODES
-    margin: float = 0.005  # relative: the challenger's loss must be below champion * (1 - margin)
+    level: float = 0.10  # promote when the one-sided DM test says the challenger is better at this level
+    stale_days: int = 126  # or when it is not worse and has read this many trading days the champion never did
     features: tuple[str, ...] = DEFAULT_FEATURES
     # a first challenger (no champion to copy) is what `latentcast train` would make
     model: ModelConfig = field(default_factory=partial(ModelConfig, scaling=DEFAULT_SCALING))
     train: TrainConfig = field(default_factory=TrainConfig)
     as_of: str | None = None  # a date: only the prices before it, as a retrain run on that day would have seen
+
+    def __post_init__(self) -> None:
+        check_rule(self.level, self.stale_days)
 
     @property
     def cache_dir(self) -> Path:
@@ -130,17 +136,6 @@ def stale_reason(registry: Registry, mode: str, prices: pd.DataFrame) -> str | N
     return None
 
 
-def opponent(registry: Registry, champion: str, holdout: np.datetime64) -> tuple[str | None, str]:
-    """The version to score against the challenger: the champion, else its parent, if it never read the holdout."""
-    meta = registry.get(champion)
-    if first_unseen_day(meta.data_span) <= holdout:
-        return champion, "the champion"
-    parent = meta.metrics.get("refit_of")
-    if parent is not None and first_unseen_day(registry.get(parent).data_span) <= holdout:
-        return parent, f"the version champion {champion} was refit from (the champion has read the holdout)"
-    return None, f"champion {champion} has read prices of the holdout from {_day(holdout)}: no out-of-sample verdict"
-
-
 def refit(
     trained: Trained, prices: pd.DataFrame, cache: FeatureCache | None = None, world: World | None = None
 ) -> Trained:
@@ -180,16 +175,17 @@ def challenge(
     data = challenger_data(prices, features, model_config.horizon, config, cache)
     holdout = data.split.test_start
     outcome["holdout_start"] = _day(holdout)
-    scored: str | None = None
+    start: np.datetime64 | None = None
     if champion is None:
         why = "no champion yet"
     else:
         try:
-            scored, why = opponent(registry, champion, holdout)
+            unread = first_unseen_day(registry.get(champion).data_span)
+            start, why = scored_from(champion, unread, prices, holdout, model_config.horizon)
         except ForecastError as exc:
             why = f"champion {champion} cannot be scored ({exc})"
         else:
-            if scored is None:
+            if start is None:
                 outcome.update(skipped=True, promoted=False, reason=why, champion_after=champion)
                 return outcome
     orders.send((model_config, features))
@@ -200,7 +196,8 @@ def challenge(
     outcome.update(challenger=version, challenger_span=training_spans(data))
     levels = model_config.quantiles
     promote, reason = True, why
-    if scored is not None:
+    if start is not None and champion is not None:
+        scored = champion
         try:
             scored_config = ModelConfig.from_dict(registry.get(scored).config)
             horizon = min(model_config.horizon, scored_config.horizon)
@@ -208,25 +205,27 @@ def challenge(
             loaded = registry.load(scored)
             scored_model, scored_scaler = build_from_checkpoint(loaded, scored)
             scored_offsets = checkpoint_offsets(loaded, scored_model.config, scored)
-            outcome["champion_loss"] = score_on_holdout(
-                scored_model, scored_scaler, prices, holdout, horizon, keep, scored_offsets, cache
-            )
+            champion_spans = holdout_spans(scored_model, scored_scaler, prices, start, scored_offsets, cache)
         except ForecastError as exc:
             reason = f"champion {champion} cannot be scored ({exc})"
         else:
             outcome.update(champion_scored=scored, champion_scored_is=why)
             unseen = first_unseen_day(registry.get(scored).data_span)
             outcome["champion_seen_until"] = _day(unseen - np.timedelta64(1, "D"))
-            outcome["challenger_loss"] = score_on_holdout(
-                trained.model, data.scaler, prices, holdout, horizon, keep, offsets, cache
+            outcome["scored_from"] = _day(start)
+            spans = holdout_spans(trained.model, data.scaler, prices, start, offsets, cache)
+            outcome["champion_loss"] = holdout_loss(champion_spans, scored_model.config.quantiles, horizon, keep)
+            outcome["challenger_loss"] = holdout_loss(spans, levels, horizon, keep)
+            verdict = decide(
+                day_losses(spans, levels, horizon, keep),
+                day_losses(champion_spans, scored_model.config.quantiles, horizon, keep),
+                horizon,
+                config.level,
+                config.stale_days,
+                newer_days(prices, unseen, holdout),
             )
-            bar = outcome["champion_loss"] * (1 - config.margin)
-            promote = outcome["challenger_loss"] < bar
-            verb = "below" if promote else "not below"
-            reason = (
-                f"challenger loss {outcome['challenger_loss']:.6f} is {verb} champion loss "
-                f"{outcome['champion_loss']:.6f} x (1 - margin {config.margin}) = {bar:.6f}"
-            )
+            outcome["test"] = verdict.to_dict()
+            promote, reason = verdict.promote, verdict.reason
     if "challenger_loss" not in outcome:
         outcome["challenger_loss"] = score_on_holdout(
             trained.model, data.scaler, prices, holdout, model_config.horizon, levels, offsets, cache

@@ -94,6 +94,21 @@ def holdout_loss(spans: Sequence[SpanForecasts], levels: Sequence[float], horizo
     return pinball(everything.actual[:, :horizon], q, np.asarray(keep))
 
 
+def holdout_spans(
+    model: Forecaster,
+    scaler: Scaler,
+    prices: pd.DataFrame,
+    holdout_start: np.datetime64,
+    offsets: np.ndarray | None = None,
+    cache: FeatureCache | None = None,
+) -> list[SpanForecasts]:
+    """Each ticker's forecasts from ``holdout_start`` on, moved by the conformal ``offsets`` (H, Q), the model's
+    state warmed on everything before (features from ``cache``)."""
+    series = frame_series(prices, FeatureSpec(scaler.features, model.config.horizon), cache)
+    starts = [int(np.searchsorted(s.dates, holdout_start)) for s in series]
+    return model_forecasts(model, scaler, series, starts, offsets)
+
+
 def score_on_holdout(
     model: Forecaster,
     scaler: Scaler,
@@ -106,7 +121,27 @@ def score_on_holdout(
 ) -> float:
     """Holdout loss of a model moved by its conformal ``offsets`` (H, Q), its state warmed on everything before
     the holdout (features from ``cache``)."""
-    series = frame_series(prices, FeatureSpec(scaler.features, model.config.horizon), cache)
-    starts = [int(np.searchsorted(s.dates, holdout_start)) for s in series]
-    spans = model_forecasts(model, scaler, series, starts, offsets)
+    spans = holdout_spans(model, scaler, prices, holdout_start, offsets, cache)
     return holdout_loss(spans, model.config.quantiles, horizon, keep)
+
+
+def day_losses(
+    spans: Sequence[SpanForecasts], levels: Sequence[float], horizon: int, keep: Sequence[float]
+) -> pd.Series:
+    """Pinball loss of each origin day over horizons 1..``horizon`` and levels ``keep``, averaged over the
+    known entries of each ticker, then over the tickers of that day (NaN where nothing is known yet)."""
+    columns = [list(levels).index(level) for level in keep]
+    tau = np.asarray(keep, dtype=np.float64)
+    frames = []
+    for span in spans:
+        assert span.quantiles is not None
+        actual = span.actual[:, :horizon]  # (N, h)
+        error = actual[:, :, None] - span.quantiles[:, :horizon][:, :, columns]  # (N, h, Q)
+        loss = np.maximum(tau * error, (tau - 1) * error).mean(axis=2)  # (N, h), NaN where actual is unknown
+        known = np.isfinite(actual)
+        count = known.sum(axis=1)
+        total = np.where(known, loss, 0.0).sum(axis=1)
+        daily = np.divide(total, count, out=np.full(len(total), np.nan), where=count > 0)
+        frames.append(pd.DataFrame({"ticker": span.ticker, "date": span.dates, "loss": daily}))
+    losses = pd.concat(frames).dropna()
+    return losses.groupby("date")["loss"].mean().sort_index()

@@ -65,6 +65,16 @@ class DieboldMariano:
         better, worse = (a, b) if self.mean_difference < 0 else (b, a)
         return f"{better} has a significantly lower loss than {worse} (p = {self.p_value:.3g})"
 
+    @property
+    def p_lower(self) -> float:
+        """One-sided p-value of the alternative that ``a``'s loss is lower (Student t, n - 1 degrees of freedom)."""
+        return float(stats.t.cdf(self.statistic, df=self.n - 1))
+
+    @property
+    def p_higher(self) -> float:
+        """One-sided p-value of the alternative that ``a``'s loss is higher."""
+        return float(stats.t.sf(self.statistic, df=self.n - 1))
+
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 

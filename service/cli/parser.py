@@ -1,5 +1,5 @@
-"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain, replay,
-schedule, registry."""
+"""The latentcast command: data, train, evaluate, compare, calibration, backtest, serve, retrain,
+retrain-backtest, replay, schedule, registry."""
 
 from __future__ import annotations
 
@@ -16,15 +16,54 @@ from service.cli.arguments import (
     add_source_arguments,
     iso_date,
 )
-from service.cli.retraining import run_prune, run_retrain_command, run_schedule
+from service.cli.retraining import run_prune, run_retrain_backtest, run_retrain_command, run_schedule
 from service.cli.serving import run_data, run_replay, run_serve
 from service.cli.training import run_backtest_command, run_calibration, run_compare, run_evaluate, run_train
 from service.client.replay import ReplayPlan
 from training.backtest import BacktestConfig
 from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS
+from training.policy_replay import ReplayConfig
 from training.search import SearchConfig
 from training.trials import default_jobs
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a retrain's prices come from and its rule (defaults: LATENTCAST_RETRAIN_*)."""
+    parser.add_argument(
+        "--source",
+        choices=sources.SOURCES,
+        help="where prices come from; yfinance falls back to the disk cache, then to the bundled prices "
+        "(default: LATENTCAST_RETRAIN_SOURCE)",
+    )
+    parser.add_argument(
+        "--path", help="file or folder of prices (sources csv and parquet; default: LATENTCAST_RETRAIN_PATH)"
+    )
+    parser.add_argument("--tickers", nargs="+", help="the tickers to learn from (default: LATENTCAST_RETRAIN_TICKERS)")
+    parser.add_argument(
+        "--level",
+        type=float,
+        help="level of the one-sided test a challenger must pass (default: LATENTCAST_RETRAIN_LEVEL)",
+    )
+    parser.add_argument(
+        "--stale-days",
+        type=int,
+        help="newer trading days that let a challenger that is not worse replace the champion "
+        "(default: LATENTCAST_RETRAIN_STALE_DAYS)",
+    )
+    parser.add_argument(
+        "--holdout-days",
+        type=int,
+        help="newest trading days scored, as many validate before them (default: LATENTCAST_RETRAIN_HOLDOUT_DAYS)",
+    )
+    parser.add_argument(
+        "--history-years", type=int, help="years of prices to learn from (default: LATENTCAST_RETRAIN_HISTORY_YEARS)"
+    )
+    parser.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        help="refit a promoted challenger through the newest price (default: LATENTCAST_RETRAIN_REFIT)",
+    )
 
 
 def build_parser() -> CommandParser:
@@ -168,33 +207,8 @@ def build_parser() -> CommandParser:
         "retrain",
         help="fetch fresh prices, train challengers, promote the better (defaults: LATENTCAST_RETRAIN_*)",
     )
-    retrain.add_argument(
-        "--source",
-        choices=sources.SOURCES,
-        help="where prices come from; yfinance falls back to the disk cache, then to the bundled prices "
-        "(default: LATENTCAST_RETRAIN_SOURCE)",
-    )
-    retrain.add_argument(
-        "--path", help="file or folder of prices (sources csv and parquet; default: LATENTCAST_RETRAIN_PATH)"
-    )
-    retrain.add_argument("--tickers", nargs="+", help="the tickers to learn from (default: LATENTCAST_RETRAIN_TICKERS)")
     retrain.add_argument("--mode", choices=[*MODES, "both"], default="both", help="which mode to retrain")
-    retrain.add_argument(
-        "--margin", type=float, help="relative loss improvement a challenger needs (default: LATENTCAST_RETRAIN_MARGIN)"
-    )
-    retrain.add_argument(
-        "--holdout-days",
-        type=int,
-        help="newest trading days scored, as many validate before them (default: LATENTCAST_RETRAIN_HOLDOUT_DAYS)",
-    )
-    retrain.add_argument(
-        "--history-years", type=int, help="years of prices to learn from (default: LATENTCAST_RETRAIN_HISTORY_YEARS)"
-    )
-    retrain.add_argument(
-        "--refit",
-        action=argparse.BooleanOptionalAction,
-        help="refit a promoted challenger through the newest price (default: LATENTCAST_RETRAIN_REFIT)",
-    )
+    add_policy_arguments(retrain)
     retrain.add_argument(
         "--as-of",
         type=iso_date,
@@ -205,6 +219,21 @@ def build_parser() -> CommandParser:
     add_model_arguments(retrain, epochs=None)
     add_process_arguments(retrain)
     retrain.set_defaults(handler=run_retrain_command)
+
+    policy = commands.add_parser(
+        "retrain-backtest",
+        help="replay the retrain policy through history against never retraining, always promoting and refitting",
+    )
+    policy.add_argument("--mode", choices=MODES, default=ReplayConfig.mode)
+    policy.add_argument("--start", default=ReplayConfig.start, help="the first retrain day (default: %(default)s)")
+    policy.add_argument(
+        "--every", type=int, default=ReplayConfig.every, help="trading days between retrains (default: %(default)s)"
+    )
+    policy.add_argument("--work", type=Path, help="registry of the replay (default: ARTIFACTS/retrain-backtest)")
+    policy.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/retraining)")
+    add_policy_arguments(policy)
+    add_model_arguments(policy, epochs=None)
+    policy.set_defaults(handler=run_retrain_backtest)
 
     replay = commands.add_parser(
         "replay", help="stream a CSV of prices into sessions of a running service, one per ticker; CSV forecasts out"

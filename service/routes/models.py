@@ -13,7 +13,8 @@ from models.config import MODES
 from service.dependencies import AdminDep, CallerDep, ServicesDep
 from service.forecasting import in_thread
 from service.routes import error_responses
-from service.schemas.operations import ComparePlotsResponse, ModelsResponse, ReloadResponse
+from service.schemas.operations import ComparePlotsResponse, ModelsResponse, PromotionsResponse, ReloadResponse
+from training.jobs import promotions
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -22,6 +23,7 @@ COMPARE_REPORT = (*COMPARE_FOLDER, "report.json")
 PNG = "image/png"
 PLOT_NAME = r"^[A-Za-z0-9_.-]+\.png$"
 BACKTEST_REPORT = ("reports", "backtest", "backtest.json")
+PROMOTION_JOBS = 200  # the job reports read for the promotion history, newest first
 
 
 @router.get(
@@ -54,6 +56,20 @@ async def list_models(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
             for v in listing.versions
         ],
     }
+
+
+@router.get(
+    "/promotions",
+    response_model=PromotionsResponse,
+    summary="The champions' promotion history, with each promotion's test",
+    responses=error_responses(401),
+)
+async def list_promotions(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
+    """The promotions of the last retrain jobs whose reports are kept (`LATENTCAST_RETAIN_JOB_DAYS`), newest
+    first: the version promoted, the one it replaced, the rule that fired (`better`, `stale`, or `first` for a
+    first champion) and the one-sided Diebold-Mariano test's statistic and p-values (docs/retraining.md)."""
+    jobs = await in_thread(svc.jobs.jobs.latest, PROMOTION_JOBS)
+    return {"promotions": promotions(jobs)}
 
 
 @router.get(

@@ -28,6 +28,37 @@ class BrokenVersionOut(BaseModel):
     reason: str
 
 
+class PromotionsResponse(BaseModel):
+    """The champions' promotions, newest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "promotions": [
+                        {
+                            "job_id": "20261125T223000-9c1d2e",
+                            "finished": "2026-11-25T22:31:12+00:00",
+                            "mode": "latent",
+                            "version": "latent-20261125T223040-9c1d2e",
+                            "replaced": "latent-20261124T223039-1a2b3c",
+                            "rule": "better",
+                            "statistic": -1.912,
+                            "p_better": 0.0291,
+                            "p_worse": 0.9709,
+                            "days": 125,
+                            "reason": "the challenger is better at level 0.1: DM statistic -1.912 over 125 days, "
+                            "p(challenger better) = 0.0291, p(challenger worse) = 0.9709",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+
+    promotions: list[dict[str, Any]]
+
+
 class ModelsResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -154,8 +185,21 @@ JOB_EXAMPLE: dict[str, Any] = {
             "challenger": "latent-20261125T223040-9c1d2e",
             "champion_before": "latent-20261124T223039-1a2b3c",
             "champion_after": "latent-20261125T223040-9c1d2e",
+            "test": {
+                "promote": True,
+                "rule": "better",
+                "statistic": -1.912,
+                "p_better": 0.0291,
+                "p_worse": 0.9709,
+                "mean_difference": -0.000049,
+                "days": 125,
+                "level": 0.1,
+                "stale_days": 126,
+                "newer_days": 21,
+            },
             "promoted": True,
-            "reason": "challenger loss 0.003601 is below champion loss 0.003650 x (1 - margin 0.005) = 0.003632",
+            "reason": "the challenger is better at level 0.1: DM statistic -1.912 over 125 days, "
+            "p(challenger better) = 0.0291, p(challenger worse) = 0.9709",
         }
     ],
     "recovered_lock": None,

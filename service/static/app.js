@@ -14,13 +14,13 @@ import {
   stopReplay,
   togglePause,
 } from "./replay.js";
-import { loadCompare, loadModels } from "./report.js";
+import { loadCompare, loadModels, loadPromotions } from "./report.js";
 
 async function loadAll() {
   clearError();
-  const doing = ["Loading the models", "Loading the bundled tickers", "Loading the comparison"];
+  const doing = ["Loading the models", "Loading the bundled tickers", "Loading the comparison", "Loading the promotions"];
   const models = loadModels();
-  const results = await Promise.allSettled([models, loadTickers(), loadCompare(models)]);
+  const results = await Promise.allSettled([models, loadTickers(), loadCompare(models), loadPromotions()]);
   const failed = results.map((result, i) => [result, doing[i]]).filter(([result]) => result.status === "rejected");
   // one 401 is said once, not once per section
   const said = [...new Set(failed.map(([result, what]) => plain(result.reason, what)))];

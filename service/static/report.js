@@ -84,6 +84,28 @@ async function scored(models, champions) {
   return lines.length ? el("p", { class: "hint scored" }, `Scored here: ${lines.join("; ")}.`) : null;
 }
 
+// Each promotion of a champion with the test that let it in (docs/retraining.md), newest first.
+export async function loadPromotions() {
+  const body = await api("GET", "/v1/models/promotions");
+  const rows = (Array.isArray(body.promotions) ? body.promotions : []).map((p) => [
+    String(p.finished || "")
+      .slice(0, 19)
+      .replace("T", " "),
+    p.mode,
+    el("td", { class: "mono" }, p.version || ""),
+    el("td", { class: "mono" }, p.replaced || "none"),
+    p.rule,
+    fixed(p.statistic, 2),
+    fixed(p.p_better, 4),
+    isNumber(p.days) ? String(p.days) : "n/a",
+  ]);
+  const headers = ["finished (UTC)", "mode", "version", "replaced", "rule", "DM statistic", "p(better)", "days"];
+  const caption = rows.length
+    ? "Promotions: the rule that fired and its one-sided Diebold-Mariano test"
+    : "Promotions: none in the kept retrain job reports";
+  $("#promotions").replaceWith(Object.assign(table(headers, rows, caption), { id: "promotions" }));
+}
+
 const METRICS = [
   ["mae", "MAE (%)", 100, 3, "low"],
   ["rmse", "RMSE (%)", 100, 3, "low"],

@@ -37,6 +37,7 @@ def as_(key: str) -> dict[str, str]:
         ("POST", "/v1/sessions/abc/observations"),
         ("POST", "/v1/sessions/abc/migrate"),
         ("GET", "/v1/models"),
+        ("GET", "/v1/models/promotions"),
         ("GET", "/v1/models/compare"),
         ("POST", "/v1/models/reload"),
     ],

@@ -24,6 +24,7 @@ import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, ViewportSize, sync_playwright
 
 from bench.harness import ROOT, ServiceProcess, debian_tool
+from training.jobs import JobReport, JobStore
 from training.registry import Registry
 from training.report import LABELS
 
@@ -53,6 +54,23 @@ BEST_PINBALL = """table => [...table.rows].filter(r => [...r.cells].some(c => c.
 VERSION_STATUSES = (
     "rows => rows.filter(r => r.cells.length > 3).map(r => [r.cells[0].textContent, r.cells[3].textContent])"
 )
+
+# a retrain job's report with one promotion, which the page lists with its test
+PROMOTED = JobReport(
+    job_id="20261202T223000-bbbbbb",
+    status="succeeded",
+    finished="2026-12-02T22:31:00+00:00",
+    modes=[
+        {
+            "mode": "latent",
+            "promoted": True,
+            "champion_before": "latent-old",
+            "champion_after": "latent-new",
+            "test": {"rule": "better", "statistic": -2.345, "p_better": 0.0123, "p_worse": 0.9877, "days": 125},
+        }
+    ],
+)
+
 # Chromium logs each failed request as a console error: those the test means to cause are expected
 EXPECTED_401 = "Failed to load resource: the server responded with a status of 401"
 
@@ -74,6 +92,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
     body = json.loads(report.read_text())
     body["models"]["latent"]["version"] = challenger(registry)
     report.write_text(json.dumps(body))
+    JobStore(artifacts / "jobs").save(PROMOTED)
     env = {
         "LATENTCAST_ARTIFACTS": str(artifacts),
         "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
@@ -151,6 +170,9 @@ def test_the_page_streams_both_champions_and_shows_the_apis_coverage(
         "Scored here: ar: a model trained for this report, not a registered version; "
         f"latent: {challenger(registry)}, no longer the latent champion (now {registry.champion('latent')})."
     )
+    # the promotion history: the job report's promotion with its rule and test
+    cells = page.eval_on_selector_all("#promotions tbody td", "cells => cells.map(c => c.textContent)")
+    assert cells == ["2026-12-02 22:31:00", "latent", "latent-new", "latent-old", "better", "-2.35", "0.0123", "125"]
     # the comparison of docs/compare: its pooled table (lowest pinball in bold) and its three plots, loaded
     page.wait_for_function(
         "() => [...document.querySelectorAll('#compare-body img')].filter(i => i.naturalWidth).length == 3"

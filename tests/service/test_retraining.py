@@ -47,20 +47,19 @@ def retrain_settings(tmp_path, **overrides: Any) -> Settings:
         "retrain_source": "bundled",
         "retrain_tickers": "IBM",
         "retrain_epochs": 1,
-        "retrain_margin": 0.0,
     }
     values.update(overrides)
     return Settings(**values)
 
 
 def test_the_child_runs_with_this_services_retrain_settings(tmp_path):
-    settings = retrain_settings(tmp_path, retrain_tickers="ibm,msft", retrain_margin=0.02)
+    settings = retrain_settings(tmp_path, retrain_tickers="ibm,msft", retrain_level=0.02, retrain_stale_days=21)
     env = retrain_env(settings)
     assert env["LATENTCAST_ARTIFACTS"] == str(tmp_path)
     assert env["LATENTCAST_RETRAIN_TICKERS"] == "IBM,MSFT"
     assert env["LATENTCAST_RETRAIN_SOURCE"] == "bundled"
-    assert env["LATENTCAST_RETRAIN_MARGIN"] == "0.02"
-    assert env["LATENTCAST_RETRAIN_HOLDOUT_DAYS"] == "126" and env["LATENTCAST_RETRAIN_REFIT"] == "True"
+    assert env["LATENTCAST_RETRAIN_LEVEL"] == "0.02" and env["LATENTCAST_RETRAIN_STALE_DAYS"] == "21"
+    assert env["LATENTCAST_RETRAIN_HOLDOUT_DAYS"] == "126" and env["LATENTCAST_RETRAIN_REFIT"] == "False"
     assert "LATENTCAST_RETRAIN_PATH" not in env
     assert retrain_command("J")[1:] == ["-m", "service.cli", "retrain", "--job-id", "J", "--no-progress"]
 

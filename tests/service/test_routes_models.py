@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
+from training.jobs import JobReport, JobStore
 from training.leases import Leases
 from training.registry import Registry
 from training.retention import RetentionPolicy, plan, prune
@@ -224,3 +225,60 @@ def test_a_serving_process_leases_the_versions_its_sessions_use_until_it_stops(
         removed = prune(registry, plan(registry, policy, leases.held()))
         assert removed == [] and registry.predictor(old).version == old
     assert leases.held() == set()
+
+
+def test_promotions_list_each_promotion_with_its_test_newest_first(tmp_path, make_settings: MakeSettings):
+    registry = Registry(tmp_path / "artifacts")
+    registry.promote(registry.register(tiny_checkpoint("latent")).version)
+    store = JobStore(registry.root / "jobs")
+    test = {"rule": "stale", "statistic": -0.4, "p_better": 0.34, "p_worse": 0.66, "days": 125}
+    first = JobReport(job_id="20261101T223000-aaaaaa", status="succeeded", finished="2026-11-01T22:31:00+00:00")
+    first.modes = [
+        {
+            "mode": "latent",
+            "promoted": True,
+            "champion_before": None,
+            "champion_after": "v1",
+            "reason": "no champion yet",
+        },
+        {"mode": "ar", "promoted": False, "champion_before": "a1", "champion_after": "a1", "reason": "kept"},
+    ]
+    second = JobReport(job_id="20261202T223000-bbbbbb", status="succeeded", finished="2026-12-02T22:31:00+00:00")
+    second.modes = [
+        {
+            "mode": "latent",
+            "promoted": True,
+            "champion_before": "v1",
+            "champion_after": "v2",
+            "test": test,
+            "reason": "r",
+        }
+    ]
+    store.save(first)
+    store.save(second)
+    with TestClient(create_app(make_settings(artifacts=registry.root))) as client:
+        body = client.get("/v1/models/promotions").json()
+    assert body["promotions"] == [
+        {
+            "job_id": second.job_id,
+            "finished": second.finished,
+            "mode": "latent",
+            "version": "v2",
+            "replaced": "v1",
+            "reason": "r",
+            **test,
+        },
+        {
+            "job_id": first.job_id,
+            "finished": first.finished,
+            "mode": "latent",
+            "version": "v1",
+            "replaced": None,
+            "rule": "first",
+            "statistic": None,
+            "p_better": None,
+            "p_worse": None,
+            "days": None,
+            "reason": "no champion yet",
+        },
+    ]

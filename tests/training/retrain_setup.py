@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from data import sources
 from tests.factories import tiny_config
 from training.config import TrainConfig
@@ -42,3 +45,34 @@ def until(tmp_path, end: str, **fields) -> RetrainConfig:
 def trading_days(end: str) -> list[str]:
     dates = sources.bundled(["IBM", "MSFT"])["date"]
     return sorted({d.date().isoformat() for d in dates[dates <= end]})
+
+
+def break_prices(path: Path, days: int, regimes: tuple[tuple[int, float], ...]) -> Path:
+    """A CSV of two synthetic tickers whose daily log returns are AR(1) (noise 1%), their coefficient
+    ``phi`` from business day ``start`` on for each ``(start, phi)`` of ``regimes`` (the first start 0):
+    a model trained in one regime forecasts another (of the opposite sign) the wrong way round."""
+    rng = np.random.default_rng(7)
+    dates = pd.bdate_range("2004-01-05", periods=days)
+    frames = []
+    for ticker in ("AAA", "BBB"):
+        returns = np.zeros(days)
+        for t in range(1, days):
+            phi = [coefficient for start, coefficient in regimes if start <= t][-1]
+            returns[t] = phi * returns[t - 1] + 0.01 * rng.standard_normal()
+        close = 100 * np.exp(np.cumsum(returns))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ticker": ticker,
+                    "date": dates,
+                    "open": close,
+                    "high": close * 1.005,
+                    "low": close * 0.995,
+                    "close": close,
+                    "adj_close": close,
+                    "volume": 1e6,
+                }
+            )
+        )
+    pd.concat(frames).to_csv(path, index=False)
+    return path

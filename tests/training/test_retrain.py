@@ -18,7 +18,7 @@ from training.retrain import RetrainConfig, fetch, run_retrain, score_on_holdout
 
 @pytest.mark.slow
 def test_first_retrain_promotes_a_refit_of_each_challenger_and_reports(tmp_path):
-    job = run_retrain(config(tmp_path))
+    job = run_retrain(config(tmp_path, refit=True))
     assert job.status == "succeeded" and job.error is None
     registry = Registry(tmp_path)
     assert [m["mode"] for m in job.modes] == ["ar", "latent"]
@@ -39,7 +39,7 @@ def test_first_retrain_promotes_a_refit_of_each_challenger_and_reports(tmp_path)
 def test_recency_split_refit_and_a_stale_run(tmp_path):
     end = "2011-12-30"
     days = trading_days(end)
-    job = run_retrain(until(tmp_path, end, modes=("latent",)))
+    job = run_retrain(until(tmp_path, end, modes=("latent",), refit=True))
     [outcome] = job.modes
     registry = Registry(tmp_path)
     challenger, refit = registry.get(outcome["challenger"]), registry.get(outcome["refit"]["version"])
@@ -62,45 +62,68 @@ def test_recency_split_refit_and_a_stale_run(tmp_path):
     assert len(registry.versions("latent")) == 2
 
 
-def test_a_champion_that_has_read_the_holdout_is_replaced_by_its_parent_or_not_scored(tmp_path):
-    first = run_retrain(until(tmp_path, OLDER, modes=("ar",)))
+def test_the_refit_that_serves_is_what_the_next_retrain_scores_on_the_days_it_never_read(tmp_path):
+    first = run_retrain(until(tmp_path, OLDER, modes=("ar",), refit=True))
     [before] = first.modes
-    # one more month of prices: the refit champion has read the new holdout, the challenger it came from has not
-    job = run_retrain(until(tmp_path, "2012-07-31", modes=("ar",)))
+    served = before["refit"]["version"]
+    assert before["champion_after"] == served
+    # one more month of prices: the refit has read most of the new holdout, not its last month
+    end = "2012-07-31"
+    job = run_retrain(until(tmp_path, end, modes=("ar",)))
     [outcome] = job.modes
-    assert outcome["champion_scored"] == before["challenger"] and "refit from" in outcome["champion_scored_is"]
-    assert outcome["champion_seen_until"] < outcome["holdout_start"]
-    # without a parent that is out of sample, no verdict
+    days = trading_days(end)
+    unread = [d for d in days if d > OLDER]
+    assert outcome["champion_scored"] == served
+    assert outcome["scored_from"] == unread[0] > outcome["holdout_start"]
+    assert (
+        outcome["champion_scored_is"]
+        == f"the champion, on the {len(unread)} holdout days from {unread[0]} that it never read"
+    )
+    assert outcome["test"]["days"] == len(unread) - 1  # the last day has no outcome yet
+    # the champion's loss is the served refit's own, with the offsets it serves with, on those days
     registry = Registry(tmp_path)
+    loaded = registry.load(served)
+    model, scaler = build_from_checkpoint(loaded, served)
+    prices = fetch(until(tmp_path, end)).frame
+    moved = checkpoint_offsets(loaded, model.config)
+    assert outcome["champion_loss"] == pytest.approx(
+        score_on_holdout(model, scaler, prices, np.datetime64(unread[0]), 3, (0.1, 0.5, 0.9), moved), rel=1e-9
+    )
+    # a champion that has read (nearly) the whole holdout gets no verdict
     read_all = tiny_checkpoint("ar")
-    read_all["data_span"] = {**read_all["data_span"], "last": "2012-12-31"}  # no split: it read all it lists
+    read_all["data_span"] = {**read_all["data_span"], "last": "2013-02-20"}  # no split: it read all it lists
     champion = registry.register(read_all).version
     registry.promote(champion)
     job = run_retrain(config(tmp_path, modes=("ar",)))
     [outcome] = job.modes
     assert job.status == "skipped" and "challenger" not in outcome
     assert job.error == (
-        f"ar: champion {champion} has read prices of the holdout from {outcome['holdout_start']}: "
-        "no out-of-sample verdict"
+        f"ar: champion {champion} has read prices up to 2013-02-20: 7 holdout days left unread from "
+        f"{outcome['holdout_start']}, too few for a test at horizon 3"
     )
     assert registry.champion("ar") == champion
 
 
 @pytest.mark.slow
-def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
+def test_a_challenger_not_shown_better_is_not_promoted_and_the_report_says_why(tmp_path):
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 4})
-    first = run_retrain(until(tmp_path, OLDER, train=strong, modes=("latent",)))
+    first = run_retrain(until(tmp_path, OLDER, train=strong, modes=("latent",), refit=True))
     champion = first.modes[0]["champion_after"]
     # a challenger that barely moves from its random start
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7, "seed": 3})
-    job = run_retrain(config(tmp_path, train=weak, modes=("latent",), margin=0.0))
+    job = run_retrain(config(tmp_path, train=weak, modes=("latent",)))
     [outcome] = job.modes
     assert job.status == "succeeded"
-    assert not outcome["promoted"]
+    assert not outcome["promoted"], outcome["reason"]
     assert outcome["challenger_loss"] > outcome["champion_loss"]
-    assert outcome["reason"] == (
-        f"challenger loss {outcome['challenger_loss']:.6f} is not below champion loss "
-        f"{outcome['champion_loss']:.6f} x (1 - margin 0.0) = {outcome['champion_loss']:.6f}"
+    test = outcome["test"]
+    assert test["rule"] == "kept" and test["p_better"] >= 0.10 and test["statistic"] > 0
+    # the champion (refit through OLDER) misses fewer newer days than would make it stale
+    assert test["newer_days"] == len([d for d in trading_days("2013-03-01") if OLDER < d < outcome["holdout_start"]])
+    assert outcome["reason"] == test["reason"]
+    assert outcome["reason"].startswith(
+        f"the challenger is not better at level 0.1 and has read only {test['newer_days']} newer days "
+        "(stale after 126): DM statistic "
     )
     registry = Registry(tmp_path)
     assert registry.champion("latent") == champion == outcome["champion_after"]
@@ -108,15 +131,16 @@ def test_a_worse_challenger_is_not_promoted_and_the_report_says_why(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_better_challenger_is_promoted_past_the_margin(tmp_path):
+def test_a_better_challenger_is_promoted_by_the_test(tmp_path):
     # both are scored with their conformal offsets: fit on 60 validation days, the challenger's are too noisy to
     # tell a better model, so this test validates (and holds out) 126
     weak = TrainConfig(**{**FAST.to_dict(), "epochs": 1, "lr": 1e-7})
     run_retrain(until(tmp_path, OLDER, train=weak, modes=("ar",), holdout_days=126))
     strong = TrainConfig(**{**FAST.to_dict(), "epochs": 6})
-    job = run_retrain(config(tmp_path, train=strong, modes=("ar",), margin=0.001, holdout_days=126))
+    job = run_retrain(config(tmp_path, train=strong, modes=("ar",), holdout_days=126, refit=True))
     [outcome] = job.modes
     assert outcome["promoted"], outcome["reason"]
+    assert outcome["test"]["rule"] == "better" and outcome["test"]["p_better"] < 0.10
     assert Registry(tmp_path).champion("ar") == outcome["refit"]["version"]
 
 
@@ -174,7 +198,7 @@ def test_champion_and_challenger_are_scored_with_their_conformal_offsets(tmp_pat
     older["offsets"] = [[-1.0, 0.0, 1.0]] * 3  # each outer quantile a half-width further out
     champion = registry.register(older).version
     registry.promote(champion)
-    job = run_retrain(config(tmp_path, modes=("ar",), refit=False))
+    job = run_retrain(config(tmp_path, modes=("ar",)))
     [outcome] = job.modes
     prices = fetch(config(tmp_path)).frame
     holdout = np.datetime64(outcome["holdout_start"])

@@ -24,7 +24,7 @@ from training.retrain import run_retrain
 
 @pytest.mark.slow
 def test_sigkill_mid_training_leaves_the_champion_and_the_next_run_succeeds(tmp_path):
-    first = run_retrain(until(tmp_path, OLDER, modes=("latent",)))
+    first = run_retrain(until(tmp_path, OLDER, modes=("latent",), refit=True))
     champion = first.modes[0]["champion_after"]
     job_id = "20260101T000000-dead00"
     slow = [
@@ -83,7 +83,7 @@ def assert_failed_cleanly(job, artifacts: Path, champion: str, versions: list[st
 
 @pytest.mark.slow
 def test_a_disk_that_fills_while_the_weights_are_written_fails_the_job_cleanly(tmp_path, monkeypatch):
-    first = run_retrain(until(tmp_path, OLDER, modes=("latent",)))
+    first = run_retrain(until(tmp_path, OLDER, modes=("latent",), refit=True))
     champion = first.modes[0]["champion_after"]
     versions = [first.modes[0]["challenger"], champion]
 
@@ -115,7 +115,7 @@ def tmpfs(folder: Path, megabytes: int) -> Iterator[Path]:
 @pytest.mark.slow
 def test_a_full_or_read_only_artifacts_folder_fails_the_job_cleanly_on_a_real_file_system(tmp_path):
     with tmpfs(tmp_path / "artifacts", megabytes=4) as artifacts:
-        first = run_retrain(until(artifacts, OLDER, modes=("latent",)))
+        first = run_retrain(until(artifacts, OLDER, modes=("latent",), refit=True))
         champion = first.modes[0]["champion_after"]
         versions = [first.modes[0]["challenger"], champion]
         with open(artifacts / "filler", "wb") as filler, contextlib.suppress(OSError):

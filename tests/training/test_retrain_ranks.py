@@ -22,7 +22,7 @@ def versions(registry: Registry, mode: str) -> list[str]:
 
 @pytest.mark.slow
 def test_two_processes_register_once_and_end_with_the_weights_of_one(tmp_path):
-    two, one = config(tmp_path / "two", modes=("ar",)), config(tmp_path / "one", modes=("ar",))
+    two, one = config(tmp_path / "two", modes=("ar",), refit=True), config(tmp_path / "one", modes=("ar",), refit=True)
     first_id, stale_id = new_job_id(), new_job_id()
     distributed.spawn(2, run_retrain_rank, two, first_id, "cpu")
     job = JobStore(two.artifacts / "jobs").get(first_id)
@@ -53,7 +53,7 @@ def test_two_processes_register_once_and_end_with_the_weights_of_one(tmp_path):
 def test_the_retrain_command_runs_in_two_processes(tmp_path, capsys):
     command = ["retrain", "--artifacts", str(tmp_path), "--source", "bundled", "--tickers", "IBM", "MSFT"]
     command += ["--mode", "ar", "--epochs", "1", "--hidden", "4", "--window", "10", "--holdout-days", "60"]
-    command += ["--history-years", "3", "--threads", "1", "--no-progress", "--nproc", "2"]
+    command += ["--history-years", "3", "--threads", "1", "--no-progress", "--nproc", "2", "--refit"]
     assert main(command) == 0
     job = json.loads(capsys.readouterr().out)
     assert job["status"] == "succeeded"
