@@ -224,7 +224,12 @@ def build_parser() -> CommandParser:
         "retrain-backtest",
         help="replay the retrain policy through history against never retraining, always promoting and refitting",
     )
-    policy.add_argument("--mode", choices=MODES, default=ReplayConfig.mode)
+    policy.add_argument(
+        "--mode",
+        choices=MODES,
+        default=ReplayConfig.mode,
+        help="the mode whose retrains are replayed (default: %(default)s)",
+    )
     policy.add_argument("--start", default=ReplayConfig.start, help="the first retrain day (default: %(default)s)")
     policy.add_argument(
         "--every", type=int, default=ReplayConfig.every, help="trading days between retrains (default: %(default)s)"

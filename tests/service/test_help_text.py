@@ -45,7 +45,7 @@ def test_every_option_has_help_that_shows_its_default():
                 # a flag's default is its absence; a positional or required option has none
                 missing.append(f"{name}: no default in {text!r}")
     assert missing == []
-    assert len(parsers()) == 13
+    assert len(parsers()) == 14
 
 
 def test_a_default_is_shown_as_it_is_typed():
