@@ -26,7 +26,13 @@ from service.retraining import RetrainLauncher
 from service.routes import data, forecast, health, jobs, models, observations, page, sessions, stream
 from service.routes.lean import document_bodies
 from service.schemas.bulk import BulkAppendRequest, BulkForecastRequest
-from service.schemas.requests import AppendRequest, ForecastRequest
+from service.schemas.requests import (
+    AppendRequest,
+    ForecastRequest,
+    MigrateRequest,
+    ObservationIn,
+    OpenSessionRequest,
+)
 from service.sessions import SessionService
 from service.stores import SessionStore, build_store
 from training.leases import Leases
@@ -153,7 +159,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    document_bodies(app, AppendRequest, BulkAppendRequest, ForecastRequest, BulkForecastRequest)
+    document_bodies(
+        app,
+        AppendRequest,
+        BulkAppendRequest,
+        ForecastRequest,
+        BulkForecastRequest,
+        OpenSessionRequest,
+        MigrateRequest,
+        ObservationIn,
+    )
     return app
 
 

@@ -78,6 +78,8 @@ def run_serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "http": LimitedHttpProtocol,
         "timeout_keep_alive": settings.keep_alive_seconds,
+        # a WebSocket message is bounded as a request body is, and refused before it is read (close 1009)
+        "ws_max_size": settings.max_body_bytes,
         "timeout_worker_healthcheck": settings.worker_healthcheck_seconds,
     }
     if args.workers > 1 and reuse_port_balances():

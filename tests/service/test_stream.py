@@ -22,6 +22,7 @@ from service.client import ApiError, AsyncClient, ClientSettings
 from service.routes.stream import finished
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env
+from tests.service.test_json_reader import HUGE, INVALID
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not
@@ -80,6 +81,29 @@ def test_each_item_of_a_message_gets_its_own_status(server, closes):
         },
     }
     assert not_a_list["id"] == 7 and not_a_list["error"]["message"] == "items: Input should be a valid list"
+
+
+def test_the_feed_reads_its_messages_as_http_reads_bodies(server, closes):
+    with client(server, ALICE) as alice:
+        session = open_session(alice, closes)
+        item = '{"session_id": "' + session + '", "seq": ' + str(WARM) + ', "observations": [%s]}'
+        with connect(ws_url(server), additional_headers={"X-API-Key": ALICE}) as ws:
+            ws.send('{"id": 1, "items": [' + item % HUGE + "]}")
+            huge = json.loads(ws.recv(timeout=10))
+            ws.send('{"id": 2, "items": [' + item % "NaN" + "]}")
+            nan = json.loads(ws.recv(timeout=10))
+        assert state(alice, session)["next_seq"] == WARM
+    assert huge == {"id": None, "status": 422, "error": INVALID}
+    assert nan["items"] == [
+        {
+            "status": 422,
+            "error": {
+                "code": "invalid_data",
+                "message": f"observation {WARM}: close is nan; values must be finite",
+                "seq": WARM,
+            },
+        }
+    ]
 
 
 def test_keys_are_checked_at_the_handshake(server):
