@@ -81,7 +81,10 @@ rules and errors as `POST /v1/observations`. Messages may be sent without
 waiting for replies; they are applied in order. A message that is not such an
 object is answered `{"id", "status": 422, "error"}`. A client that does not
 read its replies is disconnected with close code 4008 once
-`LATENTCAST_STREAM_QUEUE` replies wait. After a reconnection, send again what
+`LATENTCAST_STREAM_QUEUE` replies wait; a message over
+`LATENTCAST_MAX_BODY_BYTES` closes the connection with code 1009, and a key
+holding `LATENTCAST_MAX_STREAMS_PER_KEY` connections is refused another (429).
+After a reconnection, send again what
 was not answered, with the same seqs: what was applied is answered from the
 stored replies, once. The package's Python client (`service.client`) does all
 of this; `docs/streaming.md` has examples.
