@@ -23,7 +23,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
-from service.routes import data, forecast, health, jobs, models, observations, page, sessions, stream
+from service.routes import data, docs, forecast, health, jobs, models, observations, page, sessions, stream
 from service.routes.lean import document_bodies
 from service.schemas.bulk import BulkAppendRequest, BulkForecastRequest
 from service.schemas.requests import (
@@ -51,6 +51,7 @@ ROUTERS = (
     jobs.router,
     health.router,
     page.router,
+    docs.router,
 )
 
 DESCRIPTION = """
@@ -158,7 +159,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # matches an included router's routes through a layer of its own, at every request
     # (docs/performance.md)
     routes = [route for router in ROUTERS for route in router.routes]
-    app = FastAPI(title="latentcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, routes=routes)
+    app = FastAPI(
+        title="latentcast",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        routes=routes,
+        docs_url=None,  # service/routes/docs.py serves /docs and /redoc from the package, not from a CDN
+        redoc_url=None,
+    )
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
