@@ -42,6 +42,9 @@ class RequestGuard:
     times and counts requests, and gives every response ``nosniff`` and a Content-Security-Policy
     (``secured``): the page's, served at ``/`` or ``/static/index.html``, and any other's alike.
 
+    ``HEAD`` is answered on every ``GET`` route, as monitors and link checkers expect: the route
+    runs as for ``GET`` and its answer goes out without its body (a route without ``GET`` is 405).
+
     Every body the API reads is JSON: one sent as another type (or none) is
     refused whatever it holds, before any route reads it. A body without a
     Content-Length (chunked) is read up front, so that it is bounded too; API
@@ -60,12 +63,16 @@ class RequestGuard:
             return
         started = time.perf_counter()
         status = 500
+        head = scope["method"] == "HEAD"
+        outer, scope = scope, {**scope, "method": "GET"} if head else scope
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": secured(list(message.get("headers", [])))}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # a GET's answer, its headers and length, without its body
             await send(message)
 
         try:
@@ -94,7 +101,7 @@ class RequestGuard:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", UNMATCHED)
-            self.metrics.observe_request(scope["method"], path, status, time.perf_counter() - started)
+            self.metrics.observe_request(outer["method"], path, status, time.perf_counter() - started)
 
     async def _bounded_body(self, receive: Receive) -> bytes | None:
         """The whole body of unknown length, or None if it is larger than the bound."""
