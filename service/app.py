@@ -23,10 +23,16 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
-from service.routes import data, forecast, health, jobs, models, observations, page, sessions, stream
+from service.routes import data, docs, forecast, health, jobs, models, observations, page, sessions, stream
 from service.routes.lean import document_bodies
 from service.schemas.bulk import BulkAppendRequest, BulkForecastRequest
-from service.schemas.requests import AppendRequest, ForecastRequest
+from service.schemas.requests import (
+    AppendRequest,
+    ForecastRequest,
+    MigrateRequest,
+    ObservationIn,
+    OpenSessionRequest,
+)
 from service.sessions import SessionService
 from service.stores import SessionStore, build_store
 from training.leases import Leases
@@ -45,6 +51,7 @@ ROUTERS = (
     jobs.router,
     health.router,
     page.router,
+    docs.router,
 )
 
 DESCRIPTION = """
@@ -75,7 +82,10 @@ rules and errors as `POST /v1/observations`. Messages may be sent without
 waiting for replies; they are applied in order. A message that is not such an
 object is answered `{"id", "status": 422, "error"}`. A client that does not
 read its replies is disconnected with close code 4008 once
-`LATENTCAST_STREAM_QUEUE` replies wait. After a reconnection, send again what
+`LATENTCAST_STREAM_QUEUE` replies wait; a message over
+`LATENTCAST_MAX_BODY_BYTES` closes the connection with code 1009, and a key
+holding `LATENTCAST_MAX_STREAMS_PER_KEY` connections is refused another (429).
+After a reconnection, send again what
 was not answered, with the same seqs: what was applied is answered from the
 stored replies, once. The package's Python client (`service.client`) does all
 of this; `docs/streaming.md` has examples.
@@ -149,11 +159,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # matches an included router's routes through a layer of its own, at every request
     # (docs/performance.md)
     routes = [route for router in ROUTERS for route in router.routes]
-    app = FastAPI(title="latentcast", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, routes=routes)
+    app = FastAPI(
+        title="latentcast",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        routes=routes,
+        docs_url=None,  # service/routes/docs.py serves /docs and /redoc from the package, not from a CDN
+        redoc_url=None,
+    )
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
-    document_bodies(app, AppendRequest, BulkAppendRequest, ForecastRequest, BulkForecastRequest)
+    document_bodies(
+        app,
+        AppendRequest,
+        BulkAppendRequest,
+        ForecastRequest,
+        BulkForecastRequest,
+        OpenSessionRequest,
+        MigrateRequest,
+        ObservationIn,
+    )
     return app
 
 

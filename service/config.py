@@ -156,12 +156,29 @@ class Settings(BaseSettings):
     max_bulk_items: int = Field(
         default=1000, ge=1, description="items (sessions' batches, or histories) in one bulk request or stream message"
     )
-    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="largest request body in bytes (413 beyond)")
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="largest request body, and largest WebSocket message, in bytes (413 beyond; a message "
+        "beyond closes its WebSocket with 1009)",
+    )
+    inline_body_bytes: int = Field(
+        default=65_536,
+        ge=0,
+        description="a body or WebSocket message up to this size is parsed and validated on the event loop, "
+        "a larger one in a worker thread",
+    )
     stream_queue: int = Field(
         default=64,
         ge=1,
         description="replies a WebSocket may have waiting to be sent (a client reading slower is disconnected), "
         "and messages waiting to be applied (a client sending faster waits)",
+    )
+    max_streams_per_key: int = Field(
+        default=8,
+        ge=1,
+        description="WebSocket connections one API key may hold open in one worker (429 at the handshake beyond); "
+        "a feed needs one. Only with keys",
     )
     # a reply holds horizon x quantiles numbers twice (log returns and prices), and every session
     # keeps its last retained_replies replies

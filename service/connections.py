@@ -28,6 +28,7 @@ from typing import Any
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
 from data.errors import ConfigError
@@ -216,3 +217,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 def _peer(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "a client"
+
+
+class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, its message size bounded by ``ws_max_size`` (``LATENTCAST_MAX_BODY_BYTES``),
+    whose connections free what they read as soon as they are lost.
+
+    A message over the bound is refused at its frame's header (close 1009), but the bytes the
+    client sent before that sit in the connection's read buffer, held by a reference cycle
+    (the refusal's exception, its traceback, the parser's frame, the connection) until a full
+    garbage collection, which the service's collector settings make rare: a client opening
+    connections and refusing to stop would grow the process by what each sent.
+    """
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.conn.parser_exc = None

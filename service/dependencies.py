@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -36,6 +37,8 @@ class Services:
     sessions: SessionService
     forecasts: ForecastService
     jobs: RetrainLauncher
+    # per API key's owner id: the WebSocket connections it holds open (service/routes/stream.py)
+    streams: Counter[str] = field(default_factory=Counter)
 
 
 # The dependencies are coroutines although they do not await: FastAPI runs a plain function

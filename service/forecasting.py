@@ -89,7 +89,11 @@ class ForecastService:
         return reply
 
     async def forecast_many(self, items: Sequence[ForecastItem]) -> list[ForecastReply | Exception]:
-        """Each item's forecast, or why it has none; the histories of one model version run as one batch."""
+        """Each item's forecast, or why it has none; the histories of one model version run as one batch.
+
+        All the work on observations (their checks, the model, the forecasts) runs in a worker thread:
+        a thousand histories are seconds of it.
+        """
         results: dict[int, ForecastReply | Exception] = {}
         groups: dict[str, tuple[Predictor, list[int]]] = {}
         resolved: dict[tuple[str | None, str | None], Predictor] = {}
@@ -99,18 +103,31 @@ class ForecastService:
                 choice = (item.mode, item.version)
                 if choice not in resolved:
                     resolved[choice] = await in_thread(self.pool.resolve, item.mode, item.version)
-                predictor = resolved[choice]
-                predictor.validate(item.observations)
             except Exception as exc:  # refused alone: the other items go on
                 results[i] = exc
                 continue
+            predictor = resolved[choice]
             groups.setdefault(predictor.version, (predictor, []))[1].append(i)
         for predictor, indices in groups.values():
             histories = [items[i].observations for i in indices]
-            states = await in_thread(predictor.advance_many, [SeriesState()] * len(indices), histories)
-            for i, state in zip(indices, states, strict=True):
-                results[i] = _reply(predictor, state, len(items[i].observations))
+            results.update(zip(indices, await in_thread(_forecasts, predictor, histories), strict=True))
         return [results[i] for i in range(len(items))]
+
+
+def _forecasts(predictor: Predictor, histories: list[Sequence[Observation]]) -> list[ForecastReply | Exception]:
+    """The forecast after each history from a zero state, or why it has none; the valid ones run as one batch."""
+    answers: list[ForecastReply | Exception | None] = []
+    for history in histories:
+        try:
+            predictor.validate(history)
+            answers.append(None)
+        except Exception as exc:  # refused alone: the other histories go on
+            answers.append(exc)
+    valid = [i for i, answer in enumerate(answers) if answer is None]
+    states = predictor.advance_many([SeriesState()] * len(valid), [histories[i] for i in valid]) if valid else []
+    for i, state in zip(valid, states, strict=True):
+        answers[i] = _reply(predictor, state, len(histories[i]))
+    return [answer for answer in answers if answer is not None]
 
 
 def _reply(predictor: Predictor, state: SeriesState, count: int) -> ForecastReply | DataError:

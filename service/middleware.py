@@ -1,4 +1,4 @@
-"""``RequestGuard``: the request body's type and bound, and the request metrics, around every request."""
+"""``RequestGuard``: the body's type and bound, the request metrics and the security headers of every request."""
 
 from __future__ import annotations
 
@@ -15,9 +15,35 @@ UNMATCHED = "unmatched"
 MAX_SHOWN_TYPE = 100
 
 
+# an HTML page runs its own files only and talks only to this service: a script injected into a reply
+# (a ticker label, an error message) could not run, nor send the key elsewhere, nor could the page be framed
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# anything else (JSON, a script, a stylesheet, an image) is never a document that may run or load anything
+NOTHING_POLICY = "default-src 'none'; frame-ancestors 'none'"
+
+
+def secured(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``nosniff`` and a Content-Security-Policy, unless the response set its own:
+    ``PAGE_POLICY`` for HTML, ``NOTHING_POLICY`` for the rest (ASGI header names are lower case)."""
+    names = {name for name, _ in headers}
+    if b"x-content-type-options" not in names:
+        headers.append((b"x-content-type-options", b"nosniff"))
+    if b"content-security-policy" not in names:
+        html = any(name == b"content-type" and value.startswith(b"text/html") for name, value in headers)
+        headers.append((b"content-security-policy", (PAGE_POLICY if html else NOTHING_POLICY).encode()))
+    return headers
+
+
 class RequestGuard:
     """Pure ASGI middleware: refuses bodies that are not JSON (415) or over ``max_body_bytes`` (413),
-    times and counts requests.
+    times and counts requests, and gives every response ``nosniff`` and a Content-Security-Policy
+    (``secured``): the page's, served at ``/`` or ``/static/index.html``, and any other's alike.
+
+    ``HEAD`` is answered on every ``GET`` route, as monitors and link checkers expect: the route
+    runs as for ``GET`` and its answer goes out without its body (a route without ``GET`` is 405).
 
     Every body the API reads is JSON: one sent as another type (or none) is
     refused whatever it holds, before any route reads it. A body without a
@@ -37,11 +63,16 @@ class RequestGuard:
             return
         started = time.perf_counter()
         status = 500
+        head = scope["method"] == "HEAD"
+        outer, scope = scope, {**scope, "method": "GET"} if head else scope
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": secured(list(message.get("headers", [])))}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}  # a GET's answer, its headers and length, without its body
             await send(message)
 
         try:
@@ -70,7 +101,7 @@ class RequestGuard:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", UNMATCHED)
-            self.metrics.observe_request(scope["method"], path, status, time.perf_counter() - started)
+            self.metrics.observe_request(outer["method"], path, status, time.perf_counter() - started)
 
     async def _bounded_body(self, receive: Receive) -> bytes | None:
         """The whole body of unknown length, or None if it is larger than the bound."""

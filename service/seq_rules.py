@@ -3,8 +3,11 @@
 ``seq == next_seq`` applies the whole batch; ``seq > next_seq`` is a gap; an
 overlap with what was applied must repeat it exactly (checked against the
 retained observations), and only its tail past ``next_seq`` is new. A batch
-entirely in the past (its stored reply no longer kept) is a conflict. Every
-refusal is a ``ConflictError`` naming ``expected_seq``.
+entirely in the past whose stored reply is no longer kept is refused with the
+reason ``already_applied`` when its values equal the retained observations at
+its seqs (a resend: it is done), and ``conflict`` when they differ or when the
+session no longer retains them (nothing can tell). Every refusal is a
+``ConflictError`` naming ``expected_seq`` and its ``reason``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from data.errors import ConflictError
 from models.predictor import Observation
 from service.stores import SessionRecord
 from service.stores.records import observation_to_bytes
+
+ALREADY_APPLIED = "already_applied"
 
 
 def new_observations(record: SessionRecord, seq: int, batch: Sequence[Observation]) -> Sequence[Observation]:
@@ -37,9 +42,10 @@ def new_observations(record: SessionRecord, seq: int, batch: Sequence[Observatio
             )
     if overlap >= len(batch):
         raise _conflict(
-            f"observations {seq} to {seq + len(batch) - 1} were already applied and their reply is no longer kept; "
-            f"the session expects seq {expected}",
+            f"observations {seq} to {seq + len(batch) - 1} were already applied, with these values, and their reply "
+            f"is no longer kept; the session expects seq {expected}",
             expected,
+            ALREADY_APPLIED,
         )
     return batch[overlap:]
 

@@ -14,11 +14,13 @@ below for ``N`` processes on one host (``torch.multiprocessing.spawn``).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -194,6 +196,24 @@ def _run_rank(rank: int, size: int, port: int, target: Callable[..., Any], args:
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(size), MASTER_ADDR=LOOPBACK, MASTER_PORT=str(port)
     )
     target(*args)
+    exit_now(0)  # an exception instead goes to the launcher, which reports it
+
+
+def exit_now(code: int) -> NoReturn:
+    """End this training process at once, once what it printed is out, without tearing the interpreter down.
+
+    A model trained behind ``DistributedDataParallel`` keeps its process group alive past
+    ``leave()``: gloo's worker threads (and, in the process that started the group, its
+    TCPStore's) still run when the process exits, and are destroyed while the interpreter is
+    torn down, when a thread of theirs may need the GIL; the process then aborts ("terminate
+    called without an active exception", SIGABRT) after its work is done. A training process
+    holds nothing that its teardown would save: its files are written and closed, its logs
+    flushed at each line.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def spawn(nproc: int, target: Callable[..., Any], *args: Any) -> None:

@@ -5,6 +5,7 @@ the runners live by area: ``training`` (train, evaluate, compare, calibration, b
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -25,4 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ForecastError as exc:
         print(f"latentcast {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    if args.command in ("train", "retrain") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from training import distributed  # torch: only for a process a launcher (torchrun) started
+
+        distributed.exit_now(code)  # as a spawned training process ends, for the same reason
     return code

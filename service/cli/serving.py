@@ -83,7 +83,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(
             "several workers need LATENTCAST_STORE=redis: with the memory store each would hold its own sessions"
         )
-    from service.connections import LimitedHttpProtocol, allow_open_files  # uvicorn's, with limits
+    from service.connections import LimitedHttpProtocol, LimitedWebSocketProtocol, allow_open_files
     from service.listeners import reuse_port_balances, serve_workers
 
     allow_open_files(settings.max_connections)
@@ -95,6 +95,9 @@ def run_serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "http": LimitedHttpProtocol,
         "timeout_keep_alive": settings.keep_alive_seconds,
+        # a WebSocket message is bounded as a request body is, and refused before it is read (close 1009)
+        "ws": LimitedWebSocketProtocol,
+        "ws_max_size": settings.max_body_bytes,
         "timeout_worker_healthcheck": settings.worker_healthcheck_seconds,
     }
     if args.workers > 1 and reuse_port_balances():

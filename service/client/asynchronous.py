@@ -4,7 +4,10 @@ A ``Session`` remembers the seq its next batch must carry. An append sends it,
 and on a timeout, a dropped connection or a 503 sends the same batch again,
 same seq and same content: the service answers a retry with the reply the
 first try got and applies the batch once, so a retry never applies a batch
-twice and a batch is never skipped. The seq moves on only with a 200.
+twice and a batch is never skipped. The seq moves on only with a 200, or with
+a 409 whose reason is ``already_applied`` (a batch applied before, its reply
+no longer kept): that batch is done, and its reply says so
+(``"already_applied": true``, ``forecast`` null).
 Errors the service answers are ``ApiError``; a bulk call returns one per
 refused item, in place of its reply.
 """
@@ -152,9 +155,12 @@ class AsyncClient:
         """
         async with session.lock:
             path = f"/v1/sessions/{session.session_id}/observations"
+            seq = session.next_seq
             try:
-                reply = await self._send("POST", path, {"seq": session.next_seq, "observations": list(observations)})
+                reply = await self._send("POST", path, {"seq": seq, "observations": list(observations)})
             except ApiError as error:
+                if _already_applied(error):  # a retry of a batch applied while its reply was lost: done
+                    return applied_reply(session, seq + len(observations))
                 lost = session.resend_from(int(error.details.get("expected_seq", -1))) if _a_gap(error) else None
                 if lost is None:
                     raise
@@ -173,7 +179,7 @@ class AsyncClient:
         """
         items = bulk_items(batches, {})
         reply = await self._send("POST", "/v1/observations", {"items": items})
-        results = took_items(batches, reply["items"])
+        results = took_items(batches, items, reply["items"])
         if self.settings.resend_window:
             await self._mend_gaps(batches, results)
             for (session, observations), result in zip(batches, results, strict=True):
@@ -210,7 +216,7 @@ class AsyncClient:
         reply = await self._send("POST", "/v1/observations", {"items": items})
         order = sorted(i for indices in mended.values() for i in indices)
         resent = [batches[i] for i in order]
-        for index, result in zip(order, took_items(resent, reply["items"]), strict=True):
+        for index, result in zip(order, took_items(resent, items, reply["items"]), strict=True):
             results[index] = result
 
     async def append_items(self, items: Sequence[Item]) -> list[dict[str, Any] | ApiError]:
@@ -269,17 +275,38 @@ def bulk_items(batches: Sequence[tuple[Session, Sequence[Wire]]], sent: dict[str
 
 
 def took_items(
-    batches: Sequence[tuple[Session, Sequence[Wire]]], answers: Sequence[Mapping[str, Any]]
+    batches: Sequence[tuple[Session, Sequence[Wire]]],
+    items: Sequence[Mapping[str, Any]],
+    answers: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any] | ApiError]:
-    """Each session moved on by its items' replies; a reply or an ``ApiError`` per item."""
+    """Each session moved on by its items' replies; a reply or an ``ApiError`` per item.
+
+    ``items`` are those sent (their seqs): an item the service answers ``already_applied`` is done,
+    and its reply is ``applied_reply``'s.
+    """
     results: list[dict[str, Any] | ApiError] = []
-    for (session, _), answer in zip(batches, answers, strict=True):
+    for (session, _), item, answer in zip(batches, items, answers, strict=True):
         if answer["status"] == 200:
             session.took(answer["reply"])
             results.append(dict(answer["reply"]))
+        elif _already_applied(error := ApiError(answer["status"], answer["error"])):
+            results.append(applied_reply(session, int(item["seq"]) + len(item["observations"])))
         else:
-            results.append(ApiError(answer["status"], answer["error"]))
+            results.append(error)
     return results
+
+
+def applied_reply(session: Session, next_seq: int) -> dict[str, Any]:
+    """The reply standing for a batch the service had applied before and answered ``already_applied``
+    (its reply no longer kept): the session moves on past it, and the forecast of then is gone."""
+    session.next_seq = max(session.next_seq, next_seq)
+    return {
+        "session_id": session.session_id,
+        "model": session.model,
+        "next_seq": next_seq,
+        "forecast": None,
+        "already_applied": True,
+    }
 
 
 def answers(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | ApiError]:
@@ -289,6 +316,10 @@ def answers(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | ApiErro
 
 def _a_gap(error: ApiError) -> bool:
     return error.status == 409 and error.details.get("reason") == "gap"
+
+
+def _already_applied(error: ApiError) -> bool:
+    return error.status == 409 and error.details.get("reason") == "already_applied"
 
 
 def _choice(mode: str | None, version: str | None) -> dict[str, Any]:

@@ -5,7 +5,8 @@ sends the message without waiting for earlier ones to be answered, and returns
 its items' replies when they come. When the connection drops, or a reply is
 later than the timeout, the feed connects again and sends every message not
 yet answered, in their order, with the same seqs and contents: the service
-answers those it had applied with their stored replies, so nothing is applied
+answers those it had applied with their stored replies (or, past the replies
+it keeps, ``already_applied``, which is done as well), so nothing is applied
 twice and nothing is skipped. A session's seq moves on only with a reply.
 """
 
@@ -41,6 +42,7 @@ class _Pending:
     """A message sent and not yet answered."""
 
     frame: bytes
+    items: list[dict[str, Any]]
     batches: Sequence[tuple[Session, Sequence[Wire]]] | None  # None for items sent as they are
     reply: asyncio.Future[list[dict[str, Any] | ApiError]]
 
@@ -95,7 +97,7 @@ class Feed:
         message_id = next(self._ids)
         frame = orjson.dumps({"id": message_id, "items": items})
         reply: asyncio.Future[list[dict[str, Any] | ApiError]] = asyncio.get_running_loop().create_future()
-        self._pending[message_id] = _Pending(frame, batches, reply)
+        self._pending[message_id] = _Pending(frame, items, batches, reply)
         connection = self._connection
         with contextlib.suppress(ConnectionClosed):  # the receiver reconnects and sends it again
             if connection is not None:
@@ -156,7 +158,7 @@ class Feed:
                 self._sent.pop(session.session_id, None)
             pending.reply.set_exception(ApiError(frame["status"], frame["error"]))
             return
-        results = took_items(pending.batches, frame["items"])
+        results = took_items(pending.batches, pending.items, frame["items"])
         for (session, _), result in zip(pending.batches, results, strict=True):
             if isinstance(result, ApiError):
                 self._sent.pop(session.session_id, None)  # what follows it starts again from next_seq

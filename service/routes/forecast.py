@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 
 from service.dependencies import CallerDep, ServicesDep
 from service.forecasting import ForecastItem
+from service.json_reader import check_listed
 from service.routes import error_responses
 from service.routes.lean import read_content, validated
-from service.routes.observations import Reply, bulk_response, parse_items
+from service.routes.observations import Reply, bulk_response, check_item_count, parse_items
 from service.schemas.bulk import BulkForecastRequest, BulkForecastResponse, Envelope
 from service.schemas.requests import CLOSES, ForecastRequest, observations
 from service.schemas.responses import ForecastResponse
@@ -68,14 +69,28 @@ async def forecast(request: Request, svc: ServicesDep, _: CallerDep) -> Any:
     scoring a universe at once: the reply lists, in order, `{"status": 200, "reply": ...}` or
     `{"status": ..., "error": {"code", "message", ...}}` (the error the item would get alone);
     one bad item refuses only itself. At most `LATENTCAST_MAX_BULK_ITEMS` items (413 beyond)."""
-    content = await read_content(request)
-    if isinstance(content, dict) and "items" in content:
-        envelope = validated(Envelope, content)
-        parsed = parse_items(envelope.items, ForecastRequest, svc.settings.max_bulk_items)
-        valid = [item for _, item in parsed if isinstance(item, ForecastRequest)]
-        work = [ForecastItem(observations(item.observations), item.mode, item.version) for item in valid]
+    limits = svc.settings
+
+    def bounds(item: Any) -> None:
+        check_listed(item, "observations", limits.max_history, "observations", "MAX_HISTORY")
+
+    def requests(content: Any) -> ForecastItem | tuple[list[tuple[int, Any]], list[ForecastItem]]:
+        """The request's forecasts, built off the loop with the rest of the body's reading when it is large."""
+        if not (isinstance(content, dict) and "items" in content):
+            bounds(content)
+            return forecast_item(validated(ForecastRequest, content))
+        check_item_count(content["items"], limits.max_bulk_items)
+        parsed = parse_items(validated(Envelope, content).items, ForecastRequest, limits.max_bulk_items, bounds)
+        return parsed, [forecast_item(item) for _, item in parsed if isinstance(item, ForecastRequest)]
+
+    body = await read_content(request, requests, limits.inline_body_bytes)
+    if isinstance(body, tuple):
+        parsed, work = body
         replies: list[Reply | Exception] = list(await svc.forecasts.forecast_many(work))
         return bulk_response(parsed, replies)
-    body = validated(ForecastRequest, content)
-    reply = await svc.forecasts.forecast(observations(body.observations), body.mode, body.version)
+    reply = await svc.forecasts.forecast(body.observations, body.mode, body.version)
     return reply.to_dict()
+
+
+def forecast_item(request: ForecastRequest) -> ForecastItem:
+    return ForecastItem(observations(request.observations), request.mode, request.version)

@@ -12,16 +12,16 @@ Two pieces, used together:
   in it reach the app's error handlers as from any route.
 - ``read_body``: the endpoint reads its JSON body itself, once the caller is
   known (a caller without a key learns nothing of its body, not even that it
-  is not JSON), and refuses it as FastAPI would: the same error entries
-  (``loc`` starting with ``"body"``), so the same 422 answers
-  (``service/errors.py``). ``body_schema`` and ``document_bodies`` document it
+  is not JSON), with the service's one JSON reader (``service/json_reader.py``),
+  checks the counts of its lists before validating any entry, and refuses it
+  as FastAPI would: the same error entries (``loc`` starting with ``"body"``),
+  so the same 422 answers (``service/errors.py``). ``body_schema`` and ``document_bodies`` document it
   in OpenAPI as a body parameter would be.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -30,10 +30,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from service.errors import UNDECODABLE
+from service.json_reader import decode
 from service.middleware import is_json_type
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 class LeanRoute(APIRoute):
@@ -59,27 +60,27 @@ class LeanRoute(APIRoute):
         return handle
 
 
-async def read_body(request: Request, model: type[M]) -> M:
-    """The request's JSON body as ``model``; ``RequestValidationError`` naming what is wrong."""
-    return validated(model, await read_content(request))
+async def read_body(
+    request: Request, model: type[M], inline_bytes: int, bounds: Callable[[Any], None] = lambda content: None
+) -> M:
+    """The request's JSON body as ``model``, ``bounds`` checked on it first; ``RequestValidationError`` naming
+    what is wrong. Read in a worker thread when it is over ``inline_bytes`` (``decode``)."""
+
+    def checked(content: Any) -> M:
+        bounds(content)
+        return validated(model, content)
+
+    return await read_content(request, checked, inline_bytes)
 
 
-async def read_content(request: Request) -> Any:
-    """The request's JSON body, parsed but not validated (bytes if it is not declared JSON)."""
+async def read_content(request: Request, then: Callable[[Any], T], inline_bytes: int) -> T:
+    """``then`` of the request's JSON body, parsed but not validated (bytes if it is not declared JSON)."""
     raw = await request.body()
     if not raw:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
-    content: Any = raw  # a body that is not declared JSON is validated as bytes: "not an object"
-    if is_json_type(request.headers.get("content-type")):
-        try:
-            content = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}
-            raise RequestValidationError([error]) from exc
-        except UnicodeDecodeError as exc:
-            error = {"type": "json_invalid", "loc": ("body",), "msg": UNDECODABLE, "input": {}}
-            raise RequestValidationError([error]) from exc
-    return content
+    if not is_json_type(request.headers.get("content-type")):
+        return then(raw)  # a body that is not declared JSON is validated as bytes: "not an object"
+    return await decode(raw, then, inline_bytes)
 
 
 def validated(model: type[M], content: Any) -> M:
@@ -92,11 +93,11 @@ def validated(model: type[M], content: Any) -> M:
         raise RequestValidationError(errors) from exc
 
 
-def body_schema(model: type[BaseModel], examples: dict[str, Any]) -> dict[str, Any]:
+def body_schema(model: type[BaseModel], examples: dict[str, Any], required: bool = True) -> dict[str, Any]:
     """The ``openapi_extra`` of a route that reads ``model`` with ``read_body``."""
     schema = {"$ref": f"#/components/schemas/{model.__name__}"}
     content = {"application/json": {"schema": schema, "examples": examples}}
-    return {"requestBody": {"required": True, "content": content}}
+    return {"requestBody": {"required": required, "content": content}}
 
 
 def document_bodies(app: FastAPI, *models: type[BaseModel]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,9 +15,10 @@ from service.bulk_appends import AppendItem
 from service.dependencies import SECURED, caller_of, services_of
 from service.errors import item_error, validation_body
 from service.forecasting import ForecastReply
+from service.json_reader import check_listed
 from service.replies import SessionReply
 from service.routes import error_responses
-from service.routes.lean import LeanRoute, body_schema, read_body
+from service.routes.lean import LeanRoute, body_schema, read_content, validated
 from service.schemas.bulk import BulkAppendItem, BulkAppendRequest, BulkAppendResponse, Envelope
 from service.schemas.requests import MAX_LABEL, observations
 
@@ -41,17 +43,23 @@ EXAMPLES: dict[str, Any] = {
 }
 
 
-def parse_items(raw: list[Any], model: type[BaseModel], limit: int) -> list[tuple[int, BaseModel | dict[str, Any]]]:
-    """Each item validated on its own: the item, or the 422 body of what is wrong with it.
+ItemBounds = Callable[[Any], None]
+
+
+def parse_items(
+    raw: list[Any], model: type[BaseModel], limit: int, bounds: ItemBounds
+) -> list[tuple[int, BaseModel | dict[str, Any]]]:
+    """Each item validated on its own, once ``bounds`` passes it: the item, or the body of what is
+    wrong with it (422, or 413 for a count over its bound).
 
     ``LimitError`` when there are more than ``limit`` items (the whole request is refused).
     """
     check_item_count(raw, limit)
-    return [validate_item(item, model) for item in raw]
+    return [over_bounds(item, bounds) or validate_item(item, model) for item in raw]
 
 
-def parse_appends(raw: list[Any], limit: int) -> list[tuple[int, AppendItem | dict[str, Any]]]:
-    """``parse_items`` of bulk append items, as ``AppendItem``s.
+def parse_appends(raw: list[Any], limit: int, max_batch: int) -> list[tuple[int, AppendItem | dict[str, Any]]]:
+    """``parse_items`` of bulk append items, as ``AppendItem``s, none of more than ``max_batch`` observations.
 
     An item of the usual shape (a session id, an integer seq, closes as plain numbers) is checked
     here, as the schema checks it, without building a model per item and per observation; any
@@ -59,8 +67,16 @@ def parse_appends(raw: list[Any], limit: int) -> list[tuple[int, AppendItem | di
     names what is wrong with it.
     """
     check_item_count(raw, limit)
+
+    def bounds(item: Any) -> None:
+        check_listed(item, "observations", max_batch, "batch", "MAX_BATCH")
+
     parsed: list[tuple[int, AppendItem | dict[str, Any]]] = []
     for item in raw:
+        refusal = over_bounds(item, bounds)
+        if refusal is not None:
+            parsed.append(refusal)
+            continue
         plain = plain_append(item)
         if plain is not None:
             parsed.append((200, plain))
@@ -72,6 +88,15 @@ def parse_appends(raw: list[Any], limit: int) -> list[tuple[int, AppendItem | di
             assert isinstance(valid, dict)
             parsed.append((status, valid))
     return parsed
+
+
+def over_bounds(item: Any, bounds: ItemBounds) -> tuple[int, dict[str, Any]] | None:
+    """The status and error body of an item that ``bounds`` refuses, or None."""
+    try:
+        bounds(item)
+    except LimitError as exc:
+        return item_error(exc)
+    return None
 
 
 def plain_append(item: Any) -> AppendItem | None:
@@ -89,8 +114,9 @@ def plain_append(item: Any) -> AppendItem | None:
     return AppendItem(session_id, seq, [Observation(float(close)) for close in closes])
 
 
-def check_item_count(raw: list[Any], limit: int) -> None:
-    if len(raw) > limit:
+def check_item_count(raw: Any, limit: int) -> None:
+    """``LimitError`` if ``raw`` is a list of more than ``limit`` items (checked before any item is read)."""
+    if isinstance(raw, list) and len(raw) > limit:
         raise LimitError(f"{len(raw)} items; the limit is {limit} (LATENTCAST_MAX_BULK_ITEMS)", limit=limit)
 
 
@@ -137,8 +163,13 @@ async def append_many(request: Request) -> Response:
     Items for one session are applied in their order. The request itself is refused only when it
     is malformed as a whole or holds more than `LATENTCAST_MAX_BULK_ITEMS` items (413)."""
     svc, who = services_of(request), caller_of(request)
-    body = await read_body(request, Envelope)
-    parsed = parse_appends(body.items, svc.settings.max_bulk_items)
+    limits = svc.settings
+
+    def appends(content: Any) -> list[tuple[int, AppendItem | dict[str, Any]]]:
+        check_item_count(content.get("items") if isinstance(content, dict) else None, limits.max_bulk_items)
+        return parse_appends(validated(Envelope, content).items, limits.max_bulk_items, limits.max_batch)
+
+    parsed = await read_content(request, appends, limits.inline_body_bytes)
     batches = [item for _, item in parsed if isinstance(item, AppendItem)]
     replies: list[Reply | Exception] = list(await svc.sessions.append_many(who.owner, batches))
     return bulk_response(parsed, replies)

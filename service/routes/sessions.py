@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from service.dependencies import SECURED, CallerDep, ServicesDep, caller_of, services_of
+from service.json_reader import check_listed
 from service.owned_records import SESSION_ID_PATTERN
 from service.routes import error_responses
 from service.routes.lean import LeanRoute, body_schema, read_body
@@ -52,16 +53,20 @@ MIGRATE_EXAMPLES: dict[str, Any] = {
     response_model_exclude_unset=True,  # `needs` only in a reply without a forecast
     summary="Open a session",
     responses=error_responses(401, 404, 413, 415, 422, 429, 503),
+    openapi_extra=body_schema(OpenSessionRequest, OPEN_EXAMPLES, required=False),
 )
-async def open_session(
-    svc: ServicesDep,
-    who: CallerDep,
-    body: Annotated[OpenSessionRequest | None, Body(openapi_examples=OPEN_EXAMPLES)] = None,
-) -> dict[str, Any]:
+async def open_session(request: Request, svc: ServicesDep, who: CallerDep) -> dict[str, Any]:
     """Open a session on a version, or on the champion of a mode (latent by default), warmed on
     `history` (seq 0..n-1). `forecast` is null while the history is too short. No body: an empty
     session on the latent champion."""
-    body = body or OpenSessionRequest()
+    limits = svc.settings
+
+    def bounds(content: Any) -> None:
+        check_listed(content, "history", limits.max_history, "history", "MAX_HISTORY")
+
+    body = OpenSessionRequest()
+    if await request.body():
+        body = await read_body(request, OpenSessionRequest, limits.inline_body_bytes, bounds)
     history = observations(body.history)
     adaptive = body.calibration == "adaptive"
     reply = await svc.sessions.open(who.owner, history, body.mode, body.version, body.ticker, adaptive)
@@ -76,7 +81,12 @@ async def append(request: Request, session_id: SessionId) -> Response:
     on any error nothing is applied."""
     # the caller first: a caller without a key learns nothing, not even that its body is wrong
     svc, who = services_of(request), caller_of(request)
-    body = await read_body(request, AppendRequest)
+    limits = svc.settings
+
+    def bounds(content: Any) -> None:
+        check_listed(content, "observations", limits.max_batch, "batch", "MAX_BATCH")
+
+    body = await read_body(request, AppendRequest, limits.inline_body_bytes, bounds)
     reply = await svc.sessions.append(who.owner, session_id, body.seq, observations(body.observations))
     # the reply's JSON is made once, when the session's change is planned (and kept for retries);
     # validating it again against the response model would add to every request (docs/performance.md)
@@ -127,17 +137,15 @@ async def delete(session_id: SessionId, svc: ServicesDep, who: CallerDep) -> Res
     response_model_exclude_unset=True,  # `needs` only in a reply without a forecast
     summary="Move a session to another model version",
     responses=error_responses(401, 404, 415, 422, 503),
+    openapi_extra=body_schema(MigrateRequest, MIGRATE_EXAMPLES, required=False),
 )
-async def migrate(
-    session_id: SessionId,
-    svc: ServicesDep,
-    who: CallerDep,
-    body: Annotated[MigrateRequest | None, Body(openapi_examples=MIGRATE_EXAMPLES)] = None,
-) -> dict[str, Any]:
+async def migrate(request: Request, session_id: SessionId, svc: ServicesDep, who: CallerDep) -> dict[str, Any]:
     """Replay the observations the session retains through `version`, or through the champion
     of `mode` (default: the session's own mode). `next_seq` is unchanged; if the session had seen
     more than it retains, the new model is warmed from `first_replayed_seq` only."""
-    choice = body or MigrateRequest()
+    choice = MigrateRequest()
+    if await request.body():
+        choice = await read_body(request, MigrateRequest, svc.settings.inline_body_bytes)
     done = await svc.sessions.migrate(who.owner, session_id, choice.mode, choice.version)
     return {
         **done.reply.to_dict(),

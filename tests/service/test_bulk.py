@@ -165,7 +165,7 @@ ITEMS = st.one_of(
 @given(st.one_of(ITEMS, JSON_VALUES))
 def test_the_usual_items_shortcut_accepts_and_refuses_exactly_as_the_schema_does(item: Any):
     """``parse_appends`` checks the usual item itself: it must agree with ``BulkAppendItem`` on every input."""
-    [(status, parsed)] = parse_appends([item], limit=1)
+    [(status, parsed)] = parse_appends([item], limit=1, max_batch=1000)
     try:
         valid = BulkAppendItem.model_validate(item)
     except ValidationError:

@@ -14,7 +14,7 @@ import uvicorn
 from service import cli, listeners
 from service.cli import main
 from service.config import get_settings
-from service.connections import LimitedHttpProtocol
+from service.connections import LimitedHttpProtocol, LimitedWebSocketProtocol
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
 
@@ -126,6 +126,9 @@ def test_serve_defaults_to_the_settings(runs, monkeypatch):
             "log_level": "info",
             "http": LimitedHttpProtocol,  # the front door's limits (docs/limits.md)
             "timeout_keep_alive": 5,
+            # a WebSocket message bounded as a body is (docs/limits.md), its connection's bytes freed when lost
+            "ws": LimitedWebSocketProtocol,
+            "ws_max_size": 1_048_576,
             "timeout_worker_healthcheck": 60,
         }
     ]

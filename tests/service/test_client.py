@@ -14,7 +14,7 @@ from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
 from service import cli
-from service.client import ApiError, AsyncClient, Client, ClientSettings, Item
+from service.client import ApiError, AsyncClient, Client, ClientSettings, Item, Session
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 
@@ -223,3 +223,38 @@ def test_a_bulk_append_mends_each_session_a_failover_rolled_back(
     assert (first["next_seq"], second["next_seq"]) == (WARM + 7, WARM + 8)
     assert lost.next_seq == served[lost.session_id] == WARM + 8
     assert_close(second["forecast"], offline(registry, lost.model["version"], closes[: WARM + 8]))
+
+
+def test_a_batch_applied_before_its_replies_were_dropped_is_done_for_the_client(server, closes):
+    """Past the replies a session keeps (8 by default), a batch sent again with the values applied at its
+    seqs is ``already_applied``: the client counts it done and moves the session past it."""
+    with Client(ClientSettings(server.url)) as client:
+        session = client.open(closes[:WARM])
+        for seq in range(WARM, WARM + 10):
+            client.append(session, [closes[seq]])
+        model = session.model
+
+        def stale() -> Session:
+            return Session(session.session_id, WARM, model)
+
+        one = stale()
+        alone = client.append(one, [closes[WARM]])
+        many = stale()
+        [bulk] = client.append_many([(many, [closes[WARM]])])
+        streamed = stale()
+        with client.feed() as feed:
+            [fed] = feed.send([(streamed, [closes[WARM]])])
+        changed = stale()
+        [refused] = client.append_many([(changed, [closes[WARM] * 1.01])])
+        assert client.session(session.session_id).next_seq == WARM + 10  # nothing applied twice
+    for reply, moved in ((alone, one), (bulk, many), (fed, streamed)):
+        assert reply == {
+            "session_id": session.session_id,
+            "model": model,
+            "next_seq": WARM + 1,
+            "forecast": None,
+            "already_applied": True,
+        }
+        assert moved.next_seq == WARM + 1
+    assert isinstance(refused, ApiError) and refused.details == {"expected_seq": WARM + 10, "reason": "conflict"}
+    assert changed.next_seq == WARM

@@ -173,3 +173,18 @@ def test_the_open_file_limit_is_raised_for_the_connections_or_the_setting_refuse
             )
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_head_and_http_1_0_are_served_and_a_request_that_does_not_parse_is_not(server: ServiceProcess):
+    """Through uvicorn itself: HEAD gets the GET's head and no body, HTTP/1.0 is answered (as HTTP/1.1
+    servers must), and only what does not parse as HTTP is 400 (the test above)."""
+    with hostile.connect(server.port) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        reply, _ = hostile._read_until_closed(sock, b"", 5)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b""
+    assert b"content-security-policy: default-src 'none'; script-src 'self'" in head.lower()
+    with hostile.connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        outcome = hostile.wait_for_answer(sock, seconds=5)
+    assert outcome.status == 200 and outcome.closed

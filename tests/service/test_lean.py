@@ -19,7 +19,7 @@ class Item(BaseModel):
 
 
 async def put(request: Request, name: Annotated[str, Path(description="the item's name")]) -> Response:
-    item = await read_body(request, Item)
+    item = await read_body(request, Item, inline_bytes=1 << 20)
     if item.size > 10:
         raise ConflictError("too big", expected_seq=10)
     return Response(f"{name}:{item.size}", media_type="text/plain")

@@ -7,7 +7,10 @@ import re
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.routes.page import POLICY, STATIC
+from service.middleware import NOTHING_POLICY
+from service.middleware import PAGE_POLICY as POLICY
+from service.routes.docs import REDOC_POLICY, SWAGGER_POLICY
+from service.routes.page import STATIC
 from tests.service.conftest import MakeSettings
 
 
@@ -32,7 +35,9 @@ def test_every_file_the_page_loads_is_served_from_the_package(client: TestClient
             if f"/static/{name}" not in loaded:
                 loaded.add(f"/static/{name}")
                 modules.append(f"/static/{name}")
-    assert loaded == {f"/static/{p.name}" for p in STATIC.iterdir() if p.name != "index.html"}
+    # the reference pages' own files (docs.html, redoc.html, swagger-init.js) are /docs's and /redoc's
+    theirs = {"index.html", "docs.html", "redoc.html", "swagger-init.js"}
+    assert loaded == {f"/static/{p.name}" for p in STATIC.iterdir() if p.name not in theirs}
     types = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
     for path in loaded:
         reply = client.get(path)
@@ -44,3 +49,36 @@ def test_every_file_the_page_loads_is_served_from_the_package(client: TestClient
 def test_nothing_but_the_static_folder_is_served(client: TestClient):
     for path in ("/static/../routes/page.py", "/static/%2e%2e/config.py", "/static/missing.js"):
         assert client.get(path).status_code == 404, path
+
+
+def test_every_html_and_static_response_carries_a_policy_and_nosniff(client: TestClient):
+    for path in ("/", "/static/index.html"):  # the page, wherever it is read from: never framed, never run elsewhere
+        reply = client.get(path)
+        assert reply.headers["content-type"].startswith("text/html"), path
+        assert reply.headers["content-security-policy"] == POLICY, path
+        assert "frame-ancestors 'none'" in POLICY
+        assert reply.headers["x-content-type-options"] == "nosniff", path
+    for path in ("/static/app.js", "/static/style.css", "/static/favicon.svg", "/openapi.json", "/healthz"):
+        reply = client.get(path)
+        assert reply.headers["content-security-policy"] == NOTHING_POLICY, path
+        assert reply.headers["x-content-type-options"] == "nosniff", path
+
+
+def test_the_reference_pages_run_only_files_of_this_service(client: TestClient):
+    for path, policy in (("/docs", SWAGGER_POLICY), ("/redoc", REDOC_POLICY)):
+        reply = client.get(path)
+        assert reply.headers["content-security-policy"] == policy
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert "http" not in reply.text  # no CDN: every file is this service's
+        scripts = re.findall(r"<script([^>]*)>", reply.text)
+        assert scripts and all('src="' in attributes for attributes in scripts)  # no inline script
+        for name in re.findall(r'(?:src|href)="([^"]+)"', reply.text):
+            asset = client.get(f"/{name}")
+            assert asset.status_code == 200 and asset.content, name
+            assert asset.headers["x-content-type-options"] == "nosniff", name
+    assert "'unsafe-inline'" not in SWAGGER_POLICY and "script-src 'self';" in SWAGGER_POLICY
+    # ReDoc writes its styles at run time and searches in a worker made from a blob: that much, no inline script
+    assert (
+        "script-src 'self';" in REDOC_POLICY
+        and "'unsafe-inline'" not in REDOC_POLICY.split("script-src")[1].split(";")[0]
+    )

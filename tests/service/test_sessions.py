@@ -125,8 +125,10 @@ async def test_a_replay_older_than_what_is_kept_is_a_conflict(registry: Registry
     with pytest.raises(ConflictError) as caught:
         await service.append(OWNER, opened.session_id, 10, obs[10:12])
     assert caught.value.message == (
-        "observations 10 to 11 were already applied and their reply is no longer kept; the session expects seq 13"
+        "observations 10 to 11 were already applied, with these values, and their reply is no longer kept; "
+        "the session expects seq 13"
     )
+    assert caught.value.details["reason"] == "already_applied"
     with pytest.raises(ConflictError) as caught:
         await service.append(OWNER, opened.session_id, 6, obs[6:14])
     assert caught.value.message == (

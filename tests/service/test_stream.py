@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
 from bench.harness import ServiceProcess
 from models.predictor import Observation
 from service.client import ApiError, AsyncClient, ClientSettings
-from service.routes.stream import finished
+from service.routes.stream import MessageTooBig, finished, read
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env
+from tests.service.test_json_reader import HUGE, INVALID
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not
@@ -80,6 +81,29 @@ def test_each_item_of_a_message_gets_its_own_status(server, closes):
         },
     }
     assert not_a_list["id"] == 7 and not_a_list["error"]["message"] == "items: Input should be a valid list"
+
+
+def test_the_feed_reads_its_messages_as_http_reads_bodies(server, closes):
+    with client(server, ALICE) as alice:
+        session = open_session(alice, closes)
+        item = '{"session_id": "' + session + '", "seq": ' + str(WARM) + ', "observations": [%s]}'
+        with connect(ws_url(server), additional_headers={"X-API-Key": ALICE}) as ws:
+            ws.send('{"id": 1, "items": [' + item % HUGE + "]}")
+            huge = json.loads(ws.recv(timeout=10))
+            ws.send('{"id": 2, "items": [' + item % "NaN" + "]}")
+            nan = json.loads(ws.recv(timeout=10))
+        assert state(alice, session)["next_seq"] == WARM
+    assert huge == {"id": None, "status": 422, "error": INVALID}
+    assert nan["items"] == [
+        {
+            "status": 422,
+            "error": {
+                "code": "invalid_data",
+                "message": f"observation {WARM}: close is nan; values must be finite",
+                "seq": WARM,
+            },
+        }
+    ]
 
 
 def test_keys_are_checked_at_the_handshake(server):
@@ -190,3 +214,62 @@ def test_a_feed_reply_without_a_forecast_says_what_the_session_needs(server, reg
             ws.send(json.dumps({"id": "young", "items": [item]}))
             reply = json.loads(ws.recv(timeout=10))["items"][0]["reply"]
     assert (reply["forecast"], reply["needs"]) == (None, needed - 6)
+
+
+def test_a_key_holds_so_many_connections_and_a_message_over_the_body_limit_closes_its_own(
+    registry: Registry, tmp_path_factory: pytest.TempPathFactory, closes
+):
+    log = tmp_path_factory.mktemp("stream-limits") / "serve.log"
+    values = {"api_keys": f"{ALICE},{BOB}", "max_streams_per_key": "2", "max_body_bytes": "4096"}
+    with ServiceProcess(env(registry, **values), log) as limited, contextlib.ExitStack() as stack:
+        held = [
+            stack.enter_context(connect(ws_url(limited), additional_headers={"X-API-Key": ALICE})) for _ in range(2)
+        ]
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url(limited), additional_headers={"X-API-Key": ALICE})
+        assert refused.value.response.status_code == 429
+        assert json.loads(refused.value.response.body)["error"] == {
+            "code": "quota_exceeded",
+            "message": "this API key holds 2 WebSocket connections, its most (LATENTCAST_MAX_STREAMS_PER_KEY): "
+            "close one first",
+        }
+        stack.enter_context(connect(ws_url(limited), additional_headers={"X-API-Key": BOB}))  # another key's own
+
+        # a message one byte over the body limit closes its connection with 1009, and frees its place
+        with client(limited, ALICE) as alice:
+            session = open_session(alice, closes)
+        item = '{"session_id": "' + session + '", "seq": ' + str(WARM) + ', "observations": [%s]}'
+        small = '{"id": 1, "items": [' + item % closes[WARM] + "]}"
+        held[0].send(small)
+        assert json.loads(held[0].recv(timeout=10))["items"][0]["status"] == 200
+        held[0].send(small + " " * (4097 - len(small)))
+        with pytest.raises(ConnectionClosed) as closed:
+            held[0].recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        deadline = time.monotonic() + 10
+        while True:  # the server counts the connection out once it has seen it closed
+            try:
+                stack.enter_context(connect(ws_url(limited), additional_headers={"X-API-Key": ALICE}))
+                break
+            except InvalidStatus:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+
+def test_a_server_that_passes_a_message_over_the_limit_on_gets_it_refused_by_the_app():
+    """Under another server than ``latentcast serve`` (which refuses it at its frame's header), the app
+    refuses the message itself, before it is queued or parsed."""
+
+    class Frames:
+        def __init__(self, *texts: str) -> None:
+            self.frames = [{"type": "websocket.receive", "text": t} for t in texts]
+
+        async def receive(self) -> dict[str, Any]:
+            return self.frames.pop(0)
+
+    inbound: asyncio.Queue[str | bytes] = asyncio.Queue()
+    with pytest.raises(
+        MessageTooBig, match=r"^a message is 4097 bytes; the limit is 4096 bytes \(LATENTCAST_MAX_BODY_BYTES\)$"
+    ):
+        asyncio.run(read(Frames("x" * 4096, "y" * 4097), 4096, inbound))  # type: ignore[arg-type]
+    assert inbound.qsize() == 1 and inbound.get_nowait() == "x" * 4096

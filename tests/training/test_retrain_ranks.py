@@ -60,3 +60,20 @@ def test_the_retrain_command_runs_in_two_processes(tmp_path, capsys):
     (outcome,) = job["modes"]
     assert Registry(tmp_path).champion("ar") == outcome["refit"]["version"]
     assert len(versions(Registry(tmp_path), "ar")) == 2
+
+
+@pytest.mark.slow
+def test_the_two_process_retrain_ends_cleanly_every_time(tmp_path, capfd):
+    """Ten two-process retrains: each process ends with code 0 and nothing aborts at exit.
+
+    A process that trained behind DistributedDataParallel still runs gloo's threads after it
+    leaves its group; torn down with the interpreter, they could abort it (SIGABRT, "terminate
+    called without an active exception"), which ``spawn`` raises here as a process that died.
+    """
+    for attempt in range(10):
+        job_id = new_job_id()
+        distributed.spawn(2, run_retrain_rank, config(tmp_path / str(attempt), modes=("ar",), history_years=3), job_id)
+        job = JobStore(tmp_path / str(attempt) / "jobs").get(job_id)
+        assert job.status == "succeeded", (attempt, job.error)
+        errors = capfd.readouterr().err
+        assert "terminate called" not in errors and "Traceback" not in errors, (attempt, errors[-2000:])
