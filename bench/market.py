@@ -140,7 +140,8 @@ def serving_workers(process: ServiceProcess, count: int) -> list[int]:
     ``/readyz`` answers as soon as one worker does; another may still be importing torch and
     loading its models, and takes no connection until it is done: a run begun then measures
     fewer workers than it names. Each probe is a connection of its own, held open while the
-    connections each worker holds are counted.
+    connections each worker holds are counted. A probe reset with a worker that has just died
+    (the connections queued on its own socket go with it) is tried again.
     """
     if count == 1:
         return [process.pid]  # one worker: uvicorn serves in the process itself
@@ -148,8 +149,13 @@ def serving_workers(process: ServiceProcess, count: int) -> list[int]:
     while time.monotonic() < deadline:
         pids = spawned_workers(process.pid)
         with contextlib.ExitStack() as probes:
-            for _ in range(PROBES_PER_WORKER * count):
-                probes.enter_context(httpx.Client(base_url=process.url)).get("/readyz").raise_for_status()
+            try:
+                for _ in range(PROBES_PER_WORKER * count):
+                    probes.enter_context(httpx.Client(base_url=process.url)).get("/readyz").raise_for_status()
+            except httpx.TransportError:
+                # a connection queued on the socket of a worker that has just died is reset with it
+                time.sleep(POLL_SECONDS)
+                continue
             held = connections_held(process.port, pids)
         if len(pids) == count and all(held.values()):
             return pids

@@ -30,11 +30,13 @@ COMMAND = ".venv/bin/python -m service.api_doc"
 BEGIN = f"<!-- the route table: written by `{COMMAND}` from the OpenAPI schema; a test fails when it is stale -->"
 END = "<!-- end of the route table -->"
 METHODS = ("get", "post", "put", "patch", "delete")
-# the API's routes that OpenAPI cannot describe (a WebSocket) or that are not part of the API (the page)
+# the routes that OpenAPI cannot describe (a WebSocket) or that are not part of the API (the page, the docs)
 OUTSIDE_SCHEMA = {
     "WS /v1/stream": "A feed: appends in, each message's replies pushed back, the session rules on each item "
     "([streaming.md](streaming.md))",
     "GET /": "The page: the champions, the last comparison, a live ar vs latent replay ([page.md](page.md))",
+    "GET /docs": "This reference as Swagger UI, served from the package (no network needed)",
+    "GET /redoc": "This reference as ReDoc, served from the package (no network needed)",
 }
 
 

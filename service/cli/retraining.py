@@ -40,7 +40,7 @@ def retrain_config(args: argparse.Namespace, settings: Settings, modes: tuple[st
         features=tuple(args.features.split(",")),
         model=model_config(args, "latent"),
         train=train_config(args),
-        as_of=args.as_of,
+        as_of=vars(args).get("as_of"),  # retrain's own option; a replay sets its days itself
     )
 
 

@@ -105,6 +105,7 @@ def test_every_route_is_documented_with_examples(client: TestClient):
         ("GET", "/v1/models/compare"),
         ("GET", "/v1/models/compare/plots"),
         ("GET", "/v1/models/compare/plots/{name}"),
+        ("GET", "/v1/models/promotions"),
         ("POST", "/v1/models/reload"),
         ("GET", "/v1/data/tickers"),
         ("GET", "/v1/data/prices"),
