@@ -8,27 +8,32 @@ record, in the same compare-and-set as its model state, so a retried batch
 (answered from its stored reply, never planned again) settles nothing twice and
 a batch that overlaps what was applied settles only by its new tail.
 
-Each settled (forecast, h) gives ``Settled`` sums for its horizon: the pinball
+Each settled (forecast, h) adds to ``Settled`` sums for its horizon: the pinball
 loss at every quantile level, whether the outcome fell inside the model's outer
 band (the 10-90% band of the default levels), and the absolute error of the
 median against that of the random walk (a forecast return of 0).
+
+An append settles one horizon of each of up to H forecasts, so this runs at
+every append: it works on flat lists of floats packed by one ``struct`` call
+each way, not on an object per forecast.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from data.errors import StateError
 
-# format, horizon, levels, count of pending forecasts, length of the version's name (which follows)
-_HEADER = struct.Struct("<BHHHB")
-# a pending forecast: the seq of its last observation, that observation's close, and how many of its
-# horizons still await an outcome (its last rows: horizons H - rows + 1..H, each Q float64 log returns)
-_PENDING = struct.Struct("<qdH")
-ISSUED_FORMAT = 1
+# format, horizon, levels, length of the version's name (which follows); then float64 values: each pending
+# forecast as the seq of its last observation (its origin), that observation's close, how many of its
+# horizons still await an outcome (its last ones), and their log-return quantiles, Q per horizon
+_HEADER = struct.Struct("<BHHB")
+ISSUED_FORMAT = 2
+_ENTRY = 3  # origin, close, horizons left
 
 
 @dataclass(frozen=True)
@@ -42,106 +47,140 @@ class Pending:
 
 @dataclass(frozen=True)
 class Issued:
-    """The forecasts of one model version a session answered and whose outcomes it still awaits."""
+    """The forecasts of one model version a session answered and whose outcomes it still awaits.
+
+    ``values``: each pending forecast, oldest first, as origin, close, horizons left, then their quantiles.
+    """
 
     version: str
     horizon: int
     levels: int
-    pending: tuple[Pending, ...] = ()
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def pending(self) -> tuple[Pending, ...]:
+        out, at, values = [], 0, self.values
+        while at < len(values):
+            end = at + _ENTRY + int(values[at + 2]) * self.levels
+            out.append(Pending(int(values[at]), values[at + 1], tuple(values[at + _ENTRY : end])))
+            at = end
+        return tuple(out)
 
     @property
     def newest(self) -> int | None:
-        return self.pending[-1].origin if self.pending else None
+        """The origin of the newest pending forecast (the last one's: it has every horizon left)."""
+        if not self.values:
+            return None
+        return int(self.values[len(self.values) - self.horizon * self.levels - _ENTRY])
 
     def with_forecast(self, origin: int, close: float, log_return: Sequence[Sequence[float]]) -> Issued:
-        """With the forecast made after observation ``origin`` (H rows of Q log returns) awaiting its outcomes."""
-        rows = tuple(value for row in log_return for value in row)
-        kept = tuple(p for p in self.pending if p.origin < origin)
-        return Issued(self.version, self.horizon, self.levels, (*kept, Pending(origin, close, rows)))
+        """With the forecast made after observation ``origin`` (H rows of Q log returns) awaiting its outcomes,
+        in place of any kept of that origin or later."""
+        kept = self.values
+        if kept and self.newest is not None and self.newest >= origin:
+            kept = [v for p in self.pending if p.origin < origin for v in _flat(p, self.levels)]
+        values = [*kept, origin, close, self.horizon]
+        for row in log_return:
+            values += row
+        return Issued(self.version, self.horizon, self.levels, values)
 
     def to_bytes(self) -> bytes:
         name = self.version.encode()
-        parts = [_HEADER.pack(ISSUED_FORMAT, self.horizon, self.levels, len(self.pending), len(name)), name]
-        for p in self.pending:
-            parts.append(_PENDING.pack(p.origin, p.close, len(p.rows) // self.levels))
-            parts.append(struct.pack(f"<{len(p.rows)}d", *p.rows))
-        return b"".join(parts)
+        header = _HEADER.pack(ISSUED_FORMAT, self.horizon, self.levels, len(name))
+        return header + name + _doubles(len(self.values)).pack(*self.values)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Issued:
-        """Inverse of ``to_bytes``; ``StateError`` naming what does not read."""
+        """Inverse of ``to_bytes``; ``StateError`` naming what does not read (``settle`` checks each forecast's
+        length as it reads it)."""
         if len(blob) < _HEADER.size:
             raise StateError(f"issued forecasts truncated: {len(blob)} bytes")
-        fmt, horizon, levels, count, length = _HEADER.unpack_from(blob)
-        if fmt != ISSUED_FORMAT or levels == 0:
-            raise StateError(f"issued forecasts of format {fmt} with {levels} levels do not read")
+        fmt, horizon, levels, length = _HEADER.unpack_from(blob)
         at = _HEADER.size + length
-        version = blob[_HEADER.size : at].decode()
-        pending: list[Pending] = []
-        for _ in range(count):
-            if at + _PENDING.size > len(blob):
-                raise StateError(f"issued forecasts truncated after {len(pending)} of {count}")
-            origin, close, rows = _PENDING.unpack_from(blob, at)
-            at += _PENDING.size
-            end = at + 8 * rows * levels
-            if rows > horizon or end > len(blob):
-                raise StateError(f"issued forecast {origin} holds {rows} horizons of a model of {horizon}")
-            pending.append(Pending(origin, close, struct.unpack_from(f"<{rows * levels}d", blob, at)))
-            at = end
-        if at != len(blob):
-            raise StateError(f"issued forecasts have {len(blob) - at} bytes too many")
-        return cls(version, horizon, levels, tuple(pending))
+        if fmt != ISSUED_FORMAT or levels == 0 or (len(blob) - at) % 8:
+            raise StateError(f"issued forecasts of format {fmt}, {levels} levels and {len(blob)} bytes do not read")
+        values = _doubles((len(blob) - at) // 8).unpack_from(blob, at)
+        return cls(blob[_HEADER.size : at].decode(), horizon, levels, list(values))
+
+
+# where a horizon's sums stand in ``Settled.sums``: the count, then the pinball sum of each level, then these
+COUNT, INSIDE, ABS_ERROR, WALK_ABS_ERROR = 0, -3, -2, -1
 
 
 @dataclass(frozen=True)
 class Settled:
-    """Sums over the forecasts of one horizon that one batch settled."""
+    """Sums over the forecasts that one batch settled, by horizon: for each, the count, the pinball loss
+    summed at each level, the outcomes inside the outer band (bounds included), the median's absolute
+    errors summed, and the random walk's (``|outcome|``: it forecasts a log return of 0)."""
 
-    horizon: int
-    count: int
     levels: tuple[float, ...]  # the model's quantile levels
-    pinball: tuple[float, ...]  # per quantile level
-    inside: int  # outcomes inside the outer band, bounds included
-    abs_error: float  # |outcome - median|
-    walk_abs_error: float  # |outcome|: the random walk forecasts a log return of 0
+    sums: dict[int, list[float]]  # by horizon: count, pinball per level..., inside, abs error, walk abs error
+
+    def pinball(self, horizon: int) -> list[float]:
+        return self.sums[horizon][1:INSIDE]
 
 
 def settle(
     issued: Issued, first_seq: int, closes: Sequence[float], levels: tuple[float, ...]
-) -> tuple[list[Settled], Issued]:
+) -> tuple[Settled, Issued]:
     """What the observations ``first_seq, first_seq + 1, ...`` (their ``closes``) settle, and what still awaits.
 
     A pending forecast's horizon h is settled by observation ``origin + h``; a forecast is dropped once its
     last horizon is. ``levels`` are the model's increasing quantile levels; its outer band is the first to
     the last, and its median the level 0.5 (which every model has).
     """
-    q = len(levels)
-    median = levels.index(0.5)
-    horizon = issued.horizon
+    q, pairs, median = _levels(levels)
+    horizon, values = issued.horizon, issued.values
+    log = math.log
     sums: dict[int, list[float]] = {}
-    kept = []
+    kept: list[float] = []
     last = first_seq + len(closes) - 1
-    for p in issued.pending:
-        remaining = len(p.rows) // q
+    at = 0
+    while at < len(values):
+        origin, close, remaining = int(values[at]), values[at + 1], int(values[at + 2])
+        rows_at = at + _ENTRY
+        at = rows_at + remaining * q
+        if not 0 < remaining <= horizon or at > len(values):
+            raise StateError(
+                f"issued forecasts do not read: {remaining} horizons left of a model of {horizon}, "
+                f"in {len(values)} values"
+            )
         first_h = horizon - remaining + 1
-        for h in range(max(first_h, first_seq - p.origin), min(horizon, last - p.origin) + 1):
-            outcome = math.log(closes[p.origin + h - first_seq] / p.close)
-            row = p.rows[(h - first_h) * q : (h - first_h + 1) * q]
+        h = max(first_h, first_seq - origin)  # the horizons of this forecast that the closes settle
+        stop = min(horizon, last - origin)
+        while h <= stop:
+            outcome = log(closes[origin + h - first_seq] / close)
+            row_at = rows_at + (h - first_h) * q
+            row = values[row_at : row_at + q]
+            # the pinball loss at each level: max(level * e, (level - 1) * e) for e = outcome - quantile
+            errors = [outcome - v for v in row]
+            scores = [level * e if e >= 0 else below * e for (level, below), e in zip(pairs, errors, strict=True)]
+            scores += (1.0 if row[0] <= outcome <= row[-1] else 0.0, abs(outcome - row[median]), abs(outcome))
             acc = sums.get(h)
             if acc is None:
-                acc = sums[h] = [0.0] * (q + 4)
-            acc[0] += 1
-            for i, (level, value) in enumerate(zip(levels, row, strict=True)):
-                error = outcome - value
-                acc[1 + i] += max(level * error, (level - 1) * error)
-            acc[q + 1] += row[0] <= outcome <= row[-1]
-            acc[q + 2] += abs(outcome - row[median])
-            acc[q + 3] += abs(outcome)
-        left = min(remaining, p.origin + horizon - max(last, p.origin))
+                sums[h] = [1.0, *scores]
+            else:
+                acc[0] += 1
+                for i, value in enumerate(scores, 1):
+                    acc[i] += value
+            h += 1
+        left = min(remaining, origin + horizon - max(last, origin))
         if left > 0:
-            kept.append(p if left == remaining else Pending(p.origin, p.close, p.rows[(remaining - left) * q :]))
-    settled = [
-        Settled(h, int(acc[0]), levels, tuple(acc[1 : q + 1]), int(acc[q + 1]), acc[q + 2], acc[q + 3])
-        for h, acc in sorted(sums.items())
-    ]
-    return settled, Issued(issued.version, horizon, issued.levels, tuple(kept))
+            kept += (origin, close, left)
+            kept += values[at - left * q : at]
+    return Settled(levels, sums), Issued(issued.version, horizon, issued.levels, kept)
+
+
+def _flat(p: Pending, levels: int) -> tuple[float, ...]:
+    return (p.origin, p.close, len(p.rows) // levels, *p.rows)
+
+
+@functools.cache
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}d")
+
+
+@functools.cache
+def _levels(levels: tuple[float, ...]) -> tuple[int, tuple[tuple[float, float], ...], int]:
+    """Q, each level with the weight of an error below it (level - 1), and where the median is."""
+    return len(levels), tuple((level, level - 1) for level in levels), levels.index(0.5)

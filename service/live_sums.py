@@ -12,13 +12,12 @@ and the median's mean absolute error against the random walk's.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from service.live_scores import Settled
+from service.live_scores import ABS_ERROR, COUNT, INSIDE, WALK_ABS_ERROR, Settled
 from training.coverage_tests import coverage_tests
 
 # a field of the Redis hash: version, mode, horizon, then the sum's name ("n", "inside", "abs", "walk",
@@ -29,23 +28,45 @@ SUM_NAMES = ("n", "inside", "abs", "walk")
 
 @dataclass
 class HorizonSums:
-    """Sums of one version's settled forecasts of one horizon since ``since`` (seconds since the epoch)."""
+    """Sums of one version's settled forecasts of one horizon since ``since`` (seconds since the epoch):
+    ``totals`` as ``Settled.sums`` holds them (count, pinball per level of ``levels``, inside, abs error,
+    walk abs error)."""
 
-    count: int = 0
-    pinball: dict[float, float] = field(default_factory=dict)  # by quantile level
-    inside: int = 0
-    abs_error: float = 0.0
-    walk_abs_error: float = 0.0
+    levels: tuple[float, ...] = ()
+    totals: list[float] = field(default_factory=list)
     since: float = math.inf
 
-    def add(self, settled: Settled, now: float) -> None:
-        self.count += settled.count
-        for level, loss in zip(settled.levels, settled.pinball, strict=True):
-            self.pinball[level] = self.pinball.get(level, 0.0) + loss
-        self.inside += settled.inside
-        self.abs_error += settled.abs_error
-        self.walk_abs_error += settled.walk_abs_error
-        self.since = min(self.since, now)
+    def add(self, levels: tuple[float, ...], sums: list[float], now: float) -> None:
+        """Add one horizon's ``Settled.sums``."""
+        totals = self.totals
+        if not totals:
+            self.levels, self.totals = levels, list(sums)
+        else:
+            for i, value in enumerate(sums):
+                totals[i] += value
+        if now < self.since:
+            self.since = now
+
+    @property
+    def count(self) -> int:
+        return int(self.totals[COUNT]) if self.totals else 0
+
+    @property
+    def pinball(self) -> dict[float, float]:
+        """The pinball sum by quantile level."""
+        return dict(zip(self.levels, self.totals[1:INSIDE], strict=True))
+
+    @property
+    def inside(self) -> int:
+        return int(self.totals[INSIDE]) if self.totals else 0
+
+    @property
+    def abs_error(self) -> float:
+        return self.totals[ABS_ERROR] if self.totals else 0.0
+
+    @property
+    def walk_abs_error(self) -> float:
+        return self.totals[WALK_ABS_ERROR] if self.totals else 0.0
 
 
 Key = tuple[str, str, int]  # version, mode, horizon
@@ -57,67 +78,59 @@ class LiveSums:
     def __init__(self) -> None:
         self.sums: dict[Key, HorizonSums] = {}
 
-    def add(self, version: str, mode: str, settled: Iterable[Settled], now: float) -> None:
-        for one in settled:
-            key = (version, mode, one.horizon)
-            sums = self.sums.get(key)
-            if sums is None:
-                sums = self.sums[key] = HorizonSums()
-            sums.add(one, now)
+    def add(self, version: str, mode: str, settled: Settled, now: float) -> None:
+        for horizon, sums in settled.sums.items():
+            key = (version, mode, horizon)
+            kept = self.sums.get(key)
+            if kept is None:
+                kept = self.sums[key] = HorizonSums()
+            kept.add(settled.levels, sums, now)
 
 
-def fields(version: str, mode: str, settled: Iterable[Settled]) -> dict[str, float]:
+def fields(version: str, mode: str, settled: Settled) -> dict[str, float]:
     """The increments of the Redis hash's fields that ``settled`` makes (``since`` is set apart, once)."""
     out: dict[str, float] = {}
-    for one in settled:
-        prefix = SEPARATOR.join((version, mode, str(one.horizon), ""))
-        out[prefix + "n"] = one.count
-        out[prefix + "inside"] = one.inside
-        out[prefix + "abs"] = one.abs_error
-        out[prefix + "walk"] = one.walk_abs_error
-        for level, loss in zip(one.levels, one.pinball, strict=True):
+    for horizon, sums in settled.sums.items():
+        prefix = SEPARATOR.join((version, mode, str(horizon), ""))
+        out[prefix + "n"] = sums[COUNT]
+        out[prefix + "inside"] = sums[INSIDE]
+        out[prefix + "abs"] = sums[ABS_ERROR]
+        out[prefix + "walk"] = sums[WALK_ABS_ERROR]
+        for level, loss in zip(settled.levels, sums[1:INSIDE], strict=True):
             out[f"{prefix}p{level!r}"] = loss
     return out
 
 
-def since_fields(version: str, mode: str, settled: Iterable[Settled]) -> list[str]:
+def since_fields(version: str, mode: str, settled: Settled) -> list[str]:
     """The ``since`` field of each horizon ``settled`` holds."""
-    return [SEPARATOR.join((version, mode, str(one.horizon), "since")) for one in settled]
+    return [SEPARATOR.join((version, mode, str(horizon), "since")) for horizon in settled.sums]
 
 
 def from_fields(values: dict[str, str]) -> LiveSums:
     """The sums a Redis hash holds (as ``fields`` and ``since_fields`` wrote them); fields of another shape
     are skipped."""
-    live = LiveSums()
+    named: dict[Key, dict[str, float]] = {}
     for name, value in values.items():
         parts = name.rsplit(SEPARATOR, 3)
-        if len(parts) != 4 or not parts[2].isdigit():
+        if len(parts) == 4 and parts[2].isdigit():
+            named.setdefault((parts[0], parts[1], int(parts[2])), {})[parts[3]] = float(value)
+    live = LiveSums()
+    for key, sums in named.items():
+        pinball = sorted((float(name[1:]), total) for name, total in sums.items() if name.startswith("p"))
+        if "n" not in sums or not pinball:
             continue
-        version, mode, horizon, sum_name = parts
-        key = (version, mode, int(horizon))
-        sums = live.sums.get(key)
-        if sums is None:
-            sums = live.sums[key] = HorizonSums()
-        number = float(value)
-        if sum_name == "n":
-            sums.count = int(number)
-        elif sum_name == "inside":
-            sums.inside = int(number)
-        elif sum_name == "abs":
-            sums.abs_error = number
-        elif sum_name == "walk":
-            sums.walk_abs_error = number
-        elif sum_name == "since":
-            sums.since = number
-        elif sum_name.startswith("p"):
-            sums.pinball[float(sum_name[1:])] = number
+        totals = [sums["n"], *(total for _, total in pinball)]
+        totals += [sums.get("inside", 0.0), sums.get("abs", 0.0), sums.get("walk", 0.0)]
+        levels = tuple(level for level, _ in pinball)
+        live.sums[key] = HorizonSums(levels, totals, sums.get("since", math.inf))
     return live
 
 
 def horizon_report(horizon: int, sums: HorizonSums) -> dict[str, Any]:
     """The means of one horizon's sums, as ``GET /v1/models/live`` shows them."""
     n = sums.count
-    levels = sorted(sums.pinball)
+    pinball = sums.pinball
+    levels = sorted(pinball)
     band = (levels[0], levels[-1]) if levels else (math.nan, math.nan)
     kupiec = None
     if n >= 2 and levels:
@@ -128,8 +141,8 @@ def horizon_report(horizon: int, sums: HorizonSums) -> dict[str, Any]:
         "horizon": horizon,
         "count": n,
         "since": None if math.isinf(sums.since) else sums.since,
-        "pinball": _mean(sum(sums.pinball.values()), n * len(levels)),
-        "pinball_by_level": {repr(level): _mean(sums.pinball[level], n) for level in levels},
+        "pinball": _mean(sum(pinball.values()), n * len(levels)),
+        "pinball_by_level": {repr(level): _mean(pinball[level], n) for level in levels},
         "band": list(band),
         "coverage": _mean(sums.inside, n),
         "expected_coverage": band[1] - band[0],

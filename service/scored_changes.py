@@ -13,15 +13,14 @@ from the forecast its state answers now, the last one the session answered.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from data.errors import StateError
 from models.predictor import Predictor
-from service.live_scores import Issued, settle
+from service.live_scores import Issued, Settled, settle
 from service.replies import SessionReply
 from service.session_steps import Append, Change, adaptive_offsets, state_of
-from service.stores import SessionRecord
+from service.stores import SessionRecord, SessionUpdate
 
 Planned = SessionReply | Change | Exception
 
@@ -46,8 +45,17 @@ def _scored_change(predictor: Predictor, levels: tuple[float, ...], record: Sess
     forecast = change.reply.forecast
     if forecast is not None:
         issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
-    update = dataclasses.replace(update, issued=issued.to_bytes(), scores=tuple(settled))
-    return dataclasses.replace(change, update=update)
+    return Change(
+        _with_live(update, issued.to_bytes(), settled if settled.sums else None), change.reply, change.applied
+    )
+
+
+def _with_live(update: SessionUpdate, issued: bytes, scores: Settled | None) -> SessionUpdate:
+    """``dataclasses.replace(update, issued=issued, scores=scores)``, made as a copy of its fields: ``replace``
+    calls the class with every field by name, which costs more than scoring the append."""
+    scored_update = object.__new__(SessionUpdate)
+    scored_update.__dict__.update(update.__dict__, issued=issued, scores=scores)
+    return scored_update
 
 
 def awaiting(predictor: Predictor, record: SessionRecord) -> Issued:

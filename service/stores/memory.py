@@ -142,7 +142,7 @@ class MemorySessionStore:
         if entry is None or entry.record.next_seq != expected_seq:
             return False
         apply(entry, update, self.limits)
-        if update.scores:
+        if update.scores is not None:
             self.live.add(update.version, update.mode, update.scores, update.updated)
         return True
 

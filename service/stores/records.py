@@ -119,7 +119,7 @@ class SessionUpdate:
     clear_replies: bool = False
     calibration: bytes | None = None
     issued: bytes | None = None
-    scores: tuple[Settled, ...] = ()
+    scores: Settled | None = None
 
 
 @dataclass(frozen=True)

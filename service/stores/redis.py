@@ -189,7 +189,7 @@ class RedisSessionStore:
         async with available(self.url):
             await self._ready()
             result = await self._commands.run(COMMIT, [self._keys.session(session_id)], args)
-            if int(result) == 1 and update.scores:
+            if int(result) == 1 and update.scores is not None:
                 await add_live(
                     self._commands,
                     self._keys.prefix,

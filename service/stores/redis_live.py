@@ -51,7 +51,7 @@ async def add_live(
     update_seq: int,
     version: str,
     mode: str,
-    settled: tuple[Settled, ...],
+    settled: Settled,
     now: float,
 ) -> None:
     """Add what the applied commit that moved ``session_id`` to ``update_seq`` settled to the sums, once."""

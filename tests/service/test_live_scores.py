@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import pytest
 
 from data.errors import StateError
-from service.live_scores import Issued, Pending, Settled, settle
+from service.live_scores import Issued, Pending, settle
 
 LEVELS = (0.1, 0.5, 0.9)
 
@@ -22,14 +23,15 @@ def test_an_h_step_forecast_is_settled_by_the_observation_h_after_it_and_scored_
     closes = [100.0, 101.0, 99.0]
     settled, left = settle(issued_after(closes, 0), 1, closes[1:2], LEVELS)
     outcome = math.log(101.0 / 100.0)
-    [one] = settled
-    assert (one.horizon, one.count, one.inside) == (1, 1, 1)
-    assert one.pinball == pytest.approx((0.1 * (outcome + 0.01), 0.5 * outcome, 0.1 * (0.01 - outcome)), rel=1e-12)
-    assert (one.abs_error, one.walk_abs_error) == pytest.approx((outcome, outcome))
+    pinball = [0.1 * (outcome + 0.01), 0.5 * outcome, 0.1 * (0.01 - outcome)]
+    assert settled.levels == LEVELS
+    assert settled.sums == {1: pytest.approx([1, *pinball, 1, outcome, outcome], rel=1e-12)}
+    assert settled.pinball(1) == pytest.approx(pinball, rel=1e-12)
     assert [len(p.rows) for p in left.pending] == [3]  # horizon 2 awaits observation 2
     settled, left = settle(left, 2, closes[2:], LEVELS)
     outcome = math.log(99.0 / 100.0)
-    assert settled == [Settled(2, 1, LEVELS, settled[0].pinball, 1, abs(outcome - 0.001), abs(outcome))]
+    pinball = [0.1 * (outcome + 0.02), 0.5 * (0.001 - outcome), 0.1 * (0.02 - outcome)]
+    assert settled.sums[2] == pytest.approx([1, *pinball, 1, abs(outcome - 0.001), abs(outcome)], rel=1e-12)
     assert left.pending == ()
 
 
@@ -38,7 +40,7 @@ def test_a_batch_of_several_closes_settles_each_horizon_it_reaches_once() -> Non
     issued = issued_after(closes, 0).with_forecast(1, closes[1], [[0.0, 0.0, 0.0], [-0.1, 0.0, 0.1]])
     settled, left = settle(issued, 2, closes[2:], LEVELS)
     # origin 0: horizon 2 (its horizon 1 was settled before it was kept); origin 1: horizons 1 and 2
-    assert [(s.horizon, s.count) for s in settled] == [(1, 1), (2, 2)]
+    assert {h: sums[0] for h, sums in settled.sums.items()} == {2: 2, 1: 1}
     assert left.pending == ()
 
 
@@ -55,7 +57,10 @@ def test_issued_forecasts_read_back_as_written_and_bad_bytes_are_named() -> None
     blob = issued.to_bytes()
     with pytest.raises(StateError, match="issued forecasts truncated: 3 bytes"):
         Issued.from_bytes(blob[:3])
-    with pytest.raises(StateError, match="issued forecasts have 1 bytes too many"):
+    with pytest.raises(StateError, match="issued forecasts of format 2, 3 levels and 129 bytes do not read"):
         Issued.from_bytes(blob + b"\x00")
-    with pytest.raises(StateError, match="issued forecasts truncated after 0 of 2"):
-        Issued.from_bytes(blob[:12])
+    with pytest.raises(StateError, match="do not read: 2 horizons left of a model of 2, in 14 values"):
+        settle(Issued.from_bytes(blob[:-8]), 3, [98.0], LEVELS)  # the last forecast's rows cut short
+    at = len(blob) - 8 * 7  # the last forecast's horizons left: 6 values after it
+    with pytest.raises(StateError, match="do not read: 3 horizons left of a model of 2, in 15 values"):
+        settle(Issued.from_bytes(blob[:at] + struct.pack("<d", 3.0) + blob[at + 8 :]), 3, [98.0], LEVELS)
