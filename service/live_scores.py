@@ -68,10 +68,10 @@ class Issued:
 
     @property
     def newest(self) -> int | None:
-        """The origin of the newest pending forecast (the last one's: it has every horizon left)."""
-        if not self.values:
-            return None
-        return int(self.values[len(self.values) - self.horizon * self.levels - _ENTRY])
+        """The origin of the newest pending forecast (the last one's: it has every horizon left); None if
+        there is none (or too few values for one: ``settle`` says what does not read)."""
+        at = len(self.values) - self.horizon * self.levels - _ENTRY
+        return int(self.values[at]) if at >= 0 else None
 
     def with_forecast(self, origin: int, close: float, log_return: Sequence[Sequence[float]]) -> Issued:
         """With the forecast made after observation ``origin`` (H rows of Q log returns) awaiting its outcomes,

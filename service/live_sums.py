@@ -2,7 +2,7 @@
 
 A store keeps one ``HorizonSums`` per (version, mode, horizon): a few numbers
 whatever the number of sessions. The Redis store keeps them as fields of one
-hash (``fields`` and ``from_fields``), added to by ``HINCRBYFLOAT`` so that
+hash (``from_fields`` reads them), added to by ``HINCRBYFLOAT`` so that
 several API processes add up; the memory store keeps them in a ``LiveSums``.
 ``report`` turns them into means: pinball loss (over its levels, as
 ``training.metrics.pinball``), coverage of the outer band with Kupiec's test,
@@ -23,7 +23,6 @@ from training.coverage_tests import coverage_tests
 # a field of the Redis hash: version, mode, horizon, then the sum's name ("n", "inside", "abs", "walk",
 # "since", or "p" and a level)
 SEPARATOR = "|"
-SUM_NAMES = ("n", "inside", "abs", "walk")
 
 
 @dataclass
@@ -87,28 +86,9 @@ class LiveSums:
             kept.add(settled.levels, sums, now)
 
 
-def fields(version: str, mode: str, settled: Settled) -> dict[str, float]:
-    """The increments of the Redis hash's fields that ``settled`` makes (``since`` is set apart, once)."""
-    out: dict[str, float] = {}
-    for horizon, sums in settled.sums.items():
-        prefix = SEPARATOR.join((version, mode, str(horizon), ""))
-        out[prefix + "n"] = sums[COUNT]
-        out[prefix + "inside"] = sums[INSIDE]
-        out[prefix + "abs"] = sums[ABS_ERROR]
-        out[prefix + "walk"] = sums[WALK_ABS_ERROR]
-        for level, loss in zip(settled.levels, sums[1:INSIDE], strict=True):
-            out[f"{prefix}p{level!r}"] = loss
-    return out
-
-
-def since_fields(version: str, mode: str, settled: Settled) -> list[str]:
-    """The ``since`` field of each horizon ``settled`` holds."""
-    return [SEPARATOR.join((version, mode, str(horizon), "since")) for horizon in settled.sums]
-
-
 def from_fields(values: dict[str, str]) -> LiveSums:
-    """The sums a Redis hash holds (as ``fields`` and ``since_fields`` wrote them); fields of another shape
-    are skipped."""
+    """The sums a Redis hash holds (as ``service/stores/redis_live.py`` adds them); fields of another
+    shape are skipped."""
     named: dict[Key, dict[str, float]] = {}
     for name, value in values.items():
         parts = name.rsplit(SEPARATOR, 3)

@@ -7,12 +7,14 @@ still awaits outcomes (``SessionUpdate.issued``, stored in the same
 compare-and-set). A stored reply (a retry) or a refusal settles nothing.
 
 A record whose issued forecasts are missing (a session opened, migrated, or
-kept while scoring was off) or are another version's (a migration) starts
-from the forecast its state answers now, the last one the session answered.
+kept while scoring was off), are another version's (a migration) or do not
+read starts from the forecast its state answers now, the last one the session
+answered: scoring never refuses an append.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from data.errors import StateError
@@ -41,7 +43,11 @@ def _scored_change(predictor: Predictor, levels: tuple[float, ...], record: Sess
     closes = [obs.close for obs in update.appended]
     if not closes:
         return change
-    settled, issued = settle(awaiting(predictor, record), record.next_seq, closes, levels)
+    try:
+        settled, issued = settle(awaiting(predictor, record), record.next_seq, closes, levels)
+    except StateError:  # kept forecasts that do not read: scoring goes on from the one the state answers
+        record = dataclasses.replace(record, issued=b"")
+        settled, issued = settle(awaiting(predictor, record), record.next_seq, closes, levels)
     forecast = change.reply.forecast
     if forecast is not None:
         issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)

@@ -31,7 +31,7 @@ from service.stores.records import (
 )
 from service.stores.redis_index import Entry, SessionIndex
 from service.stores.redis_keys import Keys
-from service.stores.redis_live import add_live, read_live
+from service.stores.redis_live import COMMIT_SCORED, add_live, live_args, live_key, read_live
 from service.stores.redis_pipeline import Commands, available, connect, text
 from service.stores.redis_scripts import COMMIT, CREATE, DELETE, GET, SCRIPTS, field_pairs
 from service.stores.redis_upgrade import LegacyUpgrade
@@ -186,10 +186,15 @@ class RedisSessionStore:
             int(update.issued is not None),
             update.issued or b"",
         ]
+        script, keys = COMMIT, [self._keys.session(session_id)]
+        scores = update.scores
+        if scores is not None and not self.cluster:  # the sums move in the commit's own script
+            script, keys = COMMIT_SCORED, [*keys, live_key(self._keys.prefix)]
+            args += live_args(update.version, update.mode, scores, update.updated)
         async with available(self.url):
             await self._ready()
-            result = await self._commands.run(COMMIT, [self._keys.session(session_id)], args)
-            if int(result) == 1 and update.scores is not None:
+            result = await self._commands.run(script, keys, args)
+            if int(result) == 1 and scores is not None and self.cluster:
                 await add_live(
                     self._commands,
                     self._keys.prefix,
@@ -197,7 +202,7 @@ class RedisSessionStore:
                     update.next_seq,
                     update.version,
                     update.mode,
-                    update.scores,
+                    scores,
                     update.updated,
                 )
         return int(result) == 1

@@ -2,34 +2,66 @@
 
     {<prefix>}:live    hash: "<version>|<mode>|<horizon>|<sum>" -> number (``service/live_sums.py``)
 
-A commit that settles forecasts adds to it by ``LIVE_ADD`` once the session's
-compare-and-set has applied the commit: the two keys lie in different hash
-slots, so no one script can change both. Every API process sharing the server
-adds to the same fields; a process that stops between the two scripts loses
-that commit's scores, and none is ever added twice (a retry is answered from
-the stored reply, which settles nothing).
+On one server, a commit that settles forecasts adds to it in the commit's own
+script (``COMMIT_SCORED``: the session's compare-and-set, then the sums), so
+the sums move exactly when the session does. On a cluster the hash and a
+session lie in different hash slots, which no one script may touch together:
+there ``LIVE_ADD`` adds once the commit's script has applied it. A process that
+stops between the two loses that commit's scores; none is ever added twice,
+since the add is marked with the session and its new ``next_seq`` for a minute
+and a resent add (the client resends a command once over a fresh connection
+when the first one broke) finds the mark.
 """
 
 from __future__ import annotations
 
-from service.live_scores import Settled
-from service.live_sums import LiveSums, fields, from_fields, since_fields
-from service.stores.redis_pipeline import Commands, text
-from service.stores.redis_scripts import Script
+import functools
+import struct
+from typing import Any
 
-# KEYS: the live hash, the commit's mark. ARGV: mark's lifetime (ms), now (seconds), k, then k "since" fields
-# (set if absent), then field, increment pairs. A mark already there is this commit added before (the client
-# resends a command once over a fresh connection when the first one broke): then nothing is added.
+from service.live_scores import Settled
+from service.live_sums import SEPARATOR, LiveSums, from_fields
+from service.stores.redis_pipeline import Commands, text
+from service.stores.redis_scripts import COMMIT, Script
+
+# LIVE: the live hash. The last ARGV is how many live arguments come before it: now (seconds), the fields'
+# prefix ("<version>|<mode>|"), Q, the Q levels' names, then float64 values, for each horizon settled: the
+# horizon, then its ``Settled.sums`` (count, pinball per level, inside, abs error, walk abs error). Each is
+# added by HINCRBYFLOAT as 17 digits, which read back as the same double.
+_ADD = """
+local live_n = tonumber(ARGV[#ARGV])
+local first = #ARGV - live_n
+local now, prefix, q = ARGV[first], ARGV[first + 1], tonumber(ARGV[first + 2])
+local blob = ARGV[first + 3 + q]
+local v = {struct.unpack('<' .. string.rep('d', #blob / 8), blob)}
+local function add(name, value) redis.call('HINCRBYFLOAT', LIVE, name, string.format('%.17g', value)) end
+for at = 1, #blob / 8, q + 5 do
+  local name = prefix .. string.format('%d', v[at]) .. '|'
+  redis.call('HSETNX', LIVE, name .. 'since', now)
+  add(name .. 'n', v[at + 1])
+  for i = 1, q do add(name .. 'p' .. ARGV[first + 2 + i], v[at + 1 + i]) end
+  add(name .. 'inside', v[at + 2 + q])
+  add(name .. 'abs', v[at + 3 + q])
+  add(name .. 'walk', v[at + 4 + q])
+end
+"""
+_APPLIED = "return 1\n"
+assert COMMIT.source.endswith(_APPLIED), "COMMIT must end by returning 1 once applied"
+
+# COMMIT, and once it has applied the update, the live add. KEYS: session, live hash. ARGV: COMMIT's, then
+# the live arguments.
+COMMIT_SCORED = Script(COMMIT.source.removesuffix(_APPLIED) + "local LIVE = KEYS[2]\n" + _ADD + _APPLIED)
+
+# KEYS: the live hash, the commit's mark. ARGV: the mark's lifetime (ms), then the live arguments.
+# A mark already there is this commit's add, made before: then nothing is added.
 LIVE_ADD = Script(
     """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-local k = tonumber(ARGV[3])
-for i = 4, k + 3 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[2]) end
-for i = k + 4, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
-return 1
+local LIVE = KEYS[1]
 """
+    + _ADD
+    + "return 1\n"
 )
-
 
 # how long a commit's mark is kept: longer than the client takes to resend a command
 MARK_MS = 60_000
@@ -44,6 +76,25 @@ def mark_key(prefix: str, session_id: str, next_seq: int) -> str:
     return f"{{{prefix}}}:live:{session_id}:{next_seq}"
 
 
+def live_args(version: str, mode: str, settled: Settled, now: float) -> list[Any]:
+    """The live arguments of ``_ADD`` for what one commit ``settled``, their count last."""
+    values = [value for horizon, sums in settled.sums.items() for value in (horizon, *sums)]
+    levels = [repr(level) for level in settled.levels]
+    args: list[Any] = [
+        repr(now),
+        SEPARATOR.join((version, mode, "")),
+        len(levels),
+        *levels,
+        _doubles(len(values)).pack(*values),
+    ]
+    return [*args, len(args)]
+
+
+@functools.cache
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}d")
+
+
 async def add_live(
     commands: Commands,
     prefix: str,
@@ -55,10 +106,8 @@ async def add_live(
     now: float,
 ) -> None:
     """Add what the applied commit that moved ``session_id`` to ``update_seq`` settled to the sums, once."""
-    since = since_fields(version, mode, settled)
-    increments = [v for name, value in fields(version, mode, settled).items() for v in (name, repr(value))]
     keys = [live_key(prefix), mark_key(prefix, session_id, update_seq)]
-    await commands.run(LIVE_ADD, keys, [MARK_MS, repr(now), len(since), *since, *increments])
+    await commands.run(LIVE_ADD, keys, [MARK_MS, *live_args(version, mode, settled, now)])
 
 
 async def read_live(commands: Commands, prefix: str) -> LiveSums:

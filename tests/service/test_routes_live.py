@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -171,3 +173,27 @@ def test_bulk_appends_of_many_sessions_are_scored_as_single_appends(
         assert shown[h]["mae"] == pytest.approx(
             sum(e[h]["mae"] * e[h]["count"] for e in expected) / shown[h]["count"], rel=1e-12
         )
+
+
+def test_two_processes_racing_with_the_same_batches_count_each_settled_forecast_once(
+    make_settings: MakeSettings, closes: list[float], redis_server: str, redis_prefix: str
+) -> None:
+    settings = make_settings(store="redis", redis_url=redis_server, redis_prefix=redis_prefix)
+    offline = Offline(closes)
+    with (
+        TestClient(create_app(settings)) as one,
+        TestClient(create_app(settings)) as two,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        session_id = open_session(one, closes, offline)
+        seq = WARM
+        while seq < WARM + 16:
+            batch = closes[seq : seq + (2 if seq % 5 == 0 else 1)]
+            # both send it at once: one commits, the other loses the compare-and-set or finds it applied,
+            # and is answered as a retry
+            replies = list(pool.map(append, (one, two), repeat(session_id), repeat(seq), repeat(batch)))
+            assert replies[0] == replies[1]
+            offline.answered(replies[0])
+            seq += len(batch)
+        shown = live(two)
+    assert_scores(shown, offline.scores(seq))

@@ -6,7 +6,8 @@ import dataclasses
 
 from models.predictor import Observation, SeriesState
 from service.live_scores import Issued
-from service.scored_changes import awaiting
+from service.scored_changes import awaiting, scored
+from service.session_steps import Append, Change, plan_appends
 from service.stores import SessionRecord
 from training.registry import Registry
 
@@ -47,3 +48,16 @@ def test_kept_forecasts_that_hold_the_newest_are_read_as_kept(registry: Registry
     )
     record, _ = record_after(registry, bars, kept.to_bytes())
     assert awaiting(registry.predictor(record.version), record) == kept
+
+
+def test_kept_forecasts_that_do_not_read_never_refuse_an_append(registry: Registry, bars):
+    _, now = record_after(registry, bars, b"")
+    broken = Issued(now.version, 3, 3, [float(WARM - 1), 100.0, 7.0, 0.0]).to_bytes()  # 7 horizons of 3
+    record, _ = record_after(registry, bars, broken)
+    predictor = registry.predictor(record.version)
+    append = Append(record, WARM, [bars[WARM]])
+    [change] = scored(predictor, [append], plan_appends(predictor, [append], 0.0))
+    assert isinstance(change, Change) and change.update.scores is not None
+    assert change.update.scores.sums.keys() == {1}  # the forecast the state answered, settled at horizon 1
+    assert change.update.issued is not None
+    assert [p.origin for p in Issued.from_bytes(change.update.issued).pending] == [WARM - 1, WARM]
