@@ -135,26 +135,32 @@ def settle(
     sums: dict[int, list[float]] = {}
     kept: list[float] = []
     last = first_seq + len(closes) - 1
-    at = 0
-    while at < len(values):
+    at, end = 0, len(values)
+    # plain comparisons, not min and max: this runs for each of H forecasts at every append
+    while at < end:
         origin, close, remaining = int(values[at]), values[at + 1], int(values[at + 2])
         rows_at = at + _ENTRY
         at = rows_at + remaining * q
-        if not 0 < remaining <= horizon or at > len(values):
+        if remaining <= 0 or remaining > horizon or at > end:
             raise StateError(
-                f"issued forecasts do not read: {remaining} horizons left of a model of {horizon}, "
-                f"in {len(values)} values"
+                f"issued forecasts do not read: {remaining} horizons left of a model of {horizon}, in {end} values"
             )
         first_h = horizon - remaining + 1
-        h = max(first_h, first_seq - origin)  # the horizons of this forecast that the closes settle
-        stop = min(horizon, last - origin)
+        h = first_seq - origin  # the first horizon of this forecast that the closes settle
+        if h < first_h:
+            h = first_h
+        stop = last - origin
+        if stop > horizon:
+            stop = horizon
         while h <= stop:
             outcome = log(closes[origin + h - first_seq] / close)
             row_at = rows_at + (h - first_h) * q
             row = values[row_at : row_at + q]
             # the pinball loss at each level: max(level * e, (level - 1) * e) for e = outcome - quantile
-            errors = [outcome - v for v in row]
-            scores = [level * e if e >= 0 else below * e for (level, below), e in zip(pairs, errors, strict=True)]
+            scores = [
+                level * (outcome - v) if outcome >= v else below * (outcome - v)
+                for (level, below), v in zip(pairs, row, strict=True)
+            ]
             scores += (1.0 if row[0] <= outcome <= row[-1] else 0.0, abs(outcome - row[median]), abs(outcome))
             acc = sums.get(h)
             if acc is None:
@@ -164,7 +170,9 @@ def settle(
                 for i, value in enumerate(scores, 1):
                     acc[i] += value
             h += 1
-        left = min(remaining, origin + horizon - max(last, origin))
+        left = origin + horizon - last  # the horizons still open after the last close (origin < first_seq)
+        if left > remaining:
+            left = remaining
         if left > 0:
             kept += (origin, close, left)
             kept += values[at - left * q : at]
