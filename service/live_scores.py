@@ -31,7 +31,7 @@ from data.errors import StateError
 # format, horizon, levels, length of the version's name (which follows); then float64 values: each pending
 # forecast as the seq of its last observation (its origin), that observation's close, how many of its
 # horizons still await an outcome (its last ones), and their log-return quantiles, Q per horizon
-_HEADER = struct.Struct("<BHHB")
+_HEADER = struct.Struct("<BHHH")
 ISSUED_FORMAT = 2
 _ENTRY = 3  # origin, close, horizons left
 
@@ -100,7 +100,8 @@ class Issued:
         if fmt != ISSUED_FORMAT or levels == 0 or (len(blob) - at) % 8:
             raise StateError(f"issued forecasts of format {fmt}, {levels} levels and {len(blob)} bytes do not read")
         values = _doubles((len(blob) - at) // 8).unpack_from(blob, at)
-        return cls(blob[_HEADER.size : at].decode(), horizon, levels, list(values))
+        # a name that does not read is no version's: the forecasts are then dropped as another version's
+        return cls(blob[_HEADER.size : at].decode(errors="replace"), horizon, levels, list(values))
 
 
 # where a horizon's sums stand in ``Settled.sums``: the count, then the pinball sum of each level, then these

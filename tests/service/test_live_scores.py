@@ -57,7 +57,7 @@ def test_issued_forecasts_read_back_as_written_and_bad_bytes_are_named() -> None
     blob = issued.to_bytes()
     with pytest.raises(StateError, match="issued forecasts truncated: 3 bytes"):
         Issued.from_bytes(blob[:3])
-    with pytest.raises(StateError, match="issued forecasts of format 2, 3 levels and 129 bytes do not read"):
+    with pytest.raises(StateError, match="issued forecasts of format 2, 3 levels and 130 bytes do not read"):
         Issued.from_bytes(blob + b"\x00")
     with pytest.raises(StateError, match="do not read: 2 horizons left of a model of 2, in 14 values"):
         settle(Issued.from_bytes(blob[:-8]), 3, [98.0], LEVELS)  # the last forecast's rows cut short
