@@ -104,21 +104,39 @@ class Issued:
         return cls(blob[_HEADER.size : at].decode(errors="replace"), horizon, levels, list(values))
 
 
-# where a horizon's sums stand in ``Settled.sums``: the count, then the pinball sum of each level, then these
+# where a horizon's sums stand in its row of ``Settled.sums``: the count, then the pinball sum of each level,
+# then these; a row is Q + 4 values
 COUNT, INSIDE, ABS_ERROR, WALK_ABS_ERROR = 0, -3, -2, -1
 
 
 @dataclass(frozen=True)
 class Settled:
-    """Sums over the forecasts that one batch settled, by horizon: for each, the count, the pinball loss
-    summed at each level, the outcomes inside the outer band (bounds included), the median's absolute
-    errors summed, and the random walk's (``|outcome|``: it forecasts a log return of 0)."""
+    """Sums over the forecasts that one batch settled: a row of ``sums`` for each horizon 1..H, holding the
+    count, the pinball loss summed at each level, the outcomes inside the outer band (bounds included), the
+    median's absolute errors summed, and the random walk's (``|outcome|``: it forecasts a log return of 0).
+    One flat list, rows one after the other: a store adds it to its own in one loop."""
 
     levels: tuple[float, ...]  # the model's quantile levels
-    sums: dict[int, list[float]]  # by horizon: count, pinball per level..., inside, abs error, walk abs error
+    sums: list[float]  # H rows of Q + 4
+    count: int  # forecast horizons settled, all rows together
+
+    @classmethod
+    def from_rows(cls, levels: tuple[float, ...], horizon: int, rows: dict[int, list[float]]) -> Settled:
+        """Rows by horizon (the others zero)."""
+        width = len(levels) + 4
+        sums = [0.0] * (horizon * width)
+        for h, row in rows.items():
+            sums[(h - 1) * width : h * width] = row
+        return cls(levels, sums, int(sum(row[COUNT] for row in rows.values())))
+
+    def by_horizon(self) -> dict[int, list[float]]:
+        """The rows of the horizons that settled some forecast."""
+        width = len(self.levels) + 4
+        rows = (self.sums[at : at + width] for at in range(0, len(self.sums), width))
+        return {h: row for h, row in enumerate(rows, 1) if row[COUNT]}
 
     def pinball(self, horizon: int) -> list[float]:
-        return self.sums[horizon][1:INSIDE]
+        return self.by_horizon()[horizon][1:INSIDE]
 
 
 def settle(
@@ -133,11 +151,14 @@ def settle(
     q, pairs, median = _levels(levels)
     horizon, values = issued.horizon, issued.values
     log = math.log
-    sums: dict[int, list[float]] = {}
+    width = q + 4
+    sums = [0.0] * (horizon * width)
+    count = 0
     kept: list[float] = []
     last = first_seq + len(closes) - 1
     at, end = 0, len(values)
-    # plain comparisons, not min and max: this runs for each of H forecasts at every append
+    # plain comparisons and one list of sums, not min, max and lists per forecast: this runs for each of H
+    # forecasts at every append
     while at < end:
         origin, close, remaining = int(values[at]), values[at + 1], int(values[at + 2])
         rows_at = at + _ENTRY
@@ -156,20 +177,17 @@ def settle(
         while h <= stop:
             outcome = log(closes[origin + h - first_seq] / close)
             row_at = rows_at + (h - first_h) * q
-            row = values[row_at : row_at + q]
+            i = (h - 1) * width
+            sums[i] += 1.0
             # the pinball loss at each level: max(level * e, (level - 1) * e) for e = outcome - quantile
-            scores = [
-                level * (outcome - v) if outcome >= v else below * (outcome - v)
-                for (level, below), v in zip(pairs, row, strict=True)
-            ]
-            scores += (1.0 if row[0] <= outcome <= row[-1] else 0.0, abs(outcome - row[median]), abs(outcome))
-            acc = sums.get(h)
-            if acc is None:
-                sums[h] = [1.0, *scores]
-            else:
-                acc[0] += 1
-                for i, value in enumerate(scores, 1):
-                    acc[i] += value
+            for (level, below), v in zip(pairs, values[row_at : row_at + q], strict=True):
+                i += 1
+                sums[i] += level * (outcome - v) if outcome >= v else below * (outcome - v)
+            if values[row_at] <= outcome <= values[row_at + q - 1]:
+                sums[i + 1] += 1.0
+            sums[i + 2] += abs(outcome - values[row_at + median])
+            sums[i + 3] += abs(outcome)
+            count += 1
             h += 1
         left = origin + horizon - last  # the horizons still open after the last close (origin < first_seq)
         if left > remaining:
@@ -177,7 +195,7 @@ def settle(
         if left > 0:
             kept += (origin, close, left)
             kept += values[at - left * q : at]
-    return Settled(levels, sums), Issued(issued.version, horizon, issued.levels, kept)
+    return Settled(levels, sums, count), Issued(issued.version, horizon, issued.levels, kept)
 
 
 def _flat(p: Pending, levels: int) -> tuple[float, ...]:

@@ -28,23 +28,12 @@ SEPARATOR = "|"
 @dataclass
 class HorizonSums:
     """Sums of one version's settled forecasts of one horizon since ``since`` (seconds since the epoch):
-    ``totals`` as ``Settled.sums`` holds them (count, pinball per level of ``levels``, inside, abs error,
-    walk abs error)."""
+    ``totals`` as a row of ``Settled.sums`` holds them (count, pinball per level of ``levels``, inside, abs
+    error, walk abs error)."""
 
     levels: tuple[float, ...] = ()
     totals: list[float] = field(default_factory=list)
     since: float = math.inf
-
-    def add(self, levels: tuple[float, ...], sums: list[float], now: float) -> None:
-        """Add one horizon's ``Settled.sums``."""
-        totals = self.totals
-        if not totals:
-            self.levels, self.totals = levels, list(sums)
-        else:
-            for i, value in enumerate(sums):
-                totals[i] += value
-        if now < self.since:
-            self.since = now
 
     @property
     def count(self) -> int:
@@ -71,19 +60,51 @@ class HorizonSums:
 Key = tuple[str, str, int]  # version, mode, horizon
 
 
+@dataclass
+class _VersionSums:
+    """One version's ``Settled.sums`` added up (H rows), and when each horizon's first was."""
+
+    levels: tuple[float, ...]
+    totals: list[float]
+    since: list[float]
+
+
 class LiveSums:
-    """``HorizonSums`` by (version, mode, horizon), added to in this process."""
+    """``HorizonSums`` by (version, mode, horizon): read from a store (``rows``), or added to in this process
+    (``add``: one loop over the flat sums, at every append that settles some)."""
 
     def __init__(self) -> None:
-        self.sums: dict[Key, HorizonSums] = {}
+        self.rows: dict[Key, HorizonSums] = {}
+        self._added: dict[tuple[str, str], _VersionSums] = {}
 
     def add(self, version: str, mode: str, settled: Settled, now: float) -> None:
-        for horizon, sums in settled.sums.items():
-            key = (version, mode, horizon)
-            kept = self.sums.get(key)
-            if kept is None:
-                kept = self.sums[key] = HorizonSums()
-            kept.add(settled.levels, sums, now)
+        kept = self._added.get((version, mode))
+        if kept is None or len(kept.totals) != len(settled.sums):
+            width = len(settled.levels) + 4
+            horizon = len(settled.sums) // width
+            kept = self._added[(version, mode)] = _VersionSums(
+                settled.levels, [0.0] * len(settled.sums), [math.inf] * horizon
+            )
+        totals = kept.totals
+        for i, value in enumerate(settled.sums):
+            totals[i] += value
+        if math.inf in kept.since:  # a horizon not settled yet: see which are now
+            width = len(settled.levels) + 4
+            for h, first in enumerate(kept.since):
+                if first == math.inf and totals[h * width + COUNT]:
+                    kept.since[h] = now
+
+    @property
+    def sums(self) -> dict[Key, HorizonSums]:
+        """Every version's horizons that have settled forecasts."""
+        out = dict(self.rows)
+        for (version, mode), kept in self._added.items():
+            width = len(kept.levels) + 4
+            for h, since in enumerate(kept.since):
+                row = kept.totals[h * width : (h + 1) * width]
+                if row[COUNT]:
+                    out[(version, mode, h + 1)] = HorizonSums(kept.levels, row, since)
+        return out
 
 
 def from_fields(values: dict[str, str]) -> LiveSums:
@@ -102,7 +123,7 @@ def from_fields(values: dict[str, str]) -> LiveSums:
         totals = [sums["n"], *(total for _, total in pinball)]
         totals += [sums.get("inside", 0.0), sums.get("abs", 0.0), sums.get("walk", 0.0)]
         levels = tuple(level for level, _ in pinball)
-        live.sums[key] = HorizonSums(levels, totals, sums.get("since", math.inf))
+        live.rows[key] = HorizonSums(levels, totals, sums.get("since", math.inf))
     return live
 
 

@@ -52,7 +52,7 @@ def _scored_change(predictor: Predictor, levels: tuple[float, ...], record: Sess
     if forecast is not None:
         issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
     return Change(
-        _with_live(update, issued.to_bytes(), settled if settled.sums else None), change.reply, change.applied
+        _with_live(update, issued.to_bytes(), settled if settled.count else None), change.reply, change.applied
     )
 
 

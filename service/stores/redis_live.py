@@ -78,7 +78,7 @@ def mark_key(prefix: str, session_id: str, next_seq: int) -> str:
 
 def live_args(version: str, mode: str, settled: Settled, now: float) -> list[Any]:
     """The live arguments of ``_ADD`` for what one commit ``settled``, their count last."""
-    values = [value for horizon, sums in settled.sums.items() for value in (horizon, *sums)]
+    values = [value for horizon, row in settled.by_horizon().items() for value in (horizon, *row)]
     levels = [repr(level) for level in settled.levels]
     args: list[Any] = [
         repr(now),

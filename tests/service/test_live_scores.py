@@ -25,13 +25,14 @@ def test_an_h_step_forecast_is_settled_by_the_observation_h_after_it_and_scored_
     outcome = math.log(101.0 / 100.0)
     pinball = [0.1 * (outcome + 0.01), 0.5 * outcome, 0.1 * (0.01 - outcome)]
     assert settled.levels == LEVELS
-    assert settled.sums == {1: pytest.approx([1, *pinball, 1, outcome, outcome], rel=1e-12)}
+    assert settled.by_horizon() == {1: pytest.approx([1, *pinball, 1, outcome, outcome], rel=1e-12)}
+    assert settled.count == 1 and len(settled.sums) == 2 * 7
     assert settled.pinball(1) == pytest.approx(pinball, rel=1e-12)
     assert [len(p.rows) for p in left.pending] == [3]  # horizon 2 awaits observation 2
     settled, left = settle(left, 2, closes[2:], LEVELS)
     outcome = math.log(99.0 / 100.0)
     pinball = [0.1 * (outcome + 0.02), 0.5 * (0.001 - outcome), 0.1 * (0.02 - outcome)]
-    assert settled.sums[2] == pytest.approx([1, *pinball, 1, abs(outcome - 0.001), abs(outcome)], rel=1e-12)
+    assert settled.by_horizon()[2] == pytest.approx([1, *pinball, 1, abs(outcome - 0.001), abs(outcome)], rel=1e-12)
     assert left.pending == ()
 
 
@@ -40,7 +41,7 @@ def test_a_batch_of_several_closes_settles_each_horizon_it_reaches_once() -> Non
     issued = issued_after(closes, 0).with_forecast(1, closes[1], [[0.0, 0.0, 0.0], [-0.1, 0.0, 0.1]])
     settled, left = settle(issued, 2, closes[2:], LEVELS)
     # origin 0: horizon 2 (its horizon 1 was settled before it was kept); origin 1: horizons 1 and 2
-    assert {h: sums[0] for h, sums in settled.sums.items()} == {2: 2, 1: 1}
+    assert {h: row[0] for h, row in settled.by_horizon().items()} == {2: 2, 1: 1}
     assert left.pending == ()
 
 

@@ -14,8 +14,8 @@ from tests.service.store_records import BARS, MakeStore, record, update
 pytestmark = pytest.mark.anyio
 
 LEVELS = (0.1, 0.5, 0.9)
-ONE = Settled(LEVELS, {1: [1, 0.01, 0.02, 0.03, 1, 0.05, 0.04]})
-BOTH = Settled(LEVELS, {1: [1, 0.01, 0.02, 0.03, 1, 0.05, 0.04], 2: [2, 0.1, 0.2, 0.3, 1, 0.5, 0.25]})
+ONE = Settled.from_rows(LEVELS, 2, {1: [1, 0.01, 0.02, 0.03, 1, 0.05, 0.04]})
+BOTH = Settled.from_rows(LEVELS, 2, {1: [1, 0.01, 0.02, 0.03, 1, 0.05, 0.04], 2: [2, 0.1, 0.2, 0.3, 1, 0.5, 0.25]})
 
 
 async def test_an_applied_commit_adds_its_scores_and_a_refused_one_adds_none(make_store: MakeStore):

@@ -58,6 +58,6 @@ def test_kept_forecasts_that_do_not_read_never_refuse_an_append(registry: Regist
     append = Append(record, WARM, [bars[WARM]])
     [change] = scored(predictor, [append], plan_appends(predictor, [append], 0.0))
     assert isinstance(change, Change) and change.update.scores is not None
-    assert change.update.scores.sums.keys() == {1}  # the forecast the state answered, settled at horizon 1
+    assert change.update.scores.by_horizon().keys() == {1}  # the forecast the state answered, settled at horizon 1
     assert change.update.issued is not None
     assert [p.origin for p in Issued.from_bytes(change.update.issued).pending] == [WARM - 1, WARM]
