@@ -23,7 +23,7 @@ from service.metrics import ServiceMetrics
 from service.middleware import RequestGuard
 from service.model_pool import ModelPool
 from service.retraining import RetrainLauncher
-from service.routes import data, docs, forecast, health, jobs, models, observations, page, sessions, stream
+from service.routes import data, docs, forecast, health, jobs, live, models, observations, page, sessions, stream
 from service.routes.lean import document_bodies
 from service.schemas.bulk import BulkAppendRequest, BulkForecastRequest
 from service.schemas.requests import (
@@ -47,6 +47,7 @@ ROUTERS = (
     stream.router,
     forecast.router,
     models.router,
+    live.router,
     data.router,
     jobs.router,
     health.router,
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.max_history,
                 batching=BatchSettings(settings.batch_enabled, settings.batch_wait_ms / 1000, settings.batch_max),
                 inline_observations=settings.inline_observations,
+                live_scores=settings.live_scores,
             ),
             forecasts=ForecastService(pool, settings.max_history),
             jobs=RetrainLauncher(settings),

@@ -19,6 +19,7 @@ from service.batching import MicroBatcher
 from service.forecasting import in_thread
 from service.metrics import ServiceMetrics
 from service.replies import SessionReply
+from service.scored_changes import scored
 from service.session_steps import Append, Change, plan_appends
 
 Planned = SessionReply | Change | Exception
@@ -47,8 +48,10 @@ class AppendPlanner:
         batching: BatchSettings | None = None,
         inline_observations: int = 0,
         clock: Callable[[], float] = time.time,
+        live_scores: bool = False,
     ) -> None:
         self.inline_observations = inline_observations
+        self._live_scores = live_scores
         self._clock = clock
         batching = batching or BatchSettings()
         self._arrays_from = batching.arrays_from
@@ -83,7 +86,9 @@ class AppendPlanner:
             await self._batcher.close()
 
     def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
-        return plan_appends(predictor, appends, self._clock(), self._arrays_from)
+        planned = plan_appends(predictor, appends, self._clock(), self._arrays_from)
+        # with live scores, each change also says what it settles (``service/scored_changes.py``)
+        return scored(predictor, appends, planned) if self._live_scores else planned
 
     def _runs_inline(self, appends: list[Append]) -> bool:
         """Whether appends are small enough to plan on the event loop rather than in a worker thread."""

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
         default=1000, ge=0, description="raw observations kept per session, for overlapping batches and migration"
     )
     retained_replies: int = Field(default=8, ge=1, description="recent replies kept per session to answer retries")
+    live_scores: bool = Field(
+        default=True,
+        description="score every answered forecast as its outcomes arrive, summed per model version and horizon "
+        "in the session store (GET /v1/models/live, docs/live.md)",
+    )
     max_sessions_per_key: int = Field(
         default=1000,
         ge=1,

@@ -9,6 +9,7 @@ latentcast_model_reloads_total{result}                      failed (any mode), c
 latentcast_model_loaded{mode, version, champion}            1 per loaded version
 latentcast_champion_load_failures{mode, version}            loads failed in a row of a champion that does not load
 latentcast_append_batch_size                                histogram: appends stepped together
+latentcast_live_*                                           live scores of settled forecasts (service/live_metrics.py)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.live_metrics import LiveCollector
 from service.model_pool import ModelPool, RefreshResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -66,6 +68,8 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(_ModelCollector(pool))
+        self.live = LiveCollector()  # given the store's sums before each scrape
+        self.registry.register(self.live)
         # the labelled series of each request kind, looked up once: ``labels`` takes a lock and
         # builds its key at every call, and requests are counted at every request
         self._request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

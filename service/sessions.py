@@ -85,6 +85,7 @@ class SessionService:
         clock: Callable[[], float] = time.time,
         batching: BatchSettings | None = None,
         inline_observations: int = 0,
+        live_scores: bool = False,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -93,7 +94,7 @@ class SessionService:
         self.max_history = max_history
         self.locks = SessionLocks()
         self.records = OwnedRecords(store, pool)
-        self.planner = AppendPlanner(metrics, batching, inline_observations, clock)
+        self.planner = AppendPlanner(metrics, batching, inline_observations, clock, live_scores)
         self._clock = clock
         self._bulk = BulkAppends(store, self.records, self.planner, self.locks, metrics, max_batch, self._append_held)
 

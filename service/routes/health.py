@@ -101,4 +101,6 @@ async def metrics(svc: ServicesDep) -> Response:
     sessions: int | None = None
     with contextlib.suppress(UnavailableError):  # a store outage must not hide the other metrics
         sessions = await svc.store.count()
+    with contextlib.suppress(UnavailableError):
+        svc.metrics.live.update(await svc.store.live_sums())
     return Response(svc.metrics.render(sessions), media_type=CONTENT_TYPE)

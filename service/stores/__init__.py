@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from service.config import Settings
+from service.live_sums import LiveSums
 from service.stores.records import SessionRecord, SessionUpdate, StoredReply, StoreLimits
 
 __all__ = ["SessionRecord", "SessionStore", "SessionUpdate", "StoreLimits", "StoredReply", "build_store"]
@@ -72,6 +73,10 @@ class SessionStore(Protocol):
 
     async def versions_in_use(self) -> dict[str, int]:
         """Sessions open now on each model version: the versions a registry prune must keep."""
+
+    async def live_sums(self) -> LiveSums:
+        """The live scores of settled forecasts, summed per model version, mode and horizon by every commit
+        that settled some (``SessionUpdate.scores``), over every process sharing the store."""
 
     async def ping(self) -> None:
         """Return if the store answers; ``UnavailableError`` otherwise."""

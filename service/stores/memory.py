@@ -13,6 +13,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from service.live_sums import LiveSums
 from service.stores import EvictionListener
 from service.stores.packed import PackedObservations
 from service.stores.records import (
@@ -63,6 +64,7 @@ class MemorySessionStore:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._owned: dict[str, set[str]] = {}  # session ids by owner
+        self.live = LiveSums()  # scores of settled forecasts, added in the step that commits them
 
     async def create(self, record: SessionRecord) -> bool:
         self._expire()
@@ -121,6 +123,9 @@ class MemorySessionStore:
         self._expire()
         return dict(Counter(entry.record.version for entry in self._entries.values()))
 
+    async def live_sums(self) -> LiveSums:
+        return self.live
+
     async def ping(self) -> None:
         return None
 
@@ -137,6 +142,8 @@ class MemorySessionStore:
         if entry is None or entry.record.next_seq != expected_seq:
             return False
         apply(entry, update, self.limits)
+        if update.scores is not None:
+            self.live.add(update.version, update.mode, update.scores, update.updated)
         return True
 
     def _touch(self, session_id: str, owner: str | None = None, expire: bool = True) -> _Entry | None:
@@ -211,4 +218,5 @@ def apply(entry: _Entry, update: SessionUpdate, limits: StoreLimits) -> None:
         created=old.created,
         updated=update.updated,
         calibration=old.calibration if update.calibration is None else update.calibration,
+        issued=old.issued if update.issued is None else update.issued,
     )

@@ -17,6 +17,7 @@ import numpy as np
 
 from data.errors import StateError, UnavailableError
 from models.predictor import Observation
+from service.live_scores import Settled
 
 # presence bits, then close, open, high, low, volume; the time string follows
 _OBSERVATION = struct.Struct("<B5d")
@@ -64,6 +65,8 @@ class SessionRecord:
     created, updated: seconds since the epoch
     calibration: the session's adaptive offsets (``AdaptiveOffsets.to_bytes``), or
                empty when the session has none (records stored before them too)
+    issued:    the answered forecasts awaiting outcomes (``service.live_scores.Issued``),
+               or empty when live scoring has kept none
     """
 
     session_id: str
@@ -79,6 +82,7 @@ class SessionRecord:
     created: float = 0.0
     updated: float = 0.0
     calibration: bytes = b""
+    issued: bytes = b""
 
     @property
     def first_retained_seq(self) -> int:
@@ -100,6 +104,9 @@ class SessionUpdate:
     store's bound); ``reply`` joins the recent replies; ``clear_replies`` drops
     them first (after a migration they came from another model). ``calibration``
     replaces the record's adaptive offsets; None leaves them as they are.
+    ``issued`` likewise replaces the forecasts awaiting outcomes, and ``scores``
+    (what the update settles) join the store's live sums when, and only when,
+    the update is applied.
     """
 
     next_seq: int
@@ -111,6 +118,8 @@ class SessionUpdate:
     reply: StoredReply | None = None
     clear_replies: bool = False
     calibration: bytes | None = None
+    issued: bytes | None = None
+    scores: Settled | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from service.live_sums import LiveSums
 from service.stores import EvictionListener
 from service.stores.packed import CLOSE_BYTES, EXTRA_BYTES, NO_EXTRAS, NO_TIME, PackedObservations
 from service.stores.records import (
@@ -30,6 +31,7 @@ from service.stores.records import (
 )
 from service.stores.redis_index import Entry, SessionIndex
 from service.stores.redis_keys import Keys
+from service.stores.redis_live import COMMIT_SCORED, add_live, live_args, live_key, read_live
 from service.stores.redis_pipeline import Commands, available, connect, text
 from service.stores.redis_scripts import COMMIT, CREATE, DELETE, GET, SCRIPTS, field_pairs
 from service.stores.redis_upgrade import LegacyUpgrade
@@ -89,6 +91,7 @@ class RedisSessionStore:
             "created": repr(record.created),
             "updated": repr(record.updated),
             "calibration": record.calibration,
+            "issued": record.issued,
             "closes": closes,
             "extras": extras,
             "times": times,
@@ -132,7 +135,7 @@ class RedisSessionStore:
             return None
         kept, closes, extras, times, stored, *meta = found
         fields = dict(zip(("owner", "mode", "version", "ticker", "next_seq"), (text(m) for m in meta), strict=False))
-        state, created, updated, calibration = meta[5:]
+        state, created, updated, calibration, issued = meta[5:10]
         return SessionRecord(
             session_id=session_id,
             owner=fields["owner"],
@@ -147,6 +150,7 @@ class RedisSessionStore:
             created=float(created),
             updated=float(updated),
             calibration=calibration,
+            issued=issued,
         )
 
     async def get_many(self, session_ids: Sequence[str], owner: str | None = None) -> list[SessionRecord | None]:
@@ -179,10 +183,28 @@ class RedisSessionStore:
             CLOSE_BYTES,
             NO_EXTRAS,
             NO_TIME,
+            int(update.issued is not None),
+            update.issued or b"",
         ]
+        script, keys = COMMIT, [self._keys.session(session_id)]
+        scores = update.scores
+        if scores is not None and not self.cluster:  # the sums move in the commit's own script
+            script, keys = COMMIT_SCORED, [*keys, live_key(self._keys.prefix)]
+            args += live_args(update.version, update.mode, scores, update.updated)
         async with available(self.url):
             await self._ready()
-            result = await self._commands.run(COMMIT, [self._keys.session(session_id)], args)
+            result = await self._commands.run(script, keys, args)
+            if int(result) == 1 and scores is not None and self.cluster:
+                await add_live(
+                    self._commands,
+                    self._keys.prefix,
+                    session_id,
+                    update.next_seq,
+                    update.version,
+                    update.mode,
+                    scores,
+                    update.updated,
+                )
         return int(result) == 1
 
     async def commit_many(self, commits: Sequence[tuple[str, int, SessionUpdate]]) -> list[bool]:
@@ -226,6 +248,11 @@ class RedisSessionStore:
                 versions = await asyncio.gather(*(self._commands.call("HGET", key, "version") for key in keys))
                 counts.update(text(v) for v in versions if v is not None)
         return dict(counts)
+
+    async def live_sums(self) -> LiveSums:
+        async with available(self.url):
+            await self._ready()
+            return await read_live(self._commands, self._keys.prefix)
 
     @property
     def pipelines_sent(self) -> int:

@@ -3,6 +3,7 @@
 A session is one hash. Its fields:
 
     owner, mode, version, ticker, next_seq, state, created, updated, calibration
+    issued    the answered forecasts awaiting outcomes (``service/live_scores.py``), absent if none
     closes    retained closes, float64 each, oldest first
     extras    open, high, low, volume of each (float64, NaN where absent), or absent if no observation has them
     times     each time label behind its 2-byte length, or absent if no observation has one
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # the fields a read returns besides the observation columns and the replies, in this order
-META_FIELDS = ("owner", "mode", "version", "ticker", "next_seq", "state", "created", "updated", "calibration")
+META_FIELDS = ("owner", "mode", "version", "ticker", "next_seq", "state", "created", "updated", "calibration", "issued")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ return out
 # ARGV: 1 ttl_ms, 2 expected_seq, 3 next_seq, 4 state, 5 mode, 6 version, 7 updated, 8 observations kept,
 #       9 replies kept, 10 clear the replies (0/1), 11 a reply behind its length ('': none), 12 set the
 #       calibration (0/1), 13 calibration, 14 closes, 15 extras, 16 times (of the appended observations),
-#       17 float64 bytes, 18 extras of an observation without them, 19 time of an observation without one.
+#       17 float64 bytes, 18 extras of an observation without them, 19 time of an observation without one,
+#       20 set the issued forecasts (0/1), 21 issued forecasts.
 # Returns 1 if applied, 0 if next_seq was not the expected one, -1 if there is no such session.
 COMMIT = Script(
     _PUT
@@ -115,6 +117,7 @@ if current ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'next_seq', ARGV[3], 'state', ARGV[4], 'mode', ARGV[5], 'version', ARGV[6],
            'updated', ARGV[7])
 if ARGV[12] == '1' then put('calibration', ARGV[13]) end
+if ARGV[20] == '1' then put('issued', ARGV[21]) end
 local function join(old, new, old_n, new_n, absent)
   if old == '' and new == '' then return '' end
   if old == '' then old = string.rep(absent, old_n) end

@@ -1,0 +1,113 @@
+"""Server CPU per append with live scoring on against off, in one run.
+
+    .venv/bin/python -m bench.live_scores [--sessions 16] [--appends 100] [--turns 80] [--redis-url URL]
+
+Starts two ``latentcast serve`` processes on the same model (the default-size
+latent GRU, untrained, with a real scaler; memory store, or Redis with
+``--redis-url``), one with ``LATENTCAST_LIVE_SCORES=true`` and one with
+``false``. One client opens ``--sessions`` sessions on each, then sends
+``--appends`` appends of one close (to the sessions in turn) to one server, then
+as many to the other, ``--turns`` times each (which goes first alternates), one
+request at a time, and reads the server's CPU seconds from ``/proc`` around its
+turn: short turns, so that both servers meet the same load on a shared machine.
+It prints the CPU per append of each server and the ratio on / off, over all
+turns and over each half of them (a ratio that moves between the halves is
+noise). The client's CPU is not counted; a request at a time, so
+micro-batching holds one append per batch, as a lone client's does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import httpx
+import torch
+
+from bench.cpu import process_seconds
+from bench.harness import BENCH_MODEL, ServiceProcess, bench_env
+from data import sources
+
+WARM = 50
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=16, help="sessions per server")
+    parser.add_argument("--appends", type=int, default=100, help="appends per server and turn")
+    parser.add_argument("--turns", type=int, default=80, help="turns per server; which goes first alternates")
+    parser.add_argument("--torch-threads", type=int, default=1, help="LATENTCAST_TORCH_THREADS of the services")
+    parser.add_argument("--redis-url", help="serve sessions from this Redis (default: the memory store)")
+    args = parser.parse_args(argv)
+
+    closes = sources.bundled(["IBM"])["close"].tolist()
+    needed = WARM + args.turns * args.appends // args.sessions + 2
+    if needed > len(closes):
+        parser.error(f"{needed} closes per session are more than the {len(closes)} bundled: fewer appends or turns")
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        env = bench_env(folder, args.torch_threads)
+        if args.redis_url:
+            env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
+        on = ServiceProcess(env | {"LATENTCAST_LIVE_SCORES": "true"}, folder / "on.log")
+        off = ServiceProcess(
+            env | {"LATENTCAST_LIVE_SCORES": "false", "LATENTCAST_REDIS_PREFIX": "off"}, folder / "off.log"
+        )
+        with on, off, httpx.Client(base_url=on.url) as on_client, httpx.Client(base_url=off.url) as off_client:
+            feeds = [Feed(on.pid, on_client, closes, args.sessions), Feed(off.pid, off_client, closes, args.sessions)]
+            seconds: list[list[float]] = [[], []]
+            for turn in range(args.turns):
+                order = (0, 1) if turn % 2 == 0 else (1, 0)
+                for i in order:
+                    seconds[i].append(feeds[i].round(args.appends))
+            settled = on_client.get("/v1/models/live").json()["models"][0]["horizons"][0]["count"]
+
+    appends = args.turns * args.appends
+    on_us, off_us = (sum(side) / appends * 1e6 for side in seconds)
+    half = args.turns // 2
+    halves = [sum(seconds[0][part]) / sum(seconds[1][part]) for part in (slice(0, half), slice(half, None))]
+    store = "redis" if args.redis_url else "memory"
+    print(f"cores {os.cpu_count()}, load {os.getloadavg()[0]:.1f}, torch {torch.__version__}, {store} store")
+    print(
+        f"model: latent {BENCH_MODEL.cell}, conv {BENCH_MODEL.conv_channels}x{BENCH_MODEL.conv_kernel}, "
+        f"hidden {BENCH_MODEL.hidden_size}, horizon {BENCH_MODEL.horizon}; {args.sessions} sessions, "
+        f"{args.turns} turns of {args.appends} appends per server; {settled} one-step forecasts scored"
+    )
+    print(f"server CPU per append: scoring on {on_us:.0f} us, off {off_us:.0f} us")
+    print(f"ratio on / off: {on_us / off_us:.3f} (halves {halves[0]:.3f}, {halves[1]:.3f})")
+    return 0
+
+
+class Feed:
+    """Sessions on one server, fed one close per request in turn."""
+
+    def __init__(self, pid: int, client: httpx.Client, closes: list[float], sessions: int) -> None:
+        self.pid = pid
+        self.client = client
+        self.closes = closes
+        self.ids = []
+        for _ in range(sessions):
+            reply = client.post("/v1/sessions", json={"history": closes[:WARM]})
+            reply.raise_for_status()
+            self.ids.append(reply.json()["session_id"])
+        self.next_seq = [WARM] * sessions
+        self.turn = 0
+
+    def round(self, appends: int) -> float:
+        """The server's CPU seconds over ``appends`` appends, spread over the sessions in turn."""
+        before = process_seconds(self.pid)
+        for _ in range(appends):
+            i = self.turn % len(self.ids)
+            seq = self.next_seq[i]
+            body = {"seq": seq, "observations": [self.closes[seq]]}
+            reply = self.client.post(f"/v1/sessions/{self.ids[i]}/observations", json=body)
+            reply.raise_for_status()
+            self.next_seq[i] += 1
+            self.turn += 1
+        return process_seconds(self.pid) - before
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

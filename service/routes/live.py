@@ -1,0 +1,35 @@
+"""Forecast quality measured live: the scores of settled forecasts, per model version and horizon."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.dependencies import CallerDep, ServicesDep
+from service.live_sums import report
+from service.routes import error_responses
+from service.schemas.live import LiveResponse
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get(
+    "/live",
+    response_model=LiveResponse,
+    summary="Live forecast quality per model version and horizon",
+    responses=error_responses(401, 503),
+)
+async def live(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
+    """Every answered forecast is scored once its outcome arrives (the h-step forecast made after
+    observation n, by observation n + h), once whatever retries and overlapping batches do. Per
+    model version (champions first) and horizon: `count` settled since `since` (seconds since the
+    epoch), mean `pinball` loss over the quantile levels and per level, `coverage` of the outer
+    band (10-90% for the default levels) with Kupiec's test of it (`kupiec_p`; read it for
+    horizon 1: the misses of overlapping forecasts are not independent), and the median's `mae`
+    against the random walk's (`mae_ratio` below 1 beats it). The sums are the session store's,
+    shared by every process on it. `enabled` is false when this process does not score
+    (LATENTCAST_LIVE_SCORES)."""
+    live_sums = await svc.store.live_sums()
+    svc.metrics.live.update(live_sums)
+    return {"enabled": svc.settings.live_scores, "models": report(live_sums, svc.pool.champions())}

@@ -1,0 +1,118 @@
+"""The Redis store's live sums: one hash of running sums per model version, mode and horizon.
+
+    {<prefix>}:live    hash: "<version>|<mode>|<horizon>|<sum>" -> number (``service/live_sums.py``)
+
+On one server, a commit that settles forecasts adds to it in the commit's own
+script (``COMMIT_SCORED``: the session's compare-and-set, then the sums), so
+the sums move exactly when the session does. On a cluster the hash and a
+session lie in different hash slots, which no one script may touch together:
+there ``LIVE_ADD`` adds once the commit's script has applied it. A process that
+stops between the two loses that commit's scores; none is ever added twice,
+since the add is marked with the session and its new ``next_seq`` for a minute
+and a resent add (the client resends a command once over a fresh connection
+when the first one broke) finds the mark.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from typing import Any
+
+from service.live_scores import Settled
+from service.live_sums import SEPARATOR, LiveSums, from_fields
+from service.stores.redis_pipeline import Commands, text
+from service.stores.redis_scripts import COMMIT, Script
+
+# LIVE: the live hash. The last ARGV is how many live arguments come before it: now (seconds), the fields'
+# prefix ("<version>|<mode>|"), Q, the Q levels' names, then float64 values, for each horizon settled: the
+# horizon, then its ``Settled.sums`` (count, pinball per level, inside, abs error, walk abs error). Each is
+# added by HINCRBYFLOAT as 17 digits, which read back as the same double.
+_ADD = """
+local live_n = tonumber(ARGV[#ARGV])
+local first = #ARGV - live_n
+local now, prefix, q = ARGV[first], ARGV[first + 1], tonumber(ARGV[first + 2])
+local blob = ARGV[first + 3 + q]
+local v = {struct.unpack('<' .. string.rep('d', #blob / 8), blob)}
+local function add(name, value) redis.call('HINCRBYFLOAT', LIVE, name, string.format('%.17g', value)) end
+for at = 1, #blob / 8, q + 5 do
+  local name = prefix .. string.format('%d', v[at]) .. '|'
+  redis.call('HSETNX', LIVE, name .. 'since', now)
+  add(name .. 'n', v[at + 1])
+  for i = 1, q do add(name .. 'p' .. ARGV[first + 2 + i], v[at + 1 + i]) end
+  add(name .. 'inside', v[at + 2 + q])
+  add(name .. 'abs', v[at + 3 + q])
+  add(name .. 'walk', v[at + 4 + q])
+end
+"""
+_APPLIED = "return 1\n"
+assert COMMIT.source.endswith(_APPLIED), "COMMIT must end by returning 1 once applied"
+
+# COMMIT, and once it has applied the update, the live add. KEYS: session, live hash. ARGV: COMMIT's, then
+# the live arguments.
+COMMIT_SCORED = Script(COMMIT.source.removesuffix(_APPLIED) + "local LIVE = KEYS[2]\n" + _ADD + _APPLIED)
+
+# KEYS: the live hash, the commit's mark. ARGV: the mark's lifetime (ms), then the live arguments.
+# A mark already there is this commit's add, made before: then nothing is added.
+LIVE_ADD = Script(
+    """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local LIVE = KEYS[1]
+"""
+    + _ADD
+    + "return 1\n"
+)
+
+# how long a commit's mark is kept: longer than the client takes to resend a command
+MARK_MS = 60_000
+
+
+def live_key(prefix: str) -> str:
+    return f"{{{prefix}}}:live"
+
+
+def mark_key(prefix: str, session_id: str, next_seq: int) -> str:
+    """The mark of the commit that moved ``session_id`` to ``next_seq``: in the live hash's slot."""
+    return f"{{{prefix}}}:live:{session_id}:{next_seq}"
+
+
+def live_args(version: str, mode: str, settled: Settled, now: float) -> list[Any]:
+    """The live arguments of ``_ADD`` for what one commit ``settled``, their count last."""
+    values = [value for horizon, row in settled.by_horizon().items() for value in (horizon, *row)]
+    levels = [repr(level) for level in settled.levels]
+    args: list[Any] = [
+        repr(now),
+        SEPARATOR.join((version, mode, "")),
+        len(levels),
+        *levels,
+        _doubles(len(values)).pack(*values),
+    ]
+    return [*args, len(args)]
+
+
+@functools.cache
+def _doubles(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}d")
+
+
+async def add_live(
+    commands: Commands,
+    prefix: str,
+    session_id: str,
+    update_seq: int,
+    version: str,
+    mode: str,
+    settled: Settled,
+    now: float,
+) -> None:
+    """Add what the applied commit that moved ``session_id`` to ``update_seq`` settled to the sums, once."""
+    keys = [live_key(prefix), mark_key(prefix, session_id, update_seq)]
+    await commands.run(LIVE_ADD, keys, [MARK_MS, *live_args(version, mode, settled, now)])
+
+
+async def read_live(commands: Commands, prefix: str) -> LiveSums:
+    """The sums every process has added so far."""
+    values = await commands.call("HGETALL", live_key(prefix))
+    # RESP2: a flat list name, value, ... unless the client pairs it into a dict
+    pairs = values.items() if isinstance(values, dict) else zip(values[::2], values[1::2], strict=True)
+    return from_fields({text(name): text(value) for name, value in pairs})

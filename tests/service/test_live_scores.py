@@ -1,0 +1,67 @@
+"""``service/live_scores.py``: what a batch of closes settles, and the forecasts kept awaiting outcomes."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+
+from data.errors import StateError
+from service.live_scores import Issued, Pending, settle
+
+LEVELS = (0.1, 0.5, 0.9)
+
+
+def issued_after(closes: list[float], origin: int) -> Issued:
+    """A model of horizon 2 whose forecasts after ``origin`` are known numbers."""
+    rows = [[-0.01, 0.0, 0.01], [-0.02, 0.001, 0.02]]
+    return Issued("v1", 2, 3).with_forecast(origin, closes[origin], rows)
+
+
+def test_an_h_step_forecast_is_settled_by_the_observation_h_after_it_and_scored_by_hand() -> None:
+    closes = [100.0, 101.0, 99.0]
+    settled, left = settle(issued_after(closes, 0), 1, closes[1:2], LEVELS)
+    outcome = math.log(101.0 / 100.0)
+    pinball = [0.1 * (outcome + 0.01), 0.5 * outcome, 0.1 * (0.01 - outcome)]
+    assert settled.levels == LEVELS
+    assert settled.by_horizon() == {1: pytest.approx([1, *pinball, 1, outcome, outcome], rel=1e-12)}
+    assert settled.count == 1 and len(settled.sums) == 2 * 7
+    assert settled.pinball(1) == pytest.approx(pinball, rel=1e-12)
+    assert [len(p.rows) for p in left.pending] == [3]  # horizon 2 awaits observation 2
+    settled, left = settle(left, 2, closes[2:], LEVELS)
+    outcome = math.log(99.0 / 100.0)
+    pinball = [0.1 * (outcome + 0.02), 0.5 * (0.001 - outcome), 0.1 * (0.02 - outcome)]
+    assert settled.by_horizon()[2] == pytest.approx([1, *pinball, 1, abs(outcome - 0.001), abs(outcome)], rel=1e-12)
+    assert left.pending == ()
+
+
+def test_a_batch_of_several_closes_settles_each_horizon_it_reaches_once() -> None:
+    closes = [100.0, 101.0, 99.0, 98.0]
+    issued = issued_after(closes, 0).with_forecast(1, closes[1], [[0.0, 0.0, 0.0], [-0.1, 0.0, 0.1]])
+    settled, left = settle(issued, 2, closes[2:], LEVELS)
+    # origin 0: horizon 2 (its horizon 1 was settled before it was kept); origin 1: horizons 1 and 2
+    assert {h: row[0] for h, row in settled.by_horizon().items()} == {2: 2, 1: 1}
+    assert left.pending == ()
+
+
+def test_a_newer_forecast_of_the_same_origin_replaces_the_kept_one() -> None:
+    issued = issued_after([100.0], 0).with_forecast(0, 100.0, [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert issued.pending == (Pending(0, 100.0, (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)),)
+
+
+def test_issued_forecasts_read_back_as_written_and_bad_bytes_are_named() -> None:
+    closes = [100.0, 101.0, 99.0]
+    _, issued = settle(issued_after(closes, 0).with_forecast(1, 101.0, [[0.0] * 3] * 2), 2, [99.0], LEVELS)
+    issued = issued.with_forecast(2, 99.0, [[0.5, 0.6, 0.7], [0.8, 0.9, 1.0]])
+    assert Issued.from_bytes(issued.to_bytes()) == issued
+    blob = issued.to_bytes()
+    with pytest.raises(StateError, match="issued forecasts truncated: 3 bytes"):
+        Issued.from_bytes(blob[:3])
+    with pytest.raises(StateError, match="issued forecasts of format 2, 3 levels and 130 bytes do not read"):
+        Issued.from_bytes(blob + b"\x00")
+    with pytest.raises(StateError, match="do not read: 2 horizons left of a model of 2, in 14 values"):
+        settle(Issued.from_bytes(blob[:-8]), 3, [98.0], LEVELS)  # the last forecast's rows cut short
+    at = len(blob) - 8 * 7  # the last forecast's horizons left: 6 values after it
+    with pytest.raises(StateError, match="do not read: 3 horizons left of a model of 2, in 15 values"):
+        settle(Issued.from_bytes(blob[:at] + struct.pack("<d", 3.0) + blob[at + 8 :]), 3, [98.0], LEVELS)

@@ -1,0 +1,53 @@
+"""Live sums in the stores: added when, and only when, a commit that settled forecasts is applied."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.live_scores import Settled
+from service.live_sums import from_fields, horizon_report
+from service.stores import StoreLimits
+from service.stores.redis import RedisSessionStore
+from service.stores.redis_live import add_live
+from tests.service.store_records import BARS, MakeStore, record, update
+
+pytestmark = pytest.mark.anyio
+
+LEVELS = (0.1, 0.5, 0.9)
+ONE = Settled.from_rows(LEVELS, 2, {1: [1, 0.01, 0.02, 0.03, 1, 0.05, 0.04]})
+BOTH = Settled.from_rows(LEVELS, 2, {1: [1, 0.01, 0.02, 0.03, 1, 0.05, 0.04], 2: [2, 0.1, 0.2, 0.3, 1, 0.5, 0.25]})
+
+
+async def test_an_applied_commit_adds_its_scores_and_a_refused_one_adds_none(make_store: MakeStore):
+    store = make_store()
+    await store.create(record())
+    scored = update(4, (BARS[0],), reply_seq=3, scores=BOTH, issued=b"kept")
+    assert await store.commit("s1", 3, scored)
+    assert not await store.commit("s1", 3, scored)  # the seq moved on: refused, nothing added
+    assert (await store.get("s1")).issued == b"kept"  # type: ignore[union-attr]
+    assert await store.commit("s1", 4, update(5, (BARS[1],), reply_seq=4, scores=ONE))
+    sums = (await store.live_sums()).sums
+    assert sorted(sums) == [("latent-v", "latent", 1), ("latent-v", "latent", 2)]
+    first = sums[("latent-v", "latent", 1)]
+    assert (first.count, first.inside, first.since) == (2, 2, 2.5)
+    assert first.pinball == pytest.approx({0.1: 0.02, 0.5: 0.04, 0.9: 0.06})
+    shown = horizon_report(2, sums[("latent-v", "latent", 2)])
+    assert shown["pinball"] == pytest.approx(0.6 / 6)
+    assert shown["coverage"] == 0.5 and shown["mae_ratio"] == pytest.approx(2.0)
+    assert (await store.get("s1")).issued == b"kept"  # type: ignore[union-attr]  # None left it as it was
+
+
+async def test_a_resent_live_add_of_one_commit_is_added_once(redis_server: str, redis_prefix: str):
+    store = RedisSessionStore(redis_server, StoreLimits(60.0, 10, 5, 2), prefix=redis_prefix)
+    try:
+        for _ in range(2):
+            await add_live(store._commands, redis_prefix, "s1", 4, "v", "latent", ONE, 7.0)
+        await add_live(store._commands, redis_prefix, "s1", 5, "v", "latent", ONE, 8.0)
+        sums = (await store.live_sums()).sums[("v", "latent", 1)]
+    finally:
+        await store.close()
+    assert (sums.count, sums.since) == (2, 7.0)
+
+
+async def test_fields_of_another_shape_are_skipped() -> None:
+    assert from_fields({"stray": "1", "v|latent|x|n": "2"}).sums == {}
