@@ -4,6 +4,7 @@ local cluster of two CPUs giving what this host's processes give."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from service.cli import main
 from service.cli.parser import build_parser
 from tests.factories import tiny_config
 from training.config import TrainConfig
-from training.ray_trials import trial_cpus
+from training.ray_trials import _result, ray_session, trial_cpus
 from training.trials import Trial, run_trials
 
 TINY = ["--tickers", "IBM", "--start", "2006-01-01", "--end", "2009-01-01", "--epochs", "1", "--hidden", "8"]
@@ -119,3 +120,10 @@ def test_a_backtest_on_a_ray_cluster_equals_the_local_one_and_a_failed_trial_is_
     assert on_cluster[0].error is None and on_cluster[0].spans is not None
     assert on_host[0].error is not None and on_host[0].error.startswith("DataError: ")
     assert on_cluster[1].error == on_host[0].error and on_cluster[1].spans is None
+    # a task whose worker dies comes back as a failed trial naming why, as a dead local process does
+    ray = pytest.importorskip("ray")
+    with ray_session(cluster):
+        died = ray.remote(max_retries=0)(lambda: os._exit(1)).remote()
+        lost = _result(ray, died, trials[0])
+    assert lost.trial == trials[0] and lost.spans is None and lost.training is None
+    assert lost.error is not None and lost.error.startswith("WorkerCrashedError: ")
