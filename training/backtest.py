@@ -13,7 +13,8 @@ Equal budgets: with ``epoch_steps`` (the default), both modes train for at
 most ``epochs * epoch_steps`` optimiser steps, validated every
 ``epoch_steps`` steps, instead of one pass of the data per epoch (which
 takes ar about ten times latent's steps). Every training is a ``Trial``,
-run here or on ``jobs`` local processes (``training.trials``); one that
+run here, on ``jobs`` local processes or as tasks on a Ray cluster
+(``training.trials``); one that
 fails is listed in the report and the rest are pooled.
 
 Scores per fold and pooled over folds: pinball loss, MAE ratio to the random
@@ -238,8 +239,10 @@ def run_backtest(
     source: str,
     jobs: int = 1,
     search: Search | None = None,
+    ray_address: str | None = None,
 ) -> Backtest:
-    """Train and score every fold on ``jobs`` processes, pool the folds and judge every method at once.
+    """Train and score every fold on ``jobs`` processes (or the Ray cluster at ``ray_address``), pool the
+    folds and judge every method at once.
 
     ``search``: per-mode choices made on validation only, which must not have
     read a price of any test block.
@@ -259,7 +262,7 @@ def run_backtest(
     trials = [
         t for f in folds for t in fold_trials(f, model_config, train_config, config.seeds, config.scalings, search)
     ]
-    results = run_trials(prices, features, trials, jobs)
+    results = run_trials(prices, features, trials, jobs, ray_address)
     everything: dict[str, dict[int, list[SpanForecasts]]] = {}  # method -> seed -> spans of every fold
     trainings: dict[str, list[dict[str, Any]]] = {}
     described = []
@@ -289,6 +292,7 @@ def run_backtest(
             "train": train_config.to_dict(),
             "features": list(features),
             "jobs": jobs,
+            "ray_address": ray_address,
             "data": {
                 "source": source,
                 "tickers": sorted(prices["ticker"].unique().tolist()),

@@ -202,6 +202,13 @@ def random_walk_sentences(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _fan_out(config: dict[str, Any]) -> str:
+    """Where the trainings ran: so many local processes, or tasks on a Ray cluster."""
+    if config.get("ray_address"):
+        return f"tasks on the Ray cluster at {config['ray_address']}"
+    return f"{config.get('jobs', 1)} processes"
+
+
 def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
     config, data = report["config"], report["config"]["data"]
     back, model, train = config["backtest"], config["model"], config["train"]
@@ -220,7 +227,7 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         "# Walk-forward backtest",
         "",
         f"Made by `latentcast backtest` on {report['created']} in {report['seconds'] / 60:.1f} minutes "
-        f"({config.get('jobs', 1)} processes).",
+        f"({_fan_out(config)}).",
         "",
         f"**Data**: {data['source']} prices of {', '.join(data['tickers'])}, {data['first']} to {data['last']}, "
         f"features {', '.join(config['features'])}.",

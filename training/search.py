@@ -6,7 +6,8 @@ sampler, as NeuralForecast's Auto models use it). A search trial trains one
 model on the prices before the first fold's test block and is scored by its
 best validation loss there: the search reads no price of any test block, so
 no block the backtest scores has touched a choice. The trials run as the
-backtest's do (``training.trials``): ``jobs`` at a time, a failed one told
+backtest's do (``training.trials``): ``jobs`` at a time (on this host's
+processes or a Ray cluster's), a failed one told
 to Optuna as failed. A search is written to ``search.json`` and can be
 reused by later backtests.
 """
@@ -113,6 +114,7 @@ def search(
     test_start: np.datetime64,
     config: SearchConfig,
     jobs: int = 1,
+    ray_address: str | None = None,
 ) -> Search:
     """Each mode's search, on prices before ``test_start``, scored on the validation span from ``validation_start``."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log says what each trial did
@@ -132,7 +134,7 @@ def search(
                 runs.append(
                     Trial(-1, mode, train.seed, validation_start, test_start, None, model, train, forecast=False)
                 )
-            for t, result in zip(asked, run_trials(known, features, runs, jobs), strict=True):
+            for t, result in zip(asked, run_trials(known, features, runs, jobs, ray_address), strict=True):
                 loss = None if result.training is None else float(result.training["val_loss"])
                 if loss is None:
                     study.tell(t, state=optuna.trial.TrialState.FAIL)

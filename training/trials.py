@@ -1,10 +1,11 @@
-"""A backtest's trainings as independent trials, run in this process or fanned out over local processes.
+"""A backtest's trainings as independent trials, run in this process or fanned out over processes.
 
 A backtest is folds x methods x seeds trainings that share nothing but their
 inputs: each ``Trial`` prepares its fold's data, trains one model and rolls
 it over the fold's test block. ``run_trials`` runs them one after another
 (``jobs=1``) or on ``jobs`` processes of this host (``spawn``ed: a fresh
-interpreter each, never a fork of one holding torch's threads). A trial that
+interpreter each, never a fork of one holding torch's threads), or as tasks
+on a Ray cluster given its address (``training.ray_trials``). A trial that
 fails comes back with its error, and the others go on: the report names the
 failure and pools what succeeded.
 """
@@ -110,18 +111,24 @@ def run_trials(
     features: Sequence[str],
     trials: Sequence[Trial],
     jobs: int = 1,
+    ray_address: str | None = None,
 ) -> list[TrialResult]:
-    """Every trial's result, in the order of ``trials``, run on ``jobs`` processes (1: in this one).
+    """Every trial's result, in the order of ``trials``, run on ``jobs`` processes (1: in this one), or
+    on the Ray cluster at ``ray_address`` when given (its CPUs then bound how many run at once).
 
     A process that dies takes its trial with it: that trial's result carries
     the error, and the others are still collected.
     """
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    if ray_address is not None:
+        from training.ray_trials import run_on_ray  # ray: only when asked for, an optional dependency
+
+        return run_on_ray(prices, features, trials, ray_address)
     results: list[TrialResult | None] = [None] * len(trials)
     if jobs == 1 or len(trials) <= 1:
         for done, trial in enumerate(trials, start=1):
-            results[done - 1] = _logged(run_trial(prices, features, trial), done, len(trials))
+            results[done - 1] = logged(run_trial(prices, features, trial), done, len(trials))
     else:
         with ProcessPoolExecutor(max_workers=min(jobs, len(trials)), mp_context=get_context("spawn")) as pool:
             futures: dict[Future[TrialResult], int] = {
@@ -129,12 +136,12 @@ def run_trials(
             }
             for done, future in enumerate(as_completed(futures), start=1):
                 i = futures[future]
-                results[i] = _logged(_result(future, trials[i]), done, len(trials))
+                results[i] = logged(_result(future, trials[i]), done, len(trials))
     return [r for r in results if r is not None]
 
 
-def _logged(result: TrialResult, done: int, count: int) -> TrialResult:
-    """``result``, its progress logged here (a spawned process's own log goes nowhere)."""
+def logged(result: TrialResult, done: int, count: int) -> TrialResult:
+    """``result``, its progress logged here (a spawned process's or a Ray task's own log goes nowhere)."""
     training = result.training or {}
     outcome = result.error or f"{training.get('steps')} steps, {training.get('seconds')} s"
     logger.info("trial %d of %d, %s: %s", done, count, result.trial.describe(), outcome)

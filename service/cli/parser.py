@@ -186,6 +186,13 @@ def build_parser() -> CommandParser:
         "--jobs", type=int, default=default_jobs(), help="trainings run at once, one local process each"
     )
     backtest.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="run the trainings (and the search's) as tasks on the Ray cluster at ADDRESS (host:port, ray://..., "
+        "or auto), each asking for --threads CPUs, instead of on --jobs local processes; a search still asks "
+        "Optuna for --jobs trials at a time (default: local processes; needs the ray extra)",
+    )
+    backtest.add_argument(
         "--search-trials",
         type=int,
         default=SearchConfig.trials,

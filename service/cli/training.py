@@ -22,6 +22,7 @@ from training.compare import compare, load_contender, train_contenders, write_re
 from training.config import TrainConfig
 from training.dataset import TrainingData
 from training.pipeline import train_and_register_in
+from training.ray_trials import ray_session
 from training.registry import Registry
 from training.scoring import score_version
 from training.search import Search, SearchConfig
@@ -146,16 +147,21 @@ def run_backtest_command(args: argparse.Namespace) -> int:
         prices, source = rescaled_prices(prices, args.rescale), f"{source} (returns x{args.rescale:g})"
     model, train = model_config(args, "latent"), train_config(args)
     out = report_folder(args, "backtest")
-    search = None
-    if args.search is not None:
-        search = Search.read(args.search)
-    elif args.search_trials:
-        validation_start, test_start = search_span(prices, config)
-        budget = replace(train, epoch_steps=config.epoch_steps)
-        searched = SearchConfig(trials=args.search_trials, seed=args.seed)
-        search = run_search(prices, features, model, budget, validation_start, test_start, searched, args.jobs)
-        print(search.write(out / "search.json"))
-    result = run_backtest(prices, features, model, train, config, source, jobs=args.jobs, search=search)
+    with ray_session(args.ray_address):  # one connection for the search and the folds; a missing Ray is told here
+        search = None
+        if args.search is not None:
+            search = Search.read(args.search)
+        elif args.search_trials:
+            validation_start, test_start = search_span(prices, config)
+            budget = replace(train, epoch_steps=config.epoch_steps)
+            searched = SearchConfig(trials=args.search_trials, seed=args.seed)
+            search = run_search(
+                prices, features, model, budget, validation_start, test_start, searched, args.jobs, args.ray_address
+            )
+            print(search.write(out / "search.json"))
+        result = run_backtest(
+            prices, features, model, train, config, source, jobs=args.jobs, search=search, ray_address=args.ray_address
+        )
     for path in write_backtest(result, out):
         print(path)
     for test in result.tests:
