@@ -95,6 +95,8 @@ def test_the_readmes_curl_session_in_both_modes(server: ServiceProcess, mode: st
         needed = ModelConfig().window + 1
         assert f"until it holds {needed} prices" in " ".join((ROOT / "README.md").read_text().split())
         assert first["forecast"] is None and second["forecast"] is None
+        assert (first["needs"], second["needs"]) == (needed - history, needed - history - 1)
+        assert f"({needed - history} after these" in " ".join((ROOT / "README.md").read_text().split())
         closes = [opened["history"][-1]] * (needed - history - 2)
         short = http.post(url, json={"seq": history + 1, "observations": closes}).json()
         assert short["next_seq"] == needed - 1 and short["forecast"] is None
