@@ -133,6 +133,18 @@ class Settings(BaseSettings):
         description="score every answered forecast as its outcomes arrive, summed per model version and horizon "
         "in the session store (GET /v1/models/live, docs/live.md)",
     )
+    shadow: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of new sessions (sampled from their id) also run, unanswered, by the other mode's "
+        "champion and scored live beside it (GET /v1/compare/live, docs/live.md); needs live_scores",
+    )
+    shadow_pairs: int = Field(
+        default=2000,
+        ge=10,
+        description="paired loss differences kept per model pair and horizon for GET /v1/compare/live",
+    )
     max_sessions_per_key: int = Field(
         default=1000,
         ge=1,
