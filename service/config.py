@@ -243,6 +243,16 @@ class Settings(BaseSettings):
         description="or when it is not significantly worse and has read at least this many trading days of prices "
         "that the champion never read",
     )
+    drift_check_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="how often the scheduler checks the champions' live coverage on the Redis store (0: never); "
+        "out of the band, it starts a retrain (docs/live.md)",
+    )
+    drift_low: float = Field(default=0.70, gt=0, lt=1, description="live coverage below this starts a retrain")
+    drift_high: float = Field(default=0.90, gt=0, lt=1, description="live coverage above this starts a retrain")
+    drift_window: int = Field(default=500, ge=10, description="settled 1-step forecasts the live coverage is over")
+    drift_cooldown_seconds: float = Field(default=86_400.0, ge=0, description="least time between drift retrains")
     retrain_epochs: int = Field(default=40, ge=1, description="most epochs of a retrain (early stopping may end it)")
     retrain_holdout_days: int = Field(
         default=126,
