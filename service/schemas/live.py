@@ -82,5 +82,31 @@ class PairOut(BaseModel):
 
 
 class CompareLiveResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "shadow": 0.1,
+                    "pairs": [
+                        {
+                            "model": "latent-20261202T101530-77e0d1",
+                            "shadow": "ar-20261202T101530-3c9a40",
+                            "horizons": [
+                                {
+                                    "horizon": 1,
+                                    "count": 2000,
+                                    "mean_difference": -0.00021,
+                                    "statistic": -2.31,
+                                    "p_value": 0.021,
+                                    "verdict": "model",
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     shadow: float = Field(description="the fraction of new sessions given a shadow (LATENTCAST_SHADOW)")
     pairs: list[PairOut] = Field(description="per pair of versions that settled the same forecasts")
