@@ -1,6 +1,7 @@
 """Server CPU per append with live scoring on against off, in one run.
 
     .venv/bin/python -m bench.live_scores [--sessions 16] [--appends 100] [--turns 80] [--redis-url URL]
+        [--shadow {ar,latent}]
 
 Starts two ``latentcast serve`` processes on the same model (the default-size
 latent GRU, untrained, with a real scaler; memory store, or Redis with
@@ -14,11 +15,17 @@ It prints the CPU per append of each server and the ratio on / off, over all
 turns and over each half of them (a ratio that moves between the halves is
 noise). The client's CPU is not counted; a request at a time, so
 micro-batching holds one append per batch, as a lone client's does.
+
+With ``--shadow MODE`` both servers score, and the sessions are of the other
+mode; one server gives every session a shadow of ``MODE`` (``LATENTCAST_SHADOW=1``,
+both modes' champions of the default size, untrained), the other none: the
+ratio is what the shadow costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -27,10 +34,13 @@ import httpx
 import torch
 
 from bench.cpu import process_seconds
-from bench.harness import BENCH_MODEL, ServiceProcess, bench_env
+from bench.harness import BENCH_MODEL, ServiceProcess, bench_env, default_checkpoint
 from data import sources
+from models.config import MODES
+from training.registry import Registry
 
 WARM = 50
+SHADOW_WARM = 70  # an ar model of the default window forecasts from 61 closes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=80, help="turns per server; which goes first alternates")
     parser.add_argument("--torch-threads", type=int, default=1, help="LATENTCAST_TORCH_THREADS of the services")
     parser.add_argument("--redis-url", help="serve sessions from this Redis (default: the memory store)")
+    parser.add_argument("--shadow", choices=MODES, help="shadows of this mode on one server, none on the other")
     args = parser.parse_args(argv)
 
     closes = sources.bundled(["IBM"])["close"].tolist()
-    needed = WARM + args.turns * args.appends // args.sessions + 2
+    warm = WARM if args.shadow is None else SHADOW_WARM
+    needed = warm + args.turns * args.appends // args.sessions + 2
     if needed > len(closes):
         parser.error(f"{needed} closes per session are more than the {len(closes)} bundled: fewer appends or turns")
     with tempfile.TemporaryDirectory() as name:
@@ -51,18 +63,28 @@ def main(argv: list[str] | None = None) -> int:
         env = bench_env(folder, args.torch_threads)
         if args.redis_url:
             env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
+        mode, off_env = "latent", {"LATENTCAST_LIVE_SCORES": "false"}
+        if args.shadow is not None:
+            registry = Registry(Path(env["LATENTCAST_ARTIFACTS"]))
+            mode = next(m for m in MODES if m != args.shadow)
+            # an ar champion of the default size beside the harness's latent one: one serves, one shadows
+            registry.promote(registry.register(default_checkpoint(dataclasses.replace(BENCH_MODEL, mode="ar"))).version)
+            env |= {"LATENTCAST_LIVE_SCORES": "true", "LATENTCAST_SHADOW": "1"}
+            off_env = {"LATENTCAST_SHADOW": "0"}
         on = ServiceProcess(env | {"LATENTCAST_LIVE_SCORES": "true"}, folder / "on.log")
-        off = ServiceProcess(
-            env | {"LATENTCAST_LIVE_SCORES": "false", "LATENTCAST_REDIS_PREFIX": "off"}, folder / "off.log"
-        )
+        off = ServiceProcess(env | off_env | {"LATENTCAST_REDIS_PREFIX": "off"}, folder / "off.log")
         with on, off, httpx.Client(base_url=on.url) as on_client, httpx.Client(base_url=off.url) as off_client:
-            feeds = [Feed(on.pid, on_client, closes, args.sessions), Feed(off.pid, off_client, closes, args.sessions)]
+            feeds = [
+                Feed(on.pid, on_client, closes, args.sessions, mode, warm),
+                Feed(off.pid, off_client, closes, args.sessions, mode, warm),
+            ]
             seconds: list[list[float]] = [[], []]
             for turn in range(args.turns):
                 order = (0, 1) if turn % 2 == 0 else (1, 0)
                 for i in order:
                     seconds[i].append(feeds[i].round(args.appends))
-            settled = on_client.get("/v1/models/live").json()["models"][0]["horizons"][0]["count"]
+            models = on_client.get("/v1/models/live").json()["models"]
+            settled = {m["mode"]: m["horizons"][0]["count"] for m in models}
 
     appends = args.turns * args.appends
     on_us, off_us = (sum(side) / appends * 1e6 for side in seconds)
@@ -73,26 +95,29 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model: latent {BENCH_MODEL.cell}, conv {BENCH_MODEL.conv_channels}x{BENCH_MODEL.conv_kernel}, "
         f"hidden {BENCH_MODEL.hidden_size}, horizon {BENCH_MODEL.horizon}; {args.sessions} sessions, "
-        f"{args.turns} turns of {args.appends} appends per server; {settled} one-step forecasts scored"
+        f"{args.turns} turns of {args.appends} appends per server; one-step forecasts scored {settled}"
     )
-    print(f"server CPU per append: scoring on {on_us:.0f} us, off {off_us:.0f} us")
-    print(f"ratio on / off: {on_us / off_us:.3f} (halves {halves[0]:.3f}, {halves[1]:.3f})")
+    on_name, off_name = ("scoring on", "off") if args.shadow is None else (f"{mode} with {args.shadow} shadow", "none")
+    print(f"server CPU per append: {on_name} {on_us:.0f} us, {off_name} {off_us:.0f} us")
+    print(f"ratio: {on_us / off_us:.3f} (halves {halves[0]:.3f}, {halves[1]:.3f})")
     return 0
 
 
 class Feed:
     """Sessions on one server, fed one close per request in turn."""
 
-    def __init__(self, pid: int, client: httpx.Client, closes: list[float], sessions: int) -> None:
+    def __init__(
+        self, pid: int, client: httpx.Client, closes: list[float], sessions: int, mode: str, warm: int
+    ) -> None:
         self.pid = pid
         self.client = client
         self.closes = closes
         self.ids = []
         for _ in range(sessions):
-            reply = client.post("/v1/sessions", json={"history": closes[:WARM]})
+            reply = client.post("/v1/sessions", json={"mode": mode, "history": closes[:warm]})
             reply.raise_for_status()
             self.ids.append(reply.json()["session_id"])
-        self.next_seq = [WARM] * sessions
+        self.next_seq = [warm] * sessions
         self.turn = 0
 
     def round(self, appends: int) -> float:

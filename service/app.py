@@ -34,6 +34,7 @@ from service.schemas.requests import (
     OpenSessionRequest,
 )
 from service.sessions import SessionService
+from service.shadow_steps import shadow_runner
 from service.stores import SessionStore, build_store
 from training.leases import Leases
 from training.registry import Registry
@@ -48,6 +49,7 @@ ROUTERS = (
     forecast.router,
     models.router,
     live.router,
+    live.compare_router,
     data.router,
     jobs.router,
     health.router,
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 batching=BatchSettings(settings.batch_enabled, settings.batch_wait_ms / 1000, settings.batch_max),
                 inline_observations=settings.inline_observations,
                 live_scores=settings.live_scores,
+                shadows=shadow_runner(settings, pool),
             ),
             forecasts=ForecastService(pool, settings.max_history),
             jobs=RetrainLauncher(settings),

@@ -21,6 +21,7 @@ from service.metrics import ServiceMetrics
 from service.replies import SessionReply
 from service.scored_changes import scored
 from service.session_steps import Append, Change, plan_appends
+from service.shadow_steps import ShadowRunner
 
 Planned = SessionReply | Change | Exception
 
@@ -49,9 +50,11 @@ class AppendPlanner:
         inline_observations: int = 0,
         clock: Callable[[], float] = time.time,
         live_scores: bool = False,
+        shadows: ShadowRunner | None = None,
     ) -> None:
         self.inline_observations = inline_observations
         self._live_scores = live_scores
+        self._shadows = shadows
         self._clock = clock
         batching = batching or BatchSettings()
         self._arrays_from = batching.arrays_from
@@ -88,7 +91,7 @@ class AppendPlanner:
     def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
         planned = plan_appends(predictor, appends, self._clock(), self._arrays_from)
         # with live scores, each change also says what it settles (``service/scored_changes.py``)
-        return scored(predictor, appends, planned) if self._live_scores else planned
+        return scored(predictor, appends, planned, self._shadows) if self._live_scores else planned
 
     def _runs_inline(self, appends: list[Append]) -> bool:
         """Whether appends are small enough to plan on the event loop rather than in a worker thread."""

@@ -133,6 +133,18 @@ class Settings(BaseSettings):
         description="score every answered forecast as its outcomes arrive, summed per model version and horizon "
         "in the session store (GET /v1/models/live, docs/live.md)",
     )
+    shadow: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of new sessions (sampled from their id) also run, unanswered, by the other mode's "
+        "champion and scored live beside it (GET /v1/compare/live, docs/live.md); needs live_scores",
+    )
+    shadow_pairs: int = Field(
+        default=2000,
+        ge=10,
+        description="paired loss differences kept per model pair and horizon for GET /v1/compare/live",
+    )
     max_sessions_per_key: int = Field(
         default=1000,
         ge=1,
@@ -231,6 +243,16 @@ class Settings(BaseSettings):
         description="or when it is not significantly worse and has read at least this many trading days of prices "
         "that the champion never read",
     )
+    drift_check_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="how often the scheduler checks the champions' live coverage on the Redis store (0: never); "
+        "out of the band, it starts a retrain (docs/live.md)",
+    )
+    drift_low: float = Field(default=0.70, gt=0, lt=1, description="live coverage below this starts a retrain")
+    drift_high: float = Field(default=0.90, gt=0, lt=1, description="live coverage above this starts a retrain")
+    drift_window: int = Field(default=500, ge=10, description="settled 1-step forecasts the live coverage is over")
+    drift_cooldown_seconds: float = Field(default=86_400.0, ge=0, description="least time between drift retrains")
     retrain_epochs: int = Field(default=40, ge=1, description="most epochs of a retrain (early stopping may end it)")
     retrain_holdout_days: int = Field(
         default=126,

@@ -22,6 +22,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from service.config import Settings
+from service.drift import DriftRule, DriftWatch, check_drift
 from service.retraining import RetrainLauncher
 from training.jobs import JobReport
 
@@ -32,6 +33,7 @@ HEARTBEAT_SECONDS = 30
 # three missed beats: a busy machine may delay one, not three
 STALE_SECONDS = 3 * HEARTBEAT_SECONDS
 RETRAIN_JOB = "retrain"
+DRIFT_JOB = "drift"
 
 
 def describe(job: JobReport) -> str:
@@ -69,6 +71,18 @@ def run_job(launcher: RetrainLauncher) -> None:
         return
     level = logging.INFO if job.status in ("succeeded", "skipped") else logging.ERROR
     log.log(level, "%s", describe(job))
+
+
+def run_drift(settings: Settings, watch: DriftWatch, launcher: RetrainLauncher) -> None:
+    """One drift check (``service/drift.py``); a retrain when it finds a reason. Never raises."""
+    try:
+        reason = check_drift(settings, watch)
+    except Exception:
+        log.exception("the live coverage could not be read")
+        return
+    if reason is not None:
+        log.warning("retrain on drift: %s", reason)
+        run_job(launcher)
 
 
 def beat(settings: Settings, scheduler: BlockingScheduler) -> None:
@@ -116,6 +130,17 @@ def build_scheduler(settings: Settings, launcher: RetrainLauncher | None = None)
         coalesce=True,  # runs missed while one went on collapse into one
         misfire_grace_time=None,
     )
+    if settings.drift_check_seconds > 0:
+        watch = DriftWatch(DriftRule.of(settings))
+        scheduler.add_job(
+            run_drift,
+            "interval",
+            seconds=settings.drift_check_seconds,
+            args=[settings, watch, launcher],
+            id=DRIFT_JOB,
+            max_instances=1,
+            coalesce=True,
+        )
     scheduler.add_job(
         beat, "interval", seconds=HEARTBEAT_SECONDS, args=[settings, scheduler], next_run_time=datetime.now(UTC)
     )

@@ -22,45 +22,76 @@ from models.predictor import Predictor
 from service.live_scores import Issued, Settled, settle
 from service.replies import SessionReply
 from service.session_steps import Append, Change, adaptive_offsets, state_of
+from service.shadow_steps import ShadowRunner
+from service.shadows import MAGIC, ShadowScores, pack, unpack
 from service.stores import SessionRecord, SessionUpdate
 
 Planned = SessionReply | Change | Exception
 
 
-def scored(predictor: Predictor, appends: Sequence[Append], results: list[Planned]) -> list[Planned]:
-    """``results`` of ``plan_appends(predictor, appends, ...)``, each change with what it settles and issues."""
+def scored(
+    predictor: Predictor, appends: Sequence[Append], results: list[Planned], shadows: ShadowRunner | None = None
+) -> list[Planned]:
+    """``results`` of ``plan_appends(predictor, appends, ...)``, each change with what it settles and issues;
+    with ``shadows``, a session's shadow advanced and scored beside it (``service/shadow_steps.py``)."""
     levels = predictor.config.quantiles
     out: list[Planned] = []
     for append, result in zip(appends, results, strict=True):
         if isinstance(result, Change):
-            result = _scored_change(predictor, levels, append.record, result)
+            result = _scored_change(predictor, levels, append.record, result, shadows)
         out.append(result)
     return out
 
 
-def _scored_change(predictor: Predictor, levels: tuple[float, ...], record: SessionRecord, change: Change) -> Change:
+def _scored_change(
+    predictor: Predictor,
+    levels: tuple[float, ...],
+    record: SessionRecord,
+    change: Change,
+    shadows: ShadowRunner | None,
+) -> Change:
     update = change.update
     closes = [obs.close for obs in update.appended]
     if not closes:
         return change
+    shadow = None
+    if record.issued.startswith(MAGIC):
+        try:
+            kept, shadow = unpack(record.issued)
+        except StateError:  # a shadow that does not read is dropped; the session goes on
+            kept = b""
+        record = dataclasses.replace(record, issued=kept)
     try:
-        settled, issued = settle(awaiting(predictor, record), record.next_seq, closes, levels)
+        model = awaiting(predictor, record)
+        settled, issued = settle(model, record.next_seq, closes, levels)
     except StateError:  # kept forecasts that do not read: scoring goes on from the one the state answers
         record = dataclasses.replace(record, issued=b"")
-        settled, issued = settle(awaiting(predictor, record), record.next_seq, closes, levels)
+        model = awaiting(predictor, record)
+        settled, issued = settle(model, record.next_seq, closes, levels)
     forecast = change.reply.forecast
     if forecast is not None:
         issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
+    shadow_scores = None
+    if shadow is not None and shadow.version == predictor.version:
+        shadow = None  # a session migrated to its shadow's version: the pair would be one model
+    if shadow is not None and shadows is not None:
+        shadow, shadow_scores = shadows.advance(shadow, model, levels, record.next_seq, update.appended)
+    elif shadows is None:
+        shadow = None  # shadows are off: the session drops its own
     return Change(
-        _with_live(update, issued.to_bytes(), settled if settled.count else None), change.reply, change.applied
+        _with_live(update, pack(issued.to_bytes(), shadow), settled if settled.count else None, shadow_scores),
+        change.reply,
+        change.applied,
     )
 
 
-def _with_live(update: SessionUpdate, issued: bytes, scores: Settled | None) -> SessionUpdate:
-    """``dataclasses.replace(update, issued=issued, scores=scores)``, made as a copy of its fields: ``replace``
-    calls the class with every field by name, which costs more than scoring the append."""
+def _with_live(
+    update: SessionUpdate, issued: bytes, scores: Settled | None, shadow_scores: ShadowScores | None
+) -> SessionUpdate:
+    """``dataclasses.replace(update, issued=issued, scores=scores, ...)``, made as a copy of its fields:
+    ``replace`` calls the class with every field by name, which costs more than scoring the append."""
     scored_update = object.__new__(SessionUpdate)
-    scored_update.__dict__.update(update.__dict__, issued=issued, scores=scores)
+    scored_update.__dict__.update(update.__dict__, issued=issued, scores=scores, shadow_scores=shadow_scores)
     return scored_update
 
 

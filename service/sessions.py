@@ -44,6 +44,8 @@ from service.owned_records import OwnedRecords, not_found
 from service.replies import SessionReply, session_reply
 from service.session_locks import SessionLocks
 from service.session_steps import Append, adaptive_offsets, calibrated_forecast, plan_migration, state_of
+from service.shadow_steps import ShadowRunner
+from service.shadows import pack
 from service.stores import SessionRecord, SessionStore
 
 # 24 random bytes: 192 bits, 32 URL-safe characters
@@ -86,6 +88,7 @@ class SessionService:
         batching: BatchSettings | None = None,
         inline_observations: int = 0,
         live_scores: bool = False,
+        shadows: ShadowRunner | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -94,7 +97,8 @@ class SessionService:
         self.max_history = max_history
         self.locks = SessionLocks()
         self.records = OwnedRecords(store, pool)
-        self.planner = AppendPlanner(metrics, batching, inline_observations, clock, live_scores)
+        self.planner = AppendPlanner(metrics, batching, inline_observations, clock, live_scores, shadows)
+        self.shadows = shadows if live_scores else None
         self._clock = clock
         self._bulk = BulkAppends(store, self.records, self.planner, self.locks, metrics, max_batch, self._append_held)
 
@@ -118,6 +122,9 @@ class SessionService:
         offsets = AdaptiveOffsets.zeros(predictor.config.horizon, len(predictor.config.quantiles)) if adaptive else None
         forecast, offsets = calibrated_forecast(predictor, state, offsets)
         reply = session_reply(session_id, predictor, state.n_obs, forecast)
+        shadow = None
+        if self.shadows is not None:  # the other mode's champion beside it, never answered (service/shadows.py)
+            shadow = await in_thread(self.shadows.open, session_id, predictor.config.mode, history)
         now = self._clock()
         record = SessionRecord(
             session_id=session_id,
@@ -131,6 +138,7 @@ class SessionService:
             created=now,
             updated=now,
             calibration=b"" if offsets is None else offsets.to_bytes(),
+            issued=pack(b"", shadow),
         )
         if not await self.store.create(record):
             limit = self.store.limits.max_sessions_per_owner

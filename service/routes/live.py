@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from service.dependencies import CallerDep, ServicesDep
+from service.live_pairs import report as pairs_report
 from service.live_sums import report
 from service.routes import error_responses
-from service.schemas.live import LiveResponse
+from service.schemas.live import CompareLiveResponse, LiveResponse
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -33,3 +34,22 @@ async def live(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     live_sums = await svc.store.live_sums()
     svc.metrics.live.update(live_sums)
     return {"enabled": svc.settings.live_scores, "models": report(live_sums, svc.pool.champions())}
+
+
+compare_router = APIRouter(prefix="/v1/compare", tags=["models"])
+
+
+@compare_router.get(
+    "/live",
+    response_model=CompareLiveResponse,
+    summary="Live Diebold-Mariano verdicts of session models against their shadows",
+    responses=error_responses(401, 503),
+)
+async def compare_live(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
+    """With LATENTCAST_SHADOW, a sampled share of new sessions is also run, unanswered, by the other
+    mode's champion (its shadow). Per pair (the sessions' version, the shadow's) and horizon: the
+    last paired differences of mean pinball loss on the forecasts both settled, their mean and the
+    Diebold-Mariano test of them (`verdict`: the lower loss at the 5% level, or a tie). Sessions
+    are treated as independent (docs/live.md)."""
+    paired = await svc.store.paired_losses()
+    return {"shadow": svc.settings.shadow, "pairs": pairs_report(paired)}

@@ -64,3 +64,49 @@ class LiveResponse(BaseModel):
 
     enabled: bool = Field(description="whether this process scores forecasts (LATENTCAST_LIVE_SCORES)")
     models: list[LiveModelOut] = Field(description="per model version, champions first")
+
+
+class PairedHorizonOut(BaseModel):
+    horizon: int
+    count: int = Field(description="paired loss differences kept (the last LATENTCAST_SHADOW_PAIRS)")
+    mean_difference: float | None = Field(description="mean pinball loss of the model less its shadow's")
+    statistic: float | None = Field(description="Diebold-Mariano statistic (HLN); negative favours the model")
+    p_value: float | None = Field(description="its p-value; None with too few pairs to test")
+    verdict: str | None = Field(description='"model", "shadow" (the lower loss, at the 5% level) or "tie"')
+
+
+class PairOut(BaseModel):
+    model: str = Field(description="the sessions' version")
+    shadow: str = Field(description="the version run beside them, unanswered")
+    horizons: list[PairedHorizonOut]
+
+
+class CompareLiveResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "shadow": 0.1,
+                    "pairs": [
+                        {
+                            "model": "latent-20261202T101530-77e0d1",
+                            "shadow": "ar-20261202T101530-3c9a40",
+                            "horizons": [
+                                {
+                                    "horizon": 1,
+                                    "count": 2000,
+                                    "mean_difference": -0.00021,
+                                    "statistic": -2.31,
+                                    "p_value": 0.021,
+                                    "verdict": "model",
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    shadow: float = Field(description="the fraction of new sessions given a shadow (LATENTCAST_SHADOW)")
+    pairs: list[PairOut] = Field(description="per pair of versions that settled the same forecasts")

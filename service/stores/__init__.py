@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from service.config import Settings
+from service.live_pairs import PairedLosses
 from service.live_sums import LiveSums
 from service.stores.records import SessionRecord, SessionUpdate, StoredReply, StoreLimits
 
@@ -77,6 +78,10 @@ class SessionStore(Protocol):
     async def live_sums(self) -> LiveSums:
         """The live scores of settled forecasts, summed per model version, mode and horizon by every commit
         that settled some (``SessionUpdate.scores``), over every process sharing the store."""
+
+    async def paired_losses(self) -> PairedLosses:
+        """The last loss differences of sessions' models less their shadows' per pair and horizon
+        (``SessionUpdate.shadow_scores``), over every process sharing the store."""
 
     async def ping(self) -> None:
         """Return if the store answers; ``UnavailableError`` otherwise."""

@@ -13,6 +13,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from service.live_pairs import PairedLosses
 from service.live_sums import LiveSums
 from service.stores import EvictionListener
 from service.stores.packed import PackedObservations
@@ -65,6 +66,7 @@ class MemorySessionStore:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._owned: dict[str, set[str]] = {}  # session ids by owner
         self.live = LiveSums()  # scores of settled forecasts, added in the step that commits them
+        self.paired = PairedLosses()  # sessions' and their shadows' loss differences, likewise
 
     async def create(self, record: SessionRecord) -> bool:
         self._expire()
@@ -126,6 +128,9 @@ class MemorySessionStore:
     async def live_sums(self) -> LiveSums:
         return self.live
 
+    async def paired_losses(self) -> PairedLosses:
+        return self.paired
+
     async def ping(self) -> None:
         return None
 
@@ -144,6 +149,10 @@ class MemorySessionStore:
         apply(entry, update, self.limits)
         if update.scores is not None:
             self.live.add(update.version, update.mode, update.scores, update.updated)
+        shadow = update.shadow_scores
+        if shadow is not None:
+            self.live.add(shadow.version, shadow.mode, shadow.settled, update.updated)
+            self.paired.add(shadow.model, shadow.version, shadow.differences, shadow.keep)
         return True
 
     def _touch(self, session_id: str, owner: str | None = None, expire: bool = True) -> _Entry | None:

@@ -18,6 +18,7 @@ import numpy as np
 from data.errors import StateError, UnavailableError
 from models.predictor import Observation
 from service.live_scores import Settled
+from service.shadows import ShadowScores
 
 # presence bits, then close, open, high, low, volume; the time string follows
 _OBSERVATION = struct.Struct("<B5d")
@@ -106,7 +107,7 @@ class SessionUpdate:
     replaces the record's adaptive offsets; None leaves them as they are.
     ``issued`` likewise replaces the forecasts awaiting outcomes, and ``scores``
     (what the update settles) join the store's live sums when, and only when,
-    the update is applied.
+    the update is applied; so do ``shadow_scores`` and its paired losses.
     """
 
     next_seq: int
@@ -120,6 +121,7 @@ class SessionUpdate:
     calibration: bytes | None = None
     issued: bytes | None = None
     scores: Settled | None = None
+    shadow_scores: ShadowScores | None = None  # what it settles of the session's shadow (service/shadows.py)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from service.live_pairs import PairedLosses
 from service.live_sums import LiveSums
 from service.stores import EvictionListener
 from service.stores.packed import CLOSE_BYTES, EXTRA_BYTES, NO_EXTRAS, NO_TIME, PackedObservations
@@ -31,7 +32,15 @@ from service.stores.records import (
 )
 from service.stores.redis_index import Entry, SessionIndex
 from service.stores.redis_keys import Keys
-from service.stores.redis_live import COMMIT_SCORED, add_live, live_args, live_key, read_live
+from service.stores.redis_live import (
+    COMMIT_SCORED,
+    add_live,
+    add_shadow,
+    live_args,
+    live_key,
+    read_live,
+    read_pairs,
+)
 from service.stores.redis_pipeline import Commands, available, connect, text
 from service.stores.redis_scripts import COMMIT, CREATE, DELETE, GET, SCRIPTS, field_pairs
 from service.stores.redis_upgrade import LegacyUpgrade
@@ -205,6 +214,10 @@ class RedisSessionStore:
                     scores,
                     update.updated,
                 )
+            if int(result) == 1 and update.shadow_scores is not None:
+                await add_shadow(
+                    self._commands, self._keys.prefix, session_id, update.next_seq, update.shadow_scores, update.updated
+                )
         return int(result) == 1
 
     async def commit_many(self, commits: Sequence[tuple[str, int, SessionUpdate]]) -> list[bool]:
@@ -253,6 +266,11 @@ class RedisSessionStore:
         async with available(self.url):
             await self._ready()
             return await read_live(self._commands, self._keys.prefix)
+
+    async def paired_losses(self) -> PairedLosses:
+        async with available(self.url):
+            await self._ready()
+            return await read_pairs(self._commands, self._keys.prefix)
 
     @property
     def pipelines_sent(self) -> int:

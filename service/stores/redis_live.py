@@ -15,12 +15,16 @@ when the first one broke) finds the mark.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import struct
 from typing import Any
 
+from service.live_pairs import SEPARATOR as PAIR_SEPARATOR
+from service.live_pairs import PairedLosses
 from service.live_scores import Settled
 from service.live_sums import SEPARATOR, LiveSums, from_fields
+from service.shadows import ShadowScores
 from service.stores.redis_pipeline import Commands, text
 from service.stores.redis_scripts import COMMIT, Script
 
@@ -116,3 +120,55 @@ async def read_live(commands: Commands, prefix: str) -> LiveSums:
     # RESP2: a flat list name, value, ... unless the client pairs it into a dict
     pairs = values.items() if isinstance(values, dict) else zip(values[::2], values[1::2], strict=True)
     return from_fields({text(name): text(value) for name, value in pairs})
+
+
+# A shadow's scores and paired losses (``service/shadows.py``), added once its session's commit is applied.
+# KEYS: the live hash, the commit's shadow mark, the pairs' set of list names, then one list per horizon.
+# ARGV: the mark's lifetime (ms), how many differences a list keeps, how many lists; for each list its name,
+# its count of differences and the differences; then the live arguments.
+SHADOW_ADD = Script(
+    """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+local keep, at = tonumber(ARGV[2]), 4
+for i = 1, tonumber(ARGV[3]) do
+  local n = tonumber(ARGV[at + 1])
+  redis.call('RPUSH', KEYS[3 + i], unpack(ARGV, at + 2, at + 1 + n))
+  redis.call('LTRIM', KEYS[3 + i], -keep, -1)
+  redis.call('SADD', KEYS[3], ARGV[at])
+  at = at + 2 + n
+end
+local LIVE = KEYS[1]
+"""
+    + _ADD
+    + "return 1\n"
+)
+
+
+def pairs_key(prefix: str, name: str = "") -> str:
+    """The set of the pairs' list names, or the list ``name``: in the live hash's slot."""
+    return f"{{{prefix}}}:pairs" + (f":{name}" if name else "")
+
+
+async def add_shadow(
+    commands: Commands, prefix: str, session_id: str, update_seq: int, scores: ShadowScores, now: float
+) -> None:
+    """Add what the applied commit that moved ``session_id`` to ``update_seq`` settled of its shadow, once."""
+    names = [PAIR_SEPARATOR.join((scores.model, scores.version, str(h))) for h in scores.differences]
+    keys = [live_key(prefix), mark_key(prefix, session_id + "/shadow", update_seq), pairs_key(prefix)]
+    keys += [pairs_key(prefix, name) for name in names]
+    args: list[Any] = [MARK_MS, scores.keep, len(names)]
+    for name, values in zip(names, scores.differences.values(), strict=True):
+        args += [name, len(values), *(repr(v) for v in values)]
+    await commands.run(SHADOW_ADD, keys, [*args, *live_args(scores.version, scores.mode, scores.settled, now)])
+
+
+async def read_pairs(commands: Commands, prefix: str) -> PairedLosses:
+    """The differences every process has kept, per pair and horizon."""
+    names = sorted(text(name) for name in await commands.call("SMEMBERS", pairs_key(prefix)))
+    lists = await asyncio.gather(*(commands.call("LRANGE", pairs_key(prefix, name), 0, -1) for name in names))
+    paired = PairedLosses()
+    for name, values in zip(names, lists, strict=True):
+        model, shadow, horizon = name.rsplit(PAIR_SEPARATOR, 2)
+        kept = [float(text(v)) for v in values]
+        paired.add(model, shadow, {int(horizon): kept}, max(len(kept), 1))
+    return paired

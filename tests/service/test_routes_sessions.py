@@ -108,6 +108,7 @@ def test_every_route_is_documented_with_examples(client: TestClient):
         ("GET", "/v1/models/promotions"),
         ("POST", "/v1/models/reload"),
         ("GET", "/v1/models/live"),
+        ("GET", "/v1/compare/live"),
         ("GET", "/v1/data/tickers"),
         ("GET", "/v1/data/prices"),
         ("POST", "/v1/retrain"),
@@ -132,7 +133,14 @@ def test_every_route_is_documented_with_examples(client: TestClient):
         examples = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"]
         assert len(examples) == (3 if path == "/v1/forecast" else 2)  # the forecast's third: many histories
     responses = ("SessionResponse", "SessionInfoResponse", "MigrationResponse", "ForecastResponse", "ModelsResponse")
-    for name in (*responses, "ReloadResponse", "StatusResponse", "ErrorResponse", "LiveResponse"):
+    for name in (
+        *responses,
+        "ReloadResponse",
+        "StatusResponse",
+        "ErrorResponse",
+        "LiveResponse",
+        "CompareLiveResponse",
+    ):
         assert schema["components"]["schemas"][name]["examples"], name
     conflict = schema["paths"]["/v1/sessions/{session_id}/observations"]["post"]["responses"]["409"]
     assert conflict["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}

@@ -13,10 +13,12 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench.harness import ServiceProcess
 from bench.soak import SoakPlan, passed, retrain_overlapped, service_env, soak, table
+from bench.soak_setup import KEYS
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
 
@@ -70,6 +72,22 @@ def test_a_short_soak_loses_nothing_and_applies_nothing_twice(
     assert totals.applied == PLAN.sessions * (PLAN.observations - PLAN.warm), shown
     assert min(totals.retries, totals.overlaps, totals.dropped, totals.out_of_order) > 0, shown
     assert result.applied_by_servers == totals.applied  # the servers' own count: nothing applied twice
+
+
+def test_a_short_soak_with_shadows_on_two_processes_on_one_redis(
+    soak_registry: Registry, tmp_path: Path, redis_server: str
+):
+    env = service_env(soak_registry, "redis", redis_server, PLAN, 0) | {"LATENTCAST_SHADOW": "1"}
+    with servers(env, 2, tmp_path) as urls:
+        result = asyncio.run(soak(urls, soak_registry, PLAN, retrain=False, via="rest"))
+        live = httpx.get(f"{urls[0]}/v1/models/live", headers={"X-API-Key": KEYS[0]}).json()["models"]
+    shown = table("redis", 2, result)
+    assert passed(result), shown
+    assert result.totals.applied == PLAN.sessions * (PLAN.observations - PLAN.warm), shown
+    assert result.applied_by_servers == result.totals.applied
+    # the shadows settled as many one-step forecasts as their sessions' models, whatever the faults did
+    counts = {m["mode"]: m["horizons"][0]["count"] for m in live if m["horizons"]}
+    assert counts["ar/shadow"] + counts["latent/shadow"] > 0, counts
 
 
 def test_a_short_soak_while_a_retrain_promotes_new_champions(soak_registry: Registry, tmp_path: Path):

@@ -1,0 +1,160 @@
+"""Shadow models: the other mode's champion run beside a sampled session, scored live, never answered."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from data.errors import StateError
+from models.predictor import Observation, SeriesState
+from service.app import create_app
+from service.live_pairs import PairedLosses, report
+from service.shadows import Shadow, pack, sampled, unpack
+from tests.service.conftest import MakeSettings
+from tests.service.test_routes_live import WARM, Offline, assert_scores, feed, open_session
+from training.registry import Registry
+
+END = WARM + 40
+
+
+def redis_overrides(store: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    if store == "memory":
+        return {}
+    return {
+        "store": "redis",
+        "redis_url": request.getfixturevalue("redis_server"),
+        "redis_prefix": request.getfixturevalue("redis_prefix"),
+    }
+
+
+def live_models(client: TestClient) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per mode as shown ("latent", "ar/shadow"), its horizons."""
+    models = client.get("/v1/models/live").json()["models"]
+    return {m["mode"]: {row["horizon"]: row for row in m["horizons"]} for m in models}
+
+
+def shadow_offline(registry: Registry, closes: list[float], origins: list[int]) -> Offline:
+    """The ar champion's forecasts after each of ``origins``, made offline from the prices up to it."""
+    version = registry.champion("ar")
+    assert version is not None
+    predictor = registry.predictor(version)
+    offline = Offline(closes)
+    for n in origins:
+        state = predictor.advance(SeriesState(), [Observation(close=c) for c in closes[: n + 1]])
+        forecast = predictor.forecast(state)
+        assert forecast is not None
+        offline.answered({"forecast": {"as_of_seq": n, "log_return": forecast.log_return}})
+    return offline
+
+
+def test_sampling_is_decided_by_the_session_id_alone() -> None:
+    ids = [f"session-{i}" for i in range(2000)]
+    assert [sampled(i, 0.3) for i in ids] == [sampled(i, 0.3) for i in ids]
+    assert 0.25 < sum(sampled(i, 0.3) for i in ids) / len(ids) < 0.35
+    assert not any(sampled(i, 0.0) for i in ids) and all(sampled(i, 1.0) for i in ids)
+    # a larger fraction keeps every session a smaller one sampled
+    assert all(sampled(i, 0.5) for i in ids if sampled(i, 0.3))
+
+
+def test_a_shadow_packs_beside_the_issued_forecasts_and_bad_bytes_are_named() -> None:
+    shadow = Shadow("ar-1", b"state", b"issued")
+    assert unpack(pack(b"own", shadow)) == (b"own", shadow)
+    assert unpack(pack(b"own", None)) == (b"own", None)
+    with pytest.raises(StateError, match="does not hold"):
+        unpack(pack(b"own", shadow)[:-1])
+
+
+def test_a_shadow_never_changes_a_replys_bytes(make_settings: MakeSettings, closes: list[float]) -> None:
+    bodies: list[list[bytes]] = []
+    for fraction in (0.0, 1.0):
+        with TestClient(create_app(make_settings(shadow=fraction))) as client:
+            opened = client.post("/v1/sessions", json={"mode": "latent", "history": closes[:WARM]})
+            session_id = opened.json()["session_id"]
+            replies = [opened.content]
+            for seq in range(WARM, WARM + 12, 2):
+                body = {"seq": seq, "observations": closes[seq : seq + 2]}
+                replies.append(client.post(f"/v1/sessions/{session_id}/observations", json=body).content)
+            read = client.get(f"/v1/sessions/{session_id}").json()
+            replies.append(json.dumps({k: v for k, v in read.items() if k not in ("created", "updated")}).encode())
+            shadows = [mode for mode in live_models(client) if mode.endswith("/shadow")]
+            assert shadows == ([] if fraction == 0 else ["ar/shadow"])
+        bodies.append([reply.replace(session_id.encode(), b"<id>") for reply in replies])
+    assert bodies[0] == bodies[1]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_shadows_live_scores_equal_its_offline_scores_on_the_same_prices(
+    make_settings: MakeSettings, closes: list[float], registry: Registry, store: str, request: pytest.FixtureRequest
+) -> None:
+    offline = Offline(closes)
+    settings = make_settings(shadow=1.0, **redis_overrides(store, request))
+    with TestClient(create_app(settings)) as client:
+        session_id = open_session(client, closes, offline)
+        feed(client, session_id, closes, offline, WARM, END)  # retries and overlaps, as the session's own test
+        shown = live_models(client)
+        compared = client.get("/v1/compare/live").json()
+    assert_scores(shown["latent"], offline.scores(END))
+    shadow = shadow_offline(registry, closes, sorted(offline.forecasts))
+    expected = shadow.scores(END)
+    for h, want in expected.items():
+        assert shown["ar/shadow"][h]["count"] == want["count"]
+        for name in ("pinball", "coverage", "mae", "mae_ratio"):
+            assert shown["ar/shadow"][h][name] == pytest.approx(want[name], rel=1e-6), (h, name)
+    # the pair: every forecast the shadow settled was settled by the session too, so the mean difference is
+    # the difference of the two mean pinball losses
+    [pair] = compared["pairs"]
+    assert compared["shadow"] == 1.0
+    assert (pair["model"], pair["shadow"]) == (registry.champion("latent"), registry.champion("ar"))
+    for row in pair["horizons"]:
+        h = row["horizon"]
+        assert row["count"] == expected[h]["count"]
+        model_loss, shadow_loss = shown["latent"][h]["pinball"], shown["ar/shadow"][h]["pinball"]
+        assert row["mean_difference"] == pytest.approx(model_loss - shadow_loss, rel=1e-6)
+        assert 0 <= row["p_value"] <= 1 and row["verdict"] in {"model", "shadow", "tie"}
+
+
+def test_compare_live_keeps_the_last_pairs_and_tests_them(make_settings: MakeSettings, closes: list[float]) -> None:
+    with TestClient(create_app(make_settings(shadow=1.0, shadow_pairs=10))) as client:
+        assert client.get("/v1/compare/live").json() == {"shadow": 1.0, "pairs": []}
+        offline = Offline(closes)
+        session_id = open_session(client, closes, offline)
+        feed(client, session_id, closes, offline, WARM, END)
+        [pair] = client.get("/v1/compare/live").json()["pairs"]
+    assert [row["count"] for row in pair["horizons"]] == [10, 10, 10]
+
+
+def test_the_verdict_names_the_lower_loss_when_the_difference_is_clear() -> None:
+    rng = np.random.default_rng(0)
+    paired = PairedLosses()
+    paired.add("latent-1", "ar-1", {1: list(0.01 + 0.001 * rng.standard_normal(200)), 2: [0.0, 0.0]}, 100)
+    [pair] = report(paired)
+    one, two = pair["horizons"]
+    assert one["count"] == 100 and one["verdict"] == "shadow" and one["statistic"] > 0
+    assert two["count"] == 2 and two["verdict"] is None  # too few to test at horizon 2
+    paired.add("latent-1", "ar-1", {1: list(-0.01 + 0.001 * rng.standard_normal(100))}, 100)
+    assert report(paired)[0]["horizons"][0]["verdict"] == "model"
+    assert math.isclose(report(paired)[0]["horizons"][0]["mean_difference"], -0.01, abs_tol=1e-3)
+
+
+def test_a_session_migrated_to_its_shadows_version_drops_its_shadow(
+    make_settings: MakeSettings, closes: list[float]
+) -> None:
+    with TestClient(create_app(make_settings(shadow=1.0))) as client:
+        offline = Offline(closes)
+        session_id = open_session(client, closes, offline)
+        feed(client, session_id, closes, offline, WARM, WARM + 8)
+        before = live_models(client)["ar/shadow"][1]["count"]
+        migrated = client.post(f"/v1/sessions/{session_id}/migrate", json={"mode": "ar"})
+        assert migrated.status_code == 200, migrated.text
+        seq = migrated.json()["next_seq"]
+        for n in range(seq, seq + 6):
+            reply = client.post(f"/v1/sessions/{session_id}/observations", json={"seq": n, "observations": [closes[n]]})
+            assert reply.status_code == 200, reply.text
+        shown = live_models(client)
+    assert shown["ar/shadow"][1]["count"] == before  # no more shadow scores
+    assert shown["ar"][1]["count"] > 0  # the session's own, on its new version
