@@ -14,13 +14,21 @@ import {
   stopReplay,
   togglePause,
 } from "./replay.js";
+import { loadLive } from "./live.js";
 import { loadCompare, loadModels, loadPromotions } from "./report.js";
 
 async function loadAll() {
   clearError();
-  const doing = ["Loading the models", "Loading the bundled tickers", "Loading the comparison", "Loading the promotions"];
+  const doing = [
+    "Loading the models",
+    "Loading the bundled tickers",
+    "Loading the comparison",
+    "Loading the promotions",
+    "Loading the live quality",
+  ];
   const models = loadModels();
-  const results = await Promise.allSettled([models, loadTickers(), loadCompare(models), loadPromotions()]);
+  const loads = [models, loadTickers(), loadCompare(models), loadPromotions(), loadLive()];
+  const results = await Promise.allSettled(loads);
   const failed = results.map((result, i) => [result, doing[i]]).filter(([result]) => result.status === "rejected");
   // one 401 is said once, not once per section
   const said = [...new Set(failed.map(([result, what]) => plain(result.reason, what)))];
@@ -46,6 +54,10 @@ $("#replay-form").addEventListener("submit", (event) => {
     showError(plain(error, "The replay"));
     status("The replay stopped on an error.");
   });
+});
+$("#live-refresh").addEventListener("click", () => {
+  clearError();
+  loadLive().catch((error) => showError(plain(error, "Loading the live quality")));
 });
 $("#pause-button").addEventListener("click", togglePause);
 $("#stop-button").addEventListener("click", stopReplay);

@@ -98,6 +98,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "LATENTCAST_REGISTRY_POLL_SECONDS": "0",
         "LATENTCAST_LOG_LEVEL": "warning",
         "LATENTCAST_API_KEYS": KEY,
+        "LATENTCAST_SHADOW": "1",  # every session has a shadow: the live panel shows their verdicts
     }
     with ServiceProcess(env, folder / "serve.log") as server:
         yield server
