@@ -8,6 +8,13 @@ since the newest earlier check at least ``window`` forecasts ago (so over at
 least ``window`` of them, and at most what settled between two checks more).
 Horizon 1 is read: its outcomes do not overlap. A coverage outside the band
 starts a retrain, at most one per ``cooldown_seconds``, with its reason.
+
+So does a shadow that beats a champion live: where the champion's sessions and
+their shadow settled the same 1-step forecasts, the kept paired differences of
+pinball loss (``service/live_pairs.py``) are tested by a one-sided
+Diebold-Mariano test, and a p-value of the shadow's loss being lower below
+``level`` (LATENTCAST_RETRAIN_LEVEL, the level a challenger is promoted at) is
+a reason too.
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from data.errors import ConfigError
 from service.config import Settings
+from service.live_pairs import PairedLosses
 from service.live_sums import LiveSums
+from training.significance import diebold_mariano
 
 HORIZON = 1
 
@@ -33,6 +44,7 @@ class DriftRule:
     high: float = 0.90
     window: int = 500
     cooldown_seconds: float = 86_400.0
+    level: float = 0.10  # a shadow beats a champion live below this one-sided p-value
 
     @classmethod
     def of(cls, settings: Settings) -> DriftRule:
@@ -41,7 +53,13 @@ class DriftRule:
                 f"LATENTCAST_DRIFT_LOW ({settings.drift_low}) must be below "
                 f"LATENTCAST_DRIFT_HIGH ({settings.drift_high})"
             )
-        return cls(settings.drift_low, settings.drift_high, settings.drift_window, settings.drift_cooldown_seconds)
+        return cls(
+            settings.drift_low,
+            settings.drift_high,
+            settings.drift_window,
+            settings.drift_cooldown_seconds,
+            settings.retrain_level,
+        )
 
 
 @dataclass
@@ -53,9 +71,10 @@ class DriftWatch:
     seen: dict[tuple[str, str], deque[tuple[int, int]]] = field(default_factory=dict)
     started: float | None = None
 
-    def check(self, live: LiveSums, champions: dict[str, str]) -> str | None:
-        """The reason to retrain now, or None: a champion's coverage out of the band, outside the cooldown."""
-        reasons = []
+    def check(self, live: LiveSums, champions: dict[str, str], paired: PairedLosses | None = None) -> str | None:
+        """The reason to retrain now, or None: a champion's coverage out of the band, or a shadow that beats it
+        live (of ``paired``), outside the cooldown."""
+        reasons = [] if paired is None else self.beaten(paired, champions)
         sums = live.sums
         for mode, version in sorted(champions.items()):
             row = sums.get((version, mode, HORIZON))
@@ -84,23 +103,41 @@ class DriftWatch:
         self.started = now
         return "; ".join(reasons)
 
+    def beaten(self, paired: PairedLosses, champions: dict[str, str]) -> list[str]:
+        """Why each champion beaten live by a shadow at ``rule.level`` is (one-sided DM on 1-step differences)."""
+        reasons = []
+        for (model, shadow, horizon), kept in sorted(paired.kept.items()):
+            mode = next((m for m, v in champions.items() if v == model), None)
+            if mode is None or horizon != HORIZON or len(kept) < 2 * HORIZON + 1:
+                continue
+            d = np.fromiter(kept, np.float64, len(kept))  # the champion's loss less the shadow's
+            test = diebold_mariano(d, np.zeros_like(d), HORIZON)
+            if test.p_higher < self.rule.level:
+                reasons.append(
+                    f"{mode} champion {model}: its shadow {shadow} had a lower pinball loss on the last "
+                    f"{test.n} 1-step forecasts both settled (one-sided Diebold-Mariano p {test.p_higher:.3g} "
+                    f"< {self.rule.level:g})"
+                )
+        return reasons
 
-async def read_live(settings: Settings) -> tuple[LiveSums, dict[str, str]]:
-    """The live sums of the shared store, and the registry's champions."""
+
+async def read_live(settings: Settings) -> tuple[LiveSums, dict[str, str], PairedLosses]:
+    """The live sums and paired losses of the shared store, and the registry's champions."""
     from service.stores import build_store
     from training.registry import Registry
 
     store = build_store(settings)
     try:
         live = await store.live_sums()
+        paired = await store.paired_losses()
     finally:
         await store.close()
     registry = Registry(settings.artifacts)
     champions = {mode: v for mode in ("ar", "latent") if (v := registry.champion(mode)) is not None}
-    return live, champions
+    return live, champions, paired
 
 
 def check_drift(settings: Settings, watch: DriftWatch) -> str | None:
     """One scheduled check against the store named by ``settings`` (a shared one: Redis)."""
-    live, champions = asyncio.run(read_live(settings))
-    return watch.check(live, champions)
+    live, champions, paired = asyncio.run(read_live(settings))
+    return watch.check(live, champions, paired)

@@ -78,7 +78,7 @@ def run_drift(settings: Settings, watch: DriftWatch, launcher: RetrainLauncher) 
     try:
         reason = check_drift(settings, watch)
     except Exception:
-        log.exception("the live coverage could not be read")
+        log.exception("the live scores could not be read")
         return
     if reason is not None:
         log.warning("retrain on drift: %s", reason)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from data.errors import ConfigError
 from service.app import create_app
 from service.drift import DriftRule, DriftWatch
+from service.live_pairs import PairedLosses
 from service.live_sums import HorizonSums, LiveSums
 from service.scheduler import DRIFT_JOB, build_scheduler, run_drift
 from tests.service.conftest import MakeSettings
 from tests.service.test_routes_live import WARM, Offline, feed, open_session
 from training.jobs import JobReport
 from training.registry import Registry
+from training.significance import diebold_mariano
 
 
 def sums(n: int, inside: int) -> LiveSums:
@@ -64,6 +67,47 @@ def test_drift_starts_one_retrain_per_cooldown() -> None:
     clock.now = 100.0
     assert watch.check(sums(60, 60), CHAMPIONS) is not None
     assert watch.check(sums(80, 72), {"ar": "ar-1"}) is None  # another mode's champion has no scores
+
+
+def paired(differences: list[float], model: str = "latent-1", horizon: int = 1) -> PairedLosses:
+    """The kept differences of ``model``'s pinball loss less its shadow's (ar-1)."""
+    kept = PairedLosses()
+    kept.add(model, "ar-1", {horizon: differences}, keep=1000)
+    return kept
+
+
+# the champion's loss higher by 1e-3 on average, with noise: its shadow beats it live at any usual level
+WORSE = [1e-3 + 5e-4 * (-1) ** i + 1e-4 * (i % 3) for i in range(60)]
+INSIDE = sums(600, 480)  # coverage 0.8, inside the band: only the shadow can give a reason
+
+
+def test_a_shadow_that_beats_the_champion_live_starts_a_retrain_within_the_coverage_cooldown() -> None:
+    clock = Clock()
+    watch = DriftWatch(DriftRule(0.7, 0.9, window=100, cooldown_seconds=100, level=0.05), clock)
+    assert watch.check(INSIDE, CHAMPIONS, paired([-x for x in WORSE])) is None  # the champion is the better
+    assert watch.check(INSIDE, CHAMPIONS, paired(WORSE, horizon=2)) is None  # 1-step forecasts are read
+    assert watch.check(INSIDE, CHAMPIONS, paired(WORSE, model="latent-0")) is None  # not the champion
+    assert watch.check(INSIDE, CHAMPIONS, paired(WORSE[:2])) is None  # too few to test
+    reason = watch.check(INSIDE, CHAMPIONS, paired(WORSE))
+    assert reason is not None
+    assert reason.startswith("latent champion latent-1: its shadow ar-1 had a lower pinball loss on the last 60 ")
+    assert reason.endswith("< 0.05)")
+    clock.now = 99.0
+    assert watch.check(sums(700, 700), CHAMPIONS, paired(WORSE)) is None  # one cooldown for both reasons
+    clock.now = 100.0
+    assert watch.check(INSIDE, CHAMPIONS, paired(WORSE)) is not None
+
+
+def test_the_shadows_level_is_one_sided_and_the_retrain_level(make_settings: MakeSettings) -> None:
+    assert DriftRule.of(make_settings(retrain_level=0.2)).level == 0.2
+    # a mean difference of 1e-4 against noise of 1e-3: p(shadow lower) near 0.2, one-sided
+    noisy = [1e-4 + 1e-3 * (-1) ** i * (1 + (i % 5) / 10) for i in range(200)]
+    test = diebold_mariano(np.array(noisy), np.zeros(len(noisy)), 1)
+    assert 0.01 < test.p_higher < 0.5 and test.p_value == pytest.approx(2 * test.p_higher)
+    above = DriftWatch(DriftRule(0.7, 0.9, window=100, level=test.p_higher * 0.99), Clock())
+    below = DriftWatch(DriftRule(0.7, 0.9, window=100, level=test.p_higher * 1.01), Clock())
+    assert above.check(INSIDE, CHAMPIONS, paired(noisy)) is None
+    assert below.check(INSIDE, CHAMPIONS, paired(noisy)) is not None
 
 
 def test_a_band_that_holds_nothing_is_refused(make_settings: MakeSettings) -> None:
