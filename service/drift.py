@@ -106,17 +106,19 @@ class DriftWatch:
     def beaten(self, paired: PairedLosses, champions: dict[str, str]) -> list[str]:
         """Why each champion beaten live by a shadow at ``rule.level`` is (one-sided DM on 1-step differences)."""
         reasons = []
-        for (model, shadow, horizon), kept in sorted(paired.kept.items()):
+        for model, shadow, horizon in sorted(paired.kept):
             mode = next((m for m, v in champions.items() if v == model), None)
-            if mode is None or horizon != HORIZON or len(kept) < 2 * HORIZON + 1:
+            if mode is None or horizon != HORIZON:
                 continue
-            d = np.fromiter(kept, np.float64, len(kept))  # the champion's loss less the shadow's
+            d, per_time = paired.series((model, shadow, horizon))  # the champion's loss less the shadow's
+            if len(d) < 2 * HORIZON + 1:
+                continue  # too few to test
             test = diebold_mariano(d, np.zeros_like(d), HORIZON)
             if test.p_higher < self.rule.level:
                 reasons.append(
-                    f"{mode} champion {model}: its shadow {shadow} had a lower pinball loss on the last "
-                    f"{test.n} 1-step forecasts both settled (one-sided Diebold-Mariano p {test.p_higher:.3g} "
-                    f"< {self.rule.level:g})"
+                    f"{mode} champion {model}: its shadow {shadow} had a lower pinball loss on the 1-step "
+                    f"forecasts both settled (one-sided Diebold-Mariano over {test.n} "
+                    f"{'times' if per_time else 'forecasts'}, p {test.p_higher:.3g} < {self.rule.level:g})"
                 )
         return reasons
 

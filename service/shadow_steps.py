@@ -80,11 +80,13 @@ class ShadowRunner:
         after = Shadow(shadow.version, predictor.state_to_bytes(state), kept.to_bytes())
         if not settled.count:
             return after, None
-        diffs = {}
+        diffs: dict[int, list[float]] = {}
+        times: dict[int, list[str | None]] = {}
         if model_levels == config.quantiles and model.horizon == config.horizon:
-            diffs = differences(losses(model, first_seq, closes, model_levels), paired, config.horizon)
+            mine = losses(model, first_seq, closes, model_levels)
+            diffs, times = differences(mine, paired, config.horizon, first_seq, [obs.time for obs in appended])
         mode = config.mode + SHADOW_MODE
-        return after, ShadowScores(shadow.version, mode, settled, model.version, diffs, self.keep)
+        return after, ShadowScores(shadow.version, mode, settled, model.version, diffs, self.keep, times)
 
 
 def shadow_runner(settings: Settings, pool: ModelPool) -> ShadowRunner | None:

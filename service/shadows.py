@@ -20,7 +20,7 @@ import hashlib
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from data.errors import StateError
 from service.live_scores import Issued, Settled
@@ -106,12 +106,23 @@ class ShadowScores:
     model: str  # the session's version, the other of the pair
     differences: dict[int, list[float]]
     keep: int
+    times: dict[int, list[str | None]] = field(default_factory=dict)  # of the observations that settled them
 
 
-def differences(model: dict[int, float], shadow: dict[int, float], horizon: int) -> dict[int, list[float]]:
+def differences(
+    model: dict[int, float],
+    shadow: dict[int, float],
+    horizon: int,
+    first_seq: int = 0,
+    times: Sequence[str | None] = (),
+) -> tuple[dict[int, list[float]], dict[int, list[str | None]]]:
     """The session model's loss less the shadow's on each (forecast, horizon) both settled, by horizon, in the
-    order of the observations that settled them."""
+    order of the observations that settled them; and the ``time`` of each settling observation (of ``times``,
+    those of the observations ``first_seq, ...``; None where there is none)."""
     out: dict[int, list[float]] = {}
+    when: dict[int, list[str | None]] = {}
     for key in sorted(model.keys() & shadow.keys(), key=lambda k: (k // (horizon + 1), k % (horizon + 1))):
-        out.setdefault(key % (horizon + 1), []).append(model[key] - shadow[key])
-    return out
+        h, at = key % (horizon + 1), key // (horizon + 1) - first_seq
+        out.setdefault(h, []).append(model[key] - shadow[key])
+        when.setdefault(h, []).append(times[at] if 0 <= at < len(times) else None)
+    return out, when

@@ -49,7 +49,9 @@ async def compare_live(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     """With LATENTCAST_SHADOW, a sampled share of new sessions is also run, unanswered, by the other
     mode's champion (its shadow). Per pair (the sessions' version, the shadow's) and horizon: the
     last paired differences of mean pinball loss on the forecasts both settled, their mean and the
-    Diebold-Mariano test of them (`verdict`: the lower loss at the 5% level, or a tie). Sessions
-    are treated as independent (docs/live.md)."""
+    Diebold-Mariano test of them (`verdict`: the lower loss at the 5% level, or a tie). Where every
+    difference was settled by an observation with a `time`, those settled at the same time are
+    averaged before the test (`sessions`: "averaged per time", `tested` the times); otherwise the
+    sessions are treated as independent (`sessions`: "independent"; docs/live.md)."""
     paired = await svc.store.paired_losses()
     return {"shadow": svc.settings.shadow, "pairs": pairs_report(paired)}

@@ -69,6 +69,11 @@ class LiveResponse(BaseModel):
 class PairedHorizonOut(BaseModel):
     horizon: int
     count: int = Field(description="paired loss differences kept (the last LATENTCAST_SHADOW_PAIRS)")
+    sessions: str = Field(
+        description='"averaged per time": the differences settled at the same observation time were averaged '
+        'before the test (every one had a time); "independent": each was tested as one of a single stream'
+    )
+    tested: int = Field(description="values the test ran on: the differences, or their means per time")
     mean_difference: float | None = Field(description="mean pinball loss of the model less its shadow's")
     statistic: float | None = Field(description="Diebold-Mariano statistic (HLN); negative favours the model")
     p_value: float | None = Field(description="its p-value; None with too few pairs to test")
@@ -95,6 +100,8 @@ class CompareLiveResponse(BaseModel):
                                 {
                                     "horizon": 1,
                                     "count": 2000,
+                                    "sessions": "averaged per time",
+                                    "tested": 180,
                                     "mean_difference": -0.00021,
                                     "statistic": -2.31,
                                     "p_value": 0.021,

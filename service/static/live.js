@@ -36,12 +36,17 @@ function verdict(pair, h) {
   const test = isNumber(h.p_value)
     ? `Diebold-Mariano ${fixed(h.statistic, 2)}, p ${fixed(h.p_value, 4)}`
     : "too few to test";
+  const sessions =
+    h.sessions === "averaged per time"
+      ? `averaged over the ${h.tested} times they settled at`
+      : "sessions taken as independent";
+  const mean = isNumber(h.mean_difference) ? fixed(h.mean_difference * 100, 4) : "n/a";
   const said = h.verdict === "tie" ? "a tie" : h.verdict ? `${who[h.verdict]} forecasts better` : "no verdict yet";
   const item = el(
     "li",
     {},
     `h${h.horizon}, ${pair.model} against its shadow ${pair.shadow}: ${said}; ` +
-      `${h.count} paired forecasts, mean pinball difference ${isNumber(h.mean_difference) ? fixed(h.mean_difference * 100, 4) : "n/a"}%, ${test}.`,
+      `${h.count} paired forecasts, mean pinball difference ${mean}%, ${test} (${sessions}).`,
   );
   Object.assign(item.dataset, { model: pair.model, shadow: pair.shadow, horizon: h.horizon, verdict: h.verdict || "" });
   return item;

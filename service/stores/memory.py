@@ -152,7 +152,7 @@ class MemorySessionStore:
         shadow = update.shadow_scores
         if shadow is not None:
             self.live.add(shadow.version, shadow.mode, shadow.settled, update.updated)
-            self.paired.add(shadow.model, shadow.version, shadow.differences, shadow.keep)
+            self.paired.add(shadow.model, shadow.version, shadow.differences, shadow.keep, shadow.times)
         return True
 
     def _touch(self, session_id: str, owner: str | None = None, expire: bool = True) -> _Entry | None:

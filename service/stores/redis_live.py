@@ -157,8 +157,9 @@ async def add_shadow(
     keys = [live_key(prefix), mark_key(prefix, session_id + "/shadow", update_seq), pairs_key(prefix)]
     keys += [pairs_key(prefix, name) for name in names]
     args: list[Any] = [MARK_MS, scores.keep, len(names)]
-    for name, values in zip(names, scores.differences.values(), strict=True):
-        args += [name, len(values), *(repr(v) for v in values)]
+    for (horizon, values), name in zip(scores.differences.items(), names, strict=True):
+        times = scores.times.get(horizon) or [None] * len(values)
+        args += [name, len(values), *(encode_pair(v, t) for v, t in zip(values, times, strict=True))]
     await commands.run(SHADOW_ADD, keys, [*args, *live_args(scores.version, scores.mode, scores.settled, now)])
 
 
@@ -169,6 +170,18 @@ async def read_pairs(commands: Commands, prefix: str) -> PairedLosses:
     paired = PairedLosses()
     for name, values in zip(names, lists, strict=True):
         model, shadow, horizon = name.rsplit(PAIR_SEPARATOR, 2)
-        kept = [float(text(v)) for v in values]
-        paired.add(model, shadow, {int(horizon): kept}, max(len(kept), 1))
+        kept = [decode_pair(text(v)) for v in values]
+        h = int(horizon)
+        paired.add(model, shadow, {h: [v for v, _ in kept]}, max(len(kept), 1), {h: [t for _, t in kept]})
     return paired
+
+
+def encode_pair(difference: float, time: str | None) -> str:
+    """A kept difference as a list item: its repr, followed by ``@`` and the time that settled it if any."""
+    return repr(difference) if time is None else f"{difference!r}@{time}"
+
+
+def decode_pair(item: str) -> tuple[float, str | None]:
+    """Inverse of ``encode_pair``."""
+    value, at, time = item.partition("@")
+    return float(value), time if at else None
