@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -241,3 +242,13 @@ def fetch_fresh(
 
 def _upper(tickers: Iterable[str] | None) -> list[str]:
     return [t.strip().upper() for t in tickers or () if t.strip()]
+
+
+def price_span(prices: pd.DataFrame) -> dict[str, Any]:
+    """The tickers, rows and first and last days of ``prices``, as a job report gives them."""
+    return {
+        "tickers": sorted(prices["ticker"].unique().tolist()),
+        "rows": len(prices),
+        "first": prices["date"].min().date().isoformat(),
+        "last": prices["date"].max().date().isoformat(),
+    }

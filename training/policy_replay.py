@@ -14,7 +14,13 @@ are served on the same days and share the trainings they have in common:
 The challengers are the policy's own (a challenger copies its champion's
 architecture and seed, so every contender's challenger of a day is the same
 model); a refit the job made is reused, the others are made here as the job
-makes them (``training.retrain.refit``).
+makes them (``training.retrain.refit``, on the prices the job read).
+
+The decisions are in order (each job scores against the champion the last
+one left), the trainings need not be: with ``jobs`` above 1 every day's
+challenger and refit are trained first, at once (``training.replay_trainings``),
+and each day's job then runs with its challenger ready, by the same code and
+rule; the versions served and their scores are those of the sequential run.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from training.dataset import TrainingData
 from training.evaluate import SpanForecasts
 from training.pipeline import Trained, checkpoint, fit
 from training.registry import Registry
-from training.retrain import RetrainConfig, run_retrain
+from training.replay_trainings import train_days
+from training.retrain import RetrainConfig, fetch, run_retrain
 from training.scoring import day_losses, holdout_spans
 
 logger = logging.getLogger(__name__)
@@ -87,48 +94,58 @@ def retrain_days(prices: pd.DataFrame, start: str, every: int) -> list[pd.Timest
     return list(days[first::every])
 
 
-def refit_version(registry: Registry, parent: str, prices: pd.DataFrame, train: TrainConfig, source: str) -> str:
+def refit_version(
+    registry: Registry, parent: str, prices: pd.DataFrame, train: TrainConfig, source: str, again: Trained | None = None
+) -> str:
     """``parent`` fit again through the newest price for its best epoch count (as the retrain job refits),
-    registered with its parent's conformal offsets; returns the refit's version."""
-    meta = registry.get(parent)
-    model, scaler = build_from_checkpoint(registry.load(parent), parent)
-    data = TrainingData.prepare(prices, scaler.features, model.config.horizon, split=through_end)
-    epochs = replace(train, epochs=max(int(meta.metrics["best_epoch"]), 1))
-    again = fit(model.config, data, epochs, validate=False)
-    offsets = checkpoint_offsets(registry.load(parent), model.config, parent)
-    made = checkpoint(Trained(again.model, data, again.result, epochs), source, refit_of=parent, offsets=offsets)
-    return registry.register(made).version
+    registered with its parent's conformal offsets; returns the refit's version. ``again``: that refit,
+    trained beforehand (``training.replay_trainings``)."""
+    if again is None:
+        meta = registry.get(parent)
+        model, scaler = build_from_checkpoint(registry.load(parent), parent)
+        data = TrainingData.prepare(prices, scaler.features, model.config.horizon, split=through_end)
+        epochs = replace(train, epochs=max(int(meta.metrics["best_epoch"]), 1))
+        again = fit(model.config, data, epochs, validate=False)
+    offsets = checkpoint_offsets(registry.load(parent), again.model.config, parent)
+    return registry.register(checkpoint(again, source, refit_of=parent, offsets=offsets)).version
 
 
-def replay(config: ReplayConfig, work: Path, progress: Callable[[str], None] = logger.info) -> Replay:
+def replay(config: ReplayConfig, work: Path, progress: Callable[[str], None] = logger.info, jobs: int = 1) -> Replay:
     """Run the policy's jobs through history in ``work`` (its registry, jobs and price files) and score
-    what each contender served."""
+    what each contender served. ``jobs`` above 1: every day's trainings first, on that many processes
+    (``training.replay_trainings``), then the jobs in order, each with its day's challenger ready."""
     started = time.perf_counter()
     retrain = config.retrain
     prices = sources.load(retrain.source, tickers=retrain.tickers, path=retrain.path)
     days = retrain_days(prices, config.start, config.every)
     (work / "prices").mkdir(parents=True, exist_ok=True)
     job_config = replace(retrain, artifacts=work, source="csv", modes=(config.mode,))
+    configs = []
+    for day in days:
+        path = work / "prices" / f"{day.date()}.csv"
+        prices[prices["date"] <= day].to_csv(path, index=False)
+        configs.append(replace(job_config, path=str(path)))
+    ready = train_days(configs, config.mode, jobs) if jobs > 1 else None
     registry = Registry(work)
     served: dict[str, list[str]] = {name: [] for name in CONTENDERS}
-    jobs: list[dict[str, Any]] = []
+    jobs_done: list[dict[str, Any]] = []
     trainings = {"challengers": 0, "refits made by the job": 0, "refits made for the refit contender": 0}
-    for number, day in enumerate(days, 1):
-        known = prices[prices["date"] <= day]
-        path = work / "prices" / f"{day.date()}.csv"
-        known.to_csv(path, index=False)
+    for number, (day, day_config) in enumerate(zip(days, configs, strict=True), 1):
         job_id = f"{day:%Y%m%d}T000000-{number:06x}"  # named by its day, in the job store's pattern
-        job = run_retrain(replace(job_config, path=str(path)), job_id=job_id)
+        challenger_ready = {config.mode: ready[number - 1].challenger} if ready else None
+        job = run_retrain(day_config, job_id=job_id, ready=challenger_ready)
         if job.status != "succeeded":
             raise DataError(f"the retrain of {day.date()} ended {job.status}: {job.error}")
         [outcome] = job.modes
-        jobs.append({"day": str(day.date()), **outcome})
+        jobs_done.append({"day": str(day.date()), **outcome})
         challenger, champion = outcome["challenger"], outcome["champion_after"]
         trainings["challengers"] += 1
         made = outcome.get("refit", {}).get("version")
         trainings["refits made by the job"] += made is not None
         if made is None:
-            made = refit_version(registry, challenger, known, retrain.train, "csv")
+            known = fetch(day_config).frame  # the prices the job read
+            again = ready[number - 1].refit if ready else None
+            made = refit_version(registry, challenger, known, retrain.train, "csv", again)
             trainings["refits made for the refit contender"] += 1
         served["policy"].append(champion)
         served["never"].append(served["policy"][0])
@@ -142,7 +159,7 @@ def replay(config: ReplayConfig, work: Path, progress: Callable[[str], None] = l
         days=[str(d.date()) for d in days],
         served=served,
         seen_until=seen,
-        jobs=jobs,
+        jobs=jobs_done,
         scores=scores,
         horizon=horizon,
         seconds=time.perf_counter() - started,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -158,11 +158,18 @@ def training_spans(data: TrainingData) -> dict[str, str]:
 
 
 def challenge(
-    registry: Registry, mode: str, prices: pd.DataFrame, config: RetrainConfig, source: str, orders: Orders
+    registry: Registry,
+    mode: str,
+    prices: pd.DataFrame,
+    config: RetrainConfig,
+    source: str,
+    orders: Orders,
+    ready: Trained | None = None,
 ) -> dict[str, Any]:
     """Train a challenger of ``mode``, score it against the champion out of sample, promote it (refit) if better.
 
     The other processes of ``orders.world`` train beside this one what it sends them (``follow_retrain``).
+    ``ready``: a challenger trained beforehand on these prices, used if of this architecture, features and split.
     """
     cache = artifacts_cache(config.artifacts)
     champion = registry.champion(mode)
@@ -189,11 +196,13 @@ def challenge(
                 outcome.update(skipped=True, promoted=False, reason=why, champion_after=champion)
                 return outcome
     orders.send((model_config, features))
-    trained = fit(model_config, data, config.train, world=orders.world)
+    mine = None if ready is None else (ready.model.config, ready.data.features, ready.data.split)
+    same = mine == (model_config, tuple(features), data.split)
+    trained = ready if ready is not None and same else fit(model_config, data, config.train, world=orders.world)
     made = checkpoint(trained, source)
     version = registry.register(made).version
     offsets = checkpoint_offsets(made, trained.model.config, version)  # both are scored as they would serve
-    outcome.update(challenger=version, challenger_span=training_spans(data))
+    outcome.update(challenger=version, challenger_span=training_spans(data), trained_beforehand=trained is ready)
     levels = model_config.quantiles
     promote, reason = True, why
     if start is not None and champion is not None:
@@ -268,7 +277,7 @@ def _refit_version(
 
 
 def challenger_data(
-    prices: pd.DataFrame, features: Sequence[str], horizon: int, config: RetrainConfig, cache: FeatureCache
+    prices: pd.DataFrame, features: Sequence[str], horizon: int, config: RetrainConfig, cache: FeatureCache | None
 ) -> TrainingData:
     """The challenger's data: trained on all but the newest ``2 * holdout_days``, validated on the older half."""
     split = partial(recent_split, holdout_days=config.holdout_days)
@@ -279,27 +288,20 @@ def _day(day: np.datetime64) -> str:
     return str(np.datetime_as_string(day, unit="D"))
 
 
-def price_span(prices: pd.DataFrame) -> dict[str, Any]:
-    return {
-        "tickers": sorted(prices["ticker"].unique().tolist()),
-        "rows": len(prices),
-        "first": prices["date"].min().date().isoformat(),
-        "last": prices["date"].max().date().isoformat(),
-    }
-
-
 def run_retrain(
     config: RetrainConfig,
     job_id: str | None = None,
     download: sources.Downloader = sources.download_yfinance,
     world: World | None = None,
+    ready: Mapping[str, Trained] | None = None,
 ) -> JobReport:
     """Run one retrain job to the end and return its report (also saved in the job store, when the disk allows).
 
     Once started, a failure anywhere (a full disk or an unwritable artifacts folder included) is not
     raised: it ends the job as ``failed`` with an error that says why, and the champion unchanged.
     In a ``world`` of several processes this is the main one: it alone fetches, registers and
-    decides, and the others train what it sends them (``follow_retrain``).
+    decides, and the others train what it sends them (``follow_retrain``). ``ready``: challengers
+    trained beforehand on the job's prices, by mode (``challenge``).
     """
     orders = Orders(world or World())
     jobs = JobStore(config.artifacts / "jobs")
@@ -317,12 +319,14 @@ def run_retrain(
             jobs.save(job)
             fresh = fetch(config, download)
             orders.send(fresh.frame)
-            job.data = {**price_span(fresh.frame), "source": fresh.source, "reason": fresh.reason}
+            job.data = {**sources.price_span(fresh.frame), "source": fresh.source, "reason": fresh.reason}
             registry = Registry(config.artifacts)
             for mode in config.modes:
                 job.stage = f"training {mode}"
                 jobs.save(job)
-                job.modes.append(challenge(registry, mode, fresh.frame, config, fresh.source, orders))
+                job.modes.append(
+                    challenge(registry, mode, fresh.frame, config, fresh.source, orders, (ready or {}).get(mode))
+                )
                 jobs.save(job)
         skipped = [m for m in job.modes if m.get("skipped")]
         if skipped and len(skipped) == len(job.modes):

@@ -243,6 +243,13 @@ def build_parser() -> CommandParser:
     )
     policy.add_argument("--work", type=Path, help="registry of the replay (default: ARTIFACTS/retrain-backtest)")
     policy.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/retraining)")
+    policy.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="processes training the retrain days' challengers and refits at once, before the jobs decide in "
+        "order; 1: each job trains its own (default: the cores, %(default)s)",
+    )
     add_policy_arguments(policy)
     add_model_arguments(policy, epochs=None)
     policy.set_defaults(handler=run_retrain_backtest)

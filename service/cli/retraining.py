@@ -73,7 +73,7 @@ def run_retrain_backtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"{work}: the replay's folder must be empty or new (it holds the replay's registry)")
     out = args.out or args.artifacts / "reports" / "retraining"
     started = time.perf_counter()
-    result = replay(config, work, progress=logging.getLogger(__name__).info)
+    result = replay(config, work, progress=logging.getLogger(__name__).info, jobs=args.jobs)
     report = write_report(result, config, out, "latentcast " + " ".join(sys.argv[1:]), time.perf_counter() - started)
     print(json.dumps(report["contenders"], indent=2))
     print(f"report written to {out}")
