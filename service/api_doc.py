@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from service.app import create_app
 from service.config import Settings
+from service.settings_doc import write_or_check
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 COMMAND = ".venv/bin/python -m service.api_doc"
@@ -83,15 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write docs/api.md's route table from the OpenAPI schema.")
     parser.add_argument("--check", action="store_true", help="only check that the table is up to date")
     args = parser.parse_args(argv)
-    page = DOC.read_text()
-    text = with_table(page, render(create_app(Settings())))
-    if args.check:
-        if text != page:
-            sys.stderr.write(f"{DOC}'s route table is stale: run {COMMAND}\n")
-            return 1
-        return 0
-    DOC.write_text(text)
-    return 0
+    text = with_table(DOC.read_text(), render(create_app(Settings())))
+    return write_or_check(DOC, text, args.check, f"{DOC}'s route table is stale: run {COMMAND}")
 
 
 if __name__ == "__main__":

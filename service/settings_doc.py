@@ -80,18 +80,22 @@ def _choices(annotation: object) -> tuple[str, ...]:
     return ()
 
 
+def write_or_check(doc: Path, text: str, check: bool, stale: str) -> int:
+    """Write ``text`` to ``doc``, or with ``check`` only compare: 1, with ``stale`` on stderr, when they differ."""
+    if check:
+        if not doc.exists() or doc.read_text() != text:
+            sys.stderr.write(stale + "\n")
+            return 1
+        return 0
+    doc.write_text(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write docs/settings.md from the Settings fields.")
     parser.add_argument("--check", action="store_true", help="only check that docs/settings.md is up to date")
     args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not DOC.exists() or DOC.read_text() != text:
-            sys.stderr.write(f"{DOC} is stale: run {COMMAND}\n")
-            return 1
-        return 0
-    DOC.write_text(text)
-    return 0
+    return write_or_check(DOC, render(), args.check, f"{DOC} is stale: run {COMMAND}")
 
 
 if __name__ == "__main__":
