@@ -40,7 +40,7 @@ from data import sources
 from models.config import ModelConfig
 from models.predictor import Observation, Predictor, SeriesState
 from service.config import Settings
-from service.replies import reply_body
+from service.sessions.replies import reply_body
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, StoreLimits, store_limits
 from service.stores.memory import MemorySessionStore
 from service.stores.records import batch_digest

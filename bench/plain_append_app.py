@@ -14,9 +14,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Response
 from fastapi.routing import APIRoute
 
-from service.app import create_app as create_service_app
-from service.dependencies import CallerDep, ServicesDep
-from service.schemas.requests import AppendRequest, observations
+from service.http.app import create_app as create_service_app
+from service.http.dependencies import CallerDep, ServicesDep
+from service.http.schemas.requests import AppendRequest, observations
 
 APPEND_PATH = "/v1/sessions/{session_id}/observations"
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 
 FEATURES = ("returns", "range", "volume")
 # Closes alone, so that a client can send bare prices; add "range" for bars.

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data.errors import DataError
 from data.sources import Downloader, PriceCache, download_yfinance
+from latentcast.errors import DataError
 
 logger = logging.getLogger(__name__)
 

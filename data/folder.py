@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.errors import DataError
 from data.prices import canonical_name, tidy
+from latentcast.errors import DataError
 
 SUFFIXES = {"csv": (".csv", ".csv.gz"), "parquet": (".parquet",)}
 CSV_FIRST_LINE = 2  # a CSV file's first data line: the header is line 1

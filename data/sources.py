@@ -25,9 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from data.errors import DataError
 from data.folder import SUFFIXES, read_prices
 from data.prices import tidy
+from latentcast.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from functools import partial
 import pandas as pd
 
 from data import sources
-from data.errors import DataError
 from data.feature_cache import FeatureCache, FeatureSpec, file_stamp, rows_stamp
 from data.features import Series, build_series
 from data.folder import SUFFIXES, PricePart, TickerOwners, check_found, list_parts
+from latentcast.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from data.errors import StateError
+from latentcast.errors import StateError
 
 ADAPTIVE_FORMAT = 2
 COUNTED_FORMAT = 2  # the outcomes seen per horizon (H u32) follow the offsets; format 1 has none

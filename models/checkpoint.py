@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.errors import CheckpointError, ConfigError, StateError
 from data.features import Scaler
+from latentcast.errors import CheckpointError, ConfigError, StateError
 from models.calibration import YoungOffsets
 from models.config import ModelConfig
 from models.forecaster import Forecaster

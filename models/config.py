@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 
 MODES = ("ar", "latent")
 CELLS = ("RNN", "LSTM", "GRU")

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.errors import StateError
 from data.features import Scaler, bar_features, feature_rows, fields_needed
+from latentcast.errors import StateError
 from models.calibration import YoungOffsets, apply_offsets
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets, checkpoint_young_offsets
 from models.config import ModelConfig

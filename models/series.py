@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from data.errors import DataError, StateError
+from latentcast.errors import DataError, StateError
 from models.config import MODES, ModelConfig
 from models.state import StreamState
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.errors import StateError
+from latentcast.errors import StateError
 from models.config import CELLS, ModelConfig
 from models.volatility import steady_weight
 

@@ -1,4 +1,4 @@
-"""``MicroBatcher``: concurrent requests on one model gathered and run as one batch.
+"""Work off the event loop: ``in_thread`` for one call, ``MicroBatcher`` for concurrent requests run as one batch.
 
 A model step for 64 streams costs far less than 64 steps of one
 (docs/performance.md), and so does everything around it
@@ -32,10 +32,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from service.forecasting import in_thread
+import anyio.to_thread
 
+T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741 (the item type, beside K and R)
 R = TypeVar("R")
@@ -54,6 +55,11 @@ def settle(futures: Sequence[asyncio.Future[R]], outcomes: Sequence[R | BaseExce
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a worker thread: model work and file reads stay off the event loop."""
+    return await anyio.to_thread.run_sync(function, *args)
 
 
 @dataclass

@@ -7,7 +7,6 @@ build apps with their own values instead of patching the environment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 
 ENV_PREFIX = "LATENTCAST_"
 # a short key is guessable; 16 characters of token_urlsafe carry 96 bits
@@ -30,35 +29,6 @@ CLIENT_VARIABLES = {
 # file descriptors a worker needs besides its client connections: the registry's files, the Redis
 # pool, the retrain jobs' pipes and logs
 RESERVED_FILES = 256
-
-
-@dataclass(frozen=True)
-class ModelBounds:
-    """How large a served model's forecast may be: its horizon and its number of quantile levels."""
-
-    max_horizon: int
-    max_quantiles: int
-
-    def problem(self, horizon: int, quantiles: int) -> str | None:
-        """What is over the bounds in a model of ``horizon`` steps and ``quantiles`` levels, or None."""
-        if horizon > self.max_horizon:
-            return f"horizon {horizon} is over the limit of {self.max_horizon} (LATENTCAST_MAX_HORIZON)"
-        if quantiles > self.max_quantiles:
-            return f"{quantiles} quantile levels are over the limit of {self.max_quantiles} (LATENTCAST_MAX_QUANTILES)"
-        return None
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Waits between retries of a failing action: ``first_seconds``, doubled at each failure, up to ``max_seconds``."""
-
-    first_seconds: float
-    max_seconds: float
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th failure in a row (from 1)."""
-        # the exponent is capped so that a long outage cannot overflow the float
-        return min(self.first_seconds * 2.0 ** min(failures - 1, 64), self.max_seconds)
 
 
 class Settings(BaseSettings):
@@ -339,14 +309,6 @@ class Settings(BaseSettings):
         if any(len(key) < MIN_KEY_LENGTH for key in keys):
             raise ValueError(f"API keys must be at least {MIN_KEY_LENGTH} characters long")
         return value
-
-    @property
-    def model_bounds(self) -> ModelBounds:
-        return ModelBounds(self.max_horizon, self.max_quantiles)
-
-    @property
-    def champion_backoff(self) -> Backoff:
-        return Backoff(self.champion_retry_seconds, self.champion_retry_max_seconds)
 
     @property
     def auth_enabled(self) -> bool:

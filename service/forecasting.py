@@ -8,14 +8,13 @@ costs less than the hop to a thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import anyio.to_thread
-
-from data.errors import DataError, LimitError
+from latentcast.errors import DataError, LimitError
 from models.predictor import Forecast, Observation, Predictor, SeriesState
+from service.batching import in_thread
 from service.model_pool import ModelPool
 
 T = TypeVar("T")
@@ -45,11 +44,6 @@ class ForecastReply:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "forecast": self.forecast.to_dict()}
-
-
-async def in_thread(function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` in a worker thread: model work and file reads stay off the event loop."""
-    return await anyio.to_thread.run_sync(function, *args)
 
 
 def check_count(observations: Sequence[Observation], limit: int, what: str, setting: str) -> None:

@@ -9,7 +9,7 @@ latentcast_model_reloads_total{result}                      failed (any mode), c
 latentcast_model_loaded{mode, version, champion}            1 per loaded version
 latentcast_champion_load_failures{mode, version}            loads failed in a row of a champion that does not load
 latentcast_append_batch_size                                histogram: appends stepped together
-latentcast_live_*                                           live scores of settled forecasts (service/live_metrics.py)
+latentcast_live_*                                           live scores of settled forecasts (service/live/metrics.py)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.live_metrics import LiveCollector
+from service.live.metrics import LiveCollector
 from service.model_pool import ModelPool, RefreshResult
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

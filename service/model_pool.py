@@ -21,10 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from data.errors import CheckpointError, ConfigError, NotFoundError, UnavailableError
+from latentcast.errors import CheckpointError, ConfigError, NotFoundError, UnavailableError
 from models.config import MODES, ModelConfig
 from models.predictor import Predictor
-from service.config import Backoff, ModelBounds
 from training.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -50,6 +49,35 @@ class Failing:
 
 
 # a pool built without settings retries at every refresh, as it did before the back-off existed
+@dataclass(frozen=True)
+class ModelBounds:
+    """How large a served model's forecast may be: its horizon and its number of quantile levels."""
+
+    max_horizon: int
+    max_quantiles: int
+
+    def problem(self, horizon: int, quantiles: int) -> str | None:
+        """What is over the bounds in a model of ``horizon`` steps and ``quantiles`` levels, or None."""
+        if horizon > self.max_horizon:
+            return f"horizon {horizon} is over the limit of {self.max_horizon} (LATENTCAST_MAX_HORIZON)"
+        if quantiles > self.max_quantiles:
+            return f"{quantiles} quantile levels are over the limit of {self.max_quantiles} (LATENTCAST_MAX_QUANTILES)"
+        return None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between retries of a failing action: ``first_seconds``, doubled at each failure, up to ``max_seconds``."""
+
+    first_seconds: float
+    max_seconds: float
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row (from 1)."""
+        # the exponent is capped so that a long outage cannot overflow the float
+        return min(self.first_seconds * 2.0 ** min(failures - 1, 64), self.max_seconds)
+
+
 NO_BACKOFF = Backoff(first_seconds=0.0, max_seconds=0.0)
 
 

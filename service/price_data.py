@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from data import sources
-from data.errors import NotFoundError
+from latentcast.errors import NotFoundError
 from models.predictor import Observation
 
 SOURCE = "bundled"

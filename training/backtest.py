@@ -44,17 +44,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from models.config import MODES, SCALINGS, ModelConfig
 from training.compare import baseline_spans
 from training.config import TrainConfig
 from training.coverage_tests import band_tests
 from training.evaluate import SpanForecasts
+from training.fanout import run_trials
 from training.report import LABELS
 from training.scoring import pooled, score
 from training.search import Search, with_choice
 from training.significance import SIGNIFICANCE, Loss
-from training.trials import Trial, TrialResult, failures, fold_data, run_trials
+from training.trials import Trial, TrialResult, failures, fold_data
 from training.verdicts import MCS_SIZE, judge
 
 logger = logging.getLogger(__name__)

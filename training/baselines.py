@@ -31,7 +31,7 @@ from arch.univariate import StudentsT
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from training.metrics import check_levels
 
 logger = logging.getLogger(__name__)

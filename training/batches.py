@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from data.errors import DataError
 from data.features import mask_after, windows
+from latentcast.errors import DataError
 from models.config import ModelConfig
 from training.config import TrainConfig
 from training.dataset import TrainingData

@@ -32,8 +32,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from data.errors import ConfigError
 from data.features import build_series
+from latentcast.errors import ConfigError
 from models.calibration import AdaptiveConfig
 from models.config import ModelConfig
 from training.baselines import garch_t

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from data.errors import ConfigError
 from data.features import Scaler, build_series
+from latentcast.errors import ConfigError
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import MODES, ModelConfig
 from models.forecaster import Forecaster

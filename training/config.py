@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 
 # long enough to see a core that a training keeps busy as busy, short beside the training it sizes
 BUSY_SAMPLE_SECONDS = 0.5

@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from data.errors import DataError
 from data.features import Scaler, Series, Split, mask_after
+from latentcast.errors import DataError
 from models.calibration import AdaptiveOffsets, YoungOffsets, apply_offsets, half_width
 from models.forecaster import Forecaster
 from training.evaluate import SpanForecasts, model_outputs, session_outputs
@@ -119,7 +119,7 @@ def adaptive_forecasts(
 
     Forecast i is moved by ``offsets`` (H, Q), or ``offsets[i]`` of (N, H, Q), plus the adaptive offsets learnt
     from the closes of origins 1..i, each close read before the forecast made
-    after it, as ``service/session_steps.py`` does for a session.
+    after it, as ``service/sessions/steps.py`` does for a session.
     """
     if span.quantiles is None:
         raise DataError(f"{span.ticker}: a point forecast has no quantiles to calibrate")

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from data.errors import DataError
+from latentcast.errors import DataError
 from training.evaluate import SpanForecasts
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 
 DEVICES = ("cpu", "cuda", "auto")
 LOOPBACK = "127.0.0.1"

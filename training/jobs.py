@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from data.errors import NotFoundError
+from latentcast.errors import NotFoundError
 
 JOB_PATTERN = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}$")
 UNFINISHED = ("queued", "running")

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from data.errors import ConflictError
+from latentcast.errors import ConflictError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from models import fused_gru
 from models.forecaster import Forecaster
 from models.state import StreamState

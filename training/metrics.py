@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 
 DEFAULT_INTERVAL = (0.1, 0.9)
 # Levels are floats that went through JSON and configs; 0.1 must match 0.1000000001.

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from data import sources
-from data.errors import ConfigError, DataError
 from data.features import through_end
+from latentcast.errors import ConfigError, DataError
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from models.config import MODES
 from training.config import TrainConfig

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from training.significance import diebold_mariano
 
 Rule = Literal["better", "stale", "kept"]

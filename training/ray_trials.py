@@ -1,6 +1,6 @@
 """A backtest's trials fanned out over a Ray cluster instead of this host's processes.
 
-``run_trials(..., ray_address=...)`` comes here: every trial becomes a Ray
+``training.fanout.run_trials(..., ray_address=...)`` comes here: every trial becomes a Ray
 task running the same ``run_trial`` as a local process does, asking the
 cluster for as many CPUs as the trial has torch threads (one when its
 threads are left to the host). The prices go to the cluster's object store
@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from training.trials import Trial, TrialResult, logged, run_trial
 
 logger = logging.getLogger(__name__)

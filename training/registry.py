@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from data.errors import CheckpointError, NotFoundError
+from latentcast.errors import CheckpointError, NotFoundError
 from models.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from models.config import MODES
 from models.predictor import Predictor

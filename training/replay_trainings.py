@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from models.config import ModelConfig
 from training.config import TrainConfig, free_cores
 from training.pipeline import Trained, fit

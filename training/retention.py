@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from data.errors import CheckpointError, NotFoundError
+from latentcast.errors import CheckpointError, NotFoundError
 from models.config import MODES
 from training.registry import Registry
 

@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 
 from data import sources
-from data.errors import ConflictError, ForecastError
 from data.feature_cache import FeatureCache, artifacts_cache
 from data.features import DEFAULT_FEATURES, recent_split, through_end
+from latentcast.errors import ConflictError, ForecastError
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets, checkpoint_young_offsets
 from models.config import DEFAULT_SCALING, MODES, ModelConfig
 from training.config import TrainConfig

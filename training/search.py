@@ -25,11 +25,12 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from models.config import MODES, ModelConfig
 from training.config import TrainConfig
+from training.fanout import run_trials
 from training.report import write_json_report
-from training.trials import Trial, run_trials
+from training.trials import Trial
 
 logger = logging.getLogger(__name__)
 

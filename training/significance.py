@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from training.evaluate import SpanForecasts
 
 SIGNIFICANCE = 0.05  # a difference is called only below this p-value

@@ -28,7 +28,7 @@ import pandas as pd
 from arch.bootstrap import MCS
 from statsmodels.stats.multitest import multipletests
 
-from data.errors import DataError
+from latentcast.errors import DataError
 from training.evaluate import SpanForecasts
 from training.significance import SIGNIFICANCE, DieboldMariano, Loss, diebold_mariano, origin_losses
 

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from data.errors import ForecastError
+from latentcast.errors import ForecastError
 from service.cli.parser import build_parser
 from service.config import get_settings
 

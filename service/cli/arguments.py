@@ -10,10 +10,11 @@ from typing import Any
 import pandas as pd
 
 from data import sources
-from data.errors import ConfigError
 from data.features import DEFAULT_FEATURES
+from latentcast.errors import ConfigError
 from models.config import CELLS, DEFAULT_SCALING, SCALINGS, ModelConfig
 from service.config import get_settings
+from service.model_pool import ModelBounds
 from training import distributed
 from training.config import TrainConfig
 
@@ -134,7 +135,8 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
         scaling=args.scaling,
     )
     # refused before training, not after: the service would not load it
-    problem = get_settings().model_bounds.problem(config.horizon, len(config.quantiles))
+    settings = get_settings()
+    problem = ModelBounds(settings.max_horizon, settings.max_quantiles).problem(config.horizon, len(config.quantiles))
     if problem is not None:
         raise ConfigError(f"{problem}: the service would refuse this model")
     return config

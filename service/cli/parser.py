@@ -23,9 +23,9 @@ from service.client.replay import ReplayPlan
 from training.backtest import BacktestConfig
 from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS
+from training.fanout import default_jobs
 from training.policy_replay import ReplayConfig
 from training.search import SearchConfig
-from training.trials import default_jobs
 
 
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,11 +9,11 @@ import signal
 import sys
 import time
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from models.config import MODES
 from service.cli.arguments import model_config, train_config
 from service.config import Settings, get_settings
-from service.pruning import prune_all
+from service.jobs.pruning import prune_all
 from training import distributed
 from training.jobs import JobReport, JobStore, new_job_id
 from training.policy_replay import ReplayConfig, replay
@@ -97,7 +97,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_schedule(args: argparse.Namespace) -> int:
-    from service.scheduler import heartbeat_is_fresh, run_scheduler  # APScheduler only for this command
+    from service.jobs.scheduler import heartbeat_is_fresh, run_scheduler  # APScheduler only for this command
 
     settings = get_settings()
     if args.check:

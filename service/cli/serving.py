@@ -11,14 +11,14 @@ from typing import Any
 import httpx
 
 from data import fetch, sources
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from service.cli.arguments import load_prices
 from service.client import ApiError, Client, ClientSettings
 from service.client.replay import ReplayPlan, replay, write_rows
 from service.config import CLIENT_API_KEY, Settings, get_settings
 from training.retrain import RetrainConfig
 
-APP = "service.app:create_app"  # a factory: each worker builds its own app
+APP = "service.http.app:create_app"  # a factory: each worker builds its own app
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -83,8 +83,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ConfigError(
             "several workers need LATENTCAST_STORE=redis: with the memory store each would hold its own sessions"
         )
-    from service.connections import LimitedHttpProtocol, LimitedWebSocketProtocol, allow_open_files
-    from service.listeners import reuse_port_balances, serve_workers
+    from service.http.connections import LimitedHttpProtocol, LimitedWebSocketProtocol, allow_open_files
+    from service.http.listeners import reuse_port_balances, serve_workers
 
     allow_open_files(settings.max_connections)
     options: dict[str, Any] = {

@@ -9,9 +9,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from data.errors import ConfigError
 from data.feature_cache import FeatureSpec, artifacts_cache
 from data.universe import load_series
+from latentcast.errors import ConfigError
 from models.config import MODES
 from service.cli.arguments import load_prices, model_config, train_config
 from training import distributed

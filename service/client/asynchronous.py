@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from service.auth import API_KEY_HEADER
+from service.http.auth import API_KEY_HEADER
 
 if TYPE_CHECKING:
     from service.client.feed import Feed

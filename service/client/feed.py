@@ -23,7 +23,6 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from service.auth import API_KEY_HEADER
 from service.client.asynchronous import (
     ApiError,
     ClientSettings,
@@ -35,6 +34,7 @@ from service.client.asynchronous import (
     bulk_items,
     took_items,
 )
+from service.http.auth import API_KEY_HEADER
 
 
 @dataclass

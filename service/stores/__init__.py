@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from service.config import Settings
-from service.live_pairs import PairedLosses
-from service.live_sums import LiveSums
+from service.live.pairs import PairedLosses
+from service.live.sums import LiveSums
 from service.stores.records import SessionRecord, SessionUpdate, StoredReply, StoreLimits
 
 __all__ = ["SessionRecord", "SessionStore", "SessionUpdate", "StoreLimits", "StoredReply", "build_store"]

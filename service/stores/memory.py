@@ -13,8 +13,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from service.live_pairs import PairedLosses
-from service.live_sums import LiveSums
+from service.live.pairs import PairedLosses
+from service.live.sums import LiveSums
 from service.stores import EvictionListener
 from service.stores.packed import PackedObservations
 from service.stores.records import (

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.errors import StateError, UnavailableError
+from latentcast.errors import StateError, UnavailableError
 from models.predictor import Observation
-from service.live_scores import Settled
-from service.shadows import ShadowScores
+from service.live.scores import Settled
+from service.live.shadows import ShadowScores
 
 # presence bits, then close, open, high, low, volume; the time string follows
 _OBSERVATION = struct.Struct("<B5d")
@@ -66,7 +66,7 @@ class SessionRecord:
     created, updated: seconds since the epoch
     calibration: the session's adaptive offsets (``AdaptiveOffsets.to_bytes``), or
                empty when the session has none (records stored before them too)
-    issued:    the answered forecasts awaiting outcomes (``service.live_scores.Issued``),
+    issued:    the answered forecasts awaiting outcomes (``service.live.scores.Issued``),
                or empty when live scoring has kept none
     """
 
@@ -121,7 +121,7 @@ class SessionUpdate:
     calibration: bytes | None = None
     issued: bytes | None = None
     scores: Settled | None = None
-    shadow_scores: ShadowScores | None = None  # what it settles of the session's shadow (service/shadows.py)
+    shadow_scores: ShadowScores | None = None  # what it settles of the session's shadow (service/live/shadows.py)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from service.live_pairs import PairedLosses
-from service.live_sums import LiveSums
+from service.live.pairs import PairedLosses
+from service.live.sums import LiveSums
 from service.stores import EvictionListener
 from service.stores.packed import CLOSE_BYTES, EXTRA_BYTES, NO_EXTRAS, NO_TIME, PackedObservations
 from service.stores.records import (

@@ -1,6 +1,6 @@
 """The Redis store's live sums: one hash of running sums per model version, mode and horizon.
 
-    {<prefix>}:live    hash: "<version>|<mode>|<horizon>|<sum>" -> number (``service/live_sums.py``)
+    {<prefix>}:live    hash: "<version>|<mode>|<horizon>|<sum>" -> number (``service/live/sums.py``)
 
 On one server, a commit that settles forecasts adds to it in the commit's own
 script (``COMMIT_SCORED``: the session's compare-and-set, then the sums), so
@@ -20,11 +20,11 @@ import functools
 import struct
 from typing import Any
 
-from service.live_pairs import SEPARATOR as PAIR_SEPARATOR
-from service.live_pairs import PairedLosses
-from service.live_scores import Settled
-from service.live_sums import SEPARATOR, LiveSums, from_fields
-from service.shadows import ShadowScores
+from service.live.pairs import SEPARATOR as PAIR_SEPARATOR
+from service.live.pairs import PairedLosses
+from service.live.scores import Settled
+from service.live.shadows import ShadowScores
+from service.live.sums import SEPARATOR, LiveSums, from_fields
 from service.stores.redis_pipeline import Commands, text
 from service.stores.redis_scripts import COMMIT, Script
 
@@ -122,7 +122,7 @@ async def read_live(commands: Commands, prefix: str) -> LiveSums:
     return from_fields({text(name): text(value) for name, value in pairs})
 
 
-# A shadow's scores and paired losses (``service/shadows.py``), added once its session's commit is applied.
+# A shadow's scores and paired losses (``service/live/shadows.py``), added once its session's commit is applied.
 # KEYS: the live hash, the commit's shadow mark, the pairs' set of list names, then one list per horizon.
 # ARGV: the mark's lifetime (ms), how many differences a list keeps, how many lists; for each list its name,
 # its count of differences and the differences; then the live arguments.

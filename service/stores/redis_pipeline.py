@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
-from data.errors import UnavailableError
+from latentcast.errors import UnavailableError
 from service.batching import settle
 from service.stores.redis_scripts import Script
 

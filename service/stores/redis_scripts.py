@@ -3,7 +3,7 @@
 A session is one hash. Its fields:
 
     owner, mode, version, ticker, next_seq, state, created, updated, calibration
-    issued    the answered forecasts awaiting outcomes (``service/live_scores.py``), absent if none
+    issued    the answered forecasts awaiting outcomes (``service/live/scores.py``), absent if none
     closes    retained closes, float64 each, oldest first
     extras    open, high, low, volume of each (float64, NaN where absent), or absent if no observation has them
     times     each time label behind its 2-byte length, or absent if no observation has one

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 
 from data import sources
-from data.errors import ConfigError, DataError
 from data.features import (
     Scaler,
     build_series,
@@ -21,6 +20,7 @@ from data.features import (
     window_ends,
     windows,
 )
+from latentcast.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from data import sources
-from data.errors import DataError
 from data.fetch import fill_cache, read_tickers
+from latentcast.errors import DataError
 from service.cli import main
 from tests.data.test_sources import recorded_download
 

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from data import sources
-from data.errors import DataError
 from data.folder import list_parts, read_parts, read_prices
+from latentcast.errors import DataError
 
 
 def bundled_rows(ticker: str, rows: int = 40) -> pd.DataFrame:

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.errors import DataError
 from data.prices import COLUMNS, tidy
+from latentcast.errors import DataError
 
 
 def raw_frame(rows: int = 5, ticker: str = "ACME") -> pd.DataFrame:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from data import sources
-from data.errors import DataError
+from latentcast.errors import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from data.errors import StateError
+from latentcast.errors import StateError
 from models.calibration import AdaptiveOffsets, adaptive_step
 
 LEVELS = np.array([0.1, 0.5, 0.9])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.errors import CheckpointError
 from data.features import Scaler
+from latentcast.errors import CheckpointError
 from models.calibration import YoungOffsets
 from models.checkpoint import build_from_checkpoint, load_checkpoint, make_checkpoint, save_checkpoint
 from models.config import ModelConfig

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from models.config import ModelConfig, cell_class
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from data import sources
-from data.errors import DataError, StateError
 from data.features import Scaler, build_series
+from latentcast.errors import DataError, StateError
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Observation, Predictor, SeriesState

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data.errors import StateError
+from latentcast.errors import StateError
 from models.config import CELLS, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from models.state import UNWEIGHTED_FORMAT_VERSION, StreamState

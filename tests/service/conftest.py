@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from bench.redis_processes import RedisClusterProcess, RedisProcess
 from models.predictor import Observation
-from service.app import create_app
 from service.config import Settings
+from service.http.app import create_app
 from service.stores import SessionStore, StoreLimits
 from service.stores.memory import MemorySessionStore
 from service.stores.redis import RedisSessionStore

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from data import sources
 from models.calibration import AdaptiveConfig, AdaptiveOffsets
 from models.checkpoint import make_checkpoint
-from service.app import create_app
+from service.http.app import create_app
 from tests.factories import tiny_config
 from tests.service.conftest import MakeSettings
 from training.calibration import rescaled_prices

@@ -2,8 +2,18 @@ from __future__ import annotations
 
 import pytest
 
-from service.api_doc import BEGIN, COMMAND, DOC, END, OUTSIDE_SCHEMA, main, render, routes_outside_schema, with_table
-from service.app import create_app
+from service.http.api_doc import (
+    BEGIN,
+    COMMAND,
+    DOC,
+    END,
+    OUTSIDE_SCHEMA,
+    main,
+    render,
+    routes_outside_schema,
+    with_table,
+)
+from service.http.app import create_app
 from tests.service.conftest import MakeSettings
 
 
@@ -26,7 +36,7 @@ def test_every_operation_of_the_schema_has_a_row_and_every_route_outside_it_is_d
 def test_check_names_the_command_when_stale_and_the_rest_of_the_page_is_kept(tmp_path, monkeypatch, capsys):
     page = tmp_path / "api.md"
     page.write_text(f"# HTTP API\n\nabove\n\n{BEGIN}\n| old |\n{END}\n\nbelow\n")
-    monkeypatch.setattr("service.api_doc.DOC", page)
+    monkeypatch.setattr("service.http.api_doc.DOC", page)
     assert main(["--check"]) == 1
     assert COMMAND in capsys.readouterr().err
     assert main([]) == 0 and main(["--check"]) == 0

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from data.errors import AuthError
-from service.app import create_app
-from service.auth import KeyRing, owner_of
+from latentcast.errors import AuthError
+from service.http.app import create_app
+from service.http.auth import KeyRing, owner_of
 from tests.service.conftest import MakeSettings
 
 ALICE, BOB, ADMIN = "alice-key-0123456789", "bob-key-0123456789ab", "admin-key-0123456789"

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from data.errors import ConflictError
+from latentcast.errors import ConflictError
 from models.predictor import Observation
 from service.batching import MicroBatcher
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
-from service.sessions import BatchSettings, SessionReply, SessionService
+from service.sessions.service import BatchSettings, SessionReply, SessionService
 from service.stores import StoreLimits
 from service.stores.memory import MemorySessionStore
 from training.registry import Registry

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from service import cli
-from service.app import create_app
 from service.cli.arguments import model_config
 from service.config import Settings, get_settings
+from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.registry import Registry

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from bench.harness import ServiceProcess
 from models.predictor import Observation
-from service.bulk_appends import AppendItem
-from service.routes.observations import parse_appends
-from service.schemas.bulk import BulkAppendItem
+from service.http.routes.observations import parse_appends
+from service.http.schemas.bulk import BulkAppendItem
+from service.sessions.bulk import AppendItem
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 

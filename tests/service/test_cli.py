@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 import uvicorn
 
-from service import cli, listeners
+from service import cli
 from service.cli import main
 from service.config import get_settings
-from service.connections import LimitedHttpProtocol, LimitedWebSocketProtocol
+from service.http import listeners
+from service.http.connections import LimitedHttpProtocol, LimitedWebSocketProtocol
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
 
@@ -105,7 +106,7 @@ def test_evaluate_without_a_champion_is_an_error(capsys, tmp_path):
 def runs(monkeypatch) -> Iterator[list[dict[str, Any]]]:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
-    # several workers, each on a socket of its own (service/listeners.py): uvicorn's config, then its supervisor
+    # several workers, each on a socket of its own (service/http/listeners.py): uvicorn's config, then its supervisor
     monkeypatch.setattr(listeners, "serve_workers", lambda config: calls.append({"config": config}))
     get_settings.cache_clear()
     yield calls
@@ -118,7 +119,7 @@ def test_serve_defaults_to_the_settings(runs, monkeypatch):
     assert cli.main(["serve"]) == 0
     assert runs == [
         {
-            "app": "service.app:create_app",
+            "app": "service.http.app:create_app",
             "factory": True,
             "host": "127.0.0.1",
             "port": 8765,
@@ -156,7 +157,7 @@ def test_several_workers_need_the_redis_store(runs, monkeypatch, capsys):
     [call] = runs
     config = call["config"]  # uvicorn's, with the options of a single worker's uvicorn.run
     assert (config.app, config.factory, config.workers, config.http) == (
-        "service.app:create_app",
+        "service.http.app:create_app",
         True,
         2,
         LimitedHttpProtocol,

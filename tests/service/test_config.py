@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from service.config import Settings, get_settings
 
 

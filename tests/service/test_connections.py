@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from bench.harness import ServiceProcess
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from service.config import RESERVED_FILES
-from service.connections import allow_open_files
+from service.http.connections import allow_open_files
 from tests.service import hostile
 from training.registry import Registry
 

@@ -21,7 +21,7 @@ import yaml
 
 from bench.harness import ROOT, ServiceProcess, debian_tool, free_port
 from service.config import Settings
-from service.scheduler import heartbeat_is_fresh
+from service.jobs.scheduler import heartbeat_is_fresh
 from tests.factories import tiny_checkpoint
 from training.jobs import JobStore
 from training.registry import Registry

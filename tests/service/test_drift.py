@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from data.errors import ConfigError
-from service.app import create_app
-from service.drift import DriftRule, DriftWatch
-from service.live_pairs import PairedLosses
-from service.live_sums import HorizonSums, LiveSums
-from service.scheduler import DRIFT_JOB, build_scheduler, run_drift
+from latentcast.errors import ConfigError
+from service.http.app import create_app
+from service.jobs.drift import DriftRule, DriftWatch
+from service.jobs.scheduler import DRIFT_JOB, build_scheduler, run_drift
+from service.live.pairs import PairedLosses
+from service.live.sums import HorizonSums, LiveSums
 from tests.service.conftest import MakeSettings
 from tests.service.test_routes_live import WARM, Offline, feed, open_session
 from training.jobs import JobReport
@@ -136,7 +136,7 @@ def test_the_scheduler_reads_the_shared_store_and_starts_exactly_one_retrain_wit
     job = scheduler.get_job(DRIFT_JOB)
     assert job.max_instances == 1 and job.trigger.interval.total_seconds() == 60
     [watch] = [arg for arg in job.args if hasattr(arg, "check")]
-    with caplog.at_level(logging.WARNING, logger="service.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="service.jobs.scheduler"):
         run_drift(settings, watch, launcher)  # type: ignore[arg-type]
         run_drift(settings, watch, launcher)  # type: ignore[arg-type]
     assert launcher.runs == 1

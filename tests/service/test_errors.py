@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.registry import Registry
@@ -181,7 +181,7 @@ def test_a_body_that_is_not_json_is_422(client: TestClient, session: str, url):
 def test_the_append_route_refuses_a_malformed_body_as_the_other_routes_do(
     client: TestClient, session: str, content: bytes, headers: dict[str, str]
 ):
-    # the append route reads its body itself (service/routes/lean.py); a stateless forecast's
+    # the append route reads its body itself (service/http/routes/lean.py); a stateless forecast's
     # body is a FastAPI body parameter: a body wrong as a whole gets the same answer from both
     expected = client.post("/v1/forecast", content=content, headers=headers)
     got = client.post(f"/v1/sessions/{session}/observations", content=content, headers=headers)

@@ -33,7 +33,7 @@ from bench.redis_processes import RedisProcess
 from bench.soak import SoakPlan, bars, feed, open_streams, service_env, verify
 from bench.soak_client import FaultRates, FaultyStream
 from models.predictor import Observation
-from service.app import create_app
+from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.registry import MANIFEST_FILE, Registry

@@ -32,9 +32,9 @@ from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
-from service.app import create_app
-from service.auth import API_KEY_HEADER
 from service.config import Settings
+from service.http.app import create_app
+from service.http.auth import API_KEY_HEADER
 from training.lock import JobLock
 from training.registry import Registry
 from training.retrain import LOCK_FILE

@@ -6,8 +6,8 @@ import argparse
 import json
 import re
 
-from service.app import create_app
 from service.cli import build_parser
+from service.http.app import create_app
 from tests.service.conftest import MakeSettings
 from training.costs import DEFAULT_LENGTHS
 

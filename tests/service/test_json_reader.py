@@ -8,7 +8,7 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 
-from service.json_reader import UNPARSABLE, parse_json
+from service.http.json_reader import UNPARSABLE, parse_json
 
 JSON = {"content-type": "application/json"}
 # one digit past Python's limit on the digits of an int read from text (4,300 by default)

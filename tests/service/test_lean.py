@@ -9,9 +9,9 @@ from fastapi import APIRouter, FastAPI, Path, Request, Response
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from data.errors import ConflictError
-from service.errors import install_error_handlers
-from service.routes.lean import LeanRoute, body_schema, document_bodies, read_body
+from latentcast.errors import ConflictError
+from service.http.errors import install_error_handlers
+from service.http.routes.lean import LeanRoute, body_schema, document_bodies, read_body
 
 
 class Item(BaseModel):

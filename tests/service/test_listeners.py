@@ -10,8 +10,8 @@ from multiprocessing.reduction import ForkingPickler
 
 import pytest
 
-from data.errors import ConfigError
-from service.listeners import bind, reuse_port_balances
+from latentcast.errors import ConfigError
+from service.http.listeners import bind, reuse_port_balances
 
 CONNECTIONS = 64
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.live_pairs import PairedLosses, report
+from service.http.app import create_app
+from service.live.pairs import PairedLosses, report
 from service.stores.redis_live import decode_pair, encode_pair
 from tests.service.conftest import MakeSettings
 from tests.service.test_routes_live import WARM

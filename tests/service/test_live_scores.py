@@ -1,4 +1,4 @@
-"""``service/live_scores.py``: what a batch of closes settles, and the forecasts kept awaiting outcomes."""
+"""``service/live/scores.py``: what a batch of closes settles, and the forecasts kept awaiting outcomes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from data.errors import StateError
-from service.live_scores import Issued, Pending, settle
+from latentcast.errors import StateError
+from service.live.scores import Issued, Pending, settle
 
 LEVELS = (0.1, 0.5, 0.9)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.live_scores import Settled
-from service.live_sums import from_fields, horizon_report
+from service.live.scores import Settled
+from service.live.sums import from_fields, horizon_report
 from service.stores import StoreLimits
 from service.stores.redis import RedisSessionStore
 from service.stores.redis_live import add_live

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from bench.harness import ServiceProcess
 from service.config import Settings
-from service.logs import SessionIdFilter
+from service.http.logs import SessionIdFilter
 from training.registry import Registry
 
 ALICE, BOB, ADMIN = "alice-log-key-0123456789", "bob-log-key-0123456789ab", "admin-log-key-0123456789"

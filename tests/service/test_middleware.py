@@ -6,7 +6,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.service.conftest import MakeSettings
 
 KEY = "head-client-key-0123"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from data.errors import NotFoundError, UnavailableError
-from service.config import Backoff
-from service.model_pool import ModelPool
+from latentcast.errors import NotFoundError, UnavailableError
+from service.model_pool import Backoff, ModelPool
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
 

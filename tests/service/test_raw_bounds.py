@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.service.conftest import MakeSettings
 
 BATCH, HISTORY, ITEMS = 5, 7, 3

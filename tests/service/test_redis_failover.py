@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from bench.redis_processes import RedisClusterProcess, RedisProcess
-from data.errors import UnavailableError
+from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import StoreLimits
 from service.stores.redis import RedisSessionStore

@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from bench.harness import free_port
-from data.errors import UnavailableError
+from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
-from service.sessions import AppendItem, SessionService
+from service.sessions.service import AppendItem, SessionService
 from service.stores import StoredReply, StoreLimits
 from service.stores.redis import RedisSessionStore
 from tests.service.redis_legacy import write_legacy

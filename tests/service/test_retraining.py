@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from data.errors import ConflictError
-from service.app import create_app
+from latentcast.errors import ConflictError
 from service.config import Settings
-from service.retraining import LAUNCH_LOCK_FILE, RetrainLauncher, retrain_command, retrain_env
-from service.scheduler import (
+from service.http.app import create_app
+from service.jobs.retraining import LAUNCH_LOCK_FILE, RetrainLauncher, retrain_command, retrain_env
+from service.jobs.scheduler import (
     HEARTBEAT_FILE,
     STALE_SECONDS,
     beat,
@@ -183,7 +183,7 @@ def test_each_run_logs_its_outcome(tmp_path, caplog):
             job.modes = [{"mode": "latent", "challenger": "latent-x", "promoted": False, "reason": "not better"}]
             return job
 
-    with caplog.at_level(logging.INFO, logger="service.scheduler"):
+    with caplog.at_level(logging.INFO, logger="service.jobs.scheduler"):
         run_job(Launcher())  # type: ignore[arg-type]
     assert caplog.messages == [
         "retrain job 20260101T000000-abcdef succeeded in 12.5s on cache data: latent latent-x not promoted (not better)"
@@ -208,7 +208,7 @@ def test_bad_cron_is_refused_with_the_reason():
 
 
 def test_a_child_that_dies_before_its_report_is_marked_failed(tmp_path, monkeypatch):
-    monkeypatch.setattr("service.retraining.retrain_command", lambda job_id: [sys.executable, "-c", "exit(3)"])
+    monkeypatch.setattr("service.jobs.retraining.retrain_command", lambda job_id: [sys.executable, "-c", "exit(3)"])
     job = RetrainLauncher(retrain_settings(tmp_path)).run()
     assert job.status == "failed"
     assert job.error == "the retrain process exited with code 3 before finishing its report"

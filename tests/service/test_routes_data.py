@@ -9,7 +9,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from data import sources
-from service.app import create_app
+from service.http.app import create_app
 from tests.factories import real_bars
 from tests.service.conftest import MakeSettings
 

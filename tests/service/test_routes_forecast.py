@@ -6,7 +6,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from models.predictor import Observation
-from service.app import create_app
+from service.http.app import create_app
 from tests.service.conftest import versions
 from training.registry import Registry
 

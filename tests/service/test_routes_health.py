@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bench.harness import free_port
-from service.app import create_app
+from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.registry import Registry
@@ -55,7 +55,7 @@ def test_a_503_probe_is_no_error_in_the_log_only_a_change_of_readiness_is_a_line
         registry.promote(registry.register(tiny_checkpoint("latent", seed=1)).version)
         assert client.post("/v1/models/reload").status_code == 200
         assert [client.get("/readyz").status_code for _ in range(2)] == [200, 200]
-    probes = [r for r in caplog.records if r.name == "service.routes.health"]
+    probes = [r for r in caplog.records if r.name == "service.http.routes.health"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     changes = [(r.levelname, r.getMessage()) for r in probes if r.levelno > logging.DEBUG]
     assert changes == [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.service.conftest import MakeSettings
 from training.metrics import coverage, mae, mae_ratio, pinball
 

@@ -7,7 +7,7 @@ import time
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.jobs import JobReport, JobStore

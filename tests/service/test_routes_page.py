@@ -6,11 +6,11 @@ import re
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.middleware import NOTHING_POLICY
-from service.middleware import PAGE_POLICY as POLICY
-from service.routes.docs import REDOC_POLICY, SWAGGER_POLICY
-from service.routes.page import STATIC
+from service.http.app import create_app
+from service.http.middleware import NOTHING_POLICY
+from service.http.middleware import PAGE_POLICY as POLICY
+from service.http.routes.docs import REDOC_POLICY, SWAGGER_POLICY
+from service.http.routes.page import STATIC
 from tests.service.conftest import MakeSettings
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from training.registry import Registry

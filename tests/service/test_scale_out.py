@@ -64,7 +64,7 @@ def test_serve_runs_several_workers_on_the_redis_store(
     two = ServiceProcess(settings, tmp_path / "serve.log", command=workers(2), start_seconds=2 * START_SECONDS)
     with two as server, contextlib.ExitStack() as opened:
         pids = serving_workers(server, 2)
-        # each worker listens on a socket of its own (service/listeners.py); the supervisor on none
+        # each worker listens on a socket of its own (service/http/listeners.py); the supervisor on none
         assert sorted(listening_owners(server.port, [server.pid, *pids])) == pids
         on = connection_to_each(server, pids, opened)
         status, opened_reply = post(on[pids[0]], "/v1/sessions", {"history": closes[:WARM]})

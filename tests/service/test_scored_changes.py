@@ -1,13 +1,13 @@
-"""``service/scored_changes.py``: the forecasts a record awaits outcomes of, whatever the record kept."""
+"""``service/sessions/scored_changes.py``: the forecasts a record awaits outcomes of, whatever the record kept."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from models.predictor import Observation, SeriesState
-from service.live_scores import Issued
-from service.scored_changes import awaiting, scored
-from service.session_steps import Append, Change, plan_appends
+from service.live.scores import Issued
+from service.sessions.scored_changes import awaiting, scored
+from service.sessions.steps import Append, Change, plan_appends
 from service.stores import SessionRecord
 from training.registry import Registry
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from data.errors import ConflictError
+from latentcast.errors import ConflictError
 from models.predictor import Observation
-from service.seq_rules import new_observations
+from service.sessions.seq_rules import new_observations
 from service.stores import SessionRecord
 
 

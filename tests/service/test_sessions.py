@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from data.errors import ConflictError, DataError, LimitError, NotFoundError
+from latentcast.errors import ConflictError, DataError, LimitError, NotFoundError
 from models.predictor import Forecast, Observation
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
-from service.sessions import SessionReply, SessionService
+from service.sessions.service import SessionReply, SessionService
 from service.stores import StoreLimits
 from service.stores.memory import MemorySessionStore
 from tests.factories import tiny_checkpoint

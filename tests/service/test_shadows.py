@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from data.errors import StateError
+from latentcast.errors import StateError
 from models.predictor import Observation, SeriesState
-from service.app import create_app
-from service.live_pairs import PairedLosses, report
-from service.shadows import Shadow, pack, sampled, unpack
+from service.http.app import create_app
+from service.live.pairs import PairedLosses, report
+from service.live.shadows import Shadow, pack, sampled, unpack
 from tests.service.conftest import MakeSettings
 from tests.service.test_routes_live import WARM, Offline, assert_scores, feed, open_session
 from training.registry import Registry

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from data.errors import UnavailableError
+from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from tests.service.store_records import BARS, MakeStore, record, update
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from bench.harness import free_port
-from data.errors import UnavailableError
+from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import StoreLimits
 from service.stores.memory import MemorySessionStore

@@ -19,7 +19,7 @@ from websockets.uri import parse_uri
 from bench.harness import ServiceProcess
 from models.predictor import Observation
 from service.client import ApiError, AsyncClient, ClientSettings
-from service.routes.stream import MessageTooBig, finished, read
+from service.http.routes.stream import MessageTooBig, finished, read
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env
 from tests.service.test_json_reader import HUGE, INVALID

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data import sources
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from tests.factories import tiny_config
 from training.backtest import BacktestConfig, make_folds, run_backtest
 from training.backtest_report import BASELINES, write_report

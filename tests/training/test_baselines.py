@@ -9,8 +9,8 @@ import pytest
 from arch import arch_model
 
 from data import sources
-from data.errors import ConfigError, DataError
 from data.features import Series, build_series, cumulative_targets, split_dates
+from latentcast.errors import ConfigError, DataError
 from training.baselines import (
     BASELINES,
     RETURN_SCALE,

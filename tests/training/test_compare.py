@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from data import sources
-from data.errors import ConfigError
 from data.features import build_series
+from latentcast.errors import ConfigError
 from models.calibration import apply_offsets
 from models.checkpoint import build_from_checkpoint
 from tests.factories import tiny_checkpoint, tiny_config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from training import config as train_config
 from training.config import TrainConfig, busy_cores, cores_allowed, free_cores
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from data.errors import DataError
+from latentcast.errors import DataError
 from training.coverage_tests import coverage_tests
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from data import sources
-from data.errors import DataError
+from latentcast.errors import DataError
 from models.forecaster import Forecaster
 from tests.factories import tiny_config
 from training.batches import batches_for, first_scored_row

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from data import sources
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from tests.factories import tiny_config
 from training import distributed
 from training.batches import Batch, batches_for

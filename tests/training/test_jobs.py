@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from data.errors import NotFoundError
+from latentcast.errors import NotFoundError
 from training.jobs import JobReport, JobStore, new_job_id
 
 

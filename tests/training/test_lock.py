@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from data.errors import ConflictError
+from latentcast.errors import ConflictError
 from training.lock import JobLock
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from training.metrics import (
     check_levels,
     coverage,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from data import sources
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets
 from service.cli import main
 from tests.training.retrain_setup import config, trading_days

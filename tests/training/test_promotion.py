@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from tests.training.retrain_setup import FAST, break_prices, config
 from training.config import TrainConfig
 from training.promotion import decide, newer_days

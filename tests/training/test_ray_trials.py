@@ -21,8 +21,9 @@ from service.cli import main
 from service.cli.parser import build_parser
 from tests.factories import tiny_config
 from training.config import TrainConfig
+from training.fanout import run_trials
 from training.ray_trials import _result, ray_session, trial_cpus
-from training.trials import Trial, run_trials
+from training.trials import Trial
 
 TINY = ["--tickers", "IBM", "--start", "2006-01-01", "--end", "2009-01-01", "--epochs", "1", "--hidden", "8"]
 BACKTEST = [

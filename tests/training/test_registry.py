@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from data.errors import CheckpointError, NotFoundError
+from latentcast.errors import CheckpointError, NotFoundError
 from tests.factories import tiny_checkpoint
 from training.registry import Registry
 

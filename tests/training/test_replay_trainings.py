@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from tests.training.retrain_setup import config
 from training.policy_replay import CONTENDERS, Replay, ReplayConfig, replay
 from training.replay_trainings import train_days

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data import sources
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from tests.factories import tiny_config
 from training.backtest import BacktestConfig, run_backtest, search_span
 from training.backtest_report import write_report

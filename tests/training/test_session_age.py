@@ -13,8 +13,8 @@ from models.calibration import YoungOffsets, apply_offsets
 from models.checkpoint import make_checkpoint
 from models.forecaster import Forecaster
 from models.predictor import Predictor
-from service.app import create_app
 from service.config import Settings
+from service.http.app import create_app
 from tests.factories import tiny_config
 from training.evaluate import SpanForecasts, session_outputs
 from training.registry import Registry

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from data.errors import ConfigError, DataError
+from latentcast.errors import ConfigError, DataError
 from training.evaluate import SpanForecasts
 from training.significance import Weights, compare_losses, diebold_mariano, hln_statistic, origin_losses
 

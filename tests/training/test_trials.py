@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from data import sources
-from data.errors import ConfigError
+from latentcast.errors import ConfigError
 from tests.factories import tiny_config
 from training.config import TrainConfig
-from training.trials import Trial, failures, run_trial, run_trials
+from training.fanout import run_trials
+from training.trials import Trial, failures, run_trial
 
 FAST = TrainConfig(epochs=1, streams=4, bptt=25, batch_size=64, threads=1, progress=False, epoch_steps=3)
 

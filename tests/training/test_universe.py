@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from data import sources
-from data.errors import DataError
+from latentcast.errors import DataError
 from service.cli import main
 from training.registry import Registry
 

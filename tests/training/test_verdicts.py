@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.errors import DataError
+from latentcast.errors import DataError
 from training.significance import DieboldMariano
 from training.verdicts import block_size, confidence_set, holm, pair_verdict, seed_differences
 

@@ -1,0 +1,1 @@
+"""The HTTP face of the service: the app, its middleware, routes, schemas, keys and error answers."""

@@ -1,0 +1,1 @@
+"""Work beside the requests: retrain jobs, the scheduler that starts them, and retention."""

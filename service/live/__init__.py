@@ -1,0 +1,1 @@
+"""Forecasts scored as their outcomes arrive: live sums, shadow models, paired verdicts, drift."""

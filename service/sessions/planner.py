@@ -1,0 +1,97 @@
+"""``AppendPlanner``: where the planning of appends runs, on the event loop or in a worker thread, batched or not.
+
+What an append changes is decided by ``plan_appends`` (``service/sessions/steps.py``:
+no I/O, no waiting); this module only chooses where it runs. Planning small
+enough (``inline_observations``) runs on the event loop: handing it to a worker
+thread costs more than it does. Single appends to sessions of one model version
+that arrive together may be gathered into one batch (``MicroBatcher``); a bulk
+request's appends are one batch already.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from models.predictor import Predictor
+from service.batching import MicroBatcher, in_thread
+from service.metrics import ServiceMetrics
+from service.sessions.replies import SessionReply
+from service.sessions.scored_changes import scored
+from service.sessions.shadow_steps import ShadowRunner
+from service.sessions.steps import Append, Change, plan_appends
+
+Planned = SessionReply | Change | Exception
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``.
+
+    ``arrays_from``: a batch of at least this many appends plans its usual ones as arrays
+    (``plan_appends``); below it, numpy's cost per call exceeds what the arrays save.
+    """
+
+    enabled: bool = False
+    wait_seconds: float = 0.002
+    max_size: int = 64
+    arrays_from: int = 8
+
+
+class AppendPlanner:
+    """Plans appends with ``plan_appends``, micro-batched as ``batching`` says."""
+
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        batching: BatchSettings | None = None,
+        inline_observations: int = 0,
+        clock: Callable[[], float] = time.time,
+        live_scores: bool = False,
+        shadows: ShadowRunner | None = None,
+    ) -> None:
+        self.inline_observations = inline_observations
+        self._live_scores = live_scores
+        self._shadows = shadows
+        self._clock = clock
+        batching = batching or BatchSettings()
+        self._arrays_from = batching.arrays_from
+        self._batcher: MicroBatcher[Predictor, Append, SessionReply | Change] | None = None
+        if batching.enabled:
+            self._batcher = MicroBatcher(
+                self._plan_batch,
+                batching.wait_seconds,
+                batching.max_size,
+                on_batch=metrics.batched,
+                inline=self._runs_inline,
+            )
+
+    async def plan(self, predictor: Predictor, append: Append) -> SessionReply | Change:
+        """The reply (a retry) or the change that ``append`` makes, batched with others when enabled."""
+        if self._batcher is not None:
+            return await self._batcher.submit(predictor, append)
+        [change] = await self.plan_many(predictor, [append])
+        if isinstance(change, Exception):
+            raise change
+        return change
+
+    async def plan_many(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
+        """The appends of a bulk request planned as one batch: on the event loop if small, else in a thread."""
+        if self._runs_inline(appends):
+            return self._plan_batch(predictor, appends)
+        return await in_thread(self._plan_batch, predictor, appends)
+
+    async def close(self) -> None:
+        """Let the batches that are running finish."""
+        if self._batcher is not None:
+            await self._batcher.close()
+
+    def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
+        planned = plan_appends(predictor, appends, self._clock(), self._arrays_from)
+        # with live scores, each change also says what it settles (``service/sessions/scored_changes.py``)
+        return scored(predictor, appends, planned, self._shadows) if self._live_scores else planned
+
+    def _runs_inline(self, appends: list[Append]) -> bool:
+        """Whether appends are small enough to plan on the event loop rather than in a worker thread."""
+        return sum(len(append.observations) for append in appends) <= self.inline_observations

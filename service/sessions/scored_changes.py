@@ -1,0 +1,117 @@
+"""Planned appends with their live scores: what each change settles, computed with no I/O.
+
+``plan_appends`` (``service/sessions/steps.py``) computes each append's change;
+``scored`` adds to it the forecasts the change settles (``SessionUpdate.scores``,
+which the store adds to its sums only if it commits the change) and what then
+still awaits outcomes (``SessionUpdate.issued``, stored in the same
+compare-and-set). A stored reply (a retry) or a refusal settles nothing.
+
+A record whose issued forecasts are missing (a session opened, migrated, or
+kept while scoring was off), are another version's (a migration) or do not
+read starts from the forecast its state answers now, the last one the session
+answered: scoring never refuses an append.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from latentcast.errors import StateError
+from models.predictor import Predictor
+from service.live.scores import Issued, Settled, settle
+from service.live.shadows import MAGIC, ShadowScores, pack, unpack
+from service.sessions.replies import SessionReply
+from service.sessions.shadow_steps import ShadowRunner
+from service.sessions.steps import Append, Change, adaptive_offsets, state_of
+from service.stores import SessionRecord, SessionUpdate
+
+Planned = SessionReply | Change | Exception
+
+
+def scored(
+    predictor: Predictor, appends: Sequence[Append], results: list[Planned], shadows: ShadowRunner | None = None
+) -> list[Planned]:
+    """``results`` of ``plan_appends(predictor, appends, ...)``, each change with what it settles and issues;
+    with ``shadows``, a session's shadow advanced and scored beside it (``service/sessions/shadow_steps.py``)."""
+    levels = predictor.config.quantiles
+    out: list[Planned] = []
+    for append, result in zip(appends, results, strict=True):
+        if isinstance(result, Change):
+            result = _scored_change(predictor, levels, append.record, result, shadows)
+        out.append(result)
+    return out
+
+
+def _scored_change(
+    predictor: Predictor,
+    levels: tuple[float, ...],
+    record: SessionRecord,
+    change: Change,
+    shadows: ShadowRunner | None,
+) -> Change:
+    update = change.update
+    closes = [obs.close for obs in update.appended]
+    if not closes:
+        return change
+    shadow = None
+    if record.issued.startswith(MAGIC):
+        try:
+            kept, shadow = unpack(record.issued)
+        except StateError:  # a shadow that does not read is dropped; the session goes on
+            kept = b""
+        record = dataclasses.replace(record, issued=kept)
+    try:
+        model = awaiting(predictor, record)
+        settled, issued = settle(model, record.next_seq, closes, levels)
+    except StateError:  # kept forecasts that do not read: scoring goes on from the one the state answers
+        record = dataclasses.replace(record, issued=b"")
+        model = awaiting(predictor, record)
+        settled, issued = settle(model, record.next_seq, closes, levels)
+    forecast = change.reply.forecast
+    if forecast is not None:
+        issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
+    shadow_scores = None
+    if shadow is not None and shadow.version == predictor.version:
+        shadow = None  # a session migrated to its shadow's version: the pair would be one model
+    if shadow is not None and shadows is not None:
+        shadow, shadow_scores = shadows.advance(shadow, model, levels, record.next_seq, update.appended)
+    elif shadows is None:
+        shadow = None  # shadows are off: the session drops its own
+    return Change(
+        _with_live(update, pack(issued.to_bytes(), shadow), settled if settled.count else None, shadow_scores),
+        change.reply,
+        change.applied,
+    )
+
+
+def _with_live(
+    update: SessionUpdate, issued: bytes, scores: Settled | None, shadow_scores: ShadowScores | None
+) -> SessionUpdate:
+    """``dataclasses.replace(update, issued=issued, scores=scores, ...)``, made as a copy of its fields:
+    ``replace`` calls the class with every field by name, which costs more than scoring the append."""
+    scored_update = object.__new__(SessionUpdate)
+    scored_update.__dict__.update(update.__dict__, issued=issued, scores=scores, shadow_scores=shadow_scores)
+    return scored_update
+
+
+def awaiting(predictor: Predictor, record: SessionRecord) -> Issued:
+    """The forecasts of ``record`` that await outcomes, the one its state answers now among them."""
+    config = predictor.config
+    issued = Issued(predictor.version, config.horizon, len(config.quantiles))
+    if record.issued:
+        try:
+            kept = Issued.from_bytes(record.issued)
+        except StateError:
+            kept = issued  # unreadable: scored again from the forecast the state answers
+        if (kept.version, kept.horizon, kept.levels) == (issued.version, issued.horizon, issued.levels):
+            issued = kept
+    last = record.next_seq - 1
+    if issued.newest == last or last < 0:
+        return issued
+    state = state_of(predictor, record)
+    offsets = adaptive_offsets(predictor, record).offsets if record.calibration else None
+    forecast = predictor.forecast(state, offsets)
+    if forecast is None or state.last_close is None:
+        return issued
+    return issued.with_forecast(forecast.as_of_seq, state.last_close, forecast.log_return)
