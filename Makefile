@@ -15,13 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
 	touch $(STAMP)
 
-# builds training's fused GRU (about 30 s) once for each version of its source, or says why it cannot
+# builds training's fused GRU once for each version of its source, or says why it cannot
 $(KERNEL): $(STAMP) models/fused_gru.cpp models/fused_gru.py
 	$(BIN)/python -m models.fused_gru
 	touch $(KERNEL)
 
-# First start: train both modes on the bundled prices (about 20 s on 2 quiet cores, about 100 s beside another
-# training on cores other work keeps busy: docs/operations.md), then serve.
+# First start: train both modes on the bundled prices (docs/operations.md says how long it takes), then serve.
 run: setup
 	$(BIN)/latentcast train --if-missing --source bundled
 	$(BIN)/latentcast serve
@@ -53,7 +52,7 @@ fmt: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Every benchmark, each measuring its comparisons side by side in one run (a few minutes; not part of `make test`).
+# Every benchmark, each measuring its comparisons side by side in one run (not part of `make test`).
 bench: setup
 	$(BIN)/python -m bench.train_speed
 	$(BIN)/python -m bench.streaming
