@@ -10,9 +10,10 @@ KERNEL := $(VENV)/.fused-gru
 
 setup: $(STAMP) $(KERNEL)
 
-$(STAMP): pyproject.toml constraints.txt
+# the package with the Python client it depends on, a distribution of its own (clients/python)
+$(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ./clients/python -e '.[dev,ray]'
 	touch $(STAMP)
 
 # builds training's fused GRU (about 30 s) once for each version of its source, or says why it cannot
