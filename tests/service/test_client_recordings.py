@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy
 import pytest
 from latentcast_client import errors as client_errors
+from latentcast_client import protocol
 
 from data.errors import ForecastError
 from tests.service.client_recordings import COMMAND, RECORDINGS, answered, same, serving, settings_of
@@ -49,3 +52,16 @@ def test_every_code_the_service_answers_has_its_class_in_the_client():
     assert type(client_errors.api_error(429, {"code": "quota_exceeded", "message": "m"})) is client_errors.QuotaError
     assert isinstance(client_errors.api_error(429, {"code": "quota_exceeded"}), client_errors.LimitError)
     assert type(client_errors.api_error(418, {"code": "teapot", "message": "m"})) is client_errors.ApiError
+
+
+def test_the_client_writes_with_orjson_what_the_standard_library_writes():
+    assert protocol.orjson is not None  # installed beside the service: the client writes with it
+    for body in (
+        {"seq": 3, "observations": [101.25, {"close": 1e-300, "time": "2024-01-02"}], "ticker": "Ünïcode"},
+        {"seq": 3, "observations": [101.25, math.nan, -math.inf]},  # orjson would write null: the service reads NaN
+        {"history": [None]},
+        {"observations": [numpy.float64(101.25), 2**70]},  # types orjson refuses
+    ):
+        text = protocol.dumps(body)
+        assert json.dumps(json.loads(text), sort_keys=True) == json.dumps(body, sort_keys=True)
+    assert protocol.dumps({"observations": [math.nan]}) == b'{"observations":[NaN]}'

@@ -9,6 +9,7 @@ session's seq, and ``took_items`` moves the sessions on by the answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,16 +17,13 @@ from typing import Any
 
 from latentcast_client.errors import ApiError, ConflictError, api_error
 
-# the JSON parser of the service's replies: orjson where it is installed (the [orjson] extra, or beside the
-# service, whose dependency it is), which parses a bulk reply, a forecast per item, much faster; else the
-# standard library's
-loads: Callable[[bytes | bytearray | str], Any]
-try:
+try:  # the [orjson] extra, and beside the service, whose dependency it is: JSON much faster (README.md)
     import orjson
-
-    loads = orjson.loads
 except ImportError:
-    loads = json.loads
+    orjson = None  # type: ignore[assignment]
+
+# the JSON parser of the service's replies (a bulk reply holds a forecast per item)
+loads: Callable[[bytes | bytearray | str], Any] = json.loads if orjson is None else orjson.loads
 
 # the header carrying the API key, on HTTP requests and on the WebSocket's handshake
 API_KEY_HEADER = "X-API-Key"
@@ -161,7 +159,14 @@ def key_headers(settings: ClientSettings) -> dict[str, str]:
 
 
 def dumps(body: Any) -> bytes:
-    """``body`` as the JSON the service reads (a NaN price goes as ``NaN``, which it refuses by name)."""
+    """``body`` as the standard library writes JSON, which sends a NaN price as ``NaN`` for the service to refuse
+    by name. orjson writes it where installed, unless its text holds a ``null`` (its NaN, or a None, which the
+    standard library writes alike) or it refuses a type (a numpy scalar)."""
+    if orjson is not None:
+        with contextlib.suppress(TypeError):
+            text = orjson.dumps(body)
+            if b"null" not in text:
+                return text
     return json.dumps(body, separators=(",", ":")).encode()
 
 
