@@ -18,7 +18,7 @@ NAMES = sorted(path.stem for path in RECORDINGS.glob("*.json"))
 
 
 def test_there_are_recordings_of_http_errors_and_the_websocket():
-    assert {"sessions", "errors", "auth", "stream", "replay"} <= set(NAMES)
+    assert {"sessions", "errors", "auth", "stream", "replay", "applied"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
