@@ -23,7 +23,9 @@ COPY data ./data
 COPY models ./models
 COPY training ./training
 COPY service ./service
-RUN pip install -c constraints.txt .
+# the Python client, a distribution of its own that the package depends on (`latentcast replay` runs it)
+COPY clients/python ./clients/python
+RUN pip install -c constraints.txt ./clients/python .
 
 RUN useradd --create-home --uid 10001 latentcast \
     && mkdir -p /artifacts \

@@ -5,14 +5,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KERNEL := $(VENV)/.fused-gru
+CLIENT_VENV := .venv-client
+CLIENT_BIN := $(CLIENT_VENV)/bin
+CLIENT_STAMP := $(CLIENT_VENV)/.installed
 
-.PHONY: setup run test check fmt lint typecheck unit fast bench clean
+.PHONY: setup run test check fmt lint typecheck unit fast client-test bench clean
 
 setup: $(STAMP) $(KERNEL)
 
-$(STAMP): pyproject.toml constraints.txt
+# the package with the Python client it depends on, a distribution of its own (clients/python)
+$(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ./clients/python -e '.[dev,ray]'
 	touch $(STAMP)
 
 # builds training's fused GRU once for each version of its source, or says why it cannot
@@ -44,7 +48,20 @@ unit: setup
 fast: setup
 	$(BIN)/pytest -m "not slow" -q -n 2 --dist loadscope
 
-test: lint typecheck unit
+# The client as a user installs it, alone in a venv of its own: torch must not be importable there. Its tests
+# answer it with the service's recorded replies (clients/python/tests/recordings, which
+# tests/service/test_client_recordings.py holds to what the service answers today).
+client-test: $(CLIENT_STAMP)
+	cd clients/python && ../../$(CLIENT_BIN)/python -m pytest -q
+
+$(CLIENT_STAMP): constraints.txt clients/python/pyproject.toml $(wildcard clients/python/src/latentcast_client/*.py)
+	rm -rf $(CLIENT_VENV)
+	$(PYTHON) -m venv $(CLIENT_VENV)
+	$(CLIENT_BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt './clients/python[test]'
+	$(CLIENT_BIN)/python -I -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") and "torch is installed beside the client")'
+	touch $(CLIENT_STAMP)
+
+test: lint typecheck unit client-test
 
 check: lint typecheck fast
 
@@ -63,4 +80,4 @@ bench: setup
 	$(BIN)/python -m bench.redis_parser
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CLIENT_VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

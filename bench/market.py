@@ -44,13 +44,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+from latentcast_client import ApiError, AsyncClient, ClientSettings, Feed, Session
 
 from bench.cpu import connections_held, load_text, process_seconds, spawned_workers
 from bench.harness import BENCH_MODEL, POLL_SECONDS, START_SECONDS, ServiceProcess, bench_env, serve_command
 from bench.redis_processes import RedisProcess
 from bench.wrk import Run, Server, wrk
 from data import sources
-from service.client import ApiError, AsyncClient, ClientSettings, Feed, Session
 
 WARM_HISTORY = 50
 PROBES_PER_WORKER = 4  # connections that ask /readyz while waiting for every worker to serve
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, list[Run]] = {1: [], 2: []}
     load_before = os.getloadavg()
     # This process imported torch and pandas (the harness), a heap that a client importing only
-    # service.client does not have; each full collection walks it, and parsing a 500-item reply makes
+    # latentcast_client does not have; each full collection walks it, and parsing a 500-item reply makes
     # collections come often. Frozen, as the service freezes its own (LATENTCAST_GC_FREEZE).
     gc.collect()
     gc.freeze()

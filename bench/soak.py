@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from latentcast_client import AsyncClient, ClientSettings
 
 from bench.redis_processes import redis_cluster, redis_server
 from bench.soak_check import applied_by, verify
@@ -46,7 +47,6 @@ from bench.soak_market import VIAS, MarketClient
 from bench.soak_setup import KEYS, SoakPlan, bars, prepare_registry, run_retrain_command, service_env, services
 from models.config import MODES
 from models.predictor import Observation
-from service.client import AsyncClient, ClientSettings
 from training.registry import Registry
 
 OPEN_TIMEOUT_SECONDS = 30.0

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from latentcast_client import ApiError, AsyncClient, Session
 
 from models.predictor import Observation
-from service.client import ApiError, AsyncClient, Session
 
 # waits between sends to a server that is down: from the first to the last
 BACKOFF_SECONDS = (0.05, 0.5)

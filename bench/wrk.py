@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from latentcast_client import Client, ClientSettings
 
 from bench.cpu import CpuMeter, CpuShares, connections_held
 from bench.harness import ROOT, ServiceProcess
-from service.client import Client, ClientSettings
 
 SCRIPT = ROOT / "bench" / "http.lua"
 WARM_HISTORY = 50  # closes each session is opened with

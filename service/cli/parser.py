@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from latentcast_client.replay import ReplayPlan
+
 from data import fetch, sources
 from models.config import MODES, SCALINGS
 from service.cli.arguments import (
@@ -19,7 +21,6 @@ from service.cli.arguments import (
 from service.cli.retraining import run_prune, run_retrain_backtest, run_retrain_command, run_schedule
 from service.cli.serving import run_data, run_replay, run_serve
 from service.cli.training import run_backtest_command, run_calibration, run_compare, run_evaluate, run_train
-from service.client.replay import ReplayPlan
 from training.backtest import BacktestConfig
 from training.calibration import CalibrationConfig
 from training.costs import DEFAULT_LENGTHS

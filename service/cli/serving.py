@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 from typing import Any
 
 import httpx
+import pandas as pd
+from latentcast_client import ApiError, Client, ClientSettings
+from latentcast_client.replay import ReplayPlan, replay, write_rows
 
 from data import fetch, sources
 from latentcast.errors import ConfigError
 from service.cli.arguments import load_prices
-from service.client import ApiError, Client, ClientSettings
-from service.client.replay import ReplayPlan, replay, write_rows
 from service.config import CLIENT_API_KEY, Settings, get_settings
 from training.retrain import RetrainConfig
 
 APP = "service.http.app:create_app"  # a factory: each worker builds its own app
+BAR_FIELDS = ("close", "open", "high", "low", "volume")
 
 
 def run_data(args: argparse.Namespace) -> int:
@@ -49,7 +52,7 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         with Client(ClientSettings(url, api_key=key)) as client, contextlib.ExitStack() as files:
             out = files.enter_context(args.out.open("w", newline="")) if args.out else sys.stdout
-            count = write_rows(replay(client, prices, plan), out)
+            count = write_rows(replay(client, wire_bars(prices), plan), out)
     except ApiError as exc:
         print(f"latentcast replay: error: the service answered {exc}", file=sys.stderr)
         return 1
@@ -64,6 +67,26 @@ def run_replay(args: argparse.Namespace) -> int:
     if args.out:
         print(f"{count} forecast rows in {args.out}")
     return 0
+
+
+def wire_bars(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Each ticker's bars as the API takes them, oldest first (adjusted, as the models are trained)."""
+    bars: dict[str, list[dict[str, Any]]] = {}
+    for ticker, rows in frame.sort_values(["ticker", "date"]).groupby("ticker", sort=True):
+        factor = rows["adj_close"] / rows["close"]
+        adjusted = {
+            "close": rows["adj_close"],
+            "open": rows["open"] * factor,
+            "high": rows["high"] * factor,
+            "low": rows["low"] * factor,
+            "volume": rows["volume"],
+        }
+        bars[str(ticker)] = [
+            {name: float(adjusted[name].iloc[i]) for name in BAR_FIELDS if not math.isnan(adjusted[name].iloc[i])}
+            | {"time": str(rows["date"].iloc[i])[:10]}
+            for i in range(len(rows))
+        ]
+    return bars
 
 
 def local_url(settings: Settings) -> str:

@@ -91,7 +91,7 @@ read its replies is disconnected with close code 4008 once
 holding `LATENTCAST_MAX_STREAMS_PER_KEY` connections is refused another (429).
 After a reconnection, send again what
 was not answered, with the same seqs: what was applied is answered from the
-stored replies, once. The package's Python client (`service.client`) does all
+stored replies, once. The Python client (`latentcast_client`, in `clients/python`) does all
 of this; `docs/streaming.md` has examples.
 """
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from latentcast_client import ApiError, AsyncClient, Client, ClientSettings, Item, Session
 
 from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
 from service import cli
-from service.client import ApiError, AsyncClient, Client, ClientSettings, Item, Session
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 

@@ -78,6 +78,8 @@ def test_the_image_runs_as_a_non_root_user_with_a_health_check():
     # training's fused GRU is built as the user who trains, into that user's extension cache
     assert dockerfile.index("\nUSER latentcast\n") < dockerfile.index("\nRUN python -m models.fused_gru\n")
     assert "install -y --no-install-recommends g++" in dockerfile
+    # the client, its own distribution that the package depends on, is installed from the same checkout
+    assert "\nRUN pip install -c constraints.txt ./clients/python .\n" in dockerfile
 
 
 def _volumes(service: dict[str, Any]) -> list[str]:

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from latentcast_client import Client, ClientSettings
 
 from bench.cpu import connection_owners, listening_owners
 from bench.harness import START_SECONDS, ServiceProcess, serve_command
 from bench.market import serving_workers
 from models.predictor import Observation
-from service.client import Client, ClientSettings
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 

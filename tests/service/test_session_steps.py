@@ -9,8 +9,8 @@ import pytest
 from latentcast.errors import ConflictError, DataError, StateError
 from models.calibration import AdaptiveOffsets
 from models.predictor import Observation, Predictor, SeriesState
-from service.sessions import steps as session_steps
 from service.sessions.replies import reply_body
+from service.sessions import steps as session_steps
 from service.sessions.steps import Append, Change, plan_appends, plan_migration, state_of
 from service.stores import SessionRecord, StoredReply
 from service.stores.records import batch_digest

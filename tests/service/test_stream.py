@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from latentcast_client import ApiError, AsyncClient, ClientSettings
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -18,7 +19,6 @@ from websockets.uri import parse_uri
 
 from bench.harness import ServiceProcess
 from models.predictor import Observation
-from service.client import ApiError, AsyncClient, ClientSettings
 from service.http.routes.stream import MessageTooBig, finished, read
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env

@@ -6,16 +6,20 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from service.client.asynchronous import ApiError, AsyncClient, ClientSettings, Item, Session, Wire
-from service.client.feed import Feed
+import httpx
+
+from latentcast_client.asynchronous import AsyncClient
+from latentcast_client.errors import ApiError
+from latentcast_client.feed import Feed
+from latentcast_client.protocol import ClientSettings, Item, Session, Wire
 
 
 class Client:
     """The HTTP API, blocking: the same calls, seq tracking and safe retries as ``AsyncClient``."""
 
-    def __init__(self, settings: ClientSettings | None = None) -> None:
+    def __init__(self, settings: ClientSettings | None = None, transport: httpx.AsyncBaseTransport | None = None):
         self._runner = asyncio.Runner()
-        self._client = self._runner.run(_made(settings))
+        self._client = self._runner.run(_made(settings, transport))
         self.settings = self._client.settings
 
     def __enter__(self) -> Client:
@@ -83,6 +87,6 @@ class SyncFeed:
         return self._runner.run(self.feed.send_items(items))
 
 
-async def _made(settings: ClientSettings | None) -> AsyncClient:
+async def _made(settings: ClientSettings | None, transport: httpx.AsyncBaseTransport | None) -> AsyncClient:
     # httpx's client binds to the loop it is first used on: it is made on the runner's
-    return AsyncClient(settings)
+    return AsyncClient(settings, transport)

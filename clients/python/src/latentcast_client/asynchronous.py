@@ -8,101 +8,42 @@ twice and a batch is never skipped. The seq moves on only with a 200, or with
 a 409 whose reason is ``already_applied`` (a batch applied before, its reply
 no longer kept): that batch is done, and its reply says so
 (``"already_applied": true``, ``forecast`` null).
-Errors the service answers are ``ApiError``; a bulk call returns one per
-refused item, in place of its reply.
+Errors the service answers are ``ApiError`` (its subclass of their ``code``,
+``latentcast_client.errors``); a bulk call returns one per refused item, in
+place of its reply.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import httpx
-import orjson
 
-from service.http.auth import API_KEY_HEADER
+from latentcast_client.errors import ApiError
+from latentcast_client.feed import Feed
+from latentcast_client.protocol import (
+    ClientSettings,
+    Item,
+    Session,
+    Wire,
+    a_gap,
+    already_applied,
+    answers,
+    applied_reply,
+    backoff,
+    bulk_items,
+    dumps,
+    error_answer,
+    key_headers,
+    loads,
+    took_items,
+)
 
-if TYPE_CHECKING:
-    from service.client.feed import Feed
-
-# an observation as the API takes it: a close price, or a bar {"close", "open", "high", "low", "volume", "time"}
-Wire = float | Mapping[str, Any]
 # statuses after which the same request may succeed: the store or the models are away for a moment
 RETRIED_STATUSES = frozenset({502, 503, 504})
 JSON = {"Content-Type": "application/json"}
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Where the service is and how patiently to talk to it."""
-
-    base_url: str = "http://127.0.0.1:8000"
-    api_key: str | None = None
-    timeout_seconds: float = 10.0
-    retries: int = 5  # sends after the first, on a timeout, a dropped connection or a 5xx that may pass
-    backoff_seconds: tuple[float, float] = (0.05, 2.0)  # the wait before the first retry, and the longest
-    # acknowledged observations each Session keeps, to resend when the service answers a gap *behind* it: what a
-    # Redis failover does to the appends its dead master acknowledged last (docs/redis.md); 0 keeps none
-    resend_window: int = 0
-
-
-class ApiError(Exception):
-    """An error answer: its HTTP status and its body's ``code``, ``message`` and details."""
-
-    def __init__(self, status: int, error: Mapping[str, Any]) -> None:
-        super().__init__(f"{status} {error.get('code')}: {error.get('message')}")
-        self.status = status
-        self.code = str(error.get("code"))
-        self.message = str(error.get("message"))
-        self.details = {k: v for k, v in error.items() if k not in ("code", "message")}
-
-
-@dataclass(eq=False)
-class Session:
-    """A session on the service, and the seq its next batch carries."""
-
-    session_id: str
-    next_seq: int
-    model: dict[str, str]
-    forecast: dict[str, Any] | None = None
-    needs: int = 0  # with no forecast yet: how many more observations the service needs before the first
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    kept: list[Wire] = field(default_factory=list, repr=False)  # the last acknowledged observations, up to next_seq
-
-    def took(self, reply: Mapping[str, Any]) -> None:
-        """Move on to ``reply`` (an append's or an open's): its seq, its forecast, or what it still needs."""
-        self.next_seq = int(reply["next_seq"])
-        self.forecast = reply["forecast"]
-        self.needs = int(reply.get("needs") or 0)
-
-    def keep(self, observations: Sequence[Wire], window: int) -> None:
-        """Remember ``observations`` (just acknowledged), the last ``window`` of all kept."""
-        if window > 0:
-            self.kept = [*self.kept, *observations][-window:]
-
-    def resend_from(self, expected_seq: int) -> list[Wire] | None:
-        """The kept observations from ``expected_seq`` on, if the service lost no more than are kept."""
-        behind = self.next_seq - expected_seq
-        return self.kept[len(self.kept) - behind :] if 0 < behind <= len(self.kept) else None
-
-
-@dataclass(frozen=True)
-class Item:
-    """A batch for a session at a seq the caller chose: sent as it is, no session's seq read or moved."""
-
-    session_id: str
-    seq: int
-    observations: Sequence[Wire]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "seq": self.seq, "observations": list(self.observations)}
-
-
-def backoff(settings: ClientSettings, attempt: int) -> float:
-    first, longest = settings.backoff_seconds
-    return float(min(first * 2**attempt, longest))
 
 
 class AsyncClient:
@@ -110,9 +51,11 @@ class AsyncClient:
 
     def __init__(self, settings: ClientSettings | None = None, transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings or ClientSettings()
-        headers = {API_KEY_HEADER: self.settings.api_key} if self.settings.api_key else {}
         self.http = httpx.AsyncClient(
-            base_url=self.settings.base_url, headers=headers, timeout=self.settings.timeout_seconds, transport=transport
+            base_url=self.settings.base_url,
+            headers=key_headers(self.settings),
+            timeout=self.settings.timeout_seconds,
+            transport=transport,
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -134,7 +77,7 @@ class AsyncClient:
         """A new session warmed on ``history``. Not retried: a lost reply would leave a session unknown."""
         body: dict[str, Any] = {"history": list(history)}
         body |= {k: v for k, v in (("mode", mode), ("version", version), ("ticker", ticker)) if v is not None}
-        reply = _checked(await self.http.post("/v1/sessions", content=orjson.dumps(body), headers=JSON))
+        reply = _checked(await self.http.post("/v1/sessions", content=dumps(body), headers=JSON))
         session = Session(reply["session_id"], reply["next_seq"], reply["model"])
         session.took(reply)
         return session
@@ -159,9 +102,9 @@ class AsyncClient:
             try:
                 reply = await self._send("POST", path, {"seq": seq, "observations": list(observations)})
             except ApiError as error:
-                if _already_applied(error):  # a retry of a batch applied while its reply was lost: done
+                if already_applied(error):  # a retry of a batch applied while its reply was lost: done
                     return applied_reply(session, seq + len(observations))
-                lost = session.resend_from(int(error.details.get("expected_seq", -1))) if _a_gap(error) else None
+                lost = session.resend_from(int(error.details.get("expected_seq", -1))) if a_gap(error) else None
                 if lost is None:
                     raise
                 seq = session.next_seq - len(lost)
@@ -200,7 +143,7 @@ class AsyncClient:
                 mended[session.session_id].append(index)
                 items.append({"session_id": session.session_id, "seq": -1, "observations": list(observations)})
                 continue
-            if not (isinstance(result, ApiError) and _a_gap(result)):
+            if not (isinstance(result, ApiError) and a_gap(result)):
                 continue
             lost = session.resend_from(int(result.details.get("expected_seq", -1)))
             if lost is not None:
@@ -242,8 +185,6 @@ class AsyncClient:
 
     def feed(self) -> Feed:
         """A WebSocket feed of appends, used as ``async with``."""
-        from service.client.feed import Feed  # feed.py builds on this module
-
         return Feed(self.settings)
 
     async def _send(self, method: str, path: str, body: Any = None) -> Any:
@@ -251,7 +192,7 @@ class AsyncClient:
         for attempt in range(self.settings.retries + 1):
             last = attempt == self.settings.retries
             try:
-                content = None if body is None else orjson.dumps(body)
+                content = None if body is None else dumps(body)
                 response = await self.http.request(method, path, content=content, headers=JSON if content else None)
             except httpx.TransportError:
                 if last:
@@ -263,75 +204,11 @@ class AsyncClient:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def bulk_items(batches: Sequence[tuple[Session, Sequence[Wire]]], sent: dict[str, int]) -> list[dict[str, Any]]:
-    """The items of a bulk append, each session's batches numbered from ``sent`` (the seq after its last
-    batch sent; its ``next_seq`` when absent), which moves on past them."""
-    items = []
-    for session, observations in batches:
-        seq = sent.get(session.session_id, session.next_seq)
-        sent[session.session_id] = seq + len(observations)
-        items.append({"session_id": session.session_id, "seq": seq, "observations": list(observations)})
-    return items
-
-
-def took_items(
-    batches: Sequence[tuple[Session, Sequence[Wire]]],
-    items: Sequence[Mapping[str, Any]],
-    answers: Sequence[Mapping[str, Any]],
-) -> list[dict[str, Any] | ApiError]:
-    """Each session moved on by its items' replies; a reply or an ``ApiError`` per item.
-
-    ``items`` are those sent (their seqs): an item the service answers ``already_applied`` is done,
-    and its reply is ``applied_reply``'s.
-    """
-    results: list[dict[str, Any] | ApiError] = []
-    for (session, _), item, answer in zip(batches, items, answers, strict=True):
-        if answer["status"] == 200:
-            session.took(answer["reply"])
-            results.append(dict(answer["reply"]))
-        elif _already_applied(error := ApiError(answer["status"], answer["error"])):
-            results.append(applied_reply(session, int(item["seq"]) + len(item["observations"])))
-        else:
-            results.append(error)
-    return results
-
-
-def applied_reply(session: Session, next_seq: int) -> dict[str, Any]:
-    """The reply standing for a batch the service had applied before and answered ``already_applied``
-    (its reply no longer kept): the session moves on past it, and the forecast of then is gone."""
-    session.next_seq = max(session.next_seq, next_seq)
-    return {
-        "session_id": session.session_id,
-        "model": session.model,
-        "next_seq": next_seq,
-        "forecast": None,
-        "already_applied": True,
-    }
-
-
-def answers(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any] | ApiError]:
-    """A bulk reply's items: each one's reply, or its ``ApiError``."""
-    return [dict(item["reply"]) if item["status"] == 200 else ApiError(item["status"], item["error"]) for item in items]
-
-
-def _a_gap(error: ApiError) -> bool:
-    return error.status == 409 and error.details.get("reason") == "gap"
-
-
-def _already_applied(error: ApiError) -> bool:
-    return error.status == 409 and error.details.get("reason") == "already_applied"
-
-
 def _choice(mode: str | None, version: str | None) -> dict[str, Any]:
     return {k: v for k, v in (("mode", mode), ("version", version)) if v is not None}
 
 
 def _checked(response: httpx.Response) -> Any:
     if response.status_code >= 400:
-        try:
-            error = orjson.loads(response.content)["error"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            error = {"code": "http_error", "message": response.text[:200]}
-        raise ApiError(response.status_code, error)
-    # orjson: a bulk reply holds a forecast per item, and parsing it is most of the client's time
-    return orjson.loads(response.content)
+        raise error_answer(response.status_code, response.content, response.text[:200])
+    return loads(response.content)

@@ -1,25 +1,23 @@
-"""Replay a price table through the service: a session per ticker, the bars of each date sent together.
+"""Replay prices through the service: a session per ticker, the bars of each date sent together.
 
-``latentcast replay`` runs this: each ticker's first ``warm`` bars open its
-session, then the dates follow in order, the bars of one date sent as one bulk
-append (or one message of the WebSocket feed), and each forecast is a row.
+``latentcast replay`` runs this on a CSV of prices: each ticker's first
+``warm`` bars open its session, then the dates follow in order, the bars of one
+date sent as one bulk append (or one message of the WebSocket feed), and each
+forecast is a row.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-import pandas as pd
+from latentcast_client.errors import ApiError
+from latentcast_client.protocol import Session, Wire
+from latentcast_client.sync import Client
 
-from service.client.asynchronous import ApiError, Session, Wire
-from service.client.sync import Client
-
-BAR_FIELDS = ("close", "open", "high", "low", "volume")
 ROW_FIELDS = ("ticker", "date", "close", "as_of_seq", "horizon", "quantile", "log_return", "price")
 
 
@@ -33,34 +31,16 @@ class ReplayPlan:
     via: str = "bulk"  # "bulk": one POST /v1/observations per date; "stream": one message of WS /v1/stream
 
 
-def wire_bars(frame: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
-    """Each ticker's bars as the API takes them, oldest first (adjusted, as the models are trained)."""
-    bars: dict[str, list[dict[str, Any]]] = {}
-    for ticker, rows in frame.sort_values(["ticker", "date"]).groupby("ticker", sort=True):
-        factor = rows["adj_close"] / rows["close"]
-        adjusted = {
-            "close": rows["adj_close"],
-            "open": rows["open"] * factor,
-            "high": rows["high"] * factor,
-            "low": rows["low"] * factor,
-            "volume": rows["volume"],
-        }
-        bars[str(ticker)] = [
-            {name: float(adjusted[name].iloc[i]) for name in BAR_FIELDS if not math.isnan(adjusted[name].iloc[i])}
-            | {"time": str(rows["date"].iloc[i])[:10]}
-            for i in range(len(rows))
-        ]
-    return bars
-
-
-def replay(client: Client, frame: pd.DataFrame, plan: ReplayPlan) -> Iterator[dict[str, Any]]:
-    """The rows of every forecast made while ``frame``'s bars stream into one session per ticker."""
-    bars = wire_bars(frame)
+def replay(
+    client: Client, bars: Mapping[str, Sequence[Mapping[str, Any]]], plan: ReplayPlan
+) -> Iterator[dict[str, Any]]:
+    """The rows of every forecast made while ``bars`` (each ticker's, oldest first, each with its ``time``)
+    stream into one session per ticker."""
     sessions: dict[str, Session] = {}
     for ticker, series in bars.items():
         sessions[ticker] = client.open(series[: plan.warm], plan.mode, plan.version, ticker)
         yield from rows(ticker, series[plan.warm - 1] if plan.warm else None, sessions[ticker].forecast)
-    by_date: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    by_date: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     for ticker, series in bars.items():
         for bar in series[plan.warm :]:
             by_date.setdefault(str(bar["time"]), []).append((ticker, bar))
@@ -76,7 +56,7 @@ def replay(client: Client, frame: pd.DataFrame, plan: ReplayPlan) -> Iterator[di
 
 def rows(ticker: str, bar: Wire | None, forecast: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
     """A forecast as rows, one per horizon and quantile; none while the session has too little history."""
-    if forecast is None or not isinstance(bar, dict):
+    if forecast is None or not isinstance(bar, Mapping):
         return
     for h, horizon in enumerate(forecast["horizons"]):
         for q, quantile in enumerate(forecast["quantiles"]):

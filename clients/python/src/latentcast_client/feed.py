@@ -19,12 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from service.client.asynchronous import (
-    ApiError,
+from latentcast_client.errors import ApiError, api_error
+from latentcast_client.protocol import (
     ClientSettings,
     Item,
     Session,
@@ -32,9 +31,12 @@ from service.client.asynchronous import (
     answers,
     backoff,
     bulk_items,
+    dumps,
+    error_answer,
+    key_headers,
+    loads,
     took_items,
 )
-from service.http.auth import API_KEY_HEADER
 
 
 @dataclass
@@ -95,7 +97,7 @@ class Feed:
         self, items: list[dict[str, Any]], batches: Sequence[tuple[Session, Sequence[Wire]]] | None
     ) -> list[dict[str, Any] | ApiError]:
         message_id = next(self._ids)
-        frame = orjson.dumps({"id": message_id, "items": items})
+        frame = dumps({"id": message_id, "items": items})
         reply: asyncio.Future[list[dict[str, Any] | ApiError]] = asyncio.get_running_loop().create_future()
         self._pending[message_id] = _Pending(frame, items, batches, reply)
         connection = self._connection
@@ -113,7 +115,7 @@ class Feed:
             self._connection.transport.abort()
 
     async def _connect(self) -> None:
-        headers = {API_KEY_HEADER: self.settings.api_key} if self.settings.api_key else {}
+        headers = key_headers(self.settings)
         for attempt in range(self.settings.retries + 1):
             try:
                 self._connection = await connect(
@@ -135,7 +137,7 @@ class Feed:
                 waiting = self.settings.timeout_seconds if self._pending else None
                 async with asyncio.timeout(waiting):
                     text = await connection.recv()
-                self._answer(orjson.loads(text))
+                self._answer(loads(text))
         except (ConnectionClosed, TimeoutError):
             await self._reconnect()
         except Exception as exc:  # a refused reconnection, a malformed frame: every waiting send gets it
@@ -149,14 +151,14 @@ class Feed:
             return  # the answer to a message sent twice, already given
         if pending.batches is None:
             if "error" in frame:
-                pending.reply.set_exception(ApiError(frame["status"], frame["error"]))
+                pending.reply.set_exception(api_error(frame["status"], frame["error"]))
             else:
                 pending.reply.set_result(answers(frame["items"]))
             return
         if "error" in frame:
             for session, _ in pending.batches:
                 self._sent.pop(session.session_id, None)
-            pending.reply.set_exception(ApiError(frame["status"], frame["error"]))
+            pending.reply.set_exception(api_error(frame["status"], frame["error"]))
             return
         results = took_items(pending.batches, pending.items, frame["items"])
         for (session, _), result in zip(pending.batches, results, strict=True):
@@ -176,9 +178,5 @@ class Feed:
 
 
 def _refused(exc: InvalidStatus) -> ApiError:
-    response = exc.response
-    try:
-        error = orjson.loads(response.body or b"")["error"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        error = {"code": "http_error", "message": f"handshake refused with {response.status_code}"}
-    return ApiError(response.status_code, error)
+    status = exc.response.status_code
+    return error_answer(status, exc.response.body or b"", f"handshake refused with {status}")
