@@ -1,11 +1,12 @@
 """``AppendPlanner``: where the planning of appends runs, on the event loop or in a worker thread, batched or not.
 
 What an append changes is decided by ``plan_appends`` (``service/sessions/steps.py``:
-no I/O, no waiting); this module only chooses where it runs. Planning small
-enough (``inline_observations``) runs on the event loop: handing it to a worker
-thread costs more than it does. Single appends to sessions of one model version
-that arrive together may be gathered into one batch (``MicroBatcher``); a bulk
-request's appends are one batch already.
+no I/O, no waiting). This module gives the batching module (``service/batching.py``)
+the size of each batch (its observations) and ``inline_observations``, and
+the batching module decides whether it runs on the event loop or in a worker
+thread. Single appends to sessions of one model version that arrive together may
+be gathered into one batch (``MicroBatcher``); a bulk request's appends are one
+batch already.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from models.predictor import Predictor
-from service.batching import MicroBatcher, in_thread
+from service.batching import MicroBatcher, in_loop_or_thread
 from service.metrics import ServiceMetrics
 from service.sessions.replies import SessionReply
 from service.sessions.scored_changes import scored
@@ -64,7 +65,8 @@ class AppendPlanner:
                 batching.wait_seconds,
                 batching.max_size,
                 on_batch=metrics.batched,
-                inline=self._runs_inline,
+                size=observations_in,
+                inline_up_to=inline_observations,
             )
 
     async def plan(self, predictor: Predictor, append: Append) -> SessionReply | Change:
@@ -77,10 +79,10 @@ class AppendPlanner:
         return change
 
     async def plan_many(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
-        """The appends of a bulk request planned as one batch: on the event loop if small, else in a thread."""
-        if self._runs_inline(appends):
-            return self._plan_batch(predictor, appends)
-        return await in_thread(self._plan_batch, predictor, appends)
+        """The appends of a bulk request planned as one batch, where ``in_loop_or_thread`` puts it."""
+        return await in_loop_or_thread(
+            self._plan_batch, observations_in(appends), self.inline_observations, predictor, appends
+        )
 
     async def close(self) -> None:
         """Let the batches that are running finish."""
@@ -92,6 +94,7 @@ class AppendPlanner:
         # with live scores, each change also says what it settles (``service/sessions/scored_changes.py``)
         return scored(predictor, appends, planned, self._shadows) if self._live_scores else planned
 
-    def _runs_inline(self, appends: list[Append]) -> bool:
-        """Whether appends are small enough to plan on the event loop rather than in a worker thread."""
-        return sum(len(append.observations) for append in appends) <= self.inline_observations
+
+def observations_in(appends: list[Append]) -> int:
+    """The size of a batch of appends, as the event loop or a thread takes it: its observations."""
+    return sum(len(append.observations) for append in appends)
