@@ -28,16 +28,11 @@ Planned = SessionReply | Change | Exception
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``.
-
-    ``arrays_from``: a batch of at least this many appends plans its usual ones as arrays
-    (``plan_appends``); below it, numpy's cost per call exceeds what the arrays save.
-    """
+    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``."""
 
     enabled: bool = False
     wait_seconds: float = 0.002
     max_size: int = 64
-    arrays_from: int = 8
 
 
 class AppendPlanner:
@@ -57,7 +52,6 @@ class AppendPlanner:
         self._shadows = shadows
         self._clock = clock
         batching = batching or BatchSettings()
-        self._arrays_from = batching.arrays_from
         self._batcher: MicroBatcher[Predictor, Append, SessionReply | Change] | None = None
         if batching.enabled:
             self._batcher = MicroBatcher(
@@ -90,7 +84,7 @@ class AppendPlanner:
             await self._batcher.close()
 
     def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
-        planned = plan_appends(predictor, appends, self._clock(), self._arrays_from)
+        planned = plan_appends(predictor, appends, self._clock())
         # with live scores, each change also says what it settles (``service/sessions/scored_changes.py``)
         return scored(predictor, appends, planned, self._shadows) if self._live_scores else planned
 
