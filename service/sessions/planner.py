@@ -1,4 +1,4 @@
-"""``AppendPlanner``: where the planning of appends runs, on the event loop or in a worker thread, batched or not.
+"""``AppendPlanner``: appends planned in batches, micro-batched or a bulk request's, sized for the batching module.
 
 What an append changes is decided by ``plan_appends`` (``service/sessions/steps.py``:
 no I/O, no waiting). This module gives the batching module (``service/batching.py``)
