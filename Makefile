@@ -73,6 +73,7 @@ fmt: setup
 bench: setup
 	$(BIN)/python -m bench.train_speed
 	$(BIN)/python -m bench.streaming
+	$(BIN)/python -m bench.fast_paths
 	$(BIN)/python -m bench.http_latency --requests 1000
 	$(BIN)/python -m bench.http
 	$(BIN)/python -m bench.memory

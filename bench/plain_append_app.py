@@ -1,10 +1,11 @@
-"""The service with its append route as a plain FastAPI route, for ``bench/http.py --plain-append``.
+"""The service with its append route as a plain FastAPI route: the twin of its ``LeanRoute`` in the benches.
 
 The same app as ``latentcast serve`` but for one route: the append is an
 ordinary ``APIRoute`` whose body and dependencies FastAPI resolves, rather than
 a ``LeanRoute`` that reads them itself. It still returns the reply's JSON as
 made in the session's step, so the two differ only in how the request reaches
-the endpoint. Served by uvicorn as a factory:
+the endpoint. ``bench/http.py --plain-append`` serves it by uvicorn as a
+factory; ``bench/fast_paths.py`` puts its route in place of the lean one:
 
     uvicorn --factory bench.plain_append_app:create_app
 """

@@ -6,13 +6,19 @@ next state; ``forecast`` reads the forecast after the last observation. The
 state serialises to compact bytes, so a service can keep it between requests:
 
 - latent mode carries the model's ``StreamState``: one new observation costs
-  one step, whatever the length of the history; streams with one new row (a
-  live session's request) step together through the numpy ``StepKernel``;
+  one step, whatever the length of the history;
 - ar mode carries its last ``window`` scaled feature rows and re-reads them
   from a zero state at every forecast.
 
 Feeding observations one at a time gives the same forecasts as one call over
 the whole history (to float32 rounding).
+
+A service keeping sessions calls ``advance_stored`` once per batch of appends:
+states as bytes and observations in, each stream's new state bytes and forecast
+out, validation included. There the live latent streams that take one new
+observation (a session's usual request) are read, stepped by the numpy
+``StepKernel`` and written together as arrays (``SeriesBatch``); everything
+else goes through the torch forward.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 
 from data.features import Scaler, bar_features, feature_rows, fields_needed
-from latentcast.errors import StateError
+from latentcast.errors import DataError, StateError
 from models.calibration import YoungOffsets, apply_offsets
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets, checkpoint_young_offsets
 from models.config import ModelConfig
@@ -35,11 +41,13 @@ from models.series import (
     Forecast,
     Observation,
     SeriesState,
+    Stepped,
+    StoredStep,
     series_from_bytes,
     series_to_bytes,
     validate_observations,
 )
-from models.series_batch import SeriesBatch
+from models.series_batch import SeriesBatch, batch_from_bytes, batch_to_bytes
 from models.state import StreamState
 
 
@@ -108,60 +116,88 @@ class Predictor:
         """``[advance(s, b) for s, b in zip(states, batches)]`` with one forward per input shape.
 
         The streams are independent: stepping them as one batch (B, T, F) gives
-        each the result it would get alone, to float32 rounding. Latent streams
-        with one new row (a session's request) take one step of the numpy
-        kernel together; the others are grouped by their number of new rows T
-        for the torch forward; ar windows are all ``window`` rows long.
-        ``DataError`` for the first bad observation of any batch; then nothing
-        is applied.
+        each the result it would get alone, to float32 rounding. They are
+        grouped by their number of new rows T; ar windows are all ``window``
+        rows long. ``DataError`` for the first bad observation of any batch;
+        then nothing is applied.
         """
         assert len(states) == len(batches), f"{len(states)} states for {len(batches)} batches"
         for state, observations in zip(states, batches, strict=True):
             self.validate(observations, state.n_obs)
-        stepped = self._advance_by_kernel(states, batches)
-        if len(stepped) == len(states):
-            return list(stepped.values())
-        rest = [i for i in range(len(states)) if i not in stepped]
-        advanced = self._forward_many([states[i] for i in rest], [batches[i] for i in rest])
-        done = stepped | dict(zip(rest, advanced, strict=True))
-        return [done[i] for i in range(len(states))]
+        return self._forward_many(states, batches)
 
-    def _advance_by_kernel(
-        self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
-    ) -> dict[int, SeriesState]:
-        """The latent streams of ``advance_many`` with one new row, stepped together by the kernel, by index."""
-        kernel = self._kernel
-        picked = [i for i, batch in enumerate(batches) if len(batch) == 1 and states[i].last_close is not None]
-        if kernel is None or not picked:
+    def advance_stored(self, steps: Sequence[StoredStep]) -> list[Stepped | Exception | None]:
+        """Each stream after its step: its new state's bytes and forecast, None for a step of nothing new
+        (validated only), or why it cannot step: ``DataError`` naming its batch's first bad observation,
+        ``StateError`` for a state that is not this model's or does not hold ``n_obs`` observations.
+
+        The live latent streams that take one new observation without offsets of their own are read,
+        stepped by the kernel, forecast and written together as arrays (``_stored_by_kernel``); the
+        others one by one around one ``advance_many``. Both give the same bytes and forecasts.
+        """
+        results: dict[int, Stepped | Exception | None] = {}
+        for i, step in enumerate(steps):
+            try:
+                self.validate(step.observations, step.first_seq)
+            except DataError as exc:  # refused alone: the other streams go on
+                results[i] = exc
+                continue
+            if not step.new:
+                results[i] = None
+        lane = [i for i, step in enumerate(steps) if i not in results and step.new == 1 and step.offsets is None]
+        results |= self._stored_by_kernel(steps, lane)
+        read: list[tuple[int, SeriesState]] = []
+        for i, step in enumerate(steps):
+            if i not in results:
+                try:
+                    state = self.state_from_bytes(step.state)
+                    if state.n_obs != step.n_obs:
+                        raise StateError(f"state holds {state.n_obs} observations, next_seq is {step.n_obs}")
+                    read.append((i, state))
+                except StateError as exc:
+                    results[i] = exc
+        advanced = self._forward_many([state for _, state in read], [steps[i].tail for i, _ in read])
+        for (i, _), state in zip(read, advanced, strict=True):
+            forecast = self.forecast(state, steps[i].offsets)
+            results[i] = Stepped(self.state_to_bytes(state), state.n_obs, state.last_close, state.output, forecast)
+        return [results[i] for i in range(len(steps))]
+
+    def _stored_by_kernel(self, steps: Sequence[StoredStep], picked: list[int]) -> dict[int, Stepped]:
+        """The ``picked`` steps (one new observation each) whose states read as live streams of this latent
+        model holding their ``n_obs``, stepped together by the kernel as arrays, by index. The others are
+        left to the one-by-one path, which reads them or says why it cannot."""
+        if self._kernel is None or not picked:
             return {}
-        olds = [states[i] for i in picked]
-        bars = [batches[i][0] for i in picked]
-        packed = [kernel.zeros(1) if s.stream is None else s.stream.packed() for s in olds]
-        stepped = self._step(
-            np.array([s.last_close for s in olds], np.float64),
-            np.array([s.last_volume for s in olds], np.float64),  # None reads as NaN
-            packed[0] if len(packed) == 1 else np.concatenate(packed),
-            bars,
-        )
-        after = SeriesBatch(np.array([s.n_obs + 1 for s in olds]), *stepped)
-        return {i: after.state(j, self.config) for j, i in enumerate(picked)}
-
-    def step_many(self, batch: SeriesBatch, bars: Sequence[Observation]) -> SeriesBatch:
-        """The streams of ``batch`` after one more bar each (``bars[b]`` for stream b), stepped together
-        by the kernel (latent mode): each as ``advance_many`` leaves it. ``bars`` must have passed ``validate``."""
-        return SeriesBatch(batch.n_obs + 1, *self._step(batch.last_close, batch.last_volume, batch.packed, bars))
-
-    def _step(
-        self, prev_closes: np.ndarray, prev_volumes: np.ndarray, packed: np.ndarray, bars: Sequence[Observation]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One bar per stream through the kernel, after its last close and volume (B,) and its packed
-        state (B, P): the bars' closes and volumes (B,) (NaN for none), out (B, H, Q), packed (B, P)."""
-        assert self._kernel is not None, "only a latent model steps a carried state"
+        batch, read = batch_from_bytes([steps[i].state for i in picked], self.config)
+        picked = [picked[k] for k in read]
+        counted = batch.n_obs == np.array([steps[i].n_obs for i in picked], np.int64)
+        if not counted.all():
+            batch = batch.take(counted)
+            picked = [i for i, fits in zip(picked, counted.tolist(), strict=True) if fits]
+        if not picked:
+            return {}
+        bars = [steps[i].observations[-1] for i in picked]
         closes = np.array([bar.close for bar in bars], np.float64)
         volumes = np.array([bar.volume for bar in bars], np.float64)  # None reads as NaN
-        features = self._bar_features(closes, prev_closes, volumes, prev_volumes, bars)  # (B, F)
-        out, after = self._kernel.step(self.scaler.transform(features, self._volatility_scaled), packed)
-        return closes, volumes, out, after
+        ranged, volumed = "range" in self.scaler.features, "volume" in self.scaler.features
+        high, low = [
+            np.array([getattr(bar, n) for bar in bars], np.float64) if ranged else None for n in ("high", "low")
+        ]
+        prev = (volumes, batch.last_volume) if volumed else (None, None)
+        features = bar_features(self.scaler.features, closes, batch.last_close, high, low, *prev)  # (B, F)
+        out, packed = self._kernel.step(self.scaler.transform(features, self._volatility_scaled), batch.packed)
+        after = SeriesBatch(batch.n_obs + 1, closes, volumes, out, packed)  # out (B, H, Q), packed (B, P)
+        written = zip(
+            batch_to_bytes(after, self.config),
+            after.n_obs.tolist(),
+            after.last_close.tolist(),
+            self.forecasts(after),
+            strict=True,
+        )
+        return {
+            i: Stepped(blob, n_obs, close, after.output[j], forecast)
+            for j, (i, (blob, n_obs, close, forecast)) in enumerate(zip(picked, written, strict=True))
+        }
 
     def _forward_many(
         self, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
@@ -240,30 +276,6 @@ class Predictor:
             low=column("low"),
             volume=column("volume"),
             prev_volume=prev.last_volume,
-        )
-
-    def _bar_features(
-        self,
-        closes: np.ndarray,
-        prev_closes: np.ndarray,
-        volumes: np.ndarray,
-        prev_volumes: np.ndarray,
-        bars: Sequence[Observation],
-    ) -> np.ndarray:
-        """(B, F) features of one new bar per stream, each after its stream's last bar: (B,) arrays in."""
-
-        def column(name: str) -> np.ndarray:
-            return np.array([getattr(bar, name) for bar in bars], dtype=np.float64)
-
-        ranges, volumed = "range" in self.scaler.features, "volume" in self.scaler.features
-        return bar_features(
-            self.scaler.features,
-            closes,
-            prev_closes,
-            high=column("high") if ranges else None,
-            low=column("low") if ranges else None,
-            volume=volumes if volumed else None,
-            prev_volume=prev_volumes if volumed else None,
         )
 
     def forecast(self, state: SeriesState, offsets: np.ndarray | None = None) -> Forecast | None:

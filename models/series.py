@@ -87,6 +87,43 @@ class SeriesState:
     window: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class StoredStep:
+    """One stream's batch for ``Predictor.advance_stored``: its state as bytes and the observations it sent.
+
+    state:        ``series_to_bytes`` of the stream; it must hold ``n_obs`` observations
+    observations: the whole batch, validated whole; the first is observation ``first_seq``
+    new:          how many of its last observations are new (0: validated only)
+    offsets:      (H, Q) the stream's own offsets, added to the model's in its forecast, or None
+    """
+
+    state: bytes
+    n_obs: int
+    observations: Sequence[Observation]
+    first_seq: int
+    new: int
+    offsets: np.ndarray | None = None
+
+    @property
+    def tail(self) -> Sequence[Observation]:
+        """The new observations."""
+        return self.observations[len(self.observations) - self.new :]
+
+
+@dataclass(frozen=True)
+class Stepped:
+    """A stream after ``Predictor.advance_stored``: its state's bytes, what a reply reads of it, its forecast.
+
+    output: (H, Q) float32 unscaled quantiles after the last observation, or None (too little history)
+    """
+
+    state: bytes
+    n_obs: int
+    last_close: float | None
+    output: np.ndarray | None
+    forecast: Forecast | None
+
+
 def series_to_bytes(state: SeriesState, config: ModelConfig) -> bytes:
     """Compact bytes: a header, the output, then the stream state or window."""
     window_rows = 0 if state.window is None else len(state.window)

@@ -1,9 +1,10 @@
-"""Work off the event loop: ``in_thread`` for one call, ``MicroBatcher`` for concurrent requests run as one batch.
+"""Where work runs: ``in_thread`` for one call, ``in_loop_or_thread`` by its size, ``MicroBatcher`` for
+concurrent requests run as one batch.
 
-A model step for 64 streams costs far less than 64 steps of one
-(docs/performance.md), and so does everything around it
-that works on arrays: stepping the sessions that post at the same time as one
-batch spends the fixed cost of each call once per batch, not once per request.
+A model step for many streams costs far less than as many steps of one, and
+so does everything around it that works on arrays: stepping the sessions that
+post at the same time as one batch spends the fixed cost of each call once per
+batch, not once per request.
 
 A request hands its item to the batcher under a key (the model it needs) and
 awaits its own result. If no batch of that key is running, a batch starts at
@@ -14,14 +15,14 @@ the next batch, which starts when the running one ends, when it holds
 first. A batch is ``work(key, items)``; it returns one result or exception per
 item, given to that item's request.
 
-Where a batch runs is the caller's choice (``inline``): a small batch runs on
-the event loop, because handing it to a worker thread costs more than it does
-(the thread waits for the GIL while the loop serves other requests); a large
-one in a worker thread, so that the loop keeps serving meanwhile. Either way it
-runs in a task of its own, a turn after it is formed: the appends that arrive
-meanwhile wait for it to end and then start together; run at once, in the
-callback that forms it, a batch held fewer appends under load, and throughput
-fell (docs/performance.md).
+Where work runs is decided here, by its size (``in_loop_or_thread``): work on
+at most ``inline_up_to`` units (the caller says what a unit is and counts them)
+runs on the event loop, because handing it to a worker thread costs more than
+it does (the thread waits for the GIL while the loop serves other requests);
+larger work runs in a worker thread, so that the loop keeps serving meanwhile.
+A batch runs in a task of its own, a turn after it is formed, not in the
+callback that forms it: the appends that arrive meanwhile wait for it to end
+and then start together, so a batch under load holds more of them.
 
 Order and exactly-once are the callers' business: a session posts one item at
 a time (its lock is held until its result is committed).
@@ -62,6 +63,13 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(function, *args)
 
 
+async def in_loop_or_thread(function: Callable[..., T], size: int, inline_up_to: int, *args: Any) -> T:
+    """``function(*args)`` on the event loop if its work's ``size`` is at most ``inline_up_to``, else in a thread."""
+    if size <= inline_up_to:
+        return function(*args)
+    return await in_thread(function, *args)
+
+
 @dataclass
 class _Queue(Generic[I, R]):
     """The items of one key waiting for a batch, and its batches running."""
@@ -72,7 +80,11 @@ class _Queue(Generic[I, R]):
 
 
 class MicroBatcher(Generic[K, I, R]):
-    """Gathers items by key into batches of at most ``max_size``, each run by ``work``."""
+    """Gathers items by key into batches of at most ``max_size``, each run by ``work``.
+
+    ``size`` counts a batch's units of work (default: its items), ``inline_up_to`` is how many run on the
+    event loop (``in_loop_or_thread``; default: none, every batch in a thread).
+    """
 
     def __init__(
         self,
@@ -80,14 +92,16 @@ class MicroBatcher(Generic[K, I, R]):
         wait_seconds: float,
         max_size: int,
         on_batch: Callable[[int], None] | None = None,
-        inline: Callable[[list[I]], bool] | None = None,
+        size: Callable[[list[I]], int] = len,
+        inline_up_to: int = -1,
     ) -> None:
         assert max_size >= 1 and wait_seconds >= 0, (max_size, wait_seconds)
         self.work = work
         self.wait_seconds = wait_seconds
         self.max_size = max_size
         self._on_batch = on_batch
-        self._inline = inline or (lambda items: False)
+        self._size = size
+        self._inline_up_to = inline_up_to
         self._queues: dict[K, _Queue[I, R]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -129,7 +143,7 @@ class MicroBatcher(Generic[K, I, R]):
         results: Sequence[R | Exception]
         items = [item for item, _ in batch]
         try:
-            results = self.work(key, items) if self._inline(items) else await in_thread(self.work, key, items)
+            results = await in_loop_or_thread(self.work, self._size(items), self._inline_up_to, key, items)
             assert len(results) == len(batch), f"{len(results)} results for {len(batch)} items"
         except Exception as exc:
             results = [exc] * len(batch)

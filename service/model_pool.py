@@ -48,7 +48,6 @@ class Failing:
     retry_at: float  # on the pool's clock
 
 
-# a pool built without settings retries at every refresh, as it did before the back-off existed
 @dataclass(frozen=True)
 class ModelBounds:
     """How large a served model's forecast may be: its horizon and its number of quantile levels."""
@@ -78,6 +77,7 @@ class Backoff:
         return min(self.first_seconds * 2.0 ** min(failures - 1, 64), self.max_seconds)
 
 
+# a pool built without settings (a test's, a command's) retries a failing champion at every refresh
 NO_BACKOFF = Backoff(first_seconds=0.0, max_seconds=0.0)
 
 

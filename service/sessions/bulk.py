@@ -20,23 +20,18 @@ item of each session, and the rounds run one after another.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from latentcast.errors import LimitError
 from models.predictor import Observation
 from service.forecasting import check_count
-from service.metrics import ServiceMetrics
+from service.sessions.appender import Appender
 from service.sessions.locks import SessionLocks
-from service.sessions.owned_records import OwnedRecords
-from service.sessions.planner import AppendPlanner
 from service.sessions.replies import SessionReply
 from service.sessions.steps import Append, Change
-from service.stores import SessionStore
 
 Result = SessionReply | Exception
-# the single append of a session whose lock is held: (owner, session_id, seq, observations) -> its reply
-AppendHeld = Callable[[str, str, int, Sequence[Observation]], Awaitable[SessionReply]]
 
 
 @dataclass(frozen=True)
@@ -49,25 +44,17 @@ class AppendItem:
 
 
 class BulkAppends:
-    """Applies many sessions' batches with one read, one plan per model version and one commit per round."""
+    """Applies many sessions' batches with one read, one plan per model version and one commit per round.
 
-    def __init__(
-        self,
-        store: SessionStore,
-        records: OwnedRecords,
-        planner: AppendPlanner,
-        locks: SessionLocks,
-        metrics: ServiceMetrics,
-        max_batch: int,
-        append_held: AppendHeld,
-    ) -> None:
-        self.store = store
-        self.records = records
-        self.planner = planner
+    ``appender``'s parts do the work (its records, planner, store and metrics); an item whose
+    compare-and-set fails goes through ``appender.append_held``, as a single append does.
+    """
+
+    def __init__(self, appender: Appender, locks: SessionLocks, max_batch: int) -> None:
+        self.appender = appender
+        self.records = appender.records
         self.locks = locks
-        self.metrics = metrics
         self.max_batch = max_batch
-        self._append_held = append_held
 
     async def apply(self, owner: str, items: Sequence[AppendItem]) -> list[Result]:
         """Each item's reply, or why it was refused, in order."""
@@ -127,7 +114,7 @@ class BulkAppends:
             planned: Sequence[SessionReply | Change | Exception]
             try:
                 predictor = await self.records.predictor(version)
-                planned = await self.planner.plan_many(predictor, [append for _, append in appends])
+                planned = await self.appender.planner.plan_many(predictor, [append for _, append in appends])
             except Exception as exc:  # the version did not load: its items only are refused
                 planned = [exc] * len(appends)
             for (i, append), change in zip(appends, planned, strict=True):
@@ -145,7 +132,7 @@ class BulkAppends:
         results: list[Result | None],
     ) -> None:
         commits = [(append.record.session_id, append.record.next_seq, change.update) for _, append, change in changes]
-        done = await self.store.commit_many(commits) if commits else []
+        done = await self.appender.store.commit_many(commits) if commits else []
         applied: Counter[str] = Counter()
         lost = []
         for (i, append, change), committed in zip(changes, done, strict=True):
@@ -156,11 +143,11 @@ class BulkAppends:
                 lost.append(i)
         # counted before anything else is awaited: what is committed is visible, and so is its count
         for mode, count in applied.items():
-            self.metrics.applied(mode, "append", count)
+            self.appender.metrics.applied(mode, "append", count)
         for i in lost:  # another process moved this session on: the single append's path reads it again
             item = items[i]
             try:
-                results[i] = await self._append_held(owner, item.session_id, item.seq, item.observations)
+                results[i] = await self.appender.append_held(owner, item.session_id, item.seq, item.observations)
             except Exception as exc:
                 results[i] = exc
 

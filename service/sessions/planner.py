@@ -1,11 +1,12 @@
-"""``AppendPlanner``: where the planning of appends runs, on the event loop or in a worker thread, batched or not.
+"""``AppendPlanner``: appends planned in batches, micro-batched or a bulk request's, sized for the batching module.
 
 What an append changes is decided by ``plan_appends`` (``service/sessions/steps.py``:
-no I/O, no waiting); this module only chooses where it runs. Planning small
-enough (``inline_observations``) runs on the event loop: handing it to a worker
-thread costs more than it does. Single appends to sessions of one model version
-that arrive together may be gathered into one batch (``MicroBatcher``); a bulk
-request's appends are one batch already.
+no I/O, no waiting). This module gives the batching module (``service/batching.py``)
+the size of each batch (its observations) and ``inline_observations``, and
+the batching module decides whether it runs on the event loop or in a worker
+thread. Single appends to sessions of one model version that arrive together may
+be gathered into one batch (``MicroBatcher``); a bulk request's appends are one
+batch already.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from models.predictor import Predictor
-from service.batching import MicroBatcher, in_thread
+from service.batching import MicroBatcher, in_loop_or_thread
 from service.metrics import ServiceMetrics
 from service.sessions.replies import SessionReply
 from service.sessions.scored_changes import scored
@@ -27,16 +28,11 @@ Planned = SessionReply | Change | Exception
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``.
-
-    ``arrays_from``: a batch of at least this many appends plans its usual ones as arrays
-    (``plan_appends``); below it, numpy's cost per call exceeds what the arrays save.
-    """
+    """Micro-batching of appends: off, or at most ``max_size`` per batch gathered for up to ``wait_seconds``."""
 
     enabled: bool = False
     wait_seconds: float = 0.002
     max_size: int = 64
-    arrays_from: int = 8
 
 
 class AppendPlanner:
@@ -56,7 +52,6 @@ class AppendPlanner:
         self._shadows = shadows
         self._clock = clock
         batching = batching or BatchSettings()
-        self._arrays_from = batching.arrays_from
         self._batcher: MicroBatcher[Predictor, Append, SessionReply | Change] | None = None
         if batching.enabled:
             self._batcher = MicroBatcher(
@@ -64,7 +59,8 @@ class AppendPlanner:
                 batching.wait_seconds,
                 batching.max_size,
                 on_batch=metrics.batched,
-                inline=self._runs_inline,
+                size=observations_in,
+                inline_up_to=inline_observations,
             )
 
     async def plan(self, predictor: Predictor, append: Append) -> SessionReply | Change:
@@ -77,10 +73,10 @@ class AppendPlanner:
         return change
 
     async def plan_many(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
-        """The appends of a bulk request planned as one batch: on the event loop if small, else in a thread."""
-        if self._runs_inline(appends):
-            return self._plan_batch(predictor, appends)
-        return await in_thread(self._plan_batch, predictor, appends)
+        """The appends of a bulk request planned as one batch, where ``in_loop_or_thread`` puts it."""
+        return await in_loop_or_thread(
+            self._plan_batch, observations_in(appends), self.inline_observations, predictor, appends
+        )
 
     async def close(self) -> None:
         """Let the batches that are running finish."""
@@ -88,10 +84,11 @@ class AppendPlanner:
             await self._batcher.close()
 
     def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
-        planned = plan_appends(predictor, appends, self._clock(), self._arrays_from)
+        planned = plan_appends(predictor, appends, self._clock())
         # with live scores, each change also says what it settles (``service/sessions/scored_changes.py``)
         return scored(predictor, appends, planned, self._shadows) if self._live_scores else planned
 
-    def _runs_inline(self, appends: list[Append]) -> bool:
-        """Whether appends are small enough to plan on the event loop rather than in a worker thread."""
-        return sum(len(append.observations) for append in appends) <= self.inline_observations
+
+def observations_in(appends: list[Append]) -> int:
+    """The size of a batch of appends, as the event loop or a thread takes it: its observations."""
+    return sum(len(append.observations) for append in appends)

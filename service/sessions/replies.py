@@ -5,8 +5,8 @@ session must read before its first forecast (an ar model reads a full window of
 returns, a latent one a first return).
 
 A retried batch is answered with the reply its first try got. Stores keep that
-reply as the few values it is made from (``reply_body``), about 100 bytes
-where its JSON takes about 700, and ``stored_reply`` rebuilds it to the same bytes.
+reply as the few values it is made from (``reply_body``), a fraction of its
+JSON's size, and ``stored_reply`` rebuilds it to the same bytes.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import functools
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
 from models.predictor import Forecast, Predictor, SeriesState
-from models.series_batch import SeriesBatch
 from service.forecasting import ModelRef
 
 # a stored reply's body: format, next_seq, last close; the model's float32 output follows,
@@ -79,8 +78,21 @@ def session_reply(
     return SessionReply(session_id, model or ModelRef.of(predictor), n_obs, forecast, needs)
 
 
-def reply_body(state: SeriesState, offsets: np.ndarray | None = None) -> bytes:
-    """What rebuilds the reply after ``state`` with the same model: ~100 bytes where its JSON takes ~700.
+class Replied(Protocol):
+    """What a reply reads of a stream's state (a ``SeriesState``, or ``Stepped`` from the model's batch step)."""
+
+    @property
+    def n_obs(self) -> int: ...
+
+    @property
+    def last_close(self) -> float | None: ...
+
+    @property
+    def output(self) -> np.ndarray | None: ...
+
+
+def reply_body(state: Replied, offsets: np.ndarray | None = None) -> bytes:
+    """What rebuilds the reply after ``state`` with the same model, in a fraction of its JSON's bytes.
 
     The reply is a function of the session's model (fixed until a migration, which drops the
     stored replies), the seq, the last close and the model's output, so those are all a
@@ -92,27 +104,6 @@ def reply_body(state: SeriesState, offsets: np.ndarray | None = None) -> bytes:
     if offsets is None or state.output is None:
         return _REPLY_BODY.pack(REPLY_FORMAT, state.n_obs, close) + output
     return _REPLY_BODY.pack(ADAPTIVE_REPLY_FORMAT, state.n_obs, close) + output + offsets.astype("<f8").tobytes()
-
-
-def reply_bodies(batch: SeriesBatch) -> list[bytes]:
-    """``reply_body`` of each stream of ``batch`` (without adaptive offsets), made for all at once."""
-    horizon, quantiles = batch.output.shape[1:]
-    records = np.empty(len(batch), _body_record(horizon, quantiles))
-    records["format"] = REPLY_FORMAT
-    records["n_obs"] = batch.n_obs
-    records["close"] = batch.last_close
-    records["output"] = batch.output
-    blob, size = records.tobytes(), records.dtype.itemsize
-    return [blob[at : at + size] for at in range(0, len(blob), size)]
-
-
-@functools.cache
-def _body_record(horizon: int, quantiles: int) -> np.dtype:
-    """``_REPLY_BODY`` followed by the (H, Q) float32 output, as a numpy record."""
-    fields = [("format", "u1"), ("n_obs", "<u8"), ("close", "<f8"), ("output", "<f4", (horizon, quantiles))]
-    record = np.dtype(fields, align=False)
-    assert record.itemsize == _REPLY_BODY.size + 4 * horizon * quantiles
-    return record
 
 
 def stored_reply(predictor: Predictor, session_id: str, body: bytes) -> SessionReply | None:

@@ -21,8 +21,9 @@ batch (``service/sessions/planner.py``): each request still checks its rules und
 its own session's lock and commits its own result, so batching changes only how
 many streams one forward step carries. What a request changes is computed from
 the record it read in ``service/sessions/steps.py``; this module reads, waits and
-stores, with the caller's records read by ``service/sessions/owned_records.py`` and the
-bulk path in ``service/sessions/bulk.py``.
+stores, with the caller's records read by ``service/sessions/owned_records.py``, one
+append read, planned and committed by ``service/sessions/appender.py`` and the bulk
+path in ``service/sessions/bulk.py``.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ from service.forecasting import ModelRef, check_count
 from service.live.shadows import pack
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
+from service.sessions.appender import Appender
 from service.sessions.bulk import AppendItem, BulkAppends
 from service.sessions.locks import SessionLocks
 from service.sessions.owned_records import OwnedRecords, not_found
 from service.sessions.planner import AppendPlanner, BatchSettings
 from service.sessions.replies import SessionReply, session_reply
 from service.sessions.shadow_steps import ShadowRunner
-from service.sessions.steps import Append, adaptive_offsets, calibrated_forecast, plan_migration, state_of
+from service.sessions.steps import adaptive_offsets, calibrated_forecast, plan_migration, state_of
 from service.stores import SessionRecord, SessionStore
 
 # 24 random bytes: 192 bits, 32 URL-safe characters
@@ -101,7 +103,8 @@ class SessionService:
         self.planner = AppendPlanner(metrics, batching, inline_observations, clock, live_scores, shadows)
         self.shadows = shadows if live_scores else None
         self._clock = clock
-        self._bulk = BulkAppends(store, self.records, self.planner, self.locks, metrics, max_batch, self._append_held)
+        self._appender = Appender(store, self.records, self.planner, metrics)
+        self._bulk = BulkAppends(self._appender, self.locks, max_batch)
 
     async def open(
         self,
@@ -155,30 +158,12 @@ class SessionService:
         """Apply the batch that starts at ``seq`` (once, whatever the retries); the reply after it."""
         check_count(observations, self.max_batch, "batch", "MAX_BATCH")
         async with self.locks.hold(session_id):
-            return await self._append_held(owner, session_id, seq, observations)
+            return await self._appender.append_held(owner, session_id, seq, observations)
 
     async def append_many(self, owner: str, items: Sequence[AppendItem]) -> list[SessionReply | Exception]:
         """Each item applied as ``append`` applies it, on its own: its reply, or why it was refused
         (``BulkAppends.apply``)."""
         return await self._bulk.apply(owner, items)
-
-    async def _append_held(
-        self, owner: str, session_id: str, seq: int, observations: Sequence[Observation]
-    ) -> SessionReply:
-        """``append`` with the session's lock held."""
-        while True:
-            # a new batch needs neither stored replies nor retained observations
-            record = await self.records.one(owner, session_id)
-            if seq < record.next_seq:
-                record = await self.records.since(owner, session_id, seq, record)
-            predictor = await self.records.predictor(record.version)
-            change = await self.planner.plan(predictor, Append(record, seq, observations))
-            if isinstance(change, SessionReply):
-                return change
-            if await self.store.commit(session_id, record.next_seq, change.update):
-                self.metrics.applied(record.mode, "append", change.applied)
-                return change.reply
-            # another worker moved this session on: read it again, answer as a retry or a conflict
 
     async def close(self) -> None:
         """Let the batches that are running finish."""

@@ -2,8 +2,8 @@
 
 ``SessionService`` reads a record, hands it here, and stores the ``Change`` it
 gets back by compare-and-set. The appends of a micro-batch are planned
-together (``plan_appends``): each is checked on its own, and the model steps
-all the accepted ones at once.
+together (``plan_appends``): each is checked on its own, and one call into the
+model (``Predictor.advance_stored``) validates and steps them all.
 
 A session opened with adaptive calibration keeps ``AdaptiveOffsets`` in its
 record: a step moves them by the outcomes its new closes reveal and issues the
@@ -18,15 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latentcast.errors import StateError
+from latentcast.errors import DataError, StateError
 from models.calibration import AdaptiveConfig, AdaptiveOffsets
 from models.predictor import Forecast, Observation, Predictor, SeriesState
-from models.series_batch import batch_from_bytes, batch_to_bytes
+from models.series import Stepped, StoredStep
 from service.forecasting import ModelRef
-from service.sessions.replies import SessionReply, reply_bodies, reply_body, session_reply, stored_reply
+from service.sessions.replies import SessionReply, reply_body, session_reply, stored_reply
 from service.sessions.seq_rules import new_observations
 from service.stores import SessionRecord, SessionUpdate, StoredReply
-from service.stores.records import batch_digest, batch_digests
+from service.stores.records import batch_digest
 
 
 @dataclass(frozen=True)
@@ -47,100 +47,46 @@ class Change:
     applied: int
 
 
-def plan_appends(
-    predictor: Predictor, appends: list[Append], now: float, arrays_from: int = 1
-) -> list[SessionReply | Change | Exception]:
-    """For each append: its stored reply, its change, or why it is refused; the model runs once for all.
+def plan_appends(predictor: Predictor, appends: list[Append], now: float) -> list[SessionReply | Change | Exception]:
+    """For each append: its stored reply, its change, or why it is refused; one call into the model for all.
 
-    In a batch of at least ``arrays_from`` appends, those of one new observation to a live latent
-    session (the usual append) are planned as arrays from their states' bytes to their replies'
-    (``_step_together``); the others one by one around one ``advance_many``. Both give the same changes.
+    A retry is answered from its stored reply; the others go to ``Predictor.advance_stored``, which
+    validates each batch whole and steps its new tail. A batch refused by the seq rules
+    (``new_observations``) is still validated there, so that a bad value is named before a conflict.
     """
-    arrays = len(appends) >= arrays_from
     results: dict[int, SessionReply | Change | Exception] = {}
-    valid = []
+    pending: list[tuple[int, Sequence[Observation], bytes, AdaptiveOffsets | None, Exception | None]] = []
+    steps: list[StoredStep] = []
     for i, append in enumerate(appends):
+        record, digest = append.record, batch_digest(append.observations)
+        tail: Sequence[Observation] = ()
+        adaptive, refused = None, None
         try:
-            predictor.validate(append.observations, append.seq)
-            valid.append(i)
+            reply = retry_reply(predictor, append, digest)
+            if reply is not None:
+                results[i] = reply
+                continue
+            tail = new_observations(record, append.seq, append.observations)
+            if not tail:
+                raise DataError(f"session {record.session_id}: a batch holds at least one observation")
+            adaptive = observed_offsets(predictor, record, tail) if record.calibration else None
         except Exception as exc:  # refused alone: the other appends of the batch go on
-            results[i] = exc
-    batches = [appends[i].observations for i in valid]
-    digests = batch_digests(batches) if arrays else [batch_digest(batch) for batch in batches]
-    new: list[tuple[int, Sequence[Observation], bytes]] = []
-    for i, digest in zip(valid, digests, strict=True):
-        try:
-            found = _check(predictor, appends[i], digest)
-        except Exception as exc:
-            results[i] = exc
-            continue
-        if isinstance(found, SessionReply):
-            results[i] = found
-        else:
-            new.append((i, found, digest))
+            tail, refused = (), exc
+        offsets = None if adaptive is None else adaptive.offsets
+        steps.append(StoredStep(record.state, record.next_seq, append.observations, append.seq, len(tail), offsets))
+        pending.append((i, tail, digest, adaptive, refused))
     model = ModelRef.of(predictor)  # one for all: a bulk request plans hundreds of appends
-    if arrays:
-        results |= _step_together(predictor, model, appends, new, now)
-    ready: list[tuple[int, SeriesState, Sequence[Observation], bytes]] = []
-    for i, tail, digest in new:
-        if i in results:
-            continue
-        try:
-            ready.append((i, state_of(predictor, appends[i].record), tail, digest))
-        except Exception as exc:
-            results[i] = exc
-    advanced = predictor.advance_many([state for _, state, _, _ in ready], [tail for _, _, tail, _ in ready])
-    for (i, _, tail, digest), state in zip(ready, advanced, strict=True):
-        results[i] = _change_after(predictor, model, appends[i], tail, digest, state, now)
+    for (i, tail, digest, adaptive, refused), stepped in zip(pending, predictor.advance_stored(steps), strict=True):
+        if isinstance(stepped, StateError) and refused is None:
+            results[i] = _of_session(stepped, appends[i].record)
+        elif isinstance(stepped, Exception):  # a bad value is named before any other refusal
+            results[i] = stepped
+        elif refused is not None:
+            results[i] = refused
+        else:
+            assert stepped is not None, "an append that is not refused has new observations"
+            results[i] = _change_after(predictor, model, appends[i], tail, digest, stepped, adaptive, now)
     return [results[i] for i in range(len(appends))]
-
-
-def _step_together(
-    predictor: Predictor,
-    model: ModelRef,
-    appends: list[Append],
-    new: list[tuple[int, Sequence[Observation], bytes]],
-    now: float,
-) -> dict[int, Change]:
-    """The changes of the ``new`` appends that add one observation to a live latent session without
-    adaptive offsets, by index: states read, stepped, forecast and written as arrays (``SeriesBatch``).
-
-    A state that does not read as a live stream's, or whose count is not its record's ``next_seq``,
-    is left to the one-by-one path, which reads it or says why it cannot.
-    """
-    if predictor.config.mode != "latent":
-        return {}
-    lane = [(i, tail, digest) for i, tail, digest in new if len(tail) == 1 and not appends[i].record.calibration]
-    batch, read = batch_from_bytes([appends[i].record.state for i, _, _ in lane], predictor.config)
-    picked = [lane[k] for k in read]
-    counted = batch.n_obs == np.array([appends[i].record.next_seq for i, _, _ in picked], np.int64)
-    if not counted.all():
-        batch = batch.take(counted)
-        picked = [item for item, fits in zip(picked, counted.tolist(), strict=True) if fits]
-    if not picked:
-        return {}
-    after = predictor.step_many(batch, [tail[0] for _, tail, _ in picked])
-    changes = {}
-    for (i, tail, digest), next_seq, forecast, state, body in zip(
-        picked,
-        after.n_obs.tolist(),
-        predictor.forecasts(after),
-        batch_to_bytes(after, predictor.config),
-        reply_bodies(after),
-        strict=True,
-    ):
-        record = appends[i].record
-        update = SessionUpdate(
-            next_seq=next_seq,
-            state=state,
-            mode=record.mode,
-            version=record.version,
-            updated=now,
-            appended=tuple(tail),
-            reply=StoredReply(seq=appends[i].seq, digest=digest, body=body),
-        )
-        changes[i] = Change(update, session_reply(record.session_id, predictor, next_seq, forecast, model), len(tail))
-    return changes
 
 
 def plan_migration(target: Predictor, record: SessionRecord, now: float) -> Change:
@@ -197,14 +143,25 @@ def state_of(predictor: Predictor, record: SessionRecord) -> SeriesState:
     return state
 
 
-def _check(predictor: Predictor, append: Append, digest: bytes) -> SessionReply | Sequence[Observation]:
-    """The stored reply of a retry, or the batch's new tail; ``append`` has passed ``validate``."""
+def retry_reply(predictor: Predictor, append: Append, digest: bytes) -> SessionReply | None:
+    """The reply stored for the batch ``append`` retries (same seq, same ``digest``), or None if it is no retry."""
     for stored in reversed(append.record.replies):
         if stored.seq == append.seq and stored.digest == digest:
             reply = stored_reply(predictor, append.record.session_id, stored.body)
             if reply is not None:
                 return reply
-    return new_observations(append.record, append.seq, append.observations)
+    return None
+
+
+def observed_offsets(predictor: Predictor, record: SessionRecord, tail: Sequence[Observation]) -> AdaptiveOffsets:
+    """The record's adaptive offsets moved by the outcomes that ``tail``'s closes reveal."""
+    levels, config = np.asarray(predictor.config.quantiles), AdaptiveConfig()
+    closes = [obs.close for obs in tail]
+    return adaptive_offsets(predictor, record).observe(record.next_seq, closes, levels, config.rate, config.first_rate)
+
+
+def _of_session(error: StateError, record: SessionRecord) -> StateError:
+    return StateError(f"session {record.session_id}: {error}")
 
 
 def _change_after(
@@ -213,29 +170,24 @@ def _change_after(
     append: Append,
     tail: Sequence[Observation],
     digest: bytes,
-    state: SeriesState,
+    stepped: Stepped,
+    adaptive: AdaptiveOffsets | None,
     now: float,
 ) -> Change:
-    record = append.record
-    adaptive = None
-    if record.calibration:
-        levels = np.asarray(predictor.config.quantiles)
-        closes = [obs.close for obs in tail]
-        config = AdaptiveConfig()
-        adaptive = adaptive_offsets(predictor, record).observe(
-            record.next_seq, closes, levels, config.rate, config.first_rate
-        )
-    forecast, adaptive = calibrated_forecast(predictor, state, adaptive)
+    """The change of ``append`` once the model has stepped its ``tail``; its adaptive offsets now await the
+    outcomes of the new forecast."""
+    record, forecast = append.record, stepped.forecast
+    if adaptive is not None and forecast is not None and stepped.last_close is not None:
+        adaptive = adaptive.issue(forecast.as_of_seq, stepped.last_close, np.array(forecast.log_return))
     offsets = None if adaptive is None else adaptive.offsets
-    reply = session_reply(record.session_id, predictor, state.n_obs, forecast, model)
     update = SessionUpdate(
-        next_seq=state.n_obs,
-        state=predictor.state_to_bytes(state),
+        next_seq=stepped.n_obs,
+        state=stepped.state,
         mode=record.mode,
         version=record.version,
         updated=now,
         appended=tuple(tail),
-        reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(state, offsets)),
+        reply=StoredReply(seq=append.seq, digest=digest, body=reply_body(stepped, offsets)),
         calibration=None if adaptive is None else adaptive.to_bytes(),
     )
-    return Change(update, reply, len(tail))
+    return Change(update, session_reply(record.session_id, predictor, stepped.n_obs, forecast, model), len(tail))

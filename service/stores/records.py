@@ -13,8 +13,6 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from latentcast.errors import StateError, UnavailableError
 from models.predictor import Observation
 from service.live.scores import Settled
@@ -26,8 +24,6 @@ _NUMERIC_FIELDS = ("close", "open", "high", "low", "volume")
 # seq, then a digest of the batch; the reply's JSON follows
 _REPLY_HEADER = struct.Struct("<Q16s")
 DIGEST_BYTES = 16
-# what a batch's digest reads of each observation without a time label: its bytes' length, then its bytes
-_DIGESTED = np.dtype([("length", "<u4"), ("present", "u1"), ("values", "<f8", (len(_NUMERIC_FIELDS),))], align=False)
 # each stored reply's bytes behind their length, when a store keeps several as one value
 REPLY_LENGTH = struct.Struct("<I")
 
@@ -174,31 +170,6 @@ def batch_digest(observations: Sequence[Observation]) -> bytes:
         packed = observation_to_bytes(obs)
         digest.update(len(packed).to_bytes(4, "little") + packed)
     return digest.digest()[:DIGEST_BYTES]
-
-
-def batch_digests(batches: Sequence[Sequence[Observation]]) -> list[bytes]:
-    """``[batch_digest(batch) for batch in batches]``, the observations' bytes made for all at once.
-
-    For validated observations (finite values: a NaN would read as a value not sent). When one
-    has a time label (bytes of their own length), each batch is digested on its own.
-    """
-    if any(obs.time is not None for batch in batches for obs in batch):
-        return [batch_digest(batch) for batch in batches]
-    flat = [obs for batch in batches for obs in batch]
-    rows = np.empty(len(flat), _DIGESTED)
-    rows["length"] = _OBSERVATION.size
-    values = np.array([[getattr(obs, name) for name in _NUMERIC_FIELDS] for obs in flat], np.float64).reshape(
-        len(flat), len(_NUMERIC_FIELDS)
-    )  # None reads as NaN, the value observation_to_bytes writes for it
-    rows["present"] = ~np.isnan(values) @ (1 << np.arange(len(_NUMERIC_FIELDS)))
-    rows["values"] = values
-    blob, size = rows.tobytes(), _DIGESTED.itemsize
-    digests, at = [], 0
-    for batch in batches:
-        end = at + size * len(batch)
-        digests.append(hashlib.sha256(blob[at:end]).digest()[:DIGEST_BYTES])
-        at = end
-    return digests
 
 
 def pack_replies(replies: Sequence[StoredReply]) -> bytes:

@@ -13,6 +13,7 @@ from models.config import CELLS, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel, softplus
 from models.predictor import Predictor, SeriesState
+from models.series import Stepped, StoredStep
 from models.state import StreamState
 from tests.factories import real_bars
 
@@ -120,10 +121,12 @@ def test_predictor_streaming_through_the_kernel_equals_the_whole_history(
         return original(self, x, packed)
 
     monkeypatch.setattr(StepKernel, "step", counted)
-    state = SeriesState()
-    for obs in history:
-        state = p.state_from_bytes(p.state_to_bytes(p.advance(state, [obs])))
-    streamed = p.forecast(state)
-    assert steps == [1] * (len(history) - 1)  # every observation after the first is one kernel step
+    blob, streamed = p.state_to_bytes(SeriesState()), None
+    for seq, obs in enumerate(history):  # as a session streams: its state's bytes in, its new state's bytes out
+        [stepped] = p.advance_stored([StoredStep(blob, seq, [obs], seq, 1)])
+        assert isinstance(stepped, Stepped)
+        blob, streamed = stepped.state, stepped.forecast
+    # every observation after the first two (a first close, then the first return) is one kernel step
+    assert steps == [1] * (len(history) - 2)
     assert whole is not None and streamed is not None
     np.testing.assert_allclose(streamed.log_return, whole.log_return, atol=1e-5)

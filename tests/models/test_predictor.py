@@ -12,7 +12,7 @@ from latentcast.errors import DataError, StateError
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Observation, Predictor, SeriesState
-from models.series import MAX_PRICE, MIN_PRICE
+from models.series import MAX_PRICE, MIN_PRICE, Stepped, StoredStep
 from tests.factories import real_bars
 
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
@@ -184,3 +184,33 @@ def test_advance_many_refuses_every_batch_when_one_is_bad():
     with pytest.raises(DataError) as err:
         p.advance_many([state, state], [observations(1, start=5), [bad]])
     assert str(err.value) == "observation 5: close is -1.0; prices must be positive"
+
+
+@pytest.mark.parametrize("mode", ["latent", "ar"])
+def test_a_batch_of_stored_steps_answers_each_stream_on_its_own(mode):
+    p, other = predictor(mode), predictor("ar" if mode == "latent" else "latent")
+    bars = observations(40)
+    state = p.advance(SeriesState(), bars[:20])
+    blob = p.state_to_bytes(state)
+    bad = Observation(close=-1.0, high=1, low=1, volume=1)
+    steps = [
+        StoredStep(blob, 20, bars[20:21], 20, 1),  # the usual append
+        StoredStep(blob, 20, bars[18:23], 18, 3),  # an overlap: its last three are new
+        StoredStep(blob, 20, [bars[20], bad], 20, 2),  # refused whole, by the seq of its bad observation
+        StoredStep(blob, 20, [bad], 25, 0),  # nothing new: validated only
+        StoredStep(blob, 20, bars[21:22], 25, 0),  # nothing new and valid
+        StoredStep(blob, 21, bars[21:22], 21, 1),  # the state holds 20 observations, not 21
+        StoredStep(other.state_to_bytes(other.advance(SeriesState(), bars[:20])), 20, bars[20:21], 20, 1),
+    ]
+    usual, overlap, refused, checked, nothing, miscounted, foreign = p.advance_stored(steps)
+    for stepped, new in [(usual, bars[20:21]), (overlap, bars[20:23])]:
+        want = p.advance(state, new)
+        assert isinstance(stepped, Stepped) and (stepped.n_obs, stepped.last_close) == (want.n_obs, want.last_close)
+        assert stepped.forecast is not None and stepped.output is not None and want.output is not None
+        np.testing.assert_allclose(stepped.output, want.output, atol=1e-5)
+        assert stepped.forecast == p.forecast(p.state_from_bytes(stepped.state))
+    assert isinstance(refused, DataError) and str(refused) == "observation 21: close is -1.0; prices must be positive"
+    assert isinstance(checked, DataError) and str(checked) == "observation 25: close is -1.0; prices must be positive"
+    assert nothing is None
+    assert isinstance(miscounted, StateError) and str(miscounted) == "state holds 20 observations, next_seq is 21"
+    assert isinstance(foreign, StateError) and str(foreign).startswith("series state is for mode")

@@ -11,6 +11,7 @@ from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from models.predictor import Observation, Predictor, SeriesState
+from models.series import Stepped, StoredStep
 from models.series_batch import batch_from_bytes, batch_to_bytes
 from tests.factories import FEATURES, real_bars
 
@@ -99,20 +100,17 @@ def test_streams_stepped_and_forecast_together_equal_each_alone(cell, n_features
     p = predictor(cell, n_features, scaling, offsets=True)
     states = live_states(p, 6)
     bars = real_bars("IBM", 6, start=300)
-    batch, _ = batch_from_bytes([p.state_to_bytes(s) for s in states], p.config)
-    after = p.step_many(batch, bars)
-    stepped = [after.state(i, p.config) for i in range(len(after))]
-    # as advance_many steps them: the same kernel step, so the same values to the bit
-    for got, want in zip(stepped, p.advance_many(states, [[bar] for bar in bars]), strict=True):
-        same_state(got, want)
-    # each alone: the kernel's matrix products over one row round differently than over six
-    for got, want in zip(
-        stepped, [p.advance(state, [bar]) for state, bar in zip(states, bars, strict=True)], strict=True
-    ):
-        assert (got.n_obs, got.last_close, got.last_volume) == (want.n_obs, want.last_close, want.last_volume)
-        assert got.stream is not None and want.stream is not None
-        assert got.output is not None and want.output is not None
-        np.testing.assert_allclose(got.stream.packed(), want.stream.packed(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(got.output, want.output, rtol=1e-5, atol=1e-6)
-    assert p.forecasts(after) == [p.forecast(state) for state in stepped]
-    assert batch_to_bytes(after, p.config) == [p.state_to_bytes(state) for state in stepped]
+    steps = [StoredStep(p.state_to_bytes(s), s.n_obs, [bar], s.n_obs, 1) for s, bar in zip(states, bars, strict=True)]
+    together = p.advance_stored(steps)
+    # each alone through the torch forward: the kernel's arithmetic, rounded apart in float32
+    for got, state, bar in zip(together, states, bars, strict=True):
+        assert isinstance(got, Stepped)
+        want, read = p.advance(state, [bar]), p.state_from_bytes(got.state)
+        assert (got.n_obs, got.last_close) == (read.n_obs, read.last_close)
+        assert (read.n_obs, read.last_close, read.last_volume) == (want.n_obs, want.last_close, want.last_volume)
+        assert read.stream is not None and want.stream is not None
+        assert read.output is not None and want.output is not None and got.output is not None
+        np.testing.assert_array_equal(got.output, read.output)
+        np.testing.assert_allclose(read.stream.packed(), want.stream.packed(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(read.output, want.output, rtol=1e-5, atol=1e-6)
+        assert got.forecast == p.forecast(read)  # made for all at once, as for each alone

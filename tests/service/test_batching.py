@@ -13,7 +13,7 @@ import pytest
 
 from latentcast.errors import ConflictError
 from models.predictor import Observation
-from service.batching import MicroBatcher
+from service.batching import MicroBatcher, in_loop_or_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.sessions.service import BatchSettings, SessionReply, SessionService
@@ -96,6 +96,25 @@ async def test_each_item_gets_its_own_exception_and_a_failed_batch_fails_all_its
     failing: MicroBatcher[str, int, int] = MicroBatcher(broken, wait_seconds=0.01, max_size=100)
     results = await asyncio.gather(*(failing.submit("m", i) for i in range(3)), return_exceptions=True)
     assert [str(r) for r in results] == ["the model failed"] * 3
+
+
+async def test_work_up_to_its_inline_size_runs_on_the_event_loop_larger_work_in_a_thread():
+    loop_thread = threading.get_ident()
+    assert await in_loop_or_thread(threading.get_ident, 64, 64) == loop_thread
+    assert await in_loop_or_thread(threading.get_ident, 65, 64) != loop_thread
+    sizes: list[int] = []
+
+    def where(key: str, items: list[int]) -> list[int | Exception]:
+        return [threading.get_ident()] * len(items)
+
+    def counted(items: list[int]) -> int:
+        sizes.append(sum(items))
+        return sizes[-1]
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(where, 0.0, 100, size=counted, inline_up_to=5)
+    assert await batcher.submit("m", 5) == loop_thread
+    assert await batcher.submit("m", 6) != loop_thread
+    assert sizes == [5, 6]
 
 
 @dataclass

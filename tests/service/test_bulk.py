@@ -6,15 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from bench.harness import ServiceProcess
 from models.predictor import Observation
-from service.http.routes.observations import parse_appends
-from service.http.schemas.bulk import BulkAppendItem
-from service.sessions.bulk import AppendItem
 from tests.service.test_e2e import assert_close, env
 from training.registry import Registry
 
@@ -133,43 +127,3 @@ def test_the_route_is_documented(server):
         "$ref": "#/components/schemas/BulkAppendRequest"
     }
     assert "expected_seq" in operation["description"]
-
-
-# values of every JSON type, the usual item's fields among the keys
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=70),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
-    max_leaves=8,
-)
-CLOSES = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(2**60), 2**60))
-USUAL = {
-    "session_id": st.one_of(st.text(max_size=3), st.text(min_size=63, max_size=66)),  # MAX_LABEL is 64
-    "seq": st.one_of(st.integers(-2, 2), st.integers(0, 2**40)),
-    "observations": st.lists(CLOSES, max_size=3),
-}
-ODD = {
-    "session_id": JSON_VALUES,
-    "seq": st.one_of(st.floats(allow_nan=False), JSON_VALUES),
-    "observations": st.one_of(st.lists(st.one_of(CLOSES, JSON_VALUES), max_size=2), JSON_VALUES),
-}
-# the usual item, then the usual item with one field odd, missing or one field more
-ITEMS = st.one_of(
-    st.fixed_dictionaries(USUAL),
-    *(st.fixed_dictionaries(USUAL | {name: ODD[name]}) for name in USUAL),
-    *(st.fixed_dictionaries({k: v for k, v in USUAL.items() if k != name}) for name in USUAL),
-    st.fixed_dictionaries(USUAL | {"extra": JSON_VALUES}),
-)
-
-
-@settings(max_examples=500)
-@given(st.one_of(ITEMS, JSON_VALUES))
-def test_the_usual_items_shortcut_accepts_and_refuses_exactly_as_the_schema_does(item: Any):
-    """``parse_appends`` checks the usual item itself: it must agree with ``BulkAppendItem`` on every input."""
-    [(status, parsed)] = parse_appends([item], limit=1, max_batch=1000)
-    try:
-        valid = BulkAppendItem.model_validate(item)
-    except ValidationError:
-        assert status == 422 and isinstance(parsed, dict) and parsed["code"] == "invalid_request"
-        return
-    assert status == 200
-    assert parsed == AppendItem(valid.session_id, valid.seq, [o.to_observation() for o in valid.observations])

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 
 from latentcast.errors import ConflictError, DataError, StateError
 from models.calibration import AdaptiveOffsets
 from models.predictor import Observation, Predictor, SeriesState
+from models.series import Stepped, StoredStep
 from service.sessions.replies import reply_body
-from service.sessions import steps as session_steps
 from service.sessions.steps import Append, Change, plan_appends, plan_migration, state_of
 from service.stores import SessionRecord, StoredReply
 from service.stores.records import batch_digest
@@ -45,7 +47,9 @@ def test_each_append_of_a_batch_gets_its_own_answer(predictor: Predictor, closes
     ]
     ok, retry, bad, gap = plan_appends(predictor, appends, now=7.5)
     assert isinstance(ok, Change) and (ok.applied, ok.update.next_seq, ok.update.updated) == (1, 21, 7.5)
-    assert ok.reply.forecast == predictor.forecast(after)
+    forecast = predictor.forecast(after)  # through the torch forward; the append through the kernel
+    assert ok.reply.forecast is not None and forecast is not None
+    np.testing.assert_allclose(ok.reply.forecast.log_return, forecast.log_return, atol=1e-6)
     assert not isinstance(retry, Change | Exception)
     assert retry.next_seq == 21 and retry.forecast == predictor.forecast(after)
     assert isinstance(bad, DataError) and str(bad) == "observation 20: close is -1.0; prices must be positive"
@@ -65,7 +69,7 @@ def test_a_state_that_does_not_match_its_record_is_an_error(predictor: Predictor
         state_of(predictor, broken)
 
 
-def test_appends_planned_as_arrays_change_what_one_by_one_planning_changes(
+def test_appends_stepped_as_arrays_change_what_one_by_one_stepping_changes(
     predictor: Predictor, closes: list[float], monkeypatch: pytest.MonkeyPatch
 ):
     done = record(predictor, closes[:21], "done")
@@ -82,23 +86,44 @@ def test_appends_planned_as_arrays_change_what_one_by_one_planning_changes(
         Append(record(predictor, closes[:20], "broken", next_seq=21), 21, [Observation(closes[21])]),
         Append(record(predictor, closes[:20], "bad"), 20, [Observation(0.0)]),
         Append(record(predictor, closes[:20], "gap"), 22, [Observation(closes[22])]),
+        Append(record(predictor, closes[:20], "bad-gap"), 22, [Observation(-1.0)]),  # the bad value is named
     ]
-    lane, stepped = session_steps._step_together, []
+    lane, stepped = predictor._stored_by_kernel, []
 
-    def recorded(*args: Any) -> dict[int, Change]:
-        stepped.append(lane(*args))
+    def recorded(steps: Sequence[StoredStep], picked: list[int]) -> dict[int, Stepped]:
+        stepped.append(lane(steps, picked))
         return stepped[-1]
 
-    monkeypatch.setattr(session_steps, "_step_together", recorded)
+    monkeypatch.setattr(predictor, "_stored_by_kernel", recorded)
+    calls: list[int] = []
+    advance_stored = predictor.advance_stored
+
+    def counted(steps: Sequence[StoredStep]) -> list[Stepped | Exception | None]:
+        calls.append(len(steps))
+        return advance_stored(steps)
+
+    monkeypatch.setattr(predictor, "advance_stored", counted)
     together = plan_appends(predictor, appends, now=3.0)
+    assert calls == [len(appends)]  # one call into the model for the whole batch
     assert sorted(stepped[0]) == [0, 1, 2, 3, 4, 8]  # the live sessions' one new observation each
-    alone = plan_appends(predictor, appends, now=3.0, arrays_from=len(appends) + 1)
-    assert len(stepped) == 1  # a batch smaller than arrays_from plans every append one by one
-    assert [type(c) for c in together] == [Change] * 9 + [StateError, DataError, ConflictError]
+    monkeypatch.setattr(predictor, "_stored_by_kernel", lambda steps, picked: {})
+    alone = plan_appends(predictor, appends, now=3.0)
+    assert [type(c) for c in together] == [Change] * 9 + [StateError, DataError, ConflictError, DataError]
+    assert str(together[9]) == "session broken: state holds 20 observations, next_seq is 21"
+    assert str(together[12]) == "observation 22: close is -1.0; prices must be positive"
     for got, want in zip(together, alone, strict=True):
         if isinstance(got, Exception):
             assert type(got) is type(want) and str(got) == str(want)
         else:
+            # the kernel and the torch forward: the same arithmetic, rounded apart in float32
             assert isinstance(got, Change) and isinstance(want, Change)
-            assert (got.update, got.applied) == (want.update, want.applied)
-            assert got.reply.to_json() == want.reply.to_json()
+            assert (got.update.next_seq, got.update.appended, got.applied) == (
+                want.update.next_seq,
+                want.update.appended,
+                want.applied,
+            )
+            assert got.update.reply is not None and want.update.reply is not None
+            assert got.update.reply.digest == want.update.reply.digest
+            assert len(got.update.state) == len(want.update.state)
+            assert got.reply.forecast is not None and want.reply.forecast is not None
+            np.testing.assert_allclose(got.reply.forecast.log_return, want.reply.forecast.log_return, atol=1e-5)

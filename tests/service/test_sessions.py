@@ -216,17 +216,17 @@ async def test_posts_to_one_session_run_one_at_a_time_and_to_different_sessions_
 ):
     a, b = await service.open(OWNER, obs[:10]), await service.open(OWNER, obs[:10])
     predictor = service.pool.get(a.model.version)
-    original = predictor.advance_many
+    original = predictor.advance_stored
     spans: list[tuple[float, float]] = []
 
-    def slow_advance(states, batches):
+    def slow_advance(steps):
         start = time.perf_counter()
         time.sleep(0.2)  # in a worker thread: the event loop stays free
-        result = original(states, batches)
+        result = original(steps)
         spans.append((start, time.perf_counter()))
         return result
 
-    monkeypatch.setattr(predictor, "advance_many", slow_advance)
+    monkeypatch.setattr(predictor, "advance_stored", slow_advance)
     same = await asyncio.gather(
         service.append(OWNER, a.session_id, 10, obs[10:12]), service.append(OWNER, a.session_id, 12, obs[12:13])
     )

@@ -16,7 +16,7 @@ from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import StoreLimits
 from service.stores.memory import MemorySessionStore
-from service.stores.records import batch_digest, batch_digests, observation_from_bytes, observation_to_bytes
+from service.stores.records import observation_from_bytes, observation_to_bytes
 from service.stores.redis import RedisSessionStore
 from tests.service.store_records import BARS, MakeStore, record, update
 
@@ -26,16 +26,6 @@ pytestmark = pytest.mark.anyio
 def test_observations_round_trip_through_bytes_exactly():
     for obs in [*BARS, Observation(close=1e-300, high=1.0000000000000002, time="é")]:
         assert observation_from_bytes(observation_to_bytes(obs)) == obs
-
-
-def test_digests_made_together_are_each_batch_s_own():
-    untimed = [replace(bar, time=None) for bar in BARS]
-    batches = [untimed, [], untimed[1:2], untimed[::-1], [Observation(close=7, open=7, high=8, low=6)]]
-    assert batch_digests(batches) == [batch_digest(batch) for batch in batches]
-    assert len(set(batch_digests(batches))) == len(batches)
-    with_times = [*batches, BARS]  # a time label: each batch digested on its own
-    assert batch_digests(with_times) == [batch_digest(batch) for batch in with_times]
-    assert batch_digests([]) == []
 
 
 async def test_a_record_reads_back_as_it_was_written(make_store: MakeStore):

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from latentcast.errors import LimitError
-from models.predictor import Observation
 from service.forecasting import ForecastReply
 from service.http.dependencies import SECURED, caller_of, services_of
 from service.http.errors import item_error, validation_body
@@ -18,16 +17,13 @@ from service.http.json_reader import check_listed
 from service.http.routes import error_responses
 from service.http.routes.lean import LeanRoute, body_schema, read_content, validated
 from service.http.schemas.bulk import BulkAppendItem, BulkAppendRequest, BulkAppendResponse, Envelope
-from service.http.schemas.requests import MAX_LABEL, observations
+from service.http.schemas.requests import observations
 from service.sessions.bulk import AppendItem
 from service.sessions.replies import SessionReply
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
 Reply = SessionReply | ForecastReply
-# the integers a float holds exactly: a close sent as a larger integer takes the schema's path
-EXACT_INTEGER = 2**53
-APPEND_FIELDS = frozenset({"session_id", "seq", "observations"})
 
 EXAMPLES: dict[str, Any] = {
     "market": {
@@ -59,13 +55,7 @@ def parse_items(
 
 
 def parse_appends(raw: list[Any], limit: int, max_batch: int) -> list[tuple[int, AppendItem | dict[str, Any]]]:
-    """``parse_items`` of bulk append items, as ``AppendItem``s, none of more than ``max_batch`` observations.
-
-    An item of the usual shape (a session id, an integer seq, closes as plain numbers) is checked
-    here, as the schema checks it, without building a model per item and per observation; any
-    other item goes through the schema (``BulkAppendItem``), which accepts it the same way or
-    names what is wrong with it.
-    """
+    """``parse_items`` of bulk append items, as ``AppendItem``s, none of more than ``max_batch`` observations."""
     check_item_count(raw, limit)
 
     def bounds(item: Any) -> None:
@@ -76,10 +66,6 @@ def parse_appends(raw: list[Any], limit: int, max_batch: int) -> list[tuple[int,
         refusal = over_bounds(item, bounds)
         if refusal is not None:
             parsed.append(refusal)
-            continue
-        plain = plain_append(item)
-        if plain is not None:
-            parsed.append((200, plain))
             continue
         status, valid = validate_item(item, BulkAppendItem)
         if isinstance(valid, BulkAppendItem):
@@ -97,21 +83,6 @@ def over_bounds(item: Any, bounds: ItemBounds) -> tuple[int, dict[str, Any]] | N
     except LimitError as exc:
         return item_error(exc)
     return None
-
-
-def plain_append(item: Any) -> AppendItem | None:
-    """The item if it is of the usual shape and valid as ``BulkAppendItem`` is; None for any other."""
-    if type(item) is not dict or item.keys() != APPEND_FIELDS:
-        return None
-    session_id, seq, closes = item["session_id"], item["seq"], item["observations"]
-    if type(session_id) is not str or len(session_id) > MAX_LABEL or type(seq) is not int or seq < 0:
-        return None
-    if type(closes) is not list or not closes:
-        return None
-    for close in closes:
-        if not (type(close) is float or (type(close) is int and -EXACT_INTEGER <= close <= EXACT_INTEGER)):
-            return None
-    return AppendItem(session_id, seq, [Observation(float(close)) for close in closes])
 
 
 def check_item_count(raw: Any, limit: int) -> None:
