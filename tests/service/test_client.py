@@ -52,7 +52,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
 
 
 def offline(registry: Registry, version: str, closes: list[float]) -> dict:
-    forecast = registry.predictor(version).run([Observation(close=c) for c in closes])
+    forecast = registry.predictor(version).forecast_history([Observation(close=c) for c in closes])
     assert forecast is not None
     return forecast.to_dict()
 

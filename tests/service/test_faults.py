@@ -149,7 +149,7 @@ def test_with_redis_away_the_service_answers_503_and_recovers_by_itself(
         assert retried.status_code == 200 and retried.json()["next_seq"] == 8
         info = client.get(url).json()
         assert info["next_seq"] == 8
-    offline = registry.predictor(info["model"]["version"]).run([Observation(close=c) for c in closes[:8]])
+    offline = registry.predictor(info["model"]["version"]).forecast_history([Observation(close=c) for c in closes[:8]])
     assert offline is not None
     np.testing.assert_allclose(info["forecast"]["log_return"], offline.log_return, atol=1e-4)
 

@@ -47,7 +47,9 @@ def test_a_session_opened_on_one_process_continues_on_another(
     assert reply["next_seq"] == WARM + 40 and again.next_seq == WARM + 43
     assert [r["next_seq"] for r in many if isinstance(r, dict)] == [WARM + 41, WARM + 42]
     assert isinstance(streamed, dict)
-    offline = registry.predictor(session.model["version"]).run([Observation(close=c) for c in closes[: WARM + 43]])
+    offline = registry.predictor(session.model["version"]).forecast_history(
+        [Observation(close=c) for c in closes[: WARM + 43]]
+    )
     assert offline is not None
     assert_close(streamed["forecast"], offline.to_dict())
 
@@ -84,7 +86,9 @@ def test_serve_runs_several_workers_on_the_redis_store(
         )
         assert status == 200 and reply["next_seq"] == WARM + 11, reply
     assert two.process is not None and two.process.returncode == 0  # SIGTERM: every worker shut down in time
-    offline = registry.predictor(reply["model"]["version"]).run([Observation(close=c) for c in closes[: WARM + 11]])
+    offline = registry.predictor(reply["model"]["version"]).forecast_history(
+        [Observation(close=c) for c in closes[: WARM + 11]]
+    )
     assert offline is not None
     assert_close(reply["forecast"], offline.to_dict())
 

@@ -176,7 +176,7 @@ def test_a_feed_that_drops_and_reconnects_equals_an_offline_replay(server, regis
     assert reconnections >= 3
     for i, final in enumerate(finals):
         assert final["next_seq"] == WARM + 60
-        offline = registry.predictor(final["model"]["version"]).run(
+        offline = registry.predictor(final["model"]["version"]).forecast_history(
             [Observation(close=c) for c in closes[i : i + WARM + 60]]
         )
         assert offline is not None
