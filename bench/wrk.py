@@ -16,9 +16,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.cpu import CpuMeter, CpuShares, connections_held
-from bench.harness import ROOT, ServiceProcess
+from bench.cpu import CpuMeter, CpuShares
 from service.client import Client, ClientSettings
+from tests.support.processes import ROOT, ServiceProcess
+from tests.support.workers import connections_held
 
 SCRIPT = ROOT / "bench" / "http.lua"
 WARM_HISTORY = 50  # closes each session is opened with

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from bench.harness import ServiceProcess
 from models.predictor import Observation
 from service.bulk_appends import AppendItem
 from service.routes.observations import parse_appends
 from service.schemas.bulk import BulkAppendItem
 from tests.service.test_e2e import assert_close, env
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not

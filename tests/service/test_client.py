@@ -10,12 +10,12 @@ import httpx
 import pytest
 import redis
 
-from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
 from service import cli
 from service.client import ApiError, AsyncClient, Client, ClientSettings, Item, Session
 from tests.service.test_e2e import assert_close, env
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not

@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml

@@ -9,9 +9,9 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.harness import ServiceProcess
 from models.predictor import Observation
 from tests.service.conftest import versions
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import redis
 
-from bench.harness import free_port
 from data.errors import UnavailableError
 from models.predictor import Observation
 from service.metrics import ServiceMetrics
@@ -22,6 +21,7 @@ from service.stores import StoredReply, StoreLimits
 from service.stores.redis import RedisSessionStore
 from tests.service.redis_legacy import write_legacy
 from tests.service.store_records import BARS, record, update
+from tests.support.processes import free_port
 from training.registry import Registry
 
 pytestmark = pytest.mark.anyio

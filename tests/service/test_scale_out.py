@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from bench.cpu import connection_owners, listening_owners
-from bench.harness import START_SECONDS, ServiceProcess, serve_command
-from bench.market import serving_workers
 from models.predictor import Observation
 from service.client import Client, ClientSettings
 from tests.service.test_e2e import assert_close, env
+from tests.support.processes import START_SECONDS, ServiceProcess, serve_command
+from tests.support.workers import connection_owners, listening_owners, serving_workers
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow

@@ -16,13 +16,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
-from bench.harness import ServiceProcess
 from models.predictor import Observation
 from service.client import ApiError, AsyncClient, ClientSettings
 from service.routes.stream import MessageTooBig, finished, read
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env
 from tests.service.test_json_reader import HUGE, INVALID
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.soak_client import FaultRates, FaultyStream, wire
 from service.client import ApiError, AsyncClient, ClientSettings, Feed, Item
+from tests.support.soak_client import FaultRates, FaultyStream, wire
 
 VIAS = ("bulk", "stream")
 # the client's own retries (a server or store away for a moment): as patient as the REST mode's waits

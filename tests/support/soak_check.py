@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.soak_client import FaultyStream
-from bench.soak_setup import SoakPlan
 from models.predictor import SeriesState
+from tests.support.soak_client import FaultyStream
+from tests.support.soak_setup import SoakPlan
 from training.registry import Registry
 
 # forecasts cross JSON and float32 state bytes: equal to an offline replay to this
