@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> int:
         from training.registry import Registry
 
         registry = Registry(Path(folder) / "artifacts")
-        version = registry.register(default_checkpoint(ModelConfig())).version
+        version = registry.register(default_checkpoint(ModelConfig(scaling="global"))).version
         predictor = registry.predictor(version)
     shapes = {
         "fresh": Sessions(predictor, closes, FRESH, limits.retained_replies),

@@ -98,7 +98,7 @@ def one_count(folder: Path, cache: Path, train: TrainConfig) -> dict[str, float]
     out = {"load_seconds": time.perf_counter() - started, "rows": float(sum(len(s) for s in series))}
     data = TrainingData.from_series(series, spec.names, spec.horizon)
     for mode in MODES:
-        config = ModelConfig(mode=mode, n_features=len(spec.names))
+        config = ModelConfig(mode=mode, n_features=len(spec.names), scaling="global")
         trained = fit(config, data, train, validate=False)
         out[f"{mode}_rows_per_s"] = trained.result.rows / trained.result.seconds
         if mode == "latent":  # the validation batches count towards the peak too

@@ -31,7 +31,7 @@ TICKERS = ("AAPL", "GOOG", "IBM", "MSFT")
 KEYS = tuple(f"soak-client-key-{i}-0123456789" for i in range(4))
 ADMIN_KEY = "soak-admin-key-0123456789"
 # small models: the soak is about the service, not the forecasts
-MODEL = ModelConfig(conv_channels=4, hidden_size=8, horizon=3, window=10)
+MODEL = ModelConfig(conv_channels=4, hidden_size=8, horizon=3, window=10, scaling="global")
 # barely trained (a tiny learning rate), so that a retrain surely beats them
 WEAK = TrainConfig(epochs=1, lr=1e-7, streams=4, bptt=25, windows_per_epoch=128, threads=1, progress=False)
 RETRAIN_ARGS = ["--source", "bundled", "--tickers", "IBM", "MSFT", "--epochs", "3", "--hidden", "8"]
