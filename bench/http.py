@@ -34,10 +34,11 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import BENCH_MODEL, ServiceProcess, bench_env, uvicorn_command
+from bench.harness import BENCH_MODEL, bench_env, uvicorn_command
 from bench.wrk import WARMUP_SECONDS, Run, Server, wrk, wrk_version
 from data import sources
 from models.config import ModelConfig
+from tests.support.processes import ServiceProcess
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import torch
 
-from bench.harness import BENCH_MODEL, ServiceProcess, bench_env, uvicorn_command
+from bench.harness import BENCH_MODEL, bench_env, uvicorn_command
 from data import sources
+from tests.support.processes import ServiceProcess
 
 WARMUP = 200
 

@@ -34,9 +34,10 @@ import httpx
 import torch
 
 from bench.cpu import process_seconds
-from bench.harness import BENCH_MODEL, ServiceProcess, bench_env, default_checkpoint
+from bench.harness import BENCH_MODEL, bench_env, default_checkpoint
 from data import sources
 from models.config import MODES
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 WARM = 50

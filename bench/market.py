@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import os
 import shutil
@@ -43,17 +42,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
 from latentcast_client import ApiError, AsyncClient, ClientSettings, Feed, Session
 
-from bench.cpu import connections_held, load_text, process_seconds, spawned_workers
-from bench.harness import BENCH_MODEL, POLL_SECONDS, START_SECONDS, ServiceProcess, bench_env, serve_command
-from bench.redis_processes import RedisProcess
+from bench.cpu import load_text, process_seconds
+from bench.harness import BENCH_MODEL, bench_env
 from bench.wrk import Run, Server, wrk
 from data import sources
+from tests.support.processes import START_SECONDS, ServiceProcess, serve_command
+from tests.support.redis_processes import RedisProcess
+from tests.support.workers import serving_workers
 
 WARM_HISTORY = 50
-PROBES_PER_WORKER = 4  # connections that ask /readyz while waiting for every worker to serve
 SUPERVISOR = "supervisor"
 REDIS = "redis-server"
 COMPARISONS = ("bulk", "websocket", "workers")
@@ -132,35 +131,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def workers(count: int) -> Callable[[int], list[str]]:
     return lambda port: [*serve_command(port), "--workers", str(count)]
-
-
-def serving_workers(process: ServiceProcess, count: int) -> list[int]:
-    """The pids of the ``count`` worker processes of ``process``, once each has answered a request.
-
-    ``/readyz`` answers as soon as one worker does; another may still be importing torch and
-    loading its models, and takes no connection until it is done: a run begun then measures
-    fewer workers than it names. Each probe is a connection of its own, held open while the
-    connections each worker holds are counted. A probe reset with a worker that has just died
-    (the connections queued on its own socket go with it) is tried again.
-    """
-    if count == 1:
-        return [process.pid]  # one worker: uvicorn serves in the process itself
-    deadline = time.monotonic() + process.start_seconds
-    while time.monotonic() < deadline:
-        pids = spawned_workers(process.pid)
-        with contextlib.ExitStack() as probes:
-            try:
-                for _ in range(PROBES_PER_WORKER * count):
-                    probes.enter_context(httpx.Client(base_url=process.url)).get("/readyz").raise_for_status()
-            except httpx.TransportError:
-                # a connection queued on the socket of a worker that has just died is reset with it
-                time.sleep(POLL_SECONDS)
-                continue
-            held = connections_held(process.port, pids)
-        if len(pids) == count and all(held.values()):
-            return pids
-        time.sleep(POLL_SECONDS)
-    raise RuntimeError(f"the {count} workers on port {process.port} did not all serve in {process.start_seconds} s")
 
 
 def watch(process: ServiceProcess, pids: list[int], redis: int) -> dict[str, int]:

@@ -35,7 +35,6 @@ from pathlib import Path
 import redis
 
 from bench.harness import default_checkpoint
-from bench.redis_processes import redis_cluster, redis_server
 from data import sources
 from models.config import ModelConfig
 from models.predictor import Observation, Predictor, SeriesState
@@ -45,6 +44,7 @@ from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredRep
 from service.stores.memory import MemorySessionStore
 from service.stores.records import batch_digest
 from service.stores.redis import RedisSessionStore
+from tests.support.redis_processes import redis_cluster, redis_server
 
 FRESH = 50  # closes in a fresh session's history
 GIB = 1024**3
@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> int:
         from training.registry import Registry
 
         registry = Registry(Path(folder) / "artifacts")
-        version = registry.register(default_checkpoint(ModelConfig())).version
+        version = registry.register(default_checkpoint(ModelConfig(scaling="global"))).version
         predictor = registry.predictor(version)
     shapes = {
         "fresh": Sessions(predictor, closes, FRESH, limits.retained_replies),

@@ -26,10 +26,11 @@ from pathlib import Path
 from latentcast_client import AsyncClient, ClientSettings
 
 from bench.cpu import process_seconds
-from bench.harness import ServiceProcess, bench_env
+from bench.harness import bench_env
 from bench.market import WARM_HISTORY, bulk
 from bench.wrk import WARMUP_SECONDS, Server, wrk
 from data import sources
+from tests.support.processes import ServiceProcess
 
 SAMPLE_RATE = 400  # per second: enough for a few seconds' profile, light enough not to skew it
 

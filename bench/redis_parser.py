@@ -22,10 +22,11 @@ import tempfile
 from pathlib import Path
 
 from bench.cpu import load_text
-from bench.harness import ROOT, Command, ServiceProcess, bench_env, serve_command
-from bench.redis_processes import RedisProcess
+from bench.harness import bench_env
 from bench.wrk import WARMUP_SECONDS, Run, Server, wrk
 from data import sources
+from tests.support.processes import ROOT, Command, ServiceProcess, serve_command
+from tests.support.redis_processes import RedisProcess
 
 SERVER = "server"
 

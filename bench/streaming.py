@@ -43,9 +43,9 @@ def main() -> None:
     series = build_series(prices, DEFAULT_FEATURES, ModelConfig().horizon)
     scaler = fit_scaler(series, split_dates(series), DEFAULT_FEATURES)
     torch.manual_seed(0)
-    latent = Predictor(Forecaster(ModelConfig(mode="latent")), scaler)
+    latent = Predictor(Forecaster(ModelConfig(mode="latent", scaling="global")), scaler)
     scaled = Predictor(Forecaster(ModelConfig(mode="latent", scaling="volatility")), scaler)
-    ar = Predictor(Forecaster(ModelConfig(mode="ar")), scaler)
+    ar = Predictor(Forecaster(ModelConfig(mode="ar", scaling="global")), scaler)
     costs = forecast_costs(latent, ar, prices[prices["ticker"] == "IBM"], args.lengths, args.budget)
     by = {(c.method, c.history): c.median_us for c in costs}
     ibm = prices[prices["ticker"] == "IBM"]

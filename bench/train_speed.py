@@ -42,7 +42,7 @@ from training.loop import loss_sum
 def measure(mode: str, data: TrainingData, train: TrainConfig, steps: int) -> dict[str, float]:
     """Time ``steps`` optimiser steps of ``mode``; rows and targets per second."""
     torch.manual_seed(0)
-    config = ModelConfig(mode=mode, n_features=len(data.features))
+    config = ModelConfig(mode=mode, n_features=len(data.features), scaling="global")
     model = Forecaster(config).train()
     levels = torch.tensor(config.quantiles)
     optimiser = torch.optim.Adam(model.parameters(), lr=train.lr)

@@ -16,7 +16,7 @@
   seconds (the process's own, which other work on a shared machine inflates
   less), and the ratio of each repetition's pair, run one after the other.
 
-The model scales returns as ``--scaling`` says (global by default, as before;
+The model scales returns as ``--scaling`` says (global by default;
 ``volatility`` is what ``latentcast train`` trains, each step also running the
 EWMA recursion over its steps). The steps, processes and darts parts run once
 for each cell of ``--cells`` (GRU alone by default, the cell of the default
@@ -98,7 +98,7 @@ def one_count(folder: Path, cache: Path, train: TrainConfig) -> dict[str, float]
     out = {"load_seconds": time.perf_counter() - started, "rows": float(sum(len(s) for s in series))}
     data = TrainingData.from_series(series, spec.names, spec.horizon)
     for mode in MODES:
-        config = ModelConfig(mode=mode, n_features=len(spec.names))
+        config = ModelConfig(mode=mode, n_features=len(spec.names), scaling="global")
         trained = fit(config, data, train, validate=False)
         out[f"{mode}_rows_per_s"] = trained.result.rows / trained.result.seconds
         if mode == "latent":  # the validation batches count towards the peak too
@@ -130,7 +130,7 @@ def latent_epoch(
     source = batches_for(config, data, train, world.shard)
     # what a process does once, before its first step, stays off the clocks, as it is for a lone process that
     # trained before: the first optimiser imports torch's compiler stack, the first GRU step loads the fused
-    # kernel (about 0.13 s) and allocates the buffers of the shard's shape
+    # kernel and allocates the buffers of the shard's shape
     torch.set_num_threads(train.threads or cores_allowed())
     warm = Forecaster(config)
     torch.optim.Adam(warm.parameters())

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 from latentcast_client import Client, ClientSettings
 
-from bench.cpu import CpuMeter, CpuShares, connections_held
-from bench.harness import ROOT, ServiceProcess
+from bench.cpu import CpuMeter, CpuShares
+from tests.support.processes import ROOT, ServiceProcess
+from tests.support.workers import connections_held
 
 SCRIPT = ROOT / "bench" / "http.lua"
 WARM_HISTORY = 50  # closes each session is opened with

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from data.features import Series, check_features
+from data.files import replaced_whole
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +139,9 @@ class FeatureCache:
 
     def _write(self, path: Path, key: str, series: Sequence[Series], spec: FeatureSpec) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                arrays: dict[str, Any] = {"key": np.asarray(key), **_pack(series, spec)}
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        arrays: dict[str, Any] = {"key": np.asarray(key), **_pack(series, spec)}
+        with replaced_whole(path) as handle:
+            np.savez(handle, **arrays)
 
 
 def _pack(series: Sequence[Series], spec: FeatureSpec) -> dict[str, np.ndarray]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from data.files import replaced_whole
 from data.folder import SUFFIXES, read_prices
 from data.prices import tidy
 from latentcast.errors import DataError
@@ -173,15 +173,9 @@ class PriceCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         for ticker, rows in frame.groupby("ticker"):
             target = self.path(str(ticker))
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{ticker}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                out = rows.assign(date=rows["date"].dt.strftime("%Y-%m-%d"))
-                out.to_csv(tmp, index=False, compression="gzip")
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            out = rows.assign(date=rows["date"].dt.strftime("%Y-%m-%d"))
+            with replaced_whole(target) as handle:
+                out.to_csv(handle, index=False, compression="gzip")
 
     def load(self, tickers: Sequence[str]) -> pd.DataFrame:
         missing = [t for t in tickers if not self.path(t).is_file()]

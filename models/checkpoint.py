@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from data.features import Scaler
+from data.files import replaced_whole
 from latentcast.errors import CheckpointError, ConfigError, StateError
 from models.calibration import YoungOffsets
 from models.config import ModelConfig
@@ -57,17 +56,8 @@ def make_checkpoint(
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replaced_whole(path) as handle:
+        torch.save(checkpoint, handle)
 
 
 def load_checkpoint(path: str | os.PathLike[str], origin: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ CELLS = ("RNN", "LSTM", "GRU")
 SCALINGS = ("global", "volatility")
 # What new models are trained with (`latentcast train`, `make run`, a first retrain): the better scaling by the
 # backtest's Diebold-Mariano test, docs/backtest.md says why.
-# A config saved without the field is older than volatility scaling, so it loads as "global".
 DEFAULT_SCALING = "volatility"
 
 
@@ -41,10 +40,11 @@ class ModelConfig:
     a running mean of squared returns to v_t = decay * v_{t-1} + (1 - decay) *
     r_t^2 as they grow (``models/volatility.py``), floored at
     ``variance_floor`` (in units of the training variance); inputs
-    r_t / sqrt(v_{t-1}) are clipped to ``±input_clip``. A config saved
-    before ``scaling`` existed loads as ``global``; one saved before
-    ``variance_prior`` with the steady weight 1 / (1 - decay), the plain
-    EWMA it was trained with.
+    r_t / sqrt(v_{t-1}) are clipped to ``±input_clip``.
+
+    A saved config must name its ``scaling``. One saved before
+    ``variance_prior`` existed loads with the steady weight 1 / (1 - decay),
+    the plain EWMA it was trained with (docs/retention.md: for how long).
     """
 
     mode: str = "latent"
@@ -58,7 +58,7 @@ class ModelConfig:
     horizon: int = 5
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     window: int = 60
-    scaling: str = "global"
+    scaling: str = DEFAULT_SCALING
     ewma_decay: float = 0.94  # RiskMetrics' daily decay
     variance_floor: float = 1e-4
     variance_prior: float = 0.005  # pseudo-returns the training variance weighs as at a stream's start
@@ -106,8 +106,11 @@ class ModelConfig:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"unknown model config fields: {', '.join(unknown)}")
+        if "scaling" not in raw:
+            # saved before volatility scaling: two forms of the config ago, no longer read (docs/retention.md)
+            raise ConfigError("model config has no scaling: it was saved by a build too old to read; retrain it")
         values = dict(raw)
-        if "scaling" in values and "variance_prior" not in values:
+        if "variance_prior" not in values:
             # saved before the variance carried its weight: its EWMA started at the steady weight
             values["variance_prior"] = 1.0 / (1.0 - values.get("ewma_decay", cls.ewma_decay))
         if "quantiles" in values:

@@ -210,7 +210,7 @@ class Predictor:
                 groups.setdefault(len(step.rows), []).append(step)
         with torch.inference_mode():
             for group in groups.values():
-                self._run(group)
+                self._fill_outputs(group)
         return [
             self._advanced(state, observations, step)
             for state, observations, step in zip(states, batches, steps, strict=True)
@@ -233,8 +233,8 @@ class Predictor:
                 step.rows = np.ascontiguousarray(step.window)
         return step
 
-    def _run(self, group: list[_Pending]) -> None:
-        """One forward over steps whose rows have the same length; fills their output and stream."""
+    def _fill_outputs(self, group: list[_Pending]) -> None:
+        """Fills the output and stream of each step by one forward over them all (their rows have one length)."""
         rows = [step.rows for step in group if step.rows is not None]
         assert len(rows) == len(group), "every step of a group has rows"
         x = torch.from_numpy(rows[0][None] if len(rows) == 1 else np.stack(rows))  # (B, T, F)
@@ -313,8 +313,8 @@ class Predictor:
             )
         ]
 
-    def run(self, observations: Sequence[Observation]) -> Forecast | None:
-        """Stateless: the forecast after a whole history, in one call."""
+    def forecast_history(self, observations: Sequence[Observation]) -> Forecast | None:
+        """Stateless: the forecast after a whole history, in one call (None while it is too short)."""
         return self.forecast(self.advance(SeriesState(), observations))
 
     # serialisation -------------------------------------------------------

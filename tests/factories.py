@@ -29,6 +29,7 @@ def tiny_config(mode: str = "latent", **fields: Any) -> ModelConfig:
         "hidden_size": 8,
         "horizon": 3,
         "window": 10,
+        "scaling": "global",
     }
     values.update(fields)
     return ModelConfig(**values)

@@ -96,7 +96,7 @@ def forecast_costs(
             "latent_step": partial(_advance_state, latent, latent_state, new),
             "latent_session": partial(_advance_session, latent, latent.state_to_bytes(latent_state), new),
             "ar_window": partial(_advance_state, ar, ar_state, new),
-            "full_rerun": partial(latent.run, [*past, *new]),
+            "full_rerun": partial(latent.forecast_history, [*past, *new]),
         }
         for method, action in methods.items():
             seconds, repeats = median_time(action, budget)

@@ -125,13 +125,12 @@ def gathered_mean(group: dist.ProcessGroup | None, bucket: dist.GradBucket) -> t
     """DDP's exchange on gloo: every process's bucket gathered whole, then averaged in rank order.
 
     gloo's all-reduce of a bucket as small as these models' gradients takes
-    several round trips between processes; one all-gather takes one
-    (``python -m bench.exchange``: 1.4x to 2.3x less time for 20,000 floats
-    between two processes on one machine, docs/universe.md). Every process adds
-    the same values in the same order, so all hold the same mean. Where every
-    process's copy together would exceed ``GATHERED`` floats, the bucket goes
-    through the all-reduce, which holds no copy but its own and is as fast
-    there.
+    several round trips between processes; one all-gather takes one, which
+    costs less at these sizes (``python -m bench.exchange`` compares the two;
+    docs/performance.md gives its figures). Every process adds the same values
+    in the same order, so all hold the same mean. Where every process's copy
+    together would exceed ``GATHERED`` floats, the bucket goes through the
+    all-reduce, which holds no copy but its own and is as fast there.
     """
     flat = bucket.buffer()
     size = dist.get_world_size(group)

@@ -13,12 +13,12 @@ import os
 import re
 import secrets
 import socket
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from data.files import write_whole
 from latentcast.errors import NotFoundError
 
 JOB_PATTERN = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}$")
@@ -79,16 +79,7 @@ class JobStore:
 
     def save(self, job: JobReport) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{job.job_id}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(job.to_dict(), handle, indent=2)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path(job.job_id))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_whole(self.path(job.job_id), json.dumps(job.to_dict(), indent=2))
 
     def get(self, job_id: str) -> JobReport:
         """The job's report; an unfinished job whose process is gone reads as ``crashed``."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from data.files import write_whole
 
 LEASES_FOLDER = ".leases"
 
@@ -40,14 +41,7 @@ class Leases:
             "expires_at": time.time() + seconds,
             "versions": sorted(set(versions)),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".lease.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(lease, handle)
-            os.replace(tmp, self.own_path())
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_whole(self.own_path(), json.dumps(lease))
 
     def release(self) -> None:
         """This process holds nothing any more (it stops)."""

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from data.files import fsync_folder, write_whole
 from latentcast.errors import CheckpointError, NotFoundError
 from models.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
 from models.config import MODES
@@ -97,9 +98,9 @@ class Registry:
             _write_json(tmp / "data.json", checkpoint.get("data_span", {}))
             files = sorted(p.name for p in tmp.iterdir())
             _write_json(tmp / MANIFEST_FILE, {**meta, "files": {name: _sha256(tmp / name) for name in files}})
-            _fsync_dir(tmp)
+            fsync_folder(tmp)
             os.rename(tmp, folder / version)
-            _fsync_dir(folder)
+            fsync_folder(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -111,17 +112,7 @@ class Registry:
         mode = _mode_of(version)
         pointer = {"version": version, "promoted_at": self.clock().isoformat(timespec="seconds")}
         folder = self.root / mode
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".champion.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(pointer, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, folder / CHAMPION_FILE)
-            _fsync_dir(folder)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_whole(folder / CHAMPION_FILE, json.dumps(pointer), sync_folder=True)
         # the history serves retention alone: a line lost to a crash here makes the version a
         # challenger in its eyes, kept for the challengers' days instead of as a previous champion
         with open(folder / PROMOTIONS_FILE, "a") as history:
@@ -137,7 +128,7 @@ class Registry:
         path = self.path(version)
         hidden = path.parent / f"{REMOVED_PREFIX}{version}-{secrets.token_hex(3)}"
         os.rename(path, hidden)
-        _fsync_dir(path.parent)
+        fsync_folder(path.parent)
         shutil.rmtree(hidden)
 
     def remove_leftovers(self) -> list[str]:
@@ -312,11 +303,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
+from data.files import write_whole
 from training.costs import Cost
 from training.evaluate import SpanForecasts
 
@@ -310,7 +311,5 @@ def _cost_plot(costs: Sequence[Cost], path: Path) -> Path:
 
 def write_json_report(payload: dict[str, Any], path: Path) -> Path:
     """Write ``payload`` to ``path`` whole or not at all (a reader never sees half a report)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    write_whole(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path

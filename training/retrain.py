@@ -41,7 +41,7 @@ from data.feature_cache import FeatureCache, artifacts_cache
 from data.features import DEFAULT_FEATURES, recent_split, through_end
 from latentcast.errors import ConflictError, ForecastError
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets, checkpoint_young_offsets
-from models.config import DEFAULT_SCALING, MODES, ModelConfig
+from models.config import MODES, ModelConfig
 from training.config import TrainConfig
 from training.dataset import TrainingData, first_unseen_day
 from training.distributed import Orders, World
@@ -74,7 +74,7 @@ class RetrainConfig:
     stale_days: int = 126  # or when it is not worse and has read this many trading days the champion never did
     features: tuple[str, ...] = DEFAULT_FEATURES
     # a first challenger (no champion to copy) is what `latentcast train` would make
-    model: ModelConfig = field(default_factory=partial(ModelConfig, scaling=DEFAULT_SCALING))
+    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     as_of: str | None = None  # a date: only the prices before it, as a retrain run on that day would have seen
 

@@ -188,9 +188,9 @@ def against_plain_ewma(
 ) -> dict[str, Any]:
     """Diebold-Mariano tests of warmed ``spans`` against the plain-EWMA model's, by horizon (``h1``).
 
-    The plain-EWMA model is ``model_config``'s trained as before the variance
-    carried its weight (it starts at the steady weight, ``models/volatility.py``),
-    on the same data and seed, with its own split-conformal offsets: the
+    The plain-EWMA model is ``model_config``'s with the variance starting at its
+    steady weight instead of ``variance_prior`` (``models/volatility.py``),
+    trained on the same data and seed, with its own split-conformal offsets: the
     warmed forecasts of a session must be no worse for the young ones' sake.
     """
     plain = ModelConfig.from_dict({**model_config.to_dict(), "variance_prior": steady_weight(model_config)})

@@ -21,6 +21,7 @@ from typing import Any
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from data.files import write_whole
 from service.config import Settings
 from service.jobs.drift import DriftRule, DriftWatch, check_drift
 from service.jobs.retraining import RetrainLauncher
@@ -98,9 +99,7 @@ def beat(settings: Settings, scheduler: BlockingScheduler) -> None:
     }
     path = settings.artifacts / HEARTBEAT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
+    write_whole(path, json.dumps(record))
 
 
 def heartbeat_is_fresh(settings: Settings, now: float | None = None) -> tuple[bool, str]:

@@ -89,7 +89,7 @@ def test_conformal_offsets_travel_with_the_checkpoint_and_old_checkpoints_get_ze
     plain = Predictor.from_checkpoint(old)
     assert not plain.offsets.any()
     bars = real_bars("IBM", 50)
-    raw, moved = plain.run(bars), calibrated.run(bars)
+    raw, moved = plain.forecast_history(bars), calibrated.forecast_history(bars)
     assert raw is not None and moved is not None
     width = (np.array(raw.log_return)[:, -1:] - np.array(raw.log_return)[:, :1]) / 2
     np.testing.assert_allclose(moved.log_return, np.array(raw.log_return) + offsets * width, rtol=1e-9)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from latentcast.errors import ConfigError
-from models.config import ModelConfig, cell_class
+from models.config import DEFAULT_SCALING, ModelConfig, cell_class
 
 
 def test_round_trips_through_a_dict():
@@ -47,11 +47,17 @@ def test_unknown_fields_are_refused():
     assert str(err.value) == "unknown model config fields: layers"
 
 
-def test_a_config_saved_before_scaling_existed_loads_as_global():
+def test_a_config_saved_before_scaling_existed_is_refused():
     raw = ModelConfig().to_dict()
     for name in ("scaling", "ewma_decay", "variance_floor", "variance_prior", "input_clip"):
         del raw[name]
-    assert ModelConfig.from_dict(raw).scaling == "global"
+    with pytest.raises(ConfigError) as err:
+        ModelConfig.from_dict(raw)
+    assert str(err.value) == "model config has no scaling: it was saved by a build too old to read; retrain it"
+
+
+def test_new_models_and_the_dataclass_share_one_default_scaling():
+    assert ModelConfig().scaling == DEFAULT_SCALING
 
 
 def test_a_config_saved_before_the_variance_carried_its_weight_loads_with_the_plain_ewma():

@@ -112,7 +112,7 @@ def test_predictor_streaming_through_the_kernel_equals_the_whole_history(
     [series] = build_series(sources.bundled(["IBM"]), features, horizon=config.horizon)
     p = Predictor(Forecaster(config), Scaler.fit(series.features[:1000], features))
     history = real_bars("IBM", 60)
-    whole = p.run(history)
+    whole = p.forecast_history(history)
     steps: list[int] = []
     original = StepKernel.step
 

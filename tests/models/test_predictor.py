@@ -37,7 +37,7 @@ def observations(n: int, start: int = 0) -> list[Observation]:
 def test_one_observation_per_call_equals_the_whole_history(mode, cell):
     p = predictor(mode, cell)
     history = observations(200)
-    whole = p.run(history)
+    whole = p.forecast_history(history)
     state = SeriesState()
     for obs in history:
         state = p.state_from_bytes(p.state_to_bytes(p.advance(state, [obs])))
@@ -51,7 +51,7 @@ def test_one_observation_per_call_equals_the_whole_history(mode, cell):
 def test_forecast_is_quantiles_of_cumulative_returns_and_prices():
     p = predictor("latent")
     history = observations(30)
-    forecast = p.run(history)
+    forecast = p.forecast_history(history)
     assert forecast is not None
     assert forecast.horizons == [1, 2, 3] and forecast.quantiles == [0.1, 0.5, 0.9]
     log_return = np.array(forecast.log_return)
@@ -62,10 +62,10 @@ def test_forecast_is_quantiles_of_cumulative_returns_and_prices():
 def test_too_little_history_gives_no_forecast_yet():
     latent, ar = predictor("latent"), predictor("ar", window=12)
     assert latent.min_observations == 2 and ar.min_observations == 13
-    assert latent.run(observations(1)) is None
-    assert latent.run(observations(2)) is not None
-    assert ar.run(observations(12)) is None
-    assert ar.run(observations(13)) is not None
+    assert latent.forecast_history(observations(1)) is None
+    assert latent.forecast_history(observations(2)) is not None
+    assert ar.forecast_history(observations(12)) is None
+    assert ar.forecast_history(observations(13)) is not None
 
 
 def test_advance_does_not_change_the_state_it_is_given():
@@ -119,26 +119,28 @@ def test_bad_observations_are_refused_by_seq_before_anything_is_applied(obs, mes
 def test_a_close_only_model_checks_the_values_it_does_not_read_too(obs, message):
     p = predictor("latent", n_features=1)
     with pytest.raises(DataError) as err:
-        p.run([Observation(close=10.0), Observation(close=10.5), obs])
+        p.forecast_history([Observation(close=10.0), Observation(close=10.5), obs])
     assert str(err.value) == message
 
 
 def test_the_largest_price_allowed_gives_a_finite_forecast():
     p = predictor("latent", n_features=1)
-    forecast = p.run([Observation(close=MAX_PRICE), Observation(close=MIN_PRICE), Observation(close=MAX_PRICE)])
+    forecast = p.forecast_history(
+        [Observation(close=MAX_PRICE), Observation(close=MIN_PRICE), Observation(close=MAX_PRICE)]
+    )
     assert forecast is not None and np.isfinite(forecast.price).all()
 
 
 def test_a_price_under_the_smallest_allowed_is_refused():
     p = predictor("latent", n_features=1)
     with pytest.raises(DataError, match=r"^observation 1: close is 5e-324; prices must be at least 1e-12$"):
-        p.run([Observation(close=10.0), Observation(close=5e-324)])
+        p.forecast_history([Observation(close=10.0), Observation(close=5e-324)])
 
 
 def test_close_only_model_accepts_bare_prices():
     p = predictor("latent", n_features=1)
     assert p.fields == ("close",)
-    assert p.run([Observation(close=c) for c in (10.0, 10.5, 10.2)]) is not None
+    assert p.forecast_history([Observation(close=c) for c in (10.0, 10.5, 10.2)]) is not None
 
 
 def test_state_bytes_from_another_mode_are_refused():

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.redis_processes import RedisClusterProcess, RedisProcess
 from models.predictor import Observation
 from service.config import Settings
 from service.http.app import create_app
@@ -17,6 +16,7 @@ from service.stores.memory import MemorySessionStore
 from service.stores.redis import RedisSessionStore
 from tests.factories import real_bars, tiny_checkpoint
 from tests.service.store_records import TIMEOUT, MakeStore
+from tests.support.redis_processes import RedisClusterProcess, RedisProcess
 from training.registry import Registry
 
 MakeSettings = Callable[..., Settings]

@@ -7,9 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import ServiceProcess
 from models.predictor import Observation
 from tests.service.test_e2e import assert_close, env
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not
@@ -86,7 +86,9 @@ def test_each_item_gets_its_own_status_and_nothing_else_changes(server, registry
         after = {sid: state(alice, sid) for sid in (retried, gapped, invalid)} | {foreign: state(bob, foreign)}
         assert after == before
         final = state(alice, fed)
-    offline = registry.predictor(final["model"]["version"]).run([Observation(close=c) for c in closes[: WARM + 3]])
+    offline = registry.predictor(final["model"]["version"]).forecast_history(
+        [Observation(close=c) for c in closes[: WARM + 3]]
+    )
     assert offline is not None and final["next_seq"] == WARM + 3
     assert_close(final["forecast"], offline.to_dict())
 
@@ -102,7 +104,7 @@ def test_many_sessions_in_one_request_equal_their_offline_replays(server, regist
             assert [item["status"] for item in reply.json()["items"]] == [200] * len(sessions)
         last = reply.json()["items"]
     for i, item in enumerate(last):
-        offline = registry.predictor(item["reply"]["model"]["version"]).run(
+        offline = registry.predictor(item["reply"]["model"]["version"]).forecast_history(
             [Observation(close=c) for c in closes[i : i + WARM + 10]]
         )
         assert offline is not None

@@ -11,11 +11,11 @@ import pytest
 import redis
 from latentcast_client import ApiError, AsyncClient, Client, ClientSettings, Item, Session
 
-from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
 from service import cli
 from tests.service.test_e2e import assert_close, env
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not
@@ -52,7 +52,7 @@ def server(registry: Registry, tmp_path_factory: pytest.TempPathFactory):
 
 
 def offline(registry: Registry, version: str, closes: list[float]) -> dict:
-    forecast = registry.predictor(version).run([Observation(close=c) for c in closes])
+    forecast = registry.predictor(version).forecast_history([Observation(close=c) for c in closes])
     assert forecast is not None
     return forecast.to_dict()
 

@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.harness import ServiceProcess
 from data import sources
 from models.predictor import Observation
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
@@ -138,7 +138,9 @@ def test_concurrent_retried_batches_equal_an_offline_replay(
         for stream in streams:
             info = httpx.get(f"{urls[-1]}/v1/sessions/{stream.session_id}").json()
             assert info["next_seq"] == LENGTH
-            offline = registry.predictor(info["model"]["version"]).run([Observation(close=c) for c in stream.closes])
+            offline = registry.predictor(info["model"]["version"]).forecast_history(
+                [Observation(close=c) for c in stream.closes]
+            )
             assert offline is not None and info["forecast"]["as_of_seq"] == offline.as_of_seq
             np.testing.assert_allclose(info["forecast"]["log_return"], offline.log_return, atol=1e-4)
         scraped = [httpx.get(f"{url}/metrics").text for url in urls]

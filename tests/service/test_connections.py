@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.harness import ServiceProcess
 from latentcast.errors import ConfigError
 from service.config import RESERVED_FILES
 from service.http.connections import allow_open_files
 from tests.service import hostile
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # each test runs real server processes (uvicorn, nginx): the full tier runs them, make check does not

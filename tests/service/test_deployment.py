@@ -19,10 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from bench.harness import ROOT, ServiceProcess, debian_tool, free_port
 from service.config import Settings
 from service.jobs.scheduler import heartbeat_is_fresh
 from tests.factories import tiny_checkpoint
+from tests.support.processes import ROOT, ServiceProcess, debian_tool, free_port
 from training.jobs import JobStore
 from training.registry import Registry
 

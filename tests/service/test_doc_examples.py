@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import ServiceProcess
 from data import sources
 from data.features import build_series, fit_scaler, split_dates
 from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
 from tests.service.test_e2e import env
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow  # a server process: see the "slow" marker in pyproject.toml

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Route
 
-from bench.harness import ServiceProcess
 from tests.service.test_e2e import env
 from tests.service.test_page import browser, playwright  # noqa: F401 (fixtures)
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.harness import ServiceProcess
 from models.predictor import Observation
 from tests.service.conftest import versions
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml
@@ -91,6 +91,8 @@ def test_a_redis_session_continues_after_the_server_is_killed(
             reply = http.post(f"{url}/observations", json={"seq": seq, "observations": [closes[seq]]})
         final = reply.json()
     assert final["next_seq"] == 200 and final["model"] == opened["model"]
-    offline = registry.predictor(opened["model"]["version"]).run([Observation(close=c) for c in closes[:200]])
+    offline = registry.predictor(opened["model"]["version"]).forecast_history(
+        [Observation(close=c) for c in closes[:200]]
+    )
     assert offline is not None
     assert_close(final["forecast"], offline.to_dict())

@@ -28,14 +28,16 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
-from bench.harness import ServiceProcess
-from bench.redis_processes import RedisProcess
-from bench.soak import SoakPlan, bars, feed, open_streams, service_env, verify
-from bench.soak_client import FaultRates, FaultyStream
 from models.predictor import Observation
 from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
+from tests.support.processes import ServiceProcess
+from tests.support.redis_processes import RedisProcess
+from tests.support.soak import feed, open_streams
+from tests.support.soak_check import verify
+from tests.support.soak_client import FaultRates, FaultyStream
+from tests.support.soak_setup import SoakPlan, bars, service_env
 from training.registry import MANIFEST_FILE, Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing]  # not in `make check`: see the "slow" marker in pyproject.toml
@@ -149,7 +151,7 @@ def test_with_redis_away_the_service_answers_503_and_recovers_by_itself(
         assert retried.status_code == 200 and retried.json()["next_seq"] == 8
         info = client.get(url).json()
         assert info["next_seq"] == 8
-    offline = registry.predictor(info["model"]["version"]).run([Observation(close=c) for c in closes[:8]])
+    offline = registry.predictor(info["model"]["version"]).forecast_history([Observation(close=c) for c in closes[:8]])
     assert offline is not None
     np.testing.assert_allclose(info["forecast"]["log_return"], offline.log_return, atol=1e-4)
 

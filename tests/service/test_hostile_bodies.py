@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import ROOT, ServiceProcess
 from tests.service.test_bulk import ALICE
 from tests.service.test_e2e import env
+from tests.support.processes import ROOT, ServiceProcess
 from training.registry import Registry
 
 ATTACK = 20.0

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import ROOT, ServiceProcess
 from models.predictor import Observation, SeriesState
 from tests.service import hostile
+from tests.support.processes import ROOT, ServiceProcess
 from training.registry import Registry
 
 SLOW_CONNECTIONS = 2000

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from bench.harness import ServiceProcess
 from service.config import Settings
 from service.http.logs import SessionIdFilter
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 ALICE, BOB, ADMIN = "alice-log-key-0123456789", "bob-log-key-0123456789ab", "admin-log-key-0123456789"

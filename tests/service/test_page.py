@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, ViewportSize, sync_playwright
 
-from bench.harness import ROOT, ServiceProcess, debian_tool
+from tests.support.processes import ROOT, ServiceProcess, debian_tool
 from training.jobs import JobReport, JobStore
 from training.registry import Registry
 from training.report import LABELS

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
-from bench.harness import ServiceProcess
 from tests.service.test_page import KEY, START, TICKER, WAIT_MS, browser, open_page, playwright, server, use_key
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # with a server and a browser to start, the module takes longer than a unit test should (docs/page.md)

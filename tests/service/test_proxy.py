@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import ROOT, ServiceProcess, debian_tool, free_port, wait_until
 from tests.service import hostile
 from tests.service.test_connections import Prober
+from tests.support.processes import ROOT, ServiceProcess, debian_tool, free_port, wait_until
 from training.registry import Registry
 
 # each test runs real server processes (uvicorn, nginx): the full tier runs them, make check does not

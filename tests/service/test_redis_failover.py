@@ -19,12 +19,12 @@ from typing import TypeVar
 import pytest
 import redis
 
-from bench.redis_processes import RedisClusterProcess, RedisProcess
 from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import StoreLimits
 from service.stores.redis import RedisSessionStore
 from tests.service.store_records import record, update
+from tests.support.redis_processes import RedisClusterProcess, RedisProcess
 
 pytestmark = pytest.mark.slow  # a cluster of six processes and a failover: some seconds
 

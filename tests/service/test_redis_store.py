@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import redis
 
-from bench.harness import free_port
 from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from service.metrics import ServiceMetrics
@@ -22,6 +21,7 @@ from service.stores import StoredReply, StoreLimits
 from service.stores.redis import RedisSessionStore
 from tests.service.redis_legacy import write_legacy
 from tests.service.store_records import BARS, record, update
+from tests.support.processes import free_port
 from training.registry import Registry
 
 pytestmark = pytest.mark.anyio
@@ -236,7 +236,7 @@ async def test_states_a_bulk_append_writes_as_arrays_read_back_from_redis_as_any
         assert [reply.to_json() for reply in retried] == [reply.to_json() for reply in replies]  # type: ignore[union-attr]
         # two closes each: the one-by-one path (the torch forward) reads the states the arrays wrote
         items = [AppendItem(session_id, 26, [Observation(c) for c in closes[26:28]]) for session_id in ids]
-        want = pool.get(opened[0].model.version).run([Observation(c) for c in closes[:28]])
+        want = pool.get(opened[0].model.version).forecast_history([Observation(c) for c in closes[:28]])
         assert want is not None
         for reply in await service.append_many("owner", items):
             assert not isinstance(reply, Exception) and reply.forecast is not None

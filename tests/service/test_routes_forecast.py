@@ -18,7 +18,7 @@ def test_a_forecast_of_closes_is_the_champions_run_over_them(client: TestClient,
     champion = registry.champion("latent")
     assert champion is not None
     assert body["model"] == {"mode": "latent", "version": champion}
-    want = registry.predictor(champion).run([Observation(close=c) for c in closes[:60]])
+    want = registry.predictor(champion).forecast_history([Observation(close=c) for c in closes[:60]])
     assert want is not None
     assert body["forecast"] == want.to_dict()
     assert body["forecast"]["as_of_seq"] == 59 and body["forecast"]["horizons"] == [1, 2, 3]
@@ -38,7 +38,7 @@ def test_bars_go_to_a_version_that_reads_range_and_volume(client: TestClient, re
     payload = [{"close": b.close, "high": b.high, "low": b.low, "volume": b.volume, "time": b.time} for b in bars[:40]]
     body = client.post("/v1/forecast", json={"version": version, "observations": payload}).json()
     assert body["model"] == {"mode": "latent", "version": version}
-    want = registry.predictor(version).run(bars[:40])
+    want = registry.predictor(version).forecast_history(bars[:40])
     assert want is not None and body["forecast"] == want.to_dict()
 
     closes_only = client.post("/v1/forecast", json={"version": version, "observations": [b.close for b in bars[:40]]})

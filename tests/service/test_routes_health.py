@@ -9,10 +9,10 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from bench.harness import free_port
 from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
+from tests.support.processes import free_port
 from training.registry import Registry
 
 

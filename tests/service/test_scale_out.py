@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 from latentcast_client import Client, ClientSettings
 
-from bench.cpu import connection_owners, listening_owners
-from bench.harness import START_SECONDS, ServiceProcess, serve_command
-from bench.market import serving_workers
 from models.predictor import Observation
 from tests.service.test_e2e import assert_close, env
+from tests.support.processes import START_SECONDS, ServiceProcess, serve_command
+from tests.support.workers import connection_owners, listening_owners, serving_workers
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -47,7 +46,9 @@ def test_a_session_opened_on_one_process_continues_on_another(
     assert reply["next_seq"] == WARM + 40 and again.next_seq == WARM + 43
     assert [r["next_seq"] for r in many if isinstance(r, dict)] == [WARM + 41, WARM + 42]
     assert isinstance(streamed, dict)
-    offline = registry.predictor(session.model["version"]).run([Observation(close=c) for c in closes[: WARM + 43]])
+    offline = registry.predictor(session.model["version"]).forecast_history(
+        [Observation(close=c) for c in closes[: WARM + 43]]
+    )
     assert offline is not None
     assert_close(streamed["forecast"], offline.to_dict())
 
@@ -84,7 +85,9 @@ def test_serve_runs_several_workers_on_the_redis_store(
         )
         assert status == 200 and reply["next_seq"] == WARM + 11, reply
     assert two.process is not None and two.process.returncode == 0  # SIGTERM: every worker shut down in time
-    offline = registry.predictor(reply["model"]["version"]).run([Observation(close=c) for c in closes[: WARM + 11]])
+    offline = registry.predictor(reply["model"]["version"]).forecast_history(
+        [Observation(close=c) for c in closes[: WARM + 11]]
+    )
     assert offline is not None
     assert_close(reply["forecast"], offline.to_dict())
 

@@ -60,7 +60,7 @@ def test_a_migration_replays_what_the_record_retains(predictor: Predictor, close
     target = Predictor.from_checkpoint(tiny_checkpoint("latent", seed=3), "latent-v3")
     step = plan_migration(target, record(predictor, closes[:30]), now=1.0)
     assert step.applied == 30 and step.update.version == "latent-v3" and step.update.clear_replies
-    assert step.reply.forecast == target.run([Observation(c) for c in closes[:30]])
+    assert step.reply.forecast == target.forecast_history([Observation(c) for c in closes[:30]])
 
 
 def test_a_state_that_does_not_match_its_record_is_an_error(predictor: Predictor, closes: list[float]):

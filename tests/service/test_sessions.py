@@ -56,7 +56,7 @@ def assert_same_forecast(got: Forecast | None, want: Forecast | None) -> None:
 
 
 async def offline(service: SessionService, reply: SessionReply, history: list[Observation]) -> Forecast | None:
-    return service.pool.get(reply.model.version).run(history)
+    return service.pool.get(reply.model.version).forecast_history(history)
 
 
 async def test_opening_warms_the_session_on_its_history(service: SessionService, obs):
@@ -201,7 +201,7 @@ async def test_sessions_stay_on_their_version_until_migrated(tmp_path, obs):
     moved = await service.migrate(OWNER, opened.session_id)
     assert (moved.previous.version, moved.reply.model.version) == (old, new)
     assert (moved.replayed, moved.first_replayed_seq, moved.reply.next_seq) == (40, 11, 51)
-    want = service.pool.get(new).run(obs[11:51])
+    want = service.pool.get(new).forecast_history(obs[11:51])
     assert want is not None
     assert_same_forecast(moved.reply.forecast, Forecast(50, want.horizons, want.quantiles, want.log_return, want.price))
     after = await service.append(OWNER, opened.session_id, 51, obs[51:52])

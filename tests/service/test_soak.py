@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import ServiceProcess
-from bench.soak import SoakPlan, passed, retrain_overlapped, service_env, soak, table
-from bench.soak_setup import KEYS
 from tests.factories import tiny_checkpoint
+from tests.support.processes import ServiceProcess
+from tests.support.soak import passed, retrain_overlapped, soak, table
+from tests.support.soak_setup import KEYS, SoakPlan, service_env
 from training.registry import Registry
 
 pytestmark = pytest.mark.slow  # not in `make check`: see the "slow" marker in pyproject.toml

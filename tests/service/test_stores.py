@@ -11,7 +11,6 @@ from dataclasses import replace
 import pytest
 import redis
 
-from bench.harness import free_port
 from latentcast.errors import UnavailableError
 from models.predictor import Observation
 from service.stores import StoreLimits
@@ -19,6 +18,7 @@ from service.stores.memory import MemorySessionStore
 from service.stores.records import observation_from_bytes, observation_to_bytes
 from service.stores.redis import RedisSessionStore
 from tests.service.store_records import BARS, MakeStore, record, update
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -17,12 +17,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
-from bench.harness import ServiceProcess
 from models.predictor import Observation
 from service.http.routes.stream import MessageTooBig, finished, read
 from tests.service.test_bulk import ALICE, BOB, WARM, client, open_session, state
 from tests.service.test_e2e import assert_close, env
 from tests.service.test_json_reader import HUGE, INVALID
+from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
 # each test talks to a real latentcast serve process: the full tier runs them, make check does not
@@ -176,7 +176,7 @@ def test_a_feed_that_drops_and_reconnects_equals_an_offline_replay(server, regis
     assert reconnections >= 3
     for i, final in enumerate(finals):
         assert final["next_seq"] == WARM + 60
-        offline = registry.predictor(final["model"]["version"]).run(
+        offline = registry.predictor(final["model"]["version"]).forecast_history(
             [Observation(close=c) for c in closes[i : i + WARM + 60]]
         )
         assert offline is not None

@@ -44,7 +44,7 @@ def test_rolling_forecasts_equal_what_the_service_would_answer(prices, mode, mon
             Observation(close=r["close"], high=r["high"], low=r["low"])
             for r in prices.iloc[: day + 1].to_dict("records")
         ]
-        served = predictor.run(history)
+        served = predictor.forecast_history(history)
         assert served is not None
         np.testing.assert_allclose(span.quantiles[k], served.log_return, atol=1e-6)
         assert span.close[k] == pytest.approx(history[-1].close)

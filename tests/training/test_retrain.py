@@ -215,7 +215,7 @@ def test_champion_and_challenger_are_scored_with_their_conformal_offsets(tmp_pat
 
 
 def test_a_first_challenger_takes_the_project_default_scaling(tmp_path):
-    assert RetrainConfig(artifacts=tmp_path).model.scaling == DEFAULT_SCALING != ModelConfig().scaling
+    assert RetrainConfig(artifacts=tmp_path).model == ModelConfig()
     job = run_retrain(
         RetrainConfig(
             artifacts=tmp_path, tickers=("IBM",), source="bundled", history_years=2, modes=("latent",), train=FAST

@@ -13,7 +13,7 @@ Each ``FaultyStream`` feeds one session its observations in batches of 1 to
 Each batch goes through the package's client (``AsyncClient.append``) at the
 seq the stream chooses, with no retries of the client's own: a server that is
 down (refused connections, 503 while a store is away) is waited for here, and
-counted, and the batch sent again, until the deadline. ``bench/soak_check.py``
+counted, and the batch sent again, until the deadline. ``tests/support/soak_check.py``
 then compares the session with an offline replay of the same observations.
 """
 

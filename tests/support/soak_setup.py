@@ -1,6 +1,6 @@
 """What a soak runs against: the plan, real bars, a registry of small models, and the servers' settings.
 
-``bench/soak.py`` runs the soak; this module prepares it: the sessions' bars
+``tests/support/soak.py`` runs the soak; this module prepares it: the sessions' bars
 (real daily prices of the bundled tickers), two barely trained versions of
 each mode, the ``LATENTCAST_*`` settings of the servers and the processes
 themselves, and the retrain command a scheduled job would run.
@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.harness import ROOT, ServiceProcess
-from bench.soak_client import FaultRates
 from data import sources
 from models.config import ModelConfig
 from models.predictor import Observation
+from tests.support.processes import ROOT, ServiceProcess
+from tests.support.soak_client import FaultRates
 from training.config import TrainConfig
 from training.pipeline import train_and_register
 from training.registry import Registry
@@ -31,7 +31,7 @@ TICKERS = ("AAPL", "GOOG", "IBM", "MSFT")
 KEYS = tuple(f"soak-client-key-{i}-0123456789" for i in range(4))
 ADMIN_KEY = "soak-admin-key-0123456789"
 # small models: the soak is about the service, not the forecasts
-MODEL = ModelConfig(conv_channels=4, hidden_size=8, horizon=3, window=10)
+MODEL = ModelConfig(conv_channels=4, hidden_size=8, horizon=3, window=10, scaling="global")
 # barely trained (a tiny learning rate), so that a retrain surely beats them
 WEAK = TrainConfig(epochs=1, lr=1e-7, streams=4, bptt=25, windows_per_epoch=128, threads=1, progress=False)
 RETRAIN_ARGS = ["--source", "bundled", "--tickers", "IBM", "MSFT", "--epochs", "3", "--hidden", "8"]

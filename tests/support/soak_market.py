@@ -32,7 +32,7 @@ from typing import Any
 
 from latentcast_client import ApiError, AsyncClient, ClientSettings, Feed, Item
 
-from bench.soak_client import FaultRates, FaultyStream, wire
+from tests.support.soak_client import FaultRates, FaultyStream, wire
 
 VIAS = ("bulk", "stream")
 # the client's own retries (a server or store away for a moment): as patient as the REST mode's waits

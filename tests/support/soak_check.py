@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.soak_client import FaultyStream
-from bench.soak_setup import SoakPlan
 from models.predictor import SeriesState
+from tests.support.soak_client import FaultyStream
+from tests.support.soak_setup import SoakPlan
 from training.registry import Registry
 
 # forecasts cross JSON and float32 state bytes: equal to an offline replay to this
@@ -80,7 +80,7 @@ def check_against_replay(
     retained = min(total, retained_bound)
     if info["retained"] != retained:
         problems.append(f"{session}: retains {info['retained']} observations, should be {retained}")
-    offline = registry.predictor(info["model"]["version"]).run(stream.observations)
+    offline = registry.predictor(info["model"]["version"]).forecast_history(stream.observations)
     if not _same_forecast(info["forecast"], offline):
         problems.append(f"{session}: forecast differs from the offline replay")
     if migrate_to is not None and not problems:

@@ -1,7 +1,7 @@
-"""Real Redis for the benchmarks and the tests: a redis-server, or a 3-master Redis Cluster, on free ports.
+"""Real Redis for the tests and the benchmarks: a redis-server, or a 3-master Redis Cluster, on free ports.
 
-Every benchmark and test that needs Redis starts it here, through the same
-readiness poll as the service (``bench/harness.py``).
+Every test and benchmark that needs Redis starts it here, through the same
+readiness poll as the service (``tests/support/processes.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from bench.harness import POLL_SECONDS, START_SECONDS, debian_tool, free_port, log_tail, wait_until
+from tests.support.processes import POLL_SECONDS, START_SECONDS, debian_tool, free_port, log_tail, wait_until
 
 
 class RedisProcess:
