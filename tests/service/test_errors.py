@@ -147,6 +147,11 @@ def test_bad_values_in_a_stateless_forecast_or_a_history_are_422(client: TestCli
         ),
         (
             "/v1/sessions/SESSION/observations",
+            {"seq": 2**63, "observations": [1.0]},
+            "seq: Input should be less than or equal to 9223372036854775807",
+        ),
+        (
+            "/v1/sessions/SESSION/observations",
             {"seq": 10, "observations": []},
             "observations: List should have at least 1 item after validation, not 0",
         ),

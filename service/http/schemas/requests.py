@@ -105,11 +105,18 @@ class OpenSessionRequest(ModelChoice):
     )
 
 
+# a seq is stored as a signed 64-bit integer (Redis counts with them); the schema says so, so that a client
+# knows the bound rather than meeting it
+MAX_SEQ = 2**63 - 1
+
+
 class AppendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     # not strict: JSON Schema counts 5.0 as the integer 5, and so does this field
-    seq: int = Field(ge=0, strict=False, description="seq of the first observation: the session's next_seq, or a retry")
+    seq: int = Field(
+        ge=0, le=MAX_SEQ, strict=False, description="seq of the first observation: the session's next_seq, or a retry"
+    )
     observations: list[ObservationField] = Field(min_length=1, description="new observations, oldest first")
 
     @field_validator("seq", mode="before")
