@@ -251,21 +251,24 @@ class Scaler:
         std = np.where(std > 0, std, 1.0)
         return cls(tuple(features), rows.mean(axis=0), std, float(std[0]), clip)
 
-    def transform(self, rows: np.ndarray, volatility_scaled: bool = False) -> np.ndarray:
+    def transform(self, rows: np.ndarray, raw_columns: int = 0) -> np.ndarray:
         """(..., F) unscaled -> (..., F) float32 scaled and clipped.
 
         For a volatility-scaled model the returns (column 0) are only divided by
         ``target_scale``, neither centred nor clipped: the model divides them by
         their own volatility and clips them then, so that a series with every
-        return multiplied by k reads the same.
+        return multiplied by k reads the same. ``raw_columns``: how many leading
+        columns are so treated (``ModelConfig.raw_columns``: 1 the returns, 2
+        the returns and the range of a model whose variance reads it; a bool
+        reads as 0 or 1).
         """
         scaled = (rows - self.mean) / self.std
         # np.clip's dispatch costs twice the two ufuncs it stands for, at every request
         np.maximum(scaled, -self.clip, out=scaled)
         out = np.minimum(scaled, self.clip, out=scaled).astype(np.float32)
-        if volatility_scaled:
-            returns = rows[..., 0] / self.target_scale
-            out[..., 0] = np.minimum(np.maximum(returns, -RAW_RETURN_BOUND), RAW_RETURN_BOUND)
+        if raw_columns:
+            moves = rows[..., :raw_columns] / self.target_scale
+            out[..., :raw_columns] = np.minimum(np.maximum(moves, -RAW_RETURN_BOUND), RAW_RETURN_BOUND)
         return out
 
     def to_dict(self) -> dict[str, Any]:

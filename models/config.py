@@ -12,6 +12,9 @@ from latentcast.errors import ConfigError
 MODES = ("ar", "latent")
 CELLS = ("RNN", "LSTM", "GRU")
 SCALINGS = ("global", "volatility")
+# What a volatility-scaled stream's variance reads each day: the squared return, or (with the ``range``
+# feature second) Parkinson's range variance, (log(high / low))^2 / (4 ln 2) (``models/volatility.py``).
+VARIANCE_SOURCES = ("returns", "parkinson")
 # What new models are trained with (`latentcast train`, `make run`, a first retrain): the better scaling by the
 # backtest's Diebold-Mariano test, docs/backtest.md says why.
 DEFAULT_SCALING = "volatility"
@@ -45,6 +48,13 @@ class ModelConfig:
     A saved config must name its ``scaling``. One saved before
     ``variance_prior`` existed loads with the steady weight 1 / (1 - decay),
     the plain EWMA it was trained with (docs/retention.md: for how long).
+
+    ``variance_source`` says what that variance reads each day: ``returns``
+    the squared return; ``parkinson`` Parkinson's variance from the day's
+    high-low range, about five times as efficient, for a model whose second
+    feature is ``range`` (then read, like the returns, in units of the
+    training returns' std and over the stream's volatility). A config saved
+    without the field reads returns, as it was trained.
     """
 
     mode: str = "latent"
@@ -63,6 +73,7 @@ class ModelConfig:
     variance_floor: float = 1e-4
     variance_prior: float = 0.005  # pseudo-returns the training variance weighs as at a stream's start
     input_clip: float = 10.0
+    variance_source: str = "returns"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,6 +81,15 @@ class ModelConfig:
         cell_class(self.cell)
         if self.scaling not in SCALINGS:
             raise ConfigError(f"unknown scaling {self.scaling!r}; valid scalings: {', '.join(SCALINGS)}")
+        if self.variance_source not in VARIANCE_SOURCES:
+            raise ConfigError(
+                f"unknown variance_source {self.variance_source!r}; valid sources: {', '.join(VARIANCE_SOURCES)}"
+            )
+        if self.variance_source == "parkinson" and (self.scaling != "volatility" or self.n_features < 2):
+            raise ConfigError(
+                "variance_source 'parkinson' needs volatility scaling and the range as second feature, got "
+                f"scaling {self.scaling!r} with {self.n_features} feature(s)"
+            )
         if not 0.0 < self.ewma_decay < 1.0:
             raise ConfigError(f"ewma_decay must be in (0, 1), got {self.ewma_decay!r}")
         if not self.variance_floor > 0 or not self.input_clip > 0 or not self.variance_prior > 0:
@@ -90,6 +110,13 @@ class ModelConfig:
     @property
     def volatility_scaled(self) -> bool:
         return self.scaling == "volatility"
+
+    @property
+    def raw_columns(self) -> int:
+        """Leading input columns left in return units for the model to scale: the returns (and the range)."""
+        if not self.volatility_scaled:
+            return 0
+        return 2 if self.variance_source == "parkinson" else 1
 
     @property
     def median_index(self) -> int:

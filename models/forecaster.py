@@ -124,16 +124,20 @@ class Forecaster(nn.Module):
         return (out, carried, volatility) if with_volatility else (out, carried)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray, np.ndarray]:
-        """x (B, T, F) with returns over the volatility before them, and the (B, T + 1) EWMA variances and weights.
+        """x (B, T, F) with returns (and ranges) over the volatility before them, and the (B, T + 1) EWMA
+        variances and weights.
 
         The recursion runs in numpy, on the CPU, wherever ``x`` is (a copy from and to a GPU).
         """
         assert state.volatility is not None, "a volatility-scaled model needs a state carrying the variance"
-        returns = x[..., 0].detach().cpu().numpy()  # (B, T)
+        raw = self.config.raw_columns
+        moves = x[..., :raw].detach().cpu().numpy()  # (B, T, 1): the returns, (B, T, 2): and the ranges
         before = state.volatility.detach().cpu().numpy()  # (B, 2)
-        variances, weights = ewma_variances(returns, before[:, 0], before[:, 1], self.config)
-        scaled = torch.from_numpy(standardised_returns(returns, variances[:, :-1], self.config)).to(x.device)
-        return torch.cat([scaled[..., None], x[..., 1:]], dim=2), variances, weights
+        ranges = moves[..., 1] if raw == 2 else None
+        variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
+        scaled = [standardised_returns(moves[..., j], variances[:, :-1], self.config) for j in range(raw)]
+        standard = torch.from_numpy(np.stack(scaled, axis=2)).to(x.device)
+        return torch.cat([standard, x[..., raw:]], dim=2), variances, weights
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:

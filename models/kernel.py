@@ -51,6 +51,7 @@ class StepKernel:
         self.conv_size = c.n_features * (c.conv_kernel - 1)
         self.config = c
         self.scaled = c.volatility_scaled
+        self.raw = c.raw_columns
         self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size + 2 * self.scaled  # P
         self.conv_w = _array(conv.weight.reshape(c.conv_channels, -1).T)  # (F*k, C), in the (F, k) order of seq
         self.conv_b = _array(conv.bias)
@@ -75,8 +76,10 @@ class StepKernel:
         seq[:, :, :-1] = packed[:, : self.conv_size].reshape(batch, f, k - 1)
         seq[:, :, -1] = x
         if self.scaled:
-            variances, weights = ewma_variances(x[:, :1], packed[:, -2], packed[:, -1], self.config)  # (B, 2) each
-            seq[:, 0, -1] = standardised_returns(x[:, 0], variances[:, 0], self.config)
+            ranges = x[:, 1:2] if self.raw == 2 else None
+            variances, weights = ewma_variances(x[:, :1], packed[:, -2], packed[:, -1], self.config, ranges)  # (B, 2)
+            for j in range(self.raw):  # the returns (and the ranges) over the volatility before them
+                seq[:, j, -1] = standardised_returns(x[:, j], variances[:, 0], self.config)
             after[:, -2], after[:, -1] = variances[:, 1], weights[:, 1]
         after[:, : self.conv_size] = seq[:, :, 1:].reshape(batch, -1)
         z = np.dot(seq.reshape(batch, -1), self.conv_w)  # (B, C)

@@ -78,7 +78,11 @@ class Predictor:
         self._scale = np.array(scaler.target_scale)  # 0-d: numpy multiplies by it faster than by a float
         self._horizons = range(1, config.horizon + 1)
         self._kernel = StepKernel(model) if config.mode == "latent" else None
-        self._volatility_scaled = config.volatility_scaled
+        if config.variance_source == "parkinson" and scaler.features[1:2] != ("range",):
+            raise StateError(
+                f"a Parkinson variance reads the range as second feature, the scaler has {list(scaler.features)}"
+            )
+        self._raw_columns = config.raw_columns
         shape = (config.horizon, len(config.quantiles))
         self.offsets = np.zeros(shape) if offsets is None else np.asarray(offsets, dtype=np.float64)
         if self.offsets.shape != shape:
@@ -185,7 +189,7 @@ class Predictor:
         ]
         prev = (volumes, batch.last_volume) if volumed else (None, None)
         features = bar_features(self.scaler.features, closes, batch.last_close, high, low, *prev)  # (B, F)
-        out, packed = self._kernel.step(self.scaler.transform(features, self._volatility_scaled), batch.packed)
+        out, packed = self._kernel.step(self.scaler.transform(features, self._raw_columns), batch.packed)
         after = SeriesBatch(batch.n_obs + 1, closes, volumes, out, packed)  # out (B, H, Q), packed (B, P)
         written = zip(
             batch_to_bytes(after, self.config),
@@ -223,7 +227,7 @@ class Predictor:
         if not new:
             return step
         prev = state if state.last_close is not None else _primed(observations[0])
-        rows = self.scaler.transform(self._features(new, prev), self._volatility_scaled)  # (T, F)
+        rows = self.scaler.transform(self._features(new, prev), self._raw_columns)  # (T, F)
         if self.config.mode == "latent":
             step.rows = rows
         else:

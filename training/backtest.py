@@ -51,6 +51,7 @@ from training.config import TrainConfig
 from training.coverage_tests import band_tests
 from training.evaluate import SpanForecasts
 from training.fanout import run_trials
+from training.har import series_ranges
 from training.report import LABELS
 from training.scoring import pooled, score
 from training.search import Search, with_choice
@@ -60,7 +61,8 @@ from training.verdicts import MCS_SIZE, judge
 
 logger = logging.getLogger(__name__)
 
-BANDED_BASELINES = ("garch_t", "riskmetrics_t", "riskmetrics_normal", "random_walk")
+# HAR-range is among them where the prices carry every day's high and low (``training.har``)
+BANDED_BASELINES = ("garch_t", "riskmetrics_t", "har_range", "riskmetrics_normal", "random_walk")
 # each model against the other and every baseline with quantiles
 OPPONENTS = {"latent": ("ar", *BANDED_BASELINES), "ar": BANDED_BASELINES}
 
@@ -270,7 +272,8 @@ def run_backtest(
     for fold in folds:
         forecasts, trained = _collect(results, fold.index)
         data = fold_data(prices, features, model_config.horizon, fold.validation_start, fold.test_start, fold.test_end)
-        for name, spans in baseline_spans(data, np.asarray(levels)).items():
+        known = prices if fold.test_end is None else prices[prices["date"] < fold.test_end]
+        for name, spans in baseline_spans(data, np.asarray(levels), series_ranges(known, data.series)).items():
             forecasts[name] = {0: spans}
         for method, done in trained.items():
             trainings.setdefault(method, []).extend(done)
@@ -283,7 +286,10 @@ def run_backtest(
     runs = {m: [by_seed[s] for s in sorted(by_seed)] for m, by_seed in everything.items()}
     horizons = sorted({1, model_config.horizon})
     banded = {m: r for m, r in runs.items() if r[0][0].quantiles is not None}
-    tests, sets = judge(runs, {m: levels for m in runs}, horizons, pairs(config.scalings), label)
+    if "har_range" not in runs:
+        logger.info("HAR-range left out: some prices have no high and low (closes only)")
+    tested = [(loss, a, b) for loss, a, b in pairs(config.scalings) if "har_range" in runs or "har_range" not in (a, b)]
+    tests, sets = judge(runs, {m: levels for m in runs}, horizons, tested, label)
     first, last = prices["date"].min(), prices["date"].max()
     return Backtest(
         created=datetime.now(UTC).isoformat(timespec="seconds"),

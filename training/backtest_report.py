@@ -22,7 +22,7 @@ from models.config import MODES
 from training.backtest import Backtest, label
 from training.report import write_json_report
 
-BASELINES = ("random_walk", "garch_t", "riskmetrics_normal", "riskmetrics_t", "linear_ar")
+BASELINES = ("random_walk", "garch_t", "riskmetrics_normal", "riskmetrics_t", "har_range", "linear_ar")
 POINT_ONLY = ("linear_ar",)  # forecasts a point only: no pinball loss to plot
 
 

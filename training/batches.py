@@ -83,8 +83,8 @@ def batches_for(config: ModelConfig, data: TrainingData, train: TrainConfig, sha
     """The batch source that trains ``config.mode``, reading ``shard`` of every batch (default: all of it)."""
     first_row = first_scored_row(config, train)
     if config.mode == "latent":
-        return StreamBatches(data, train, first_row, shard or Shard(), config.volatility_scaled)
-    return WindowBatches(data, config.window, train, first_row, shard or Shard(), config.volatility_scaled)
+        return StreamBatches(data, train, first_row, shard or Shard(), config.raw_columns)
+    return WindowBatches(data, config.window, train, first_row, shard or Shard(), config.raw_columns)
 
 
 def _scored(y: np.ndarray) -> int:
@@ -108,11 +108,11 @@ class _Rows:
     test: int  # first test row
 
 
-def _rows(data: TrainingData, first_row: int, volatility_scaled: bool) -> list[_Rows]:
+def _rows(data: TrainingData, first_row: int, raw_columns: int) -> list[_Rows]:
     out = []
     for series in data.series:
         valid, test = data.split.bounds(series)
-        x, y = data.scaled(series, volatility_scaled)
+        x, y = data.scaled(series, raw_columns)
         y_train, y_valid = mask_after(y, valid), mask_after(y, test)
         y_train[:first_row] = np.nan
         y_valid[: max(valid, first_row)] = np.nan
@@ -124,10 +124,10 @@ class StreamBatches:
     """Contiguous streams for truncated BPTT (latent mode)."""
 
     def __init__(
-        self, data: TrainingData, train: TrainConfig, first_row: int, shard: Shard, volatility_scaled: bool = False
+        self, data: TrainingData, train: TrainConfig, first_row: int, shard: Shard, raw_columns: int = 0
     ) -> None:
         self.bptt, self.first_row, self.group, self.shard = train.bptt, first_row, train.batch_size, shard
-        self.rows = _rows(data, first_row, volatility_scaled)
+        self.rows = _rows(data, first_row, raw_columns)
         self.train_rows = sum(_scored(r.y_train) for r in self.rows)
         self.validation_rows = sum(_scored(r.y_valid) for r in self.rows)
         self.finite = [np.isfinite(r.y_train).sum(axis=-1) for r in self.rows]  # (valid,) targets of each row
@@ -205,14 +205,14 @@ class WindowBatches:
         train: TrainConfig,
         first_row: int,
         shard: Shard,
-        volatility_scaled: bool = False,
+        raw_columns: int = 0,
     ) -> None:
         if first_row < window - 1:
             raise DataError(f"first scored row {first_row} comes before the first full window of {window} rows")
         if train.batch_size < shard.count:
             raise DataError(f"batches of {train.batch_size} windows cannot be shared by {shard.count} processes")
         self.window, self.train, self.shard = window, train, shard
-        self.rows = _rows(data, first_row, volatility_scaled)
+        self.rows = _rows(data, first_row, raw_columns)
         train_ends = [np.flatnonzero(np.isfinite(r.y_train).any(axis=-1)) for r in self.rows]
         self.valid_ends = [np.flatnonzero(np.isfinite(r.y_valid).any(axis=-1)) for r in self.rows]
         self.owner = np.concatenate([np.full(len(e), i) for i, e in enumerate(train_ends)])

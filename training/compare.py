@@ -44,6 +44,7 @@ from training.conformal import fit_offsets
 from training.costs import Cost, forecast_costs
 from training.dataset import TrainingData, first_unseen_day
 from training.evaluate import SpanForecasts, model_forecasts
+from training.har import har_range
 from training.pipeline import fit, training_summary
 from training.registry import Registry
 from training.report import LABELS, write_json_report, write_markdown, write_plots
@@ -161,19 +162,27 @@ def check_out_of_sample(contender: Contender, test_start: np.datetime64) -> None
         )
 
 
-def baseline_spans(data: TrainingData, levels: np.ndarray) -> dict[str, list[SpanForecasts]]:
+def baseline_spans(
+    data: TrainingData, levels: np.ndarray, ranges: Sequence[np.ndarray | None] | None = None
+) -> dict[str, list[SpanForecasts]]:
     """Each baseline's forecasts over each ticker's test span, fit on the training and validation spans.
 
     The models learn from both (validation picks their weights, and their state
-    is warmed through it): the baselines are fit on as much.
+    is warmed through it): the baselines are fit on as much. ``ranges``: each
+    series' log(high / low) (``training.har.series_ranges``); where every
+    series has one, HAR-range (``har_range``) is among the baselines.
     """
-    out: dict[str, list[SpanForecasts]] = {name: [] for name in BASELINES}
-    for series in data.series:
+    with_har = ranges is not None and all(x is not None for x in ranges)
+    out: dict[str, list[SpanForecasts]] = {name: [] for name in [*BASELINES, *(["har_range"] if with_har else [])]}
+    for i, series in enumerate(data.series):
         _, test = data.split.bounds(series)
         returns = series.features[:, 0]
         origins = np.arange(test, len(series))
-        for name, baseline in BASELINES.items():
-            forecast = baseline(returns, test, origins, data.horizon, levels)
+        forecasts = [baseline(returns, test, origins, data.horizon, levels) for baseline in BASELINES.values()]
+        if with_har:
+            assert ranges is not None
+            forecasts.append(har_range(returns, test, origins, data.horizon, levels, ranges[i]))
+        for name, forecast in zip(out, forecasts, strict=True):
             out[name].append(
                 SpanForecasts(
                     series.ticker,

@@ -72,9 +72,9 @@ class TrainingData:
     def features(self) -> tuple[str, ...]:
         return self.scaler.features
 
-    def scaled(self, series: Series, volatility_scaled: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def scaled(self, series: Series, raw_columns: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(T, F) scaled inputs and (T, H) scaled targets of one series (``Scaler.transform`` says how)."""
-        x = self.scaler.transform(series.features, volatility_scaled)
+        x = self.scaler.transform(series.features, raw_columns)
         return x, (series.targets / self.scaler.target_scale).astype(np.float32)
 
     def span(self, source: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class SpanForecasts:
 def model_outputs(model: Forecaster, scaler: Scaler, series: Series, start: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows with a forecast from ``start`` on, and their (N, H, Q) unscaled quantiles."""
     config = model.config
-    x = scaler.transform(series.features, config.volatility_scaled)
+    x = scaler.transform(series.features, config.raw_columns)
     model.eval()
     with torch.inference_mode(), fused_gru.evaluation():
         if config.mode == "latent":
@@ -106,7 +106,7 @@ def session_outputs(
     first = origin - history + 2
     assert first >= 1 and history >= 2, f"a session opened after row {origin} cannot hold {history} closes"
     end = len(series) if count is None else min(len(series), origin + count)
-    x = scaler.transform(series.features[first:end], model.config.volatility_scaled)
+    x = scaler.transform(series.features[first:end], model.config.raw_columns)
     model.eval()
     with torch.inference_mode(), fused_gru.evaluation():
         out, _ = model(torch.from_numpy(x)[None])

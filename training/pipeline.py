@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from data.features import DEFAULT_FEATURES
+from latentcast.errors import ConfigError
 from models.calibration import YoungOffsets
 from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
@@ -55,6 +56,10 @@ def fit(
     world = world or World()
     if model_config.n_features != len(data.features):
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "n_features": len(data.features)})
+    if model_config.variance_source == "parkinson" and data.features[1:2] != ("range",):
+        raise ConfigError(
+            f"variance_source 'parkinson' reads the range as second feature, the data has {list(data.features)}"
+        )
     if model_config.horizon != data.horizon:
         raise ValueError(f"model horizon {model_config.horizon} != data horizon {data.horizon}")
     torch.manual_seed(train_config.seed)

@@ -33,6 +33,7 @@ LABELS = {
     "garch_t": "GARCH(1,1)-t",
     "riskmetrics_normal": "RiskMetrics, normal",
     "riskmetrics_t": "RiskMetrics, t",
+    "har_range": "HAR-range, t",
 }
 COLUMNS = [
     ("mae", "MAE (%)", 100.0, ".3f"),

@@ -12,7 +12,7 @@ import pandas as pd
 from data import sources
 from data.features import DEFAULT_FEATURES
 from latentcast.errors import ConfigError
-from models.config import CELLS, DEFAULT_SCALING, SCALINGS, ModelConfig
+from models.config import CELLS, DEFAULT_SCALING, SCALINGS, VARIANCE_SOURCES, ModelConfig
 from service.config import get_settings
 from service.model_pool import ModelBounds
 from training import distributed
@@ -93,6 +93,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
         help="returns over the training std (global) or over each stream's own EWMA volatility (volatility)",
     )
     parser.add_argument(
+        "--variance-source",
+        choices=VARIANCE_SOURCES,
+        default=model.variance_source,
+        help="what a volatility-scaled stream's variance reads: squared returns, or the range (Parkinson; "
+        "needs --features returns,range,...)",
+    )
+    parser.add_argument(
         "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"
     )
     parser.add_argument(
@@ -133,6 +140,7 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
         horizon=args.horizon,
         quantiles=quantiles,
         scaling=args.scaling,
+        variance_source=args.variance_source,
     )
     # refused before training, not after: the service would not load it
     settings = get_settings()

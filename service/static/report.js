@@ -125,6 +125,7 @@ const LABELS = {
   garch_t: "GARCH(1,1)-t",
   riskmetrics_normal: "RiskMetrics, normal",
   riskmetrics_t: "RiskMetrics, t",
+  har_range: "HAR-range, t",
 };
 const methodLabel = (method) => LABELS[method] || method.replaceAll("_", " ");
 

@@ -114,6 +114,18 @@ def test_scaler_round_trips_and_clips():
     assert str(err.value) == "malformed scaler: mean/std do not match the features or are not positive"
 
 
+def test_raw_columns_are_left_in_the_returns_units_for_the_model_to_scale():
+    rows = np.array([[0.02, 0.03, 1.0], [-0.04, 0.05, 2.0], [0.0, 0.01, 3.0]])
+    scaler = Scaler.fit(rows, ("returns", "range", "volume"))
+    standard = scaler.transform(rows)
+    np.testing.assert_allclose(scaler.transform(rows, 1)[:, 0], rows[:, 0] / scaler.target_scale, rtol=1e-6)
+    np.testing.assert_array_equal(scaler.transform(rows, 1)[:, 1:], standard[:, 1:])
+    two = scaler.transform(rows, 2)
+    np.testing.assert_allclose(two[:, :2], rows[:, :2] / scaler.target_scale, rtol=1e-6)
+    np.testing.assert_array_equal(two[:, 2], standard[:, 2])
+    np.testing.assert_array_equal(scaler.transform(rows, True), scaler.transform(rows, 1))
+
+
 def test_training_targets_never_read_past_the_cut():
     targets = cumulative_targets(np.arange(10, dtype=float), horizon=3)
     masked = mask_after(targets, stop=6)

@@ -33,6 +33,17 @@ def test_unknown_cell_lists_the_valid_ones():
         ({"ewma_decay": 1.0}, "ewma_decay must be in (0, 1), got 1.0"),
         ({"variance_floor": 0.0}, "variance_floor, variance_prior and input_clip must be positive"),
         ({"variance_prior": 0.0}, "variance_floor, variance_prior and input_clip must be positive"),
+        ({"variance_source": "range"}, "unknown variance_source 'range'; valid sources: returns, parkinson"),
+        (
+            {"variance_source": "parkinson", "scaling": "volatility"},
+            "variance_source 'parkinson' needs volatility scaling and the range as second feature, "
+            "got scaling 'volatility' with 1 feature(s)",
+        ),
+        (
+            {"variance_source": "parkinson", "n_features": 2},
+            "variance_source 'parkinson' needs volatility scaling and the range as second feature, "
+            "got scaling 'global' with 2 feature(s)",
+        ),
     ],
 )
 def test_invalid_values_are_refused(fields, message):
@@ -66,3 +77,11 @@ def test_a_config_saved_before_the_variance_carried_its_weight_loads_with_the_pl
     loaded = ModelConfig.from_dict(raw)
     assert loaded.variance_prior == pytest.approx(1 / (1 - loaded.ewma_decay))
     assert ModelConfig.from_dict(ModelConfig().to_dict()).variance_prior == ModelConfig().variance_prior
+
+
+def test_the_variance_source_is_saved_and_a_config_without_it_reads_returns():
+    config = ModelConfig(n_features=2, scaling="volatility", variance_source="parkinson")
+    assert ModelConfig.from_dict(config.to_dict()) == config and config.raw_columns == 2
+    older = {k: v for k, v in config.to_dict().items() if k != "variance_source"}
+    assert ModelConfig.from_dict(older).variance_source == "returns"
+    assert ModelConfig.from_dict(older).raw_columns == 1 and ModelConfig().raw_columns == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch.nn.functional as F
 
 from data import sources
 from data.features import Scaler, build_series
+from latentcast.errors import StateError
 from models.config import CELLS, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel, softplus
@@ -21,9 +24,12 @@ STEPS = 30
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}
 
 
-def model(cell: str, layers: int, n_features: int, scaling: str = "global") -> Forecaster:
+def model(
+    cell: str, layers: int, n_features: int, scaling: str = "global", variance_source: str = "returns"
+) -> Forecaster:
     torch.manual_seed(7)
     config = ModelConfig(
+        variance_source=variance_source,
         cell=cell,
         n_features=n_features,
         conv_channels=6,
@@ -130,3 +136,66 @@ def test_predictor_streaming_through_the_kernel_equals_the_whole_history(
     assert steps == [1] * (len(history) - 2)
     assert whole is not None and streamed is not None
     np.testing.assert_allclose(streamed.log_return, whole.log_return, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("n_features", [2, 3])
+def test_a_parkinson_variance_steps_as_its_forward_and_continues_either_way(cell, n_features):
+    forecaster = model(cell, 2, n_features, "volatility", "parkinson")
+    kernel = StepKernel(forecaster)
+    x = torch.randn(3, STEPS, n_features, generator=torch.Generator().manual_seed(11)) * 2
+    with torch.no_grad():
+        whole, state = forecaster(x)
+        _, warm = forecaster(x[:, :6])
+        rest, _ = forecaster(x[:, 6:], StreamState.from_packed(warm.packed(), forecaster.config))
+    packed = kernel.zeros(3)
+    for t in range(STEPS):
+        out, packed = kernel.step(x[:, t].numpy(), packed)
+        assert np.abs(out - whole[:, t].numpy()).max() <= 1e-5
+    assert np.abs(packed - state.packed()).max() <= 1e-5
+    assert (rest - whole[:, 6:]).abs().max().item() <= 1e-5
+    # the variance read the ranges, not the returns: other returns, the same variance
+    other = x.clone()
+    other[..., 0] = -3 * other[..., 0]
+    with torch.no_grad():
+        _, other_state = forecaster(other)
+    assert other_state.volatility is not None and state.volatility is not None
+    torch.testing.assert_close(other_state.volatility, state.volatility, rtol=0, atol=0)
+    returns_model = model(cell, 2, n_features, "volatility")
+    with torch.no_grad():
+        _, read_returns = returns_model(x)
+    assert read_returns.volatility is not None and not torch.equal(read_returns.volatility, state.volatility)
+
+
+@pytest.mark.parametrize("mode", ["latent", "ar"])
+def test_predictor_with_a_parkinson_variance_streams_what_it_forecasts_on_the_whole_history(mode):
+    torch.manual_seed(3)
+    config = ModelConfig(
+        mode=mode,
+        n_features=3,
+        conv_channels=8,
+        hidden_size=16,
+        window=20,
+        scaling="volatility",
+        variance_source="parkinson",
+    )
+    features = FEATURES[3]
+    [series] = build_series(sources.bundled(["IBM"]), features, horizon=config.horizon)
+    p = Predictor(Forecaster(config), Scaler.fit(series.features[:1000], features))
+    history = real_bars("IBM", 60)
+    whole = p.forecast_history(history)
+    state = SeriesState()
+    for obs in history:
+        state = p.state_from_bytes(p.state_to_bytes(p.advance(state, [obs])))
+    streamed = p.forecast(state)
+    assert whole is not None and streamed is not None
+    np.testing.assert_allclose(streamed.log_return, whole.log_return, atol=1e-5)
+    # the same closes with every range widened: other forecasts (the range sets the scale)
+    wider = [replace(o, high=o.high * 1.01, low=o.low / 1.01) if o.high and o.low else o for o in history]
+    widened = p.forecast_history(wider)
+    assert widened is not None and not np.allclose(widened.log_return, whole.log_return, atol=1e-5)
+    with pytest.raises(StateError) as err:
+        Predictor(Forecaster(config), Scaler.fit(series.features[:1000], ("returns", "volume", "range")))
+    assert str(err.value) == (
+        "a Parkinson variance reads the range as second feature, the scaler has ['returns', 'volume', 'range']"
+    )

@@ -219,8 +219,8 @@ def test_backtest_tests_the_scaling_against_another(tmp_path, capsys):
     assert lines[0] == str(tmp_path / "search.json")
     sets = [line for line in lines if "model confidence set" in line]
     verdicts = [line for line in lines if line.startswith("horizon ") and line not in sets]
-    # latent against ar and four baselines, ar against the four; each mode against its twin
-    assert len(verdicts) == 2 * 11 and len(sets) == 2
+    # latent against ar and five baselines (HAR-range among them), ar against the five; each mode against its twin
+    assert len(verdicts) == 2 * 13 and len(sets) == 2
     assert any(v.startswith("horizon 2: ") and "latent, global scaling" in v for v in verdicts)
     report = json.loads((tmp_path / "backtest.json").read_text())
     assert report["config"]["model"]["scaling"] == "volatility"

@@ -4,6 +4,7 @@ import pytest
 
 from data import sources
 from data.features import through_end
+from latentcast.errors import ConfigError
 from tests.factories import tiny_config
 from training.config import TrainConfig
 from training.dataset import TrainingData
@@ -53,3 +54,18 @@ def test_a_refit_logs_its_epochs_not_a_validation_it_did_not_run(prices, caplog)
     assert len(caplog.messages) == 1
     assert caplog.messages[0].startswith("refit latent through the newest price: 2 epochs, ")
     assert "nan" not in caplog.messages[0] and "validation" not in caplog.messages[0]
+
+
+def test_a_parkinson_variance_trains_on_bars_and_needs_the_range_second(tmp_path, prices):
+    config = tiny_config("latent", n_features=2, scaling="volatility", variance_source="parkinson")
+    version = train_and_register(Registry(tmp_path), prices, "bundled", config, FAST, features=("returns", "range"))
+    assert version.metrics["val_loss"] > 0 and 0 < version.metrics["test"]["h1"]["coverage"] <= 1
+    saved = Registry(tmp_path).predictor(version.version)
+    assert saved.config.variance_source == "parkinson" and saved.fields == ("close", "high", "low")
+    data = TrainingData.prepare(prices, ("returns", "volume"), config.horizon)
+    with pytest.raises(ConfigError) as err:
+        fit(config, data, FAST)
+    assert (
+        str(err.value)
+        == "variance_source 'parkinson' reads the range as second feature, the data has ['returns', 'volume']"
+    )
