@@ -40,7 +40,7 @@ def test_unknown_cell_lists_the_valid_ones():
             "got scaling 'volatility' with 1 feature(s)",
         ),
         (
-            {"variance_source": "parkinson", "n_features": 2},
+            {"variance_source": "parkinson", "n_features": 2, "scaling": "global"},
             "variance_source 'parkinson' needs volatility scaling and the range as second feature, "
             "got scaling 'global' with 2 feature(s)",
         ),
@@ -84,4 +84,4 @@ def test_the_variance_source_is_saved_and_a_config_without_it_reads_returns():
     assert ModelConfig.from_dict(config.to_dict()) == config and config.raw_columns == 2
     older = {k: v for k, v in config.to_dict().items() if k != "variance_source"}
     assert ModelConfig.from_dict(older).variance_source == "returns"
-    assert ModelConfig.from_dict(older).raw_columns == 1 and ModelConfig().raw_columns == 0
+    assert ModelConfig.from_dict(older).raw_columns == 1 and ModelConfig(scaling="global").raw_columns == 0

@@ -156,6 +156,7 @@ def cli_args(**values: Any) -> argparse.Namespace:
         "window": 10,
         "horizon": 5,
         "scaling": "volatility",
+        "variance_source": "returns",
     }
     return argparse.Namespace(**{**defaults, "quantiles": "0.1,0.5,0.9", **values})
 
