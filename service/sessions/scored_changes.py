@@ -22,7 +22,7 @@ from models.predictor import Predictor
 from service.live.scores import Issued, Settled, settle
 from service.live.shadows import MAGIC, ShadowScores, pack, unpack
 from service.sessions.replies import SessionReply
-from service.sessions.shadow_steps import ShadowRunner
+from service.sessions.shadow_steps import ShadowRunner, ShadowStep
 from service.sessions.steps import Append, Change, adaptive_offsets, state_of
 from service.stores import SessionRecord, SessionUpdate
 
@@ -33,13 +33,26 @@ def scored(
     predictor: Predictor, appends: Sequence[Append], results: list[Planned], shadows: ShadowRunner | None = None
 ) -> list[Planned]:
     """``results`` of ``plan_appends(predictor, appends, ...)``, each change with what it settles and issues;
-    with ``shadows``, a session's shadow advanced and scored beside it (``service/sessions/shadow_steps.py``)."""
+    with ``shadows``, the sessions' shadows advanced and scored beside them, all of one version by one call
+    of its model (``service/sessions/shadow_steps.py``)."""
     levels = predictor.config.quantiles
-    out: list[Planned] = []
-    for append, result in zip(appends, results, strict=True):
-        if isinstance(result, Change):
-            result = _scored_change(predictor, levels, append.record, result, shadows)
-        out.append(result)
+    out: list[Planned] = list(results)
+    live: dict[int, tuple[Issued, Settled]] = {}
+    steps: dict[int, ShadowStep] = {}
+    for i, (append, result) in enumerate(zip(appends, results, strict=True)):
+        if isinstance(result, Change) and result.update.appended:
+            live[i], step = _scored_change(predictor, levels, append.record, result, shadows)
+            if step is not None:
+                steps[i] = step
+    stepped = dict(zip(steps, shadows.advance_all(list(steps.values())), strict=True)) if shadows and steps else {}
+    for i, (issued, settled) in live.items():
+        change = results[i]
+        assert isinstance(change, Change)
+        shadow, shadow_scores = stepped.get(i, (None, None))
+        update = _with_live(
+            change.update, pack(issued.to_bytes(), shadow), settled if settled.count else None, shadow_scores
+        )
+        out[i] = Change(update, change.reply, change.applied)
     return out
 
 
@@ -49,11 +62,11 @@ def _scored_change(
     record: SessionRecord,
     change: Change,
     shadows: ShadowRunner | None,
-) -> Change:
+) -> tuple[tuple[Issued, Settled], ShadowStep | None]:
+    """What ``change`` settles of the session's forecasts and what then awaits outcomes, and the step of its
+    shadow if it keeps one."""
     update = change.update
     closes = [obs.close for obs in update.appended]
-    if not closes:
-        return change
     shadow = None
     if record.issued.startswith(MAGIC):
         try:
@@ -71,18 +84,12 @@ def _scored_change(
     forecast = change.reply.forecast
     if forecast is not None:
         issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
-    shadow_scores = None
-    if shadow is not None and shadow.version == predictor.version:
-        shadow = None  # a session migrated to its shadow's version: the pair would be one model
-    if shadow is not None and shadows is not None:
-        shadow, shadow_scores = shadows.advance(shadow, model, levels, record.next_seq, update.appended)
-    elif shadows is None:
-        shadow = None  # shadows are off: the session drops its own
-    return Change(
-        _with_live(update, pack(issued.to_bytes(), shadow), settled if settled.count else None, shadow_scores),
-        change.reply,
-        change.applied,
-    )
+    step = None
+    # a session migrated to its shadow's version drops it (the pair would be one model), as do sessions
+    # while shadows are off
+    if shadow is not None and shadows is not None and shadow.version != predictor.version:
+        step = ShadowStep(shadow, model, levels, record.next_seq, update.appended)
+    return (issued, settled), step
 
 
 def _with_live(
