@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from latentcast.errors import StateError
 from models.predictor import Predictor
 from service.live.scores import Issued, Settled, settle
-from service.live.shadows import MAGIC, ShadowScores, pack, unpack
+from service.live.shadows import Shadow, ShadowScores, pack, packed, unpack
 from service.sessions.replies import SessionReply
 from service.sessions.shadow_steps import ShadowRunner, ShadowStep
 from service.sessions.steps import Append, Change, adaptive_offsets, state_of
@@ -38,20 +38,24 @@ def scored(
     levels = predictor.config.quantiles
     out: list[Planned] = list(results)
     live: dict[int, tuple[Issued, Settled]] = {}
-    steps: dict[int, ShadowStep] = {}
+    steps: list[tuple[int, ShadowStep]] = []
     for i, (append, result) in enumerate(zip(appends, results, strict=True)):
         if isinstance(result, Change) and result.update.appended:
-            live[i], step = _scored_change(predictor, levels, append.record, result, shadows)
-            if step is not None:
-                steps[i] = step
-    stepped = dict(zip(steps, shadows.advance_all(list(steps.values())), strict=True)) if shadows and steps else {}
+            live[i], own = _scored_change(predictor, levels, append.record, result, shadows)
+            steps += ((i, step) for step in own)
+    kept: dict[int, list[Shadow]] = {}
+    scores: dict[int, list[ShadowScores]] = {}
+    if shadows is not None and steps:
+        for (i, _), (shadow, shadow_scores) in zip(steps, shadows.advance_all([s for _, s in steps]), strict=True):
+            if shadow is not None:
+                kept.setdefault(i, []).append(shadow)
+            if shadow_scores is not None:
+                scores.setdefault(i, []).append(shadow_scores)
     for i, (issued, settled) in live.items():
         change = results[i]
         assert isinstance(change, Change)
-        shadow, shadow_scores = stepped.get(i, (None, None))
-        update = _with_live(
-            change.update, pack(issued.to_bytes(), shadow), settled if settled.count else None, shadow_scores
-        )
+        blob = pack(issued.to_bytes(), kept.get(i, ()))
+        update = _with_live(change.update, blob, settled if settled.count else None, tuple(scores.get(i, ())))
         out[i] = Change(update, change.reply, change.applied)
     return out
 
@@ -62,16 +66,16 @@ def _scored_change(
     record: SessionRecord,
     change: Change,
     shadows: ShadowRunner | None,
-) -> tuple[tuple[Issued, Settled], ShadowStep | None]:
-    """What ``change`` settles of the session's forecasts and what then awaits outcomes, and the step of its
-    shadow if it keeps one."""
+) -> tuple[tuple[Issued, Settled], list[ShadowStep]]:
+    """What ``change`` settles of the session's forecasts and what then awaits outcomes, and the steps of the
+    shadows it keeps."""
     update = change.update
     closes = [obs.close for obs in update.appended]
-    shadow = None
-    if record.issued.startswith(MAGIC):
+    found: tuple[Shadow, ...] = ()
+    if packed(record.issued):
         try:
-            kept, shadow = unpack(record.issued)
-        except StateError:  # a shadow that does not read is dropped; the session goes on
+            kept, found = unpack(record.issued)
+        except StateError:  # shadows that do not read are dropped; the session goes on
             kept = b""
         record = dataclasses.replace(record, issued=kept)
     try:
@@ -84,16 +88,19 @@ def _scored_change(
     forecast = change.reply.forecast
     if forecast is not None:
         issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
-    step = None
-    # a session migrated to its shadow's version drops it (the pair would be one model), as do sessions
-    # while shadows are off
-    if shadow is not None and shadows is not None and shadow.version != predictor.version:
-        step = ShadowStep(shadow, model, levels, record.next_seq, update.appended)
-    return (issued, settled), step
+    if shadows is None:
+        return (issued, settled), []  # shadows are off: a session drops its own
+    # a session migrated to a shadow's version drops that shadow (the pair would be one model)
+    steps = [
+        ShadowStep(shadow, model, levels, record.next_seq, update.appended)
+        for shadow in found
+        if shadow.version != predictor.version
+    ]
+    return (issued, settled), steps
 
 
 def _with_live(
-    update: SessionUpdate, issued: bytes, scores: Settled | None, shadow_scores: ShadowScores | None
+    update: SessionUpdate, issued: bytes, scores: Settled | None, shadow_scores: tuple[ShadowScores, ...]
 ) -> SessionUpdate:
     """``dataclasses.replace(update, issued=issued, scores=scores, ...)``, made as a copy of its fields:
     ``replace`` calls the class with every field by name, which costs more than scoring the append."""

@@ -1,24 +1,28 @@
-"""A session's shadow opened and advanced beside it, with no I/O (``service/live/shadows.py`` says what a shadow is).
+"""A session's shadows opened and advanced beside it, with no I/O (``service/live/shadows.py`` says what they are).
 
-``ShadowRunner.open`` warms the other mode's champion on a new session's
-history; ``ShadowRunner.advance_all`` steps the shadows of a planned batch by what
-their appends apply, those of one version by one call of its model, and scores
-what that settles. Neither ever changes what the session answers: a shadow
-whose model is gone or whose state does not read is dropped, and the session
-goes on without it.
+``ShadowRunner.open`` warms a new session's shadows on its history (the other
+mode's champion, and the newest registered challenger of each mode);
+``ShadowRunner.advance_all`` steps the shadows of a planned batch by what their
+appends apply, those of one version by one call of its model, and scores what
+that settles. Neither ever changes what the session answers: a shadow whose
+model is gone or whose state does not read is dropped, and the session goes on
+without it. Only the registry's folder names are read, by ``newest_challenger``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from latentcast.errors import ForecastError
+from models.config import MODES
 from models.predictor import Observation, Predictor, SeriesState
 from service.config import Settings
 from service.live.scores import Issued, Settled, settle
-from service.live.shadows import SHADOW_MODE, Shadow, ShadowScores, differences, losses, sampled
+from service.live.shadows import MAX_SHADOWS, SHADOW_MODE, Shadow, ShadowScores, differences, losses, sampled
 from service.model_pool import ModelPool
+from training.registry import VERSION_PATTERN
 
 OTHER_MODE = {"ar": "latent", "latent": "ar"}
 
@@ -38,30 +42,46 @@ class ShadowStep:
 
 @dataclass(frozen=True)
 class ShadowRunner:
-    """Shadows for ``fraction`` of sessions, by the model ``champion(mode)`` names (the other mode's for a
-    session of ``mode``), loaded by ``predictor(version)``; the store keeps ``keep`` loss differences per pair
-    and horizon."""
+    """Shadows for ``fraction`` of sessions: the other mode's champion (``champion(mode)`` names it) and, with
+    ``challenger``, the newest registered challenger of each mode (``challenger(mode)``), loaded by
+    ``predictor(version)``; the store keeps ``keep`` loss differences per pair and horizon."""
 
     fraction: float
     champion: Callable[[str], str | None]
     predictor: Callable[[str], Predictor]
     keep: int
+    challenger: Callable[[str], str | None] | None = None
 
-    def open(self, session_id: str, mode: str, history: Sequence[Observation]) -> Shadow | None:
-        """The shadow of a new session of ``mode`` warmed on its ``history``, if the session is sampled."""
-        version = self.champion(OTHER_MODE[mode]) if sampled(session_id, self.fraction) else None
-        if version is None:
-            return None
-        try:
-            predictor = self.predictor(version)
-            state = predictor.advance(SeriesState(), history)
-        except ForecastError:
-            return None
-        issued = Issued(version, predictor.config.horizon, len(predictor.config.quantiles))
-        forecast = predictor.forecast(state)
-        if forecast is not None and state.last_close is not None:
-            issued = issued.with_forecast(forecast.as_of_seq, state.last_close, forecast.log_return)
-        return Shadow(version, predictor.state_to_bytes(state), issued.to_bytes())
+    def versions(self, session_id: str, mode: str, version: str) -> list[str]:
+        """The versions that shadow a new session of ``mode`` on ``version``: none unless it is sampled, and
+        never its own version or one twice (at most ``MAX_SHADOWS``)."""
+        if not sampled(session_id, self.fraction):
+            return []
+        named = [self.champion(OTHER_MODE[mode])]
+        if self.challenger is not None:
+            named += [self.challenger(m) for m in MODES]
+        out: list[str] = []
+        for name in named:
+            if name is not None and name != version and name not in out:
+                out.append(name)
+        return out[:MAX_SHADOWS]
+
+    def open(self, session_id: str, mode: str, version: str, history: Sequence[Observation]) -> tuple[Shadow, ...]:
+        """The shadows of a new session of ``mode`` on ``version``, each warmed on its ``history``; a shadow
+        whose model does not load or read the history is left out."""
+        shadows = []
+        for name in self.versions(session_id, mode, version):
+            try:
+                predictor = self.predictor(name)
+                state = predictor.advance(SeriesState(), history)
+            except ForecastError:
+                continue
+            issued = Issued(name, predictor.config.horizon, len(predictor.config.quantiles))
+            forecast = predictor.forecast(state)
+            if forecast is not None and state.last_close is not None:
+                issued = issued.with_forecast(forecast.as_of_seq, state.last_close, forecast.log_return)
+            shadows.append(Shadow(name, predictor.state_to_bytes(state), issued.to_bytes()))
+        return tuple(shadows)
 
     def advance_all(self, steps: Sequence[ShadowStep]) -> list[tuple[Shadow | None, ShadowScores | None]]:
         """Each step's shadow after its observations, and what they settle of its forecasts paired with what
@@ -140,7 +160,26 @@ class ShadowRunner:
 
 
 def shadow_runner(settings: Settings, pool: ModelPool) -> ShadowRunner | None:
-    """The runner ``settings`` ask for (``shadow``, with live scores on), or None."""
+    """The runner ``settings`` ask for (``shadow``, with live scores on; ``shadow_challengers``), or None."""
     if settings.shadow <= 0 or not settings.live_scores:
         return None
-    return ShadowRunner(settings.shadow, lambda mode: pool.champions().get(mode), pool.get, settings.shadow_pairs)
+    challenger = functools.partial(newest_challenger, pool) if settings.shadow_challengers else None
+    return ShadowRunner(
+        settings.shadow, lambda mode: pool.champions().get(mode), pool.get, settings.shadow_pairs, challenger
+    )
+
+
+def newest_challenger(pool: ModelPool, mode: str) -> str | None:
+    """The newest version of ``mode`` in the registry if it is not the mode's champion; None otherwise. Newest
+    by the time its name carries, then by when its folder was written: the folder names are read, not the
+    versions' files; a version that does not load is dropped as a shadow when its session opens."""
+    try:
+        found = [
+            ((path.name.rsplit("-", 2)[1], path.stat().st_mtime_ns), path.name)
+            for path in (pool.registry.root / mode).iterdir()
+            if VERSION_PATTERN.match(path.name)
+        ]
+    except OSError:
+        return None
+    newest = max(found, default=None)
+    return None if newest is None or newest[1] == pool.champions().get(mode) else newest[1]

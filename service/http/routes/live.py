@@ -47,7 +47,8 @@ compare_router = APIRouter(prefix="/v1/compare", tags=["models"])
 )
 async def compare_live(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     """With LATENTCAST_SHADOW, a sampled share of new sessions is also run, unanswered, by the other
-    mode's champion (its shadow). Per pair (the sessions' version, the shadow's) and horizon: the
+    mode's champion and (LATENTCAST_SHADOW_CHALLENGERS) the newest registered challenger of each mode:
+    its shadows, at most 3. Per pair (the sessions' version, the shadow's) and horizon: the
     last paired differences of mean pinball loss on the forecasts both settled, their mean and the
     Diebold-Mariano test of them (`verdict`: the lower loss at the 5% level, or a tie). Where every
     difference was settled by an observation with a `time`, those settled at the same time are

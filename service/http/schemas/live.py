@@ -115,5 +115,5 @@ class CompareLiveResponse(BaseModel):
         }
     )
 
-    shadow: float = Field(description="the fraction of new sessions given a shadow (LATENTCAST_SHADOW)")
+    shadow: float = Field(description="the fraction of new sessions given shadows (LATENTCAST_SHADOW)")
     pairs: list[PairOut] = Field(description="per pair of versions that settled the same forecasts")
