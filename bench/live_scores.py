@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(name)
         env = bench_env(folder, args.torch_threads)
         if args.redis_url:
-            env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
+            # keys of this run's own: the sums of an earlier run on the same server are not read as this one's
+            prefix = f"bench-{os.getpid()}"
+            env |= {
+                "LATENTCAST_STORE": "redis",
+                "LATENTCAST_REDIS_URL": args.redis_url,
+                "LATENTCAST_REDIS_PREFIX": prefix,
+            }
         mode, off_env = "latent", {"LATENTCAST_LIVE_SCORES": "false"}
         if args.shadow is not None:
             registry = Registry(Path(env["LATENTCAST_ARTIFACTS"]))
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             env |= {"LATENTCAST_LIVE_SCORES": "true", "LATENTCAST_SHADOW": "1"}
             off_env = {"LATENTCAST_SHADOW": "0"}
         on = ServiceProcess(env | {"LATENTCAST_LIVE_SCORES": "true"}, folder / "on.log")
-        off = ServiceProcess(env | off_env | {"LATENTCAST_REDIS_PREFIX": "off"}, folder / "off.log")
+        off_prefix = env.get("LATENTCAST_REDIS_PREFIX", "") + "off"
+        off = ServiceProcess(env | off_env | {"LATENTCAST_REDIS_PREFIX": off_prefix}, folder / "off.log")
         with on, off, httpx.Client(base_url=on.url) as on_client, httpx.Client(base_url=off.url) as off_client:
             feeds = [
                 Feed(on.pid, on_client, closes, args.sessions, mode, warm, args.bulk),
