@@ -1,7 +1,7 @@
 """Server CPU per append with live scoring on against off, in one run.
 
     .venv/bin/python -m bench.live_scores [--sessions 16] [--appends 100] [--turns 80] [--redis-url URL]
-        [--shadow {ar,latent}]
+        [--shadow {ar,latent}] [--bulk]
 
 Starts two ``latentcast serve`` processes on the same model (the default-size
 latent GRU, untrained, with a real scaler; memory store, or Redis with
@@ -20,6 +20,11 @@ With ``--shadow MODE`` both servers score, and the sessions are of the other
 mode; one server gives every session a shadow of ``MODE`` (``LATENTCAST_SHADOW=1``,
 both modes' champions of the default size, untrained), the other none: the
 ratio is what the shadow costs.
+
+With ``--bulk`` each request is a bulk append (``POST /v1/observations``) of one
+close to every session, so that the appends of a request are planned as one
+batch, their shadows with them: the cost per append of a server under many
+sessions rather than one lone client's.
 """
 
 from __future__ import annotations
@@ -52,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=1, help="LATENTCAST_TORCH_THREADS of the services")
     parser.add_argument("--redis-url", help="serve sessions from this Redis (default: the memory store)")
     parser.add_argument("--shadow", choices=MODES, help="shadows of this mode on one server, none on the other")
+    parser.add_argument("--bulk", action="store_true", help="one bulk request of a close to every session at a time")
     args = parser.parse_args(argv)
+    if args.bulk and args.appends % args.sessions:
+        parser.error(f"--appends {args.appends} with --bulk must be a multiple of --sessions {args.sessions}")
 
     closes = sources.bundled(["IBM"])["close"].tolist()
     warm = WARM if args.shadow is None else SHADOW_WARM
@@ -63,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(name)
         env = bench_env(folder, args.torch_threads)
         if args.redis_url:
-            env |= {"LATENTCAST_STORE": "redis", "LATENTCAST_REDIS_URL": args.redis_url}
+            # keys of this run's own: the sums of an earlier run on the same server are not read as this one's
+            prefix = f"bench-{os.getpid()}"
+            env |= {
+                "LATENTCAST_STORE": "redis",
+                "LATENTCAST_REDIS_URL": args.redis_url,
+                "LATENTCAST_REDIS_PREFIX": prefix,
+            }
         mode, off_env = "latent", {"LATENTCAST_LIVE_SCORES": "false"}
         if args.shadow is not None:
             registry = Registry(Path(env["LATENTCAST_ARTIFACTS"]))
@@ -73,11 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             env |= {"LATENTCAST_LIVE_SCORES": "true", "LATENTCAST_SHADOW": "1"}
             off_env = {"LATENTCAST_SHADOW": "0"}
         on = ServiceProcess(env | {"LATENTCAST_LIVE_SCORES": "true"}, folder / "on.log")
-        off = ServiceProcess(env | off_env | {"LATENTCAST_REDIS_PREFIX": "off"}, folder / "off.log")
+        off_prefix = env.get("LATENTCAST_REDIS_PREFIX", "") + "off"
+        off = ServiceProcess(env | off_env | {"LATENTCAST_REDIS_PREFIX": off_prefix}, folder / "off.log")
         with on, off, httpx.Client(base_url=on.url) as on_client, httpx.Client(base_url=off.url) as off_client:
             feeds = [
-                Feed(on.pid, on_client, closes, args.sessions, mode, warm),
-                Feed(off.pid, off_client, closes, args.sessions, mode, warm),
+                Feed(on.pid, on_client, closes, args.sessions, mode, warm, args.bulk),
+                Feed(off.pid, off_client, closes, args.sessions, mode, warm, args.bulk),
             ]
             seconds: list[list[float]] = [[], []]
             for turn in range(args.turns):
@@ -96,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model: latent {BENCH_MODEL.cell}, conv {BENCH_MODEL.conv_channels}x{BENCH_MODEL.conv_kernel}, "
         f"hidden {BENCH_MODEL.hidden_size}, horizon {BENCH_MODEL.horizon}; {args.sessions} sessions, "
-        f"{args.turns} turns of {args.appends} appends per server; one-step forecasts scored {settled}"
+        f"{args.turns} turns of {args.appends} appends per server{' in bulk requests' if args.bulk else ''}; "
+        f"one-step forecasts scored {settled}"
     )
     on_name, off_name = ("scoring on", "off") if args.shadow is None else (f"{mode} with {args.shadow} shadow", "none")
     print(f"server CPU per append: {on_name} {on_us:.0f} us, {off_name} {off_us:.0f} us")
@@ -108,9 +124,10 @@ class Feed:
     """Sessions on one server, fed one close per request in turn."""
 
     def __init__(
-        self, pid: int, client: httpx.Client, closes: list[float], sessions: int, mode: str, warm: int
+        self, pid: int, client: httpx.Client, closes: list[float], sessions: int, mode: str, warm: int, bulk: bool
     ) -> None:
         self.pid = pid
+        self.bulk = bulk
         self.client = client
         self.closes = closes
         self.ids = []
@@ -124,6 +141,17 @@ class Feed:
     def round(self, appends: int) -> float:
         """The server's CPU seconds over ``appends`` appends, spread over the sessions in turn."""
         before = process_seconds(self.pid)
+        if self.bulk:
+            for _ in range(appends // len(self.ids)):
+                items = [
+                    {"session_id": session_id, "seq": seq, "observations": [self.closes[seq]]}
+                    for session_id, seq in zip(self.ids, self.next_seq, strict=True)
+                ]
+                reply = self.client.post("/v1/observations", json={"items": items})
+                reply.raise_for_status()
+                assert all(item["status"] == 200 for item in reply.json()["items"]), reply.text
+                self.next_seq = [seq + 1 for seq in self.next_seq]
+            return process_seconds(self.pid) - before
         for _ in range(appends):
             i = self.turn % len(self.ids)
             seq = self.next_seq[i]

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         description="fraction of new sessions (sampled from their id) also run, unanswered, by the other mode's "
         "champion and scored live beside it (GET /v1/compare/live, docs/live.md); needs live_scores",
     )
+    shadow_challengers: bool = Field(
+        default=True,
+        description="a shadowed session is also run by the newest registered challenger of each mode (at most 3 "
+        "shadows a session, docs/live.md)",
+    )
     shadow_pairs: int = Field(
         default=2000,
         ge=10,

@@ -50,6 +50,7 @@ class JobReport:
     modes: list[dict[str, Any]] = field(default_factory=list)
     recovered_lock: dict[str, Any] | None = None
     error: str | None = None
+    reason: str | None = None  # why it was started, besides by hand or on the cron: the drift check's reason
 
     def start(self, pid: int) -> None:
         self.status, self.stage, self.started, self.pid = "running", "starting", _now(), pid

@@ -80,13 +80,14 @@ class RetrainLauncher:
         self._lock_path = settings.artifacts / LOCK_FILE
         self._launch_path = settings.artifacts / LAUNCH_LOCK_FILE
 
-    def start(self) -> StartedJob:
-        """Queue a job and start its process; ``ConflictError`` if a retrain is running.
+    def start(self, reason: str | None = None) -> StartedJob:
+        """Queue a job (saying why, ``reason``, if not by hand or on the cron) and start its process;
+        ``ConflictError`` if a retrain is running.
 
         A retrain is running if a launcher (of any worker on these artifacts) holds
         the launch lock, or if a retrain started elsewhere (the CLI) holds the job lock.
         """
-        job = JobReport(job_id=new_job_id())
+        job = JobReport(job_id=new_job_id(), reason=reason)
         launch = JobLock(self._launch_path, job.job_id).acquire()
         try:
             JobLock(self._lock_path, "probe").acquire().release()  # fail fast: the job would only be skipped
@@ -111,9 +112,9 @@ class RetrainLauncher:
         log.info("retrain job %s started (pid %d)", job.job_id, process.pid)
         return StartedJob(job, process, watcher)
 
-    def run(self) -> JobReport:
+    def run(self, reason: str | None = None) -> JobReport:
         """Start a job and wait for it to end (the scheduler's way)."""
-        started = self.start()
+        started = self.start(reason)
         started.watcher.join()  # the watcher alone concludes the report, timeout included
         return self.jobs.get(started.job.job_id)
 
@@ -135,6 +136,10 @@ class RetrainLauncher:
         if job.status in (*UNFINISHED, "crashed"):  # the child never finished its own report
             job = self._fail(job_id, f"the retrain process exited with code {code} before finishing its report")
         log.info("retrain job %s ended: %s", job_id, job.status)
+
+    def last_on_drift(self, count: int) -> JobReport | None:
+        """The newest of the last ``count`` jobs that the drift check started (``service/jobs/drift.py``)."""
+        return next((job for job in self.jobs.latest(count) if job.reason is not None), None)
 
     def _fail(self, job_id: str, error: str) -> JobReport:
         job = self.jobs.get(job_id)

@@ -63,10 +63,10 @@ def _wall_seconds(job: JobReport) -> float:
     return job.seconds or 0.0
 
 
-def run_job(launcher: RetrainLauncher) -> None:
-    """One scheduled run; never raises, so that the schedule goes on."""
+def run_job(launcher: RetrainLauncher, reason: str | None = None) -> None:
+    """One scheduled run (``reason``: why, if not the cron); never raises, so that the schedule goes on."""
     try:
-        job = launcher.run()
+        job = launcher.run(reason)
     except Exception:
         log.exception("the scheduled retrain could not run")
         return
@@ -83,7 +83,7 @@ def run_drift(settings: Settings, watch: DriftWatch, launcher: RetrainLauncher) 
         return
     if reason is not None:
         log.warning("retrain on drift: %s", reason)
-        run_job(launcher)
+        run_job(launcher, reason)  # the job's report keeps the reason, for the page (GET /v1/models/live)
 
 
 def beat(settings: Settings, scheduler: BlockingScheduler) -> None:

@@ -1,12 +1,13 @@
-"""Shadow models: a sampled session also advanced by the other mode's champion, its forecasts scored, never answered.
+"""Shadow models: a sampled session also advanced by other models, their forecasts scored, never answered.
 
 A session is sampled (``sampled``) from its id alone, so every replica agrees.
-Its shadow is opened beside it on the same history and kept in the session's
-record, packed with the session's own issued forecasts in ``SessionRecord.issued``
-(``pack``): the same compare-and-set moves both, so a retried or overlapping
-batch advances the shadow as it does the session, once.
+Its shadows (the other mode's champion, and the newest registered challenger of
+each mode: at most ``MAX_SHADOWS``) are opened beside it on the same history and
+kept in the session's record, packed with the session's own issued forecasts in
+``SessionRecord.issued`` (``pack``): the same compare-and-set moves them all, so
+a retried or overlapping batch advances the shadows as it does the session, once.
 
-An append advances the shadow by what it applies, scores what it settles
+An append advances each shadow by what it applies, scores what it settles
 (``service/live/scores.py``) under the shadow's version and the mode
 ``<mode>/shadow``, and pairs its losses with the session model's on the forecasts
 both settled: for each horizon, the session model's mean pinball loss less the
@@ -25,10 +26,17 @@ from dataclasses import dataclass, field
 from latentcast.errors import StateError
 from service.live.scores import Issued, Settled
 
-# what starts a record's issued bytes that carry a shadow (no issued forecasts start so: their first byte is a
-# small format number); then the lengths of the session's issued bytes, the shadow's version, state and issued
-MAGIC = b"\xfeshadow"
-_LENGTHS = struct.Struct("<IHII")
+# what starts a record's issued bytes that carry shadows (no issued forecasts start so: their first byte is a
+# small format number); then the length of the session's issued bytes and the number of shadows, the issued
+# bytes, and for each shadow the lengths of its version, state and issued bytes, then those
+MAGIC = b"\xfdshadows"
+_HEAD = struct.Struct("<IB")
+_SHADOW = struct.Struct("<HII")
+# the earlier format, of one shadow, still read: the lengths of the session's issued bytes, the shadow's
+# version, state and issued, then those
+ONE_SHADOW_MAGIC = b"\xfeshadow"
+_ONE_SHADOW = struct.Struct("<IHII")
+MAX_SHADOWS = 3  # the other mode's champion and the newest challenger of each mode
 SHADOW_MODE = "/shadow"  # a shadow's scores are kept under its mode followed by this
 
 
@@ -50,31 +58,71 @@ class Shadow:
     issued: bytes
 
 
-def pack(issued: bytes, shadow: Shadow | None) -> bytes:
-    """The record's issued bytes: the session's, with its shadow if it has one."""
-    if shadow is None:
+def packed(blob: bytes) -> bool:
+    """Whether a record's issued bytes carry shadows (``pack``), in either format."""
+    return blob.startswith(MAGIC) or blob.startswith(ONE_SHADOW_MAGIC)
+
+
+def pack(issued: bytes, shadows: Sequence[Shadow]) -> bytes:
+    """The record's issued bytes: the session's, with its shadows if it has any (at most ``MAX_SHADOWS``)."""
+    if not shadows:
         return issued
-    name = shadow.version.encode()
-    lengths = _LENGTHS.pack(len(issued), len(name), len(shadow.state), len(shadow.issued))
-    return b"".join((MAGIC, lengths, issued, name, shadow.state, shadow.issued))
+    assert len(shadows) <= MAX_SHADOWS, f"{len(shadows)} shadows, at most {MAX_SHADOWS}"
+    parts = [MAGIC, _HEAD.pack(len(issued), len(shadows)), issued]
+    for shadow in shadows:
+        name = shadow.version.encode()
+        parts += (_SHADOW.pack(len(name), len(shadow.state), len(shadow.issued)), name, shadow.state, shadow.issued)
+    return b"".join(parts)
 
 
-def unpack(blob: bytes) -> tuple[bytes, Shadow | None]:
-    """Inverse of ``pack``; ``StateError`` naming what does not read."""
+def unpack(blob: bytes) -> tuple[bytes, tuple[Shadow, ...]]:
+    """Inverse of ``pack`` (and reads the earlier format of one shadow); ``StateError`` naming what does not
+    read."""
+    if blob.startswith(ONE_SHADOW_MAGIC):
+        return _unpack_one(blob)
     if not blob.startswith(MAGIC):
-        return blob, None
-    at = len(MAGIC) + _LENGTHS.size
+        return blob, ()
+    at = len(MAGIC) + _HEAD.size
+    if len(blob) < at:
+        raise StateError(f"a session's shadows truncated: {len(blob)} bytes")
+    size, count = _HEAD.unpack_from(blob, len(MAGIC))
+    if count > MAX_SHADOWS:
+        raise StateError(f"a session's record names {count} shadows, at most {MAX_SHADOWS}")
+    issued, at = blob[at : at + size], at + size
+    shadows: list[Shadow] = []
+    for _ in range(count):
+        if len(blob) < at + _SHADOW.size:
+            raise StateError(f"a session's shadows of {len(blob)} bytes end inside shadow {len(shadows) + 1}")
+        sizes = _SHADOW.unpack_from(blob, at)
+        at += _SHADOW.size
+        if at + sum(sizes) > len(blob):
+            raise StateError(f"a session's shadows of {len(blob)} bytes do not hold the {sum(sizes)} they name")
+        name, state, shadow_issued = _parts(blob, at, sizes)
+        at += sum(sizes)
+        shadows.append(Shadow(name.decode(errors="replace"), state, shadow_issued))
+    if at != len(blob):
+        raise StateError(f"a session's shadows of {len(blob)} bytes hold {len(blob) - at} more than they name")
+    return issued, tuple(shadows)
+
+
+def _unpack_one(blob: bytes) -> tuple[bytes, tuple[Shadow, ...]]:
+    """``unpack`` of the earlier format, of one shadow."""
+    at = len(ONE_SHADOW_MAGIC) + _ONE_SHADOW.size
     if len(blob) < at:
         raise StateError(f"a session's shadow truncated: {len(blob)} bytes")
-    sizes = _LENGTHS.unpack_from(blob, len(MAGIC))
+    sizes = _ONE_SHADOW.unpack_from(blob, len(ONE_SHADOW_MAGIC))
     if at + sum(sizes) != len(blob):
         raise StateError(f"a session's shadow of {len(blob)} bytes does not hold the {sum(sizes)} it names")
+    issued, name, state, shadow_issued = _parts(blob, at, sizes)
+    return issued, (Shadow(name.decode(errors="replace"), state, shadow_issued),)
+
+
+def _parts(blob: bytes, at: int, sizes: Sequence[int]) -> list[bytes]:
     parts = []
     for size in sizes:
         parts.append(blob[at : at + size])
         at += size
-    issued, name, state, shadow_issued = parts
-    return issued, Shadow(name.decode(errors="replace"), state, shadow_issued)
+    return parts
 
 
 def losses(issued: Issued, first_seq: int, closes: Sequence[float], levels: tuple[float, ...]) -> dict[int, float]:

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from latentcast.errors import StateError
 from models.predictor import Predictor
 from service.live.scores import Issued, Settled, settle
-from service.live.shadows import MAGIC, ShadowScores, pack, unpack
+from service.live.shadows import Shadow, ShadowScores, pack, packed, unpack
 from service.sessions.replies import SessionReply
-from service.sessions.shadow_steps import ShadowRunner
+from service.sessions.shadow_steps import ShadowRunner, ShadowStep
 from service.sessions.steps import Append, Change, adaptive_offsets, state_of
 from service.stores import SessionRecord, SessionUpdate
 
@@ -33,13 +33,30 @@ def scored(
     predictor: Predictor, appends: Sequence[Append], results: list[Planned], shadows: ShadowRunner | None = None
 ) -> list[Planned]:
     """``results`` of ``plan_appends(predictor, appends, ...)``, each change with what it settles and issues;
-    with ``shadows``, a session's shadow advanced and scored beside it (``service/sessions/shadow_steps.py``)."""
+    with ``shadows``, the sessions' shadows advanced and scored beside them, all of one version by one call
+    of its model (``service/sessions/shadow_steps.py``)."""
     levels = predictor.config.quantiles
-    out: list[Planned] = []
-    for append, result in zip(appends, results, strict=True):
-        if isinstance(result, Change):
-            result = _scored_change(predictor, levels, append.record, result, shadows)
-        out.append(result)
+    out: list[Planned] = list(results)
+    live: dict[int, tuple[Issued, Settled]] = {}
+    steps: list[tuple[int, ShadowStep]] = []
+    for i, (append, result) in enumerate(zip(appends, results, strict=True)):
+        if isinstance(result, Change) and result.update.appended:
+            live[i], own = _scored_change(predictor, levels, append.record, result, shadows)
+            steps += ((i, step) for step in own)
+    kept: dict[int, list[Shadow]] = {}
+    scores: dict[int, list[ShadowScores]] = {}
+    if shadows is not None and steps:
+        for (i, _), (shadow, shadow_scores) in zip(steps, shadows.advance_all([s for _, s in steps]), strict=True):
+            if shadow is not None:
+                kept.setdefault(i, []).append(shadow)
+            if shadow_scores is not None:
+                scores.setdefault(i, []).append(shadow_scores)
+    for i, (issued, settled) in live.items():
+        change = results[i]
+        assert isinstance(change, Change)
+        blob = pack(issued.to_bytes(), kept.get(i, ()))
+        update = _with_live(change.update, blob, settled if settled.count else None, tuple(scores.get(i, ())))
+        out[i] = Change(update, change.reply, change.applied)
     return out
 
 
@@ -49,16 +66,16 @@ def _scored_change(
     record: SessionRecord,
     change: Change,
     shadows: ShadowRunner | None,
-) -> Change:
+) -> tuple[tuple[Issued, Settled], list[ShadowStep]]:
+    """What ``change`` settles of the session's forecasts and what then awaits outcomes, and the steps of the
+    shadows it keeps."""
     update = change.update
     closes = [obs.close for obs in update.appended]
-    if not closes:
-        return change
-    shadow = None
-    if record.issued.startswith(MAGIC):
+    found: tuple[Shadow, ...] = ()
+    if packed(record.issued):
         try:
-            kept, shadow = unpack(record.issued)
-        except StateError:  # a shadow that does not read is dropped; the session goes on
+            kept, found = unpack(record.issued)
+        except StateError:  # shadows that do not read are dropped; the session goes on
             kept = b""
         record = dataclasses.replace(record, issued=kept)
     try:
@@ -71,22 +88,19 @@ def _scored_change(
     forecast = change.reply.forecast
     if forecast is not None:
         issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
-    shadow_scores = None
-    if shadow is not None and shadow.version == predictor.version:
-        shadow = None  # a session migrated to its shadow's version: the pair would be one model
-    if shadow is not None and shadows is not None:
-        shadow, shadow_scores = shadows.advance(shadow, model, levels, record.next_seq, update.appended)
-    elif shadows is None:
-        shadow = None  # shadows are off: the session drops its own
-    return Change(
-        _with_live(update, pack(issued.to_bytes(), shadow), settled if settled.count else None, shadow_scores),
-        change.reply,
-        change.applied,
-    )
+    if shadows is None:
+        return (issued, settled), []  # shadows are off: a session drops its own
+    # a session migrated to a shadow's version drops that shadow (the pair would be one model)
+    steps = [
+        ShadowStep(shadow, model, levels, record.next_seq, update.appended)
+        for shadow in found
+        if shadow.version != predictor.version
+    ]
+    return (issued, settled), steps
 
 
 def _with_live(
-    update: SessionUpdate, issued: bytes, scores: Settled | None, shadow_scores: ShadowScores | None
+    update: SessionUpdate, issued: bytes, scores: Settled | None, shadow_scores: tuple[ShadowScores, ...]
 ) -> SessionUpdate:
     """``dataclasses.replace(update, issued=issued, scores=scores, ...)``, made as a copy of its fields:
     ``replace`` calls the class with every field by name, which costs more than scoring the append."""

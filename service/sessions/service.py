@@ -38,7 +38,7 @@ from models.calibration import AdaptiveOffsets
 from models.predictor import Observation, SeriesState
 from service.batching import in_thread
 from service.forecasting import ModelRef, check_count
-from service.live.shadows import pack
+from service.live.shadows import Shadow, pack
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.sessions.appender import Appender
@@ -126,9 +126,9 @@ class SessionService:
         offsets = AdaptiveOffsets.zeros(predictor.config.horizon, len(predictor.config.quantiles)) if adaptive else None
         forecast, offsets = calibrated_forecast(predictor, state, offsets)
         reply = session_reply(session_id, predictor, state.n_obs, forecast)
-        shadow = None
-        if self.shadows is not None:  # the other mode's champion beside it, never answered (service/live/shadows.py)
-            shadow = await in_thread(self.shadows.open, session_id, predictor.config.mode, history)
+        shadows: tuple[Shadow, ...] = ()
+        if self.shadows is not None:  # other models beside it, never answered (service/live/shadows.py)
+            shadows = await in_thread(self.shadows.open, session_id, predictor.config.mode, predictor.version, history)
         now = self._clock()
         record = SessionRecord(
             session_id=session_id,
@@ -142,7 +142,7 @@ class SessionService:
             created=now,
             updated=now,
             calibration=b"" if offsets is None else offsets.to_bytes(),
-            issued=pack(b"", shadow),
+            issued=pack(b"", shadows),
         )
         if not await self.store.create(record):
             limit = self.store.limits.max_sessions_per_owner

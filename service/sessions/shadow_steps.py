@@ -1,96 +1,185 @@
-"""A session's shadow opened and advanced beside it, with no I/O (``service/live/shadows.py`` says what a shadow is).
+"""A session's shadows opened and advanced beside it, with no I/O (``service/live/shadows.py`` says what they are).
 
-``ShadowRunner.open`` warms the other mode's champion on a new session's
-history; ``ShadowRunner.advance`` steps it by what an append applies and scores
-what that settles. Neither ever changes what the session answers: a shadow
-whose model is gone or whose state does not read is dropped, and the session
-goes on without it.
+``ShadowRunner.open`` warms a new session's shadows on its history (the other
+mode's champion, and the newest registered challenger of each mode);
+``ShadowRunner.advance_all`` steps the shadows of a planned batch by what their
+appends apply, those of one version by one call of its model, and scores what
+that settles. Neither ever changes what the session answers: a shadow whose
+model is gone or whose state does not read is dropped, and the session goes on
+without it. Only the registry's folder names are read, by ``newest_challenger``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from latentcast.errors import ForecastError
+from models.config import MODES
 from models.predictor import Observation, Predictor, SeriesState
 from service.config import Settings
-from service.live.scores import Issued, settle
-from service.live.shadows import SHADOW_MODE, Shadow, ShadowScores, differences, losses, sampled
+from service.live.scores import Issued, Settled, settle
+from service.live.shadows import MAX_SHADOWS, SHADOW_MODE, Shadow, ShadowScores, differences, losses, sampled
 from service.model_pool import ModelPool
+from training.registry import VERSION_PATTERN
 
 OTHER_MODE = {"ar": "latent", "latent": "ar"}
 
 
 @dataclass(frozen=True)
+class ShadowStep:
+    """A session's ``shadow`` to step by the observations ``first_seq, ...`` (``appended``) that an append
+    applies; ``model`` holds the session model's forecasts awaiting outcomes before they settle, quantiles
+    at ``model_levels``."""
+
+    shadow: Shadow
+    model: Issued
+    model_levels: tuple[float, ...]
+    first_seq: int
+    appended: Sequence[Observation]
+
+
+@dataclass(frozen=True)
 class ShadowRunner:
-    """Shadows for ``fraction`` of sessions, by the model ``champion(mode)`` names (the other mode's for a
-    session of ``mode``), loaded by ``predictor(version)``; the store keeps ``keep`` loss differences per pair
-    and horizon."""
+    """Shadows for ``fraction`` of sessions: the other mode's champion (``champion(mode)`` names it) and, with
+    ``challenger``, the newest registered challenger of each mode (``challenger(mode)``), loaded by
+    ``predictor(version)``; the store keeps ``keep`` loss differences per pair and horizon."""
 
     fraction: float
     champion: Callable[[str], str | None]
     predictor: Callable[[str], Predictor]
     keep: int
+    challenger: Callable[[str], str | None] | None = None
 
-    def open(self, session_id: str, mode: str, history: Sequence[Observation]) -> Shadow | None:
-        """The shadow of a new session of ``mode`` warmed on its ``history``, if the session is sampled."""
-        version = self.champion(OTHER_MODE[mode]) if sampled(session_id, self.fraction) else None
-        if version is None:
-            return None
+    def versions(self, session_id: str, mode: str, version: str) -> list[str]:
+        """The versions that shadow a new session of ``mode`` on ``version``: none unless it is sampled, and
+        never its own version or one twice (at most ``MAX_SHADOWS``)."""
+        if not sampled(session_id, self.fraction):
+            return []
+        named = [self.champion(OTHER_MODE[mode])]
+        if self.challenger is not None:
+            named += [self.challenger(m) for m in MODES]
+        out: list[str] = []
+        for name in named:
+            if name is not None and name != version and name not in out:
+                out.append(name)
+        return out[:MAX_SHADOWS]
+
+    def open(self, session_id: str, mode: str, version: str, history: Sequence[Observation]) -> tuple[Shadow, ...]:
+        """The shadows of a new session of ``mode`` on ``version``, each warmed on its ``history``; a shadow
+        whose model does not load or read the history is left out."""
+        shadows = []
+        for name in self.versions(session_id, mode, version):
+            try:
+                predictor = self.predictor(name)
+                state = predictor.advance(SeriesState(), history)
+            except ForecastError:
+                continue
+            issued = Issued(name, predictor.config.horizon, len(predictor.config.quantiles))
+            forecast = predictor.forecast(state)
+            if forecast is not None and state.last_close is not None:
+                issued = issued.with_forecast(forecast.as_of_seq, state.last_close, forecast.log_return)
+            shadows.append(Shadow(name, predictor.state_to_bytes(state), issued.to_bytes()))
+        return tuple(shadows)
+
+    def advance_all(self, steps: Sequence[ShadowStep]) -> list[tuple[Shadow | None, ShadowScores | None]]:
+        """Each step's shadow after its observations, and what they settle of its forecasts paired with what
+        they settle of the session model's; ``(None, None)`` for a shadow dropped. The shadows of one version
+        are stepped by one ``advance_many`` of its model, the path a batch of the session's own appends takes."""
+        out: list[tuple[Shadow | None, ShadowScores | None]] = [(None, None)] * len(steps)
+        by_version: dict[str, list[int]] = {}
+        for k, step in enumerate(steps):
+            by_version.setdefault(step.shadow.version, []).append(k)
+        for version, picked in by_version.items():
+            for k, result in zip(picked, self._advance_version(version, [steps[k] for k in picked]), strict=True):
+                out[k] = result
+        return out
+
+    def _advance_version(
+        self, version: str, steps: list[ShadowStep]
+    ) -> list[tuple[Shadow | None, ShadowScores | None]]:
+        """``advance_all`` for shadows of one ``version``."""
+        out: list[tuple[Shadow | None, ShadowScores | None]] = [(None, None)] * len(steps)
         try:
             predictor = self.predictor(version)
-            state = predictor.advance(SeriesState(), history)
         except ForecastError:
-            return None
-        issued = Issued(version, predictor.config.horizon, len(predictor.config.quantiles))
-        forecast = predictor.forecast(state)
-        if forecast is not None and state.last_close is not None:
-            issued = issued.with_forecast(forecast.as_of_seq, state.last_close, forecast.log_return)
-        return Shadow(version, predictor.state_to_bytes(state), issued.to_bytes())
-
-    def advance(
-        self,
-        shadow: Shadow,
-        model: Issued,
-        model_levels: tuple[float, ...],
-        first_seq: int,
-        appended: Sequence[Observation],
-    ) -> tuple[Shadow | None, ShadowScores | None]:
-        """``shadow`` after the observations ``first_seq, ...`` (``appended``), and what they settle of its
-        forecasts, paired with what they settle of the session model's (``model``, before settling)."""
+            return out
+        config = predictor.config
+        ready: list[tuple[int, SeriesState, Issued, Settled, dict[int, float]]] = []
+        for k, step in enumerate(steps):
+            try:
+                kept = Issued(version, config.horizon, len(config.quantiles))
+                if step.shadow.issued:
+                    kept = Issued.from_bytes(step.shadow.issued)
+                state = predictor.state_from_bytes(step.shadow.state)
+                if state.n_obs != step.first_seq:  # out of step with the session: it cannot be scored alongside
+                    continue
+                predictor.validate(step.appended, step.first_seq)  # a shadow may read fields the session's does not
+                closes = [obs.close for obs in step.appended]
+                paired = losses(kept, step.first_seq, closes, config.quantiles)
+                settled, kept = settle(kept, step.first_seq, closes, config.quantiles)
+            except ForecastError:
+                continue
+            ready.append((k, state, kept, settled, paired))
         try:
-            predictor = self.predictor(shadow.version)
-            config = predictor.config
-            kept = Issued(shadow.version, config.horizon, len(config.quantiles))
-            if shadow.issued:
-                kept = Issued.from_bytes(shadow.issued)
-            state = predictor.state_from_bytes(shadow.state)
-            if state.n_obs != first_seq:  # out of step with the session: it cannot be scored alongside
-                return None, None
-            closes = [obs.close for obs in appended]
-            paired = losses(kept, first_seq, closes, config.quantiles)
-            settled, kept = settle(kept, first_seq, closes, config.quantiles)
-            state = predictor.advance(state, appended)
+            states = predictor.advance_many([r[1] for r in ready], [steps[r[0]].appended for r in ready])
         except ForecastError:
-            return None, None
+            return out
+        for (k, _, kept, settled, paired), state in zip(ready, states, strict=True):
+            out[k] = self._after(predictor, steps[k], state, kept, settled, paired)
+        return out
+
+    def _after(
+        self,
+        predictor: Predictor,
+        step: ShadowStep,
+        state: SeriesState,
+        kept: Issued,
+        settled: Settled,
+        paired: dict[int, float],
+    ) -> tuple[Shadow, ShadowScores | None]:
+        """The shadow stepped to ``state`` with its next forecast among ``kept``, and its scores if it settled any."""
+        config = predictor.config
         forecast = predictor.forecast(state)
         if forecast is not None:
-            kept = kept.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
-        after = Shadow(shadow.version, predictor.state_to_bytes(state), kept.to_bytes())
+            kept = kept.with_forecast(forecast.as_of_seq, step.appended[-1].close, forecast.log_return)
+        after = Shadow(step.shadow.version, predictor.state_to_bytes(state), kept.to_bytes())
         if not settled.count:
             return after, None
         diffs: dict[int, list[float]] = {}
         times: dict[int, list[str | None]] = {}
-        if model_levels == config.quantiles and model.horizon == config.horizon:
-            mine = losses(model, first_seq, closes, model_levels)
-            diffs, times = differences(mine, paired, config.horizon, first_seq, [obs.time for obs in appended])
+        model = step.model
+        if step.model_levels == config.quantiles and model.horizon == config.horizon:
+            closes = [obs.close for obs in step.appended]
+            mine = losses(model, step.first_seq, closes, step.model_levels)
+            times_in = [obs.time for obs in step.appended]
+            diffs, times = differences(mine, paired, config.horizon, step.first_seq, times_in)
         mode = config.mode + SHADOW_MODE
-        return after, ShadowScores(shadow.version, mode, settled, model.version, diffs, self.keep, times)
+        return after, ShadowScores(step.shadow.version, mode, settled, model.version, diffs, self.keep, times)
 
 
 def shadow_runner(settings: Settings, pool: ModelPool) -> ShadowRunner | None:
-    """The runner ``settings`` ask for (``shadow``, with live scores on), or None."""
+    """The runner ``settings`` ask for (``shadow``, with live scores on; ``shadow_challengers``), or None."""
     if settings.shadow <= 0 or not settings.live_scores:
         return None
-    return ShadowRunner(settings.shadow, lambda mode: pool.champions().get(mode), pool.get, settings.shadow_pairs)
+    challenger = functools.partial(newest_challenger, pool) if settings.shadow_challengers else None
+    return ShadowRunner(
+        settings.shadow, lambda mode: pool.champions().get(mode), pool.get, settings.shadow_pairs, challenger
+    )
+
+
+def newest_challenger(pool: ModelPool, mode: str) -> str | None:
+    """The newest version of ``mode`` in the registry if it is not the mode's champion; None otherwise. Newest
+    by the time its name carries, then by when its folder was written: the folder names are read, not the
+    versions' files; a version that does not load is dropped as a shadow when its session opens."""
+    try:
+        found = [
+            ((path.name.rsplit("-", 2)[1], path.stat().st_mtime_ns), path.name)
+            for path in (pool.registry.root / mode).iterdir()
+            if VERSION_PATTERN.match(path.name)
+        ]
+    except OSError:
+        return None
+    newest = max(found, default=None)
+    return None if newest is None or newest[1] == pool.champions().get(mode) else newest[1]

@@ -1,5 +1,6 @@
 // Live forecast quality: each champion's running scores on the forecasts its sessions settled
-// (GET /v1/models/live) and, when shadows run, the live ar vs latent verdicts (GET /v1/compare/live).
+// (GET /v1/models/live), the last retrain started on drift and why, and, when shadows run, the live
+// verdicts of each pair (GET /v1/compare/live).
 import { api } from "./api.js";
 import { $, el, fixed, isNumber, percent, table } from "./dom.js";
 
@@ -60,6 +61,14 @@ export async function loadLive() {
   const champions = (live.models || []).filter((m) => m.champion);
   if (!champions.length) body.append(el("p", { class: "hint" }, "No champion has settled a forecast yet."));
   for (const model of champions) body.append(el("div", { class: "scroll" }, championTable(model)));
+  const drift = live.drift_retrain;
+  if (drift) {
+    const queued = drift.created.slice(0, 19).replace("T", " ");
+    const said = `Last retrain on drift: job ${drift.job_id}, queued ${queued} UTC, ${drift.status}. Why: ${drift.reason}`;
+    const line = el("p", { class: "drift-retrain" }, said);
+    Object.assign(line.dataset, { job: drift.job_id, reason: drift.reason });
+    body.append(line);
+  }
   if (compare.shadow > 0) {
     const pairs = compare.pairs || [];
     const list = el("ul", { class: "live-verdicts" }, ...pairs.flatMap((p) => p.horizons.map((h) => verdict(p, h))));

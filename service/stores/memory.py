@@ -149,8 +149,7 @@ class MemorySessionStore:
         apply(entry, update, self.limits)
         if update.scores is not None:
             self.live.add(update.version, update.mode, update.scores, update.updated)
-        shadow = update.shadow_scores
-        if shadow is not None:
+        for shadow in update.shadow_scores:
             self.live.add(shadow.version, shadow.mode, shadow.settled, update.updated)
             self.paired.add(shadow.model, shadow.version, shadow.differences, shadow.keep, shadow.times)
         return True

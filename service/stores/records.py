@@ -103,7 +103,7 @@ class SessionUpdate:
     replaces the record's adaptive offsets; None leaves them as they are.
     ``issued`` likewise replaces the forecasts awaiting outcomes, and ``scores``
     (what the update settles) join the store's live sums when, and only when,
-    the update is applied; so do ``shadow_scores`` and its paired losses.
+    the update is applied; so do ``shadow_scores`` (one per shadow) and their paired losses.
     """
 
     next_seq: int
@@ -117,7 +117,7 @@ class SessionUpdate:
     calibration: bytes | None = None
     issued: bytes | None = None
     scores: Settled | None = None
-    shadow_scores: ShadowScores | None = None  # what it settles of the session's shadow (service/live/shadows.py)
+    shadow_scores: tuple[ShadowScores, ...] = ()  # what it settles of each shadow (service/live/shadows.py)
 
 
 @dataclass(frozen=True)

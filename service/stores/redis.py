@@ -214,10 +214,8 @@ class RedisSessionStore:
                     scores,
                     update.updated,
                 )
-            if int(result) == 1 and update.shadow_scores is not None:
-                await add_shadow(
-                    self._commands, self._keys.prefix, session_id, update.next_seq, update.shadow_scores, update.updated
-                )
+            for shadow in update.shadow_scores if int(result) == 1 else ():
+                await add_shadow(self._commands, self._keys.prefix, session_id, update.next_seq, shadow, update.updated)
         return int(result) == 1
 
     async def commit_many(self, commits: Sequence[tuple[str, int, SessionUpdate]]) -> list[bool]:

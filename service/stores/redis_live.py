@@ -152,9 +152,11 @@ def pairs_key(prefix: str, name: str = "") -> str:
 async def add_shadow(
     commands: Commands, prefix: str, session_id: str, update_seq: int, scores: ShadowScores, now: float
 ) -> None:
-    """Add what the applied commit that moved ``session_id`` to ``update_seq`` settled of its shadow, once."""
+    """Add what the applied commit that moved ``session_id`` to ``update_seq`` settled of one of its shadows,
+    once."""
     names = [PAIR_SEPARATOR.join((scores.model, scores.version, str(h))) for h in scores.differences]
-    keys = [live_key(prefix), mark_key(prefix, session_id + "/shadow", update_seq), pairs_key(prefix)]
+    mark = mark_key(prefix, f"{session_id}/shadow/{scores.version}", update_seq)  # one per shadow
+    keys = [live_key(prefix), mark, pairs_key(prefix)]
     keys += [pairs_key(prefix, name) for name in names]
     args: list[Any] = [MARK_MS, scores.keep, len(names)]
     for (horizon, values), name in zip(scores.differences.items(), names, strict=True):

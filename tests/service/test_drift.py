@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +16,10 @@ from service.jobs.drift import DriftRule, DriftWatch
 from service.jobs.scheduler import DRIFT_JOB, build_scheduler, run_drift
 from service.live.pairs import PairedLosses
 from service.live.sums import HorizonSums, LiveSums
+from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from tests.service.test_routes_live import WARM, Offline, feed, open_session
-from training.jobs import JobReport
+from training.jobs import JobReport, JobStore
 from training.registry import Registry
 from training.significance import diebold_mariano
 
@@ -38,10 +41,12 @@ class Clock:
 class Launcher:
     def __init__(self) -> None:
         self.runs = 0
+        self.reasons: list[str | None] = []
 
-    def run(self) -> JobReport:
+    def run(self, reason: str | None = None) -> JobReport:
         self.runs += 1
-        return JobReport(job_id="20260101T000000-abcdef", status="succeeded", seconds=1.0)
+        self.reasons.append(reason)
+        return JobReport(job_id="20260101T000000-abcdef", status="succeeded", seconds=1.0, reason=reason)
 
 
 CHAMPIONS = {"latent": "latent-1"}
@@ -143,7 +148,79 @@ def test_the_scheduler_reads_the_shared_store_and_starts_exactly_one_retrain_wit
     [message] = caplog.messages
     version = registry.champion("latent")
     assert message.startswith(f"retrain on drift: latent champion {version}: live coverage ")
+    assert launcher.reasons == [message.removeprefix("retrain on drift: ")]  # the job keeps why it started
+
+
+@pytest.fixture
+def overconfident(tmp_path: Path) -> Registry:
+    """A latent champion whose quantiles all sit far above any return, and a sane ar champion (tiny models)."""
+    registry = Registry(tmp_path / "artifacts")
+    wrong = tiny_checkpoint("latent", seed=1)
+    wrong["state_dict"]["head.bias"] = wrong["state_dict"]["head.bias"] + 20.0
+    registry.promote(registry.register(wrong).version)
+    registry.promote(registry.register(tiny_checkpoint("ar", seed=1)).version)
+    return registry
+
+
+def test_a_shadow_beating_its_champion_live_starts_exactly_one_retrain_through_the_scheduler(
+    make_settings: MakeSettings,
+    closes: list[float],
+    overconfident: Registry,
+    redis_server: str,
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # fewer settled forecasts than the coverage's window (500): only the shadow can give a reason
+    settings = make_settings(
+        artifacts=overconfident.root,
+        store="redis",
+        redis_url=redis_server,
+        redis_prefix=redis_prefix,
+        shadow=1.0,
+        drift_check_seconds=60.0,
+    )
+    with TestClient(create_app(settings)) as client:
+        offline = Offline(closes)
+        feed(client, open_session(client, closes, offline), closes, offline, WARM, WARM + 40)
+    launcher = Launcher()
+    scheduler = build_scheduler(settings, launcher)  # type: ignore[arg-type]
+    [watch] = [arg for arg in scheduler.get_job(DRIFT_JOB).args if hasattr(arg, "check")]
+    with caplog.at_level(logging.WARNING, logger="service.jobs.scheduler"):
+        for _ in range(3):  # within the cooldown (a day): one retrain, whatever the checks find
+            run_drift(settings, watch, launcher)  # type: ignore[arg-type]
+    assert launcher.runs == 1
+    [message] = caplog.messages
+    champion, shadow = overconfident.champion("latent"), overconfident.champion("ar")
+    assert message.startswith(
+        f"retrain on drift: latent champion {champion}: its shadow {shadow} had a lower pinball loss on the 1-step "
+    )
+    assert launcher.reasons == [message.removeprefix("retrain on drift: ")]
 
 
 def test_no_drift_job_unless_asked(make_settings: MakeSettings) -> None:
     assert build_scheduler(make_settings()).get_job(DRIFT_JOB) is None
+
+
+def test_the_live_route_names_the_last_retrain_started_on_drift_and_why(
+    make_settings: MakeSettings, registry: Registry, tmp_path: Path
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(registry.root, artifacts)
+    with TestClient(create_app(make_settings(artifacts=artifacts))) as client:
+        assert client.get("/v1/models/live").json()["drift_retrain"] is None
+        jobs = JobStore(artifacts / "jobs")
+        for job_id, reason in (
+            ("20261201T000000-aaaaaa", "latent champion latent-0: live coverage 0.500"),
+            ("20261202T000000-bbbbbb", "latent champion latent-1: its shadow ar-1 had a lower pinball loss"),
+            ("20261203T000000-cccccc", None),  # the cron's, newer
+        ):
+            jobs.save(
+                JobReport(job_id=job_id, status="succeeded", created=f"{job_id[:8]}T00:00:00+00:00", reason=reason)
+            )
+        shown = client.get("/v1/models/live").json()["drift_retrain"]
+    assert shown == {
+        "job_id": "20261202T000000-bbbbbb",
+        "created": "20261202T00:00:00+00:00",
+        "status": "succeeded",
+        "reason": "latent champion latent-1: its shadow ar-1 had a lower pinball loss",
+    }

@@ -3,11 +3,13 @@
 The server and browser are those of ``tests/service/test_page.py`` (its
 service runs every session with a shadow). Sessions streamed here through the
 API settle forecasts; the panel must show each champion's figures exactly as
-``GET /v1/models/live`` gives them and a sentence per pair and horizon of
-``GET /v1/compare/live``.
+``GET /v1/models/live`` gives them, the last retrain started on drift with its
+reason, and a sentence per pair and horizon of ``GET /v1/compare/live``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ from playwright.sync_api import BrowserContext, Page
 
 from tests.service.test_page import KEY, START, TICKER, WAIT_MS, browser, open_page, playwright, server, use_key
 from tests.support.processes import ServiceProcess
+from training.jobs import JobReport, JobStore
 from training.registry import Registry
 
 # with a server and a browser to start, the module takes longer than a unit test should (docs/page.md)
@@ -92,4 +95,26 @@ def test_the_live_panel_shows_each_champions_live_scores_and_the_shadows_verdict
             timeout=WAIT_MS,
         )
         assert live_shown(page) == live_expected(http)
+    assert problems.found == []
+
+
+def test_the_live_panel_says_why_the_last_retrain_on_drift_started(
+    browser: BrowserContext, server: ServiceProcess
+) -> None:
+    reason = "latent champion latent-1: its shadow ar-1 had a lower pinball loss on the 1-step forecasts both settled"
+    job = JobReport(
+        job_id="20261205T120000-dddddd", status="running", created="2026-12-05T12:00:00+00:00", reason=reason
+    )
+    JobStore(Path(server.env["LATENTCAST_ARTIFACTS"]) / "jobs").save(job)
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}) as http:
+        assert http.get("/v1/models/live").json()["drift_retrain"]["reason"] == reason
+    page, problems = open_page(browser, server)
+    use_key(page, KEY)
+    page.wait_for_selector("body[data-loaded=ok]", timeout=WAIT_MS)
+    line = page.wait_for_selector("#live-body p.drift-retrain", timeout=WAIT_MS)
+    assert line is not None
+    assert (line.get_attribute("data-job"), line.get_attribute("data-reason")) == (job.job_id, reason)
+    assert line.inner_text() == (
+        f"Last retrain on drift: job {job.job_id}, queued 2026-12-05 12:00:00 UTC, running. Why: {reason}"
+    )
     assert problems.found == []

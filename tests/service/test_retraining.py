@@ -67,8 +67,10 @@ def test_the_child_runs_with_this_services_retrain_settings(tmp_path):
 @pytest.mark.slow
 def test_a_job_runs_in_its_own_process_and_reports(tmp_path):
     launcher = RetrainLauncher(retrain_settings(tmp_path))
-    job = launcher.run()
+    job = launcher.run("live coverage out of its band")
     assert job.status == "succeeded", (job.error, (tmp_path / "jobs" / f"{job.job_id}.log").read_text())
+    assert job.reason == "live coverage out of its band"  # kept through the child's own writes of the report
+    assert launcher.last_on_drift(5) == job
     assert job.data["source"] == "bundled" and job.data["tickers"] == ["IBM"]
     assert [m["mode"] for m in job.modes] == ["ar", "latent"]
     assert job.pid is not None and job.seconds is not None
@@ -177,7 +179,7 @@ def test_schedule_runs_the_retrain_on_the_cron_without_overlap(tmp_path):
 
 def test_each_run_logs_its_outcome(tmp_path, caplog):
     class Launcher:
-        def run(self) -> JobReport:
+        def run(self, reason: str | None = None) -> JobReport:
             job = JobReport(job_id="20260101T000000-abcdef", status="succeeded", seconds=12.5)
             job.data = {"source": "cache"}
             job.modes = [{"mode": "latent", "challenger": "latent-x", "promoted": False, "reason": "not better"}]
@@ -209,8 +211,8 @@ def test_bad_cron_is_refused_with_the_reason():
 
 def test_a_child_that_dies_before_its_report_is_marked_failed(tmp_path, monkeypatch):
     monkeypatch.setattr("service.jobs.retraining.retrain_command", lambda job_id: [sys.executable, "-c", "exit(3)"])
-    job = RetrainLauncher(retrain_settings(tmp_path)).run()
-    assert job.status == "failed"
+    job = RetrainLauncher(retrain_settings(tmp_path)).run("a reason")
+    assert job.status == "failed" and job.reason == "a reason"
     assert job.error == "the retrain process exited with code 3 before finishing its report"
 
 

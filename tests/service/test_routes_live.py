@@ -106,7 +106,7 @@ def test_live_scores_equal_the_offline_scores_of_the_answered_forecasts(
         }
     offline = Offline(closes)
     with TestClient(create_app(make_settings(**overrides))) as client:
-        assert client.get("/v1/models/live").json() == {"enabled": True, "models": []}
+        assert client.get("/v1/models/live").json() == {"enabled": True, "models": [], "drift_retrain": None}
         session_id = open_session(client, closes, offline)
         feed(client, session_id, closes, offline, WARM, WARM + 40)
         shown = live(client)
@@ -149,7 +149,7 @@ def test_scoring_off_keeps_no_sums(make_settings: MakeSettings, closes: list[flo
         session_id = open_session(client, closes, offline)
         feed(client, session_id, closes, offline, WARM, WARM + 8)
         reply = client.get("/v1/models/live").json()
-    assert reply == {"enabled": False, "models": []}
+    assert reply == {"enabled": False, "models": [], "drift_retrain": None}
 
 
 def test_bulk_appends_of_many_sessions_are_scored_as_single_appends(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import struct
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,8 @@ from latentcast.errors import StateError
 from models.predictor import Observation, SeriesState
 from service.http.app import create_app
 from service.live.pairs import PairedLosses, report
-from service.live.shadows import Shadow, pack, sampled, unpack
+from service.live.shadows import MAGIC, ONE_SHADOW_MAGIC, Shadow, pack, packed, sampled, unpack
+from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings
 from tests.service.test_routes_live import WARM, Offline, assert_scores, feed, open_session
 from training.registry import Registry
@@ -61,12 +64,29 @@ def test_sampling_is_decided_by_the_session_id_alone() -> None:
     assert all(sampled(i, 0.5) for i in ids if sampled(i, 0.3))
 
 
-def test_a_shadow_packs_beside_the_issued_forecasts_and_bad_bytes_are_named() -> None:
-    shadow = Shadow("ar-1", b"state", b"issued")
-    assert unpack(pack(b"own", shadow)) == (b"own", shadow)
-    assert unpack(pack(b"own", None)) == (b"own", None)
+def test_shadows_pack_beside_the_issued_forecasts_and_bad_bytes_are_named() -> None:
+    shadows = (Shadow("ar-1", b"state", b"issued"), Shadow("latent-2", b"", b"x"), Shadow("ar-3", b"s", b""))
+    for kept in (shadows, shadows[:1], ()):
+        assert unpack(pack(b"own", kept)) == (b"own", kept)
+    assert pack(b"own", ()) == b"own"
+    blob = pack(b"own", shadows)
+    with pytest.raises(StateError, match="do not hold the 5 they name"):
+        unpack(blob[:-1])
+    with pytest.raises(StateError, match="hold 1 more than they name"):
+        unpack(blob + b"!")
+    with pytest.raises(StateError, match="names 4 shadows, at most 3"):
+        unpack(blob[: len(MAGIC)] + struct.pack("<IB", 3, 4) + blob[len(MAGIC) + 5 :])
+
+
+def test_a_record_of_the_one_shadow_format_still_reads() -> None:
+    name, state, issued = b"ar-1", b"state", b"issued"
+    old = (
+        ONE_SHADOW_MAGIC + struct.pack("<IHII", 3, len(name), len(state), len(issued)) + b"own" + name + state + issued
+    )
+    assert packed(old) and packed(pack(b"own", [Shadow("ar-1", state, issued)])) and not packed(b"own")
+    assert unpack(old) == (b"own", (Shadow("ar-1", state, issued),))
     with pytest.raises(StateError, match="does not hold"):
-        unpack(pack(b"own", shadow)[:-1])
+        unpack(old[:-1])
 
 
 def test_a_shadow_never_changes_a_replys_bytes(make_settings: MakeSettings, closes: list[float]) -> None:
@@ -158,3 +178,66 @@ def test_a_session_migrated_to_its_shadows_version_drops_its_shadow(
         shown = live_models(client)
     assert shown["ar/shadow"][1]["count"] == before  # no more shadow scores
     assert shown["ar"][1]["count"] > 0  # the session's own, on its new version
+
+
+@pytest.fixture(scope="module")
+def challenged(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """Champions of both modes, then a newer challenger of each (tiny, closes only), a minute apart."""
+    minutes = iter(range(100))
+    registry = Registry(
+        tmp_path_factory.mktemp("challenged"), lambda: datetime(2026, 1, 1, 0, next(minutes), tzinfo=UTC)
+    )
+    for mode in ("latent", "ar"):
+        registry.promote(registry.register(tiny_checkpoint(mode, seed=1)).version)
+    for mode, seed in (("latent", 3), ("ar", 4)):
+        registry.register(tiny_checkpoint(mode, seed=seed))
+    return registry
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_the_newest_challenger_of_each_mode_shadows_too_each_scored_and_paired_on_its_own(
+    make_settings: MakeSettings,
+    closes: list[float],
+    challenged: Registry,
+    store: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    champions = {mode: challenged.champion(mode) for mode in ("latent", "ar")}
+    newest = {mode: challenged.versions(mode)[-1].version for mode in ("latent", "ar")}
+    assert set(newest.values()).isdisjoint(champions.values())
+    offline = Offline(closes)
+    settings = make_settings(artifacts=challenged.root, shadow=1.0, **redis_overrides(store, request))
+    with TestClient(create_app(settings)) as client:
+        session_id = open_session(client, closes, offline)
+        feed(client, session_id, closes, offline, WARM, END)
+        models = client.get("/v1/models/live").json()["models"]
+        compared = client.get("/v1/compare/live").json()["pairs"]
+    shown = {(m["version"], m["mode"]): m["horizons"][0]["count"] for m in models}
+    expected = offline.scores(END)[1]["count"]
+    assert shown == {
+        (champions["latent"], "latent"): expected,
+        (champions["ar"], "ar/shadow"): expected,
+        (newest["latent"], "latent/shadow"): expected,
+        (newest["ar"], "ar/shadow"): expected,
+    }
+    pairs = {(pair["model"], pair["shadow"]): pair["horizons"][0]["count"] for pair in compared}
+    assert pairs == {(champions["latent"], shadow): expected for shadow in (champions["ar"], *newest.values())}
+
+
+def test_challengers_are_left_out_when_the_setting_says_so_and_never_shadow_their_own_session(
+    make_settings: MakeSettings, closes: list[float], challenged: Registry
+) -> None:
+    newest_latent = challenged.versions("latent")[-1].version
+    for challengers, version, expected in (
+        (False, None, {challenged.champion("ar")}),
+        (True, newest_latent, {challenged.champion("ar"), challenged.versions("ar")[-1].version}),
+    ):
+        settings = make_settings(artifacts=challenged.root, shadow=1.0, shadow_challengers=challengers)
+        with TestClient(create_app(settings)) as client:
+            opened = {"history": closes[:WARM], **({"version": version} if version else {"mode": "latent"})}
+            session_id = client.post("/v1/sessions", json=opened).json()["session_id"]
+            for seq in range(WARM, WARM + 5):
+                body = {"seq": seq, "observations": [closes[seq]]}
+                assert client.post(f"/v1/sessions/{session_id}/observations", json=body).status_code == 200
+            pairs = client.get("/v1/compare/live").json()["pairs"]
+        assert {pair["shadow"] for pair in pairs} == expected, challengers

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from service.batching import in_thread
 from service.http.dependencies import CallerDep, ServicesDep
 from service.http.routes import error_responses
 from service.http.schemas.live import CompareLiveResponse, LiveResponse
@@ -13,6 +14,7 @@ from service.live.pairs import report as pairs_report
 from service.live.sums import report
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
+DRIFT_JOBS = 20  # the last retrain jobs searched for one started on drift
 
 
 @router.get(
@@ -30,10 +32,19 @@ async def live(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     horizon 1: the misses of overlapping forecasts are not independent), and the median's `mae`
     against the random walk's (`mae_ratio` below 1 beats it). The sums are the session store's,
     shared by every process on it. `enabled` is false when this process does not score
-    (LATENTCAST_LIVE_SCORES)."""
+    (LATENTCAST_LIVE_SCORES). `drift_retrain`: the last retrain the scheduler started on drift
+    (among the last jobs kept), and why."""
     live_sums = await svc.store.live_sums()
     svc.metrics.live.update(live_sums)
-    return {"enabled": svc.settings.live_scores, "models": report(live_sums, svc.pool.champions())}
+    job = await in_thread(svc.jobs.last_on_drift, DRIFT_JOBS)
+    drift = None
+    if job is not None:
+        drift = {"job_id": job.job_id, "created": job.created, "status": job.status, "reason": job.reason}
+    return {
+        "enabled": svc.settings.live_scores,
+        "models": report(live_sums, svc.pool.champions()),
+        "drift_retrain": drift,
+    }
 
 
 compare_router = APIRouter(prefix="/v1/compare", tags=["models"])
@@ -47,7 +58,8 @@ compare_router = APIRouter(prefix="/v1/compare", tags=["models"])
 )
 async def compare_live(svc: ServicesDep, _: CallerDep) -> dict[str, Any]:
     """With LATENTCAST_SHADOW, a sampled share of new sessions is also run, unanswered, by the other
-    mode's champion (its shadow). Per pair (the sessions' version, the shadow's) and horizon: the
+    mode's champion and (LATENTCAST_SHADOW_CHALLENGERS) the newest registered challenger of each mode:
+    its shadows, at most 3. Per pair (the sessions' version, the shadow's) and horizon: the
     last paired differences of mean pinball loss on the forecasts both settled, their mean and the
     Diebold-Mariano test of them (`verdict`: the lower loss at the 5% level, or a tie). Where every
     difference was settled by an observation with a `time`, those settled at the same time are

@@ -29,6 +29,13 @@ class LiveModelOut(BaseModel):
     horizons: list[LiveHorizonOut]
 
 
+class DriftRetrainOut(BaseModel):
+    job_id: str = Field(description="as GET /v1/jobs/{id} reads it")
+    created: str = Field(description="when it was queued (ISO 8601, UTC)")
+    status: str
+    reason: str = Field(description="the drift check's reason, as the scheduler logged it")
+
+
 class LiveResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -64,6 +71,9 @@ class LiveResponse(BaseModel):
 
     enabled: bool = Field(description="whether this process scores forecasts (LATENTCAST_LIVE_SCORES)")
     models: list[LiveModelOut] = Field(description="per model version, champions first")
+    drift_retrain: DriftRetrainOut | None = Field(
+        default=None, description="the last retrain the scheduler started on drift, if any (docs/live.md)"
+    )
 
 
 class PairedHorizonOut(BaseModel):
@@ -115,5 +125,5 @@ class CompareLiveResponse(BaseModel):
         }
     )
 
-    shadow: float = Field(description="the fraction of new sessions given a shadow (LATENTCAST_SHADOW)")
+    shadow: float = Field(description="the fraction of new sessions given shadows (LATENTCAST_SHADOW)")
     pairs: list[PairOut] = Field(description="per pair of versions that settled the same forecasts")
