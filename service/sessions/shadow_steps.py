@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from latentcast.errors import ForecastError
 from models.config import MODES
 from models.predictor import Observation, Predictor, SeriesState
+from models.series import Stepped, StoredStep
 from service.config import Settings
 from service.live.scores import Issued, Settled, settle
 from service.live.shadows import MAX_SHADOWS, SHADOW_MODE, Shadow, ShadowScores, differences, losses, sampled
@@ -86,7 +87,7 @@ class ShadowRunner:
     def advance_all(self, steps: Sequence[ShadowStep]) -> list[tuple[Shadow | None, ShadowScores | None]]:
         """Each step's shadow after its observations, and what they settle of its forecasts paired with what
         they settle of the session model's; ``(None, None)`` for a shadow dropped. The shadows of one version
-        are stepped by one ``advance_many`` of its model, the path a batch of the session's own appends takes."""
+        are stepped by one ``advance_stored`` of its model, the call a batch of the session's own appends makes."""
         out: list[tuple[Shadow | None, ShadowScores | None]] = [(None, None)] * len(steps)
         by_version: dict[str, list[int]] = {}
         for k, step in enumerate(steps):
@@ -106,45 +107,46 @@ class ShadowRunner:
         except ForecastError:
             return out
         config = predictor.config
-        ready: list[tuple[int, SeriesState, Issued, Settled, dict[int, float]]] = []
+        ready: list[tuple[int, Issued, Settled, dict[int, float]]] = []
         for k, step in enumerate(steps):
             try:
                 kept = Issued(version, config.horizon, len(config.quantiles))
                 if step.shadow.issued:
                     kept = Issued.from_bytes(step.shadow.issued)
-                state = predictor.state_from_bytes(step.shadow.state)
-                if state.n_obs != step.first_seq:  # out of step with the session: it cannot be scored alongside
-                    continue
-                predictor.validate(step.appended, step.first_seq)  # a shadow may read fields the session's does not
                 closes = [obs.close for obs in step.appended]
                 paired = losses(kept, step.first_seq, closes, config.quantiles)
                 settled, kept = settle(kept, step.first_seq, closes, config.quantiles)
             except ForecastError:
                 continue
-            ready.append((k, state, kept, settled, paired))
-        try:
-            states = predictor.advance_many([r[1] for r in ready], [steps[r[0]].appended for r in ready])
-        except ForecastError:
-            return out
-        for (k, _, kept, settled, paired), state in zip(ready, states, strict=True):
-            out[k] = self._after(predictor, steps[k], state, kept, settled, paired)
+            ready.append((k, kept, settled, paired))
+        # a state out of step with the session (n_obs is not first_seq) or an observation this shadow's model
+        # refuses (it may read fields the session's does not) comes back as an error: that shadow is dropped
+        stored = [
+            StoredStep(
+                steps[k].shadow.state, steps[k].first_seq, steps[k].appended, steps[k].first_seq, len(steps[k].appended)
+            )
+            for k, *_ in ready
+        ]
+        for (k, kept, settled, paired), stepped in zip(ready, predictor.advance_stored(stored), strict=True):
+            if isinstance(stepped, Stepped):
+                out[k] = self._after(predictor, steps[k], stepped, kept, settled, paired)
         return out
 
     def _after(
         self,
         predictor: Predictor,
         step: ShadowStep,
-        state: SeriesState,
+        stepped: Stepped,
         kept: Issued,
         settled: Settled,
         paired: dict[int, float],
     ) -> tuple[Shadow, ShadowScores | None]:
-        """The shadow stepped to ``state`` with its next forecast among ``kept``, and its scores if it settled any."""
+        """The shadow as ``stepped`` left it, its next forecast among ``kept``, and its scores if it settled any."""
         config = predictor.config
-        forecast = predictor.forecast(state)
+        forecast = stepped.forecast
         if forecast is not None:
             kept = kept.with_forecast(forecast.as_of_seq, step.appended[-1].close, forecast.log_return)
-        after = Shadow(step.shadow.version, predictor.state_to_bytes(state), kept.to_bytes())
+        after = Shadow(step.shadow.version, stepped.state, kept.to_bytes())
         if not settled.count:
             return after, None
         diffs: dict[int, list[float]] = {}
@@ -183,3 +185,8 @@ def newest_challenger(pool: ModelPool, mode: str) -> str | None:
         return None
     newest = max(found, default=None)
     return None if newest is None or newest[1] == pool.champions().get(mode) else newest[1]
+
+
+def _stored(step: ShadowStep) -> StoredStep:
+    """The shadow's step as ``Predictor.advance_stored`` reads it: its state, then every appended observation."""
+    return StoredStep(step.shadow.state, step.first_seq, step.appended, step.first_seq, len(step.appended))

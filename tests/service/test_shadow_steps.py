@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from models.predictor import Observation, Predictor, SeriesState
+from models.predictor import Predictor
+from models.series import Stepped, StoredStep
 from service.http.app import create_app
 from tests.service.conftest import MakeSettings
 from tests.service.test_shadows import live_models
@@ -20,16 +21,14 @@ APPENDS = 6
 
 
 def record_advances(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """The version and the number of streams of every ``Predictor.advance_many`` call from now on."""
-    advance_many, calls = Predictor.advance_many, []
+    """The version and the number of streams of every ``Predictor.advance_stored`` call from now on."""
+    advance_stored, calls = Predictor.advance_stored, []
 
-    def recorded(
-        self: Predictor, states: Sequence[SeriesState], batches: Sequence[Sequence[Observation]]
-    ) -> list[SeriesState]:
-        calls.append((self.version, len(states)))
-        return advance_many(self, states, batches)
+    def recorded(self: Predictor, steps: Sequence[StoredStep]) -> list[Stepped | Exception | None]:
+        calls.append((self.version, len(steps)))
+        return advance_stored(self, steps)
 
-    monkeypatch.setattr(Predictor, "advance_many", recorded)
+    monkeypatch.setattr(Predictor, "advance_stored", recorded)
     return calls
 
 
