@@ -37,7 +37,8 @@ import redis
 from bench.harness import default_checkpoint
 from data import sources
 from models.config import ModelConfig
-from models.predictor import Observation, Predictor, SeriesState
+from models.predictor import Predictor
+from models.series import Observation, SeriesState
 from service.config import Settings
 from service.sessions.replies import reply_body
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply, StoreLimits, store_limits

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from latentcast.errors import DataError, LimitError
-from models.predictor import Forecast, Observation, Predictor, SeriesState
+from models.predictor import Predictor
+from models.series import Forecast, Observation, SeriesState
 from service.batching import in_thread
 from service.model_pool import ModelPool
 

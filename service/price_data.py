@@ -18,7 +18,7 @@ import pandas as pd
 
 from data import sources
 from latentcast.errors import NotFoundError
-from models.predictor import Observation
+from models.series import Observation
 
 SOURCE = "bundled"
 

@@ -13,7 +13,7 @@ from models import fused_gru
 from models.checkpoint import make_checkpoint
 from models.config import ModelConfig
 from models.forecaster import Forecaster
-from models.predictor import Observation
+from models.series import Observation
 from service.price_data import bars_of
 
 FEATURES: dict[int, tuple[str, ...]] = {1: ("returns",), 2: ("returns", "range"), 3: ("returns", "range", "volume")}

@@ -25,7 +25,8 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from models.predictor import Observation, Predictor, SeriesState
+from models.predictor import Predictor
+from models.series import Observation, SeriesState
 
 DEFAULT_LENGTHS = (100, 1_000, 10_000)
 TARGET_SECONDS_PER_CELL = 0.3  # enough repeats for a stable median, bounded time

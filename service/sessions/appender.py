@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models.predictor import Observation
+from models.series import Observation
 from service.metrics import ServiceMetrics
 from service.sessions.owned_records import OwnedRecords
 from service.sessions.planner import AppendPlanner

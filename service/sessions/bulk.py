@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from latentcast.errors import LimitError
-from models.predictor import Observation
+from models.series import Observation
 from service.forecasting import check_count
 from service.sessions.appender import Appender
 from service.sessions.locks import SessionLocks

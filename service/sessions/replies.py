@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from models.predictor import Forecast, Predictor, SeriesState
+from models.predictor import Predictor
+from models.series import Forecast, SeriesState
 from service.forecasting import ModelRef
 
 # a stored reply's body: format, next_seq, last close; the model's float32 output follows,

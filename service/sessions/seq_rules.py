@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from latentcast.errors import ConflictError
-from models.predictor import Observation
+from models.series import Observation
 from service.stores import SessionRecord
 from service.stores.records import observation_to_bytes
 

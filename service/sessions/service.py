@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from latentcast.errors import QuotaError
 from models.calibration import AdaptiveOffsets
-from models.predictor import Observation, SeriesState
+from models.series import Observation, SeriesState
 from service.batching import in_thread
 from service.forecasting import ModelRef, check_count
 from service.live.shadows import Shadow, pack

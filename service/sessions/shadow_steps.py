@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from latentcast.errors import ForecastError
 from models.config import MODES
-from models.predictor import Observation, Predictor, SeriesState
-from models.series import Stepped, StoredStep
+from models.predictor import Predictor
+from models.series import Observation, SeriesState, Stepped, StoredStep
 from service.config import Settings
 from service.live.scores import Issued, Settled, settle
 from service.live.shadows import MAX_SHADOWS, SHADOW_MODE, Shadow, ShadowScores, differences, losses, sampled

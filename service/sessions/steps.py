@@ -20,8 +20,8 @@ import numpy as np
 
 from latentcast.errors import DataError, StateError
 from models.calibration import AdaptiveConfig, AdaptiveOffsets
-from models.predictor import Forecast, Observation, Predictor, SeriesState
-from models.series import Stepped, StoredStep
+from models.predictor import Predictor
+from models.series import Forecast, Observation, SeriesState, Stepped, StoredStep
 from service.forecasting import ModelRef
 from service.sessions.replies import SessionReply, reply_body, session_reply, stored_reply
 from service.sessions.seq_rules import new_observations

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.predictor import Observation
+from models.series import Observation
 
 EXTRA_FIELDS = ("open", "high", "low", "volume")
 CLOSE_BYTES = 8

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from latentcast.errors import StateError, UnavailableError
-from models.predictor import Observation
+from models.series import Observation
 from service.live.scores import Settled
 from service.live.shadows import ShadowScores
 

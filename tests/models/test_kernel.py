@@ -15,8 +15,8 @@ from latentcast.errors import StateError
 from models.config import CELLS, SCALINGS, ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel, softplus
-from models.predictor import Predictor, SeriesState
-from models.series import Stepped, StoredStep
+from models.predictor import Predictor
+from models.series import SeriesState, Stepped, StoredStep
 from models.state import StreamState
 from tests.factories import real_bars
 

@@ -11,8 +11,8 @@ from data.features import Scaler, build_series
 from latentcast.errors import DataError, StateError
 from models.config import ModelConfig
 from models.forecaster import Forecaster
-from models.predictor import Observation, Predictor, SeriesState
-from models.series import MAX_PRICE, MIN_PRICE, Stepped, StoredStep
+from models.predictor import Predictor
+from models.series import MAX_PRICE, MIN_PRICE, Observation, SeriesState, Stepped, StoredStep
 from tests.factories import real_bars
 
 FEATURES = {1: ("returns",), 3: ("returns", "range", "volume")}

@@ -10,8 +10,8 @@ from data import sources
 from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
-from models.predictor import Observation, Predictor, SeriesState
-from models.series import Stepped, StoredStep
+from models.predictor import Predictor
+from models.series import Observation, SeriesState, Stepped, StoredStep
 from models.series_batch import batch_from_bytes, batch_to_bytes
 from tests.factories import FEATURES, real_bars
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from models.predictor import Observation
+from models.series import Observation
 from service.config import Settings
 from service.http.app import create_app
 from service.stores import SessionStore, StoreLimits

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from models.predictor import Observation
+from models.series import Observation
 from service.stores import SessionRecord, SessionStore, SessionUpdate, StoredReply
 from service.stores.records import batch_digest
 

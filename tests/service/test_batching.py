@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from latentcast.errors import ConflictError
-from models.predictor import Observation
+from models.series import Observation
 from service.batching import MicroBatcher, in_loop_or_thread
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool

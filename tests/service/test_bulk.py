@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from models.predictor import Observation
+from models.series import Observation
 from tests.service.test_e2e import assert_close, env
 from tests.support.processes import ServiceProcess
 from training.registry import Registry

@@ -12,7 +12,7 @@ import redis
 from latentcast_client import ApiError, AsyncClient, Client, ClientSettings, Item, Session
 
 from data import sources
-from models.predictor import Observation
+from models.series import Observation
 from service import cli
 from tests.service.test_e2e import assert_close, env
 from tests.support.processes import ServiceProcess

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from data import sources
-from models.predictor import Observation
+from models.series import Observation
 from tests.support.processes import ServiceProcess
 from training.registry import Registry
 

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.predictor import Observation
+from models.series import Observation
 from tests.service.conftest import versions
 from tests.support.processes import ServiceProcess
 from training.registry import Registry

@@ -28,7 +28,7 @@ import redis
 import torch
 from fastapi.testclient import TestClient
 
-from models.predictor import Observation
+from models.series import Observation
 from service.http.app import create_app
 from tests.factories import tiny_checkpoint
 from tests.service.conftest import MakeSettings

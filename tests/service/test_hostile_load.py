@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from models.predictor import Observation, SeriesState
+from models.series import Observation, SeriesState
 from tests.service import hostile
 from tests.support.processes import ROOT, ServiceProcess
 from training.registry import Registry

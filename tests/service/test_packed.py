@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.predictor import Observation
+from models.series import Observation
 from service.stores.packed import CLOSE_BYTES, EXTRA_BYTES, NO_TIME, PackedObservations
 
 BARS = [

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from latentcast.errors import UnavailableError
-from models.predictor import Observation
+from models.series import Observation
 from service.stores import StoreLimits
 from service.stores.redis import RedisSessionStore
 from tests.service.store_records import record, update

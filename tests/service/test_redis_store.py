@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from latentcast.errors import UnavailableError
-from models.predictor import Observation
+from models.series import Observation
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.sessions.service import AppendItem, SessionService

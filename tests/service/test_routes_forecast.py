@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi.testclient import TestClient
 
-from models.predictor import Observation
+from models.series import Observation
 from service.http.app import create_app
 from tests.service.conftest import versions
 from training.registry import Registry

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from latentcast_client import Client, ClientSettings
 
-from models.predictor import Observation
+from models.series import Observation
 from tests.service.test_e2e import assert_close, env
 from tests.support.processes import START_SECONDS, ServiceProcess, serve_command
 from tests.support.workers import connection_owners, listening_owners, serving_workers

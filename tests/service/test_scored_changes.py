@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from models.predictor import Observation, SeriesState
+from models.series import Observation, SeriesState
 from service.live.scores import Issued
 from service.sessions.scored_changes import awaiting, scored
 from service.sessions.steps import Append, Change, plan_appends

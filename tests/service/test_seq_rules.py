@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from latentcast.errors import ConflictError
-from models.predictor import Observation
+from models.series import Observation
 from service.sessions.seq_rules import new_observations
 from service.stores import SessionRecord
 

@@ -10,8 +10,8 @@ import pytest
 
 from latentcast.errors import ConflictError, DataError, StateError
 from models.calibration import AdaptiveOffsets
-from models.predictor import Observation, Predictor, SeriesState
-from models.series import Stepped, StoredStep
+from models.predictor import Predictor
+from models.series import Observation, SeriesState, Stepped, StoredStep
 from service.sessions.replies import reply_body
 from service.sessions.steps import Append, Change, plan_appends, plan_migration, state_of
 from service.stores import SessionRecord, StoredReply

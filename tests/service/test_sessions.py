@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from latentcast.errors import ConflictError, DataError, LimitError, NotFoundError
-from models.predictor import Forecast, Observation
+from models.series import Forecast, Observation
 from service.metrics import ServiceMetrics
 from service.model_pool import ModelPool
 from service.sessions.service import SessionReply, SessionService

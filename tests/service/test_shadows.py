@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from latentcast.errors import StateError
-from models.predictor import Observation, SeriesState
+from models.series import Observation, SeriesState
 from service.http.app import create_app
 from service.live.pairs import PairedLosses, report
 from service.live.shadows import MAGIC, ONE_SHADOW_MAGIC, Shadow, pack, packed, sampled, unpack

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from latentcast.errors import UnavailableError
-from models.predictor import Observation
+from models.series import Observation
 from tests.service.store_records import BARS, MakeStore, record, update
 
 pytestmark = pytest.mark.anyio

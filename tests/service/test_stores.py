@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from latentcast.errors import UnavailableError
-from models.predictor import Observation
+from models.series import Observation
 from service.stores import StoreLimits
 from service.stores.memory import MemorySessionStore
 from service.stores.records import observation_from_bytes, observation_to_bytes

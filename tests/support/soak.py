@@ -29,7 +29,7 @@ import httpx
 from latentcast_client import AsyncClient, ClientSettings
 
 from models.config import MODES
-from models.predictor import Observation
+from models.series import Observation
 from tests.support.soak_check import applied_by, verify
 from tests.support.soak_client import FaultyStream, StreamStats, wire
 from tests.support.soak_market import VIAS, MarketClient

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from models.predictor import SeriesState
+from models.series import SeriesState
 from tests.support.soak_client import FaultyStream
 from tests.support.soak_setup import SoakPlan
 from training.registry import Registry

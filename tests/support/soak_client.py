@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from latentcast_client import ApiError, AsyncClient, Session
 
-from models.predictor import Observation
+from models.series import Observation
 
 # waits between sends to a server that is down: from the first to the last
 BACKOFF_SECONDS = (0.05, 0.5)

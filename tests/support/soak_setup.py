@@ -20,7 +20,7 @@ from pathlib import Path
 
 from data import sources
 from models.config import ModelConfig
-from models.predictor import Observation
+from models.series import Observation
 from tests.support.processes import ROOT, ServiceProcess
 from tests.support.soak_client import FaultRates
 from training.config import TrainConfig

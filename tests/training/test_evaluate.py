@@ -8,7 +8,8 @@ from data import sources
 from data.features import Scaler, build_series
 from models.config import ModelConfig
 from models.forecaster import Forecaster
-from models.predictor import Observation, Predictor
+from models.predictor import Predictor
+from models.series import Observation
 from tests.factories import fused_inference_calls
 from training.evaluate import model_forecasts
 
