@@ -10,10 +10,11 @@ Each path is drawn, with its own parameters, from one of three processes
   normal innovations (its returns are fat-tailed by the mixing alone).
 
 With ``jumps``, a path also has Poisson jumps in its returns. Parameters are
-drawn per path from ranges around what GARCH(1,1)-t fits to daily US
-equity returns give (``PARAMETERS``, sources in docs/backtest.md): an
-annualised volatility of 15-45%, a persistence alpha + beta of 0.95-0.995
-with alpha 0.03-0.12, and 4-10 degrees of freedom.
+drawn per path from ranges (``PARAMETERS``) around what GARCH(1,1)-t fits to
+daily stock returns give (the bundled stocks' fits are in docs/backtest.md):
+an annualised volatility of 15-45%, a persistence alpha + beta of
+0.95-0.995 with alpha 0.03-0.12, and 4-10 degrees of freedom, wide enough
+to hold quieter and wilder stocks than the bundled ones.
 
 Each day's high and low come from an intraday Brownian bridge of
 ``INTRADAY_STEPS`` steps from the previous close to the day's close at the
