@@ -29,7 +29,10 @@ sign holds in most seeds.
 With ``BacktestConfig.scalings``, each fold also trains ar and latent with
 those other scalings (methods ``latent_global``, ``ar_global``, ...), on the
 same data and seeds, and each is tested against the model of the same mode
-with the configuration's own scaling.
+with the configuration's own scaling. With ``TrainConfig.pretrain_paths``,
+the models are pretrained on synthetic paths (``training.pretrain``) and
+each mode is also trained without (``latent_unpretrained``), tested against
+its pretrained twin.
 """
 
 from __future__ import annotations
@@ -95,12 +98,16 @@ def scaled(mode: str, scaling: str) -> str:
     return f"{mode}_{scaling}"
 
 
+UNPRETRAINED = "unpretrained"  # the suffix of a model trained without the others' pretraining
+
+
 def label(method: str) -> str:
-    """How reports name a method: ``LABELS``'s, or ``latent, global scaling`` for a scaled model."""
+    """How reports name a method: ``LABELS``'s, ``latent, global scaling`` for a scaled model, ``latent, not
+    pretrained`` for an unpretrained one."""
     if method in LABELS:
         return LABELS[method]
     mode, _, scaling = method.partition("_")
-    return f"{mode}, {scaling} scaling"
+    return f"{mode}, not pretrained" if scaling == UNPRETRAINED else f"{mode}, {scaling} scaling"
 
 
 @dataclass(frozen=True)
@@ -182,15 +189,17 @@ def fold_trials(
     scalings: Sequence[str],
     search: Search | None = None,
 ) -> list[Trial]:
-    """The trainings of one fold: each mode (and each other scaling of it) once per seed, with the search's
-    choice for that mode if there is one."""
+    """The trainings of one fold: each mode (and each other scaling of it, and without pretraining when the
+    models are pretrained) once per seed, with the search's choice for that mode if there is one."""
     variants = [(m, model_config.scaling, m) for m in MODES] + [(m, s, scaled(m, s)) for s in scalings for m in MODES]
+    variants += [(m, model_config.scaling, scaled(m, UNPRETRAINED)) for m in MODES if train_config.pretrain_paths]
     out = []
     for mode, scaling, method in variants:
         config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode, "scaling": scaling})
-        train = train_config
+        pretrain_paths = 0 if method.endswith(UNPRETRAINED) else train_config.pretrain_paths
+        train = replace(train_config, pretrain_paths=pretrain_paths)
         if search is not None and mode in search.choices:
-            config, train = with_choice(search.choices[mode], config, train_config)
+            config, train = with_choice(search.choices[mode], config, train)
         span = (fold.validation_start, fold.test_start, fold.test_end)
         out += [Trial(fold.index, method, seed, *span, config, train) for seed in seeds]
     return out
@@ -213,10 +222,12 @@ def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str
     }
 
 
-def pairs(scalings: Sequence[str]) -> list[tuple[Loss, str, str]]:
-    """The pairs tested: each model against ``OPPONENTS``, each mode against itself with each other scaling."""
+def pairs(scalings: Sequence[str], pretrained: bool = False) -> list[tuple[Loss, str, str]]:
+    """The pairs tested: each model against ``OPPONENTS``, each mode against itself with each other scaling
+    and, when the models are ``pretrained``, without pretraining."""
     out: list[tuple[Loss, str, str]] = [("pinball", a, b) for a, others in OPPONENTS.items() for b in others]
-    return out + [("pinball", m, scaled(m, s)) for s in scalings for m in MODES]
+    out += [("pinball", m, scaled(m, s)) for s in scalings for m in MODES]
+    return out + [("pinball", m, scaled(m, UNPRETRAINED)) for m in MODES if pretrained]
 
 
 def _collect(
@@ -288,7 +299,11 @@ def run_backtest(
     banded = {m: r for m, r in runs.items() if r[0][0].quantiles is not None}
     if "har_range" not in runs:
         logger.info("HAR-range left out: some prices have no high and low (closes only)")
-    tested = [(loss, a, b) for loss, a, b in pairs(config.scalings) if "har_range" in runs or "har_range" not in (a, b)]
+    tested = [
+        (loss, a, b)
+        for loss, a, b in pairs(config.scalings, train_config.pretrain_paths > 0)
+        if "har_range" in runs or "har_range" not in (a, b)
+    ]
     tests, sets = judge(runs, {m: levels for m in runs}, horizons, tested, label)
     first, last = prices["date"].min(), prices["date"].max()
     return Backtest(

@@ -131,8 +131,12 @@ def training_table(report: dict[str, Any]) -> list[str]:
     ]
     for method, runs in report["trainings"].items():
         last = sum(1 for r in runs if r["best_epoch"] == r["epochs_run"])
+        pretrained = np.mean([r.get("pretrain_steps", 0) for r in runs])
+        steps = f"{np.mean([r['steps'] for r in runs]):.0f}" + (
+            f" (+{pretrained:.0f} pretraining)" if pretrained else ""
+        )
         lines.append(
-            f"| {label(method)} | {len(runs)} | {np.mean([r['steps'] for r in runs]):.0f} | {last} of {len(runs)} "
+            f"| {label(method)} | {len(runs)} | {steps} | {last} of {len(runs)} "
             f"| {np.mean([r['seconds'] for r in runs]):.1f} |"
         )
     return lines
@@ -215,6 +219,12 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
     horizons = sorted(report["pooled"]["latent"], key=lambda h: int(h[1:]))
     others = back.get("scalings", [])
     beside = f" Beside them, ar and latent with {' and '.join(others)} scaling, same data and seeds." if others else ""
+    if train.get("pretrain_paths"):
+        beside += (
+            f" Both modes are first trained for {train['pretrain_steps']} optimiser steps on {train['pretrain_paths']} "
+            f"synthetic paths of {train['pretrain_days']} days, then as above; beside them, each mode without "
+            "that pretraining, same data and seeds."
+        )
     steps = back.get("epoch_steps")
     budget = (
         f"at most {train['epochs']} epochs of {steps} optimiser steps each in both modes (equal budgets: "

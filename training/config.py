@@ -71,6 +71,10 @@ class TrainConfig:
     ``epochs * epoch_steps`` steps (the backtest's equal budgets). Unset, an
     epoch is one pass, which takes many more steps in ar mode (one per
     ``batch_size`` windows) than in latent mode (one per ``bptt`` chunk).
+
+    With ``pretrain_paths`` N > 0 the model first trains for
+    ``pretrain_steps`` optimiser steps on N synthetic paths of
+    ``pretrain_days`` days (``training.pretrain``), then as above.
     """
 
     epochs: int = 40
@@ -88,9 +92,13 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    pretrain_paths: int = 0
+    pretrain_steps: int = 400
+    pretrain_days: int = 1000
 
     def __post_init__(self) -> None:
-        names = ("epochs", "streams", "bptt", "batch_size", "windows_per_epoch", "epoch_steps", "patience", "threads")
+        names: tuple[str, ...] = ("epochs", "streams", "bptt", "batch_size", "windows_per_epoch", "epoch_steps")
+        names += ("patience", "threads", "pretrain_steps", "pretrain_days")
         for name in names:
             value = getattr(self, name)
             if name in ("windows_per_epoch", "threads", "epoch_steps") and value is None:
@@ -99,6 +107,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.burn_in < 0:
             raise ConfigError(f"burn_in must not be negative, got {self.burn_in!r}")
+        if not isinstance(self.pretrain_paths, int) or isinstance(self.pretrain_paths, bool) or self.pretrain_paths < 0:
+            raise ConfigError(f"pretrain_paths must be a non-negative integer, got {self.pretrain_paths!r}")
         for name in ("lr", "clip_norm"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")

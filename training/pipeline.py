@@ -26,6 +26,7 @@ from training.dataset import TrainingData
 from training.distributed import World
 from training.evaluate import model_forecasts
 from training.loop import TrainResult, train
+from training.pretrain import pretrain
 from training.registry import ModelVersion, Registry
 from training.scoring import pooled_metrics
 
@@ -40,6 +41,7 @@ class Trained:
     data: TrainingData
     result: TrainResult
     train_config: TrainConfig
+    pretrained: TrainResult | None = None  # the pretraining on synthetic paths, if any
 
 
 def fit(
@@ -64,6 +66,7 @@ def fit(
         raise ValueError(f"model horizon {model_config.horizon} != data horizon {data.horizon}")
     torch.manual_seed(train_config.seed)
     model = Forecaster(model_config)
+    pretrained = pretrain(model, data, train_config, world) if train_config.pretrain_paths else None
     source = batches_for(model_config, data, train_config, world.shard)
     result = train(model, source, train_config, desc=f"train {model_config.mode}", validate=validate, world=world)
     model.to("cpu")
@@ -86,7 +89,7 @@ def fit(
             result.train_rows,
             result.seconds,
         )
-    return Trained(model, data, result, train_config)
+    return Trained(model, data, result, train_config, pretrained)
 
 
 def holdout_metrics(trained: Trained, offsets: np.ndarray | None = None) -> dict[str, Any] | None:

@@ -86,6 +86,7 @@ def run_trial(prices: pd.DataFrame, features: Sequence[str], trial: Trial) -> Tr
     result = trained.result
     training: dict[str, float | int] = {
         "steps": result.steps,
+        "pretrain_steps": 0 if trained.pretrained is None else trained.pretrained.steps,
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "val_loss": result.best_val_loss,

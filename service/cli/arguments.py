@@ -116,6 +116,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
         default=train.threads,
         help="torch threads (default: the cores this process may use that are not busy when training starts)",
     )
+    parser.add_argument(
+        "--pretrain-paths",
+        type=int,
+        default=train.pretrain_paths,
+        help="first train on this many synthetic paths (GARCH-t, regime switches, stochastic volatility, jumps) "
+        "for --pretrain-steps optimiser steps, then on the prices (0: no pretraining; a backtest also trains "
+        "each mode without and tests the two)",
+    )
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=train.pretrain_steps, help="optimiser steps on the synthetic paths"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_artifacts_argument(parser)
 
@@ -151,4 +162,11 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, progress=not args.no_progress)
+    return TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.no_progress,
+        pretrain_paths=args.pretrain_paths,
+        pretrain_steps=args.pretrain_steps,
+    )

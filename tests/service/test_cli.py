@@ -68,6 +68,17 @@ def test_train_registers_and_promotes_then_skips_when_asked(capsys, tmp_path):
     assert len(registry.versions()) == 2
 
 
+def test_train_pretrains_on_synthetic_paths_when_asked_and_says_so_in_its_config(capsys, tmp_path):
+    pretrain = ["--pretrain-paths", "4", "--pretrain-steps", "3"]
+    assert main(["train", "--mode", "latent", *TINY, *pretrain, "--artifacts", str(tmp_path)]) == 0
+    assert "(champion): val loss" in capsys.readouterr().out
+    (version,) = Registry(tmp_path).versions()
+    assert version.metrics["train_config"]["pretrain_paths"] == 4
+    assert version.metrics["train_config"]["pretrain_steps"] == 3
+    assert main(["train", "--mode", "latent", *TINY, "--pretrain-paths", "-1", "--artifacts", str(tmp_path)]) == 2
+    assert "pretrain_paths must be a non-negative integer, got -1" in capsys.readouterr().err
+
+
 def test_evaluate_scores_the_champion_from_its_test_cut(capsys, tmp_path):
     assert main(["train", "--mode", "latent", *TINY, "--artifacts", str(tmp_path)]) == 0
     capsys.readouterr()
