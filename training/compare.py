@@ -44,7 +44,7 @@ from training.conformal import fit_offsets
 from training.costs import Cost, forecast_costs
 from training.dataset import TrainingData, first_unseen_day
 from training.evaluate import SpanForecasts, model_forecasts
-from training.har import har_range
+from training.har import har_range, series_ranges
 from training.pipeline import fit, training_summary
 from training.registry import Registry
 from training.report import LABELS, write_json_report, write_markdown, write_plots
@@ -243,7 +243,7 @@ def compare(
             "offsets": c.offsets.tolist(),
         }
     own_levels: dict[str, Sequence[float]] = {mode: d["quantiles"] for mode, d in described.items()}
-    for name, forecasts in baseline_spans(data, np.asarray(levels)).items():
+    for name, forecasts in baseline_spans(data, np.asarray(levels), series_ranges(prices, data.series)).items():
         spans[name] = forecasts
         metrics[name] = score_by_ticker(forecasts, levels)
         own_levels[name] = levels

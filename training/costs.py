@@ -3,9 +3,11 @@
 After a history of L observations, one new observation arrives. Three ways to
 produce the next forecast, timed side by side in one run:
 
-- ``latent_step``: the latent model steps its carried state once;
-- ``latent_session``: the same, with the state read from and written back to
-  bytes, as a session store keeps it between requests;
+- ``latent_step``: the step the service makes (``Predictor.advance_stored``):
+  the latent model's carried state read from bytes, as a session store keeps
+  it between requests, stepped once by the numpy kernel and written back;
+- ``latent_torch``: the same step through the torch forward, the state held in
+  memory (a stateless forecast's and training's evaluations' path);
 - ``ar_window``: the ar model re-reads its last ``window`` rows from zero;
 - ``full_rerun``: the latent model re-reads the whole history from zero, as a
   stateless forecaster without carried state would.
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from models.predictor import Predictor
-from models.series import Observation, SeriesState
+from models.series import Observation, SeriesState, Stepped, StoredStep
 
 DEFAULT_LENGTHS = (100, 1_000, 10_000)
 TARGET_SECONDS_PER_CELL = 0.3  # enough repeats for a stable median, bounded time
@@ -73,10 +75,10 @@ def _advance_state(predictor: Predictor, state: SeriesState, new: list[Observati
     return predictor.forecast(predictor.advance(state, new))
 
 
-def _advance_session(predictor: Predictor, blob: bytes, new: list[Observation]) -> object:
-    state = predictor.advance(predictor.state_from_bytes(blob), new)
-    predictor.state_to_bytes(state)
-    return predictor.forecast(state)
+def _advance_session(predictor: Predictor, blob: bytes, n_obs: int, new: list[Observation]) -> object:
+    [stepped] = predictor.advance_stored([StoredStep(blob, n_obs, new, n_obs, len(new))])
+    assert isinstance(stepped, Stepped), stepped
+    return stepped.forecast
 
 
 def forecast_costs(
@@ -94,8 +96,8 @@ def forecast_costs(
         latent_state = latent.advance(SeriesState(), past)
         ar_state = ar.advance(SeriesState(), past)
         methods: dict[str, Callable[[], object]] = {
-            "latent_step": partial(_advance_state, latent, latent_state, new),
-            "latent_session": partial(_advance_session, latent, latent.state_to_bytes(latent_state), new),
+            "latent_step": partial(_advance_session, latent, latent.state_to_bytes(latent_state), length, new),
+            "latent_torch": partial(_advance_state, latent, latent_state, new),
             "ar_window": partial(_advance_state, ar, ar_state, new),
             "full_rerun": partial(latent.forecast_history, [*past, *new]),
         }

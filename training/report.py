@@ -290,8 +290,8 @@ def _cumulative_error_plot(spans: dict[str, list[SpanForecasts]], path: Path) ->
 def _cost_plot(costs: Sequence[Cost], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 5))
     names = {
-        "latent_step": "latent: one step",
-        "latent_session": "latent: one step, state from/to bytes",
+        "latent_step": "latent: one step, as served (state bytes, numpy kernel)",
+        "latent_torch": "latent: one step, torch, state in memory",
         "ar_window": "ar: re-read window",
         "full_rerun": "re-run history",
     }

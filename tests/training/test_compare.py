@@ -25,6 +25,7 @@ from training.config import TrainConfig
 from training.conformal import fit_offsets
 from training.dataset import TrainingData
 from training.evaluate import model_forecasts
+from training.har import series_ranges
 from training.metrics import pinball
 from training.pipeline import train_and_register
 from training.registry import Registry
@@ -42,6 +43,7 @@ METHODS = {
     "garch_t",
     "riskmetrics_normal",
     "riskmetrics_t",
+    "har_range",  # the bundled prices carry every day's high and low
 }
 
 
@@ -75,10 +77,17 @@ def test_report_holds_every_method_ticker_and_horizon(report):
     assert payload["data"]["tickers"] == ["AAPL", "IBM"]
     assert {c["method"] for c in payload["cost_per_forecast_us"]} == {
         "latent_step",
-        "latent_session",
+        "latent_torch",
         "ar_window",
         "full_rerun",
     }
+
+
+def test_closes_only_prices_leave_har_range_out(prices):
+    closes_only = prices.assign(high=np.nan, low=np.nan)
+    data = TrainingData.prepare(closes_only, ("returns",), horizon=3)
+    spans = baseline_spans(data, np.asarray(LEVELS), series_ranges(closes_only, data.series))
+    assert set(spans) == METHODS - {"latent", "ar", "har_range"}
 
 
 def test_the_report_carries_every_test_at_horizon_1_and_h(report):
@@ -92,7 +101,7 @@ def test_the_report_carries_every_test_at_horizon_1_and_h(report):
         assert ("significantly" in t["verdict"]) == (t["adjusted_p"] < SIGNIFICANCE), t
     assert payload["significance_level"] == SIGNIFICANCE
     assert [m["horizon"] for m in payload["confidence_sets"]] == [1, 3]
-    banded = {"latent", "ar", "garch_t", "random_walk", "riskmetrics_normal", "riskmetrics_t"}
+    banded = {"latent", "ar", "garch_t", "random_walk", "riskmetrics_normal", "riskmetrics_t", "har_range"}
     assert all(set(m["p_values"]) == banded for m in payload["confidence_sets"])
     assert payload["view"].startswith("one fold of the backtest's machinery")
 
