@@ -185,6 +185,19 @@ class Registry:
                     broken[path.name] = exc.message
         return Listing(sorted(found, key=lambda v: (v.created, v.version)), broken)
 
+    def newest(self, mode: str) -> str | None:
+        """The newest version of ``mode`` by the time its name carries, then by when its folder was written;
+        None if there is none. Only folder names are read: the version may still fail to load."""
+        try:
+            found = [
+                ((path.name.rsplit("-", 2)[1], path.stat().st_mtime_ns), path.name)
+                for path in (self.root / _check_mode(mode)).iterdir()
+                if VERSION_PATTERN.match(path.name)
+            ]
+        except OSError:
+            return None
+        return max(found, default=(None, None))[1]
+
     def get(self, version: str) -> ModelVersion:
         """The metadata of ``version`` (cheap: no weights are read)."""
         path = self.path(version)

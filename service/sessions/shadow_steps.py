@@ -23,7 +23,6 @@ from service.config import Settings
 from service.live.scores import Issued, Settled, settle
 from service.live.shadows import MAX_SHADOWS, SHADOW_MODE, Shadow, ShadowScores, differences, losses, sampled
 from service.model_pool import ModelPool
-from training.registry import VERSION_PATTERN
 
 OTHER_MODE = {"ar": "latent", "latent": "ar"}
 
@@ -172,19 +171,10 @@ def shadow_runner(settings: Settings, pool: ModelPool) -> ShadowRunner | None:
 
 
 def newest_challenger(pool: ModelPool, mode: str) -> str | None:
-    """The newest version of ``mode`` in the registry if it is not the mode's champion; None otherwise. Newest
-    by the time its name carries, then by when its folder was written: the folder names are read, not the
-    versions' files; a version that does not load is dropped as a shadow when its session opens."""
-    try:
-        found = [
-            ((path.name.rsplit("-", 2)[1], path.stat().st_mtime_ns), path.name)
-            for path in (pool.registry.root / mode).iterdir()
-            if VERSION_PATTERN.match(path.name)
-        ]
-    except OSError:
-        return None
-    newest = max(found, default=None)
-    return None if newest is None or newest[1] == pool.champions().get(mode) else newest[1]
+    """The registry's newest version of ``mode`` if it is not the mode's champion (``Registry.newest``: only
+    folder names are read); a version that does not load is dropped as a shadow when its session opens."""
+    newest = pool.registry.newest(mode)
+    return None if newest == pool.champions().get(mode) else newest
 
 
 def _stored(step: ShadowStep) -> StoredStep:
