@@ -25,7 +25,7 @@ from service.jobs.scheduler import (
     run_job,
 )
 from tests.factories import tiny_checkpoint
-from training.jobs import JobReport
+from training.jobs import UNFINISHED, JobReport
 from training.lock import JobLock
 from training.registry import Registry
 
@@ -133,11 +133,12 @@ def test_a_second_retrain_right_after_the_first_is_409(admin_client, tmp_path):
     assert second.json()["error"]["message"].startswith(f"another retrain is running: job {job_id} (pid ")
     listed = admin_client.get("/v1/jobs", headers={"X-API-Key": ADMIN}).json()["jobs"]
     assert [j["job_id"] for j in listed] == [job_id]  # the refused one left no job behind
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if admin_client.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": ADMIN}).json()["status"] == "succeeded":
-            break
+    deadline = time.monotonic() + 300  # a loaded machine runs the child's tiny training slowly
+    job_url = f"/v1/jobs/{job_id}"
+    while (status := admin_client.get(job_url, headers={"X-API-Key": ADMIN}).json()["status"]) in UNFINISHED:
+        assert time.monotonic() < deadline, f"the retrain job is still {status} after 300 s"
         time.sleep(0.2)
+    assert status == "succeeded", status
     # the watcher releases the launch lock once it has concluded the job
     deadline = time.monotonic() + 10
     while True:
