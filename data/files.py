@@ -14,11 +14,14 @@ pointer); a cache entry or a heartbeat lost that way is rewritten anyway.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+NEW_FILE_MODE = 0o644  # what a plain write leaves under the usual umask 022
 
 
 @contextmanager
@@ -31,6 +34,7 @@ def replaced_whole(path: str | os.PathLike[str], *, sync_folder: bool = False) -
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _mode_of(target))
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -48,6 +52,14 @@ def write_whole(path: str | os.PathLike[str], content: bytes | str, *, sync_fold
     data = content.encode() if isinstance(content, str) else content
     with replaced_whole(path, sync_folder=sync_folder) as handle:
         handle.write(data)
+
+
+def _mode_of(target: Path) -> int:
+    """The permission bits ``target`` has, or 0644 if it does not exist."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return NEW_FILE_MODE
 
 
 def fsync_folder(path: str | os.PathLike[str]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
+from data.files import write_whole
 from service.config import CLIENT_VARIABLES, ENV_PREFIX, Settings
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
@@ -87,7 +88,7 @@ def write_or_check(doc: Path, text: str, check: bool, stale: str) -> int:
             sys.stderr.write(stale + "\n")
             return 1
         return 0
-    doc.write_text(text)
+    write_whole(doc, text)
     return 0
 
 

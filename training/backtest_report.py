@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
+from data.files import write_whole
 from models.config import MODES
 from training.backtest import Backtest, label
 from training.report import write_json_report
@@ -299,7 +300,7 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
         lines += ["", f"## Pinball loss (%) per fold, {horizon[1:]} day(s) ahead", "", *fold_table(report, horizon)]
     lines += ["", "## Plot", "", f"![{plot.stem}]({plot.name})", ""]
     path = out / "backtest.md"
-    path.write_text("\n".join(lines))
+    write_whole(path, "\n".join(lines))
     return path
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import matplotlib
 
+from data.files import write_whole
+
 matplotlib.use("Agg")  # files only: no display on servers and in CI
 
 import matplotlib.pyplot as plt
@@ -260,7 +262,7 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
     """``calibration.md``, ``calibration.json`` and ``calibration_coverage.png`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "calibration.json"
-    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    write_whole(json_path, json.dumps(report, indent=2, allow_nan=False) + "\n")
     plot = _coverage_plot(report, out / "calibration_coverage.png")
     age = AgeConfig(**report["age"])
     by_age = age_plot(report["by_age"], age, AGE_GOAL, out / "calibration_age.png")
@@ -306,7 +308,7 @@ def write_calibration_report(report: dict[str, Any], out: Path, command: str) ->
             f"- {scaling}: " + "; ".join(f"h{h + 1} {[round(v, 3) for v in row]}" for h, row in enumerate(offsets))
         )
     md_path = out / "calibration.md"
-    md_path.write_text("\n".join(lines) + "\n")
+    write_whole(md_path, "\n".join(lines) + "\n")
     return [md_path, json_path, plot, by_age]
 
 

@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from data.files import write_whole
 from training.policy_replay import CONTENDERS, Replay, ReplayConfig
 from training.significance import diebold_mariano
 
@@ -87,9 +88,9 @@ def write_report(
     }
     jobs = [{k: job.get(k) for k in ("day", "challenger", "champion_after", "promoted", "test")} for job in result.jobs]
     report = {"setup": setup, **summary, "served": result.served, "seen_until": result.seen_until, "jobs": jobs}
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_whole(folder / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     plot_served(result, folder / "served.png")
-    (folder / "README.md").write_text(markdown(report))
+    write_whole(folder / "README.md", markdown(report))
     return report
 
 

@@ -223,7 +223,7 @@ def write_markdown(report: dict[str, Any], plots: Sequence[Path], out: Path) -> 
             f"config `{described['config']}`, training `{described['training']}`"
         )
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_whole(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 
@@ -53,3 +54,14 @@ def test_a_missing_folder_is_an_error_naming_it(tmp_path):
         fsync_folder(tmp_path / "absent")
     fsync_folder(tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_new_file_is_readable_by_all_and_a_replaced_one_keeps_its_mode(tmp_path):
+    new = tmp_path / "report.json"
+    write_whole(new, "{}")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
+    private = tmp_path / "key"
+    private.write_text("old")
+    private.chmod(0o600)
+    write_whole(private, "new")
+    assert (private.read_text(), stat.S_IMODE(private.stat().st_mode)) == ("new", 0o600)
