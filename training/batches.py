@@ -15,6 +15,9 @@ history for either mode).
   ticker's burn-in carries a loss once per epoch, however many tickers and
   however long or short. Each epoch shifts the chunk boundaries by a random
   phase drawn from the epoch's rng.
+- A model whose variance reads the range or the returns (``range_or_returns``)
+  reads every ticker twice: as it is, and with its ranges not sent (NaN), a
+  closes-only copy, so that it learns to forecast from closes as from bars.
 - ``WindowBatches`` (ar): windows of ``window`` steps ending at every scored
   row in random order (or ``windows_per_epoch`` of them), each from a zero
   state, loss on the last step only: its targets are those of that step
@@ -83,8 +86,10 @@ def batches_for(config: ModelConfig, data: TrainingData, train: TrainConfig, sha
     """The batch source that trains ``config.mode``, reading ``shard`` of every batch (default: all of it)."""
     first_row = first_scored_row(config, train)
     if config.mode == "latent":
-        return StreamBatches(data, train, first_row, shard or Shard(), config.raw_columns)
-    return WindowBatches(data, config.window, train, first_row, shard or Shard(), config.raw_columns)
+        return StreamBatches(data, train, first_row, shard or Shard(), config.raw_columns, config.ranges_optional)
+    return WindowBatches(
+        data, config.window, train, first_row, shard or Shard(), config.raw_columns, config.ranges_optional
+    )
 
 
 def _scored(y: np.ndarray) -> int:
@@ -108,7 +113,9 @@ class _Rows:
     test: int  # first test row
 
 
-def _rows(data: TrainingData, first_row: int, raw_columns: int) -> list[_Rows]:
+def _rows(data: TrainingData, first_row: int, raw_columns: int, closes_too: bool = False) -> list[_Rows]:
+    """Every ticker's rows; with ``closes_too`` each also once more with its ranges not sent (NaN), so that
+    a model whose variance reads the range or the returns learns from closes as from bars."""
     out = []
     for series in data.series:
         valid, test = data.split.bounds(series)
@@ -117,6 +124,10 @@ def _rows(data: TrainingData, first_row: int, raw_columns: int) -> list[_Rows]:
         y_train[:first_row] = np.nan
         y_valid[: max(valid, first_row)] = np.nan
         out.append(_Rows(x, y_train, y_valid, valid, test))
+        if closes_too:
+            closes = x.copy()
+            closes[:, 1] = np.nan
+            out.append(_Rows(closes, y_train, y_valid, valid, test))
     return out
 
 
@@ -124,10 +135,16 @@ class StreamBatches:
     """Contiguous streams for truncated BPTT (latent mode)."""
 
     def __init__(
-        self, data: TrainingData, train: TrainConfig, first_row: int, shard: Shard, raw_columns: int = 0
+        self,
+        data: TrainingData,
+        train: TrainConfig,
+        first_row: int,
+        shard: Shard,
+        raw_columns: int = 0,
+        closes_too: bool = False,
     ) -> None:
         self.bptt, self.first_row, self.group, self.shard = train.bptt, first_row, train.batch_size, shard
-        self.rows = _rows(data, first_row, raw_columns)
+        self.rows = _rows(data, first_row, raw_columns, closes_too)
         self.train_rows = sum(_scored(r.y_train) for r in self.rows)
         self.validation_rows = sum(_scored(r.y_valid) for r in self.rows)
         self.finite = [np.isfinite(r.y_train).sum(axis=-1) for r in self.rows]  # (valid,) targets of each row
@@ -206,13 +223,14 @@ class WindowBatches:
         first_row: int,
         shard: Shard,
         raw_columns: int = 0,
+        closes_too: bool = False,
     ) -> None:
         if first_row < window - 1:
             raise DataError(f"first scored row {first_row} comes before the first full window of {window} rows")
         if train.batch_size < shard.count:
             raise DataError(f"batches of {train.batch_size} windows cannot be shared by {shard.count} processes")
         self.window, self.train, self.shard = window, train, shard
-        self.rows = _rows(data, first_row, raw_columns)
+        self.rows = _rows(data, first_row, raw_columns, closes_too)
         train_ends = [np.flatnonzero(np.isfinite(r.y_train).any(axis=-1)) for r in self.rows]
         self.valid_ends = [np.flatnonzero(np.isfinite(r.y_valid).any(axis=-1)) for r in self.rows]
         self.owner = np.concatenate([np.full(len(e), i) for i, e in enumerate(train_ends)])

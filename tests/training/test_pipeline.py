@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from data import sources
 from data.features import through_end
 from latentcast.errors import ConfigError
 from tests.factories import tiny_config
+from training.batches import batches_for
 from training.config import TrainConfig
 from training.dataset import TrainingData
 from training.pipeline import fit, train_and_register
@@ -69,3 +71,24 @@ def test_a_parkinson_variance_trains_on_bars_and_needs_the_range_second(tmp_path
         str(err.value)
         == "variance_source 'parkinson' reads the range as second feature, the data has ['returns', 'volume']"
     )
+
+
+@pytest.mark.parametrize("mode", ["latent", "ar"])
+def test_a_range_or_returns_variance_fits_its_ratio_on_training_rows_and_learns_from_closes_too(tmp_path, prices, mode):
+    config = tiny_config(mode, n_features=2, scaling="volatility", variance_source="range_or_returns")
+    data = TrainingData.prepare(prices, ("returns", "range"), config.horizon)
+    trained = fit(config, data, FAST)
+    rows = np.concatenate([s.features[: data.split.bounds(s)[0]] for s in data.series])
+    expected = np.mean(rows[:, 0] ** 2) / np.mean(rows[:, 1] ** 2 / (4 * np.log(2)))
+    assert trained.model.config.range_ratio == pytest.approx(expected, rel=1e-5)
+    assert 1.0 < expected < 3.0  # the range misses the overnight move: it reads low
+    # every ticker is read twice, with its ranges and without: twice the rows, half of them closes only
+    source = batches_for(trained.model.config, data, FAST)
+    assert len(source.rows) == 2 * len(data.series)  # type: ignore[attr-defined]
+    unranged = [np.isnan(r.x[:, 1]).all() for r in source.rows]  # type: ignore[attr-defined]
+    assert unranged == [False, True] * len(data.series)
+    # the ratio is saved with the model, and serving reads it
+    version = train_and_register(Registry(tmp_path), prices, "bundled", config, FAST, features=("returns", "range"))
+    saved = Registry(tmp_path).predictor(version.version)
+    assert saved.config.range_ratio == pytest.approx(expected, rel=1e-5)
+    assert saved.fields == ("close", "high", "low") and saved.required == ("close",)
