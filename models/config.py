@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -82,7 +82,9 @@ class ModelConfig:
     variance_prior: float = 0.005  # pseudo-returns the training variance weighs as at a stream's start
     input_clip: float = 10.0
     variance_source: str = "returns"
-    range_ratio: float = 1.0  # range_or_returns: what a day's Parkinson variance is multiplied by
+    # range_or_returns: what a day's Parkinson variance is multiplied by. Fit by training on its data, not
+    # chosen: left out of equality, so that a retrain's challenger is of its champion's configuration
+    range_ratio: float = field(default=1.0, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

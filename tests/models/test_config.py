@@ -95,5 +95,7 @@ def test_the_variance_source_is_saved_and_a_config_without_it_reads_returns():
     assert ModelConfig.from_dict(older).variance_source == "returns"
     assert ModelConfig.from_dict(older).raw_columns == 1 and ModelConfig(scaling="global").raw_columns == 0
     mixed = ModelConfig(n_features=2, scaling="volatility", variance_source="range_or_returns", range_ratio=1.3)
-    assert ModelConfig.from_dict(mixed.to_dict()) == mixed and mixed.to_dict()["range_ratio"] == 1.3
+    assert ModelConfig.from_dict(mixed.to_dict()).range_ratio == 1.3 and mixed.to_dict()["range_ratio"] == 1.3
+    # fit, not chosen: a retrain's challenger with its own ratio is of its champion's configuration
+    assert ModelConfig.from_dict({**mixed.to_dict(), "range_ratio": 2.0}) == mixed
     assert (mixed.raw_columns, mixed.conv_inputs, config.conv_inputs) == (2, 3, 2)
