@@ -137,7 +137,8 @@ class Forecaster(nn.Module):
         before = state.volatility.detach().cpu().numpy()  # (B, 2)
         ranges = moves[..., 1] if raw == 2 else None
         variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
-        scaled, derived = [standardised_returns(moves[..., 0], variances[:, :-1], self.config)], []
+        scaled = [standardised_returns(moves[..., 0], variances[:, :-1], self.config)]
+        derived: list[np.ndarray] = []  # columns derived here, read by the conv after the features
         if ranges is not None:
             scaled_range, derived = range_inputs(ranges, variances[:, :-1], self.config)
             scaled.append(scaled_range)
