@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from data import sources
 from data.features import through_end
@@ -82,11 +83,20 @@ def test_a_range_or_returns_variance_fits_its_ratio_on_training_rows_and_learns_
     expected = np.mean(rows[:, 0] ** 2) / np.mean(rows[:, 1] ** 2 / (4 * np.log(2)))
     assert trained.model.config.range_ratio == pytest.approx(expected, rel=1e-5)
     assert 1.0 < expected < 3.0  # the range misses the overnight move: it reads low
-    # every ticker is read twice, with its ranges and without: twice the rows, half of them closes only
+    # an epoch reads about half its pieces or windows as closes only, drawn from its rng; validation both ways
     source = batches_for(trained.model.config, data, FAST)
-    assert len(source.rows) == 2 * len(data.series)  # type: ignore[attr-defined]
-    unranged = [np.isnan(r.x[:, 1]).all() for r in source.rows]  # type: ignore[attr-defined]
+    unranged = [np.isnan(r.x[:, 1]).all() for r in source.valid_rows]  # type: ignore[attr-defined]
     assert unranged == [False, True] * len(data.series)
+
+    def drops(seed: int) -> torch.Tensor:
+        """Per epoch, which pieces or windows of its first batch are read as closes only."""
+        rng = np.random.default_rng(seed)
+        return torch.stack([next(iter(source.epoch(rng))).x[:, :, 1].isnan().all(dim=1) for _ in range(12)])
+
+    first = next(iter(source.epoch(np.random.default_rng(0)))).x[:, :, 1]
+    assert torch.equal(first.isnan().any(dim=1), first.isnan().all(dim=1))  # a piece or window whole, or not at all
+    assert torch.equal(drops(0), drops(0)) and not torch.equal(drops(0), drops(1))
+    assert 0.3 < drops(0).float().mean().item() < 0.7
     # the ratio is saved with the model, and serving reads it
     version = train_and_register(Registry(tmp_path), prices, "bundled", config, FAST, features=("returns", "range"))
     saved = Registry(tmp_path).predictor(version.version)
