@@ -11,6 +11,7 @@ from tests.factories import tiny_config
 from training.batches import batches_for
 from training.config import TrainConfig
 from training.dataset import TrainingData
+from training.distributed import Shard
 from training.pipeline import fit, train_and_register
 from training.registry import Registry
 
@@ -102,3 +103,20 @@ def test_a_range_or_returns_variance_fits_its_ratio_on_training_rows_and_learns_
     saved = Registry(tmp_path).predictor(version.version)
     assert saved.config.range_ratio == pytest.approx(expected, rel=1e-5)
     assert saved.fields == ("close", "high", "low") and saved.required == ("close",)
+
+
+@pytest.mark.parametrize("mode", ["latent", "ar"])
+def test_the_shards_of_an_epoch_drop_the_ranges_the_whole_epoch_drops(prices, mode):
+    config = tiny_config(mode, n_features=2, scaling="volatility", variance_source="range_or_returns")
+    data = TrainingData.prepare(prices, ("returns", "range"), config.horizon)
+
+    def first(shard: Shard) -> torch.Tensor:
+        """Which rows of the epoch's first batch this shard reads as closes only, its rng drawn on."""
+        rng = np.random.default_rng(4)
+        batches = [next(iter(batches_for(config, data, FAST, shard).epoch(rng))) for _ in range(3)]
+        return torch.cat([b.x[:, :, 1].isnan().all(dim=1) for b in batches])
+
+    whole, parts = first(Shard()), [first(Shard(rank, 2)) for rank in (0, 1)]
+    assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist()) and whole.any() and not whole.all()
+    if mode == "latent":  # shard r reads pieces r, r + 2, ...
+        assert torch.equal(parts[0], torch.cat([w[0::2] for w in whole.split(len(whole) // 3)]))
