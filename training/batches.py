@@ -198,7 +198,7 @@ class StreamBatches:
             # the warm-up before ``start`` is read, not scored: another piece scores it
             y[b, start - lead : stop - lead] = self.rows[i].y_train[start:stop]
         if self.drop_ranges:  # every process draws every piece's, so that their rngs stay one
-            dropped = self.shard.take(rng.random(len(every)) < DROPPED)
+            dropped = self.shard.take((rng.random(len(every)) < DROPPED).tolist())
             x[np.flatnonzero(dropped), :, 1] = np.nan
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         for step, start in enumerate(range(0, length, self.bptt)):
