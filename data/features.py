@@ -4,7 +4,9 @@ Row ``t`` of a series is the trading day ``t`` (the first day of each ticker is
 dropped: it has no return). Its inputs use bars ``t-1`` and ``t`` only:
 
 - ``returns``: log(close_t / close_{t-1}), the target variable;
-- ``range``:   log(high_t / low_t), a volatility proxy;
+- ``range``:   log(high_t / low_t), a volatility proxy; NaN on a day without
+  its high or low (a model whose variance reads ``range_or_returns`` takes
+  such days; the others need every day's);
 - ``volume``:  log((volume_t + 1) / (volume_{t-1} + 1)).
 
 Its targets are, for h = 1..H, the cumulative log return from t to t+h,
@@ -127,6 +129,13 @@ class Series:
         return len(self.dates)
 
 
+def without_ranges(series: Series) -> Series:
+    """``series`` with every day's range not sent (NaN, column 1): what a session of closes only gives."""
+    features = series.features.copy()
+    features[:, 1] = np.nan
+    return Series(series.ticker, series.dates, series.close, features, series.targets)
+
+
 def columns_needed(names: Sequence[str]) -> str:
     """The price columns ``names`` read, for an error message: ``date, close, high, low``."""
     return ", ".join(("date", *fields_needed(names)))
@@ -244,12 +253,16 @@ class Scaler:
 
     @classmethod
     def fit(cls, rows: np.ndarray, features: Sequence[str], clip: float = 10.0) -> Scaler:
-        """Fit on (N, F) unscaled training rows."""
+        """Fit on (N, F) unscaled training rows; NaN (a range not sent) is left out of its column's moments."""
         if len(rows) < 2:
             raise DataError(f"cannot fit a scaler on {len(rows)} rows")
-        std = rows.std(axis=0)
+        seen = (~np.isnan(rows)).sum(axis=0)
+        if (seen < 2).any():
+            lacking = features[int(np.argmax(seen < 2))]
+            raise DataError(f"cannot fit a scaler: feature {lacking!r} has fewer than 2 values")
+        std = np.nanstd(rows, axis=0)
         std = np.where(std > 0, std, 1.0)
-        return cls(tuple(features), rows.mean(axis=0), std, float(std[0]), clip)
+        return cls(tuple(features), np.nanmean(rows, axis=0), std, float(std[0]), clip)
 
     def transform(self, rows: np.ndarray, raw_columns: int = 0) -> np.ndarray:
         """(..., F) unscaled -> (..., F) float32 scaled and clipped.
@@ -260,7 +273,7 @@ class Scaler:
         return multiplied by k reads the same. ``raw_columns``: how many leading
         columns are so treated (``ModelConfig.raw_columns``: 1 the returns, 2
         the returns and the range of a model whose variance reads it; a bool
-        reads as 0 or 1).
+        reads as 0 or 1). NaN (a range not sent) stays NaN.
         """
         scaled = (rows - self.mean) / self.std
         # np.clip's dispatch costs twice the two ufuncs it stands for, at every request

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -13,8 +13,10 @@ MODES = ("ar", "latent")
 CELLS = ("RNN", "LSTM", "GRU")
 SCALINGS = ("global", "volatility")
 # What a volatility-scaled stream's variance reads each day: the squared return, or (with the ``range``
-# feature second) Parkinson's range variance, (log(high / low))^2 / (4 ln 2) (``models/volatility.py``).
-VARIANCE_SOURCES = ("returns", "parkinson")
+# feature second) Parkinson's range variance, (log(high / low))^2 / (4 ln 2), on every day or, with
+# ``range_or_returns``, on the days whose high and low were sent (``models/volatility.py``).
+VARIANCE_SOURCES = ("returns", "parkinson", "range_or_returns")
+RANGE_SOURCES = ("parkinson", "range_or_returns")  # the sources that read the range, second feature
 # What new models are trained with (`latentcast train`, `make run`, a first retrain): the better scaling by the
 # backtest's Diebold-Mariano test, docs/backtest.md says why.
 DEFAULT_SCALING = "volatility"
@@ -54,7 +56,13 @@ class ModelConfig:
     high-low range, about five times as efficient, for a model whose second
     feature is ``range`` (then read, like the returns, in units of the
     training returns' std and over the stream's volatility). A config saved
-    without the field reads returns, as it was trained.
+    without the field reads returns, as it was trained. ``range_or_returns``
+    reads Parkinson's variance on a day whose high and low were sent and the
+    squared return on one without (its range NaN): the range's variance times
+    ``range_ratio``, the training span's mean squared return over its mean
+    Parkinson variance (fit by training: the range misses the overnight move),
+    so that both measure the same variance; the network reads the range where
+    sent, 0 where not, and one derived column more, 1 where it was sent.
     """
 
     mode: str = "latent"
@@ -74,6 +82,9 @@ class ModelConfig:
     variance_prior: float = 0.005  # pseudo-returns the training variance weighs as at a stream's start
     input_clip: float = 10.0
     variance_source: str = "returns"
+    # range_or_returns: what a day's Parkinson variance is multiplied by. Fit by training on its data, not
+    # chosen: left out of equality, so that a retrain's challenger is of its champion's configuration
+    range_ratio: float = field(default=1.0, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -85,15 +96,17 @@ class ModelConfig:
             raise ConfigError(
                 f"unknown variance_source {self.variance_source!r}; valid sources: {', '.join(VARIANCE_SOURCES)}"
             )
-        if self.variance_source == "parkinson" and (self.scaling != "volatility" or self.n_features < 2):
+        if self.variance_source in RANGE_SOURCES and (self.scaling != "volatility" or self.n_features < 2):
             raise ConfigError(
-                "variance_source 'parkinson' needs volatility scaling and the range as second feature, got "
-                f"scaling {self.scaling!r} with {self.n_features} feature(s)"
+                f"variance_source {self.variance_source!r} needs volatility scaling and the range as second "
+                f"feature, got scaling {self.scaling!r} with {self.n_features} feature(s)"
             )
         if not 0.0 < self.ewma_decay < 1.0:
             raise ConfigError(f"ewma_decay must be in (0, 1), got {self.ewma_decay!r}")
         if not self.variance_floor > 0 or not self.input_clip > 0 or not self.variance_prior > 0:
             raise ConfigError("variance_floor, variance_prior and input_clip must be positive")
+        if not 0 < self.range_ratio < float("inf"):
+            raise ConfigError(f"range_ratio must be positive and finite, got {self.range_ratio!r}")
         for name in ("n_features", "conv_channels", "conv_kernel", "hidden_size", "num_layers", "horizon", "window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -116,7 +129,22 @@ class ModelConfig:
         """Leading input columns left in return units for the model to scale: the returns (and the range)."""
         if not self.volatility_scaled:
             return 0
-        return 2 if self.variance_source == "parkinson" else 1
+        return 2 if self.variance_source in RANGE_SOURCES else 1
+
+    @property
+    def ranges_optional(self) -> bool:
+        """Whether an observation may come without its high and low (``range_or_returns``)."""
+        return self.variance_source == "range_or_returns"
+
+    @property
+    def derived_columns(self) -> int:
+        """Columns the model derives from its inputs for the conv: whether the day's range was sent."""
+        return 1 if self.ranges_optional else 0
+
+    @property
+    def conv_inputs(self) -> int:
+        """The conv's input width (and its carried columns): the features, then the derived columns."""
+        return self.n_features + self.derived_columns
 
     @property
     def median_index(self) -> int:

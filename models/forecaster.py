@@ -5,7 +5,9 @@
 
 With volatility scaling (``models/volatility.py``) the return column is
 first divided by the stream's volatility, and the quantiles are scaled back by
-it: the output is then, as without it, in the scaler's units of return.
+it: the output is then, as without it, in the scaler's units of return. The
+conv reads ``ModelConfig.conv_inputs`` columns: the features, then the columns
+derived from them there (whether the day's range was sent).
 
 The conv has no padding of its own: its left context is the ``kernel - 1``
 inputs carried in ``StreamState`` (zeros at the start of a stream). So running
@@ -26,7 +28,7 @@ from torch import Tensor, nn
 from models import fused_gru
 from models.config import ModelConfig, cell_class
 from models.state import StreamState
-from models.volatility import ewma_variances, initial_volatility, standardised_returns
+from models.volatility import ewma_variances, initial_volatility, range_inputs, standardised_returns
 
 
 class Forecaster(nn.Module):
@@ -35,7 +37,7 @@ class Forecaster(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.conv = nn.Conv1d(config.n_features, config.conv_channels, config.conv_kernel)
+        self.conv = nn.Conv1d(config.conv_inputs, config.conv_channels, config.conv_kernel)
         self.rnn = cell_class(config.cell)(
             input_size=config.conv_channels,
             hidden_size=config.hidden_size,
@@ -49,7 +51,7 @@ class Forecaster(nn.Module):
     def initial_state(self, batch_size: int) -> StreamState:
         """The zero state of ``batch_size`` fresh streams, on the device of the weights."""
         c, device = self.config, self.conv.weight.device
-        conv = torch.zeros(batch_size, c.n_features, c.conv_kernel - 1, device=device)
+        conv = torch.zeros(batch_size, c.conv_inputs, c.conv_kernel - 1, device=device)
         hidden = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
         volatility = torch.from_numpy(initial_volatility(batch_size, c)).to(device) if c.volatility_scaled else None
         if c.cell == "LSTM":
@@ -101,8 +103,8 @@ class Forecaster(nn.Module):
         variances = weights = None
         if c.volatility_scaled:
             x, variances, weights = self._standardise(x, state)
-        seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F, k-1+T)
-        conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
+        seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F', k-1+T), F' = conv_inputs
+        conv_buffer = seq[:, :, steps:]  # (B, F', k-1): the newest k-1 inputs
         # the causal conv as one product over each step's receptive field: what nn.Conv1d computes, in the
         # (B, T, C) layout that the recurrence reads, and on the CPU at these sizes in less time than its kernel
         fields = seq.unfold(2, c.conv_kernel, 1).transpose(1, 2).reshape(batch, steps, -1)  # (B, T, F*k)
@@ -124,8 +126,8 @@ class Forecaster(nn.Module):
         return (out, carried, volatility) if with_volatility else (out, carried)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray, np.ndarray]:
-        """x (B, T, F) with returns (and ranges) over the volatility before them, and the (B, T + 1) EWMA
-        variances and weights.
+        """x (B, T, F') with returns (and ranges) over the volatility before them and the derived columns
+        last (F' = ``conv_inputs``), and the (B, T + 1) EWMA variances and weights.
 
         The recursion runs in numpy, on the CPU, wherever ``x`` is (a copy from and to a GPU).
         """
@@ -135,9 +137,16 @@ class Forecaster(nn.Module):
         before = state.volatility.detach().cpu().numpy()  # (B, 2)
         ranges = moves[..., 1] if raw == 2 else None
         variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
-        scaled = [standardised_returns(moves[..., j], variances[:, :-1], self.config) for j in range(raw)]
+        scaled = [standardised_returns(moves[..., 0], variances[:, :-1], self.config)]
+        derived: list[np.ndarray] = []  # columns derived here, read by the conv after the features
+        if ranges is not None:
+            scaled_range, derived = range_inputs(ranges, variances[:, :-1], self.config)
+            scaled.append(scaled_range)
         standard = torch.from_numpy(np.stack(scaled, axis=2)).to(x.device)
-        return torch.cat([standard, x[..., raw:]], dim=2), variances, weights
+        parts = [standard, x[..., raw:]]
+        if derived:
+            parts.append(torch.from_numpy(np.stack(derived, axis=2)).to(x.device))
+        return torch.cat(parts, dim=2), variances, weights
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:

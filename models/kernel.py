@@ -8,7 +8,7 @@ second copy of the model's math, so ``tests/models/test_kernel.py`` checks it
 against ``Forecaster.forward``.
 
 States are packed: row b of a (B, P) float32 array holds stream b's values in
-the order of its ``StreamState`` bytes: the conv inputs (F, k-1), then h
+the order of its ``StreamState`` bytes: the conv inputs (F', k-1; F' = ``conv_inputs``), then h
 (L, Hd), then c (L, Hd) for an LSTM, then the EWMA variance and its weight of
 a volatility-scaled model (whose volatility arithmetic is ``models/volatility.py``'s,
 shared with the torch forward).
@@ -23,7 +23,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from models.forecaster import Forecaster, gap_signs
-from models.volatility import ewma_variances, initial_volatility, standardised_returns
+from models.volatility import ewma_variances, initial_volatility, range_inputs, standardised_returns
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class StepKernel:
         self.shape = (c.horizon, len(c.quantiles))
         self.median = c.median_index
         self.lstm = c.cell == "LSTM"
-        self.conv_size = c.n_features * (c.conv_kernel - 1)
+        self.inputs = c.conv_inputs  # the features, then the columns derived from them
+        self.conv_size = c.conv_inputs * (c.conv_kernel - 1)
         self.config = c
         self.scaled = c.volatility_scaled
         self.raw = c.raw_columns
@@ -72,14 +73,18 @@ class StepKernel:
         batch, f, k, hd = len(x), self.n_features, self.kernel, self.hidden_size
         assert x.shape == (batch, f) and packed.shape == (batch, self.width), (x.shape, packed.shape)
         after = np.empty_like(packed)
-        seq = np.empty((batch, f, k), np.float32)  # the conv's receptive field, oldest first
-        seq[:, :, :-1] = packed[:, : self.conv_size].reshape(batch, f, k - 1)
-        seq[:, :, -1] = x
+        seq = np.empty((batch, self.inputs, k), np.float32)  # the conv's receptive field, oldest first
+        seq[:, :, :-1] = packed[:, : self.conv_size].reshape(batch, self.inputs, k - 1)
+        seq[:, :f, -1] = x
         if self.scaled:
             ranges = x[:, 1:2] if self.raw == 2 else None
             variances, weights = ewma_variances(x[:, :1], packed[:, -2], packed[:, -1], self.config, ranges)  # (B, 2)
-            for j in range(self.raw):  # the returns (and the ranges) over the volatility before them
-                seq[:, j, -1] = standardised_returns(x[:, j], variances[:, 0], self.config)
+            # the returns (and the ranges) over the volatility before them, then the derived columns
+            seq[:, 0, -1] = standardised_returns(x[:, 0], variances[:, 0], self.config)
+            if ranges is not None:
+                seq[:, 1, -1], derived = range_inputs(x[:, 1], variances[:, 0], self.config)
+                for j, column in enumerate(derived):
+                    seq[:, f + j, -1] = column
             after[:, -2], after[:, -1] = variances[:, 1], weights[:, 1]
         after[:, : self.conv_size] = seq[:, :, 1:].reshape(batch, -1)
         z = np.dot(seq.reshape(batch, -1), self.conv_w)  # (B, C)

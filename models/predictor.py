@@ -34,7 +34,7 @@ from data.features import Scaler, bar_features, feature_rows, fields_needed
 from latentcast.errors import DataError, StateError
 from models.calibration import YoungOffsets, apply_offsets
 from models.checkpoint import build_from_checkpoint, checkpoint_offsets, checkpoint_young_offsets
-from models.config import ModelConfig
+from models.config import RANGE_SOURCES, ModelConfig
 from models.forecaster import Forecaster
 from models.kernel import StepKernel
 from models.series import (
@@ -74,14 +74,15 @@ class Predictor:
         self.config: ModelConfig = config
         self.scaler = scaler
         self.version = version
-        self.fields = fields_needed(scaler.features)
+        self.fields = fields_needed(scaler.features)  # the values read, when sent
+        # a range_or_returns model reads a bar's high and low where sent, and closes alone where not
+        self._together = ("high", "low") if config.ranges_optional else ()
+        self.required = tuple(f for f in self.fields if f not in self._together)
         self._scale = np.array(scaler.target_scale)  # 0-d: numpy multiplies by it faster than by a float
         self._horizons = range(1, config.horizon + 1)
         self._kernel = StepKernel(model) if config.mode == "latent" else None
-        if config.variance_source == "parkinson" and scaler.features[1:2] != ("range",):
-            raise StateError(
-                f"a Parkinson variance reads the range as second feature, the scaler has {list(scaler.features)}"
-            )
+        if config.variance_source in RANGE_SOURCES and scaler.features[1:2] != ("range",):
+            raise StateError(f"a range variance reads the range as second feature, not {list(scaler.features)}")
         self._raw_columns = config.raw_columns
         shape = (config.horizon, len(config.quantiles))
         self.offsets = np.zeros(shape) if offsets is None else np.asarray(offsets, dtype=np.float64)
@@ -108,7 +109,7 @@ class Predictor:
 
     def validate(self, observations: Sequence[Observation], first_seq: int = 0) -> None:
         """Raise ``DataError`` naming the first bad observation by its seq."""
-        validate_observations(observations, self.fields, first_seq)
+        validate_observations(observations, self.required, first_seq, self._together)
 
     def advance(self, state: SeriesState, observations: Sequence[Observation]) -> SeriesState:
         """The state after ``observations``; ``state`` itself is not changed."""

@@ -182,10 +182,23 @@ def _floats(blob: bytes, offset: int, shape: tuple[int, int]) -> np.ndarray:
     return np.ndarray(shape, "<f4", blob, offset).copy()
 
 
-def validate_observations(observations: Sequence[Observation], fields: Sequence[str], first_seq: int = 0) -> None:
-    """Raise ``DataError`` naming the first bad observation by its seq; ``fields``: those the model needs."""
+def validate_observations(
+    observations: Sequence[Observation], fields: Sequence[str], first_seq: int = 0, together: Sequence[str] = ()
+) -> None:
+    """Raise ``DataError`` naming the first bad observation by its seq; ``fields``: those the model needs.
+
+    ``together``: values the model reads when sent, all of them or none (a bar's high and low).
+    """
     for i, obs in enumerate(observations):
         where = f"observation {first_seq + i}"
+        sent = [name for name in together if getattr(obs, name) is not None]
+        if sent and len(sent) < len(together):
+            lacking = next(name for name in together if name not in sent)
+            raise DataError(
+                f"{where}: {lacking} is missing while {', '.join(sent)} is sent; this model reads "
+                f"{' and '.join(together)} together, or neither",
+                seq=first_seq + i,
+            )
         # every value sent is checked, also those this model does not read: the same
         # observation is then valid or not whatever the model, as the API schema says
         for name in OBSERVATION_VALUES:

@@ -49,7 +49,7 @@ Hidden = Tensor | tuple[Tensor, Tensor]
 class StreamState:
     """Carried state of B streams.
 
-    conv:     (B, F, kernel - 1) last inputs of the causal conv, oldest first
+    conv:     (B, F', kernel - 1) last inputs of the causal conv, oldest first (F' = ``conv_inputs``)
     hidden:   (num_layers, B, hidden_size), or a pair of them for an LSTM
     volatility: (B, 2) the EWMA variance of the returns read so far, in
               units of the training variance, and its weight (volatility
@@ -262,11 +262,11 @@ def _layout(config: ModelConfig, version: int | None = None) -> _Layout:
     hidden_tensors = 2 if config.cell == "LSTM" else 1
     return _Layout(
         prefix=header[: -_BATCH.size],
-        conv=(config.n_features, config.conv_kernel - 1),
+        conv=(config.conv_inputs, config.conv_kernel - 1),
         hidden=(config.num_layers, config.hidden_size),
         hidden_tensors=hidden_tensors,
         volatility=volatility,
-        floats_per_stream=config.n_features * (config.conv_kernel - 1)
+        floats_per_stream=config.conv_inputs * (config.conv_kernel - 1)
         + hidden_tensors * config.num_layers * config.hidden_size
         + volatility,
     )

@@ -30,6 +30,15 @@ estimate of the day's variance from its range, (log(high_t / low_t))^2 /
 a fifth of its variance, so the EWMA tracks the volatility with less noise.
 The range enters the network like the return, over the volatility before it.
 
+With ``variance_source == "range_or_returns"`` the range of a day whose high
+and low were not sent is NaN, and the recursion reads, day by day, Parkinson's
+variance times ``range_ratio`` where the range was sent and r_t^2 where not
+(``day_squares``). Parkinson's range misses the move from one close to the
+next open and reads low; the ratio, the training span's mean squared return
+over its mean Parkinson variance (``range_ratio``), puts both on one scale.
+The network reads the range over the volatility where sent, 0 where not, and
+a derived column, 1 where the range was sent, 0 where not (``range_inputs``).
+
 The torch forward and the numpy step kernel both call these functions, so the
 two paths do the same float32 arithmetic.
 """
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from latentcast.errors import DataError
 from models.config import ModelConfig
 
 INITIAL_VARIANCE = 1.0  # the training returns' variance, in the units the scaler gives returns
@@ -56,6 +66,44 @@ def initial_volatility(batch: int, config: ModelConfig) -> np.ndarray:
     return out
 
 
+def day_squares(returns: np.ndarray, ranges: np.ndarray | None, config: ModelConfig) -> np.ndarray:
+    """The day's squared move each variance reads: (B, T) float32 from (B, T) returns and ranges (NaN: not sent)."""
+    if config.variance_source == "returns":
+        return np.square(returns, dtype=np.float32)
+    assert ranges is not None, f"a {config.variance_source} variance reads each day's range"
+    squares = np.square(ranges, dtype=np.float32)
+    if config.variance_source == "parkinson":
+        squares *= PARKINSON
+        return squares
+    squares *= PARKINSON * np.float32(config.range_ratio)
+    sent = ~np.isnan(ranges)
+    return np.where(sent, squares, np.square(returns, dtype=np.float32))
+
+
+def range_ratio(returns: np.ndarray, ranges: np.ndarray) -> float:
+    """Mean squared return over mean Parkinson variance, on the days with a range (float64 arrays, NaN: none).
+
+    ``DataError`` when no day has both a return and a range: the ratio is then unknown.
+    """
+    both = ~np.isnan(ranges) & ~np.isnan(returns)
+    if not both.any() or not np.any(ranges[both]):
+        raise DataError("a range_or_returns variance needs training days with a high and a low of positive range")
+    return float(np.mean(np.square(returns[both])) / (np.mean(np.square(ranges[both])) * float(PARKINSON)))
+
+
+def range_inputs(ranges: np.ndarray, before: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The range column the network reads, over the volatility ``before`` it, and the columns derived from it.
+
+    With ``range_or_returns``: 0 where the range was not sent (NaN), and one
+    derived column, 1.0 where it was sent, 0.0 where not. Float32, the shape of ``ranges``.
+    """
+    if not config.ranges_optional:
+        return standardised_returns(ranges, before, config), []
+    sent = ~np.isnan(ranges)
+    scaled = standardised_returns(np.where(sent, ranges, np.float32(0.0)), before, config)
+    return scaled, [sent.astype(np.float32)]
+
+
 def ewma_variances(
     returns: np.ndarray,
     variance: np.ndarray,
@@ -68,15 +116,10 @@ def ewma_variances(
     Column t of each is the variance (weight) before day t; the last column
     is that after the last day (the state to carry). ``ranges``: (B, T)
     log(high / low) in the returns' units, read in place of the squared
-    returns as Parkinson's variance; required with ``variance_source ==
-    "parkinson"``, else ignored.
+    returns as Parkinson's variance (``day_squares``); required by the
+    sources that read the range, else ignored.
     """
-    if config.variance_source == "parkinson":
-        assert ranges is not None, "a Parkinson variance reads each day's range"
-        squares = np.square(ranges, dtype=np.float32)
-        squares *= PARKINSON
-    else:
-        squares = np.square(returns, dtype=np.float32)
+    squares = day_squares(returns, ranges, config)
     batch, steps = squares.shape
     out = np.empty((batch, steps + 1), np.float32)
     weights = np.empty((batch, steps + 1), np.float32)

@@ -32,7 +32,12 @@ same data and seeds, and each is tested against the model of the same mode
 with the configuration's own scaling. With ``TrainConfig.pretrain_paths``,
 the models are pretrained on synthetic paths (``training.pretrain``) and
 each mode is also trained without (``latent_unpretrained``), tested against
-its pretrained twin.
+its pretrained twin. With ``BacktestConfig.closes_only`` (for a model whose
+variance reads ``range_or_returns``) each model is also scored with every
+range not sent (``latent_unranged``: a session of closes only), and each
+mode is trained as a model of closes (``latent_closes``: returns alone,
+their variance the squared returns), on the same seeds; both are tested
+against it.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from training.coverage_tests import band_tests
 from training.evaluate import SpanForecasts
 from training.fanout import run_trials
 from training.har import series_ranges
-from training.report import LABELS
+from training.methods import CLOSES, UNPRETRAINED, UNRANGED, label, scaled
 from training.scoring import pooled, score
 from training.search import Search, with_choice
 from training.significance import SIGNIFICANCE, Loss
@@ -80,6 +85,7 @@ class BacktestConfig:
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     scalings: tuple[str, ...] = ()  # other scalings trained beside the model's own, each tested against it
     epoch_steps: int | None = 50  # optimiser steps per epoch in both modes (equal budgets); None: passes
+    closes_only: bool = False  # also score the models without ranges, against models of closes (module doc)
 
     def __post_init__(self) -> None:
         for name in ("folds", "test_days", "validation_days", "epoch_steps"):
@@ -91,23 +97,6 @@ class BacktestConfig:
         unknown = [s for s in self.scalings if s not in SCALINGS]
         if unknown:
             raise ConfigError(f"unknown scaling {unknown[0]!r}; valid scalings: {', '.join(SCALINGS)}")
-
-
-def scaled(mode: str, scaling: str) -> str:
-    """The method name of ``mode`` trained with the other scaling ``scaling``: ``latent_global``."""
-    return f"{mode}_{scaling}"
-
-
-UNPRETRAINED = "unpretrained"  # the suffix of a model trained without the others' pretraining
-
-
-def label(method: str) -> str:
-    """How reports name a method: ``LABELS``'s, ``latent, global scaling`` for a scaled model, ``latent, not
-    pretrained`` for an unpretrained one."""
-    if method in LABELS:
-        return LABELS[method]
-    mode, _, scaling = method.partition("_")
-    return f"{mode}, not pretrained" if scaling == UNPRETRAINED else f"{mode}, {scaling} scaling"
 
 
 @dataclass(frozen=True)
@@ -188,20 +177,27 @@ def fold_trials(
     seeds: Sequence[int],
     scalings: Sequence[str],
     search: Search | None = None,
+    closes_only: bool = False,
 ) -> list[Trial]:
-    """The trainings of one fold: each mode (and each other scaling of it, and without pretraining when the
-    models are pretrained) once per seed, with the search's choice for that mode if there is one."""
+    """The trainings of one fold: each mode (and each other scaling of it, without pretraining when the
+    models are pretrained, and as a model of closes with ``closes_only``) once per seed, with the search's
+    choice for that mode if there is one."""
     variants = [(m, model_config.scaling, m) for m in MODES] + [(m, s, scaled(m, s)) for s in scalings for m in MODES]
     variants += [(m, model_config.scaling, scaled(m, UNPRETRAINED)) for m in MODES if train_config.pretrain_paths]
+    variants += [(m, model_config.scaling, scaled(m, CLOSES)) for m in MODES if closes_only]
     out = []
     for mode, scaling, method in variants:
         config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode, "scaling": scaling})
+        closes = method.endswith(CLOSES)
+        if closes:  # today's model of closes: returns alone, the variance of squared returns
+            config = replace(config, n_features=1, variance_source="returns", range_ratio=1.0)
         pretrain_paths = 0 if method.endswith(UNPRETRAINED) else train_config.pretrain_paths
         train = replace(train_config, pretrain_paths=pretrain_paths)
         if search is not None and mode in search.choices:
             config, train = with_choice(search.choices[mode], config, train)
         span = (fold.validation_start, fold.test_start, fold.test_end)
-        out += [Trial(fold.index, method, seed, *span, config, train) for seed in seeds]
+        features, unranged = (("returns",), False) if closes else (None, closes_only and method == mode)
+        out += [Trial(fold.index, method, seed, *span, config, train, True, features, unranged) for seed in seeds]
     return out
 
 
@@ -222,11 +218,13 @@ def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str
     }
 
 
-def pairs(scalings: Sequence[str], pretrained: bool = False) -> list[tuple[Loss, str, str]]:
-    """The pairs tested: each model against ``OPPONENTS``, each mode against itself with each other scaling
-    and, when the models are ``pretrained``, without pretraining."""
+def pairs(scalings: Sequence[str], pretrained: bool = False, closes_only: bool = False) -> list[tuple[Loss, str, str]]:
+    """The pairs tested: each model against ``OPPONENTS``, each mode against itself with each other scaling,
+    when the models are ``pretrained`` without pretraining, and with ``closes_only`` the model and the model
+    read without ranges each against the model of closes."""
     out: list[tuple[Loss, str, str]] = [("pinball", a, b) for a, others in OPPONENTS.items() for b in others]
     out += [("pinball", m, scaled(m, s)) for s in scalings for m in MODES]
+    out += [("pinball", a, scaled(m, CLOSES)) for m in MODES for a in (m, scaled(m, UNRANGED)) if closes_only]
     return out + [("pinball", m, scaled(m, UNPRETRAINED)) for m in MODES if pretrained]
 
 
@@ -240,6 +238,8 @@ def _collect(
         if r.trial.fold != fold or r.spans is None or r.training is None:
             continue
         spans.setdefault(r.trial.method, {})[r.trial.seed] = r.spans
+        if r.unranged_spans is not None:
+            spans.setdefault(scaled(r.trial.method, UNRANGED), {})[r.trial.seed] = r.unranged_spans
         trainings.setdefault(r.trial.method, []).append({"fold": fold, "seed": r.trial.seed, **r.training})
     return spans, trainings
 
@@ -268,13 +268,17 @@ def run_backtest(
             f"the search read prices up to {search.test_start}, past the first test block's start "
             f"{_day(search_span(prices, config)[1])}: its choices would have seen what the backtest scores"
         )
+    if config.closes_only and not model_config.ranges_optional:
+        raise ConfigError("closes-only scoring removes ranges: it needs models of variance_source range_or_returns")
     started = time.perf_counter()
     if config.epoch_steps is not None:
         train_config = replace(train_config, epoch_steps=config.epoch_steps)
     levels = list(model_config.quantiles)
     folds = make_folds(prices, config)
     trials = [
-        t for f in folds for t in fold_trials(f, model_config, train_config, config.seeds, config.scalings, search)
+        t
+        for f in folds
+        for t in fold_trials(f, model_config, train_config, config.seeds, config.scalings, search, config.closes_only)
     ]
     results = run_trials(prices, features, trials, jobs, ray_address)
     everything: dict[str, dict[int, list[SpanForecasts]]] = {}  # method -> seed -> spans of every fold
@@ -301,7 +305,7 @@ def run_backtest(
         logger.info("HAR-range left out: some prices have no high and low (closes only)")
     tested = [
         (loss, a, b)
-        for loss, a, b in pairs(config.scalings, train_config.pretrain_paths > 0)
+        for loss, a, b in pairs(config.scalings, train_config.pretrain_paths > 0, config.closes_only)
         if "har_range" in runs or "har_range" not in (a, b)
     ]
     tests, sets = judge(runs, {m: levels for m in runs}, horizons, tested, label)

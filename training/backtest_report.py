@@ -226,6 +226,8 @@ def write_markdown(report: dict[str, Any], plot: Path, out: Path) -> Path:
             f"synthetic paths of {train['pretrain_days']} days, then as above; beside them, each mode without "
             "that pretraining, same data and seeds."
         )
+    if back.get("closes_only"):
+        beside += " Each model also read with every range removed, and beside them models of closes, same seeds."
     steps = back.get("epoch_steps")
     budget = (
         f"at most {train['epochs']} epochs of {steps} optimiser steps each in both modes (equal budgets: "

@@ -15,6 +15,10 @@ history for either mode).
   ticker's burn-in carries a loss once per epoch, however many tickers and
   however long or short. Each epoch shifts the chunk boundaries by a random
   phase drawn from the epoch's rng.
+- A model whose variance reads the range or the returns (``range_or_returns``)
+  learns from closes as from bars: each piece (latent) or window (ar) of an
+  epoch is read with its ranges not sent (NaN) with probability ``DROPPED``,
+  drawn from the epoch's rng, and validation reads every ticker both ways.
 - ``WindowBatches`` (ar): windows of ``window`` steps ending at every scored
   row in random order (or ``windows_per_epoch`` of them), each from a zero
   state, loss on the last step only: its targets are those of that step
@@ -42,6 +46,10 @@ from models.config import ModelConfig
 from training.config import TrainConfig
 from training.dataset import TrainingData
 from training.distributed import Shard
+
+# The chance that a range_or_returns model reads a piece or window of an epoch as closes only: each kind
+# half the steps, as validation weighs them
+DROPPED = 0.5
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,10 @@ def batches_for(config: ModelConfig, data: TrainingData, train: TrainConfig, sha
     """The batch source that trains ``config.mode``, reading ``shard`` of every batch (default: all of it)."""
     first_row = first_scored_row(config, train)
     if config.mode == "latent":
-        return StreamBatches(data, train, first_row, shard or Shard(), config.raw_columns)
-    return WindowBatches(data, config.window, train, first_row, shard or Shard(), config.raw_columns)
+        return StreamBatches(data, train, first_row, shard or Shard(), config.raw_columns, config.ranges_optional)
+    return WindowBatches(
+        data, config.window, train, first_row, shard or Shard(), config.raw_columns, config.ranges_optional
+    )
 
 
 def _scored(y: np.ndarray) -> int:
@@ -108,7 +118,9 @@ class _Rows:
     test: int  # first test row
 
 
-def _rows(data: TrainingData, first_row: int, raw_columns: int) -> list[_Rows]:
+def _rows(data: TrainingData, first_row: int, raw_columns: int, closes_too: bool = False) -> list[_Rows]:
+    """Every ticker's rows; with ``closes_too`` each also once more with its ranges not sent (NaN): what a
+    range_or_returns model validates on."""
     out = []
     for series in data.series:
         valid, test = data.split.bounds(series)
@@ -117,6 +129,10 @@ def _rows(data: TrainingData, first_row: int, raw_columns: int) -> list[_Rows]:
         y_train[:first_row] = np.nan
         y_valid[: max(valid, first_row)] = np.nan
         out.append(_Rows(x, y_train, y_valid, valid, test))
+        if closes_too:
+            closes = x.copy()
+            closes[:, 1] = np.nan
+            out.append(_Rows(closes, y_train, y_valid, valid, test))
     return out
 
 
@@ -124,12 +140,20 @@ class StreamBatches:
     """Contiguous streams for truncated BPTT (latent mode)."""
 
     def __init__(
-        self, data: TrainingData, train: TrainConfig, first_row: int, shard: Shard, raw_columns: int = 0
+        self,
+        data: TrainingData,
+        train: TrainConfig,
+        first_row: int,
+        shard: Shard,
+        raw_columns: int = 0,
+        drop_ranges: bool = False,
     ) -> None:
         self.bptt, self.first_row, self.group, self.shard = train.bptt, first_row, train.batch_size, shard
         self.rows = _rows(data, first_row, raw_columns)
+        self.drop_ranges = drop_ranges
+        self.valid_rows = _rows(data, first_row, raw_columns, drop_ranges)  # both ways when ranges are dropped
         self.train_rows = sum(_scored(r.y_train) for r in self.rows)
-        self.validation_rows = sum(_scored(r.y_valid) for r in self.rows)
+        self.validation_rows = sum(_scored(r.y_valid) for r in self.valid_rows)
         self.finite = [np.isfinite(r.y_train).sum(axis=-1) for r in self.rows]  # (valid,) targets of each row
         if self.train_rows == 0:
             raise DataError(f"no training rows after the burn-in of {first_row} rows of each ticker")
@@ -173,6 +197,9 @@ class StreamBatches:
             x[b, begin - lead : stop - lead] = self.rows[i].x[begin:stop]
             # the warm-up before ``start`` is read, not scored: another piece scores it
             y[b, start - lead : stop - lead] = self.rows[i].y_train[start:stop]
+        if self.drop_ranges:  # every process draws every piece's, so that their rngs stay one
+            dropped = self.shard.take((rng.random(len(every)) < DROPPED).tolist())
+            x[np.flatnonzero(dropped), :, 1] = np.nan
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         for step, start in enumerate(range(0, length, self.bptt)):
             stop = start + self.bptt
@@ -184,7 +211,7 @@ class StreamBatches:
         Up to ``batch_size`` tickers at a time, each padded at its end (the model
         is causal: what follows a row never changes its forecast).
         """
-        scored = self.shard.take([r for r in self.rows if _scored(r.y_valid)])
+        scored = self.shard.take([r for r in self.valid_rows if _scored(r.y_valid)])
         for first in range(0, len(scored), self.group):
             group = scored[first : first + self.group]
             length = max(r.test for r in group)
@@ -206,6 +233,7 @@ class WindowBatches:
         first_row: int,
         shard: Shard,
         raw_columns: int = 0,
+        drop_ranges: bool = False,
     ) -> None:
         if first_row < window - 1:
             raise DataError(f"first scored row {first_row} comes before the first full window of {window} rows")
@@ -213,8 +241,10 @@ class WindowBatches:
             raise DataError(f"batches of {train.batch_size} windows cannot be shared by {shard.count} processes")
         self.window, self.train, self.shard = window, train, shard
         self.rows = _rows(data, first_row, raw_columns)
+        self.drop_ranges = drop_ranges
+        self.valid_rows = _rows(data, first_row, raw_columns, drop_ranges)  # both ways when ranges are dropped
         train_ends = [np.flatnonzero(np.isfinite(r.y_train).any(axis=-1)) for r in self.rows]
-        self.valid_ends = [np.flatnonzero(np.isfinite(r.y_valid).any(axis=-1)) for r in self.rows]
+        self.valid_ends = [np.flatnonzero(np.isfinite(r.y_valid).any(axis=-1)) for r in self.valid_rows]
         self.owner = np.concatenate([np.full(len(e), i) for i, e in enumerate(train_ends)])
         self.ends = np.concatenate(train_ends)
         self.finite = np.concatenate(
@@ -235,6 +265,8 @@ class WindowBatches:
         chosen = rng.permutation(len(self.ends))[: self.train_rows]
         for start in range(0, len(chosen), self.train.batch_size):
             batch = np.sort(chosen[start : start + self.train.batch_size])
+            # every process draws the whole batch's, so that their rngs stay one
+            dropped = rng.random(len(batch)) < DROPPED if self.drop_ranges else None
             picks = batch[self.shard.rank :: self.shard.count]
             targets = int(self.finite[batch].sum())
             if len(picks) == 0:
@@ -249,10 +281,14 @@ class WindowBatches:
                 for i in np.unique(self.owner[picks])
             ]
             x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            if dropped is not None:  # the parts hold the picks ticker by ticker
+                owners = self.owner[picks]
+                order = np.concatenate([np.flatnonzero(owners == i) for i in np.unique(owners)])
+                x[torch.from_numpy(dropped[self.shard.rank :: self.shard.count][order]), :, 1] = math.nan
             yield Batch(x, y, reset=True, targets=targets)
 
     def validation(self) -> Iterator[Batch]:
-        for rows, ends in self.shard.take(list(zip(self.rows, self.valid_ends, strict=True))):
+        for rows, ends in self.shard.take(list(zip(self.valid_rows, self.valid_ends, strict=True))):
             if len(ends):
                 inputs, targets = self._windows(rows.x, rows.y_valid, ends)
                 yield Batch(inputs, targets, reset=True, targets=int(torch.isfinite(targets).sum()))

@@ -6,7 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,8 +17,9 @@ from data.features import DEFAULT_FEATURES
 from latentcast.errors import ConfigError
 from models.calibration import YoungOffsets
 from models.checkpoint import make_checkpoint
-from models.config import ModelConfig
+from models.config import RANGE_SOURCES, ModelConfig
 from models.forecaster import Forecaster
+from models.volatility import range_ratio
 from training.batches import batches_for
 from training.config import TrainConfig
 from training.conformal import fit_offsets, fit_young_offsets
@@ -58,10 +59,13 @@ def fit(
     world = world or World()
     if model_config.n_features != len(data.features):
         model_config = ModelConfig.from_dict({**model_config.to_dict(), "n_features": len(data.features)})
-    if model_config.variance_source == "parkinson" and data.features[1:2] != ("range",):
+    if model_config.variance_source in RANGE_SOURCES and data.features[1:2] != ("range",):
         raise ConfigError(
-            f"variance_source 'parkinson' reads the range as second feature, the data has {list(data.features)}"
+            f"variance_source {model_config.variance_source!r} reads the range as second feature, "
+            f"the data has {list(data.features)}"
         )
+    if model_config.ranges_optional:  # fit where the scaler is: on the training rows
+        model_config = replace(model_config, range_ratio=training_range_ratio(data))
     if model_config.horizon != data.horizon:
         raise ValueError(f"model horizon {model_config.horizon} != data horizon {data.horizon}")
     torch.manual_seed(train_config.seed)
@@ -90,6 +94,12 @@ def fit(
             result.seconds,
         )
     return Trained(model, data, result, train_config, pretrained)
+
+
+def training_range_ratio(data: TrainingData) -> float:
+    """The training rows' mean squared return over their mean Parkinson variance (``models.volatility``)."""
+    rows = np.concatenate([s.features[: data.split.bounds(s)[0], :2] for s in data.series])
+    return range_ratio(rows[:, 0], rows[:, 1])
 
 
 def holdout_metrics(trained: Trained, offsets: np.ndarray | None = None) -> dict[str, Any] | None:

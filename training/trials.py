@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data.features import Split
+from data.features import Split, without_ranges
 from models.config import ModelConfig
 from training.config import TrainConfig
 from training.dataset import TrainingData
@@ -40,6 +40,8 @@ class Trial:
     model_config: ModelConfig
     train_config: TrainConfig
     forecast: bool = True  # False: train and validate only (a search trial)
+    features: tuple[str, ...] | None = None  # the features it reads; None: the backtest's
+    unranged: bool = False  # forecast also with every range not sent (NaN): what a closes-only session gets
 
     def describe(self) -> str:
         where = "search" if self.fold < 0 else f"fold {self.fold}"
@@ -54,6 +56,7 @@ class TrialResult:
     spans: list[SpanForecasts] | None
     training: dict[str, float | int] | None  # steps, epochs run, best epoch, best validation loss, seconds
     error: str | None = None
+    unranged_spans: list[SpanForecasts] | None = None  # with ``Trial.unranged``: the forecasts without ranges
 
 
 def fold_data(
@@ -74,12 +77,21 @@ def run_trial(prices: pd.DataFrame, features: Sequence[str], trial: Trial) -> Tr
     """Train ``trial`` and forecast its test block; an exception becomes the result's ``error``."""
     try:
         data = fold_data(
-            prices, features, trial.model_config.horizon, trial.validation_start, trial.test_start, trial.test_end
+            prices,
+            trial.features or features,
+            trial.model_config.horizon,
+            trial.validation_start,
+            trial.test_start,
+            trial.test_end,
         )
         config = replace(trial.train_config, seed=trial.seed)
         trained = fit(trial.model_config, data, config)
         starts = [data.split.bounds(s)[1] for s in data.series]
         spans = model_forecasts(trained.model, data.scaler, data.series, starts) if trial.forecast else []
+        unranged = None
+        if trial.unranged:  # the whole history without ranges, as a session that sends closes only reads it
+            closes = [without_ranges(s) for s in data.series]
+            unranged = model_forecasts(trained.model, data.scaler, closes, starts)
     except Exception as exc:  # reported in the backtest, never fatal to the other trials
         logger.warning("%s failed: %s: %s", trial.describe(), type(exc).__name__, exc)
         return TrialResult(trial, None, None, f"{type(exc).__name__}: {exc}")
@@ -92,7 +104,7 @@ def run_trial(prices: pd.DataFrame, features: Sequence[str], trial: Trial) -> Tr
         "val_loss": result.best_val_loss,
         "seconds": round(result.seconds, 2),
     }
-    return TrialResult(trial, spans, training)
+    return TrialResult(trial, spans, training, unranged_spans=unranged)
 
 
 def logged(result: TrialResult, done: int, count: int) -> TrialResult:

@@ -96,8 +96,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
         "--variance-source",
         choices=VARIANCE_SOURCES,
         default=model.variance_source,
-        help="what a volatility-scaled stream's variance reads: squared returns, or the range (Parkinson; "
-        "needs --features returns,range,...)",
+        help="what a volatility-scaled stream's variance reads: squared returns, the range (Parkinson; needs "
+        "--features returns,range,...), or the range on days sent with a high and low, else the squared return",
     )
     parser.add_argument(
         "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"

@@ -208,6 +208,12 @@ def build_parser() -> CommandParser:
     backtest.add_argument(
         "--rescale", type=float, default=1.0, help="multiply every daily log return by this (a quieter or wilder copy)"
     )
+    backtest.add_argument(
+        "--closes-only",
+        action="store_true",
+        help="with --variance-source range_or_returns: also score the models with every range removed (sessions "
+        "of closes only) and train models of closes on the same seeds, each tested against them",
+    )
     backtest.add_argument("--out", type=Path, help="report folder (default: ARTIFACTS/reports/backtest)")
     backtest.set_defaults(handler=run_backtest_command)
 

@@ -140,6 +140,7 @@ def run_backtest_command(args: argparse.Namespace) -> int:
         seeds=tuple(args.seeds),
         scalings=tuple(args.other_scalings),
         epoch_steps=args.epoch_steps or None,
+        closes_only=args.closes_only,
     )
     features = tuple(args.features.split(","))
     prices, source = load_prices(args), args.source

@@ -33,7 +33,16 @@ def test_unknown_cell_lists_the_valid_ones():
         ({"ewma_decay": 1.0}, "ewma_decay must be in (0, 1), got 1.0"),
         ({"variance_floor": 0.0}, "variance_floor, variance_prior and input_clip must be positive"),
         ({"variance_prior": 0.0}, "variance_floor, variance_prior and input_clip must be positive"),
-        ({"variance_source": "range"}, "unknown variance_source 'range'; valid sources: returns, parkinson"),
+        (
+            {"variance_source": "range"},
+            "unknown variance_source 'range'; valid sources: returns, parkinson, range_or_returns",
+        ),
+        ({"range_ratio": 0.0}, "range_ratio must be positive and finite, got 0.0"),
+        (
+            {"variance_source": "range_or_returns", "n_features": 2, "scaling": "global"},
+            "variance_source 'range_or_returns' needs volatility scaling and the range as second feature, "
+            "got scaling 'global' with 2 feature(s)",
+        ),
         (
             {"variance_source": "parkinson", "scaling": "volatility"},
             "variance_source 'parkinson' needs volatility scaling and the range as second feature, "
@@ -85,3 +94,8 @@ def test_the_variance_source_is_saved_and_a_config_without_it_reads_returns():
     older = {k: v for k, v in config.to_dict().items() if k != "variance_source"}
     assert ModelConfig.from_dict(older).variance_source == "returns"
     assert ModelConfig.from_dict(older).raw_columns == 1 and ModelConfig(scaling="global").raw_columns == 0
+    mixed = ModelConfig(n_features=2, scaling="volatility", variance_source="range_or_returns", range_ratio=1.3)
+    assert ModelConfig.from_dict(mixed.to_dict()).range_ratio == 1.3 and mixed.to_dict()["range_ratio"] == 1.3
+    # fit, not chosen: a retrain's challenger with its own ratio is of its champion's configuration
+    assert ModelConfig.from_dict({**mixed.to_dict(), "range_ratio": 2.0}) == mixed
+    assert (mixed.raw_columns, mixed.conv_inputs, config.conv_inputs) == (2, 3, 2)

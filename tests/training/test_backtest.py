@@ -111,3 +111,25 @@ def test_other_scalings_train_both_modes_beside_and_are_tested_against_them(pric
     with pytest.raises(ConfigError) as err:
         BacktestConfig(scalings=("local",))
     assert str(err.value) == "unknown scaling 'local'; valid scalings: global, volatility"
+
+
+def test_closes_only_scores_the_range_or_returns_models_without_ranges_beside_models_of_closes(prices, tmp_path):
+    config = BacktestConfig(folds=1, test_days=40, validation_days=40, seeds=(0,), epoch_steps=5, closes_only=True)
+    model = tiny_config(horizon=2, n_features=2, scaling="volatility", variance_source="range_or_returns")
+    backtest = run_backtest(prices, ("returns", "range"), model, FAST, config, "bundled")
+    report = backtest.to_json()
+    models = {"latent", "ar", "latent_unranged", "ar_unranged", "latent_closes", "ar_closes"}
+    assert models <= set(report["pooled"]) and not report["failures"]
+    # the same trained model, read without its ranges: other forecasts, as many
+    bars, unranged = report["pooled"]["latent"]["h1"], report["pooled"]["latent_unranged"]["h1"]
+    assert bars["pinball"] != unranged["pinball"] and bars["count"] == unranged["count"]
+    pairs = [(t["horizon"], t["a"], t["b"]) for t in report["diebold_mariano"]]
+    for mode in ("ar", "latent"):
+        assert (1, mode, f"{mode}_closes") in pairs and (1, f"{mode}_unranged", f"{mode}_closes") in pairs
+    write_report(backtest, tmp_path)
+    text = (tmp_path / "backtest.md").read_text()
+    assert "| 1 | latent, ranges not sent | latent, model of closes |" in text
+    assert "Each model also read with every range removed, and beside them models of closes" in text
+    with pytest.raises(ConfigError) as err:
+        run_backtest(prices, ("returns", "range"), tiny_config(horizon=2, n_features=2), FAST, config, "bundled")
+    assert str(err.value) == ("closes-only scoring removes ranges: it needs models of variance_source range_or_returns")

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
 from data import sources
 from data.features import through_end
 from latentcast.errors import ConfigError
 from tests.factories import tiny_config
+from training.batches import batches_for
 from training.config import TrainConfig
 from training.dataset import TrainingData
+from training.distributed import Shard
 from training.pipeline import fit, train_and_register
 from training.registry import Registry
 
@@ -69,3 +73,50 @@ def test_a_parkinson_variance_trains_on_bars_and_needs_the_range_second(tmp_path
         str(err.value)
         == "variance_source 'parkinson' reads the range as second feature, the data has ['returns', 'volume']"
     )
+
+
+@pytest.mark.parametrize("mode", ["latent", "ar"])
+def test_a_range_or_returns_variance_fits_its_ratio_on_training_rows_and_learns_from_closes_too(tmp_path, prices, mode):
+    config = tiny_config(mode, n_features=2, scaling="volatility", variance_source="range_or_returns")
+    data = TrainingData.prepare(prices, ("returns", "range"), config.horizon)
+    trained = fit(config, data, FAST)
+    rows = np.concatenate([s.features[: data.split.bounds(s)[0]] for s in data.series])
+    expected = np.mean(rows[:, 0] ** 2) / np.mean(rows[:, 1] ** 2 / (4 * np.log(2)))
+    assert trained.model.config.range_ratio == pytest.approx(expected, rel=1e-5)
+    assert 1.0 < expected < 3.0  # the range misses the overnight move: it reads low
+    # an epoch reads about half its pieces or windows as closes only, drawn from its rng; validation both ways
+    source = batches_for(trained.model.config, data, FAST)
+    unranged = [np.isnan(r.x[:, 1]).all() for r in source.valid_rows]  # type: ignore[attr-defined]
+    assert unranged == [False, True] * len(data.series)
+
+    def drops(seed: int) -> torch.Tensor:
+        """Per epoch, which pieces or windows of its first batch are read as closes only."""
+        rng = np.random.default_rng(seed)
+        return torch.stack([next(iter(source.epoch(rng))).x[:, :, 1].isnan().all(dim=1) for _ in range(12)])
+
+    first = next(iter(source.epoch(np.random.default_rng(0)))).x[:, :, 1]
+    assert torch.equal(first.isnan().any(dim=1), first.isnan().all(dim=1))  # a piece or window whole, or not at all
+    assert torch.equal(drops(0), drops(0)) and not torch.equal(drops(0), drops(1))
+    assert 0.3 < drops(0).float().mean().item() < 0.7
+    # the ratio is saved with the model, and serving reads it
+    version = train_and_register(Registry(tmp_path), prices, "bundled", config, FAST, features=("returns", "range"))
+    saved = Registry(tmp_path).predictor(version.version)
+    assert saved.config.range_ratio == pytest.approx(expected, rel=1e-5)
+    assert saved.fields == ("close", "high", "low") and saved.required == ("close",)
+
+
+@pytest.mark.parametrize("mode", ["latent", "ar"])
+def test_the_shards_of_an_epoch_drop_the_ranges_the_whole_epoch_drops(prices, mode):
+    config = tiny_config(mode, n_features=2, scaling="volatility", variance_source="range_or_returns")
+    data = TrainingData.prepare(prices, ("returns", "range"), config.horizon)
+
+    def first(shard: Shard) -> torch.Tensor:
+        """Which rows of the epoch's first batch this shard reads as closes only, its rng drawn on."""
+        rng = np.random.default_rng(4)
+        batches = [next(iter(batches_for(config, data, FAST, shard).epoch(rng))) for _ in range(3)]
+        return torch.cat([b.x[:, :, 1].isnan().all(dim=1) for b in batches])
+
+    whole, parts = first(Shard()), [first(Shard(rank, 2)) for rank in (0, 1)]
+    assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist()) and whole.any() and not whole.all()
+    if mode == "latent":  # shard r reads pieces r, r + 2, ...
+        assert torch.equal(parts[0], torch.cat([w[0::2] for w in whole.split(len(whole) // 3)]))
