@@ -55,6 +55,13 @@ class ModelConfig:
     feature is ``range`` (then read, like the returns, in units of the
     training returns' std and over the stream's volatility). A config saved
     without the field reads returns, as it was trained.
+
+    ``variance_scales``: the decays of further EWMA variances of the same
+    daily squared moves (e.g. 0.5, 0.8, 0.955: about a day, a week and a
+    month), each with its own weight and the same prior, carried in the state
+    beside the main one. The network reads 0.5 * log(v_k / v) of each before
+    the day, as one more input column (``conv_inputs``). Empty (the default,
+    and a config saved without the field): the main variance alone.
     """
 
     mode: str = "latent"
@@ -74,6 +81,7 @@ class ModelConfig:
     variance_prior: float = 0.005  # pseudo-returns the training variance weighs as at a stream's start
     input_clip: float = 10.0
     variance_source: str = "returns"
+    variance_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -92,6 +100,15 @@ class ModelConfig:
             )
         if not 0.0 < self.ewma_decay < 1.0:
             raise ConfigError(f"ewma_decay must be in (0, 1), got {self.ewma_decay!r}")
+        try:
+            scales = tuple(float(d) for d in self.variance_scales)
+        except (TypeError, ValueError):
+            raise ConfigError(f"variance_scales must be a list of decays, got {self.variance_scales!r}") from None
+        if scales and not self.volatility_scaled:
+            raise ConfigError(f"variance_scales need volatility scaling, got scaling {self.scaling!r}")
+        if any(not 0.0 < d < 1.0 for d in scales) or len(set(scales)) != len(scales):
+            raise ConfigError(f"variance_scales must be distinct decays in (0, 1), got {list(self.variance_scales)}")
+        object.__setattr__(self, "variance_scales", scales)
         if not self.variance_floor > 0 or not self.input_clip > 0 or not self.variance_prior > 0:
             raise ConfigError("variance_floor, variance_prior and input_clip must be positive")
         for name in ("n_features", "conv_channels", "conv_kernel", "hidden_size", "num_layers", "horizon", "window"):
@@ -119,12 +136,18 @@ class ModelConfig:
         return 2 if self.variance_source == "parkinson" else 1
 
     @property
+    def conv_inputs(self) -> int:
+        """The columns the conv reads at each step: the features, then one per variance scale."""
+        return self.n_features + len(self.variance_scales)
+
+    @property
     def median_index(self) -> int:
         return self.quantiles.index(0.5)
 
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
         raw["quantiles"] = list(self.quantiles)
+        raw["variance_scales"] = list(self.variance_scales)
         return raw
 
     @classmethod
@@ -140,6 +163,7 @@ class ModelConfig:
         if "variance_prior" not in values:
             # saved before the variance carried its weight: its EWMA started at the steady weight
             values["variance_prior"] = 1.0 / (1.0 - values.get("ewma_decay", cls.ewma_decay))
-        if "quantiles" in values:
-            values["quantiles"] = tuple(values["quantiles"])
+        for name in ("quantiles", "variance_scales"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)

@@ -26,7 +26,13 @@ from torch import Tensor, nn
 from models import fused_gru
 from models.config import ModelConfig, cell_class
 from models.state import StreamState
-from models.volatility import ewma_variances, initial_volatility, standardised_returns
+from models.volatility import (
+    ewma_variances,
+    initial_volatility,
+    scale_columns,
+    scaled_variances,
+    standardised_returns,
+)
 
 
 class Forecaster(nn.Module):
@@ -35,7 +41,7 @@ class Forecaster(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.conv = nn.Conv1d(config.n_features, config.conv_channels, config.conv_kernel)
+        self.conv = nn.Conv1d(config.conv_inputs, config.conv_channels, config.conv_kernel)
         self.rnn = cell_class(config.cell)(
             input_size=config.conv_channels,
             hidden_size=config.hidden_size,
@@ -49,7 +55,7 @@ class Forecaster(nn.Module):
     def initial_state(self, batch_size: int) -> StreamState:
         """The zero state of ``batch_size`` fresh streams, on the device of the weights."""
         c, device = self.config, self.conv.weight.device
-        conv = torch.zeros(batch_size, c.n_features, c.conv_kernel - 1, device=device)
+        conv = torch.zeros(batch_size, c.conv_inputs, c.conv_kernel - 1, device=device)
         hidden = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
         volatility = torch.from_numpy(initial_volatility(batch_size, c)).to(device) if c.volatility_scaled else None
         if c.cell == "LSTM":
@@ -98,9 +104,9 @@ class Forecaster(nn.Module):
         if state is None:
             state = self.initial_state(batch)
         assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
-        variances = weights = None
+        variances = after = None
         if c.volatility_scaled:
-            x, variances, weights = self._standardise(x, state)
+            x, variances, after = self._standardise(x, state)
         seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F, k-1+T)
         conv_buffer = seq[:, :, steps:]  # (B, F, k-1): the newest k-1 inputs
         # the causal conv as one product over each step's receptive field: what nn.Conv1d computes, in the
@@ -115,17 +121,17 @@ class Forecaster(nn.Module):
         raw = self.head(self.drop(y[:, steps - shown :])).view(batch, shown, c.horizon, len(c.quantiles))
         out = monotone_quantiles(raw, c.median_index)
         volatility, carried = None, StreamState(conv_buffer, hidden)
-        if variances is not None and weights is not None:
+        if variances is not None and after is not None:
             # (B, S): the volatility after each forecast step's return
             volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
             out = out * volatility[:, :, None, None]
-            after = np.stack([variances[:, -1], weights[:, -1]], axis=1)  # (B, 2)
             carried = StreamState(conv_buffer, hidden, torch.from_numpy(after).to(x.device))
         return (out, carried, volatility) if with_volatility else (out, carried)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray, np.ndarray]:
-        """x (B, T, F) with returns (and ranges) over the volatility before them, and the (B, T + 1) EWMA
-        variances and weights.
+        """x (B, T, F) with returns (and ranges) over the volatility before them, then (with variance scales)
+        their log ratios to it (B, T, conv_inputs); the (B, T + 1) EWMA variances; the (B, 2 + 2S) volatility
+        state after the last day.
 
         The recursion runs in numpy, on the CPU, wherever ``x`` is (a copy from and to a GPU).
         """
@@ -134,10 +140,17 @@ class Forecaster(nn.Module):
         moves = x[..., :raw].detach().cpu().numpy()  # (B, T, 1): the returns, (B, T, 2): and the ranges
         before = state.volatility.detach().cpu().numpy()  # (B, 2)
         ranges = moves[..., 1] if raw == 2 else None
-        variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
+        derived: list[Tensor] = []
+        if self.config.variance_scales:
+            every, after = scaled_variances(moves[..., 0], before, self.config, ranges)
+            variances = np.ascontiguousarray(every[..., 0])
+            derived.append(torch.from_numpy(scale_columns(every, self.config)).to(x.device))
+        else:
+            variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
+            after = np.stack([variances[:, -1], weights[:, -1]], axis=1)  # (B, 2)
         scaled = [standardised_returns(moves[..., j], variances[:, :-1], self.config) for j in range(raw)]
         standard = torch.from_numpy(np.stack(scaled, axis=2)).to(x.device)
-        return torch.cat([standard, x[..., raw:]], dim=2), variances, weights
+        return torch.cat([standard, x[..., raw:], *derived], dim=2), variances, after
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:

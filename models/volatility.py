@@ -50,9 +50,9 @@ def steady_weight(config: ModelConfig) -> float:
 
 
 def initial_volatility(batch: int, config: ModelConfig) -> np.ndarray:
-    """(B, 2) float32: the (variance, weight) of fresh streams."""
-    out = np.empty((batch, 2), np.float32)
-    out[:, 0], out[:, 1] = INITIAL_VARIANCE, config.variance_prior
+    """(B, 2 + 2S) float32: the (variance, weight) of fresh streams, then those of each of S variance scales."""
+    out = np.empty((batch, 2 + 2 * len(config.variance_scales)), np.float32)
+    out[:, 0::2], out[:, 1::2] = INITIAL_VARIANCE, config.variance_prior
     return out
 
 
@@ -62,6 +62,7 @@ def ewma_variances(
     weight: np.ndarray,
     config: ModelConfig,
     ranges: np.ndarray | None = None,
+    decay: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(B, T) float32 returns, the (B,) variance and weight before them -> two (B, T + 1) float32 arrays.
 
@@ -69,7 +70,8 @@ def ewma_variances(
     is that after the last day (the state to carry). ``ranges``: (B, T)
     log(high / low) in the returns' units, read in place of the squared
     returns as Parkinson's variance; required with ``variance_source ==
-    "parkinson"``, else ignored.
+    "parkinson"``, else ignored. ``decay``: that of one of the variance
+    scales, in place of ``config.ewma_decay``.
     """
     if config.variance_source == "parkinson":
         assert ranges is not None, "a Parkinson variance reads each day's range"
@@ -81,7 +83,7 @@ def ewma_variances(
     out = np.empty((batch, steps + 1), np.float32)
     weights = np.empty((batch, steps + 1), np.float32)
     out[:, 0], weights[:, 0] = variance, weight
-    decay, floor = np.float32(config.ewma_decay), np.float32(config.variance_floor)
+    decay, floor = np.float32(config.ewma_decay if decay is None else decay), np.float32(config.variance_floor)
     for t in range(steps):  # a recursion: each step needs the one before
         w = weights[:, t + 1]
         np.multiply(weights[:, t], decay, out=w)
@@ -96,5 +98,40 @@ def ewma_variances(
 def standardised_returns(returns: np.ndarray, before: np.ndarray, config: ModelConfig) -> np.ndarray:
     """Returns (or ranges) over the volatility before them, clipped to ``±input_clip``: same shape, float32."""
     out = returns / np.sqrt(before)
+    np.maximum(out, np.float32(-config.input_clip), out=out)
+    return np.minimum(out, np.float32(config.input_clip), out=out)
+
+
+def scaled_variances(
+    returns: np.ndarray, volatility: np.ndarray, config: ModelConfig, ranges: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The main variance and those of ``config.variance_scales`` over (B, T) returns (and ranges).
+
+    ``volatility``: (B, 2 + 2S) the (variance, weight) pairs before them, the
+    main one first, as carried in the state. Returns the main variance before
+    each day and after the last, (B, T + 1), and the (B, 2 + 2S) pairs after
+    the last day. Each scale runs ``ewma_variances`` with its own decay.
+    """
+    decays = (config.ewma_decay, *config.variance_scales)
+    after = np.empty((len(returns), 2 * len(decays)), np.float32)
+    columns = []
+    for i, decay in enumerate(decays):
+        v, w = ewma_variances(returns, volatility[:, 2 * i], volatility[:, 2 * i + 1], config, ranges, decay)
+        after[:, 2 * i], after[:, 2 * i + 1] = v[:, -1], w[:, -1]
+        columns.append(v)
+    return np.stack(columns, axis=2), after
+
+
+def scale_columns(variances: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """(B, T + 1, 1 + S) variances from ``scaled_variances`` -> (B, T, S) float32 network inputs.
+
+    Column k at day t: 0.5 * log(v_k / v), the log ratio of scale k's
+    volatility to the main one before day t, clipped to ``±input_clip``.
+    Multiply every return by c and both variances by c^2 (but for the prior's
+    share): the inputs do not change.
+    """
+    before = variances[:, :-1]
+    out = np.log(before[..., 1:] / before[..., :1])
+    out *= np.float32(0.5)
     np.maximum(out, np.float32(-config.input_clip), out=out)
     return np.minimum(out, np.float32(config.input_clip), out=out)
