@@ -62,7 +62,7 @@ def ewma_variances(
     weight: np.ndarray,
     config: ModelConfig,
     ranges: np.ndarray | None = None,
-    decay: float | None = None,
+    decay: float | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(B, T) float32 returns, the (B,) variance and weight before them -> two (B, T + 1) float32 arrays.
 
@@ -70,8 +70,8 @@ def ewma_variances(
     is that after the last day (the state to carry). ``ranges``: (B, T)
     log(high / low) in the returns' units, read in place of the squared
     returns as Parkinson's variance; required with ``variance_source ==
-    "parkinson"``, else ignored. ``decay``: that of one of the variance
-    scales, in place of ``config.ewma_decay``.
+    "parkinson"``, else ignored. ``decay``: that of a variance scale, or
+    (B,) one per row, in place of ``config.ewma_decay``.
     """
     if config.variance_source == "parkinson":
         assert ranges is not None, "a Parkinson variance reads each day's range"
@@ -108,18 +108,21 @@ def scaled_variances(
     """The main variance and those of ``config.variance_scales`` over (B, T) returns (and ranges).
 
     ``volatility``: (B, 2 + 2S) the (variance, weight) pairs before them, the
-    main one first, as carried in the state. Returns the main variance before
-    each day and after the last, (B, T + 1), and the (B, 2 + 2S) pairs after
-    the last day. Each scale runs ``ewma_variances`` with its own decay.
+    main one first, as carried in the state. Returns every variance before
+    each day and after the last, (B, T + 1, 1 + S), the main one first, and
+    the (B, 2 + 2S) pairs after the last day. One ``ewma_variances`` call
+    runs them all: each stream's moves repeated once per scale, each copy with
+    its scale's decay.
     """
-    decays = (config.ewma_decay, *config.variance_scales)
-    after = np.empty((len(returns), 2 * len(decays)), np.float32)
-    columns = []
-    for i, decay in enumerate(decays):
-        v, w = ewma_variances(returns, volatility[:, 2 * i], volatility[:, 2 * i + 1], config, ranges, decay)
-        after[:, 2 * i], after[:, 2 * i + 1] = v[:, -1], w[:, -1]
-        columns.append(v)
-    return np.stack(columns, axis=2), after
+    batch, steps = returns.shape
+    n = 1 + len(config.variance_scales)
+    decays = np.tile(np.array((config.ewma_decay, *config.variance_scales), np.float32), batch)  # (B * n,)
+    copies = np.repeat(returns, n, axis=0)
+    ranges = None if ranges is None else np.repeat(ranges, n, axis=0)
+    pairs = volatility.reshape(batch * n, 2)
+    variances, weights = ewma_variances(copies, pairs[:, 0], pairs[:, 1], config, ranges, decays)
+    after = np.stack([variances[:, -1], weights[:, -1]], axis=1).reshape(batch, 2 * n)
+    return variances.reshape(batch, n, steps + 1).transpose(0, 2, 1), after
 
 
 def scale_columns(variances: np.ndarray, config: ModelConfig) -> np.ndarray:
