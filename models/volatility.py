@@ -30,6 +30,13 @@ estimate of the day's variance from its range, (log(high_t / low_t))^2 /
 a fifth of its variance, so the EWMA tracks the volatility with less noise.
 The range enters the network like the return, over the volatility before it.
 
+With ``variance_scales`` (decays d_k, e.g. about a day, a week and a month)
+the stream carries one more (variance, weight) pair per scale, each the same
+recursion of the same day's squared move with decay d_k and the same prior
+(``scaled_variances``), and the network reads 0.5 * log(v_k / v) before each
+day (``scale_columns``): each scale's volatility over the main one, which a
+series multiplied by k reads the same.
+
 The torch forward and the numpy step kernel both call these functions, so the
 two paths do the same float32 arithmetic.
 """
