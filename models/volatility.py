@@ -90,10 +90,11 @@ def ewma_variances(
     out = np.empty((batch, steps + 1), np.float32)
     weights = np.empty((batch, steps + 1), np.float32)
     out[:, 0], weights[:, 0] = variance, weight
-    decay, floor = np.float32(config.ewma_decay if decay is None else decay), np.float32(config.variance_floor)
+    rate = np.float32(config.ewma_decay) if decay is None else np.asarray(decay, np.float32)
+    floor = np.float32(config.variance_floor)
     for t in range(steps):  # a recursion: each step needs the one before
         w = weights[:, t + 1]
-        np.multiply(weights[:, t], decay, out=w)
+        np.multiply(weights[:, t], rate, out=w)
         w += np.float32(1.0)
         v = squares[:, t] - out[:, t]
         v /= w
