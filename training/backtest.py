@@ -32,7 +32,7 @@ same data and seeds, and each is tested against the model of the same mode
 with the configuration's own scaling. With ``TrainConfig.pretrain_paths``,
 the models are pretrained on synthetic paths (``training.pretrain``) and
 each mode is also trained without (``latent_unpretrained``), tested against
-its pretrained twin.
+its pretrained twin; with ``variance_scales``, so is each mode without them.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def scaled(mode: str, scaling: str) -> str:
 
 
 UNPRETRAINED = "unpretrained"  # the suffix of a model trained without the others' pretraining
+ONE_VARIANCE = "onevariance"  # the suffix of a model trained without the others' variance scales
 
 
 def label(method: str) -> str:
@@ -107,6 +108,8 @@ def label(method: str) -> str:
     if method in LABELS:
         return LABELS[method]
     mode, _, scaling = method.partition("_")
+    if scaling == ONE_VARIANCE:
+        return f"{mode}, no variance scales"
     return f"{mode}, not pretrained" if scaling == UNPRETRAINED else f"{mode}, {scaling} scaling"
 
 
@@ -193,9 +196,13 @@ def fold_trials(
     models are pretrained) once per seed, with the search's choice for that mode if there is one."""
     variants = [(m, model_config.scaling, m) for m in MODES] + [(m, s, scaled(m, s)) for s in scalings for m in MODES]
     variants += [(m, model_config.scaling, scaled(m, UNPRETRAINED)) for m in MODES if train_config.pretrain_paths]
+    variants += [(m, model_config.scaling, scaled(m, ONE_VARIANCE)) for m in MODES if model_config.variance_scales]
     out = []
     for mode, scaling, method in variants:
-        config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode, "scaling": scaling})
+        scales = model_config.variance_scales if scaling == "volatility" and ONE_VARIANCE not in method else ()
+        config = ModelConfig.from_dict(
+            {**model_config.to_dict(), "mode": mode, "scaling": scaling, "variance_scales": scales}
+        )
         pretrain_paths = 0 if method.endswith(UNPRETRAINED) else train_config.pretrain_paths
         train = replace(train_config, pretrain_paths=pretrain_paths)
         if search is not None and mode in search.choices:
@@ -222,11 +229,12 @@ def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str
     }
 
 
-def pairs(scalings: Sequence[str], pretrained: bool = False) -> list[tuple[Loss, str, str]]:
+def pairs(scalings: Sequence[str], pretrained: bool = False, scales: bool = False) -> list[tuple[Loss, str, str]]:
     """The pairs tested: each model against ``OPPONENTS``, each mode against itself with each other scaling
-    and, when the models are ``pretrained``, without pretraining."""
+    and, when the models are ``pretrained`` (have variance ``scales``), without pretraining (scales)."""
     out: list[tuple[Loss, str, str]] = [("pinball", a, b) for a, others in OPPONENTS.items() for b in others]
     out += [("pinball", m, scaled(m, s)) for s in scalings for m in MODES]
+    out += [("pinball", m, scaled(m, ONE_VARIANCE)) for m in MODES if scales]
     return out + [("pinball", m, scaled(m, UNPRETRAINED)) for m in MODES if pretrained]
 
 
@@ -301,7 +309,7 @@ def run_backtest(
         logger.info("HAR-range left out: some prices have no high and low (closes only)")
     tested = [
         (loss, a, b)
-        for loss, a, b in pairs(config.scalings, train_config.pretrain_paths > 0)
+        for loss, a, b in pairs(config.scalings, train_config.pretrain_paths > 0, bool(model_config.variance_scales))
         if "har_range" in runs or "har_range" not in (a, b)
     ]
     tests, sets = judge(runs, {m: levels for m in runs}, horizons, tested, label)

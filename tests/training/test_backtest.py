@@ -111,3 +111,16 @@ def test_other_scalings_train_both_modes_beside_and_are_tested_against_them(pric
     with pytest.raises(ConfigError) as err:
         BacktestConfig(scalings=("local",))
     assert str(err.value) == "unknown scaling 'local'; valid scalings: global, volatility"
+
+
+def test_models_with_variance_scales_are_tested_against_each_mode_without_them(prices):
+    config = BacktestConfig(folds=1, test_days=40, validation_days=40, seeds=(0,), epoch_steps=5)
+    model = tiny_config(horizon=2, scaling="volatility", variance_scales=(0.5, 0.8))
+    report = run_backtest(prices, ("returns",), model, FAST, config, "bundled").to_json()
+    assert {"latent_onevariance", "ar_onevariance"} <= set(report["pooled"])
+    # the same seed and data without the scales: other forecasts
+    assert report["pooled"]["latent"]["h1"]["pinball"] != report["pooled"]["latent_onevariance"]["h1"]["pinball"]
+    pairs = [(t["horizon"], t["a"], t["b"]) for t in report["diebold_mariano"]]
+    assert pairs[-2:] == [(2, "ar", "ar_onevariance"), (2, "latent", "latent_onevariance")]
+    assert report["diebold_mariano"][-1]["verdict"].count("latent, no variance scales") == 1
+    assert report["config"]["model"]["variance_scales"] == [0.5, 0.8]
