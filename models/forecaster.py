@@ -138,7 +138,7 @@ class Forecaster(nn.Module):
         assert state.volatility is not None, "a volatility-scaled model needs a state carrying the variance"
         raw = self.config.raw_columns
         moves = x[..., :raw].detach().cpu().numpy()  # (B, T, 1): the returns, (B, T, 2): and the ranges
-        before = state.volatility.detach().cpu().numpy()  # (B, 2)
+        before = state.volatility.detach().cpu().numpy()  # (B, 2 + 2S)
         ranges = moves[..., 1] if raw == 2 else None
         derived: list[Tensor] = []
         if self.config.variance_scales:
