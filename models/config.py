@@ -15,6 +15,9 @@ SCALINGS = ("global", "volatility")
 # What a volatility-scaled stream's variance reads each day: the squared return, or (with the ``range``
 # feature second) Parkinson's range variance, (log(high / low))^2 / (4 ln 2) (``models/volatility.py``).
 VARIANCE_SOURCES = ("returns", "parkinson")
+# What a volatility-scaled model's quantiles are learnt in units of: the main variance's volatility, or (with
+# variance scales) that of a mix of every variance, its weights learnt with the network (``models/forecaster.py``).
+QUANTILE_SCALES = ("main", "mix")
 # What new models are trained with (`latentcast train`, `make run`, a first retrain): the better scaling by the
 # backtest's Diebold-Mariano test, docs/backtest.md says why.
 DEFAULT_SCALING = "volatility"
@@ -62,6 +65,9 @@ class ModelConfig:
     beside the main one. The network reads 0.5 * log(v_k / v) of each before
     the day, as one more input column (``conv_inputs``). Empty (the default,
     and a config saved without the field): the main variance alone.
+    ``quantile_scale`` ``mix`` learns the quantiles in units of sqrt(sum of
+    a_k v_k) over the main variance and the scales', the weights a a softmax
+    learnt with the network, in place of sqrt(v) (``main``, the default).
     """
 
     mode: str = "latent"
@@ -82,6 +88,7 @@ class ModelConfig:
     input_clip: float = 10.0
     variance_source: str = "returns"
     variance_scales: tuple[float, ...] = ()
+    quantile_scale: str = "main"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +116,11 @@ class ModelConfig:
         if any(not 0.0 < d < 1.0 for d in scales) or len(set(scales)) != len(scales):
             raise ConfigError(f"variance_scales must be distinct decays in (0, 1), got {list(self.variance_scales)}")
         object.__setattr__(self, "variance_scales", scales)
+        if self.quantile_scale not in QUANTILE_SCALES or (self.quantile_scale == "mix" and not scales):
+            raise ConfigError(
+                f"quantile_scale must be one of {', '.join(QUANTILE_SCALES)} (mix needs variance_scales), "
+                f"got {self.quantile_scale!r}"
+            )
         if not self.variance_floor > 0 or not self.input_clip > 0 or not self.variance_prior > 0:
             raise ConfigError("variance_floor, variance_prior and input_clip must be positive")
         for name in ("n_features", "conv_channels", "conv_kernel", "hidden_size", "num_layers", "horizon", "window"):

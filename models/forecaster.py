@@ -51,6 +51,8 @@ class Forecaster(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.horizon * len(config.quantiles))
+        if config.quantile_scale == "mix":  # the logits of the weights of the variances the quantiles scale by
+            self.scale_mix = nn.Parameter(torch.zeros(1 + len(config.variance_scales)))
 
     def initial_state(self, batch_size: int) -> StreamState:
         """The zero state of ``batch_size`` fresh streams, on the device of the weights."""
@@ -123,8 +125,13 @@ class Forecaster(nn.Module):
         volatility, carried = None, StreamState(conv_buffer, hidden)
         if variances is not None and after is not None:
             # (B, S): the volatility after each forecast step's return
-            volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
-            out = out * volatility[:, :, None, None]
+            if variances.ndim == 3:  # every variance, mixed by the learnt weights
+                mixed = torch.from_numpy(variances[:, 1 + steps - shown :]).to(x.device) @ self.mix_weights()
+                out = out * torch.sqrt(mixed)[:, :, None, None]
+                volatility = torch.sqrt(mixed.detach())
+            else:
+                volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
+                out = out * volatility[:, :, None, None]
             carried = StreamState(conv_buffer, hidden, torch.from_numpy(after).to(x.device))
         return (out, carried, volatility) if with_volatility else (out, carried)
 
@@ -143,14 +150,19 @@ class Forecaster(nn.Module):
         derived: list[Tensor] = []
         if self.config.variance_scales:
             every, after = scaled_variances(moves[..., 0], before, self.config, ranges)
-            variances = np.ascontiguousarray(every[..., 0])
+            variances = every if self.config.quantile_scale == "mix" else np.ascontiguousarray(every[..., 0])
             derived.append(torch.from_numpy(scale_columns(every, self.config)).to(x.device))
         else:
             variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
             after = np.stack([variances[:, -1], weights[:, -1]], axis=1)  # (B, 2)
-        scaled = [standardised_returns(moves[..., j], variances[:, :-1], self.config) for j in range(raw)]
+        main = variances[:, :-1, 0] if variances.ndim == 3 else variances[:, :-1]
+        scaled = [standardised_returns(moves[..., j], main, self.config) for j in range(raw)]
         standard = torch.from_numpy(np.stack(scaled, axis=2)).to(x.device)
         return torch.cat([standard, x[..., raw:], *derived], dim=2), variances, after
+
+    def mix_weights(self) -> Tensor:
+        """(1 + S,): the weights of the main variance and each scale's in the quantiles' scale (``mix``)."""
+        return torch.softmax(self.scale_mix, dim=0)
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:

@@ -63,6 +63,7 @@ class StepKernel:
         self.volatility = (2 + 2 * len(c.variance_scales)) * self.scaled  # the (variance, weight) pairs' floats
         self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size + self.volatility  # P
         self.variance_at = self.width - self.volatility  # the main variance's column
+        self.mix = _array(model.mix_weights()) if c.quantile_scale == "mix" else None
         self.conv_w = _array(conv.weight.reshape(c.conv_channels, -1).T)  # (F*k, C), in the (F, k) order of seq
         self.conv_b = _array(conv.bias)
         self.head_w, self.head_b = _array(head.weight.T), _array(head.bias)  # (Hd, H*Q), (H*Q,)
@@ -111,7 +112,9 @@ class StepKernel:
         out = np.dot(softplus(raw), self.signs)
         out += raw[:, self.median : self.median + 1]
         out = out.reshape(batch, *self.shape)
-        if self.scaled:
+        if self.mix is not None:  # the learnt mix of every variance (each pair's first float)
+            out *= np.sqrt(np.dot(after[:, self.variance_at :: 2], self.mix))[:, None, None]
+        elif self.scaled:
             out *= np.sqrt(after[:, self.variance_at])[:, None, None]
         return out, after
 

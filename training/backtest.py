@@ -200,9 +200,9 @@ def fold_trials(
     out = []
     for mode, scaling, method in variants:
         scales = model_config.variance_scales if scaling == "volatility" and ONE_VARIANCE not in method else ()
-        config = ModelConfig.from_dict(
-            {**model_config.to_dict(), "mode": mode, "scaling": scaling, "variance_scales": scales}
-        )
+        mix = model_config.quantile_scale if scales else "main"
+        changed = {"mode": mode, "scaling": scaling, "variance_scales": scales, "quantile_scale": mix}
+        config = ModelConfig.from_dict({**model_config.to_dict(), **changed})
         pretrain_paths = 0 if method.endswith(UNPRETRAINED) else train_config.pretrain_paths
         train = replace(train_config, pretrain_paths=pretrain_paths)
         if search is not None and mode in search.choices:

@@ -12,7 +12,7 @@ import pandas as pd
 from data import sources
 from data.features import DEFAULT_FEATURES
 from latentcast.errors import ConfigError
-from models.config import CELLS, DEFAULT_SCALING, SCALINGS, VARIANCE_SOURCES, ModelConfig
+from models.config import CELLS, DEFAULT_SCALING, QUANTILE_SCALES, SCALINGS, VARIANCE_SOURCES, ModelConfig
 from service.config import get_settings
 from service.model_pool import ModelBounds
 from training import distributed
@@ -106,6 +106,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
         "e.g. 0.5,0.8,0.955 (about a day, a week, a month; needs volatility scaling; default: none)",
     )
     parser.add_argument(
+        "--quantile-scale",
+        choices=QUANTILE_SCALES,
+        default=model.quantile_scale,
+        help="the volatility the quantiles are learnt in units of: the main variance's, or a learnt mix of it and "
+        "the --variance-scales'",
+    )
+    parser.add_argument(
         "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"
     )
     parser.add_argument(
@@ -163,6 +170,7 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
         scaling=args.scaling,
         variance_source=args.variance_source,
         variance_scales=scales,
+        quantile_scale=args.quantile_scale,
     )
     # refused before training, not after: the service would not load it
     settings = get_settings()

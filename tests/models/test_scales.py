@@ -24,11 +24,13 @@ from tests.factories import real_bars
 
 SCALES = (0.5, 0.8, 0.955)
 STEPS = 30
-MODELS: dict[tuple[str, int, str, tuple[float, ...]], Forecaster] = {}
+MODELS: dict[tuple[str, int, str, tuple[float, ...], str], Forecaster] = {}
 
 
-def model(cell: str, layers: int = 2, source: str = "returns", scales: tuple[float, ...] = SCALES) -> Forecaster:
-    key = (cell, layers, source, scales)
+def model(
+    cell: str, layers: int = 2, source: str = "returns", scales: tuple[float, ...] = SCALES, mix: str = "main"
+) -> Forecaster:
+    key = (cell, layers, source, scales, mix)
     if key not in MODELS:
         torch.manual_seed(7)
         config = ModelConfig(
@@ -42,8 +44,12 @@ def model(cell: str, layers: int = 2, source: str = "returns", scales: tuple[flo
             scaling="volatility",
             variance_source=source,
             variance_scales=scales,
+            quantile_scale=mix,
         )
         MODELS[key] = Forecaster(config).eval()
+        if mix == "mix":
+            with torch.no_grad():
+                MODELS[key].scale_mix.copy_(torch.tensor([0.5, -1.0, 0.2, 1.0]))
     return MODELS[key]
 
 
@@ -97,8 +103,9 @@ def test_the_inputs_are_log_volatility_ratios_that_a_rescaled_copy_reads_the_sam
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("source", ["returns", "parkinson"])
-def test_the_kernel_steps_as_the_forward_and_each_continues_the_others_state(cell, layers, source):
-    forecaster = model(cell, layers, source)
+@pytest.mark.parametrize("mix", ["main", "mix"])
+def test_the_kernel_steps_as_the_forward_and_each_continues_the_others_state(cell, layers, source, mix):
+    forecaster = model(cell, layers, source, mix=mix)
     kernel = StepKernel(forecaster)
     x = moves(3, STEPS, 11)
     with torch.no_grad():
@@ -191,3 +198,25 @@ def test_a_predictor_with_scales_streams_through_state_bytes_what_it_forecasts_o
         blob, streamed = stepped.state, stepped.forecast
     assert whole is not None and streamed is not None
     np.testing.assert_allclose(streamed.log_return, whole.log_return, atol=1e-5)
+
+
+def test_a_mixed_scale_learns_its_weights_and_scales_the_quantiles_by_the_mixed_volatility():
+    forecaster = model("GRU", mix="mix")
+    x = moves(2, STEPS, 9)
+    with torch.no_grad():
+        out, _, volatility = forecaster(x, with_volatility=True)
+    every, _ = scaled_variances(x[..., 0].numpy(), initial_volatility(2, forecaster.config), forecaster.config)
+    weights = torch.softmax(torch.tensor([0.5, -1.0, 0.2, 1.0]), 0).numpy()
+    assert volatility is not None
+    np.testing.assert_allclose(volatility.numpy(), np.sqrt(every[:, 1:] @ weights), rtol=1e-5)
+    main = copy.deepcopy(forecaster)
+    main.config = ModelConfig.from_dict({**forecaster.config.to_dict(), "quantile_scale": "main"})
+    with torch.no_grad():
+        plain, _, plain_volatility = main(x, with_volatility=True)
+    assert plain_volatility is not None
+    torch.testing.assert_close(out / volatility[..., None, None], plain / plain_volatility[..., None, None])
+    trained = copy.deepcopy(forecaster).train()
+    trained(x)[0].sum().backward()
+    assert trained.scale_mix.grad is not None and trained.scale_mix.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="mix needs variance_scales"):
+        ModelConfig(quantile_scale="mix")

@@ -8,7 +8,7 @@ import pytest
 from data import sources
 from latentcast.errors import ConfigError, DataError
 from tests.factories import tiny_config
-from training.backtest import BacktestConfig, make_folds, run_backtest
+from training.backtest import BacktestConfig, fold_trials, make_folds, run_backtest
 from training.backtest_report import BASELINES, write_report
 from training.config import TrainConfig
 
@@ -124,3 +124,13 @@ def test_models_with_variance_scales_are_tested_against_each_mode_without_them(p
     assert pairs[-2:] == [(2, "ar", "ar_onevariance"), (2, "latent", "latent_onevariance")]
     assert report["diebold_mariano"][-1]["verdict"].count("latent, no variance scales") == 1
     assert report["config"]["model"]["variance_scales"] == [0.5, 0.8]
+
+
+def test_each_mode_without_scales_has_nothing_to_mix_and_other_scalings_have_no_scales(prices):
+    model = tiny_config(scaling="volatility", variance_scales=(0.5, 0.8), quantile_scale="mix")
+    trials = fold_trials(make_folds(prices, SMALL)[0], model, FAST, (0,), ("global",))
+    configs = {t.method: t.model_config for t in trials}
+    assert sorted(configs) == ["ar", "ar_global", "ar_onevariance", "latent", "latent_global", "latent_onevariance"]
+    assert configs["latent"].variance_scales == (0.5, 0.8) and configs["latent"].quantile_scale == "mix"
+    for method in ("latent_onevariance", "ar_global"):
+        assert configs[method].variance_scales == () and configs[method].quantile_scale == "main"
