@@ -6,6 +6,9 @@
 With volatility scaling (``models/volatility.py``) the return column is
 first divided by the stream's volatility, and the quantiles are scaled back by
 it: the output is then, as without it, in the scaler's units of return.
+With variance scales the network also reads each scale's log volatility
+ratio, and with ``quantile_scale == "mix"`` the quantiles are scaled by the
+volatility of a learnt mix of every variance instead.
 
 The conv has no padding of its own: its left context is the ``kernel - 1``
 inputs carried in ``StreamState`` (zeros at the start of a stream). So running
