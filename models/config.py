@@ -17,6 +17,9 @@ SCALINGS = ("global", "volatility")
 # ``range_or_returns``, on the days whose high and low were sent (``models/volatility.py``).
 VARIANCE_SOURCES = ("returns", "parkinson", "range_or_returns")
 RANGE_SOURCES = ("parkinson", "range_or_returns")  # the sources that read the range, second feature
+# What a volatility-scaled model's quantiles are learnt in units of: the main variance's volatility, or (with
+# variance scales) that of a mix of every variance, its weights learnt with the network (``models/forecaster.py``).
+QUANTILE_SCALES = ("main", "mix")
 # What new models are trained with (`latentcast train`, `make run`, a first retrain): the better scaling by the
 # backtest's Diebold-Mariano test, docs/backtest.md says why.
 DEFAULT_SCALING = "volatility"
@@ -63,6 +66,16 @@ class ModelConfig:
     Parkinson variance (fit by training: the range misses the overnight move),
     so that both measure the same variance; the network reads the range where
     sent, 0 where not, and one derived column more, 1 where it was sent.
+
+    ``variance_scales``: the decays of further EWMA variances of the same
+    daily squared moves (e.g. 0.5, 0.8, 0.955: about a day, a week and a
+    month), each with its own weight and the same prior, carried in the state
+    beside the main one. The network reads 0.5 * log(v_k / v) of each before
+    the day, as one more input column (``conv_inputs``). Empty (the default,
+    and a config saved without the field): the main variance alone.
+    ``quantile_scale`` ``mix`` learns the quantiles in units of sqrt(sum of
+    a_k v_k) over the main variance and the scales', the weights a a softmax
+    learnt with the network, in place of sqrt(v) (``main``, the default).
     """
 
     mode: str = "latent"
@@ -85,6 +98,8 @@ class ModelConfig:
     # range_or_returns: what a day's Parkinson variance is multiplied by. Fit by training on its data, not
     # chosen: left out of equality, so that a retrain's challenger is of its champion's configuration
     range_ratio: float = field(default=1.0, compare=False)
+    variance_scales: tuple[float, ...] = ()
+    quantile_scale: str = "main"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -103,6 +118,20 @@ class ModelConfig:
             )
         if not 0.0 < self.ewma_decay < 1.0:
             raise ConfigError(f"ewma_decay must be in (0, 1), got {self.ewma_decay!r}")
+        try:
+            scales = tuple(float(d) for d in self.variance_scales)
+        except (TypeError, ValueError):
+            raise ConfigError(f"variance_scales must be a list of decays, got {self.variance_scales!r}") from None
+        if scales and not self.volatility_scaled:
+            raise ConfigError(f"variance_scales need volatility scaling, got scaling {self.scaling!r}")
+        if any(not 0.0 < d < 1.0 for d in scales) or len(set(scales)) != len(scales):
+            raise ConfigError(f"variance_scales must be distinct decays in (0, 1), got {list(self.variance_scales)}")
+        object.__setattr__(self, "variance_scales", scales)
+        if self.quantile_scale not in QUANTILE_SCALES or (self.quantile_scale == "mix" and not scales):
+            raise ConfigError(
+                f"quantile_scale must be one of {', '.join(QUANTILE_SCALES)} (mix needs variance_scales), "
+                f"got {self.quantile_scale!r}"
+            )
         if not self.variance_floor > 0 or not self.input_clip > 0 or not self.variance_prior > 0:
             raise ConfigError("variance_floor, variance_prior and input_clip must be positive")
         if not 0 < self.range_ratio < float("inf"):
@@ -138,8 +167,9 @@ class ModelConfig:
 
     @property
     def derived_columns(self) -> int:
-        """Columns the model derives from its inputs for the conv: whether the day's range was sent."""
-        return 1 if self.ranges_optional else 0
+        """Columns the model derives from its inputs for the conv: whether the day's range was sent, then one
+        per variance scale."""
+        return (1 if self.ranges_optional else 0) + len(self.variance_scales)
 
     @property
     def conv_inputs(self) -> int:
@@ -153,6 +183,7 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         raw = asdict(self)
         raw["quantiles"] = list(self.quantiles)
+        raw["variance_scales"] = list(self.variance_scales)
         return raw
 
     @classmethod
@@ -168,6 +199,7 @@ class ModelConfig:
         if "variance_prior" not in values:
             # saved before the variance carried its weight: its EWMA started at the steady weight
             values["variance_prior"] = 1.0 / (1.0 - values.get("ewma_decay", cls.ewma_decay))
-        if "quantiles" in values:
-            values["quantiles"] = tuple(values["quantiles"])
+        for name in ("quantiles", "variance_scales"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)

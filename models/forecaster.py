@@ -7,7 +7,9 @@ With volatility scaling (``models/volatility.py``) the return column is
 first divided by the stream's volatility, and the quantiles are scaled back by
 it: the output is then, as without it, in the scaler's units of return. The
 conv reads ``ModelConfig.conv_inputs`` columns: the features, then the columns
-derived from them there (whether the day's range was sent).
+derived from them there (whether the day's range was sent, then each
+variance scale's log volatility ratio). With ``quantile_scale == "mix"`` the
+quantiles are scaled by the volatility of a learnt mix of every variance instead.
 
 The conv has no padding of its own: its left context is the ``kernel - 1``
 inputs carried in ``StreamState`` (zeros at the start of a stream). So running
@@ -28,7 +30,14 @@ from torch import Tensor, nn
 from models import fused_gru
 from models.config import ModelConfig, cell_class
 from models.state import StreamState
-from models.volatility import ewma_variances, initial_volatility, range_inputs, standardised_returns
+from models.volatility import (
+    ewma_variances,
+    initial_volatility,
+    range_inputs,
+    scale_columns,
+    scaled_variances,
+    standardised_returns,
+)
 
 
 class Forecaster(nn.Module):
@@ -47,6 +56,8 @@ class Forecaster(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.horizon * len(config.quantiles))
+        if config.quantile_scale == "mix":  # the logits of the weights of the variances the quantiles scale by
+            self.scale_mix = nn.Parameter(torch.zeros(1 + len(config.variance_scales)))
 
     def initial_state(self, batch_size: int) -> StreamState:
         """The zero state of ``batch_size`` fresh streams, on the device of the weights."""
@@ -100,9 +111,9 @@ class Forecaster(nn.Module):
         if state is None:
             state = self.initial_state(batch)
         assert state.batch_size == batch, f"state holds {state.batch_size} streams, input {batch}"
-        variances = weights = None
+        variances = after = None
         if c.volatility_scaled:
-            x, variances, weights = self._standardise(x, state)
+            x, variances, after = self._standardise(x, state)
         seq = torch.cat([state.conv, x.transpose(1, 2)], dim=2)  # (B, F', k-1+T), F' = conv_inputs
         conv_buffer = seq[:, :, steps:]  # (B, F', k-1): the newest k-1 inputs
         # the causal conv as one product over each step's receptive field: what nn.Conv1d computes, in the
@@ -117,36 +128,54 @@ class Forecaster(nn.Module):
         raw = self.head(self.drop(y[:, steps - shown :])).view(batch, shown, c.horizon, len(c.quantiles))
         out = monotone_quantiles(raw, c.median_index)
         volatility, carried = None, StreamState(conv_buffer, hidden)
-        if variances is not None and weights is not None:
+        if variances is not None and after is not None:
             # (B, S): the volatility after each forecast step's return
-            volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
-            out = out * volatility[:, :, None, None]
-            after = np.stack([variances[:, -1], weights[:, -1]], axis=1)  # (B, 2)
+            if variances.ndim == 3:  # every variance, mixed by the learnt weights
+                mixed = torch.from_numpy(variances[:, 1 + steps - shown :]).to(x.device) @ self.mix_weights()
+                out = out * torch.sqrt(mixed)[:, :, None, None]
+                volatility = torch.sqrt(mixed.detach())
+            else:
+                volatility = torch.from_numpy(np.sqrt(variances[:, 1 + steps - shown :])).to(x.device)
+                out = out * volatility[:, :, None, None]
             carried = StreamState(conv_buffer, hidden, torch.from_numpy(after).to(x.device))
         return (out, carried, volatility) if with_volatility else (out, carried)
 
     def _standardise(self, x: Tensor, state: StreamState) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """x (B, T, F') with returns (and ranges) over the volatility before them and the derived columns
-        last (F' = ``conv_inputs``), and the (B, T + 1) EWMA variances and weights.
+        last (F' = ``conv_inputs``: whether the day's range was sent, then each variance scale's log ratio to
+        the main one); the (B, T + 1) EWMA variances (B, T + 1, 1 + S with a mix); the (B, 2 + 2S) volatility
+        state after the last day.
 
         The recursion runs in numpy, on the CPU, wherever ``x`` is (a copy from and to a GPU).
         """
         assert state.volatility is not None, "a volatility-scaled model needs a state carrying the variance"
         raw = self.config.raw_columns
         moves = x[..., :raw].detach().cpu().numpy()  # (B, T, 1): the returns, (B, T, 2): and the ranges
-        before = state.volatility.detach().cpu().numpy()  # (B, 2)
+        before = state.volatility.detach().cpu().numpy()  # (B, 2 + 2S)
         ranges = moves[..., 1] if raw == 2 else None
-        variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
-        scaled = [standardised_returns(moves[..., 0], variances[:, :-1], self.config)]
-        derived: list[np.ndarray] = []  # columns derived here, read by the conv after the features
+        if self.config.variance_scales:
+            every, after = scaled_variances(moves[..., 0], before, self.config, ranges)
+            variances = every if self.config.quantile_scale == "mix" else np.ascontiguousarray(every[..., 0])
+        else:
+            variances, weights = ewma_variances(moves[..., 0], before[:, 0], before[:, 1], self.config, ranges)
+            after = np.stack([variances[:, -1], weights[:, -1]], axis=1)  # (B, 2)
+        main = variances[:, :-1, 0] if variances.ndim == 3 else variances[:, :-1]
+        scaled = [standardised_returns(moves[..., 0], main, self.config)]
+        flags: list[np.ndarray] = []  # whether each day's range was sent (range_or_returns)
         if ranges is not None:
-            scaled_range, derived = range_inputs(ranges, variances[:, :-1], self.config)
+            scaled_range, flags = range_inputs(ranges, main, self.config)
             scaled.append(scaled_range)
         standard = torch.from_numpy(np.stack(scaled, axis=2)).to(x.device)
-        parts = [standard, x[..., raw:]]
-        if derived:
-            parts.append(torch.from_numpy(np.stack(derived, axis=2)).to(x.device))
-        return torch.cat(parts, dim=2), variances, weights
+        parts = [standard, x[..., raw:]]  # then the derived columns: the flag, each scale's ratio
+        if flags:
+            parts.append(torch.from_numpy(np.stack(flags, axis=2)).to(x.device))
+        if self.config.variance_scales:
+            parts.append(torch.from_numpy(scale_columns(every, self.config)).to(x.device))
+        return torch.cat(parts, dim=2), variances, after
+
+    def mix_weights(self) -> Tensor:
+        """(1 + S,): the weights of the main variance and each scale's in the quantiles' scale (``mix``)."""
+        return torch.softmax(self.scale_mix, dim=0)
 
 
 def monotone_quantiles(raw: Tensor, median: int) -> Tensor:

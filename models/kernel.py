@@ -10,8 +10,8 @@ against ``Forecaster.forward``.
 States are packed: row b of a (B, P) float32 array holds stream b's values in
 the order of its ``StreamState`` bytes: the conv inputs (F', k-1; F' = ``conv_inputs``), then h
 (L, Hd), then c (L, Hd) for an LSTM, then the EWMA variance and its weight of
-a volatility-scaled model (whose volatility arithmetic is ``models/volatility.py``'s,
-shared with the torch forward).
+a volatility-scaled model, and those of each variance scale (whose volatility
+arithmetic is ``models/volatility.py``'s, shared with the torch forward).
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ import numpy as np
 from torch import Tensor, nn
 
 from models.forecaster import Forecaster, gap_signs
-from models.volatility import ewma_variances, initial_volatility, range_inputs, standardised_returns
+from models.volatility import (
+    ewma_variances,
+    initial_volatility,
+    range_inputs,
+    scale_columns,
+    scaled_variances,
+    standardised_returns,
+)
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,16 @@ class StepKernel:
         self.shape = (c.horizon, len(c.quantiles))
         self.median = c.median_index
         self.lstm = c.cell == "LSTM"
-        self.inputs = c.conv_inputs  # the features, then the columns derived from them
-        self.conv_size = c.conv_inputs * (c.conv_kernel - 1)
+        self.inputs = c.conv_inputs  # the features, then the derived columns: the range's flag, the scales'
+        self.conv_size = self.inputs * (c.conv_kernel - 1)
         self.config = c
         self.scaled = c.volatility_scaled
+        self.scales = bool(c.variance_scales)
         self.raw = c.raw_columns
-        self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size + 2 * self.scaled  # P
+        self.volatility = (2 + 2 * len(c.variance_scales)) * self.scaled  # the (variance, weight) pairs' floats
+        self.width = self.conv_size + (2 if self.lstm else 1) * c.num_layers * c.hidden_size + self.volatility  # P
+        self.variance_at = self.width - self.volatility  # the main variance's column
+        self.mix = _array(model.mix_weights()) if c.quantile_scale == "mix" else None
         self.conv_w = _array(conv.weight.reshape(c.conv_channels, -1).T)  # (F*k, C), in the (F, k) order of seq
         self.conv_b = _array(conv.bias)
         self.head_w, self.head_b = _array(head.weight.T), _array(head.bias)  # (Hd, H*Q), (H*Q,)
@@ -65,7 +76,7 @@ class StepKernel:
         """(B, P): the packed state of fresh streams."""
         packed = np.zeros((batch, self.width), np.float32)
         if self.scaled:
-            packed[:, -2:] = initial_volatility(batch, self.config)
+            packed[:, self.variance_at :] = initial_volatility(batch, self.config)
         return packed
 
     def step(self, x: np.ndarray, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,15 +87,12 @@ class StepKernel:
         seq = np.empty((batch, self.inputs, k), np.float32)  # the conv's receptive field, oldest first
         seq[:, :, :-1] = packed[:, : self.conv_size].reshape(batch, self.inputs, k - 1)
         seq[:, :f, -1] = x
-        if self.scaled:
+        if self.scales:
+            self._scale_inputs(x, packed, seq, after)
+        elif self.scaled:
             ranges = x[:, 1:2] if self.raw == 2 else None
             variances, weights = ewma_variances(x[:, :1], packed[:, -2], packed[:, -1], self.config, ranges)  # (B, 2)
-            # the returns (and the ranges) over the volatility before them, then the derived columns
-            seq[:, 0, -1] = standardised_returns(x[:, 0], variances[:, 0], self.config)
-            if ranges is not None:
-                seq[:, 1, -1], derived = range_inputs(x[:, 1], variances[:, 0], self.config)
-                for j, column in enumerate(derived):
-                    seq[:, f + j, -1] = column
+            self._moves(x, variances[:, 0], seq)
             after[:, -2], after[:, -1] = variances[:, 1], weights[:, 1]
         after[:, : self.conv_size] = seq[:, :, 1:].reshape(batch, -1)
         z = np.dot(seq.reshape(batch, -1), self.conv_w)  # (B, C)
@@ -104,9 +112,30 @@ class StepKernel:
         out = np.dot(softplus(raw), self.signs)
         out += raw[:, self.median : self.median + 1]
         out = out.reshape(batch, *self.shape)
-        if self.scaled:
-            out *= np.sqrt(after[:, -2])[:, None, None]
+        if self.mix is not None:  # the learnt mix of every variance (each pair's first float)
+            out *= np.sqrt(np.dot(after[:, self.variance_at :: 2], self.mix))[:, None, None]
+        elif self.scaled:
+            out *= np.sqrt(after[:, self.variance_at])[:, None, None]
         return out, after
+
+    def _scale_inputs(self, x: np.ndarray, packed: np.ndarray, seq: np.ndarray, after: np.ndarray) -> None:
+        """With variance scales: every variance stepped into ``after``, the newest conv inputs scaled in ``seq``."""
+        f, at = self.n_features, self.variance_at
+        ranges = x[:, 1:2] if self.raw == 2 else None
+        variances, after[:, at:] = scaled_variances(x[:, :1], packed[:, at:], self.config, ranges)  # (B, 2, 1 + S)
+        flags = self._moves(x, variances[:, 0, 0], seq)
+        seq[:, f + flags :, -1] = scale_columns(variances, self.config)[:, 0]
+
+    def _moves(self, x: np.ndarray, before: np.ndarray, seq: np.ndarray) -> int:
+        """The returns (and the ranges) over the (B,) volatility ``before`` them as the newest conv inputs in
+        ``seq``, then the columns derived from the ranges (whether each was sent); how many of those."""
+        seq[:, 0, -1] = standardised_returns(x[:, 0], before, self.config)
+        if self.raw < 2:
+            return 0
+        seq[:, 1, -1], flags = range_inputs(x[:, 1], before, self.config)
+        for j, column in enumerate(flags):
+            seq[:, self.n_features + j, -1] = column
+        return len(flags)
 
 
 def _array(tensor: Tensor) -> np.ndarray:

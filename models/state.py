@@ -15,6 +15,11 @@ Format 2 (written before the variance carried its weight) is still read: its
 streams get the steady weight 1 / (1 - decay), under which the recursion is
 the plain EWMA that wrote them, so a stored session goes on as it would have.
 Such a state is written back in format 3.
+
+A model with variance scales (``ModelConfig.variance_scales``) writes format
+4: its conv inputs hold one more column per scale (``conv_inputs``), and after
+the hidden state each stream holds the (variance, weight) pair of the main
+variance, then one per scale. Models without scales write format 3 as before.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ MAGIC = b"LCSS"
 FORMAT_VERSION = 1  # conv and hidden: the states of globally scaled models, as ever written
 UNWEIGHTED_FORMAT_VERSION = 2  # the same, then one float per stream: its EWMA variance
 VOLATILITY_FORMAT_VERSION = 3  # the same, then two floats per stream: its EWMA variance and that variance's weight
+SCALES_FORMAT_VERSION = 4  # the same, then a (variance, weight) pair per variance scale (conv inputs one more each)
+_VERSIONS = (FORMAT_VERSION, UNWEIGHTED_FORMAT_VERSION, VOLATILITY_FORMAT_VERSION, SCALES_FORMAT_VERSION)
 # magic, version, cell, n_features, conv_kernel, hidden_size, num_layers, batch
 _HEADER = struct.Struct("<4sBBHHIHI")
 _BATCH = struct.Struct("<I")  # the header's last field
@@ -51,9 +58,10 @@ class StreamState:
 
     conv:     (B, F', kernel - 1) last inputs of the causal conv, oldest first (F' = ``conv_inputs``)
     hidden:   (num_layers, B, hidden_size), or a pair of them for an LSTM
-    volatility: (B, 2) the EWMA variance of the returns read so far, in
-              units of the training variance, and its weight (volatility
-              scaling only, else None)
+    volatility: (B, 2 + 2S) the EWMA variance of the returns read so far, in
+              units of the training variance, and its weight, then those
+              of each of S variance scales (volatility scaling only, else
+              None)
 
     A state built from a packed array (``from_packed``, ``from_bytes``) keeps
     it, and makes conv and hidden, views of it, only when they are read: a
@@ -101,7 +109,7 @@ class StreamState:
 
     @property
     def volatility(self) -> Tensor | None:
-        """(B, 2): each stream's EWMA variance and its weight, or None without volatility scaling."""
+        """(B, 2 + 2S): each stream's EWMA variances and their weights, or None without volatility scaling."""
         if self._conv is None:
             self._unpack()
         return self._volatility
@@ -119,7 +127,7 @@ class StreamState:
             for at in range(f * k, f * k + layout.hidden_tensors * layers * size, layers * size)
         ]
         self._hidden = (hidden[0], hidden[1]) if layout.hidden_tensors == 2 else hidden[0]
-        self._volatility = torch.from_numpy(values[:, -2:]) if layout.volatility else None
+        self._volatility = torch.from_numpy(values[:, -layout.volatility :]) if layout.volatility else None
         self._conv = torch.from_numpy(values[:, : f * k].reshape(batch, f, k))
 
     @property
@@ -181,7 +189,8 @@ class StreamState:
         layout = _layout(config)
         end = offset + _HEADER.size
         if not blob.startswith(layout.prefix, offset):
-            if config.volatility_scaled and blob.startswith(_layout(config, UNWEIGHTED_FORMAT_VERSION).prefix, offset):
+            unweighted = _layout(config, UNWEIGHTED_FORMAT_VERSION).prefix
+            if expected_version(config) == VOLATILITY_FORMAT_VERSION and blob.startswith(unweighted, offset):
                 return cls._from_unweighted(blob, config, offset)
             _refuse(blob[offset:], config)
         (batch,) = _BATCH.unpack_from(blob, end - _BATCH.size)
@@ -234,7 +243,7 @@ class _Layout:
     conv: tuple[int, int]  # (F, kernel - 1) per stream
     hidden: tuple[int, int]  # (num_layers, hidden_size)
     hidden_tensors: int  # 2 for an LSTM's (h, c)
-    volatility: int  # floats per stream after the hidden state: the variance and, from format 3, its weight
+    volatility: int  # floats per stream after the hidden state: the variance, from format 3 its weight, from 4 more
     floats_per_stream: int  # P, read at every state read and write: a field, not a property
 
     def shapes(self, batch: int) -> list[tuple[int, ...]]:
@@ -247,8 +256,10 @@ class _Layout:
 @functools.cache
 def _layout(config: ModelConfig, version: int | None = None) -> _Layout:
     """The layout ``config``'s model writes, or that of an older ``version`` of its format."""
-    version = version or (VOLATILITY_FORMAT_VERSION if config.volatility_scaled else FORMAT_VERSION)
-    volatility = {FORMAT_VERSION: 0, UNWEIGHTED_FORMAT_VERSION: 1, VOLATILITY_FORMAT_VERSION: 2}[version]
+    version = version or expected_version(config)
+    volatility = {FORMAT_VERSION: 0, UNWEIGHTED_FORMAT_VERSION: 1, VOLATILITY_FORMAT_VERSION: 2}.get(version)
+    if volatility is None:
+        volatility = 2 + 2 * len(config.variance_scales)
     header = _HEADER.pack(
         MAGIC,
         version,
@@ -272,6 +283,13 @@ def _layout(config: ModelConfig, version: int | None = None) -> _Layout:
     )
 
 
+def expected_version(config: ModelConfig) -> int:
+    """The state format ``config``'s model writes."""
+    if config.variance_scales:
+        return SCALES_FORMAT_VERSION
+    return VOLATILITY_FORMAT_VERSION if config.volatility_scaled else FORMAT_VERSION
+
+
 def floats_per_stream(config: ModelConfig) -> int:
     """P: the float32 values of one stream's state, packed (``StreamState.packed``)."""
     return _layout(config).floats_per_stream
@@ -284,15 +302,21 @@ def _refuse(blob: bytes, config: ModelConfig) -> NoReturn:
     magic, version, cell, n_features, kernel, hidden, layers, batch = _HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise StateError("not a stream state: bad magic bytes")
-    expected_version = VOLATILITY_FORMAT_VERSION if config.volatility_scaled else FORMAT_VERSION
-    if version not in (FORMAT_VERSION, UNWEIGHTED_FORMAT_VERSION, VOLATILITY_FORMAT_VERSION):
+    expected = expected_version(config)
+    if version not in _VERSIONS:
         raise StateError(
             f"stream state format {version} is not supported "
-            f"(this build reads {FORMAT_VERSION}, {UNWEIGHTED_FORMAT_VERSION} and {VOLATILITY_FORMAT_VERSION})"
+            f"(this build reads {', '.join(map(str, _VERSIONS[:-1]))} and {_VERSIONS[-1]})"
         )
-    if (version == FORMAT_VERSION) != (expected_version == FORMAT_VERSION):
+    if (version == FORMAT_VERSION) != (expected == FORMAT_VERSION):
         carried = "does not carry" if version == FORMAT_VERSION else "carries"
         raise StateError(f"stream state {carried} a volatility estimate; the model's scaling is {config.scaling}")
+    if (version == SCALES_FORMAT_VERSION) != (expected == SCALES_FORMAT_VERSION):
+        carried = "carries" if version == SCALES_FORMAT_VERSION else "does not carry"
+        raise StateError(
+            f"stream state {carried} variances at several scales; the model's variance_scales are "
+            f"{list(config.variance_scales)}"
+        )
     found = {
         "cell": CELLS[cell] if cell < len(CELLS) else f"#{cell}",
         "n_features": n_features,
@@ -303,5 +327,5 @@ def _refuse(blob: bytes, config: ModelConfig) -> NoReturn:
     wrong = [f"{k} {v} (model has {getattr(config, k)})" for k, v in found.items() if getattr(config, k) != v]
     if wrong:
         raise StateError(f"stream state does not fit this model: {', '.join(wrong)}")
-    expected = _HEADER.size + 4 * batch * _layout(config).floats_per_stream
-    raise StateError(f"stream state has {len(blob)} bytes, expected {expected}")
+    size = _HEADER.size + 4 * batch * _layout(config).floats_per_stream
+    raise StateError(f"stream state has {len(blob)} bytes, expected {size}")

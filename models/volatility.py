@@ -39,6 +39,13 @@ over its mean Parkinson variance (``range_ratio``), puts both on one scale.
 The network reads the range over the volatility where sent, 0 where not, and
 a derived column, 1 where the range was sent, 0 where not (``range_inputs``).
 
+With ``variance_scales`` (decays d_k, e.g. about a day, a week and a month)
+the stream carries one more (variance, weight) pair per scale, each the same
+recursion of the same day's squared move with decay d_k and the same prior
+(``scaled_variances``), and the network reads 0.5 * log(v_k / v) before each
+day (``scale_columns``): each scale's volatility over the main one, which a
+series multiplied by k reads the same.
+
 The torch forward and the numpy step kernel both call these functions, so the
 two paths do the same float32 arithmetic.
 """
@@ -60,9 +67,9 @@ def steady_weight(config: ModelConfig) -> float:
 
 
 def initial_volatility(batch: int, config: ModelConfig) -> np.ndarray:
-    """(B, 2) float32: the (variance, weight) of fresh streams."""
-    out = np.empty((batch, 2), np.float32)
-    out[:, 0], out[:, 1] = INITIAL_VARIANCE, config.variance_prior
+    """(B, 2 + 2S) float32: the (variance, weight) of fresh streams, then those of each of S variance scales."""
+    out = np.empty((batch, 2 + 2 * len(config.variance_scales)), np.float32)
+    out[:, 0::2], out[:, 1::2] = INITIAL_VARIANCE, config.variance_prior
     return out
 
 
@@ -110,6 +117,7 @@ def ewma_variances(
     weight: np.ndarray,
     config: ModelConfig,
     ranges: np.ndarray | None = None,
+    decay: float | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(B, T) float32 returns, the (B,) variance and weight before them -> two (B, T + 1) float32 arrays.
 
@@ -117,17 +125,19 @@ def ewma_variances(
     is that after the last day (the state to carry). ``ranges``: (B, T)
     log(high / low) in the returns' units, read in place of the squared
     returns as Parkinson's variance (``day_squares``); required by the
-    sources that read the range, else ignored.
+    sources that read the range, else ignored. ``decay``: that of a variance scale, or
+    (B,) one per row, in place of ``config.ewma_decay``.
     """
     squares = day_squares(returns, ranges, config)
     batch, steps = squares.shape
     out = np.empty((batch, steps + 1), np.float32)
     weights = np.empty((batch, steps + 1), np.float32)
     out[:, 0], weights[:, 0] = variance, weight
-    decay, floor = np.float32(config.ewma_decay), np.float32(config.variance_floor)
+    rate = np.float32(config.ewma_decay) if decay is None else np.asarray(decay, np.float32)
+    floor = np.float32(config.variance_floor)
     for t in range(steps):  # a recursion: each step needs the one before
         w = weights[:, t + 1]
-        np.multiply(weights[:, t], decay, out=w)
+        np.multiply(weights[:, t], rate, out=w)
         w += np.float32(1.0)
         v = squares[:, t] - out[:, t]
         v /= w
@@ -139,5 +149,43 @@ def ewma_variances(
 def standardised_returns(returns: np.ndarray, before: np.ndarray, config: ModelConfig) -> np.ndarray:
     """Returns (or ranges) over the volatility before them, clipped to ``±input_clip``: same shape, float32."""
     out = returns / np.sqrt(before)
+    np.maximum(out, np.float32(-config.input_clip), out=out)
+    return np.minimum(out, np.float32(config.input_clip), out=out)
+
+
+def scaled_variances(
+    returns: np.ndarray, volatility: np.ndarray, config: ModelConfig, ranges: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The main variance and those of ``config.variance_scales`` over (B, T) returns (and ranges).
+
+    ``volatility``: (B, 2 + 2S) the (variance, weight) pairs before them, the
+    main one first, as carried in the state. Returns every variance before
+    each day and after the last, (B, T + 1, 1 + S), the main one first, and
+    the (B, 2 + 2S) pairs after the last day. One ``ewma_variances`` call
+    runs them all: each stream's moves repeated once per scale, each copy with
+    its scale's decay.
+    """
+    batch, steps = returns.shape
+    n = 1 + len(config.variance_scales)
+    decays = np.tile(np.array((config.ewma_decay, *config.variance_scales), np.float32), batch)  # (B * n,)
+    copies = np.repeat(returns, n, axis=0)
+    ranges = None if ranges is None else np.repeat(ranges, n, axis=0)
+    pairs = volatility.reshape(batch * n, 2)
+    variances, weights = ewma_variances(copies, pairs[:, 0], pairs[:, 1], config, ranges, decays)
+    after = np.stack([variances[:, -1], weights[:, -1]], axis=1).reshape(batch, 2 * n)
+    return variances.reshape(batch, n, steps + 1).transpose(0, 2, 1), after
+
+
+def scale_columns(variances: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """(B, T + 1, 1 + S) variances from ``scaled_variances`` -> (B, T, S) float32 network inputs.
+
+    Column k at day t: 0.5 * log(v_k / v), the log ratio of scale k's
+    volatility to the main one before day t, clipped to ``±input_clip``.
+    Multiply every return by c and both variances by c^2 (but for the prior's
+    share): the inputs do not change.
+    """
+    before = variances[:, :-1]
+    out = np.log(before[..., 1:] / before[..., :1])
+    out *= np.float32(0.5)
     np.maximum(out, np.float32(-config.input_clip), out=out)
     return np.minimum(out, np.float32(config.input_clip), out=out)

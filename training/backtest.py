@@ -38,6 +38,8 @@ range not sent (``latent_unranged``: a session of closes only), and each
 mode is trained as a model of closes (``latent_closes``: returns alone,
 their variance the squared returns), on the same seeds; both are tested
 against it.
+With ``variance_scales``, each mode is also trained without them
+(``latent_onevariance``), tested against it.
 """
 
 from __future__ import annotations
@@ -60,19 +62,14 @@ from training.coverage_tests import band_tests
 from training.evaluate import SpanForecasts
 from training.fanout import run_trials
 from training.har import series_ranges
-from training.methods import CLOSES, UNPRETRAINED, UNRANGED, label, scaled
+from training.methods import CLOSES, ONE_VARIANCE, UNPRETRAINED, UNRANGED, label, pairs, scaled
 from training.scoring import pooled, score
 from training.search import Search, with_choice
-from training.significance import SIGNIFICANCE, Loss
+from training.significance import SIGNIFICANCE
 from training.trials import Trial, TrialResult, failures, fold_data
 from training.verdicts import MCS_SIZE, judge
 
 logger = logging.getLogger(__name__)
-
-# HAR-range is among them where the prices carry every day's high and low (``training.har``)
-BANDED_BASELINES = ("garch_t", "riskmetrics_t", "har_range", "riskmetrics_normal", "random_walk")
-# each model against the other and every baseline with quantiles
-OPPONENTS = {"latent": ("ar", *BANDED_BASELINES), "ar": BANDED_BASELINES}
 
 
 @dataclass(frozen=True)
@@ -185,11 +182,15 @@ def fold_trials(
     variants = [(m, model_config.scaling, m) for m in MODES] + [(m, s, scaled(m, s)) for s in scalings for m in MODES]
     variants += [(m, model_config.scaling, scaled(m, UNPRETRAINED)) for m in MODES if train_config.pretrain_paths]
     variants += [(m, model_config.scaling, scaled(m, CLOSES)) for m in MODES if closes_only]
+    variants += [(m, model_config.scaling, scaled(m, ONE_VARIANCE)) for m in MODES if model_config.variance_scales]
     out = []
     for mode, scaling, method in variants:
-        config = ModelConfig.from_dict({**model_config.to_dict(), "mode": mode, "scaling": scaling})
+        scales = model_config.variance_scales if scaling == "volatility" and ONE_VARIANCE not in method else ()
+        mix = model_config.quantile_scale if scales else "main"
+        changed = {"mode": mode, "scaling": scaling, "variance_scales": scales, "quantile_scale": mix}
+        config = ModelConfig.from_dict({**model_config.to_dict(), **changed})
         closes = method.endswith(CLOSES)
-        if closes:  # today's model of closes: returns alone, the variance of squared returns
+        if closes:  # a model of closes: returns alone, the variance of squared returns
             config = replace(config, n_features=1, variance_source="returns", range_ratio=1.0)
         pretrain_paths = 0 if method.endswith(UNPRETRAINED) else train_config.pretrain_paths
         train = replace(train_config, pretrain_paths=pretrain_paths)
@@ -216,16 +217,6 @@ def scores(runs: list[list[SpanForecasts]], levels: Sequence[float]) -> dict[str
         }
         for horizon in per_run[0]
     }
-
-
-def pairs(scalings: Sequence[str], pretrained: bool = False, closes_only: bool = False) -> list[tuple[Loss, str, str]]:
-    """The pairs tested: each model against ``OPPONENTS``, each mode against itself with each other scaling,
-    when the models are ``pretrained`` without pretraining, and with ``closes_only`` the model and the model
-    read without ranges each against the model of closes."""
-    out: list[tuple[Loss, str, str]] = [("pinball", a, b) for a, others in OPPONENTS.items() for b in others]
-    out += [("pinball", m, scaled(m, s)) for s in scalings for m in MODES]
-    out += [("pinball", a, scaled(m, CLOSES)) for m in MODES for a in (m, scaled(m, UNRANGED)) if closes_only]
-    return out + [("pinball", m, scaled(m, UNPRETRAINED)) for m in MODES if pretrained]
 
 
 def _collect(
@@ -305,7 +296,9 @@ def run_backtest(
         logger.info("HAR-range left out: some prices have no high and low (closes only)")
     tested = [
         (loss, a, b)
-        for loss, a, b in pairs(config.scalings, train_config.pretrain_paths > 0, config.closes_only)
+        for loss, a, b in pairs(
+            config.scalings, train_config.pretrain_paths > 0, config.closes_only, bool(model_config.variance_scales)
+        )
         if "har_range" in runs or "har_range" not in (a, b)
     ]
     tests, sets = judge(runs, {m: levels for m in runs}, horizons, tested, label)

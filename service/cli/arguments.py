@@ -12,7 +12,7 @@ import pandas as pd
 from data import sources
 from data.features import DEFAULT_FEATURES
 from latentcast.errors import ConfigError
-from models.config import CELLS, DEFAULT_SCALING, SCALINGS, VARIANCE_SOURCES, ModelConfig
+from models.config import CELLS, DEFAULT_SCALING, QUANTILE_SCALES, SCALINGS, VARIANCE_SOURCES, ModelConfig
 from service.config import get_settings
 from service.model_pool import ModelBounds
 from training import distributed
@@ -100,6 +100,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, epochs: int | None = Tr
         "--features returns,range,...), or the range on days sent with a high and low, else the squared return",
     )
     parser.add_argument(
+        "--variance-scales",
+        default="",
+        help="comma list of decays of further EWMA variances, carried in the state and read as inputs, "
+        "e.g. 0.5,0.8,0.955 (about a day, a week, a month; needs volatility scaling; default: none)",
+    )
+    parser.add_argument(
+        "--quantile-scale",
+        choices=QUANTILE_SCALES,
+        default=model.quantile_scale,
+        help="the volatility the quantiles are learnt in units of: the main variance's, or a learnt mix of it and "
+        "the --variance-scales'",
+    )
+    parser.add_argument(
         "--quantiles", default=",".join(str(q) for q in model.quantiles), help="comma list of quantile levels"
     )
     parser.add_argument(
@@ -141,6 +154,10 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
         quantiles = tuple(float(q) for q in args.quantiles.split(","))
     except ValueError as exc:
         raise ConfigError(f"--quantiles must be a comma list of numbers, got {args.quantiles!r}") from exc
+    try:
+        scales = tuple(float(d) for d in args.variance_scales.split(",") if d.strip())
+    except ValueError as exc:
+        raise ConfigError(f"--variance-scales must be a comma list of decays, got {args.variance_scales!r}") from exc
     config = ModelConfig(
         mode=mode,
         cell=args.cell,
@@ -152,6 +169,8 @@ def model_config(args: argparse.Namespace, mode: str) -> ModelConfig:
         quantiles=quantiles,
         scaling=args.scaling,
         variance_source=args.variance_source,
+        variance_scales=scales,
+        quantile_scale=args.quantile_scale,
     )
     # refused before training, not after: the service would not load it
     settings = get_settings()

@@ -27,7 +27,10 @@ STEPS = 30
 BARS = ("returns", "range")  # what a session of closes only or of bars sends
 
 
-def mixed(cell: str = "GRU", layers: int = 1, kernel: int = 4, ratio: float = 1.7) -> Forecaster:
+def mixed(
+    cell: str = "GRU", layers: int = 1, kernel: int = 4, ratio: float = 1.7, scales: tuple[float, ...] = ()
+) -> Forecaster:
+    """A range_or_returns model; with ``scales``, variance scales too and its quantiles in a mix of them."""
     torch.manual_seed(5)
     config = ModelConfig(
         cell=cell,
@@ -40,6 +43,8 @@ def mixed(cell: str = "GRU", layers: int = 1, kernel: int = 4, ratio: float = 1.
         scaling="volatility",
         variance_source="range_or_returns",
         range_ratio=ratio,
+        variance_scales=scales,
+        quantile_scale="mix" if scales else "main",
     )
     return Forecaster(config).eval()
 
@@ -91,12 +96,15 @@ def test_the_conv_reads_one_more_column_and_the_state_carries_it():
     assert replace(config, variance_source="parkinson").conv_inputs == 3
     state = mixed().initial_state(2)
     assert tuple(state.conv.shape) == (2, 4, 3)
+    # the range's flag, then one column per variance scale
+    assert mixed(scales=(0.5, 0.8)).config.conv_inputs == 6
 
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2])
-def test_the_kernel_steps_closes_bars_and_a_mix_as_the_forward_reads_them(cell, layers):
-    forecaster = mixed(cell, layers)
+@pytest.mark.parametrize("scales", [(), (0.5, 0.8)])
+def test_the_kernel_steps_closes_bars_and_a_mix_as_the_forward_reads_them(cell, layers, scales):
+    forecaster = mixed(cell, layers, scales=scales)
     kernel = StepKernel(forecaster)
     x = sessions(11)
     with torch.no_grad():
@@ -121,10 +129,11 @@ def test_the_kernel_steps_closes_bars_and_a_mix_as_the_forward_reads_them(cell, 
     cell=st.sampled_from(CELLS),
     kernel=st.integers(1, 5),
     length=st.integers(1, 60),
+    scales=st.sampled_from([(), (0.5, 0.8, 0.955)]),
     data=st.data(),
 )
-def test_one_call_equals_pieces_with_the_state_carried_through_bytes(cell, kernel, length, data):
-    model = mixed(cell, 1, kernel)
+def test_one_call_equals_pieces_with_the_state_carried_through_bytes(cell, kernel, length, scales, data):
+    model = mixed(cell, 1, kernel, scales=scales)
     x = sessions(data.draw(st.integers(0, 2**31 - 1)), length)
     cuts = sorted(data.draw(st.sets(st.integers(1, max(length - 1, 1)), max_size=6)) - {length})
     with torch.no_grad():

@@ -95,7 +95,10 @@ def test_state_from_another_architecture_is_refused():
     [
         (lambda b: b[:10], "stream state too short: 10 bytes, header needs 20"),
         (lambda b: b"XXXX" + b[4:], "not a stream state: bad magic bytes"),
-        (lambda b: b[:4] + bytes([9]) + b[5:], "stream state format 9 is not supported (this build reads 1, 2 and 3)"),
+        (
+            lambda b: b[:4] + bytes([9]) + b[5:],
+            "stream state format 9 is not supported (this build reads 1, 2, 3 and 4)",
+        ),
         (lambda b: b[:-4], "stream state has 80 bytes, expected 84"),
     ],
 )

@@ -157,6 +157,8 @@ def cli_args(**values: Any) -> argparse.Namespace:
         "horizon": 5,
         "scaling": "volatility",
         "variance_source": "returns",
+        "variance_scales": "",
+        "quantile_scale": "main",
     }
     return argparse.Namespace(**{**defaults, "quantiles": "0.1,0.5,0.9", **values})
 

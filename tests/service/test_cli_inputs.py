@@ -15,6 +15,7 @@ from service.cli.training import report_folder
 from service.config import get_settings
 from tests.service.test_cli import TINY
 from training.registry import Registry
+from training.retrain import RetrainConfig, challenger_setup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,3 +121,21 @@ def test_retrain_as_of_reads_only_the_prices_before_that_day(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main([*retrain, "--as-of", "2012-13-01"])
     assert "argument --as-of: '2012-13-01' is not a date, YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_variance_scales_are_trained_saved_and_copied_by_a_retrain_and_bad_ones_named(capsys, tmp_path):
+    artifacts = ["--artifacts", str(tmp_path)]
+    scales = ["--variance-scales", "0.5, 0.8,0.955", "--quantile-scale", "mix"]
+    assert main(["train", "--mode", "latent", *TINY, *artifacts, *scales]) == 0
+    version = capsys.readouterr().out.split()[0]
+    registry = Registry(tmp_path)
+    assert registry.get(version).config["variance_scales"] == [0.5, 0.8, 0.955]
+    assert registry.get(version).config["quantile_scale"] == "mix"
+    # the configured model has no scales: the challenger takes its champion's
+    challenger, _ = challenger_setup(registry, "latent", RetrainConfig(artifacts=tmp_path))
+    assert challenger.variance_scales == (0.5, 0.8, 0.955) and challenger.conv_inputs == 4
+    assert challenger.quantile_scale == "mix"
+    assert main(["train", "--mode", "latent", *TINY, *artifacts, "--variance-scales", "0.5,week"]) == 2
+    assert "--variance-scales must be a comma list of decays, got '0.5,week'" in capsys.readouterr().err
+    assert main(["train", "--mode", "ar", *TINY, *artifacts, "--variance-scales", "0.5,1.2"]) == 2
+    assert "variance_scales must be distinct decays in (0, 1), got [0.5, 1.2]" in capsys.readouterr().err

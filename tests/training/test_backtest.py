@@ -8,7 +8,7 @@ import pytest
 from data import sources
 from latentcast.errors import ConfigError, DataError
 from tests.factories import tiny_config
-from training.backtest import BacktestConfig, make_folds, run_backtest
+from training.backtest import BacktestConfig, fold_trials, make_folds, run_backtest
 from training.backtest_report import BASELINES, write_report
 from training.config import TrainConfig
 
@@ -133,3 +133,26 @@ def test_closes_only_scores_the_range_or_returns_models_without_ranges_beside_mo
     with pytest.raises(ConfigError) as err:
         run_backtest(prices, ("returns", "range"), tiny_config(horizon=2, n_features=2), FAST, config, "bundled")
     assert str(err.value) == ("closes-only scoring removes ranges: it needs models of variance_source range_or_returns")
+
+
+def test_models_with_variance_scales_are_tested_against_each_mode_without_them(prices):
+    config = BacktestConfig(folds=1, test_days=40, validation_days=40, seeds=(0,), epoch_steps=5)
+    model = tiny_config(horizon=2, scaling="volatility", variance_scales=(0.5, 0.8))
+    report = run_backtest(prices, ("returns",), model, FAST, config, "bundled").to_json()
+    assert {"latent_onevariance", "ar_onevariance"} <= set(report["pooled"])
+    # the same seed and data without the scales: other forecasts
+    assert report["pooled"]["latent"]["h1"]["pinball"] != report["pooled"]["latent_onevariance"]["h1"]["pinball"]
+    pairs = [(t["horizon"], t["a"], t["b"]) for t in report["diebold_mariano"]]
+    assert pairs[-2:] == [(2, "ar", "ar_onevariance"), (2, "latent", "latent_onevariance")]
+    assert report["diebold_mariano"][-1]["verdict"].count("latent, no variance scales") == 1
+    assert report["config"]["model"]["variance_scales"] == [0.5, 0.8]
+
+
+def test_each_mode_without_scales_has_nothing_to_mix_and_other_scalings_have_no_scales(prices):
+    model = tiny_config(scaling="volatility", variance_scales=(0.5, 0.8), quantile_scale="mix")
+    trials = fold_trials(make_folds(prices, SMALL)[0], model, FAST, (0,), ("global",))
+    configs = {t.method: t.model_config for t in trials}
+    assert sorted(configs) == ["ar", "ar_global", "ar_onevariance", "latent", "latent_global", "latent_onevariance"]
+    assert configs["latent"].variance_scales == (0.5, 0.8) and configs["latent"].quantile_scale == "mix"
+    for method in ("latent_onevariance", "ar_global"):
+        assert configs[method].variance_scales == () and configs[method].quantile_scale == "main"
