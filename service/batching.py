@@ -39,8 +39,7 @@ a time (its lock is held until its result is committed).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -89,17 +88,24 @@ class _Queue(Generic[I, R]):
 
 
 class Announcement:
-    """A request on its way to ``MicroBatcher.submit``, counted by its batcher until it is withdrawn."""
+    """A request on its way to ``MicroBatcher.submit``, counted by its batcher until it is withdrawn: when
+    it submits, or when it leaves its ``with`` block, by any exception or cancellation."""
 
     def __init__(self, withdraw: Callable[[], None]) -> None:
         self._withdraw: Callable[[], None] | None = withdraw
 
     def withdraw(self) -> None:
-        """No longer on its way (it submitted, or left); a second call does nothing."""
+        """No longer on its way; a second call does nothing."""
         withdraw = self._withdraw
         if withdraw is not None:
             self._withdraw = None
             withdraw()
+
+    def __enter__(self) -> Announcement:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.withdraw()
 
 
 class MicroBatcher(Generic[K, I, R]):
@@ -140,16 +146,11 @@ class MicroBatcher(Generic[K, I, R]):
         """Nothing announced, waiting or running."""
         return self._on_way == 0 and not self._queues
 
-    @contextmanager
-    def announced(self) -> Iterator[Announcement]:
-        """The request is on its way to ``submit`` until it submits (passing the announcement) or leaves the
-        block, by any exception or cancellation."""
+    def announced(self) -> Announcement:
+        """A request on its way to ``submit``, from now until it submits (passing the announcement) or leaves
+        the ``with`` block it opens."""
         self._on_way += 1
-        announcement = Announcement(self._withdrawn)
-        try:
-            yield announcement
-        finally:
-            announcement.withdraw()
+        return Announcement(self._withdrawn)
 
     async def submit(self, key: K, item: I, announcement: Announcement | None = None) -> R:
         """The result of ``item``, computed alone at once or in a batch with the other items of ``key``;
