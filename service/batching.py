@@ -13,14 +13,14 @@ until it submits its item or leaves.
 
 A lone item runs at once, in its own request, as a batch of one: when no batch
 of its key is running or waiting, no other announced request is on its way and
-no other batch ran at once since the event loop last came round. A lone request
-waits for nobody, not even a turn of the loop. Otherwise the item is gathered:
-if no batch of that key is running, a batch starts at the event loop's next
-turn with what is waiting by then (the requests of a burst, which the loop
-runs one after another in the same turn, after the first ran alone); else the
-item joins the next batch, which starts when the running one ends, when it
-holds ``max_size`` items, or ``wait_seconds`` after its first item, whichever
-comes first. A batch is ``work(key, items)``; it returns one result or
+no batch started since the event loop last came round. A lone request waits
+for nobody, not even a turn of the loop. Otherwise the item is gathered: if no
+batch of that key is running, a batch starts at the event loop's next turn
+with what is waiting by then (the requests of a burst, which the loop runs one
+after another in the same turn, the first alone, the others seeing that a
+batch started in this turn); else the item joins the next batch, which starts
+when the running one ends, when it holds ``max_size`` items, or
+``wait_seconds`` after its first item, whichever comes first. A batch is ``work(key, items)``; it returns one result or
 exception per item, given to that item's request.
 
 Where work runs is decided here, by its size (``in_loop_or_thread``): work on
@@ -134,7 +134,7 @@ class MicroBatcher(Generic[K, I, R]):
         self._queues: dict[K, _Queue[I, R]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_way = 0  # announced requests that have not submitted nor left
-        self._alone_this_turn = False  # a lone batch ran since the event loop last came round
+        self._started_this_turn = False  # a batch started since the event loop last came round
 
     @property
     def on_way(self) -> int:
@@ -158,7 +158,7 @@ class MicroBatcher(Generic[K, I, R]):
         if announcement is not None:
             announcement.withdraw()
         queue = self._queues.get(key)
-        if queue is None and self._on_way == 0 and not self._alone_this_turn:
+        if queue is None and self._on_way == 0 and not self._started_this_turn:
             return await self._alone(key, item)
         loop = asyncio.get_running_loop()
         queue = queue or self._queues.setdefault(key, _Queue())
@@ -185,10 +185,6 @@ class MicroBatcher(Generic[K, I, R]):
         """``item`` run as a batch of one in the caller's own coroutine: the items that come meanwhile wait."""
         queue: _Queue[I, R] = self._queues.setdefault(key, _Queue())
         queue.running += 1
-        if not self._alone_this_turn:
-            # a request that submits later in this turn is one of a burst: it is gathered
-            self._alone_this_turn = True
-            asyncio.get_running_loop().call_soon(self._new_turn)
         try:
             [result] = await self._outcomes(key, [item])
         finally:
@@ -199,7 +195,7 @@ class MicroBatcher(Generic[K, I, R]):
         return result
 
     def _new_turn(self) -> None:
-        self._alone_this_turn = False
+        self._started_this_turn = False
 
     def _start(self, key: K, queue: _Queue[I, R]) -> None:
         if queue.timer is not None:
@@ -223,6 +219,10 @@ class MicroBatcher(Generic[K, I, R]):
 
     async def _outcomes(self, key: K, items: list[I]) -> Sequence[R | Exception]:
         """``work(key, items)`` where its size puts it; its exception as every item's outcome."""
+        if not self._started_this_turn:
+            # a request that submits later in this turn is one of a burst: it is gathered
+            self._started_this_turn = True
+            asyncio.get_running_loop().call_soon(self._new_turn)
         if self._on_batch is not None:
             self._on_batch(len(items))
         try:

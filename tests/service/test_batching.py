@@ -162,6 +162,24 @@ async def test_the_items_of_a_burst_after_the_first_are_gathered_into_one_batch(
     assert work.batches[-1] == ("m", [8]) and batcher.idle
 
 
+async def test_an_item_submitted_in_the_turn_a_gathered_batch_starts_is_gathered_too():
+    ran_in: dict[str, asyncio.Task[object] | None] = {}
+
+    def work(key: str, items: list[int]) -> list[int | Exception]:
+        ran_in[key] = asyncio.current_task()
+        return [i * 10 for i in items]
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=HELD, max_size=100, inline_up_to=100)
+    with batcher.announced():
+        first = asyncio.create_task(batcher.submit("m", 0))
+        await asyncio.sleep(0)  # gathered, as another request is on its way: its batch forms at the next turn
+    await asyncio.sleep(0)  # formed: it runs in a task of its own at the next turn, before this one
+    second = asyncio.create_task(batcher.submit("n", 2))
+    assert [await first, await second] == [0, 20]
+    assert ran_in["m"] not in (None, first) and ran_in["n"] not in (None, second)
+    assert batcher.idle
+
+
 async def test_nothing_stays_announced_after_an_exception_or_a_cancellation():
     batcher = inline(Recorder())
     with pytest.raises(KeyError), batcher.announced():
