@@ -313,6 +313,6 @@ async def test_an_append_is_announced_from_its_start_until_it_submits_whatever_b
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-    assert batcher.idle
+    assert batcher.idle and len(service.locks) == 0  # nor does its lock stay behind
     assert (await service.append(OWNER, session_id, 5, obs[5:6])).next_seq == 6
     assert batcher.idle
