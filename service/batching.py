@@ -20,8 +20,9 @@ with what is waiting by then (the requests of a burst, which the loop runs one
 after another in the same turn, the first alone, the others seeing that a
 batch started in this turn); else the item joins the next batch, which starts
 when the running one ends, when it holds ``max_size`` items, or
-``wait_seconds`` after its first item, whichever comes first. A batch is ``work(key, items)``; it returns one result or
-exception per item, given to that item's request.
+``wait_seconds`` after its first item, whichever comes first. A batch is
+``work(key, items)``; it returns one result or exception per item, given to
+that item's request.
 
 Where work runs is decided here, by its size (``in_loop_or_thread``): work on
 at most ``inline_up_to`` units (the caller says what a unit is and counts them)
@@ -30,7 +31,9 @@ it does (the thread waits for the GIL while the loop serves other requests);
 larger work runs in a worker thread, so that the loop keeps serving meanwhile.
 A gathered batch runs in a task of its own, a turn after it is formed, not in
 the callback that forms it: the appends that arrive meanwhile wait for it to
-end and then start together, so a batch under load holds more of them.
+end and then start together, so a batch under load holds more of them. A lone
+batch runs in its request's own coroutine (a cancelled request leaves the
+batcher as it found it; ``close`` waits for the gathered batches only).
 
 Order and exactly-once are the callers' business: a session posts one item at
 a time (its lock is held until its result is committed).
