@@ -102,6 +102,8 @@ def print_top(collapsed: str, top: int) -> None:
     samples = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # the rest of a frame name holding a newline (py-spy read it mid-change)
+            continue
         frames = [_short(frame) for frame in stack.split(";")]
         n = int(count)
         samples += n

@@ -213,9 +213,10 @@ class Predictor:
         for step in steps:
             if step.rows is not None:
                 groups.setdefault(len(step.rows), []).append(step)
-        with torch.inference_mode():
-            for group in groups.values():
-                self._fill_outputs(group)
+        if groups:  # none when every stream was stepped by the kernel: torch is not entered
+            with torch.inference_mode():
+                for group in groups.values():
+                    self._fill_outputs(group)
         return [
             self._advanced(state, observations, step)
             for state, observations, step in zip(states, batches, steps, strict=True)

@@ -173,6 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=routes,
         docs_url=None,  # service/http/routes/docs.py serves /docs and /redoc from the package, not from a CDN
         redoc_url=None,
+        # the service exports its own metrics (service/metrics.py); FastAPI's OpenTelemetry, off, no longer
+        # looks for a provider at every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.keys = KeyRing(settings.api_keys, settings.admin_key)
     install_error_handlers(app)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models.series import Observation
+from service.batching import Announcement
 from service.metrics import ServiceMetrics
 from service.sessions.owned_records import OwnedRecords
 from service.sessions.planner import AppendPlanner
@@ -31,16 +32,22 @@ class Appender:
     metrics: ServiceMetrics
 
     async def append_held(
-        self, owner: str, session_id: str, seq: int, observations: Sequence[Observation]
+        self,
+        owner: str,
+        session_id: str,
+        seq: int,
+        observations: Sequence[Observation],
+        announcement: Announcement | None = None,
     ) -> SessionReply:
-        """The reply to the batch that starts at ``seq``, applied once; the session's lock must be held."""
+        """The reply to the batch that starts at ``seq``, applied once; the session's lock must be held.
+        ``announcement``: the append was announced to the planner (``AppendPlanner.announced``)."""
         while True:
             # a new batch needs neither stored replies nor retained observations
             record = await self.records.one(owner, session_id)
             if seq < record.next_seq:
                 record = await self.records.since(owner, session_id, seq, record)
             predictor = await self.records.predictor(record.version)
-            change = await self.planner.plan(predictor, Append(record, seq, observations))
+            change = await self.planner.plan(predictor, Append(record, seq, observations), announcement)
             if isinstance(change, SessionReply):
                 return change
             if await self.store.commit(session_id, record.next_seq, change.update):

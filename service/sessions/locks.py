@@ -20,14 +20,9 @@ class SessionLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock = self._join(key)
-        try:
-            async with lock:
-                yield
-        finally:
-            self._leave(key)
+    def hold(self, key: str) -> _Held:
+        """The lock of ``key``, held in the ``async with`` block this opens."""
+        return _Held(self, key)
 
     @asynccontextmanager
     async def hold_many(self, keys: Iterable[str]) -> AsyncIterator[None]:
@@ -62,3 +57,26 @@ class SessionLocks:
             del self._locks[key]
         else:
             self._locks[key] = (lock, users - 1)
+
+
+class _Held:
+    """``SessionLocks.hold``: an object rather than a generator, because every append goes through it."""
+
+    def __init__(self, locks: SessionLocks, key: str) -> None:
+        self._locks = locks
+        self._key = key
+        self._lock: asyncio.Lock | None = None
+
+    async def __aenter__(self) -> None:
+        lock = self._locks._join(self._key)
+        try:
+            await lock.acquire()  # an uncontended lock is taken without a turn of the event loop
+        except BaseException:  # cancelled while waiting for it
+            self._locks._leave(self._key)
+            raise
+        self._lock = lock
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._lock is not None
+        self._lock.release()
+        self._locks._leave(self._key)

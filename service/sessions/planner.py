@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from models.predictor import Predictor
-from service.batching import MicroBatcher, in_loop_or_thread
+from service.batching import Announcement, MicroBatcher, in_loop_or_thread
 from service.metrics import ServiceMetrics
 from service.sessions.replies import SessionReply
 from service.sessions.scored_changes import scored
@@ -52,9 +53,9 @@ class AppendPlanner:
         self._shadows = shadows
         self._clock = clock
         batching = batching or BatchSettings()
-        self._batcher: MicroBatcher[Predictor, Append, SessionReply | Change] | None = None
+        self.batcher: MicroBatcher[Predictor, Append, SessionReply | Change] | None = None
         if batching.enabled:
-            self._batcher = MicroBatcher(
+            self.batcher = MicroBatcher(
                 self._plan_batch,
                 batching.wait_seconds,
                 batching.max_size,
@@ -63,10 +64,18 @@ class AppendPlanner:
                 inline_up_to=inline_observations,
             )
 
-    async def plan(self, predictor: Predictor, append: Append) -> SessionReply | Change:
-        """The reply (a retry) or the change that ``append`` makes, batched with others when enabled."""
-        if self._batcher is not None:
-            return await self._batcher.submit(predictor, append)
+    def announced(self) -> AbstractContextManager[Announcement | None]:
+        """A single append on its way to ``plan``, for the batcher to see (``MicroBatcher.announced``);
+        None when batching is off."""
+        return nullcontext() if self.batcher is None else self.batcher.announced()
+
+    async def plan(
+        self, predictor: Predictor, append: Append, announcement: Announcement | None = None
+    ) -> SessionReply | Change:
+        """The reply (a retry) or the change that ``append`` makes, batched with others when enabled;
+        ``announcement`` (``announced``) is withdrawn."""
+        if self.batcher is not None:
+            return await self.batcher.submit(predictor, append, announcement)
         [change] = await self.plan_many(predictor, [append])
         if isinstance(change, Exception):
             raise change
@@ -80,8 +89,8 @@ class AppendPlanner:
 
     async def close(self) -> None:
         """Let the batches that are running finish."""
-        if self._batcher is not None:
-            await self._batcher.close()
+        if self.batcher is not None:
+            await self.batcher.close()
 
     def _plan_batch(self, predictor: Predictor, appends: list[Append]) -> list[Planned]:
         planned = plan_appends(predictor, appends, self._clock())

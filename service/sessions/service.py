@@ -157,8 +157,11 @@ class SessionService:
     async def append(self, owner: str, session_id: str, seq: int, observations: Sequence[Observation]) -> SessionReply:
         """Apply the batch that starts at ``seq`` (once, whatever the retries); the reply after it."""
         check_count(observations, self.max_batch, "batch", "MAX_BATCH")
-        async with self.locks.hold(session_id):
-            return await self._appender.append_held(owner, session_id, seq, observations)
+        # announced before any wait (the lock, the session's read): an append that reaches the batcher
+        # meanwhile is gathered rather than run alone, and this one may join it (service/batching.py)
+        with self.planner.announced() as announcement:
+            async with self.locks.hold(session_id):
+                return await self._appender.append_held(owner, session_id, seq, observations, announcement)
 
     async def append_many(self, owner: str, items: Sequence[AppendItem]) -> list[SessionReply | Exception]:
         """Each item applied as ``append`` applies it, on its own: its reply, or why it was refused

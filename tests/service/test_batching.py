@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from latentcast.errors import ConflictError
+from latentcast.errors import ConflictError, NotFoundError
 from models.series import Observation
 from service.batching import MicroBatcher, in_loop_or_thread
 from service.metrics import ServiceMetrics
@@ -117,6 +117,113 @@ async def test_work_up_to_its_inline_size_runs_on_the_event_loop_larger_work_in_
     assert sizes == [5, 6]
 
 
+def inline(work: Recorder) -> MicroBatcher[str, int, int]:
+    """A batcher whose batches run on the event loop, gathered for as long as a test takes."""
+    work.release.set()
+    return MicroBatcher(work, wait_seconds=HELD, max_size=100, inline_up_to=100)
+
+
+async def test_a_lone_item_runs_in_its_own_request_before_the_loop_runs_anything_else():
+    turns: list[str] = []
+    seen: list[list[str]] = []
+
+    def work(key: str, items: list[int]) -> list[int | Exception]:
+        seen.append(list(turns))
+        return [i * 10 for i in items]
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=HELD, max_size=100, inline_up_to=100)
+    with batcher.announced() as mine:
+        asyncio.get_running_loop().call_soon(turns.append, "a turn")
+        assert await batcher.submit("m", 3, mine) == 30
+    assert seen == [[]]  # ran before the callback scheduled ahead of it
+    assert batcher.idle
+
+
+async def test_an_item_is_gathered_while_another_request_is_announced_and_the_two_run_as_one_batch():
+    work = Recorder()
+    batcher = inline(work)
+    with batcher.announced() as other:
+        assert batcher.on_way == 1
+        first = asyncio.create_task(batcher.submit("m", 0))
+        second = asyncio.create_task(batcher.submit("m", 2, other))
+        assert [await first, await second] == [0, 20]
+    assert work.batches == [("m", [0, 2])]
+    assert batcher.idle
+
+
+async def test_the_items_of_a_burst_after_the_first_are_gathered_into_one_batch():
+    work = Recorder()
+    batcher = inline(work)
+    # submitted in one turn of the loop, as the requests that arrive together are
+    assert await asyncio.gather(*(batcher.submit("m", i) for i in (0, 2, 4, 6))) == [0, 20, 40, 60]
+    assert work.batches == [("m", [0]), ("m", [2, 4, 6])]
+    await asyncio.sleep(0)  # the loop came round: the next one is alone again
+    assert await batcher.submit("m", 8) == 80
+    assert work.batches[-1] == ("m", [8]) and batcher.idle
+
+
+async def test_an_item_submitted_in_the_turn_a_gathered_batch_starts_is_gathered_too():
+    ran_in: dict[str, asyncio.Task[object] | None] = {}
+
+    def work(key: str, items: list[int]) -> list[int | Exception]:
+        ran_in[key] = asyncio.current_task()
+        return [i * 10 for i in items]
+
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=HELD, max_size=100, inline_up_to=100)
+    with batcher.announced():
+        first = asyncio.create_task(batcher.submit("m", 0))
+        await asyncio.sleep(0)  # gathered, as another request is on its way: its batch forms at the next turn
+    await asyncio.sleep(0)  # formed: it runs in a task of its own at the next turn, before this one
+    second = asyncio.create_task(batcher.submit("n", 2))
+    assert [await first, await second] == [0, 20]
+    assert ran_in["m"] not in (None, first) and ran_in["n"] not in (None, second)
+    assert batcher.idle
+
+
+async def test_nothing_stays_announced_after_an_exception_or_a_cancellation():
+    batcher = inline(Recorder())
+    with pytest.raises(KeyError), batcher.announced():
+        raise KeyError("the session")
+    assert batcher.on_way == 0
+    blocked = asyncio.Event()
+
+    async def waits_for_a_lock() -> None:
+        with batcher.announced() as mine:
+            await blocked.wait()
+            await batcher.submit("m", 0, mine)
+
+    task = asyncio.create_task(waits_for_a_lock())
+    await asyncio.sleep(0.01)
+    assert batcher.on_way == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert batcher.idle
+    # an item that fails alone raises in its request and leaves nothing behind
+    with batcher.announced() as mine:
+        with pytest.raises(ValueError, match="item 1 is odd"):
+            await batcher.submit("m", 1, mine)
+        assert batcher.on_way == 0
+    assert batcher.idle
+
+
+async def test_a_lone_item_cancelled_in_its_thread_leaves_nothing_behind_and_the_items_after_it_run():
+    work = Recorder()
+    batcher: MicroBatcher[str, int, int] = MicroBatcher(work, wait_seconds=HELD, max_size=100)
+    first = asyncio.create_task(batcher.submit("m", 0))
+    await asyncio.sleep(0.05)
+    assert work.batches == [("m", [0])]  # alone, in a worker thread
+    later = asyncio.create_task(batcher.submit("m", 2))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    work.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await later == 20
+    assert work.batches == [("m", [0]), ("m", [2])]
+    assert batcher.idle
+
+
 @dataclass
 class Tracked:
     """One session as the test follows it in both services."""
@@ -184,3 +291,28 @@ async def test_batched_sessions_answer_as_one_request_at_a_time_does(registry: R
     total = on.get_sample_value("latentcast_append_batch_size_sum")
     assert count is not None and total is not None and total > count  # some batches held more than one append
     assert off.get_sample_value("latentcast_append_batch_size_count") == 0  # off: no batches
+
+
+async def test_an_append_is_announced_from_its_start_until_it_submits_whatever_becomes_of_it(
+    registry: Registry, closes: list[float]
+):
+    obs = [Observation(close=c) for c in closes]
+    service = build(registry, batching=True)
+    batcher = service.planner.batcher
+    assert batcher is not None
+    session_id = (await service.open(OWNER, obs[:5], mode="latent")).session_id
+    with pytest.raises(NotFoundError):
+        await service.append(OWNER, "no-such-session", 0, obs[:1])
+    with pytest.raises(ConflictError):
+        await service.append(OWNER, session_id, 7, obs[7:8])  # a gap, refused by the plan
+    assert batcher.idle
+    async with service.locks.hold(session_id):
+        waiting = asyncio.create_task(service.append(OWNER, session_id, 5, obs[5:6]))
+        await asyncio.sleep(0.01)
+        assert batcher.on_way == 1  # waiting for its session's lock
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    assert batcher.idle and len(service.locks) == 0  # nor does its lock stay behind
+    assert (await service.append(OWNER, session_id, 5, obs[5:6])).next_seq == 6
+    assert batcher.idle
