@@ -12,6 +12,7 @@ and the median's mean absolute error against the random walk's.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,9 +86,7 @@ class LiveSums:
             kept = self._added[(version, mode)] = _VersionSums(
                 settled.levels, [0.0] * len(settled.sums), [math.inf] * horizon
             )
-        totals = kept.totals
-        for i, value in enumerate(settled.sums):
-            totals[i] += value
+        totals = kept.totals = list(map(operator.add, kept.totals, settled.sums))
         if math.inf in kept.since:  # a horizon not settled yet: see which are now
             width = len(settled.levels) + 4
             for h, first in enumerate(kept.since):
