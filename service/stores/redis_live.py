@@ -29,9 +29,9 @@ from service.stores.redis_pipeline import Commands, text
 from service.stores.redis_scripts import COMMIT, Script
 
 # LIVE: the live hash. The last ARGV is how many live arguments come before it: now (seconds), the fields'
-# prefix ("<version>|<mode>|"), Q, the Q levels' names, then float64 values, for each horizon settled: the
-# horizon, then its ``Settled.sums`` (count, pinball per level, inside, abs error, walk abs error). Each is
-# added by HINCRBYFLOAT as 17 digits, which read back as the same double.
+# prefix ("<version>|<mode>|"), Q, the Q levels' names, then ``Settled.sums`` as float64 values: for each
+# horizon 1..H its count, pinball per level, inside, abs error and walk abs error. A horizon of count 0 is
+# skipped; each sum is added by HINCRBYFLOAT as 17 digits, which read back as the same double.
 _ADD = """
 local live_n = tonumber(ARGV[#ARGV])
 local first = #ARGV - live_n
@@ -39,14 +39,18 @@ local now, prefix, q = ARGV[first], ARGV[first + 1], tonumber(ARGV[first + 2])
 local blob = ARGV[first + 3 + q]
 local v = {struct.unpack('<' .. string.rep('d', #blob / 8), blob)}
 local function add(name, value) redis.call('HINCRBYFLOAT', LIVE, name, string.format('%.17g', value)) end
-for at = 1, #blob / 8, q + 5 do
-  local name = prefix .. string.format('%d', v[at]) .. '|'
-  redis.call('HSETNX', LIVE, name .. 'since', now)
-  add(name .. 'n', v[at + 1])
-  for i = 1, q do add(name .. 'p' .. ARGV[first + 2 + i], v[at + 1 + i]) end
-  add(name .. 'inside', v[at + 2 + q])
-  add(name .. 'abs', v[at + 3 + q])
-  add(name .. 'walk', v[at + 4 + q])
+local width = q + 4
+for h = 1, #blob / 8 / width do
+  local at = (h - 1) * width + 1
+  if v[at] ~= 0 then
+    local name = prefix .. string.format('%d', h) .. '|'
+    redis.call('HSETNX', LIVE, name .. 'since', now)
+    add(name .. 'n', v[at])
+    for i = 1, q do add(name .. 'p' .. ARGV[first + 2 + i], v[at + i]) end
+    add(name .. 'inside', v[at + q + 1])
+    add(name .. 'abs', v[at + q + 2])
+    add(name .. 'walk', v[at + q + 3])
+  end
 end
 """
 _APPLIED = "return 1\n"
@@ -82,16 +86,16 @@ def mark_key(prefix: str, session_id: str, next_seq: int) -> str:
 
 def live_args(version: str, mode: str, settled: Settled, now: float) -> list[Any]:
     """The live arguments of ``_ADD`` for what one commit ``settled``, their count last."""
-    values = [value for horizon, row in settled.by_horizon().items() for value in (horizon, *row)]
-    levels = [repr(level) for level in settled.levels]
-    args: list[Any] = [
-        repr(now),
-        SEPARATOR.join((version, mode, "")),
-        len(levels),
-        *levels,
-        _doubles(len(values)).pack(*values),
-    ]
+    names = _level_names(settled.levels)
+    sums = settled.sums
+    args: list[Any] = [repr(now), SEPARATOR.join((version, mode, "")), len(names), *names]
+    args.append(_doubles(len(sums)).pack(*sums))
     return [*args, len(args)]
+
+
+@functools.cache
+def _level_names(levels: tuple[float, ...]) -> tuple[str, ...]:
+    return tuple(repr(level) for level in levels)
 
 
 @functools.cache

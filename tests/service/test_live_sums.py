@@ -51,3 +51,12 @@ async def test_a_resent_live_add_of_one_commit_is_added_once(redis_server: str, 
 
 async def test_fields_of_another_shape_are_skipped() -> None:
     assert from_fields({"stray": "1", "v|latent|x|n": "2"}).sums == {}
+
+
+async def test_a_commit_adds_to_the_horizons_it_settled_alone(make_store: MakeStore):
+    store = make_store()
+    await store.create(record())
+    assert await store.commit("s1", 3, update(4, (BARS[0],), reply_seq=3, scores=ONE))  # horizon 2 settled none
+    sums = (await store.live_sums()).sums
+    assert sorted(sums) == [("latent-v", "latent", 1)]
+    assert sums[("latent-v", "latent", 1)].totals == pytest.approx([1, 0.01, 0.02, 0.03, 1, 0.05, 0.04])
