@@ -94,8 +94,16 @@ class Issued:
         return Issued(self.version, self.horizon, self.levels, kept + _doubles(len(values)).pack(*values))
 
     def to_bytes(self) -> bytes:
-        name = self.version.encode()
-        return _HEADER.pack(ISSUED_FORMAT, self.horizon, self.levels, len(name)) + name + self.body
+        return _header(self.version, self.horizon, self.levels) + self.body
+
+    @classmethod
+    def of(cls, blob: bytes, version: str, horizon: int, levels: int) -> Issued | None:
+        """The forecasts ``blob`` holds (``to_bytes``) if they are of ``version``, ``horizon`` and ``levels``;
+        None if they are another's or do not read. ``settle`` checks each forecast's length as it reads it."""
+        header = _header(version, horizon, levels)
+        if blob.startswith(header) and (len(blob) - len(header)) % 8 == 0:
+            return cls(version, horizon, levels, blob[len(header) :])
+        return None
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Issued:
@@ -214,6 +222,13 @@ def _pack(p: Pending, levels: int) -> bytes:
 @functools.cache
 def _doubles(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}d")
+
+
+@functools.lru_cache(maxsize=64)
+def _header(version: str, horizon: int, levels: int) -> bytes:
+    """What ``to_bytes`` writes before the values: the format, shape and version's name (once per model)."""
+    name = version.encode()
+    return _HEADER.pack(ISSUED_FORMAT, horizon, levels, len(name)) + name
 
 
 @functools.cache

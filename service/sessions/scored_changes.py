@@ -112,9 +112,12 @@ def _with_live(
 def awaiting(predictor: Predictor, record: SessionRecord) -> Issued:
     """The forecasts of ``record`` that await outcomes, the one its state answers now among them."""
     config = predictor.config
-    issued = _kept(predictor, record.issued) if record.issued else None
+    shape = (predictor.version, config.horizon, len(config.quantiles))
+    # forecasts of another version or shape (a migration), or that do not read, are dropped: scoring goes on
+    # from the forecast the state answers
+    issued = Issued.of(record.issued, *shape) if record.issued else None
     if issued is None:
-        issued = Issued(predictor.version, config.horizon, len(config.quantiles))
+        issued = Issued(*shape)
     last = record.next_seq - 1
     if issued.newest == last or last < 0:
         return issued
@@ -124,16 +127,3 @@ def awaiting(predictor: Predictor, record: SessionRecord) -> Issued:
     if forecast is None or state.last_close is None:
         return issued
     return issued.with_forecast(forecast.as_of_seq, state.last_close, forecast.log_return)
-
-
-def _kept(predictor: Predictor, blob: bytes) -> Issued | None:
-    """The issued forecasts ``blob`` holds if they are ``predictor``'s; None if they are another version's or
-    another shape's (a migration), or do not read: scoring then goes on from the forecast the state answers."""
-    try:
-        issued = Issued.from_bytes(blob)
-    except StateError:
-        return None
-    config = predictor.config
-    if issued.version != predictor.version or issued.horizon != config.horizon:
-        return None
-    return issued if issued.levels == len(config.quantiles) else None

@@ -78,3 +78,13 @@ def test_a_forecast_left_open_keeps_its_rows_and_one_settled_in_part_keeps_its_l
     )
     assert left.to_bytes().endswith(issued.to_bytes()[-8 * 9 :])  # origin 1's entry, as it was read
     assert Issued.from_bytes(left.to_bytes()) == left
+
+
+def test_issued_forecasts_are_read_only_as_the_version_and_shape_asked_for() -> None:
+    issued = issued_after([100.0], 0)
+    blob = issued.to_bytes()
+    assert Issued.of(blob, "v1", 2, 3) == issued == Issued.from_bytes(blob)
+    assert Issued.of(blob, "v2", 2, 3) is None  # another version's (a migration)
+    assert Issued.of(blob, "v1", 3, 3) is None and Issued.of(blob, "v1", 2, 5) is None  # another shape's
+    assert Issued.of(blob + b"\x00", "v1", 2, 3) is None  # values cut short
+    assert Issued.of(b"\x01" + blob[1:], "v1", 2, 3) is None  # another format
