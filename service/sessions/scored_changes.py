@@ -42,7 +42,8 @@ def scored(
     for i, (append, result) in enumerate(zip(appends, results, strict=True)):
         if isinstance(result, Change) and result.update.appended:
             live[i], own = _scored_change(predictor, levels, append.record, result, shadows)
-            steps += ((i, step) for step in own)
+            if own:
+                steps += [(i, step) for step in own]
     kept: dict[int, list[Shadow]] = {}
     scores: dict[int, list[ShadowScores]] = {}
     if shadows is not None and steps:
@@ -54,7 +55,9 @@ def scored(
     for i, (issued, settled) in live.items():
         change = results[i]
         assert isinstance(change, Change)
-        blob = pack(issued.to_bytes(), kept.get(i, ()))
+        blob = issued.to_bytes()
+        if i in kept:
+            blob = pack(blob, kept[i])
         update = _with_live(change.update, blob, settled if settled.count else None, tuple(scores.get(i, ())))
         out[i] = Change(update, change.reply, change.applied)
     return out
