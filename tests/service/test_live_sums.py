@@ -8,7 +8,7 @@ from service.live.scores import Settled
 from service.live.sums import from_fields, horizon_report
 from service.stores import StoreLimits
 from service.stores.redis import RedisSessionStore
-from service.stores.redis_live import add_live
+from service.stores.redis_live import add_live, live_key
 from tests.service.store_records import BARS, MakeStore, record, update
 
 pytestmark = pytest.mark.anyio
@@ -60,3 +60,40 @@ async def test_a_commit_adds_to_the_horizons_it_settled_alone(make_store: MakeSt
     sums = (await store.live_sums()).sums
     assert sorted(sums) == [("latent-v", "latent", 1)]
     assert sums[("latent-v", "latent", 1)].totals == pytest.approx([1, 0.01, 0.02, 0.03, 1, 0.05, 0.04])
+
+
+async def test_redis_keeps_one_field_per_version_and_mode_and_still_reads_the_earlier_fields(
+    redis_server: str, redis_prefix: str
+):
+    store = RedisSessionStore(redis_server, StoreLimits(60.0, 10, 5, 2), prefix=redis_prefix)
+    live = live_key(redis_prefix)
+    try:
+        # the earlier layout: a field per sum, added to by HINCRBYFLOAT
+        earlier = {"n": 3, "p0.1": 0.5, "p0.5": 0.25, "p0.9": 0.125, "inside": 2, "abs": 1.5, "walk": 3.0}
+        for name, value in (earlier | {"since": 1.0}).items():
+            await store._commands.call("HSET", live, f"v|latent|1|{name}", value)
+        for seq in (4, 5):
+            await add_live(store._commands, redis_prefix, "s1", seq, "v", "latent", BOTH, 7.0 + seq)
+        fields = await store._commands.call("HKEYS", live)
+        sums = (await store.live_sums()).sums
+    finally:
+        await store.close()
+    assert sorted(f.decode() for f in fields) == sorted(
+        [*(f"v|latent|1|{n}" for n in earlier), "v|latent|1|since", "v|latent|sums"]
+    )
+    first, second = sums[("v", "latent", 1)], sums[("v", "latent", 2)]
+    assert first.totals == pytest.approx([5, 0.52, 0.29, 0.185, 4, 1.6, 3.08])
+    assert (first.since, second.since) == (1.0, 11.0)  # the earliest of the two layouts', then the first add's
+    assert second.totals == pytest.approx([4, 0.2, 0.4, 0.6, 2, 1.0, 0.5])
+
+
+async def test_a_field_of_another_shape_reads_as_no_sums(redis_server: str, redis_prefix: str):
+    store = RedisSessionStore(redis_server, StoreLimits(60.0, 10, 5, 2), prefix=redis_prefix)
+    try:
+        await store._commands.call("HSET", live_key(redis_prefix), "v|latent|sums", b"\x00" * 20)
+        assert (await store.live_sums()).sums == {}
+        await add_live(store._commands, redis_prefix, "s1", 4, "v", "latent", ONE, 7.0)  # started again
+        sums = (await store.live_sums()).sums
+    finally:
+        await store.close()
+    assert sorted(sums) == [("v", "latent", 1)] and sums[("v", "latent", 1)].count == 1
