@@ -114,7 +114,7 @@ def _field_sums(blob: bytes) -> list[tuple[int, HorizonSums]]:
     if len(blob) < 8 or len(blob) % 8:
         return []
     values = _doubles(len(blob) // 8).unpack(blob)
-    q = int(values[0])
+    q = int(values[0]) if 0 < values[0] < len(values) else 0  # NaN too reads as no levels
     horizons, extra = divmod(len(values) - 1 - q, q + 5) if q > 0 else (0, 1)
     if extra or horizons <= 0:
         return []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import struct
+
 import pytest
 
 from service.live.scores import Settled
@@ -90,8 +93,9 @@ async def test_redis_keeps_one_field_per_version_and_mode_and_still_reads_the_ea
 async def test_a_field_of_another_shape_reads_as_no_sums(redis_server: str, redis_prefix: str):
     store = RedisSessionStore(redis_server, StoreLimits(60.0, 10, 5, 2), prefix=redis_prefix)
     try:
-        await store._commands.call("HSET", live_key(redis_prefix), "v|latent|sums", b"\x00" * 20)
-        assert (await store.live_sums()).sums == {}
+        for value in (b"\x00" * 20, struct.pack("<2d", math.nan, 1.0), struct.pack("<d", 3.0) + b"\x00" * 64):
+            await store._commands.call("HSET", live_key(redis_prefix), "v|latent|sums", value)
+            assert (await store.live_sums()).sums == {}
         await add_live(store._commands, redis_prefix, "s1", 4, "v", "latent", ONE, 7.0)  # started again
         sums = (await store.live_sums()).sums
     finally:
