@@ -43,6 +43,8 @@ def test_the_verdict_is_met_only_when_the_whole_interval_is_within_the_goal() ->
     assert ratios(1.02, 1.09).verdict(1.10) == "met"
     assert ratios(1.02, 1.11).verdict(1.10) == "not shown: the median's interval holds the goal"
     assert ratios(1.11, 1.20).verdict(1.10) == "not met"
+    few = PairedRatios(1.0, (1.0, 1.0), (1.0, 1.0), 1.0, (1.0, 1.0), 5)
+    assert few.verdict(1.10) == "not shown: 5 pairs, fewer than the 6 a 95% interval of the median needs"
 
 
 def test_unpaired_or_empty_turns_are_refused() -> None:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from tests.support.workers import PROC
 
+MIN_PAIRS = 6  # the fewest whose extreme ratios bound the median with 95% confidence (1 - 2 / 2**6)
+
 
 def thread_cpu(pid: int) -> dict[int, int]:
     """CPU nanoseconds of each live thread of process ``pid`` so far (the first field of its schedstat)."""
@@ -82,7 +84,9 @@ class PairedRatios:
 
     def verdict(self, goal: float) -> str:
         """Whether the median ratio is shown at most ``goal``: met when its whole interval is, not met when
-        none of it is, otherwise not shown either way."""
+        none of it is, otherwise not shown either way; nor with fewer pairs than a 95% interval needs."""
+        if self.pairs < MIN_PAIRS:
+            return f"not shown: {self.pairs} pairs, fewer than the {MIN_PAIRS} a 95% interval of the median needs"
         if self.interval[1] <= goal:
             return "met"
         if self.interval[0] > goal:
