@@ -14,8 +14,8 @@ band (the 10-90% band of the default levels), and the absolute error of the
 median against that of the random walk (a forecast return of 0).
 
 An append settles one horizon of each of up to H forecasts, so this runs at
-every append: it works on flat lists of floats packed by one ``struct`` call
-each way, not on an object per forecast.
+every append: it reads the forecasts by one ``struct`` call and keeps those
+still open as the bytes they were read from, not as an object per forecast.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import functools
 import math
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from latentcast.errors import StateError
 
@@ -34,6 +34,8 @@ from latentcast.errors import StateError
 _HEADER = struct.Struct("<BHHH")
 ISSUED_FORMAT = 2
 _ENTRY = 3  # origin, close, horizons left
+_ENTRY_VALUES = struct.Struct("<3d")
+_ONE = struct.Struct("<d")
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,19 @@ class Pending:
 class Issued:
     """The forecasts of one model version a session answered and whose outcomes it still awaits.
 
-    ``values``: each pending forecast, oldest first, as origin, close, horizons left, then their quantiles.
+    ``body``: each pending forecast, oldest first, as origin, close, horizons left, then their quantiles,
+    packed as float64 the way ``to_bytes`` stores them (``values`` reads them): ``settle`` keeps the
+    forecasts still open as their bytes, rewriting only the entry of one it settles some horizon of.
     """
 
     version: str
     horizon: int
     levels: int
-    values: list[float] = field(default_factory=list)
+    body: bytes = b""
+
+    @property
+    def values(self) -> Sequence[float]:
+        return memoryview(self.body).cast("d")
 
     @property
     def pending(self) -> tuple[Pending, ...]:
@@ -70,24 +78,32 @@ class Issued:
     def newest(self) -> int | None:
         """The origin of the newest pending forecast (the last one's: it has every horizon left); None if
         there is none (or too few values for one: ``settle`` says what does not read)."""
-        at = len(self.values) - self.horizon * self.levels - _ENTRY
-        return int(self.values[at]) if at >= 0 else None
+        at = len(self.body) - (self.horizon * self.levels + _ENTRY) * 8
+        return int(_ONE.unpack_from(self.body, at)[0]) if at >= 0 else None
 
     def with_forecast(self, origin: int, close: float, log_return: Sequence[Sequence[float]]) -> Issued:
         """With the forecast made after observation ``origin`` (H rows of Q log returns) awaiting its outcomes,
         in place of any kept of that origin or later."""
-        kept = self.values
-        if kept and self.newest is not None and self.newest >= origin:
-            kept = [v for p in self.pending if p.origin < origin for v in _flat(p, self.levels)]
-        values = [*kept, origin, close, self.horizon]
+        kept = self.body
+        newest = self.newest
+        if newest is not None and newest >= origin:
+            kept = b"".join(_pack(p, self.levels) for p in self.pending if p.origin < origin)
+        values = [origin, close, self.horizon]
         for row in log_return:
             values += row
-        return Issued(self.version, self.horizon, self.levels, values)
+        return Issued(self.version, self.horizon, self.levels, kept + _doubles(len(values)).pack(*values))
 
     def to_bytes(self) -> bytes:
-        name = self.version.encode()
-        header = _HEADER.pack(ISSUED_FORMAT, self.horizon, self.levels, len(name))
-        return header + name + _doubles(len(self.values)).pack(*self.values)
+        return _header(self.version, self.horizon, self.levels) + self.body
+
+    @classmethod
+    def of(cls, blob: bytes, version: str, horizon: int, levels: int) -> Issued | None:
+        """The forecasts ``blob`` holds (``to_bytes``) if they are of ``version``, ``horizon`` and ``levels``;
+        None if they are another's or do not read. ``settle`` checks each forecast's length as it reads it."""
+        header = _header(version, horizon, levels)
+        if blob.startswith(header) and (len(blob) - len(header)) % 8 == 0:
+            return cls(version, horizon, levels, blob[len(header) :])
+        return None
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Issued:
@@ -99,9 +115,8 @@ class Issued:
         at = _HEADER.size + length
         if fmt != ISSUED_FORMAT or levels == 0 or (len(blob) - at) % 8:
             raise StateError(f"issued forecasts of format {fmt}, {levels} levels and {len(blob)} bytes do not read")
-        values = _doubles((len(blob) - at) // 8).unpack_from(blob, at)
         # a name that does not read is no version's: the forecasts are then dropped as another version's
-        return cls(blob[_HEADER.size : at].decode(errors="replace"), horizon, levels, list(values))
+        return cls(blob[_HEADER.size : at].decode(errors="replace"), horizon, levels, blob[at:])
 
 
 # where a horizon's sums stand in its row of ``Settled.sums``: the count, then the pinball sum of each level,
@@ -148,18 +163,20 @@ def settle(
     last horizon is. ``levels`` are the model's increasing quantile levels; its outer band is the first to
     the last, and its median the level 0.5 (which every model has).
     """
-    q, pairs, median = _levels(levels)
-    horizon, values = issued.horizon, issued.values
+    q, median = len(levels), _median(levels)
+    horizon, body = issued.horizon, issued.body
+    values = _doubles(len(body) // 8).unpack(body)  # one call: then each value is read where it is
     log = math.log
     width = q + 4
     sums = [0.0] * (horizon * width)
     count = 0
-    kept: list[float] = []
+    kept: list[bytes] = []  # the forecasts still open, as packed: a settled one's header changes, not its rows
     last = first_seq + len(closes) - 1
     at, end = 0, len(values)
     # plain comparisons and one list of sums, not min, max and lists per forecast: this runs for each of H
     # forecasts at every append
     while at < end:
+        start = at
         origin, close, remaining = int(values[at]), values[at + 1], int(values[at + 2])
         rows_at = at + _ENTRY
         at = rows_at + remaining * q
@@ -180,9 +197,10 @@ def settle(
             i = (h - 1) * width
             sums[i] += 1.0
             # the pinball loss at each level: max(level * e, (level - 1) * e) for e = outcome - quantile
-            for (level, below), v in zip(pairs, values[row_at : row_at + q], strict=True):
+            for k in range(q):
+                e = outcome - values[row_at + k]
                 i += 1
-                sums[i] += level * (outcome - v) if outcome >= v else below * (outcome - v)
+                sums[i] += levels[k] * e if e >= 0 else (levels[k] - 1.0) * e
             if values[row_at] <= outcome <= values[row_at + q - 1]:
                 sums[i + 1] += 1.0
             sums[i + 2] += abs(outcome - values[row_at + median])
@@ -190,16 +208,15 @@ def settle(
             count += 1
             h += 1
         left = origin + horizon - last  # the horizons still open after the last close (origin < first_seq)
-        if left > remaining:
-            left = remaining
-        if left > 0:
-            kept += (origin, close, left)
-            kept += values[at - left * q : at]
-    return Settled(levels, sums, count), Issued(issued.version, horizon, issued.levels, kept)
+        if left >= remaining:
+            kept.append(body[start * 8 : at * 8])
+        elif left > 0:
+            kept += (_ENTRY_VALUES.pack(origin, close, left), body[(at - left * q) * 8 : at * 8])
+    return Settled(levels, sums, count), Issued(issued.version, horizon, issued.levels, b"".join(kept))
 
 
-def _flat(p: Pending, levels: int) -> tuple[float, ...]:
-    return (p.origin, p.close, len(p.rows) // levels, *p.rows)
+def _pack(p: Pending, levels: int) -> bytes:
+    return _doubles(_ENTRY + len(p.rows)).pack(p.origin, p.close, len(p.rows) // levels, *p.rows)
 
 
 @functools.cache
@@ -207,7 +224,13 @@ def _doubles(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}d")
 
 
+@functools.lru_cache(maxsize=64)
+def _header(version: str, horizon: int, levels: int) -> bytes:
+    """What ``to_bytes`` writes before the values: the format, shape and version's name (once per model)."""
+    name = version.encode()
+    return _HEADER.pack(ISSUED_FORMAT, horizon, levels, len(name)) + name
+
+
 @functools.cache
-def _levels(levels: tuple[float, ...]) -> tuple[int, tuple[tuple[float, float], ...], int]:
-    """Q, each level with the weight of an error below it (level - 1), and where the median is."""
-    return len(levels), tuple((level, level - 1) for level in levels), levels.index(0.5)
+def _median(levels: tuple[float, ...]) -> int:
+    return levels.index(0.5)

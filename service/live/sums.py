@@ -1,9 +1,10 @@
 """Running sums of live scores per model version, mode and horizon, and what they report.
 
 A store keeps one ``HorizonSums`` per (version, mode, horizon): a few numbers
-whatever the number of sessions. The Redis store keeps them as fields of one
-hash (``from_fields`` reads them), added to by ``HINCRBYFLOAT`` so that
-several API processes add up; the memory store keeps them in a ``LiveSums``.
+whatever the number of sessions. The Redis store keeps them in one hash, a
+field per version and mode added to inside a script so that several API
+processes add up (``service/stores/redis_live.py``; ``from_fields`` reads the
+earlier layout, a field per sum); the memory store keeps them in a ``LiveSums``.
 ``report`` turns them into means: pinball loss (over its levels, as
 ``training.metrics.pinball``), coverage of the outer band with Kupiec's test,
 and the median's mean absolute error against the random walk's.
@@ -12,6 +13,7 @@ and the median's mean absolute error against the random walk's.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,14 +87,21 @@ class LiveSums:
             kept = self._added[(version, mode)] = _VersionSums(
                 settled.levels, [0.0] * len(settled.sums), [math.inf] * horizon
             )
-        totals = kept.totals
-        for i, value in enumerate(settled.sums):
-            totals[i] += value
+        totals = kept.totals = list(map(operator.add, kept.totals, settled.sums))
         if math.inf in kept.since:  # a horizon not settled yet: see which are now
             width = len(settled.levels) + 4
             for h, first in enumerate(kept.since):
                 if first == math.inf and totals[h * width + COUNT]:
                     kept.since[h] = now
+
+    def merge(self, key: Key, sums: HorizonSums) -> None:
+        """Add ``sums``, read from a store, to those read under ``key`` (of the same levels) before."""
+        kept = self.rows.get(key)
+        if kept is None or kept.levels != sums.levels:  # levels differ only in sums of no model: keep the first
+            self.rows.setdefault(key, sums)
+            return
+        totals = list(map(operator.add, kept.totals, sums.totals))
+        self.rows[key] = HorizonSums(kept.levels, totals, min(kept.since, sums.since))
 
     @property
     def sums(self) -> dict[Key, HorizonSums]:
@@ -108,8 +117,8 @@ class LiveSums:
 
 
 def from_fields(values: dict[str, str]) -> LiveSums:
-    """The sums a Redis hash holds (as ``service/stores/redis_live.py`` adds them); fields of another
-    shape are skipped."""
+    """The sums a Redis hash holds in fields of the earlier layout, one per sum
+    ("<version>|<mode>|<horizon>|<sum>"); fields of another shape are skipped."""
     named: dict[Key, dict[str, float]] = {}
     for name, value in values.items():
         parts = name.rsplit(SEPARATOR, 3)

@@ -42,7 +42,8 @@ def scored(
     for i, (append, result) in enumerate(zip(appends, results, strict=True)):
         if isinstance(result, Change) and result.update.appended:
             live[i], own = _scored_change(predictor, levels, append.record, result, shadows)
-            steps += ((i, step) for step in own)
+            if own:
+                steps += [(i, step) for step in own]
     kept: dict[int, list[Shadow]] = {}
     scores: dict[int, list[ShadowScores]] = {}
     if shadows is not None and steps:
@@ -54,7 +55,9 @@ def scored(
     for i, (issued, settled) in live.items():
         change = results[i]
         assert isinstance(change, Change)
-        blob = pack(issued.to_bytes(), kept.get(i, ()))
+        blob = issued.to_bytes()
+        if i in kept:
+            blob = pack(blob, kept[i])
         update = _with_live(change.update, blob, settled if settled.count else None, tuple(scores.get(i, ())))
         out[i] = Change(update, change.reply, change.applied)
     return out
@@ -112,14 +115,12 @@ def _with_live(
 def awaiting(predictor: Predictor, record: SessionRecord) -> Issued:
     """The forecasts of ``record`` that await outcomes, the one its state answers now among them."""
     config = predictor.config
-    issued = Issued(predictor.version, config.horizon, len(config.quantiles))
-    if record.issued:
-        try:
-            kept = Issued.from_bytes(record.issued)
-        except StateError:
-            kept = issued  # unreadable: scored again from the forecast the state answers
-        if (kept.version, kept.horizon, kept.levels) == (issued.version, issued.horizon, issued.levels):
-            issued = kept
+    shape = (predictor.version, config.horizon, len(config.quantiles))
+    # forecasts of another version or shape (a migration), or that do not read, are dropped: scoring goes on
+    # from the forecast the state answers
+    issued = Issued.of(record.issued, *shape) if record.issued else None
+    if issued is None:
+        issued = Issued(*shape)
     last = record.next_seq - 1
     if issued.newest == last or last < 0:
         return issued

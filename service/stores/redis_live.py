@@ -1,6 +1,12 @@
-"""The Redis store's live sums: one hash of running sums per model version, mode and horizon.
+"""The Redis store's live sums: one hash of running sums, a field per model version and mode.
 
-    {<prefix>}:live    hash: "<version>|<mode>|<horizon>|<sum>" -> number (``service/live/sums.py``)
+    {<prefix>}:live    hash: "<version>|<mode>|sums" -> float64 values: Q, the Q levels, the H rows of
+                       ``Settled.sums`` added up, then when each horizon's first score was added (0: not yet)
+
+A commit's add is a read, a sum and a write of that one field inside a script.
+Fields of the earlier layout, one number per sum ("<version>|<mode>|<horizon>|<sum>",
+added to by ``HINCRBYFLOAT``: ``service/live/sums.py`` reads them), are read
+and added to the field's sums, never written again.
 
 On one server, a commit that settles forecasts adds to it in the commit's own
 script (``COMMIT_SCORED``: the session's compare-and-set, then the sums), so
@@ -17,37 +23,44 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import struct
 from typing import Any
 
 from service.live.pairs import SEPARATOR as PAIR_SEPARATOR
 from service.live.pairs import PairedLosses
-from service.live.scores import Settled
+from service.live.scores import COUNT, Settled
 from service.live.shadows import ShadowScores
-from service.live.sums import SEPARATOR, LiveSums, from_fields
+from service.live.sums import SEPARATOR, HorizonSums, LiveSums, from_fields
 from service.stores.redis_pipeline import Commands, text
 from service.stores.redis_scripts import COMMIT, Script
 
-# LIVE: the live hash. The last ARGV is how many live arguments come before it: now (seconds), the fields'
-# prefix ("<version>|<mode>|"), Q, the Q levels' names, then float64 values, for each horizon settled: the
-# horizon, then its ``Settled.sums`` (count, pinball per level, inside, abs error, walk abs error). Each is
-# added by HINCRBYFLOAT as 17 digits, which read back as the same double.
+# LIVE: the live hash. The last ARGV is how many live arguments come before it: now (seconds), the field's
+# name, Q and the levels as float64 bytes, and ``Settled.sums`` as float64 bytes. A field of another shape
+# (none of one version and mode has) is started again rather than refused: a script that has committed a
+# session must not stop.
 _ADD = """
 local live_n = tonumber(ARGV[#ARGV])
 local first = #ARGV - live_n
-local now, prefix, q = ARGV[first], ARGV[first + 1], tonumber(ARGV[first + 2])
-local blob = ARGV[first + 3 + q]
-local v = {struct.unpack('<' .. string.rep('d', #blob / 8), blob)}
-local function add(name, value) redis.call('HINCRBYFLOAT', LIVE, name, string.format('%.17g', value)) end
-for at = 1, #blob / 8, q + 5 do
-  local name = prefix .. string.format('%d', v[at]) .. '|'
-  redis.call('HSETNX', LIVE, name .. 'since', now)
-  add(name .. 'n', v[at + 1])
-  for i = 1, q do add(name .. 'p' .. ARGV[first + 2 + i], v[at + 1 + i]) end
-  add(name .. 'inside', v[at + 2 + q])
-  add(name .. 'abs', v[at + 3 + q])
-  add(name .. 'walk', v[at + 4 + q])
+local now, name, head, blob = tonumber(ARGV[first]), ARGV[first + 1], ARGV[first + 2], ARGV[first + 3]
+local q, n = #head / 8 - 1, #blob / 8
+local horizons = n / (q + 4)
+local size = #head / 8 + n + horizons
+local add = {struct.unpack('<' .. string.rep('d', n), blob)}
+local old = redis.call('HGET', LIVE, name)
+local sums
+if old and #old == size * 8 and string.sub(old, 1, #head) == head then
+  sums = {struct.unpack('<' .. string.rep('d', size), old)}
+else
+  sums = {struct.unpack('<' .. string.rep('d', q + 1), head)}
+  for i = q + 2, size do sums[i] = 0 end
 end
+local at = q + 1
+for i = 1, n do sums[at + i] = sums[at + i] + add[i] end
+for h = 1, horizons do
+  if add[(h - 1) * (q + 4) + 1] ~= 0 and sums[at + n + h] == 0 then sums[at + n + h] = now end
+end
+redis.call('HSET', LIVE, name, struct.pack('<' .. string.rep('d', size), unpack(sums, 1, size)))
 """
 _APPLIED = "return 1\n"
 assert COMMIT.source.endswith(_APPLIED), "COMMIT must end by returning 1 once applied"
@@ -67,6 +80,8 @@ local LIVE = KEYS[1]
     + "return 1\n"
 )
 
+SUMS = "sums"  # the last part of a field's name
+
 # how long a commit's mark is kept: longer than the client takes to resend a command
 MARK_MS = 60_000
 
@@ -82,16 +97,31 @@ def mark_key(prefix: str, session_id: str, next_seq: int) -> str:
 
 def live_args(version: str, mode: str, settled: Settled, now: float) -> list[Any]:
     """The live arguments of ``_ADD`` for what one commit ``settled``, their count last."""
-    values = [value for horizon, row in settled.by_horizon().items() for value in (horizon, *row)]
-    levels = [repr(level) for level in settled.levels]
-    args: list[Any] = [
-        repr(now),
-        SEPARATOR.join((version, mode, "")),
-        len(levels),
-        *levels,
-        _doubles(len(values)).pack(*values),
-    ]
+    sums = settled.sums
+    name = SEPARATOR.join((version, mode, SUMS))
+    args = [repr(now), name, _head(settled.levels), _doubles(len(sums)).pack(*sums)]
     return [*args, len(args)]
+
+
+@functools.cache
+def _head(levels: tuple[float, ...]) -> bytes:
+    """Q and the levels, as a field's values start."""
+    return _doubles(len(levels) + 1).pack(len(levels), *levels)
+
+
+def _field_sums(blob: bytes) -> list[tuple[int, HorizonSums]]:
+    """The horizons of one field's value that have settled forecasts; none if it does not read."""
+    if len(blob) < 8 or len(blob) % 8:
+        return []
+    values = _doubles(len(blob) // 8).unpack(blob)
+    q = int(values[0]) if 0 < values[0] < len(values) else 0  # NaN too reads as no levels
+    horizons, extra = divmod(len(values) - 1 - q, q + 5) if q > 0 else (0, 1)
+    if extra or horizons <= 0:
+        return []
+    levels, width, at = tuple(values[1 : q + 1]), q + 4, q + 1
+    since = values[at + horizons * width :]
+    rows = [list(values[at + h * width : at + (h + 1) * width]) for h in range(horizons)]
+    return [(h + 1, HorizonSums(levels, row, since[h] or math.inf)) for h, row in enumerate(rows) if row[COUNT]]
 
 
 @functools.cache
@@ -119,7 +149,19 @@ async def read_live(commands: Commands, prefix: str) -> LiveSums:
     values = await commands.call("HGETALL", live_key(prefix))
     # RESP2: a flat list name, value, ... unless the client pairs it into a dict
     pairs = values.items() if isinstance(values, dict) else zip(values[::2], values[1::2], strict=True)
-    return from_fields({text(name): text(value) for name, value in pairs})
+    fields: dict[str, str] = {}
+    packed: list[tuple[str, bytes]] = []
+    for name, value in pairs:
+        if text(name).endswith(SEPARATOR + SUMS):
+            packed.append((text(name), value if isinstance(value, bytes) else value.encode()))
+        else:
+            fields[text(name)] = text(value)
+    live = from_fields(fields)  # the earlier layout's fields
+    for name, blob in packed:
+        version, mode, _ = name.rsplit(SEPARATOR, 2)
+        for horizon, sums in _field_sums(blob):
+            live.merge((version, mode, horizon), sums)
+    return live
 
 
 # A shadow's scores and paired losses (``service/live/shadows.py``), added once its session's commit is applied.

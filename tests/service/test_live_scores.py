@@ -65,3 +65,26 @@ def test_issued_forecasts_read_back_as_written_and_bad_bytes_are_named() -> None
     at = len(blob) - 8 * 7  # the last forecast's horizons left: 6 values after it
     with pytest.raises(StateError, match="do not read: 3 horizons left of a model of 2, in 15 values"):
         settle(Issued.from_bytes(blob[:at] + struct.pack("<d", 3.0) + blob[at + 8 :]), 3, [98.0], LEVELS)
+
+
+def test_a_forecast_left_open_keeps_its_rows_and_one_settled_in_part_keeps_its_later_ones() -> None:
+    rows = [[-0.1, 0.0, 0.1], [-0.2, 0.01, 0.2]]
+    issued = issued_after([100.0, 101.0], 0).with_forecast(1, 101.0, rows)
+    settled, left = settle(issued, 1, [101.0], LEVELS)  # settles origin 0's horizon 1, nothing of origin 1's
+    assert {h: row[0] for h, row in settled.by_horizon().items()} == {1: 1}
+    assert left.pending == (
+        Pending(0, 100.0, (-0.02, 0.001, 0.02)),
+        Pending(1, 101.0, (-0.1, 0.0, 0.1, -0.2, 0.01, 0.2)),
+    )
+    assert left.to_bytes().endswith(issued.to_bytes()[-8 * 9 :])  # origin 1's entry, as it was read
+    assert Issued.from_bytes(left.to_bytes()) == left
+
+
+def test_issued_forecasts_are_read_only_as_the_version_and_shape_asked_for() -> None:
+    issued = issued_after([100.0], 0)
+    blob = issued.to_bytes()
+    assert Issued.of(blob, "v1", 2, 3) == issued == Issued.from_bytes(blob)
+    assert Issued.of(blob, "v2", 2, 3) is None  # another version's (a migration)
+    assert Issued.of(blob, "v1", 3, 3) is None and Issued.of(blob, "v1", 2, 5) is None  # another shape's
+    assert Issued.of(blob + b"\x00", "v1", 2, 3) is None  # values cut short
+    assert Issued.of(b"\x01" + blob[1:], "v1", 2, 3) is None  # another format

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 
 from models.series import Observation, SeriesState
 from service.live.scores import Issued
@@ -52,7 +53,7 @@ def test_kept_forecasts_that_hold_the_newest_are_read_as_kept(registry: Registry
 
 def test_kept_forecasts_that_do_not_read_never_refuse_an_append(registry: Registry, bars):
     _, now = record_after(registry, bars, b"")
-    broken = Issued(now.version, 3, 3, [float(WARM - 1), 100.0, 7.0, 0.0]).to_bytes()  # 7 horizons of 3
+    broken = Issued(now.version, 3, 3, struct.pack("<4d", WARM - 1, 100.0, 7.0, 0.0)).to_bytes()  # 7 horizons of 3
     record, _ = record_after(registry, bars, broken)
     predictor = registry.predictor(record.version)
     append = Append(record, WARM, [bars[WARM]])
