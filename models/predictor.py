@@ -175,8 +175,9 @@ class Predictor:
             return {}
         batch, read = batch_from_bytes([steps[i].state for i in picked], self.config)
         picked = [picked[k] for k in read]
-        counted = batch.n_obs == np.array([steps[i].n_obs for i in picked], np.int64)
-        if not counted.all():
+        n_obs = [steps[i].n_obs for i in picked]
+        if batch.n_obs.tolist() != n_obs:  # compared as lists: the arrays' calls cost more for a few streams
+            counted = batch.n_obs == np.array(n_obs, np.int64)
             batch = batch.take(counted)
             picked = [i for i, fits in zip(picked, counted.tolist(), strict=True) if fits]
         if not picked:

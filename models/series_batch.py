@@ -73,14 +73,14 @@ def batch_from_bytes(blobs: Sequence[bytes], config: ModelConfig) -> tuple[Serie
     Each is read as ``series_from_bytes`` reads it; the others (any other kind of state, or bytes
     that are not a state of this model) are left out, for ``series_from_bytes`` to read or refuse.
     """
-    dtype, _ = _layout(config)
-    at, shared = _shared_bytes(config)
+    dtype, at, shared = _shared_bytes(config)
     sized = [i for i, blob in enumerate(blobs) if len(blob) == dtype.itemsize]
     joined = b"".join([blobs[i] for i in sized])
     records = np.frombuffer(joined, dtype)
     # the shared bytes of all the fixed fields compared at once: a few calls whatever the number of streams
     fits = (np.frombuffer(joined, np.uint8).reshape(len(sized), dtype.itemsize)[:, at] == shared).all(axis=1)
-    fits &= ~np.isnan(records["last_close"])
+    last_close = records["last_close"]
+    fits &= last_close == last_close  # not NaN
     if not fits.all():
         records = records[fits]
         sized = [i for i, fit in zip(sized, fits.tolist(), strict=True) if fit]
@@ -110,13 +110,14 @@ def batch_to_bytes(batch: SeriesBatch, config: ModelConfig) -> list[bytes]:
 
 
 @functools.cache
-def _shared_bytes(config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Where the ``_FIXED`` fields lie in a live stream's state bytes (byte offsets), and what they hold."""
+def _shared_bytes(config: ModelConfig) -> tuple[np.dtype, np.ndarray, np.ndarray]:
+    """The record of one live stream's state bytes (``_layout``), where its ``_FIXED`` fields lie (byte
+    offsets), and what they hold: one lookup per call of ``batch_from_bytes`` or ``batch_to_bytes``."""
     dtype, template = _layout(config)
     fields = dtype.fields
     assert fields is not None
     at = np.concatenate([np.arange(fields[name][1], fields[name][1] + fields[name][0].itemsize) for name in _FIXED])
-    return at, np.frombuffer(template.tobytes(), np.uint8)[at]
+    return dtype, at, np.frombuffer(template.tobytes(), np.uint8)[at]
 
 
 @functools.cache
