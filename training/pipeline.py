@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from data.features import DEFAULT_FEATURES
-from latentcast.errors import ConfigError
+from latentcast.errors import ConfigError, DataError
 from models.calibration import YoungOffsets
 from models.checkpoint import make_checkpoint
 from models.config import RANGE_SOURCES, ModelConfig
@@ -64,6 +64,7 @@ def fit(
             f"variance_source {model_config.variance_source!r} reads the range as second feature, "
             f"the data has {list(data.features)}"
         )
+    check_every_value(data, model_config)
     if model_config.ranges_optional:  # fit where the scaler is: on the training rows
         model_config = replace(model_config, range_ratio=training_range_ratio(data))
     if model_config.horizon != data.horizon:
@@ -94,6 +95,22 @@ def fit(
             result.seconds,
         )
     return Trained(model, data, result, train_config, pretrained)
+
+
+def check_every_value(data: TrainingData, model_config: ModelConfig) -> None:
+    """``DataError`` naming the first ticker and day whose features miss a value the model needs: every one,
+    but the range of a model that reads it where sent (``ranges_optional``)."""
+    optional = 1 if model_config.ranges_optional else None  # the range, second feature
+    for series in data.series:
+        missing = np.isnan(series.features)
+        if optional is not None:
+            missing[:, optional] = False
+        if missing.any():
+            row, column = np.argwhere(missing)[0]
+            raise DataError(
+                f"{series.ticker}: no {data.features[column]} on {np.datetime_as_string(series.dates[row], 'D')} "
+                "(its price lacks a field the feature is made from), and the model needs it on every day"
+            )
 
 
 def training_range_ratio(data: TrainingData) -> float:

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from data import sources
 from data.features import through_end
-from latentcast.errors import ConfigError
+from latentcast.errors import ConfigError, DataError
 from tests.factories import tiny_config
 from training.batches import batches_for
 from training.config import TrainConfig
@@ -120,3 +123,20 @@ def test_the_shards_of_an_epoch_drop_the_ranges_the_whole_epoch_drops(prices, mo
     assert sorted(torch.cat(parts).tolist()) == sorted(whole.tolist()) and whole.any() and not whole.all()
     if mode == "latent":  # shard r reads pieces r, r + 2, ...
         assert torch.equal(parts[0], torch.cat([w[0::2] for w in whole.split(len(whole) // 3)]))
+
+
+def test_a_day_without_its_range_is_refused_naming_it_unless_the_model_reads_the_range_where_sent(prices):
+    holed = prices.copy()
+    day = (holed["ticker"] == "IBM") & (holed["date"] == pd.Timestamp("2008-03-03"))
+    assert day.sum() == 1
+    holed.loc[day, "high"] = np.nan
+    data = TrainingData.prepare(holed, ("returns", "range"), tiny_config("latent").horizon)
+    parkinson = tiny_config("latent", n_features=2, scaling="volatility", variance_source="parkinson")
+    with pytest.raises(DataError) as err:
+        fit(parkinson, data, FAST)
+    assert str(err.value) == (
+        "IBM: no range on 2008-03-03 (its price lacks a field the feature is made from), "
+        "and the model needs it on every day"
+    )
+    mixed = replace(parkinson, variance_source="range_or_returns")
+    assert np.isfinite(fit(mixed, data, FAST).result.best_val_loss)
