@@ -132,12 +132,10 @@ def losses(issued: Issued, first_seq: int, closes: Sequence[float], levels: tupl
     last = first_seq + len(closes) - 1
     q = len(levels)
     for pending in issued.pending:
-        remaining = len(pending.rows) // q
-        first_h = issued.horizon - remaining + 1
-        for h in range(max(first_h, first_seq - pending.origin), min(issued.horizon, last - pending.origin) + 1):
+        for h in range(max(1, first_seq - pending.origin), min(issued.horizon, last - pending.origin) + 1):
             outcome = closes[pending.origin + h - first_seq]
             realized = math.log(outcome / pending.close)
-            e = [realized - v for v in pending.rows[(h - first_h) * q : (h - first_h + 1) * q]]
+            e = [realized - v for v in pending.rows[(h - 1) * q : h * q]]
             loss = sum(max(level * x, (level - 1) * x) for level, x in zip(levels, e, strict=True)) / q
             out[(pending.origin + h) * (issued.horizon + 1) + h] = loss
     return out

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from latentcast.errors import StateError
 from models.predictor import Predictor
-from service.live.scores import Issued, Settled, settle
+from service.live.scores import Issued, Settled, settle, settle_stored
 from service.live.shadows import Shadow, ShadowScores, pack, packed, unpack
 from service.sessions.replies import SessionReply
 from service.sessions.shadow_steps import ShadowRunner, ShadowStep
@@ -37,7 +37,7 @@ def scored(
     of its model (``service/sessions/shadow_steps.py``)."""
     levels = predictor.config.quantiles
     out: list[Planned] = list(results)
-    live: dict[int, tuple[Issued, Settled]] = {}
+    live: dict[int, tuple[bytes, Settled]] = {}
     steps: list[tuple[int, ShadowStep]] = []
     for i, (append, result) in enumerate(zip(appends, results, strict=True)):
         if isinstance(result, Change) and result.update.appended:
@@ -52,10 +52,9 @@ def scored(
                 kept.setdefault(i, []).append(shadow)
             if shadow_scores is not None:
                 scores.setdefault(i, []).append(shadow_scores)
-    for i, (issued, settled) in live.items():
+    for i, (blob, settled) in live.items():
         change = results[i]
         assert isinstance(change, Change)
-        blob = issued.to_bytes()
         if i in kept:
             blob = pack(blob, kept[i])
         update = _with_live(change.update, blob, settled if settled.count else None, tuple(scores.get(i, ())))
@@ -69,11 +68,23 @@ def _scored_change(
     record: SessionRecord,
     change: Change,
     shadows: ShadowRunner | None,
-) -> tuple[tuple[Issued, Settled], list[ShadowStep]]:
-    """What ``change`` settles of the session's forecasts and what then awaits outcomes, and the steps of the
-    shadows it keeps."""
+) -> tuple[tuple[bytes, Settled], list[ShadowStep]]:
+    """What ``change`` settles of the session's forecasts and what then awaits outcomes (as stored), and the
+    steps of the shadows it keeps."""
     update = change.update
     closes = [obs.close for obs in update.appended]
+    forecast = change.reply.forecast
+    made = None if forecast is None else (forecast.as_of_seq, closes[-1], forecast.log_return)
+    config = predictor.config
+    # as an append finds them when the previous one was scored: no shadows, of this version, the newest the
+    # last observation's (``settle_stored``); read as ``Issued`` otherwise
+    try:
+        stored = settle_stored(record.issued, predictor.version, config.horizon, record.next_seq, closes, levels, made)
+    except StateError:
+        stored = None
+    if stored is not None:
+        settled, blob = stored
+        return (blob, settled), []
     found: tuple[Shadow, ...] = ()
     if packed(record.issued):
         try:
@@ -88,18 +99,17 @@ def _scored_change(
         record = dataclasses.replace(record, issued=b"")
         model = awaiting(predictor, record)
         settled, issued = settle(model, record.next_seq, closes, levels)
-    forecast = change.reply.forecast
-    if forecast is not None:
-        issued = issued.with_forecast(forecast.as_of_seq, closes[-1], forecast.log_return)
+    if made is not None:
+        issued = issued.with_forecast(*made)
     if shadows is None:
-        return (issued, settled), []  # shadows are off: a session drops its own
+        return (issued.to_bytes(), settled), []  # shadows are off: a session drops its own
     # a session migrated to a shadow's version drops that shadow (the pair would be one model)
     steps = [
         ShadowStep(shadow, model, levels, record.next_seq, update.appended)
         for shadow in found
         if shadow.version != predictor.version
     ]
-    return (issued, settled), steps
+    return (issued.to_bytes(), settled), steps
 
 
 def _with_live(

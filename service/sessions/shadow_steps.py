@@ -109,9 +109,9 @@ class ShadowRunner:
         ready: list[tuple[int, Issued, Settled, dict[int, float]]] = []
         for k, step in enumerate(steps):
             try:
-                kept = Issued(version, config.horizon, len(config.quantiles))
-                if step.shadow.issued:
-                    kept = Issued.from_bytes(step.shadow.issued)
+                # forecasts that do not read (of an earlier format) are dropped: the shadow scores on from its next
+                shape = (version, config.horizon, len(config.quantiles))
+                kept = Issued.of(step.shadow.issued, *shape) or Issued(*shape)
                 closes = [obs.close for obs in step.appended]
                 paired = losses(kept, step.first_seq, closes, config.quantiles)
                 settled, kept = settle(kept, step.first_seq, closes, config.quantiles)

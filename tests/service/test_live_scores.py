@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import struct
 
 import pytest
 
@@ -28,7 +27,7 @@ def test_an_h_step_forecast_is_settled_by_the_observation_h_after_it_and_scored_
     assert settled.by_horizon() == {1: pytest.approx([1, *pinball, 1, outcome, outcome], rel=1e-12)}
     assert settled.count == 1 and len(settled.sums) == 2 * 7
     assert settled.pinball(1) == pytest.approx(pinball, rel=1e-12)
-    assert [len(p.rows) for p in left.pending] == [3]  # horizon 2 awaits observation 2
+    assert [p.origin for p in left.pending] == [0]  # horizon 2 awaits observation 2
     settled, left = settle(left, 2, closes[2:], LEVELS)
     outcome = math.log(99.0 / 100.0)
     pinball = [0.1 * (outcome + 0.02), 0.5 * (0.001 - outcome), 0.1 * (0.02 - outcome)]
@@ -58,25 +57,30 @@ def test_issued_forecasts_read_back_as_written_and_bad_bytes_are_named() -> None
     blob = issued.to_bytes()
     with pytest.raises(StateError, match="issued forecasts truncated: 3 bytes"):
         Issued.from_bytes(blob[:3])
-    with pytest.raises(StateError, match="issued forecasts of format 2, 3 levels and 130 bytes do not read"):
+    size = len(blob)
+    with pytest.raises(StateError, match=f"format 3, horizon 2, 3 levels and {size + 1} bytes do not read"):
         Issued.from_bytes(blob + b"\x00")
-    with pytest.raises(StateError, match="do not read: 2 horizons left of a model of 2, in 14 values"):
-        settle(Issued.from_bytes(blob[:-8]), 3, [98.0], LEVELS)  # the last forecast's rows cut short
-    at = len(blob) - 8 * 7  # the last forecast's horizons left: 6 values after it
-    with pytest.raises(StateError, match="do not read: 3 horizons left of a model of 2, in 15 values"):
-        settle(Issued.from_bytes(blob[:at] + struct.pack("<d", 3.0) + blob[at + 8 :]), 3, [98.0], LEVELS)
+    with pytest.raises(StateError, match=f"format 3, horizon 2, 3 levels and {size - 8} bytes do not read"):
+        Issued.from_bytes(blob[:-8])  # the last forecast's rows cut short
+    with pytest.raises(StateError, match="do not read: 120 bytes are no whole forecasts of 8 values"):
+        settle(Issued("v1", 2, 3, issued.body[:-8]), 3, [98.0], LEVELS)
+    with pytest.raises(StateError, match="issued forecasts of format 2"):
+        Issued.from_bytes(b"\x02" + blob[1:])  # the earlier format, which kept only the horizons left
 
 
-def test_a_forecast_left_open_keeps_its_rows_and_one_settled_in_part_keeps_its_later_ones() -> None:
+def test_a_forecast_is_kept_as_it_was_read_until_its_last_horizon_settles() -> None:
     rows = [[-0.1, 0.0, 0.1], [-0.2, 0.01, 0.2]]
     issued = issued_after([100.0, 101.0], 0).with_forecast(1, 101.0, rows)
     settled, left = settle(issued, 1, [101.0], LEVELS)  # settles origin 0's horizon 1, nothing of origin 1's
     assert {h: row[0] for h, row in settled.by_horizon().items()} == {1: 1}
+    assert left == issued  # origin 0's horizon 2 still awaits observation 2: both kept, byte for byte
     assert left.pending == (
-        Pending(0, 100.0, (-0.02, 0.001, 0.02)),
+        Pending(0, 100.0, (-0.01, 0.0, 0.01, -0.02, 0.001, 0.02)),
         Pending(1, 101.0, (-0.1, 0.0, 0.1, -0.2, 0.01, 0.2)),
     )
-    assert left.to_bytes().endswith(issued.to_bytes()[-8 * 9 :])  # origin 1's entry, as it was read
+    settled, left = settle(left, 2, [99.0], LEVELS)  # origin 0's horizon 2 and origin 1's horizon 1
+    assert {h: row[0] for h, row in settled.by_horizon().items()} == {1: 1, 2: 1}
+    assert left.body == issued.body[8 * 8 :]  # origin 0 cut off the front, origin 1 as it was
     assert Issued.from_bytes(left.to_bytes()) == left
 
 
