@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,8 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.predictor import Predictor
-from models.series import Stepped, StoredStep
+from models.series import Observation, Stepped, StoredStep
 from service.http.app import create_app
+from service.live.scores import Issued
+from service.sessions.shadow_steps import ShadowRunner, ShadowStep
 from tests.service.conftest import MakeSettings
 from tests.service.test_shadows import live_models
 from training.registry import Registry
@@ -80,3 +83,25 @@ def test_the_shadows_of_a_batch_step_together_and_score_as_one_by_one(
     for row, row_alone in zip(pair["horizons"], pair_alone["horizons"], strict=True):
         assert row["count"] == row_alone["count"] > 0
         assert row["mean_difference"] == pytest.approx(row_alone["mean_difference"], rel=1e-4, abs=1e-9)
+
+
+def test_a_shadows_forecasts_of_an_earlier_format_are_dropped_and_the_shadow_scores_on(
+    registry: Registry, bars: list[Observation]
+) -> None:
+    version = registry.champion("latent")
+    assert version is not None
+    session = registry.predictor(version)
+    runner = ShadowRunner(1.0, registry.champion, registry.predictor, keep=10)
+    [opened] = runner.open("s", "latent", session.version, bars[:WARM])
+    earlier = b"\x02" + opened.issued[1:]  # the format that kept only the horizons still open
+    model = Issued(session.version, session.config.horizon, len(session.config.quantiles))
+    step = ShadowStep(
+        dataclasses.replace(opened, issued=earlier), model, session.config.quantiles, WARM, bars[WARM : WARM + 1]
+    )
+    [(after, scores)] = runner.advance_all([step])
+    assert after is not None and scores is None  # kept, with nothing to settle
+    assert [p.origin for p in Issued.from_bytes(after.issued).pending] == [WARM]
+    [(again, scores)] = runner.advance_all(
+        [dataclasses.replace(step, shadow=after, first_seq=WARM + 1, appended=bars[WARM + 1 : WARM + 2])]
+    )
+    assert again is not None and scores is not None and scores.settled.by_horizon().keys() == {1}
