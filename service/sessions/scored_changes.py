@@ -37,28 +37,29 @@ def scored(
     of its model (``service/sessions/shadow_steps.py``)."""
     levels = predictor.config.quantiles
     out: list[Planned] = list(results)
-    live: dict[int, tuple[bytes, Settled]] = {}
+    live: dict[int, tuple[bytes, Settled]] = {}  # the changes whose shadows step: finished once they have
     steps: list[tuple[int, ShadowStep]] = []
     for i, (append, result) in enumerate(zip(appends, results, strict=True)):
         if isinstance(result, Change) and result.update.appended:
-            live[i], own = _scored_change(predictor, levels, append.record, result, shadows)
+            (blob, settled), own = _scored_change(predictor, levels, append.record, result, shadows)
             if own:
+                live[i] = blob, settled
                 steps += [(i, step) for step in own]
+            else:
+                out[i] = _with_scores(result, blob, settled, ())
+    if shadows is None or not steps:
+        return out
     kept: dict[int, list[Shadow]] = {}
     scores: dict[int, list[ShadowScores]] = {}
-    if shadows is not None and steps:
-        for (i, _), (shadow, shadow_scores) in zip(steps, shadows.advance_all([s for _, s in steps]), strict=True):
-            if shadow is not None:
-                kept.setdefault(i, []).append(shadow)
-            if shadow_scores is not None:
-                scores.setdefault(i, []).append(shadow_scores)
+    for (i, _), (shadow, shadow_scores) in zip(steps, shadows.advance_all([s for _, s in steps]), strict=True):
+        if shadow is not None:
+            kept.setdefault(i, []).append(shadow)
+        if shadow_scores is not None:
+            scores.setdefault(i, []).append(shadow_scores)
     for i, (blob, settled) in live.items():
         change = results[i]
         assert isinstance(change, Change)
-        if i in kept:
-            blob = pack(blob, kept[i])
-        update = _with_live(change.update, blob, settled if settled.count else None, tuple(scores.get(i, ())))
-        out[i] = Change(update, change.reply, change.applied)
+        out[i] = _with_scores(change, pack(blob, kept.get(i, ())), settled, tuple(scores.get(i, ())))
     return out
 
 
@@ -112,14 +113,18 @@ def _scored_change(
     return (issued.to_bytes(), settled), steps
 
 
-def _with_live(
-    update: SessionUpdate, issued: bytes, scores: Settled | None, shadow_scores: tuple[ShadowScores, ...]
-) -> SessionUpdate:
-    """``dataclasses.replace(update, issued=issued, scores=scores, ...)``, made as a copy of its fields:
-    ``replace`` calls the class with every field by name, which costs more than scoring the append."""
-    scored_update = object.__new__(SessionUpdate)
-    scored_update.__dict__.update(update.__dict__, issued=issued, scores=scores, shadow_scores=shadow_scores)
-    return scored_update
+def _with_scores(change: Change, issued: bytes, settled: Settled, shadow_scores: tuple[ShadowScores, ...]) -> Change:
+    """``change`` with the forecasts it leaves awaiting outcomes, its scores if it settled any, and its
+    shadows'. The update is made as a copy of its fields, not by ``dataclasses.replace``, which calls the class
+    with every field by name and costs more than scoring the append."""
+    update = object.__new__(SessionUpdate)
+    update.__dict__.update(
+        change.update.__dict__,
+        issued=issued,
+        scores=settled if settled.count else None,
+        shadow_scores=shadow_scores,
+    )
+    return Change(update, change.reply, change.applied)
 
 
 def awaiting(predictor: Predictor, record: SessionRecord) -> Issued:
