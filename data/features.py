@@ -275,7 +275,7 @@ class Scaler:
         the returns and the range of a model whose variance reads it; a bool
         reads as 0 or 1). NaN (a range not sent) stays NaN.
         """
-        if rows.shape[0] == 1 and rows.ndim == 2 and rows.dtype == np.float64:
+        if rows.ndim == 2 and rows.shape[0] == 1 and rows.dtype == np.float64:
             return self._transform_row(rows[0].tolist(), raw_columns)
         scaled = (rows - self.mean) / self.std
         # np.clip's dispatch costs twice the two ufuncs it stands for, at every request

@@ -197,6 +197,7 @@ class _Lone:
 
 
 def _arrays(batch: SeriesBatch) -> tuple[np.ndarray, ...]:
+    """The batch's arrays in the order of their fields in the bytes."""
     return batch.n_obs, batch.last_close, batch.last_volume, batch.output, batch.packed
 
 
@@ -227,12 +228,12 @@ def _lone_layout(config: ModelConfig) -> _Lone:
 def _lone_from_bytes(blob: bytes, lone: _Lone) -> SeriesBatch | None:
     """``blob`` as the batch of one that ``batch_from_bytes`` reads from it, or None where it reads none
     (left to the record array, which leaves it out)."""
-    (_, head_end, head), flags, stream = lone.fixed
+    (_, head_end, head), (flags_at, flags_end, flags), (stream_at, stream_end, stream_head) = lone.fixed
     if (
         len(blob) != lone.size
-        or blob[:head_end] != head
-        or blob[flags[0] : flags[1]] != flags[2]
-        or blob[stream[0] : stream[1]] != stream[2]
+        or blob[:head_end] != head  # the bytes start with it (``_ORDER``)
+        or blob[flags_at:flags_end] != flags
+        or blob[stream_at:stream_end] != stream_head
     ):
         return None
     n_obs, last_close, last_volume = _NUMBERS.unpack_from(blob, lone.numbers)

@@ -136,7 +136,7 @@ def test_a_lone_row_is_scaled_to_the_floats_the_rows_of_a_batch_are():
         together = scaler.transform(rows, raw)  # (N, F): numpy's arithmetic, row by row alike
         for i in range(len(rows)):
             alone = scaler.transform(rows[i : i + 1], raw)
-            assert (alone.dtype, alone.shape) == (np.float32, (1, 3))
+            assert (alone.dtype, alone.shape) == (np.dtype(np.float32), (1, 3))
             assert alone.tobytes() == together[i].tobytes(), (rows[i], raw)
 
 

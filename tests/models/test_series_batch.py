@@ -131,7 +131,7 @@ def test_streams_stepped_and_forecast_together_equal_each_alone(cell, n_features
 
 # the model kinds a lone stream is read and written for: closes; bars with their range and volume; a model whose
 # variance reads the range where sent, streams of bars and of closes only; variances at several scales
-LONE = {
+LONE: dict[str, tuple[tuple[str, int, str], dict[str, Any]]] = {
     "closes": (("GRU", 1, "global"), {}),
     "bars": (("LSTM", 3, "volatility"), {}),
     "range_or_returns": (("GRU", 2, "volatility"), {"variance_source": "range_or_returns"}),
