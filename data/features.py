@@ -275,6 +275,8 @@ class Scaler:
         the returns and the range of a model whose variance reads it; a bool
         reads as 0 or 1). NaN (a range not sent) stays NaN.
         """
+        if rows.ndim == 2 and rows.shape[0] == 1 and rows.dtype == np.float64:
+            return self._transform_row(rows[0].tolist(), raw_columns)
         scaled = (rows - self.mean) / self.std
         # np.clip's dispatch costs twice the two ufuncs it stands for, at every request
         np.maximum(scaled, -self.clip, out=scaled)
@@ -283,6 +285,15 @@ class Scaler:
             moves = rows[..., :raw_columns] / self.target_scale
             out[..., :raw_columns] = np.minimum(np.maximum(moves, -RAW_RETURN_BOUND), RAW_RETURN_BOUND)
         return out
+
+    def _transform_row(self, row: list[float], raw_columns: int) -> np.ndarray:
+        """``transform`` of one row (a lone append's), (1, F) float32: numpy's fixed cost per call exceeds the
+        work, and Python's float arithmetic rounds as numpy's does; ``max`` and ``min`` keep a NaN first."""
+        moments = zip(row, self.mean.tolist(), self.std.tolist(), strict=True)
+        out = [min(max((value - mean) / std, -self.clip), self.clip) for value, mean, std in moments]
+        for j in range(raw_columns):
+            out[j] = min(max(row[j] / self.target_scale, -RAW_RETURN_BOUND), RAW_RETURN_BOUND)
+        return np.array([out], np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -161,7 +161,7 @@ class Predictor:
                     read.append((i, state))
                 except StateError as exc:
                     results[i] = exc
-        advanced = self._forward_many([state for _, state in read], [steps[i].tail for i, _ in read])
+        advanced = self._forward_many([state for _, state in read], [steps[i].tail for i, _ in read]) if read else []
         for (i, _), state in zip(read, advanced, strict=True):
             forecast = self.forecast(state, steps[i].offsets)
             results[i] = Stepped(self.state_to_bytes(state), state.n_obs, state.last_close, state.output, forecast)

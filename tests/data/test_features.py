@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,6 +126,18 @@ def test_raw_columns_are_left_in_the_returns_units_for_the_model_to_scale():
     np.testing.assert_allclose(two[:, :2], rows[:, :2] / scaler.target_scale, rtol=1e-6)
     np.testing.assert_array_equal(two[:, 2], standard[:, 2])
     np.testing.assert_array_equal(scaler.transform(rows, True), scaler.transform(rows, 1))
+
+
+def test_a_lone_row_is_scaled_to_the_floats_the_rows_of_a_batch_are():
+    values = [0.0, -0.0, 0.013, -0.04, 3.5, -1e6, 1e300, 5e-324, np.nan, np.inf, -np.inf]
+    rows = np.array(list(itertools.product(values, repeat=3)))  # every mix, NaN (a range not sent) among them
+    scaler = Scaler(("returns", "range", "volume"), np.array([0.001, 0.02, -0.3]), np.array([0.02, 0.01, 0.7]), 0.02)
+    for raw in (0, 1, 2, True):
+        together = scaler.transform(rows, raw)  # (N, F): numpy's arithmetic, row by row alike
+        for i in range(len(rows)):
+            alone = scaler.transform(rows[i : i + 1], raw)
+            assert (alone.dtype, alone.shape) == (np.dtype(np.float32), (1, 3))
+            assert alone.tobytes() == together[i].tobytes(), (rows[i], raw)
 
 
 def test_training_targets_never_read_past_the_cut():
