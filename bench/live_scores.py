@@ -1,7 +1,7 @@
 """Server CPU per append with live scoring on against off, in one run.
 
     .venv/bin/python -m bench.live_scores [--sessions 16] [--appends 100] [--turns 80] [--rounds 4]
-        [--redis-url URL] [--shadow {ar,latent}] [--bulk]
+        [--redis-url URL] [--shadow {ar,latent}] [--bulk] [--alike]
 
 Starts two ``latentcast serve`` processes on the same model (the default-size
 latent GRU, untrained, with a real scaler; memory store, or Redis with
@@ -19,7 +19,11 @@ ratios on / off with their quartiles and the median's 95% interval
 the goal: met when its whole interval is at most the goal. The turns are
 spread over ``--rounds`` pairs of servers started one after the other (each
 round's median is printed too): what one pair of processes costs apart from
-their settings, which varies from run to run, averages out. The client's CPU
+their settings, which varies from run to run, averages out. Which of the two
+starts first alternates from round to round; both run with the same hash seed
+and, on two cores or more, on one core, with the client on the others
+(``Placement``): unpinned, the first-started server of a pair was the cheaper
+in every round of a run where both scored. The client's CPU
 is not counted; a request at a time, so micro-batching holds one append per
 batch, as a lone client's does.
 
@@ -32,6 +36,9 @@ With ``--bulk`` each request is a bulk append (``POST /v1/observations``) of one
 close to every session, so that the appends of a request are planned as one
 batch, their shadows with them: the cost per append of a server under many
 sessions rather than one lone client's.
+
+With ``--alike`` both servers score: the ratio of two servers that differ in
+nothing, what the bench reads when there is no difference to read.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import torch
 from bench.harness import BENCH_MODEL, bench_env, default_checkpoint
 from data import sources
 from models.config import MODES
-from tests.support.paired_turns import PairedRatios, cpu_seconds, thread_cpu
+from tests.support.paired_turns import PairedRatios, Placement, cpu_seconds, thread_cpu
 from tests.support.processes import ServiceProcess
 from training.registry import Registry
 
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="serve sessions from this Redis (default: the memory store)")
     parser.add_argument("--shadow", choices=MODES, help="shadows of this mode on one server, none on the other")
     parser.add_argument("--bulk", action="store_true", help="one bulk request of a close to every session at a time")
+    parser.add_argument("--alike", action="store_true", help="both servers score: what the bench reads of no change")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.turns % args.rounds:
         parser.error(f"--turns {args.turns} must be a multiple of --rounds {args.rounds}")
@@ -85,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{needed} closes per session are more than the {len(closes)} bundled: fewer appends or turns")
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        env = bench_env(folder, args.torch_threads)
+        # the same hash seed in both servers of a pair: their dicts and sets alike
+        env = bench_env(folder, args.torch_threads) | {"PYTHONHASHSEED": "0"}
+        placement = Placement.of(os.sched_getaffinity(0))
+        placement.pin_client()
         if args.redis_url:
             # keys of this run's own: the sums of an earlier run on the same server are not read as this one's
             prefix = f"bench-{os.getpid()}"
@@ -94,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 "LATENTCAST_REDIS_URL": args.redis_url,
                 "LATENTCAST_REDIS_PREFIX": prefix,
             }
-        mode, off_env = "latent", {"LATENTCAST_LIVE_SCORES": "false"}
+        mode, off_env = "latent", {"LATENTCAST_LIVE_SCORES": str(args.alike).lower()}
         if args.shadow is not None:
             registry = Registry(Path(env["LATENTCAST_ARTIFACTS"]))
             mode = next(m for m in MODES if m != args.shadow)
@@ -106,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         medians: list[float] = []
         settled: dict[str, int] = {}
         for round_ in range(args.rounds):
-            on_side, off_side, round_settled = run_round(env, off_env, folder / str(round_), closes, mode, warm, args)
+            on_side, off_side, round_settled = run_round(
+                env, off_env, folder / str(round_), closes, mode, warm, args, placement
+            )
             medians.append(statistics.median(a / b for a, b in zip(on_side, off_side, strict=True)))
             seconds[0] += on_side
             seconds[1] += off_side
@@ -148,16 +161,20 @@ def run_round(
     mode: str,
     warm: int,
     args: argparse.Namespace,
+    placement: Placement,
 ) -> tuple[list[float], list[float], dict[str, int]]:
     """One pair of servers fed in alternating turns: each one's CPU seconds per turn, and the one-step forecasts
-    the first settled, by mode."""
+    the first settled, by mode. The scoring one starts first in even rounds, the other in odd ones."""
     folder.mkdir()
     if "LATENTCAST_REDIS_PREFIX" in env:  # keys of this round's own
         env = env | {"LATENTCAST_REDIS_PREFIX": f"{env['LATENTCAST_REDIS_PREFIX']}-{folder.name}"}
     on = ServiceProcess(env | {"LATENTCAST_LIVE_SCORES": "true"}, folder / "on.log")
     off_prefix = env.get("LATENTCAST_REDIS_PREFIX", "") + "off"
     off = ServiceProcess(env | off_env | {"LATENTCAST_REDIS_PREFIX": off_prefix}, folder / "off.log")
-    with on, off, httpx.Client(base_url=on.url) as on_client, httpx.Client(base_url=off.url) as off_client:
+    first, second = (on, off) if int(folder.name) % 2 == 0 else (off, on)
+    with first, second, httpx.Client(base_url=on.url) as on_client, httpx.Client(base_url=off.url) as off_client:
+        placement.pin_server(on.pid)
+        placement.pin_server(off.pid)
         feeds = [
             Feed(on.pid, on_client, closes, args.sessions, mode, warm, args.bulk),
             Feed(off.pid, off_client, closes, args.sessions, mode, warm, args.bulk),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
 from scipy import stats
 
-from tests.support.paired_turns import PairedRatios, cpu_seconds, median_interval, thread_cpu
+from tests.support.paired_turns import PairedRatios, Placement, cpu_seconds, median_interval, thread_cpu
 
 
 @pytest.mark.parametrize("count", [6, 7, 20, 80, 101])
@@ -72,3 +74,20 @@ def test_thread_cpu_counts_the_work_of_every_thread() -> None:
     assert after[os.getpid()] > before[os.getpid()]
     assert cpu_seconds(before, after) > 0
     assert cpu_seconds(before, before) == 0
+
+
+def test_the_servers_run_on_one_core_and_the_client_on_the_others() -> None:
+    assert Placement.of({0}) == Placement(None, None)  # one core: nothing is pinned
+    placement = Placement.of({0, 1, 3})
+    assert placement == Placement(frozenset({3}), frozenset({0, 1}))
+    cores = os.sched_getaffinity(0)
+    if len(cores) < 2:
+        pytest.skip("pinning needs two cores")
+    here = Placement.of(cores)
+    assert here.servers is not None
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as child:
+        try:
+            here.pin_server(child.pid)
+            assert os.sched_getaffinity(child.pid) == set(here.servers)
+        finally:
+            child.kill()

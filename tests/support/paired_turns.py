@@ -8,11 +8,16 @@ two; the scheduler's own count, ``/proc/<pid>/task/<tid>/schedstat``, is in
 nanoseconds. ``PairedRatios`` summarises the pairs by the median of their
 ratios, which one turn disturbed by another process moves little, with the
 quartiles and a distribution-free 95% interval of that median.
+
+``Placement`` keeps the servers off the client's core: where each process of a
+pair runs moves its CPU per request by a few percent, the same way in every
+turn of that pair, which alternating turns cannot cancel.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +36,33 @@ def thread_cpu(pid: int) -> dict[int, int]:
         except (FileNotFoundError, ProcessLookupError):  # the thread ended while the folder was read
             continue
     return out
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The cores the servers run on and those the client runs on: the last core this process may use for the
+    servers (one at a time is fed), the others for the client; None for both with fewer than two cores."""
+
+    servers: frozenset[int] | None
+    client: frozenset[int] | None
+
+    @classmethod
+    def of(cls, cores: set[int]) -> Placement:
+        if len(cores) < 2:
+            return cls(None, None)
+        last = max(cores)
+        return cls(frozenset({last}), frozenset(cores - {last}))
+
+    def pin_server(self, pid: int) -> None:
+        """Every thread of process ``pid`` on the servers' cores (threads it starts later inherit them)."""
+        if self.servers is not None:
+            for tid in thread_cpu(pid):
+                os.sched_setaffinity(tid, self.servers)
+
+    def pin_client(self) -> None:
+        """This process (the client) on the client's cores."""
+        if self.client is not None:
+            os.sched_setaffinity(0, self.client)
 
 
 def cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
