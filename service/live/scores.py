@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import struct
+import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class Issued:
 
     @property
     def values(self) -> Sequence[float]:
-        return memoryview(self.body).cast("d")
+        return _values(self.body)
 
     @property
     def pending(self) -> tuple[Pending, ...]:
@@ -209,7 +210,7 @@ def settle_body(
     size = _width(horizon, q)
     if len(body) % (size * 8):
         raise StateError(f"issued forecasts do not read: {len(body)} bytes are no whole forecasts of {size} values")
-    values = array("d", body)  # a float object made only for each value read (the stored bytes are little-endian)
+    values = _values(body)
     log = math.log
     width = q + 4
     sums = [0.0] * (horizon * width)
@@ -247,6 +248,15 @@ def settle_body(
             h += 1
             row_at = k
     return Settled(levels, sums, count), body[settled_through * 8 :]
+
+
+def _values(body: bytes) -> array[float]:
+    """The float64 values of packed forecasts, little-endian as stored: a float object is made only for each
+    value read."""
+    values = array("d", body)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
 
 
 def _pack(p: Pending) -> bytes:
