@@ -7,7 +7,7 @@ import math
 import pytest
 
 from latentcast.errors import StateError
-from service.live.scores import Issued, Pending, settle
+from service.live.scores import Issued, Pending, settle, settle_stored
 
 LEVELS = (0.1, 0.5, 0.9)
 
@@ -92,3 +92,20 @@ def test_issued_forecasts_are_read_only_as_the_version_and_shape_asked_for() -> 
     assert Issued.of(blob, "v1", 3, 3) is None and Issued.of(blob, "v1", 2, 5) is None  # another shape's
     assert Issued.of(blob + b"\x00", "v1", 2, 3) is None  # values cut short
     assert Issued.of(b"\x01" + blob[1:], "v1", 2, 3) is None  # another format
+
+
+def test_settling_the_stored_bytes_in_one_pass_equals_settle_then_the_next_forecast() -> None:
+    closes = [100.0, 101.0, 99.0, 98.5]
+    rows = [[-0.02, 0.0, 0.02], [-0.03, 0.001, 0.03]]
+    issued = issued_after(closes, 0).with_forecast(1, closes[1], rows).with_forecast(2, closes[2], rows)
+    settled, left = settle(issued, 3, closes[3:], LEVELS)
+    stored = settle_stored(issued.to_bytes(), "v1", 2, 3, closes[3:], LEVELS, (3, closes[3], rows))
+    assert stored is not None
+    assert stored[0] == settled and stored[1] == left.with_forecast(3, closes[3], rows).to_bytes()
+    assert settle_stored(issued.to_bytes(), "v1", 2, 3, closes[3:], LEVELS, None) == (settled, left.to_bytes())
+    # anything else is left to ``Issued``: another version, a newest forecast not the last observation's,
+    # a forecast that would replace a kept one, bytes that do not read
+    assert settle_stored(issued.to_bytes(), "v2", 2, 3, closes[3:], LEVELS, None) is None
+    assert settle_stored(issued.to_bytes(), "v1", 2, 4, [98.0], LEVELS, None) is None
+    assert settle_stored(issued.to_bytes(), "v1", 2, 3, closes[3:], LEVELS, (2, closes[2], rows)) is None
+    assert settle_stored(issued.to_bytes()[:-8], "v1", 2, 3, closes[3:], LEVELS, None) is None
