@@ -18,9 +18,9 @@ from models.forecaster import Forecaster
 from models.kernel import StepKernel
 from models.predictor import Predictor
 from models.series import Observation, SeriesState, StoredStep
-from models.state import StreamState
 from models.volatility import PARKINSON, day_squares, ewma_variances, range_inputs, range_ratio, steady_weight
 from tests.factories import real_bars
+from tests.models.test_state import in_pieces_through_bytes
 from training.evaluate import model_outputs
 
 STEPS = 30
@@ -138,13 +138,8 @@ def test_one_call_equals_pieces_with_the_state_carried_through_bytes(cell, kerne
     cuts = sorted(data.draw(st.sets(st.integers(1, max(length - 1, 1)), max_size=6)) - {length})
     with torch.no_grad():
         whole, _ = model(x)
-        pieces, state, start = [], None, 0
-        for stop in [*cuts, length]:
-            out, state = model(x[:, start:stop], state)
-            state = StreamState.from_bytes(state.to_bytes(model.config), model.config)
-            pieces.append(out)
-            start = stop
-    assert (torch.cat(pieces, dim=1) - whole).abs().max().item() <= 1e-5
+        pieces = in_pieces_through_bytes(model, x, cuts)
+    assert (pieces - whole).abs().max().item() <= 1e-5
 
 
 @pytest.fixture(scope="module")

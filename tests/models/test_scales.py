@@ -21,6 +21,7 @@ from models.series import SeriesState, Stepped, StoredStep
 from models.state import SCALES_FORMAT_VERSION, VOLATILITY_FORMAT_VERSION, StreamState
 from models.volatility import ewma_variances, initial_volatility, scale_columns, scaled_variances
 from tests.factories import real_bars
+from tests.models.test_state import in_pieces_through_bytes
 
 SCALES = (0.5, 0.8, 0.955)
 STEPS = 30
@@ -132,13 +133,8 @@ def test_one_call_equals_pieces_with_the_scales_carried_through_bytes(cell, leng
     cuts = sorted(data.draw(st.sets(st.integers(1, max(length - 1, 1)), max_size=6)) - {length})
     with torch.no_grad():
         whole, _ = forecaster(x)
-        pieces, state, start = [], None, 0
-        for stop in [*cuts, length]:
-            out, state = forecaster(x[:, start:stop], state)
-            state = StreamState.from_bytes(state.to_bytes(forecaster.config), forecaster.config)
-            pieces.append(out)
-            start = stop
-    assert (torch.cat(pieces, dim=1) - whole).abs().max().item() <= 1e-5
+        pieces = in_pieces_through_bytes(forecaster, x, cuts)
+    assert (pieces - whole).abs().max().item() <= 1e-5
 
 
 def test_the_scales_change_the_forecast_through_the_inputs():

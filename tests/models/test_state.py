@@ -34,6 +34,18 @@ def model_for(cell: str, kernel: int, layers: int, scaling: str = "global") -> F
     return MODELS[key]
 
 
+def in_pieces_through_bytes(model: Forecaster, x: torch.Tensor, cuts: list[int]) -> torch.Tensor:
+    """``model``'s outputs over ``x`` cut at ``cuts`` (time steps), the state carried from piece to piece
+    through its bytes, joined in time."""
+    pieces, state, start = [], None, 0
+    for stop in [*cuts, x.shape[1]]:
+        out, state = model(x[:, start:stop], state)
+        state = StreamState.from_bytes(state.to_bytes(model.config), model.config)
+        pieces.append(out)
+        start = stop
+    return torch.cat(pieces, dim=1)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     cell=st.sampled_from(CELLS),
@@ -50,13 +62,8 @@ def test_one_call_equals_pieces_with_state_carried_through_bytes(cell, kernel, l
     cuts = sorted(data.draw(st.sets(st.integers(1, max(length - 1, 1)), max_size=6)) - {length})
     with torch.no_grad():
         whole, _ = model(x)
-        pieces, state, start = [], None, 0
-        for stop in [*cuts, length]:
-            out, state = model(x[:, start:stop], state)
-            state = StreamState.from_bytes(state.to_bytes(model.config), model.config)
-            pieces.append(out)
-            start = stop
-    assert (torch.cat(pieces, dim=1) - whole).abs().max().item() <= 1e-5
+        pieces = in_pieces_through_bytes(model, x, cuts)
+    assert (pieces - whole).abs().max().item() <= 1e-5
 
 
 def test_stacked_states_carry_each_stream_as_its_own_forward_would():
